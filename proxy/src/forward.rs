@@ -1,0 +1,498 @@
+//! Forwarding HTTP requests: route lookup, header rewriting, the pooled upstream client, and the
+//! proxy's own error answers (404 without a route, 503 when the upstream fails, optionally
+//! fetched from `--error-target` as configurable-http-proxy does).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::body::{ActivityBody, ProxyBody};
+use crate::error::{ConfigError, ForwardError};
+use crate::net::UpstreamConnector;
+use crate::routes::{Route, RouteTable, Target};
+use crate::upgrade;
+
+/// How requests are forwarded. Defaults match configurable-http-proxy's.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Add `X-Forwarded-{For,Port,Proto,Host}` to upstream requests (`--no-x-forward` turns off).
+    pub x_forward: bool,
+    /// Forward the full path including the route prefix (`--no-include-prefix` strips it).
+    pub include_prefix: bool,
+    /// Prepend the target's own path to forwarded requests (`--no-prepend-path` turns off).
+    pub prepend_path: bool,
+    /// Route on `/<host><path>` instead of `<path>` (`--host-routing`).
+    pub host_routing: bool,
+    /// Extra headers added to every upstream request (`--custom-header`).
+    pub custom_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Give up on an upstream that sends no response head within this time (`--timeout`).
+    pub timeout: Option<Duration>,
+    /// Give up connecting to an upstream after this time.
+    pub connect_timeout: Duration,
+    /// Fetch error pages from `<error_target>/<code>?url=<request url>` (`--error-target`).
+    pub error_target: Option<String>,
+    /// Idle upstream connections kept per upstream host.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        Self {
+            x_forward: true,
+            include_prefix: true,
+            prepend_path: true,
+            host_routing: false,
+            custom_headers: Vec::new(),
+            timeout: None,
+            connect_timeout: Duration::from_secs(10),
+            error_target: None,
+            pool_max_idle_per_host: 1024,
+        }
+    }
+}
+
+/// Who sent a request and how it reached us.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The port the client connected to.
+    pub local_port: u16,
+    /// Whether the client connection is TLS.
+    pub tls: bool,
+}
+
+/// The reverse proxy: a route table and a pooled upstream client. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Proxy {
+    routes: Arc<RouteTable>,
+    client: Client<UpstreamConnector, ProxyBody>,
+    options: ProxyOptions,
+    error_target: Option<Target>,
+}
+
+impl Proxy {
+    /// A proxy serving `routes` with `options`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Target`] when the error target is not a usable URL.
+    pub fn new(routes: Arc<RouteTable>, options: ProxyOptions) -> Result<Self, ConfigError> {
+        let error_target = options
+            .error_target
+            .as_deref()
+            .map(Target::parse)
+            .transpose()
+            .map_err(|source| ConfigError::Target {
+                option: "--error-target",
+                source,
+            })?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(options.pool_max_idle_per_host)
+            .set_host(false)
+            .build(UpstreamConnector::new(options.connect_timeout));
+        Ok(Self {
+            routes,
+            client,
+            options,
+            error_target,
+        })
+    }
+
+    /// The route table this proxy serves.
+    pub fn routes(&self) -> &Arc<RouteTable> {
+        &self.routes
+    }
+
+    pub(crate) fn options(&self) -> &ProxyOptions {
+        &self.options
+    }
+
+    /// Answer one client request. Never fails: problems become 4xx/5xx responses.
+    pub async fn handle(&self, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+        if req.uri().path() == "/_chp_healthz" {
+            return json_response(StatusCode::OK, r#"{"status":"OK"}"#);
+        }
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned();
+        match self.route_for(&req) {
+            Ok(route) => {
+                let result = if upgrade::is_upgrade(&req) {
+                    upgrade::tunnel(self, req, route, peer, &pq).await
+                } else {
+                    self.forward(req, route, peer, &pq).await
+                };
+                match result {
+                    Ok(resp) => resp,
+                    Err(err) => self.error_response(&err, &pq).await,
+                }
+            }
+            Err(err) => self.error_response(&err, &pq).await,
+        }
+    }
+
+    fn route_for(&self, req: &Request<Incoming>) -> Result<Arc<Route>, ForwardError> {
+        if req.method() == Method::CONNECT {
+            return Err(ForwardError::BadRequest("CONNECT is not supported"));
+        }
+        let decoded = decode_path(req.uri().path())?;
+        let found = if self.options.host_routing {
+            let host = request_host(req).ok_or(ForwardError::BadRequest("missing Host header"))?;
+            let host = host.split(':').next().unwrap_or(host);
+            self.routes.lookup(&format!("/{host}{decoded}"))
+        } else {
+            self.routes.lookup(&decoded)
+        };
+        found.ok_or(ForwardError::NoRoute)
+    }
+
+    /// The path-and-query to send upstream for a request to `route`.
+    pub(crate) fn upstream_path<'a>(
+        &self,
+        route: &Route,
+        pq: &'a str,
+    ) -> std::borrow::Cow<'a, str> {
+        if self.options.include_prefix || route.path() == "/" {
+            return pq.into();
+        }
+        // configurable-http-proxy slices the prefix's length off the raw URL.
+        let prefix = route.path();
+        match pq.get(..prefix.len()) {
+            Some(head) if head == prefix => {
+                let rest = &pq[prefix.len()..];
+                if rest.starts_with('/') {
+                    rest.into()
+                } else {
+                    format!("/{rest}").into()
+                }
+            }
+            _ => pq.into(),
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        route: Arc<Route>,
+        peer: Peer,
+        pq: &str,
+    ) -> Result<Response<ProxyBody>, ForwardError> {
+        let target = route.target();
+        let upstream_pq = self.upstream_path(&route, pq);
+        let uri = if self.options.prepend_path {
+            target.uri_for(&upstream_pq)
+        } else {
+            Target::parse(&format!("http://{}", target.authority()))
+                .map_err(|_| ForwardError::BadRequest("bad target"))?
+                .uri_for(&upstream_pq)
+        }
+        .map_err(|_| ForwardError::BadRequest("request path cannot be forwarded"))?;
+
+        let (mut parts, body) = req.into_parts();
+        if parts.version == Version::HTTP_2
+            && !parts.headers.contains_key(header::HOST)
+            && let Some(authority) = parts.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(header::HOST, host);
+        }
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        self.add_forwarded(&mut parts.headers, peer);
+
+        let upstream_req = Request::from_parts(
+            parts,
+            ProxyBody::Stream(ActivityBody::new(body, Some(Arc::clone(&route)))),
+        );
+        let sending = self.client.request(upstream_req);
+        let sent = match self.options.timeout {
+            Some(limit) => tokio::time::timeout(limit, sending)
+                .await
+                .map_err(|_| upstream_error(target, "no response before --timeout"))?,
+            None => sending.await,
+        };
+        let resp = sent.map_err(|e| upstream_error(target, &client_error_reason(&e)))?;
+
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        // Only successful answers count as activity: a flood of 404s or 503s must not make a
+        // server look busy to the idle culler.
+        let active = parts.status.as_u16() < 300;
+        if active {
+            route.touch();
+        }
+        let body = ActivityBody::new(body, active.then_some(route));
+        Ok(Response::from_parts(parts, ProxyBody::Stream(body)))
+    }
+
+    pub(crate) fn add_forwarded(&self, headers: &mut HeaderMap, peer: Peer) {
+        for (name, value) in &self.options.custom_headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        if !self.options.x_forward {
+            return;
+        }
+        let host = headers.get(header::HOST).cloned();
+        append_header(headers, "x-forwarded-for", &peer.remote.ip().to_string());
+        append_header(headers, "x-forwarded-port", &peer.local_port.to_string());
+        append_header(
+            headers,
+            "x-forwarded-proto",
+            if peer.tls { "https" } else { "http" },
+        );
+        if let Some(host) = host
+            && let Ok(host) = host.to_str()
+        {
+            append_header(headers, "x-forwarded-host", host);
+        }
+    }
+
+    async fn error_response(&self, err: &ForwardError, pq: &str) -> Response<ProxyBody> {
+        let status = err.status();
+        match err {
+            ForwardError::Upstream { .. } => {
+                tracing::warn!(%status, path = %path_only(pq), "{err}")
+            }
+            _ => tracing::debug!(%status, path = %path_only(pq), "{err}"),
+        }
+        if let (Some(target), ForwardError::NoRoute | ForwardError::Upstream { .. }) =
+            (&self.error_target, err)
+            && let Some(resp) = self.fetch_error_page(target, status, pq).await
+        {
+            return resp;
+        }
+        default_error(status, err)
+    }
+
+    /// GET `<error_target>/<code>?url=<url>`, keeping its body and content type, with our status.
+    async fn fetch_error_page(
+        &self,
+        target: &Target,
+        status: StatusCode,
+        pq: &str,
+    ) -> Option<Response<ProxyBody>> {
+        let query = utf8_percent_encode(pq, NON_ALPHANUMERIC);
+        let uri = target
+            .uri_for(&format!("/{}?url={query}", status.as_u16()))
+            .ok()?;
+        let req = Request::get(uri)
+            .header(header::HOST, target.authority().as_str())
+            .body(ProxyBody::empty())
+            .ok()?;
+        let fetched = tokio::time::timeout(self.options.connect_timeout, self.client.request(req));
+        let resp = match fetched.await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %client_error_reason(&e), "cannot fetch error page from --error-target");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!("error page from --error-target timed out");
+                return None;
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let mut out = Response::new(ProxyBody::Stream(ActivityBody::new(body, None)));
+        *out.status_mut() = status;
+        for key in [header::CONTENT_TYPE, header::CONTENT_ENCODING] {
+            if let Some(value) = parts.headers.get(&key) {
+                out.headers_mut().insert(key, value.clone());
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The host a request was sent to: `Host`, or the authority of an HTTP/2 or absolute-form request.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// Percent-decode a request path strictly: bad escapes or non-UTF-8 results are a 400.
+pub(crate) fn decode_path(raw: &str) -> Result<std::borrow::Cow<'_, str>, ForwardError> {
+    if !raw.starts_with('/') {
+        return Err(ForwardError::BadRequest("path must start with '/'"));
+    }
+    if !raw.contains('%') {
+        return Ok(raw.into());
+    }
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let ok = bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            if !ok {
+                return Err(ForwardError::BadRequest("bad percent-encoding in path"));
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ForwardError::BadRequest("path is not UTF-8 after percent-decoding"))
+}
+
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Remove hop-by-hop headers (RFC 9110 7.6.1), including those named in `Connection`, and `Upgrade`.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+fn append_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    let name = HeaderName::from_static(name);
+    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing},{value}"),
+        _ => value.to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+pub(crate) fn upstream_error(target: &Target, reason: &str) -> ForwardError {
+    ForwardError::Upstream {
+        target: target.as_str().to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// A short reason for a client error: hyper's top-level message plus its innermost cause.
+fn client_error_reason(err: &hyper_util::client::legacy::Error) -> String {
+    let mut source: &dyn std::error::Error = err;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    if std::ptr::addr_eq(source, err) {
+        err.to_string()
+    } else {
+        format!("{err}: {source}")
+    }
+}
+
+fn path_only(pq: &str) -> &str {
+    pq.split('?').next().unwrap_or(pq)
+}
+
+fn default_error(status: StatusCode, err: &ForwardError) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let detail = match err {
+        ForwardError::NoRoute => "No route for this path.",
+        ForwardError::BadRequest(what) => what,
+        ForwardError::Upstream { .. } => "The server for this path is not responding.",
+    };
+    let body = format!(
+        "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\
+         <body><h1>{code}: {reason}</h1><p>{detail}</p></body></html>\n",
+        code = status.as_u16()
+    );
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
+
+pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_path_is_strict() {
+        assert_eq!(decode_path("/user/a%20b").unwrap(), "/user/a b");
+        assert_eq!(decode_path("/plain").unwrap(), "/plain");
+        assert!(decode_path("/bad%zz").is_err());
+        assert!(decode_path("/bad%2").is_err());
+        assert!(decode_path("/bad%ff%fe").is_err());
+        assert!(decode_path("relative").is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let proxy = Proxy::new(Arc::new(RouteTable::new()), ProxyOptions::default()).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.9.9.9"));
+        h.insert(header::HOST, HeaderValue::from_static("hub.example.org"));
+        let peer = Peer {
+            remote: "127.0.0.7:5000".parse().unwrap(),
+            local_port: 8000,
+            tls: true,
+        };
+        proxy.add_forwarded(&mut h, peer);
+        assert_eq!(h["x-forwarded-for"], "10.9.9.9,127.0.0.7");
+        assert_eq!(h["x-forwarded-port"], "8000");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "hub.example.org");
+    }
+}

@@ -1,0 +1,36 @@
+//! stackhub's HTTP and WebSocket reverse proxy: a drop-in for configurable-http-proxy.
+//!
+//! # Layout
+//! - `routes`: the route table (longest whole-segment prefix, per-route activity).
+//! - `forward`: forwarding one request, header rewriting, error answers.
+//! - `upgrade`: WebSocket (and other upgrade) tunnels.
+//! - `net`: upstream sockets with `TCP_NODELAY` and prompt ACKs.
+//! - `body`: streaming bodies that record activity.
+//! - `api`: configurable-http-proxy's REST API.
+//! - `server`: accept loops for the public and API listeners.
+//! - `tls`, `config`: rustls acceptors and the command line.
+//!
+//! The hub embeds this crate: it builds a [`Proxy`] over a shared [`RouteTable`], runs [`serve`]
+//! on its public listener, and edits the table directly; `stackhub-proxy` runs the same pieces
+//! as a process with the REST API ([`serve_api`]) on a second listener.
+
+mod api;
+mod body;
+mod config;
+mod error;
+mod forward;
+mod net;
+mod routes;
+mod server;
+mod tls;
+mod upgrade;
+
+pub use self::api::Api;
+pub use self::body::{ActivityBody, ProxyBody};
+pub use self::config::Args;
+pub use self::error::{ConfigError, RouteError};
+pub use self::forward::{Peer, Proxy, ProxyOptions};
+pub use self::net::QuickAckStream;
+pub use self::routes::{Route, RouteTable, Target, normalize};
+pub use self::server::{SHUTDOWN_GRACE, serve, serve_api};
+pub use self::tls::acceptor as tls_acceptor;

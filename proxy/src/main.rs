@@ -1,0 +1,154 @@
+//! `stackhub-proxy`: the proxy as a process, started like configurable-http-proxy.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use proxy::{Api, Args, Proxy, RouteTable};
+use serde_json::{Map, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// `EX_USAGE`: bad command line or configuration.
+const EX_USAGE: u8 = 64;
+/// `EX_UNAVAILABLE`: a listener could not be bound.
+const EX_UNAVAILABLE: u8 = 69;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(&args.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stackhub-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    // Everything is checked before anything binds.
+    let setup = || -> Result<_, String> {
+        let public = args.public_addr()?;
+        let api = args.api_addr()?;
+        let options = args.proxy_options().map_err(|e| e.to_string())?;
+        let tls = match (&args.ssl_cert, &args.ssl_key) {
+            (Some(cert), Some(key)) => {
+                Some(proxy::tls_acceptor(cert, key, true).map_err(|e| e.to_string())?)
+            }
+            _ => None,
+        };
+        let api_tls = match (&args.api_ssl_cert, &args.api_ssl_key) {
+            (Some(cert), Some(key)) => {
+                Some(proxy::tls_acceptor(cert, key, false).map_err(|e| e.to_string())?)
+            }
+            _ => None,
+        };
+        let routes = Arc::new(RouteTable::new());
+        if let Some(target) = &args.default_target {
+            let mut data = Map::new();
+            data.insert("target".into(), Value::String(target.clone()));
+            routes
+                .add("/", data)
+                .map_err(|e| format!("--default-target: {e}"))?;
+        }
+        let proxy = Proxy::new(Arc::clone(&routes), options).map_err(|e| e.to_string())?;
+        Ok((public, api, tls, api_tls, routes, proxy))
+    };
+    let (public_addr, api_addr, tls, api_tls, routes, proxy) = match setup() {
+        Ok(parts) => parts,
+        Err(msg) => {
+            eprintln!("stackhub-proxy: {msg}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let token = std::env::var("CONFIGPROXY_AUTH_TOKEN").ok();
+    if token.as_deref().is_none_or(str::is_empty) {
+        tracing::warn!("REST API is not authenticated: set CONFIGPROXY_AUTH_TOKEN");
+    }
+
+    let (public, api) = match (
+        TcpListener::bind(public_addr).await,
+        TcpListener::bind(api_addr).await,
+    ) {
+        (Ok(p), Ok(a)) => (p, a),
+        (Err(e), _) => return bind_failed(public_addr, &e),
+        (_, Err(e)) => return bind_failed(api_addr, &e),
+    };
+    tracing::info!(
+        "proxying {}://{} ; API at {}://{}/api/routes",
+        if tls.is_some() { "https" } else { "http" },
+        public.local_addr().unwrap_or(public_addr),
+        if api_tls.is_some() { "https" } else { "http" },
+        api.local_addr().unwrap_or(api_addr),
+    );
+
+    let shutdown = CancellationToken::new();
+    let public_task = tokio::spawn(proxy::serve(
+        public,
+        Arc::new(proxy),
+        tls,
+        shutdown.clone().cancelled_owned(),
+    ));
+    let api_task = tokio::spawn(proxy::serve_api(
+        api,
+        Api::new(routes, token),
+        api_tls,
+        shutdown.clone().cancelled_owned(),
+    ));
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = tokio::join!(public_task, api_task);
+    ExitCode::SUCCESS
+}
+
+fn bind_failed(addr: std::net::SocketAddr, e: &std::io::Error) -> ExitCode {
+    eprintln!("stackhub-proxy: cannot listen on {addr}: {e}");
+    ExitCode::from(EX_UNAVAILABLE)
+}
+
+/// SIGTERM is how JupyterHub and process supervisors stop us; SIGINT is Ctrl-C in a terminal.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_tracing(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let level = match level {
+            "debug" | "info" | "warn" | "error" | "trace" => level,
+            _ => "info",
+        };
+        EnvFilter::new(format!("proxy={level},stackhub_proxy={level},warn"))
+    });
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,36 @@
+# Shared shell helpers for the project's scripts. Source it; do not run it.
+# shellcheck shell=bash
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export ROOT
+# Build output lives outside the clone so fresh CI clones reuse it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stackhub/target}"
+export STACKHUB_VENV="${STACKHUB_VENV:-$ROOT/.venv}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# apt_install PKG...: install Debian packages that are not there yet.
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# ensure_venv: the project-local Python environment with the real Jupyter components.
+ensure_venv() {
+  local req="$ROOT/scripts/requirements.txt" stamp="$STACKHUB_VENV/.stackhub-requirements"
+  if [ -x "$STACKHUB_VENV/bin/python" ] && cmp -s "$req" "$stamp"; then return 0; fi
+  log "creating Python environment in $STACKHUB_VENV"
+  python3 -m venv "$STACKHUB_VENV"
+  "$STACKHUB_VENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$STACKHUB_VENV/bin/pip" install -q -r "$req"
+  cp "$req" "$stamp"
+}
