@@ -1,0 +1,1 @@
+//! The bridge-site kernel gateway: a Jupyter Enterprise Gateway-compatible REST and WebSocket API.
