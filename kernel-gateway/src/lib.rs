@@ -1,1 +1,88 @@
-//! The bridge-site kernel gateway: a Jupyter Enterprise Gateway-compatible REST and WebSocket API.
+//! `kernel-gateway`: a Jupyter Enterprise Gateway drop-in. REST + WebSocket in front, ZeroMQ to
+//! the kernels behind, kernels started through a [`Launcher`].
+//!
+//! Layout:
+//! - `protocol/`: messages without I/O (ZeroMQ framing + HMAC, legacy and v1 WebSocket framing);
+//! - `kernel/`: one kernel's ZeroMQ side, sessions, lifecycle (handshake, heartbeat, restart);
+//! - [`launcher`]: the `Launcher` seam and the local-process launcher;
+//! - `manager`: the registry (limits, ownership, culling); `api/`: the HTTP routes;
+//! - [`config`]: TOML config + environment overrides.
+//!
+//! Routes are listed in the `api` module docs.
+
+mod api;
+mod auth;
+pub mod config;
+mod error;
+mod kernel;
+pub mod kernelspec;
+pub mod launcher;
+mod manager;
+pub mod protocol;
+mod time;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use self::auth::Caller;
+pub use self::config::Config;
+pub use self::error::GatewayError;
+pub use self::launcher::{Launcher, LocalLauncher};
+pub use self::manager::{KernelManager, Metrics, StartRequest};
+
+/// The router for `state` (tests can drive it without a socket).
+pub fn app(state: Arc<KernelManager>) -> Router {
+    api::router(state).layer(axum::middleware::from_fn(trace_request))
+}
+
+/// One span per request, carrying method and path.
+async fn trace_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
+    async move {
+        let response = next.run(req).await;
+        tracing::debug!(status = response.status().as_u16(), "request done");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, culling on the configured interval;
+/// then shuts every kernel down.
+///
+/// # Errors
+/// The listener failed.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<KernelManager>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let culler = {
+        let state = state.clone();
+        let every = Duration::from_secs(state.config.cull_interval.max(1));
+        tokio::spawn(async move {
+            if state.config.cull_idle_timeout == 0 {
+                return;
+            }
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                state.cull_once().await;
+            }
+        })
+    };
+    let result = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    culler.abort();
+    state.shutdown_all().await;
+    result
+}

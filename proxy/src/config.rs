@@ -66,6 +66,9 @@ pub struct Args {
     /// Milliseconds to wait for an upstream's response head before answering 503
     #[arg(long, value_name = "MS")]
     pub timeout: Option<u64>,
+    /// Worker threads serving the public port [default: one per core]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
     /// Log level: debug, info, warn or error (RUST_LOG overrides)
     #[arg(long = "log-level", default_value = "info")]
     pub log_level: String,

@@ -8,6 +8,7 @@
 //! - `body`: streaming bodies that record activity.
 //! - `api`: configurable-http-proxy's REST API.
 //! - `server`: accept loops for the public and API listeners.
+//! - `workers`: thread-per-core serving of the public listener.
 //! - `tls`, `config`: rustls acceptors and the command line.
 //!
 //! The hub embeds this crate: it builds a [`Proxy`] over a shared [`RouteTable`], runs [`serve`]
@@ -24,6 +25,7 @@ mod routes;
 mod server;
 mod tls;
 mod upgrade;
+mod workers;
 
 pub use self::api::Api;
 pub use self::body::{ActivityBody, ProxyBody};
@@ -34,3 +36,4 @@ pub use self::net::QuickAckStream;
 pub use self::routes::{Route, RouteTable, Target, normalize};
 pub use self::server::{SHUTDOWN_GRACE, serve, serve_api};
 pub use self::tls::acceptor as tls_acceptor;
+pub use self::workers::{Workers, default_worker_count};

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use proxy::{Api, Args, Proxy, RouteTable};
+use proxy::{Api, Args, RouteTable, Workers};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -56,10 +56,9 @@ async fn run(args: Args) -> ExitCode {
                 .add("/", data)
                 .map_err(|e| format!("--default-target: {e}"))?;
         }
-        let proxy = Proxy::new(Arc::clone(&routes), options).map_err(|e| e.to_string())?;
-        Ok((public, api, tls, api_tls, routes, proxy))
+        Ok((public, api, tls, api_tls, routes, options))
     };
-    let (public_addr, api_addr, tls, api_tls, routes, proxy) = match setup() {
+    let (public_addr, api_addr, tls, api_tls, routes, options) = match setup() {
         Ok(parts) => parts,
         Err(msg) => {
             eprintln!("stackhub-proxy: {msg}");
@@ -72,7 +71,7 @@ async fn run(args: Args) -> ExitCode {
     }
 
     let (public, api) = match (
-        TcpListener::bind(public_addr).await,
+        std::net::TcpListener::bind(public_addr),
         TcpListener::bind(api_addr).await,
     ) {
         (Ok(p), Ok(a)) => (p, a),
@@ -88,12 +87,23 @@ async fn run(args: Args) -> ExitCode {
     );
 
     let shutdown = CancellationToken::new();
-    let public_task = tokio::spawn(proxy::serve(
+    let workers = args
+        .workers
+        .map_or_else(proxy::default_worker_count, usize::from);
+    let workers = match Workers::start(
         public,
-        Arc::new(proxy),
+        Arc::clone(&routes),
+        &options,
         tls,
-        shutdown.clone().cancelled_owned(),
-    ));
+        workers,
+        &shutdown,
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("stackhub-proxy: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
     let api_task = tokio::spawn(proxy::serve_api(
         api,
         Api::new(routes, token),
@@ -103,7 +113,8 @@ async fn run(args: Args) -> ExitCode {
     wait_for_signal().await;
     tracing::info!("shutting down");
     shutdown.cancel();
-    let _ = tokio::join!(public_task, api_task);
+    let _ = api_task.await;
+    let _ = tokio::task::spawn_blocking(move || workers.join()).await;
     ExitCode::SUCCESS
 }
 

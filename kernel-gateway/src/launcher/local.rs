@@ -1,0 +1,244 @@
+//! Local-process launcher: writes a connection file with five free TCP ports on 127.0.0.1 and runs
+//! the kernelspec's argv in its own process group (so SIGINT reaches the whole kernel).
+//!
+//! Hazard: ports are found free by binding port 0 and released before the kernel binds them; another
+//! process can take one in between. The kernel then fails to start and the start reports it.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use jupyter_protocol::ConnectionInfo;
+use jupyter_protocol::connection_info::Transport;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+use super::{
+    ExitInfo, KernelProcess, KernelSignal, LaunchError, LaunchRequest, Launched, Launcher,
+};
+
+/// Runs kernels as child processes of the gateway.
+#[derive(Debug, Clone)]
+pub struct LocalLauncher {
+    runtime_dir: PathBuf,
+    ip: String,
+}
+
+impl LocalLauncher {
+    /// A launcher writing connection files under `runtime_dir`, kernels listening on `ip`.
+    pub fn new(runtime_dir: PathBuf, ip: impl Into<String>) -> Self {
+        LocalLauncher {
+            runtime_dir,
+            ip: ip.into(),
+        }
+    }
+
+    /// Connection files under `$TMPDIR/stackhub-gateway-<pid>`, kernels on 127.0.0.1.
+    pub fn with_defaults() -> Self {
+        Self::new(
+            std::env::temp_dir().join(format!("stackhub-gateway-{}", std::process::id())),
+            "127.0.0.1",
+        )
+    }
+
+    fn free_ports(&self) -> Result<[u16; 5], LaunchError> {
+        // Keep all five listeners open until all are chosen so the five ports differ.
+        let prepare = |source| LaunchError::Prepare {
+            what: "ports",
+            source,
+        };
+        let listeners = (0..5)
+            .map(|_| std::net::TcpListener::bind((self.ip.as_str(), 0)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(prepare)?;
+        let mut ports = [0u16; 5];
+        for (p, l) in ports.iter_mut().zip(&listeners) {
+            *p = l.local_addr().map_err(prepare)?.port();
+        }
+        Ok(ports)
+    }
+
+    async fn write_connection_file(
+        &self,
+        kernel_id: &str,
+        info: &ConnectionInfo,
+    ) -> Result<PathBuf, LaunchError> {
+        let prepare = |source| LaunchError::Prepare {
+            what: "connection file",
+            source,
+        };
+        tokio::fs::create_dir_all(&self.runtime_dir)
+            .await
+            .map_err(prepare)?;
+        let path = self.runtime_dir.join(format!(
+            "kernel-{kernel_id}-{}.json",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let json =
+            serde_json::to_vec_pretty(info).map_err(|e| prepare(std::io::Error::other(e)))?;
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create_new(true).mode(0o600);
+        let mut file = options.open(&path).await.map_err(prepare)?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, &json)
+            .await
+            .map_err(prepare)?;
+        Ok(path)
+    }
+}
+
+impl Launcher for LocalLauncher {
+    fn launch(&self, request: LaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>> {
+        Box::pin(async move {
+            let [shell, iopub, stdin, control, hb] = self.free_ports()?;
+            let connection = ConnectionInfo {
+                ip: self.ip.clone(),
+                transport: Transport::TCP,
+                shell_port: shell,
+                iopub_port: iopub,
+                stdin_port: stdin,
+                control_port: control,
+                hb_port: hb,
+                key: request.key.clone(),
+                signature_scheme: "hmac-sha256".to_owned(),
+                kernel_name: Some(request.spec.name.clone()),
+            };
+            let file = self
+                .write_connection_file(&request.kernel_id, &connection)
+                .await?;
+            let file_str = file.to_string_lossy().into_owned();
+            let argv: Vec<String> = request
+                .spec
+                .resolved_argv()
+                .iter()
+                .map(|a| a.replace("{connection_file}", &file_str))
+                .collect();
+            let mut cmd = Command::new(&argv[0]);
+            cmd.args(&argv[1..])
+                .env_clear()
+                .envs(&request.env)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true);
+            if let Some(dir) = &request.working_dir {
+                cmd.current_dir(dir);
+            }
+            let mut child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+                program: argv[0].clone(),
+                source,
+            })?;
+            let pid = child.id().unwrap_or(0);
+            let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+            if let Some(stderr) = child.stderr.take() {
+                let tail = stderr_tail.clone();
+                let kernel_id = request.kernel_id.clone();
+                tokio::spawn(async move {
+                    let mut lines = BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::debug!(kernel_id = %kernel_id, "kernel stderr: {line}");
+                        let mut tail = tail.lock().await;
+                        if tail.len() == 20 {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line);
+                    }
+                });
+            }
+            tracing::info!(kernel_id = %request.kernel_id, pid, kernel_name = %request.spec.name, "kernel process started");
+            let process = LocalProcess {
+                pid,
+                child: Mutex::new(child),
+                stderr_tail,
+                connection_file: file,
+            };
+            Ok(Launched {
+                connection,
+                process: Box::new(process),
+            })
+        })
+    }
+}
+
+struct LocalProcess {
+    pid: u32,
+    child: Mutex<Child>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    connection_file: PathBuf,
+}
+
+impl std::fmt::Debug for LocalProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalProcess")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LocalProcess {
+    fn drop(&mut self) {
+        // The child itself is killed by kill_on_drop; kill the rest of its group and the file.
+        if self.pid != 0 {
+            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_file(&self.connection_file);
+    }
+}
+
+impl KernelProcess for LocalProcess {
+    fn signal(&self, signal: KernelSignal) -> Result<(), LaunchError> {
+        let sig = match signal {
+            KernelSignal::Interrupt => Signal::SIGINT,
+            KernelSignal::Terminate => Signal::SIGTERM,
+            KernelSignal::Kill => Signal::SIGKILL,
+        };
+        let pid = i32::try_from(self.pid)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or(LaunchError::Signal {
+                signal,
+                detail: "no pid".into(),
+            })?;
+        killpg(Pid::from_raw(pid), sig).map_err(|e| LaunchError::Signal {
+            signal,
+            detail: e.to_string(),
+        })
+    }
+
+    fn poll(&self) -> BoxFuture<'_, Option<ExitInfo>> {
+        Box::pin(async move {
+            let status = match self.child.lock().await.try_wait() {
+                Ok(Some(status)) => status,
+                Ok(None) => return None,
+                Err(e) => {
+                    return Some(ExitInfo {
+                        status: format!("wait failed: {e}"),
+                        last_stderr: None,
+                    });
+                }
+            };
+            let status = match (
+                status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&status),
+            ) {
+                (Some(code), _) => format!("exit status {code}"),
+                (None, Some(sig)) => format!("killed by signal {sig}"),
+                _ => status.to_string(),
+            };
+            let last_stderr = self.stderr_tail.lock().await.back().cloned();
+            Some(ExitInfo {
+                status,
+                last_stderr,
+            })
+        })
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::json!({ "pid": self.pid })
+    }
+}

@@ -1,0 +1,137 @@
+//! The `Launcher` seam: how a kernel process comes to exist and how it is signalled.
+//!
+//! The gateway owns everything around it (connection info, ZeroMQ, readiness, limits); a launcher
+//! only starts a kernel for a [`LaunchRequest`] and returns where to reach it plus a
+//! [`KernelProcess`] handle. The local-process launcher lives here; Slurm and Kubernetes
+//! launchers implement the same two traits.
+
+mod local;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use jupyter_protocol::ConnectionInfo;
+use thiserror::Error;
+
+use crate::kernelspec::KernelSpec;
+
+pub use self::local::LocalLauncher;
+
+/// Why a launch or a signal failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// The kernel command could not be spawned.
+    #[error("spawning {program}: {source}")]
+    Spawn {
+        /// argv[0].
+        program: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Preparing the launch (ports, connection file) failed.
+    #[error("preparing {what}: {source}")]
+    Prepare {
+        /// What was being prepared.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Sending a signal failed.
+    #[error("signal {signal:?}: {detail}")]
+    Signal {
+        /// The signal.
+        signal: KernelSignal,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// What the gateway asks a launcher to start.
+#[derive(Clone)]
+pub struct LaunchRequest {
+    /// The kernel's id (stable across restarts).
+    pub kernel_id: String,
+    /// The kernelspec.
+    pub spec: Arc<KernelSpec>,
+    /// Final environment for the kernel (spec env, passed-through `KERNEL_*`, forced values).
+    pub env: BTreeMap<String, String>,
+    /// Working directory, if the client asked for an existing one.
+    pub working_dir: Option<PathBuf>,
+    /// HMAC key for the connection file (secret).
+    pub key: String,
+}
+
+impl std::fmt::Debug for LaunchRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaunchRequest")
+            .field("kernel_id", &self.kernel_id)
+            .field("spec", &self.spec.name)
+            .field("working_dir", &self.working_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A started kernel: where to reach it and its process handle.
+pub struct Launched {
+    /// Ports, transport, key.
+    pub connection: ConnectionInfo,
+    /// The running process (or job, or pod).
+    pub process: Box<dyn KernelProcess>,
+}
+
+impl std::fmt::Debug for Launched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launched")
+            .field("ip", &self.connection.ip)
+            .field("shell_port", &self.connection.shell_port)
+            .field("process", &self.process)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Signals the gateway sends to a kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelSignal {
+    /// SIGINT: interrupt the running cell.
+    Interrupt,
+    /// SIGTERM: ask to exit.
+    Terminate,
+    /// SIGKILL: exit now.
+    Kill,
+}
+
+/// How a kernel process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Human-readable status (`exit status 1`, `signal 9`).
+    pub status: String,
+    /// Last line the kernel wrote to stderr, if any.
+    pub last_stderr: Option<String>,
+}
+
+/// Starts kernels.
+pub trait Launcher: Send + Sync + std::fmt::Debug {
+    /// Starts a kernel and returns once its process exists and its connection info is known
+    /// (not once it answers: readiness is the gateway's job).
+    fn launch(&self, request: LaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>>;
+}
+
+/// A running kernel process.
+pub trait KernelProcess: Send + Sync + std::fmt::Debug {
+    /// Sends a signal to the kernel (its process group for local kernels).
+    ///
+    /// # Errors
+    /// [`LaunchError::Signal`] when it cannot be delivered.
+    fn signal(&self, signal: KernelSignal) -> Result<(), LaunchError>;
+
+    /// `None` while running, else how it ended.
+    fn poll(&self) -> BoxFuture<'_, Option<ExitInfo>>;
+
+    /// Opaque state for persistence (pid, job id, ...).
+    fn state(&self) -> serde_json::Value;
+}

@@ -1,0 +1,378 @@
+//! The kernel registry: starts kernels for a user (authorization, limits, environment), finds them
+//! scoped to their owner, shuts them down and culls idle ones.
+//!
+//! Per-user limits are race-free: a start first takes a slot with a compare-and-swap on the user's
+//! counter (running + starting kernels), and gives it back when the start fails or the kernel goes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::{Mutex, RwLock};
+
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::kernel::{Kernel, KernelSettings};
+use crate::kernelspec::KernelSpecDirs;
+use crate::launcher::{LaunchRequest, Launcher};
+
+/// Server environment passed to every kernel in addition to `Config::inherited_envs`.
+const BASE_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ"];
+/// Largest value accepted for one `env` entry.
+const MAX_ENV_VALUE: usize = 4096;
+
+/// Body of `POST /api/kernels`.
+#[derive(Debug, Default, Deserialize)]
+pub struct StartRequest {
+    /// Kernelspec name (default when absent).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `KERNEL_*` variables and friends (values must be strings).
+    #[serde(default)]
+    pub env: Option<serde_json::Value>,
+    /// Ignored (jupyter_server sends `KERNEL_WORKING_DIR` instead).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Client-chosen kernel id (canonical UUID v4).
+    #[serde(default)]
+    pub kernel_id: Option<String>,
+}
+
+/// Counters for the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Kernels started successfully.
+    pub starts: AtomicU64,
+    /// Starts that failed.
+    pub start_failures: AtomicU64,
+    /// Sum of start-to-ready times, in microseconds.
+    pub start_micros: AtomicU64,
+    /// Kernels culled.
+    pub culled: AtomicU64,
+}
+
+/// A held per-user slot; released on drop.
+#[derive(Debug)]
+pub(crate) struct UserSlot(Option<Arc<AtomicUsize>>);
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        if let Some(counter) = &self.0 {
+            counter.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+struct Entry {
+    kernel: Arc<Kernel>,
+    _slot: UserSlot,
+}
+
+/// Shared state of the gateway.
+pub struct KernelManager {
+    pub(crate) config: Config,
+    pub(crate) launcher: Arc<dyn Launcher>,
+    pub(crate) specs: KernelSpecDirs,
+    kernels: RwLock<HashMap<String, Entry>>,
+    slots: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    server_env: BTreeMap<String, String>,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for KernelManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelManager")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KernelManager {
+    /// A manager for `config`, launching through `launcher`, reading the environment via `lookup`.
+    pub fn new(
+        config: Config,
+        launcher: Arc<dyn Launcher>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        let specs = KernelSpecDirs::standard(&config.kernelspec_dirs, &lookup);
+        let server_env = BASE_ENV
+            .iter()
+            .map(|k| k.to_string())
+            .chain(config.inherited_envs.iter().cloned())
+            .filter_map(|k| lookup(&k).map(|v| (k, v)))
+            .collect();
+        KernelManager {
+            config,
+            launcher,
+            specs,
+            kernels: RwLock::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            server_env,
+            metrics: Metrics::default(),
+        }
+    }
+
+    async fn take_slot(&self, user: &str) -> Result<UserSlot, GatewayError> {
+        let max = self.config.max_kernels_per_user;
+        if max < 0 {
+            return Ok(UserSlot(None));
+        }
+        let counter = self
+            .slots
+            .lock()
+            .await
+            .entry(user.to_owned())
+            .or_default()
+            .clone();
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                ((n as i64) < max).then_some(n + 1)
+            })
+            .map_err(|_| GatewayError::UserLimit {
+                user: user.to_owned(),
+                max,
+            })?;
+        Ok(UserSlot(Some(counter)))
+    }
+
+    fn kernel_env(
+        &self,
+        request_env: Option<serde_json::Value>,
+    ) -> Result<BTreeMap<String, String>, GatewayError> {
+        let mut env = BTreeMap::new();
+        let Some(value) = request_env else {
+            return Ok(env);
+        };
+        let serde_json::Value::Object(map) = value else {
+            return Err(GatewayError::BadRequest("env must be a JSON object".into()));
+        };
+        for (k, v) in map {
+            if !k.starts_with("KERNEL_") {
+                continue;
+            }
+            let serde_json::Value::String(v) = v else {
+                return Err(GatewayError::BadRequest(format!(
+                    "env value of {k} must be a string"
+                )));
+            };
+            if v.len() > MAX_ENV_VALUE {
+                return Err(GatewayError::BadRequest(format!(
+                    "env value of {k} is longer than {MAX_ENV_VALUE}"
+                )));
+            }
+            if v.contains(['$', '`', '\r', '\n', '\0']) {
+                return Err(GatewayError::BadRequest(format!(
+                    "env value of {k} contains prohibited characters"
+                )));
+            }
+            env.insert(k, v);
+        }
+        Ok(env)
+    }
+
+    /// Starts a kernel for `user`.
+    ///
+    /// # Errors
+    /// 400 bad env or id, 404 unknown kernelspec, 403 not authorized or over the limit, 500 when the
+    /// kernel fails to launch, dies during start or does not answer in time.
+    #[tracing::instrument(skip_all, fields(user = %user, kernel_id = tracing::field::Empty))]
+    pub async fn start(
+        &self,
+        user: &str,
+        req: StartRequest,
+    ) -> Result<serde_json::Value, GatewayError> {
+        let name = req
+            .name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| self.config.default_kernel_name.clone());
+        let spec = self
+            .specs
+            .find(&name)
+            .ok_or_else(|| GatewayError::KernelSpecNotFound { name: name.clone() })?;
+        if !spec.allows(
+            user,
+            &self.config.unauthorized_users,
+            &self.config.authorized_users,
+        ) {
+            return Err(GatewayError::NotAuthorized {
+                user: user.to_owned(),
+                kernel_name: name,
+            });
+        }
+        let client_env = self.kernel_env(req.env)?;
+        let kernel_id = match req
+            .kernel_id
+            .as_deref()
+            .or(client_env.get("KERNEL_ID").map(String::as_str))
+        {
+            Some(id) => match uuid::Uuid::parse_str(id) {
+                Ok(u) if u.get_version_num() == 4 && u.hyphenated().to_string() == id => {
+                    id.to_owned()
+                }
+                _ => {
+                    return Err(GatewayError::BadRequest(format!(
+                        "kernel id {id:?} is not a canonical UUID v4"
+                    )));
+                }
+            },
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        if self.kernels.read().await.contains_key(&kernel_id) {
+            return Err(GatewayError::BadRequest(format!(
+                "kernel {kernel_id} already exists"
+            )));
+        }
+        tracing::Span::current().record("kernel_id", tracing::field::display(&kernel_id));
+        let slot = self.take_slot(user).await?;
+        let launch_timeout = client_env
+            .get("KERNEL_LAUNCH_TIMEOUT")
+            .and_then(|t| t.parse::<f64>().ok())
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map_or(self.config.kernel_launch_timeout, |t| {
+                (t.ceil() as u64).min(self.config.kernel_launch_timeout)
+            });
+        let working_dir = client_env
+            .get("KERNEL_WORKING_DIR")
+            .map(PathBuf::from)
+            .filter(|d| d.is_dir());
+        let mut env = self.server_env.clone();
+        env.extend(self.config.kernel_env.clone());
+        env.extend(spec.env.clone());
+        env.extend(client_env);
+        // Identity comes from the token, never from the client.
+        env.insert("KERNEL_USERNAME".into(), user.to_owned());
+        env.insert("KERNEL_ID".into(), kernel_id.clone());
+        env.insert("KERNEL_GATEWAY".into(), "1".into());
+        env.insert("KERNEL_LANGUAGE".into(), spec.language.clone());
+        let request = LaunchRequest {
+            kernel_id: kernel_id.clone(),
+            spec: Arc::new(spec),
+            env,
+            working_dir,
+            key: uuid::Uuid::new_v4().to_string(),
+        };
+        let settings = KernelSettings {
+            launch_timeout: Duration::from_secs(launch_timeout),
+            heartbeat_period: self.config.heartbeat_period(),
+            heartbeat_misses: self.config.heartbeat_misses,
+            offline_buffer: self.config.offline_buffer_messages,
+        };
+        let started = std::time::Instant::now();
+        let kernel =
+            match Kernel::start(request, user.to_owned(), self.launcher.clone(), settings).await {
+                Ok(k) => k,
+                Err(e) => {
+                    self.metrics.start_failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+        self.metrics.starts.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .start_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let model = kernel.model();
+        self.kernels.write().await.insert(
+            kernel_id,
+            Entry {
+                kernel,
+                _slot: slot,
+            },
+        );
+        Ok(model)
+    }
+
+    /// The caller's kernel `id` (another user's kernel is reported as missing).
+    ///
+    /// # Errors
+    /// [`GatewayError::KernelNotFound`].
+    pub(crate) async fn get(&self, user: &str, id: &str) -> Result<Arc<Kernel>, GatewayError> {
+        self.kernels
+            .read()
+            .await
+            .get(id)
+            .map(|e| e.kernel.clone())
+            .filter(|k| k.user == user)
+            .ok_or_else(|| GatewayError::KernelNotFound {
+                kernel_id: id.to_owned(),
+            })
+    }
+
+    /// Models of the caller's kernels.
+    pub async fn list(&self, user: &str) -> Vec<serde_json::Value> {
+        let kernels = self.kernels.read().await;
+        let mut out: Vec<_> = kernels
+            .values()
+            .filter(|e| e.kernel.user == user)
+            .map(|e| e.kernel.model())
+            .collect();
+        out.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        out
+    }
+
+    /// Counts of kernels by execution state.
+    pub async fn counts_by_state(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for e in self.kernels.read().await.values() {
+            *out.entry(e.kernel.execution_state()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// Shuts down and forgets the caller's kernel `id`.
+    ///
+    /// # Errors
+    /// [`GatewayError::KernelNotFound`].
+    pub async fn shutdown(&self, user: &str, id: &str) -> Result<(), GatewayError> {
+        let kernel = self.get(user, id).await?;
+        let entry = self.kernels.write().await.remove(id);
+        if entry.is_some() {
+            kernel.shutdown("shut down by request").await;
+        }
+        Ok(())
+    }
+
+    /// Shuts every kernel down (gateway exit).
+    pub async fn shutdown_all(&self) {
+        let entries: Vec<_> = self.kernels.write().await.drain().map(|(_, e)| e).collect();
+        for e in entries {
+            e.kernel.shutdown("gateway shutting down").await;
+        }
+    }
+
+    /// One culling pass (`cull_idle_timeout`, `cull_connected`, `cull_busy`); dead kernels go too.
+    pub async fn cull_once(&self) {
+        let timeout = self.config.cull_idle_timeout;
+        if timeout == 0 {
+            return;
+        }
+        let now = chrono::Utc::now();
+        let candidates: Vec<Arc<Kernel>> = self
+            .kernels
+            .read()
+            .await
+            .values()
+            .map(|e| e.kernel.clone())
+            .filter(|k| {
+                let state = k.execution_state();
+                let idle_for = (now - k.last_activity()).num_milliseconds().max(0) as u64;
+                state == "dead"
+                    || (idle_for >= timeout * 1000
+                        && (self.config.cull_connected || k.connections() == 0)
+                        && (self.config.cull_busy || state != "busy")
+                        && state != "starting"
+                        && state != "restarting")
+            })
+            .collect();
+        for k in candidates {
+            if self.kernels.write().await.remove(&k.id).is_some() {
+                tracing::info!(kernel_id = %k.id, user = %k.user, "culling idle kernel");
+                self.metrics.culled.fetch_add(1, Ordering::Relaxed);
+                k.shutdown(&format!("culled after {timeout}s idle")).await;
+            }
+        }
+    }
+}
