@@ -1,3 +1,104 @@
 //! The stackhub hub: users, servers, tokens, OAuth and the JupyterHub-compatible REST API.
 //!
-//! Built in the hub core issue; the workspace lays the crate out so later work has a home.
+//! # Layout
+//! - `config`: the typed configuration (TOML file + environment through a lookup trait).
+//! - `db`: the database (sqlx `Any`: SQLite by default, PostgreSQL by URL) and migrations.
+//! - `scopes`: JupyterHub scopes, roles and filters.
+//! - `names`: validated `UserName`, `ServerName`, `GroupName`.
+//! - `auth`: the `Authenticator` seam, the login pipeline, and the `ApiCaller` / `CurrentUser`
+//!   extractors.
+//! - `api`: the REST API under `/hub/api` (one router per module).
+//! - `oauth`: the OAuth2 provider under `/hub/api/oauth2`.
+//! - `pages`: login, logout and home pages.
+//! - `spawn`: the `Orchestrator` seam the server endpoints call (spawning itself lives with
+//!   the spawn-orchestration work).
+//! - `error`: `ApiError` and the `{"status","message"}` body.
+//!
+//! [`app`] builds the router; [`serve`] runs it on a listener until a shutdown future ends.
+//! Every response carries `X-JupyterHub-Version`.
+
+mod api;
+mod auth;
+mod bootstrap;
+mod config;
+mod db;
+mod error;
+mod names;
+mod oauth;
+mod pages;
+mod scopes;
+mod spawn;
+mod state;
+
+pub use self::api::JUPYTERHUB_VERSION;
+pub use self::auth::{
+    ApiCaller, AuthOutcome, Authenticator, CallerKind, CurrentUser, DevAuthenticator, LOGIN_COOKIE,
+    LoginForm, SESSION_COOKIE, XSRF_COOKIE,
+};
+pub use self::bootstrap::{BootstrapError, bootstrap_admin_token};
+pub use self::config::{
+    AuthConfig, Config, ConfigError, ENV_ADMIN_TOKEN, Lookup, ProcessEnv, RoleConfig, Secret,
+};
+pub use self::db::{ClientRow, Db, DbError, ServerRow, hash_secret, new_secret};
+pub use self::error::ApiError;
+pub use self::names::{BadName, GroupName, ServerName, UserName};
+pub use self::spawn::{
+    Orchestrator, ProgressStream, ServerRef, StartOutcome, StopOutcome, Unavailable,
+};
+pub use self::state::AppState;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::http::header::{HeaderValue, LOCATION};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+
+/// The header JupyterHub puts on every response.
+pub const VERSION_HEADER: &str = "x-jupyterhub-version";
+
+/// The hub's router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(api::router())
+        .merge(oauth::router())
+        .merge(pages::router())
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(add_version))
+        .with_state(state)
+}
+
+async fn add_version(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        HeaderName::from_static(VERSION_HEADER),
+        HeaderValue::from_static(JUPYTERHUB_VERSION),
+    );
+    resp
+}
+
+async fn not_found() -> Response {
+    error::json_error(StatusCode::NOT_FOUND, "Not Found")
+}
+
+/// A 302 redirect (axum's `Redirect` has 303/307/308 only; JupyterHub clients expect 302).
+pub(crate) fn found(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(v) => (StatusCode::FOUND, [(LOCATION, v)]).into_response(),
+        Err(_) => error::json_error(StatusCode::BAD_REQUEST, "Invalid redirect target"),
+    }
+}
+
+/// Serve the hub on `listener` until `shutdown` completes, then finish in-flight requests.
+///
+/// # Errors
+/// An I/O error from the listener.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

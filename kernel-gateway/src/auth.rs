@@ -1,7 +1,15 @@
-//! Who is calling: the `Caller` extractor. Credentials are `Authorization: token <t>` (or
-//! `Bearer <t>`) or `?token=<t>`; an empty token counts as none (jupyter_server's GatewayClient sends
-//! `token ` when unconfigured). The shared token maps to `shared_token_user`, per-user tokens to
-//! their user. With no token configured at all the server is open. `KERNEL_USERNAME` is never used.
+//! Who is calling: the `Caller` extractor.
+//!
+//! Credentials are `Authorization: token <t>` (or `Bearer <t>`) or `?token=<t>`; an empty token
+//! counts as none (jupyter_server's GatewayClient sends `token ` when unconfigured). In order:
+//! 1. the shared token maps to `shared_token_user` (roles `shared_token_roles`);
+//! 2. a per-user token maps to its user (roles from its `[[users]]` entry);
+//! 3. with `[jwt]` configured, anything else is validated as a JWT bearer ([`crate::jwt`]): the
+//!    user comes from the token's `username_claim`, and the `required_role` must be held (403
+//!    naming the role otherwise). Invalid, expired, wrongly signed or wrong-audience tokens get 401.
+//!
+//! With nothing configured the server is open. `KERNEL_USERNAME` is never used for identity. The
+//! caller's quota ([`crate::quota`]) is resolved from its roles here, once per request.
 
 use std::sync::Arc;
 
@@ -11,12 +19,17 @@ use sha2::{Digest, Sha256};
 
 use crate::error::GatewayError;
 use crate::manager::KernelManager;
+use crate::quota::{self, Quota};
 
 /// The authenticated user of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// User name (owner of the kernels it starts).
     pub user: String,
+    /// Roles and groups the caller holds.
+    pub roles: Vec<String>,
+    /// The quota that applies to the caller's kernels, if any.
+    pub quota: Option<Quota>,
 }
 
 fn presented_token(parts: &Parts) -> Option<String> {
@@ -48,25 +61,29 @@ fn digest_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Resolves a token to a user with the manager's config.
-pub(crate) fn authenticate(
-    manager: &KernelManager,
-    token: Option<&str>,
-) -> Result<Caller, GatewayError> {
+/// A caller named `user` with `roles`, its quota resolved from the config's table.
+fn caller(manager: &KernelManager, user: String, roles: Vec<String>) -> Caller {
     let config = &manager.config;
-    if config.auth_token.is_none() && config.users.is_empty() {
-        return Ok(Caller {
-            user: config.shared_token_user.clone(),
-        });
-    }
-    let token = token.ok_or(GatewayError::Unauthenticated)?;
+    let quota = quota::resolve(
+        &config.quota_roles,
+        &roles,
+        config.default_quota_role.as_deref(),
+    );
+    Caller { user, roles, quota }
+}
+
+/// Matches `token` against the shared and per-user tokens.
+fn static_token(manager: &KernelManager, token: &str) -> Option<Caller> {
+    let config = &manager.config;
     let presented = Sha256::digest(token.as_bytes());
     if let Some(shared) = &config.auth_token
         && digest_eq(&presented, &Sha256::digest(shared.as_bytes()))
     {
-        return Ok(Caller {
-            user: config.shared_token_user.clone(),
-        });
+        return Some(caller(
+            manager,
+            config.shared_token_user.clone(),
+            config.shared_token_roles.clone(),
+        ));
     }
     for u in &config.users {
         let expected = match (&u.token_sha256, &u.token) {
@@ -75,12 +92,48 @@ pub(crate) fn authenticate(
             (None, None) => continue,
         };
         if digest_eq(&presented, &expected) {
-            return Ok(Caller {
-                user: u.name.clone(),
-            });
+            return Some(caller(manager, u.name.clone(), u.roles.clone()));
         }
     }
-    Err(GatewayError::Unauthenticated)
+    None
+}
+
+/// Resolves a token to a caller with the manager's config.
+///
+/// # Errors
+/// [`GatewayError::Unauthenticated`] / [`GatewayError::InvalidToken`] (401),
+/// [`GatewayError::MissingRole`] (403), [`GatewayError::IdentityProviderUnavailable`] (503).
+pub(crate) async fn authenticate(
+    manager: &KernelManager,
+    token: Option<&str>,
+) -> Result<Caller, GatewayError> {
+    let config = &manager.config;
+    if config.is_open() {
+        return Ok(caller(
+            manager,
+            config.shared_token_user.clone(),
+            config.shared_token_roles.clone(),
+        ));
+    }
+    let token = token.ok_or(GatewayError::Unauthenticated)?;
+    if let Some(c) = static_token(manager, token) {
+        return Ok(c);
+    }
+    let (Some(validator), Some(jwt)) = (&manager.jwt, &config.jwt) else {
+        return Err(GatewayError::Unauthenticated);
+    };
+    let identity = validator.validate(token).await.map_err(|e| match e {
+        crate::jwt::JwtError::KeysUnavailable(_) => GatewayError::IdentityProviderUnavailable,
+        e => GatewayError::InvalidToken(e),
+    })?;
+    let required = jwt.required_role.as_str();
+    if !required.is_empty() && !identity.roles.iter().any(|r| r == required) {
+        return Err(GatewayError::MissingRole {
+            user: identity.user,
+            role: required.to_owned(),
+        });
+    }
+    Ok(caller(manager, identity.user, identity.roles))
 }
 
 impl FromRequestParts<Arc<KernelManager>> for Caller {
@@ -90,6 +143,6 @@ impl FromRequestParts<Arc<KernelManager>> for Caller {
         parts: &mut Parts,
         state: &Arc<KernelManager>,
     ) -> Result<Self, Self::Rejection> {
-        authenticate(state, presented_token(parts).as_deref())
+        authenticate(state, presented_token(parts).as_deref()).await
     }
 }

@@ -13,10 +13,33 @@
 //! kernel_launch_timeout = 60
 //! kernelspec_dirs = ["/opt/kernels"] # searched before JUPYTER_PATH and the data dirs
 //! unauthorized_users = ["root"]
+//! allow_origin = ""                # CORS + WebSocket Origin check, see below
+//! local_memory_limit = "data"      # local kernels: RLIMIT_DATA ("as" = RLIMIT_AS, "off")
 //! [[users]]                          # token → user; the shared token maps to `shared_token_user`
 //! name = "alice"
 //! token_sha256 = "<hex sha256 of the token>"
+//! roles = ["stack-jupyter-medium"] # optional: quota roles of a token user
+//!
+//! [jwt]                            # JWT bearers (absent = tokens only)
+//! jwks_url = "https://identity.example/auth/realms/dedl/protocol/openid-connect/certs"
+//! issuer = "https://identity.example/auth/realms/dedl"
+//! audience = ["account"]
+//! required_role = "stack-jupyter"  # "" = none
+//!
+//! [[quota_roles]]                  # highest first; default: the Data Lake's stack-jupyter-*
+//! role = "stack-jupyter-high"
+//! cpus = 12
+//! memory = "32Gi"
+//! gpus = 0
+//! max_kernels = 20                 # optional, else max_kernels_per_user
 //! ```
+//!
+//! CORS and Origin (Enterprise Gateway's `allow_origin` family, env `EG_ALLOW_ORIGIN` /
+//! `KG_ALLOW_ORIGIN` and friends): by default no `Access-Control-*` header is sent and a WebSocket
+//! upgrade carrying an `Origin` is accepted only from the same host (clients without `Origin`,
+//! i.e. non-browsers, are always accepted). `allow_origin = "*"` allows every origin; otherwise a
+//! comma-separated list of exact origins (`https://lab.example.org`) is allowed and echoed back.
+//! `OPTIONS` preflights are answered 200 without authentication.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +47,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
+
+use crate::quota::{QuotaRole, default_quota_roles};
 
 /// Environment variables read for the shared token, first match wins.
 pub const TOKEN_ENV_VARS: [&str; 3] = [
@@ -75,6 +100,65 @@ pub struct UserToken {
     /// Lowercase hex SHA-256 of the token.
     #[serde(default)]
     pub token_sha256: Option<String>,
+    /// Roles of this user (for the quota table).
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// JWT bearer authentication against an identity provider's JWKS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Where the signing keys are (`https`; `http` only for loopback hosts).
+    pub jwks_url: String,
+    /// Expected `iss`; `None` = not checked.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; empty = not checked.
+    pub audience: Vec<String>,
+    /// Accepted signature algorithms (`RS256`, `RS384`, `RS512`, `PS256`, `ES256`, ...).
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp` / `nbf`, seconds.
+    pub leeway_secs: u64,
+    /// Seconds before cached keys are refetched.
+    pub jwks_refresh_secs: u64,
+    /// Minimum seconds between two fetches (an unknown `kid` triggers one early).
+    pub jwks_min_refresh_secs: u64,
+    /// Dotted claim paths holding roles or groups (lists or space/comma-separated strings).
+    pub role_claims: Vec<String>,
+    /// Dotted claim path of the user name.
+    pub username_claim: String,
+    /// Role every JWT caller must hold (403 otherwise); empty = none.
+    pub required_role: String,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            jwks_url: String::new(),
+            issuer: None,
+            audience: Vec::new(),
+            algorithms: vec!["RS256".to_owned()],
+            leeway_secs: 10,
+            jwks_refresh_secs: 300,
+            jwks_min_refresh_secs: 10,
+            role_claims: vec!["realm_access.roles".to_owned()],
+            username_claim: "preferred_username".to_owned(),
+            required_role: "stack-jupyter".to_owned(),
+        }
+    }
+}
+
+/// How local kernels get their memory quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryLimitMode {
+    /// `RLIMIT_DATA` (heap and private mappings; allocations beyond it fail with `MemoryError`).
+    #[default]
+    Data,
+    /// `RLIMIT_AS` (all address space; breaks runtimes that reserve large ranges, e.g. CUDA).
+    As,
+    /// No limit: the quota is advisory for local kernels.
+    Off,
 }
 
 impl std::fmt::Debug for UserToken {
@@ -133,6 +217,29 @@ pub struct Config {
     pub inherited_envs: Vec<String>,
     /// Extra environment set on every kernel.
     pub kernel_env: BTreeMap<String, String>,
+    /// Roles of callers presenting the shared token (for the quota table).
+    pub shared_token_roles: Vec<String>,
+    /// JWT bearer authentication; `None` = tokens only.
+    pub jwt: Option<JwtConfig>,
+    /// Quota table, highest role first; the first role the caller holds applies.
+    pub quota_roles: Vec<QuotaRole>,
+    /// Quota role applied to callers holding none of the table's roles; `None` = no quota.
+    pub default_quota_role: Option<String>,
+    /// How local kernels enforce the memory quota.
+    pub local_memory_limit: MemoryLimitMode,
+    /// `Access-Control-Allow-Origin`: empty = no CORS and same-origin WebSockets only, `*` = any,
+    /// else a comma-separated list of origins.
+    pub allow_origin: String,
+    /// `Access-Control-Allow-Headers` (empty = not sent).
+    pub allow_headers: String,
+    /// `Access-Control-Allow-Methods` (empty = not sent).
+    pub allow_methods: String,
+    /// `Access-Control-Allow-Credentials: true` when set.
+    pub allow_credentials: bool,
+    /// `Access-Control-Expose-Headers` (empty = not sent).
+    pub expose_headers: String,
+    /// `Access-Control-Max-Age` in seconds (empty = not sent).
+    pub max_age: String,
 }
 
 impl Default for Config {
@@ -159,6 +266,17 @@ impl Default for Config {
             offline_buffer_messages: 10_000,
             inherited_envs: Vec::new(),
             kernel_env: BTreeMap::new(),
+            shared_token_roles: Vec::new(),
+            jwt: None,
+            quota_roles: default_quota_roles(),
+            default_quota_role: None,
+            local_memory_limit: MemoryLimitMode::Data,
+            allow_origin: String::new(),
+            allow_headers: String::new(),
+            allow_methods: String::new(),
+            allow_credentials: false,
+            expose_headers: String::new(),
+            max_age: String::new(),
         }
     }
 }
@@ -176,6 +294,9 @@ impl std::fmt::Debug for Config {
             .field("default_kernel_name", &self.default_kernel_name)
             .field("max_kernels_per_user", &self.max_kernels_per_user)
             .field("cull_idle_timeout", &self.cull_idle_timeout)
+            .field("jwt", &self.jwt)
+            .field("quota_roles", &self.quota_roles)
+            .field("allow_origin", &self.allow_origin)
             .finish_non_exhaustive()
     }
 }
@@ -205,6 +326,50 @@ impl Config {
         {
             self.auth_token = Some(token);
         }
+        // EG spelling first, KG as fallback, as Enterprise Gateway itself does.
+        let eg_kg =
+            |name: &str| lookup(&format!("EG_{name}")).or_else(|| lookup(&format!("KG_{name}")));
+        if let Some(v) = eg_kg("ALLOW_ORIGIN") {
+            self.allow_origin = v;
+        }
+        if let Some(v) = eg_kg("ALLOW_HEADERS") {
+            self.allow_headers = v;
+        }
+        if let Some(v) = eg_kg("ALLOW_METHODS") {
+            self.allow_methods = v;
+        }
+        if let Some(v) = eg_kg("ALLOW_CREDENTIALS") {
+            self.allow_credentials = v.eq_ignore_ascii_case("true") || v == "1";
+        }
+        if let Some(v) = eg_kg("EXPOSE_HEADERS") {
+            self.expose_headers = v;
+        }
+        if let Some(v) = eg_kg("MAX_AGE") {
+            self.max_age = v;
+        }
+        if let Some(url) = lookup("STACKHUB_GATEWAY_JWKS_URL").filter(|u| !u.is_empty()) {
+            self.jwt.get_or_insert_with(JwtConfig::default).jwks_url = url;
+        }
+        if let Some(jwt) = &mut self.jwt {
+            if let Some(v) = lookup("STACKHUB_GATEWAY_JWT_ISSUER") {
+                jwt.issuer = Some(v).filter(|v| !v.is_empty());
+            }
+            if let Some(v) = lookup("STACKHUB_GATEWAY_JWT_AUDIENCE") {
+                jwt.audience = v
+                    .split(',')
+                    .map(|a| a.trim().to_owned())
+                    .filter(|a| !a.is_empty())
+                    .collect();
+            }
+            if let Some(v) = lookup("STACKHUB_GATEWAY_JWT_REQUIRED_ROLE") {
+                jwt.required_role = v;
+            }
+        }
+    }
+
+    /// Whether every caller is let in without credentials.
+    pub fn is_open(&self) -> bool {
+        self.auth_token.is_none() && self.users.is_empty() && self.jwt.is_none()
     }
 
     /// Checks ranges.
@@ -230,6 +395,54 @@ impl Config {
                 reason: "must be >= 1".into(),
             });
         }
+        if let Some(jwt) = &self.jwt {
+            validate_jwks_url(&jwt.jwks_url)?;
+            if jwt.algorithms.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "jwt.algorithms",
+                    reason: "must name at least one algorithm".into(),
+                });
+            }
+            for a in &jwt.algorithms {
+                if a.parse::<jsonwebtoken::Algorithm>().is_err() || a.starts_with("HS") {
+                    return Err(ConfigError::Invalid {
+                        key: "jwt.algorithms",
+                        reason: format!("{a:?} is not an asymmetric JWS algorithm"),
+                    });
+                }
+            }
+            if jwt.username_claim.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "jwt.username_claim",
+                    reason: "must not be empty".into(),
+                });
+            }
+        }
+        for q in &self.quota_roles {
+            if crate::quota::parse_memory(&q.memory).is_none_or(|m| m == 0) {
+                return Err(ConfigError::Invalid {
+                    key: "quota_roles",
+                    reason: format!(
+                        "role {:?}: memory {:?} is not a quantity like 2Gi",
+                        q.role, q.memory
+                    ),
+                });
+            }
+            if !(q.cpus.is_finite() && q.cpus > 0.0) {
+                return Err(ConfigError::Invalid {
+                    key: "quota_roles",
+                    reason: format!("role {:?}: cpus must be > 0", q.role),
+                });
+            }
+        }
+        if let Some(d) = &self.default_quota_role
+            && !self.quota_roles.iter().any(|q| &q.role == d)
+        {
+            return Err(ConfigError::Invalid {
+                key: "default_quota_role",
+                reason: format!("{d:?} is not in quota_roles"),
+            });
+        }
         for u in &self.users {
             if u.token.is_none() && u.token_sha256.is_none() {
                 return Err(ConfigError::Invalid {
@@ -241,8 +454,100 @@ impl Config {
         Ok(())
     }
 
+    /// The allowed CORS origins (`allow_origin` split at commas).
+    pub fn allowed_origins(&self) -> impl Iterator<Item = &str> {
+        self.allow_origin
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+    }
+
     /// Heartbeat period.
     pub fn heartbeat_period(&self) -> Duration {
         Duration::from_secs_f64(self.heartbeat_interval)
+    }
+}
+
+/// `https`, or `http` to a loopback host.
+fn validate_jwks_url(url: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        key: "jwt.jwks_url",
+        reason: reason.to_owned(),
+    };
+    let uri: axum::http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+    let host = uri.host().ok_or_else(|| invalid("has no host"))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http")
+            if host == "localhost"
+                || host
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback()) =>
+        {
+            Ok(())
+        }
+        _ => Err(invalid("must be https (http only for loopback hosts)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwks_url_must_be_https_except_loopback() {
+        assert!(validate_jwks_url("https://idp.example/certs").is_ok());
+        assert!(validate_jwks_url("http://127.0.0.1:8080/certs").is_ok());
+        assert!(validate_jwks_url("http://[::1]:8080/certs").is_ok());
+        assert!(validate_jwks_url("http://localhost/certs").is_ok());
+        assert!(validate_jwks_url("http://idp.example/certs").is_err());
+        assert!(validate_jwks_url("not a url").is_err());
+    }
+
+    #[test]
+    fn toml_jwt_quota_and_cors_with_eg_env_overrides() {
+        let mut c: Config = toml::from_str(
+            r#"
+            allow_origin = "https://a.example"
+            [jwt]
+            jwks_url = "https://idp.example/certs"
+            audience = ["account"]
+            [[quota_roles]]
+            role = "big"
+            cpus = 1.5
+            memory = "3Gi"
+            max_kernels = 2
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let jwt = c.jwt.as_ref().unwrap();
+        assert_eq!(jwt.required_role, "stack-jupyter");
+        assert_eq!(jwt.role_claims, ["realm_access.roles"]);
+        assert_eq!(jwt.username_claim, "preferred_username");
+        assert_eq!(c.quota_roles.len(), 1);
+        assert!(!c.is_open());
+        let env = BTreeMap::from([
+            ("KG_ALLOW_ORIGIN", "*"),
+            ("EG_ALLOW_CREDENTIALS", "true"),
+            ("STACKHUB_GATEWAY_JWT_AUDIENCE", "a, b"),
+        ]);
+        c.apply_env(|k| env.get(k).map(|v| (*v).to_owned()));
+        assert_eq!(c.allow_origin, "*");
+        assert!(c.allow_credentials);
+        assert_eq!(c.jwt.as_ref().unwrap().audience, ["a", "b"]);
+        let defaults = Config::default();
+        assert!(defaults.is_open());
+        assert_eq!(defaults.quota_roles[0].role, "stack-jupyter-high");
+        assert_eq!(defaults.allowed_origins().count(), 0);
+    }
+
+    #[test]
+    fn bad_quota_rows_are_rejected_by_key() {
+        let c: Config =
+            toml::from_str("[[quota_roles]]\nrole = \"x\"\ncpus = 1\nmemory = \"lots\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("quota_roles"), "{e}");
     }
 }

@@ -46,6 +46,26 @@ pub enum GatewayError {
     /// Missing or wrong credentials.
     #[error("missing or invalid token")]
     Unauthenticated,
+    /// A JWT bearer was refused (expired, bad signature, wrong audience, ...).
+    #[error("invalid bearer token: {0}")]
+    InvalidToken(#[source] crate::jwt::JwtError),
+    /// The caller is authenticated but lacks the role this gateway requires.
+    #[error("User '{user}' does not hold the required role '{role}'")]
+    MissingRole {
+        /// The caller.
+        user: String,
+        /// The role required.
+        role: String,
+    },
+    /// The identity provider's keys cannot be fetched, so no bearer can be checked.
+    #[error("cannot verify bearer tokens now: the identity provider's keys are unavailable")]
+    IdentityProviderUnavailable,
+    /// A browser request from an origin `allow_origin` does not allow.
+    #[error("Origin {origin} is not allowed")]
+    OriginNotAllowed {
+        /// The `Origin` header.
+        origin: String,
+    },
     /// The launcher could not start the kernel process.
     #[error("kernel {kernel_id} ({kernel_name}) failed to launch: {source}")]
     Launch {
@@ -99,11 +119,15 @@ impl GatewayError {
             GatewayError::KernelNotFound { .. } | GatewayError::KernelSpecNotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
-            GatewayError::NotAuthorized { .. } | GatewayError::UserLimit { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            GatewayError::NotAuthorized { .. }
+            | GatewayError::UserLimit { .. }
+            | GatewayError::MissingRole { .. }
+            | GatewayError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            GatewayError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            GatewayError::Unauthenticated | GatewayError::InvalidToken(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            GatewayError::IdentityProviderUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Launch { .. }
             | GatewayError::DiedDuringStart { .. }
             | GatewayError::LaunchTimeout { .. }
@@ -120,6 +144,10 @@ impl GatewayError {
             GatewayError::UserLimit { .. } => "user_limit",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::Unauthenticated => "unauthenticated",
+            GatewayError::InvalidToken(_) => "invalid_token",
+            GatewayError::MissingRole { .. } => "missing_role",
+            GatewayError::IdentityProviderUnavailable => "identity_provider_unavailable",
+            GatewayError::OriginNotAllowed { .. } => "origin_not_allowed",
             GatewayError::Launch { .. } => "launch_failed",
             GatewayError::DiedDuringStart { .. } => "died_during_start",
             GatewayError::LaunchTimeout { .. } => "launch_timeout",
@@ -145,7 +173,7 @@ impl IntoResponse for GatewayError {
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("token"),
+                axum::http::HeaderValue::from_static("Bearer"),
             );
         }
         response

@@ -6,6 +6,9 @@
 //! - `kernel/`: one kernel's ZeroMQ side, sessions, lifecycle (handshake, heartbeat, restart);
 //! - [`launcher`]: the `Launcher` seam and the local-process launcher;
 //! - `manager`: the registry (limits, ownership, culling); `api/`: the HTTP routes;
+//! - `auth`: shared / per-user tokens and JWT bearers (`jwt`: JWKS cache and validation);
+//! - [`quota`]: quota roles → per-kernel CPU / memory / GPU limits and max kernels;
+//! - `cors`: Enterprise Gateway's `allow_origin` CORS headers and the WebSocket Origin check;
 //! - [`config`]: TOML config + environment overrides.
 //!
 //! Routes are listed in the `api` module docs.
@@ -13,12 +16,15 @@
 mod api;
 mod auth;
 pub mod config;
+mod cors;
 mod error;
+mod jwt;
 mod kernel;
 pub mod kernelspec;
 pub mod launcher;
 mod manager;
 pub mod protocol;
+pub mod quota;
 mod time;
 
 use std::future::Future;
@@ -31,12 +37,15 @@ use tokio::net::TcpListener;
 pub use self::auth::Caller;
 pub use self::config::Config;
 pub use self::error::GatewayError;
-pub use self::launcher::{Launcher, LocalLauncher};
+pub use self::jwt::{Identity, JwtError};
+pub use self::launcher::{Launcher, LocalLauncher, ResourceLimits};
 pub use self::manager::{KernelManager, Metrics, StartRequest};
 
 /// The router for `state` (tests can drive it without a socket).
 pub fn app(state: Arc<KernelManager>) -> Router {
-    api::router(state).layer(axum::middleware::from_fn(trace_request))
+    api::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, cors::layer))
+        .layer(axum::middleware::from_fn(trace_request))
 }
 
 /// One span per request, carrying method and path.

@@ -53,13 +53,14 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let open = config.auth_token.is_none() && config.users.is_empty();
+    let open = config.is_open();
+    let jwt = config.jwt.as_ref().map(|j| j.jwks_url.clone());
     let manager = Arc::new(KernelManager::new(
         config,
         Arc::new(LocalLauncher::with_defaults()),
         |k| std::env::var(k).ok(),
     ));
-    tracing::info!(addr = %listener.local_addr()?, open, "stackhub-gateway listening");
+    tracing::info!(addr = %listener.local_addr()?, open, jwks = ?jwt, "stackhub-gateway listening");
     kernel_gateway::serve(listener, manager, shutdown_signal()).await?;
     Ok(())
 }

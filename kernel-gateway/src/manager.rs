@@ -13,11 +13,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock};
 
-use crate::config::Config;
+use crate::auth::Caller;
+use crate::config::{Config, MemoryLimitMode};
 use crate::error::GatewayError;
+use crate::jwt::JwtValidator;
 use crate::kernel::{Kernel, KernelSettings};
 use crate::kernelspec::KernelSpecDirs;
-use crate::launcher::{LaunchRequest, Launcher};
+use crate::launcher::{LaunchRequest, Launcher, ResourceLimits};
 
 /// Server environment passed to every kernel in addition to `Config::inherited_envs`.
 const BASE_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ"];
@@ -76,6 +78,7 @@ pub struct KernelManager {
     pub(crate) config: Config,
     pub(crate) launcher: Arc<dyn Launcher>,
     pub(crate) specs: KernelSpecDirs,
+    pub(crate) jwt: Option<JwtValidator>,
     kernels: RwLock<HashMap<String, Entry>>,
     slots: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     server_env: BTreeMap<String, String>,
@@ -105,10 +108,12 @@ impl KernelManager {
             .chain(config.inherited_envs.iter().cloned())
             .filter_map(|k| lookup(&k).map(|v| (k, v)))
             .collect();
+        let jwt = config.jwt.clone().map(JwtValidator::new);
         KernelManager {
             config,
             launcher,
             specs,
+            jwt,
             kernels: RwLock::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             server_env,
@@ -116,8 +121,7 @@ impl KernelManager {
         }
     }
 
-    async fn take_slot(&self, user: &str) -> Result<UserSlot, GatewayError> {
-        let max = self.config.max_kernels_per_user;
+    async fn take_slot(&self, user: &str, max: i64) -> Result<UserSlot, GatewayError> {
         if max < 0 {
             return Ok(UserSlot(None));
         }
@@ -174,17 +178,20 @@ impl KernelManager {
         Ok(env)
     }
 
-    /// Starts a kernel for `user`.
+    /// Starts a kernel for `caller`, within its quota (the quota role's `max_kernels`, else
+    /// `max_kernels_per_user`; its CPU / memory / GPU limits forced into the environment and handed
+    /// to the launcher).
     ///
     /// # Errors
     /// 400 bad env or id, 404 unknown kernelspec, 403 not authorized or over the limit, 500 when the
     /// kernel fails to launch, dies during start or does not answer in time.
-    #[tracing::instrument(skip_all, fields(user = %user, kernel_id = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(user = %caller.user, kernel_id = tracing::field::Empty))]
     pub async fn start(
         &self,
-        user: &str,
+        caller: &Caller,
         req: StartRequest,
     ) -> Result<serde_json::Value, GatewayError> {
+        let user = caller.user.as_str();
         let name = req
             .name
             .filter(|n| !n.is_empty())
@@ -227,7 +234,12 @@ impl KernelManager {
             )));
         }
         tracing::Span::current().record("kernel_id", tracing::field::display(&kernel_id));
-        let slot = self.take_slot(user).await?;
+        let max_kernels = caller
+            .quota
+            .as_ref()
+            .and_then(|q| q.max_kernels)
+            .unwrap_or(self.config.max_kernels_per_user);
+        let slot = self.take_slot(user, max_kernels).await?;
         let launch_timeout = client_env
             .get("KERNEL_LAUNCH_TIMEOUT")
             .and_then(|t| t.parse::<f64>().ok())
@@ -243,6 +255,20 @@ impl KernelManager {
         env.extend(self.config.kernel_env.clone());
         env.extend(spec.env.clone());
         env.extend(client_env);
+        // Quota comes from the caller's roles, never from the client.
+        let limits = match &caller.quota {
+            Some(q) => {
+                q.apply_env(&mut env);
+                ResourceLimits {
+                    cpus: Some(q.cpus),
+                    memory_bytes: (self.config.local_memory_limit != MemoryLimitMode::Off)
+                        .then_some(q.memory_bytes),
+                    memory_mode: self.config.local_memory_limit,
+                    gpus: Some(q.gpus),
+                }
+            }
+            None => ResourceLimits::default(),
+        };
         // Identity comes from the token, never from the client.
         env.insert("KERNEL_USERNAME".into(), user.to_owned());
         env.insert("KERNEL_ID".into(), kernel_id.clone());
@@ -254,6 +280,7 @@ impl KernelManager {
             env,
             working_dir,
             key: uuid::Uuid::new_v4().to_string(),
+            limits,
         };
         let settings = KernelSettings {
             launch_timeout: Duration::from_secs(launch_timeout),

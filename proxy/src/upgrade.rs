@@ -1,22 +1,25 @@
 //! Upgraded connections (WebSocket): the handshake is forwarded on a fresh upstream connection;
 //! after a `101 Switching Protocols` both sides become one byte tunnel.
 //!
-//! The upstream side is a [`QuickAckStream`](crate::net::QuickAckStream): it acknowledges promptly
-//! (see `net.rs` for the Nagle/delayed-ACK stall this removes) and marks the route active on every
-//! chunk in either direction.
+//! The upstream side is a [`QuickAckStream`]: it marks the route active on every chunk in either
+//! direction, and the splice loop acknowledges each upstream chunk promptly once it has been
+//! forwarded (see `net.rs` for the Nagle/delayed-ACK stall this removes).
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::Instrument;
 
 use crate::body::{ActivityBody, ProxyBody};
 use crate::error::ForwardError;
 use crate::forward::{Peer, Proxy, strip_hop_by_hop, upstream_error};
-use crate::net::connect_tunnel;
+use crate::net::{QuickAckStream, connect_tunnel};
 use crate::routes::Route;
 
 /// Whether `req` asks to switch protocols (`Connection: upgrade` plus `Upgrade`).
@@ -101,19 +104,65 @@ pub(crate) async fn tunnel(
     let span = tracing::debug_span!("tunnel", route = %route.path());
     let splice = async move {
         let (client, upstream) = tokio::join!(client_upgrade, upstream_upgrade);
-        match (client, upstream) {
-            (Ok(client), Ok(upstream)) => {
-                let mut client = TokioIo::new(client);
-                let mut upstream = TokioIo::new(upstream);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(error = %e, "tunnel closed");
-                }
+        let (client, upstream) = match (client, upstream) {
+            (Ok(client), Ok(upstream)) => (client, upstream),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                return;
             }
-            (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %e, "upgrade did not complete"),
+        };
+        let result = match upstream.downcast::<TokioIo<QuickAckStream>>() {
+            Ok(parts) => splice(client, parts.io.into_inner(), parts.read_buf).await,
+            Err(upstream) => {
+                // Not our socket type (cannot happen today): plain copying still works.
+                let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+                tokio::io::copy_bidirectional(&mut c, &mut u)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "tunnel closed");
         }
     };
     tokio::spawn(splice.instrument(span));
 
     let (parts, _empty) = resp.into_parts();
     Ok(Response::from_parts(parts, ProxyBody::empty()))
+}
+
+/// Size of each direction's copy buffer in a tunnel.
+const TUNNEL_BUF: usize = 16 * 1024;
+
+/// Copy both directions until each side has closed. Chunks from the upstream are written to the
+/// client first and acknowledged to the upstream right after (see `net.rs`).
+async fn splice(client: Upgraded, upstream: QuickAckStream, early: Bytes) -> std::io::Result<()> {
+    let ack = upstream.ack_handle()?;
+    let (mut client_rd, mut client_wr) = tokio::io::split(TokioIo::new(client));
+    let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
+    let downstream = async {
+        if !early.is_empty() {
+            client_wr.write_all(&early).await?;
+        }
+        let mut buf = vec![0u8; TUNNEL_BUF];
+        loop {
+            let n = up_rd.read(&mut buf).await?;
+            if n == 0 {
+                return client_wr.shutdown().await;
+            }
+            client_wr.write_all(&buf[..n]).await?;
+            ack.rearm();
+        }
+    };
+    let upstream = async {
+        let mut buf = vec![0u8; TUNNEL_BUF];
+        loop {
+            let n = client_rd.read(&mut buf).await?;
+            if n == 0 {
+                return up_wr.shutdown().await;
+            }
+            up_wr.write_all(&buf[..n]).await?;
+        }
+    };
+    tokio::try_join!(downstream, upstream).map(|_| ())
 }

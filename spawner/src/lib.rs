@@ -1,3 +1,43 @@
-//! Spawners: start and stop single-user JupyterLab servers (local processes, Kubernetes pods).
+//! Spawners: start, watch and stop single-user JupyterLab servers.
 //!
-//! Built in the hub core issue; the workspace lays the crate out so later work has a home.
+//! The hub owns the pipeline around a spawner (tokens, OAuth client, readiness check, proxy
+//! route, database); a spawner only turns a [`SpawnRequest`] into a running process or pod and
+//! reports on it. Its [`State`] is an opaque JSON value the hub stores, so a restarted hub can
+//! hand it back to [`Spawner::poll`] / [`Spawner::stop`] and re-attach.
+//!
+//! Implementations: [`LocalProcessSpawner`] (the embedded default: `jupyterhub-singleuser` from
+//! the project's venv). Kubernetes comes with the production issue.
+
+mod local;
+mod types;
+
+pub use self::local::{LocalProcessConfig, LocalProcessSpawner};
+pub use self::types::{
+    ProgressEvent, ProgressSink, Quota, ServerId, SpawnError, SpawnRequest, Spawned, State, Status,
+};
+
+use std::fmt::Debug;
+
+/// Starts and stops one kind of single-user server.
+///
+/// Contract (as JupyterHub's `Spawner`):
+/// - [`start`](Spawner::start) returns once the server process/pod is launched, with the URL it
+///   will listen on and the state to persist; the hub then waits for the URL to answer.
+/// - [`poll`](Spawner::poll) is [`Status::Running`] while it runs, else how it ended.
+/// - [`stop`](Spawner::stop) ends it (gracefully, then forcibly after a grace period) and is
+///   idempotent: stopping a server that is gone succeeds.
+#[async_trait::async_trait]
+pub trait Spawner: Send + Sync + Debug + 'static {
+    /// Short name for logs and `/hub/api/info` (e.g. `localprocess`).
+    fn kind(&self) -> &'static str;
+
+    /// Launch the server described by `req`, reporting progress to `progress`.
+    async fn start(&self, req: SpawnRequest, progress: ProgressSink)
+    -> Result<Spawned, SpawnError>;
+
+    /// Whether the server described by `state` still runs.
+    async fn poll(&self, server: &ServerId, state: &State) -> Result<Status, SpawnError>;
+
+    /// Stop the server described by `state`; `now` skips the graceful period.
+    async fn stop(&self, server: &ServerId, state: &State, now: bool) -> Result<(), SpawnError>;
+}

@@ -47,7 +47,7 @@ async fn start(
         serde_json::from_slice(&body)
             .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))?
     };
-    let model = m.start(&caller.user, req).await?;
+    let model = m.start(&caller, req).await?;
     let location = format!("/api/kernels/{}", model["id"].as_str().unwrap_or_default());
     let mut response = (StatusCode::CREATED, Json(model)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {

@@ -3,6 +3,17 @@
 //!
 //! Hazard: ports are found free by binding port 0 and released before the kernel binds them; another
 //! process can take one in between. The kernel then fails to start and the start reports it.
+//!
+//! Quota enforcement for local kernels ([`ResourceLimits`]), applied to the child right after
+//! spawn with `prlimit(2)` / `sched_setaffinity(2)` (threads the kernel starts later inherit both):
+//! - memory: `RLIMIT_DATA` (default) or `RLIMIT_AS` (`local_memory_limit`); allocations beyond it
+//!   fail (`MemoryError` in Python) instead of the machine swapping;
+//! - CPUs: the kernel is pinned to `ceil(cpus)` CPUs when that is fewer than the gateway may use,
+//!   and `OMP_NUM_THREADS` / `OPENBLAS_NUM_THREADS` / `MKL_NUM_THREADS` default to that count;
+//! - GPUs: with a quota of 0 GPUs `CUDA_VISIBLE_DEVICES` is set empty; a positive count is
+//!   advisory (no device assignment locally).
+//!
+//! These are per-process limits, not cgroups: a kernel that forks can exceed them in total.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -20,7 +31,83 @@ use tokio::sync::Mutex;
 
 use super::{
     ExitInfo, KernelProcess, KernelSignal, LaunchError, LaunchRequest, Launched, Launcher,
+    ResourceLimits,
 };
+use crate::config::MemoryLimitMode;
+
+/// Thread-count variables set to the CPU quota unless the kernel env already has them.
+const THREAD_ENV: [&str; 3] = ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"];
+
+/// CPUs a kernel with `cpus` may use, as a count of whole CPUs (at least 1).
+fn whole_cpus(cpus: f64) -> usize {
+    (cpus.ceil() as usize).max(1)
+}
+
+/// Environment additions for `limits` (only where `env` does not set them).
+fn limit_env(
+    limits: &ResourceLimits,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(cpus) = limits.cpus {
+        for k in THREAD_ENV {
+            if !env.contains_key(k) {
+                out.push((k.to_owned(), whole_cpus(cpus).to_string()));
+            }
+        }
+    }
+    if limits.gpus == Some(0) && !env.contains_key("CUDA_VISIBLE_DEVICES") {
+        out.push(("CUDA_VISIBLE_DEVICES".to_owned(), String::new()));
+    }
+    out
+}
+
+/// Applies memory and CPU limits to the running process `pid`. Failures are logged: the quota
+/// is then advisory for this kernel.
+fn enforce_limits(pid: u32, kernel_id: &str, limits: &ResourceLimits) {
+    let Some(rpid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    if let Some(bytes) = limits.memory_bytes {
+        let resource = match limits.memory_mode {
+            MemoryLimitMode::Data => Some(rustix::process::Resource::Data),
+            MemoryLimitMode::As => Some(rustix::process::Resource::As),
+            MemoryLimitMode::Off => None,
+        };
+        if let Some(resource) = resource {
+            let limit = rustix::process::Rlimit {
+                current: Some(bytes),
+                maximum: Some(bytes),
+            };
+            if let Err(e) = rustix::process::prlimit(Some(rpid), resource, limit) {
+                tracing::warn!(kernel_id, error = %e, "cannot set the kernel's memory limit; it is advisory");
+            }
+        }
+    }
+    if let Some(cpus) = limits.cpus
+        && let Ok(allowed) = rustix::thread::sched_getaffinity(None)
+    {
+        let available: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| allowed.is_set(c))
+            .collect();
+        let want = whole_cpus(cpus);
+        if want < available.len() {
+            // Spread kernels over the CPUs instead of stacking them all on the first ones.
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let start = NEXT.fetch_add(want, std::sync::atomic::Ordering::Relaxed);
+            let mut set = rustix::thread::CpuSet::new();
+            for i in 0..want {
+                set.set(available[(start + i) % available.len()]);
+            }
+            if let Err(e) = rustix::thread::sched_setaffinity(Some(rpid), &set) {
+                tracing::warn!(kernel_id, error = %e, "cannot pin the kernel's CPUs; the CPU quota is advisory");
+            }
+        }
+    }
+}
 
 /// Runs kernels as child processes of the gateway.
 #[derive(Debug, Clone)]
@@ -121,6 +208,7 @@ impl Launcher for LocalLauncher {
             cmd.args(&argv[1..])
                 .env_clear()
                 .envs(&request.env)
+                .envs(limit_env(&request.limits, &request.env))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -134,6 +222,7 @@ impl Launcher for LocalLauncher {
                 source,
             })?;
             let pid = child.id().unwrap_or(0);
+            enforce_limits(pid, &request.kernel_id, &request.limits);
             let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
             if let Some(stderr) = child.stderr.take() {
                 let tail = stderr_tail.clone();

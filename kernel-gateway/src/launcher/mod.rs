@@ -15,6 +15,7 @@ use futures_util::future::BoxFuture;
 use jupyter_protocol::ConnectionInfo;
 use thiserror::Error;
 
+use crate::config::MemoryLimitMode;
 use crate::kernelspec::KernelSpec;
 
 pub use self::local::LocalLauncher;
@@ -64,6 +65,22 @@ pub struct LaunchRequest {
     pub working_dir: Option<PathBuf>,
     /// HMAC key for the connection file (secret).
     pub key: String,
+    /// Resource limits from the caller's quota (also in `env` as `KERNEL_*_LIMIT`). Launchers
+    /// enforce what their platform can: pod limits, Slurm `--cpus-per-task` / `--mem`, rlimits.
+    pub limits: ResourceLimits,
+}
+
+/// Per-kernel resource limits; `None` = no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ResourceLimits {
+    /// CPUs.
+    pub cpus: Option<f64>,
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+    /// How a local launcher enforces `memory_bytes`.
+    pub memory_mode: MemoryLimitMode,
+    /// GPUs.
+    pub gpus: Option<u32>,
 }
 
 impl std::fmt::Debug for LaunchRequest {
@@ -72,6 +89,7 @@ impl std::fmt::Debug for LaunchRequest {
             .field("kernel_id", &self.kernel_id)
             .field("spec", &self.spec.name)
             .field("working_dir", &self.working_dir)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }

@@ -111,6 +111,7 @@ pub fn config() -> Config {
                 name: (*name).to_owned(),
                 token: Some(token.to_owned()),
                 token_sha256: None,
+                roles: Vec::new(),
             })
             .collect(),
         ..Config::default()
@@ -192,6 +193,15 @@ impl Gateway {
     }
 }
 
+/// `Authorization` value: `token` passed as is when it already names a scheme (`Bearer ...`).
+pub fn auth_header(token: &str) -> String {
+    if token.starts_with("Bearer ") {
+        token.to_owned()
+    } else {
+        format!("token {token}")
+    }
+}
+
 /// One HTTP request to `addr`; returns status, headers and the body as JSON (Null if not JSON).
 pub async fn http(
     addr: std::net::SocketAddr,
@@ -205,7 +215,7 @@ pub async fn http(
         .method(method)
         .uri(format!("http://{addr}{path}"));
     if let Some(t) = token {
-        req = req.header("Authorization", format!("token {t}"));
+        req = req.header("Authorization", auth_header(t));
     }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
@@ -232,7 +242,7 @@ pub async fn ws_connect(
     let url = format!("ws://{addr}/api/kernels/{kernel_id}/channels?session_id={session}");
     let mut req = url.into_client_request().unwrap();
     req.headers_mut()
-        .insert("Authorization", format!("token {token}").parse().unwrap());
+        .insert("Authorization", auth_header(token).parse().unwrap());
     if v1 {
         req.headers_mut().insert(
             "Sec-WebSocket-Protocol",

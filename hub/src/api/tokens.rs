@@ -1,0 +1,175 @@
+//! Tokens: `GET/POST /hub/api/users/{name}/tokens`, `GET/DELETE …/tokens/{id}` (`a<id>`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::models::token_model;
+use super::users::load_user;
+use crate::auth::{ApiCaller, is_role, role_scopes};
+use crate::db::{self, NewToken};
+use crate::error::{ApiError, ApiJson};
+use crate::scopes::{Owner, ScopeSet, validate_scope};
+use crate::state::AppState;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/hub/api/users/{name}/tokens", get(list).post(create))
+        .route(
+            "/hub/api/users/{name}/tokens/{id}",
+            get(get_one).delete(delete),
+        )
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user = load_user(&state, &caller, &name, &["read:tokens"]).await?;
+    let mut conn = state.db().pool().acquire().await?;
+    let tokens = db::tokens::for_user(&mut conn, user.id, db::now_micros()).await?;
+    Ok(Json(
+        json!({"api_tokens": tokens.iter().map(token_model).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct NewTokenRequest {
+    note: Option<String>,
+    expires_in: Option<i64>,
+    scopes: Option<Vec<String>>,
+    roles: Option<Vec<String>>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<Option<NewTokenRequest>>,
+) -> Result<Response, ApiError> {
+    let user = load_user(&state, &caller, &name, &["tokens"]).await?;
+    let body = body.unwrap_or_default();
+    let mut scopes: Vec<String> = Vec::new();
+    for s in body.scopes.iter().flatten() {
+        validate_scope(s).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        scopes.push(s.clone());
+    }
+    for r in body.roles.iter().flatten() {
+        if !is_role(&state, r) {
+            return Err(ApiError::BadRequest(format!("Role {r} does not exist")));
+        }
+        scopes.extend(role_scopes(&state, r));
+    }
+    if body.scopes.is_none() && body.roles.is_none() {
+        scopes.push("inherit".to_owned());
+    }
+    scopes.sort();
+    scopes.dedup();
+    let expires_in = match body.expires_in {
+        Some(s) if s <= 0 => {
+            return Err(ApiError::BadRequest(
+                "expires_in must be positive".to_owned(),
+            ));
+        }
+        other => other,
+    };
+    let mut conn = state.db().pool().acquire().await?;
+    let owner_scopes = crate::auth::user_scopes(&state, &mut conn, &user).await?;
+    drop(conn);
+    let requested = ScopeSet::expand(&scopes, Owner::User(&user.name));
+    if !owner_scopes.covers(&requested) {
+        return Err(ApiError::BadRequest(format!(
+            "Not assigning requested scopes {} not held by user {}",
+            scopes.join(", "),
+            user.name
+        )));
+    }
+    // The caller may not hand out more than it holds either.
+    if !caller
+        .effective()
+        .covers(&requested.intersect(&owner_scopes))
+    {
+        return Err(ApiError::Forbidden(format!(
+            "Not assigning requested scopes {} not held by the requester",
+            scopes.join(", ")
+        )));
+    }
+    let secret = db::new_secret();
+    let now = db::now_micros();
+    let note = body.note.unwrap_or_else(|| match caller.user_name() {
+        Some(n) if n == user.name => "Requested via api".to_owned(),
+        Some(n) => format!("Requested via api by user {n}"),
+        None => "Requested via api by service".to_owned(),
+    });
+    let mut tx = state.db().begin().await?;
+    let id = db::tokens::insert(
+        &mut tx,
+        &NewToken {
+            hash: &db::hash_secret(&secret),
+            prefix: &secret[..4],
+            user_id: Some(user.id),
+            service_id: None,
+            scopes: &scopes,
+            note: &note,
+            created: now,
+            expires_at: expires_in.map(|s| now + s * 1_000_000),
+            session_id: None,
+            oauth_client: None,
+        },
+    )
+    .await?;
+    let token = db::tokens::get_for_user(&mut tx, user.id, id, now)
+        .await?
+        .ok_or_else(ApiError::no_access)?;
+    tx.commit().await?;
+    tracing::info!(user = %user.name, token = %format!("a{id}"), "created token");
+    let mut model = token_model(&token);
+    model["token"] = secret.into();
+    Ok((StatusCode::CREATED, Json(model)).into_response())
+}
+
+fn parse_id(id: &str) -> Result<i64, ApiError> {
+    id.strip_prefix('a')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| ApiError::NotFound(format!("No such token: {id}")))
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let user = load_user(&state, &caller, &name, &["read:tokens"]).await?;
+    let id = parse_id(&id)?;
+    let mut conn = state.db().pool().acquire().await?;
+    let token = db::tokens::get_for_user(&mut conn, user.id, id, db::now_micros())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("No such token: a{id}")))?;
+    Ok(Json(token_model(&token)))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let user = load_user(&state, &caller, &name, &["tokens"]).await?;
+    let id = parse_id(&id)?;
+    let mut tx = state.db().begin().await?;
+    let token = db::tokens::get_for_user(&mut tx, user.id, id, db::now_micros())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("No such token: a{id}")))?;
+    match &token.oauth_client {
+        Some(client) => db::tokens::delete_for_client(&mut tx, user.id, client).await?,
+        None => db::tokens::delete(&mut tx, id).await?,
+    }
+    tx.commit().await?;
+    tracing::info!(user = %user.name, token = %format!("a{id}"), "deleted token");
+    Ok(StatusCode::NO_CONTENT)
+}

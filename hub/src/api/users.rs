@@ -1,0 +1,354 @@
+//! Users: `GET/POST /hub/api/users`, `GET/POST/PATCH/DELETE /hub/api/users/{name}`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::Paging;
+use super::models::{UserModelOpts, user_model};
+use crate::auth::{ApiCaller, CallerKind};
+use crate::db::{self, UserRow, UserSort, UserState, UsersQuery};
+use crate::error::{ApiError, ApiJson};
+use crate::names::UserName;
+use crate::scopes::{Filter, Resource};
+use crate::spawn::ServerRef;
+use crate::state::AppState;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/hub/api/users", get(list).post(create_many))
+        .route(
+            "/hub/api/users/{name}",
+            get(get_one).post(create_one).patch(patch).delete(delete),
+        )
+}
+
+/// Scopes that let a caller read some of a user model.
+pub(crate) const READ_USER: &[&str] = &[
+    "read:users",
+    "read:users:name",
+    "read:users:groups",
+    "read:users:activity",
+    "read:servers",
+    "read:roles:users",
+    "admin:auth_state",
+];
+
+/// Load `name` for a caller needing any of `scopes`: 403 if it holds none, 404 if the user
+/// is missing or filtered away, 400 for an invalid name.
+pub(crate) async fn load_user(
+    state: &AppState,
+    caller: &ApiCaller,
+    name: &str,
+    scopes: &[&str],
+) -> Result<UserRow, ApiError> {
+    if !scopes.iter().any(|s| caller.holds(s)) {
+        return Err(ApiError::requires_any_of(scopes));
+    }
+    let name: UserName = name.parse()?;
+    let mut conn = state.db().pool().acquire().await?;
+    let user = db::users::get(&mut conn, name.as_str())
+        .await?
+        .ok_or_else(ApiError::no_access)?;
+    caller.require(
+        scopes,
+        Resource::User {
+            name: &user.name,
+            groups: &user.groups,
+        },
+    )?;
+    Ok(user)
+}
+
+/// The full model of `user` as `caller` sees it.
+pub(crate) async fn model_of(
+    state: &AppState,
+    caller: &ApiCaller,
+    user: &UserRow,
+    opts: UserModelOpts,
+) -> Result<Value, ApiError> {
+    let mut conn = state.db().pool().acquire().await?;
+    let servers = db::servers::for_users(&mut conn, &[user.id])
+        .await?
+        .remove(&user.id)
+        .unwrap_or_default();
+    let roles = crate::auth::user_roles(state, &mut conn, user).await?;
+    user_model(state, caller, user, &roles, &servers, opts).ok_or_else(ApiError::no_access)
+}
+
+fn flag(query: &HashMap<String, String>, key: &str) -> bool {
+    query
+        .get(key)
+        .is_some_and(|v| !matches!(v.as_str(), "0" | "false" | "False"))
+}
+
+/// Names a filtered `list:users` limits the listing to (`None` = everyone).
+async fn listable_names(
+    state: &AppState,
+    caller: &ApiCaller,
+) -> Result<Option<Vec<String>>, ApiError> {
+    let (token, owner) = caller.filters_for("list:users");
+    let mut conn = state.db().pool().acquire().await?;
+    let mut sides = Vec::new();
+    for filters in [token, owner].into_iter().flatten() {
+        let mut names = BTreeSet::new();
+        for f in filters {
+            match f {
+                Filter::User(u) | Filter::Server(u, _) => {
+                    names.insert(u);
+                }
+                Filter::Group(g) => {
+                    if let Some(group) = db::groups::get(&mut conn, &g).await? {
+                        names.extend(group.users);
+                    }
+                }
+                Filter::Service(_) => {}
+            }
+        }
+        sides.push(names);
+    }
+    Ok(sides
+        .into_iter()
+        .reduce(|a, b| a.intersection(&b).cloned().collect())
+        .map(|s| s.into_iter().collect()))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    if !caller.holds("list:users") {
+        return Err(ApiError::requires_any_of(&["list:users"]));
+    }
+    let paging = Paging::from_request(&query, &headers)?;
+    let state_filter = match query.get("state").map(String::as_str) {
+        None | Some("") => UserState::Any,
+        Some("active") => UserState::Active,
+        Some("ready") => UserState::Ready,
+        Some("inactive") => UserState::Inactive,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "Unrecognized state filter: {other:?}"
+            )));
+        }
+    };
+    let sort_key = query.get("sort").map_or("id", String::as_str);
+    let (descending, key) = match sort_key.strip_prefix('-') {
+        Some(k) => (true, k),
+        None => (false, sort_key),
+    };
+    let sort = match key {
+        "id" => UserSort::Id,
+        "name" => UserSort::Name,
+        "last_activity" => UserSort::LastActivity,
+        other => return Err(ApiError::BadRequest(format!("Invalid sort: {other:?}"))),
+    };
+    let q = UsersQuery {
+        state: state_filter,
+        name_filter: query.get("name_filter").filter(|f| !f.is_empty()).cloned(),
+        sort,
+        descending,
+        offset: paging.offset,
+        limit: paging.limit,
+        only: listable_names(&state, &caller).await?,
+    };
+    let mut conn = state.db().pool().acquire().await?;
+    let (users, total) = db::users::list(&mut conn, &q).await?;
+    let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
+    let mut servers = db::servers::for_users(&mut conn, &ids).await?;
+    let opts = UserModelOpts {
+        include_stopped: flag(&query, "include_stopped_servers"),
+        ..UserModelOpts::default()
+    };
+    let mut items = Vec::with_capacity(users.len());
+    for user in &users {
+        let roles = crate::auth::user_roles(&state, &mut conn, user).await?;
+        let s = servers.remove(&user.id).unwrap_or_default();
+        if let Some(m) = user_model(&state, &caller, user, &roles, &s, opts) {
+            items.push(m);
+        }
+    }
+    Ok(Json(paging.reply(
+        items,
+        total,
+        &state,
+        &headers,
+        &format!("{}hub/api/users", state.config().base_url),
+        &query,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateUsers {
+    usernames: Vec<String>,
+    #[serde(default)]
+    admin: bool,
+}
+
+async fn create_many(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    ApiJson(body): ApiJson<CreateUsers>,
+) -> Result<Response, ApiError> {
+    caller.require(&["admin:users"], Resource::Hub)?;
+    let mut names = Vec::new();
+    for raw in &body.usernames {
+        let name = UserName::normalized(raw)?;
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        return Err(ApiError::BadRequest(
+            "Must specify at least one user to create".into(),
+        ));
+    }
+    let now = db::now_micros();
+    let mut tx = state.db().begin().await?;
+    let mut created = Vec::new();
+    for name in &names {
+        if let Some(u) = db::users::create(&mut tx, name.as_str(), body.admin, now).await? {
+            created.push(u);
+        }
+    }
+    if created.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "All {} users already exist",
+            names.len()
+        )));
+    }
+    tx.commit().await?;
+    tracing::info!(users = ?created.iter().map(|u| &u.name).collect::<Vec<_>>(), "created users");
+    let mut out = Vec::new();
+    for u in &created {
+        out.push(model_of(&state, &caller, u, UserModelOpts::default()).await?);
+    }
+    Ok((StatusCode::CREATED, Json(Value::Array(out))).into_response())
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct CreateUser {
+    #[serde(default)]
+    admin: bool,
+}
+
+async fn create_one(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<Option<CreateUser>>,
+) -> Result<Response, ApiError> {
+    caller.require(&["admin:users"], Resource::Hub)?;
+    let name = UserName::normalized(&name)?;
+    let body = body.unwrap_or_default();
+    let mut tx = state.db().begin().await?;
+    let user = db::users::create(&mut tx, name.as_str(), body.admin, db::now_micros())
+        .await?
+        .ok_or_else(|| ApiError::Conflict(format!("User {name} already exists")))?;
+    tx.commit().await?;
+    tracing::info!(user = %name, "created user");
+    let model = model_of(&state, &caller, &user, UserModelOpts::default()).await?;
+    Ok((StatusCode::CREATED, Json(model)).into_response())
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let user = load_user(&state, &caller, &name, READ_USER).await?;
+    let opts = UserModelOpts {
+        include_stopped: flag(&query, "include_stopped_servers"),
+        auth_state: true,
+        identity: false,
+    };
+    Ok(Json(model_of(&state, &caller, &user, opts).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchUser {
+    name: Option<String>,
+    admin: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    auth_state: Option<Value>,
+}
+
+/// Distinguish a present `null` (`Some(Null)`) from an absent key (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<PatchUser>,
+) -> Result<Json<Value>, ApiError> {
+    let user = load_user(&state, &caller, &name, &["admin:users"]).await?;
+    let mut tx = state.db().begin().await?;
+    if let Some(new) = &body.name {
+        let new = UserName::normalized(new)?;
+        if new.as_str() != user.name && !db::users::rename(&mut tx, user.id, new.as_str()).await? {
+            return Err(ApiError::BadRequest(format!(
+                "User {new} already exists, username must be unique"
+            )));
+        }
+    }
+    if let Some(admin) = body.admin {
+        db::users::set_admin(&mut tx, user.id, admin).await?;
+    }
+    if let Some(auth_state) = &body.auth_state {
+        let text = (!auth_state.is_null()).then(|| auth_state.to_string());
+        db::users::set_auth_state(&mut tx, user.id, text).await?;
+    }
+    let updated = db::users::get_by_id(&mut tx, user.id)
+        .await?
+        .ok_or_else(ApiError::no_access)?;
+    tx.commit().await?;
+    tracing::info!(user = %user.name, "updated user");
+    Ok(Json(
+        model_of(&state, &caller, &updated, UserModelOpts::default()).await?,
+    ))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let user = load_user(&state, &caller, &name, &["delete:users"]).await?;
+    if let CallerKind::User(me) = &caller.kind
+        && me.id == user.id
+    {
+        return Err(ApiError::BadRequest("Cannot delete yourself!".to_owned()));
+    }
+    let mut conn = state.db().pool().acquire().await?;
+    let servers = db::servers::for_users(&mut conn, &[user.id])
+        .await?
+        .remove(&user.id)
+        .unwrap_or_default();
+    drop(conn);
+    for s in servers.iter().filter(|s| s.active()) {
+        let server = ServerRef {
+            user_id: user.id,
+            user: user.name.clone(),
+            server: s.name.clone(),
+        };
+        state.orchestrator().stop(&server, false).await?;
+    }
+    let mut tx = state.db().begin().await?;
+    db::users::delete(&mut tx, user.id).await?;
+    tx.commit().await?;
+    tracing::info!(user = %user.name, "deleted user");
+    Ok(StatusCode::NO_CONTENT)
+}

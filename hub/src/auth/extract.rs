@@ -1,0 +1,318 @@
+//! Authentication extractors. Handlers never parse tokens or cookies themselves.
+//!
+//! - [`ApiCaller`]: `Authorization: token|bearer X` (case-insensitive), or the hub login cookie
+//!   plus an `_xsrf` token (header `X-XSRFToken` or query `_xsrf`). Anything else is a 403
+//!   "Missing or invalid credentials." (never 401: JupyterHub clients treat only 403 as "not
+//!   logged in").
+//! - [`CurrentUser`]: pages; no valid login cookie → 302 to `/hub/login?next=<this URL>`.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::CookieJar;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::db::{self, SessionRow, TokenOwner, TokenRow, UserRow};
+use crate::error::ApiError;
+use crate::scopes::{Owner, Resource, ScopeSet};
+use crate::state::AppState;
+
+/// The hub's login cookie (opaque random id, stored hashed).
+pub const LOGIN_COOKIE: &str = "jupyterhub-hub-login";
+/// The browser session id cookie.
+pub const SESSION_COOKIE: &str = "jupyterhub-session-id";
+/// The anti-forgery cookie.
+pub const XSRF_COOKIE: &str = "_xsrf";
+
+/// Don't write `last_activity` more often than this per token (µs).
+const ACTIVITY_RESOLUTION: i64 = 30_000_000;
+
+/// The `_xsrf` token of a browser session: an HMAC of the session id under the hub's key.
+pub(crate) fn xsrf_token(key: &[u8], session_id: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| {
+        // HMAC accepts keys of any length; this branch cannot run.
+        <Hmac<Sha256> as Mac>::new_from_slice(b"stackhub").unwrap_or_else(|_| unreachable!())
+    });
+    mac.update(b"xsrf:");
+    mac.update(session_id.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+/// Who is calling the API.
+#[derive(Debug, Clone)]
+pub enum CallerKind {
+    /// A user (with groups loaded).
+    User(UserRow),
+    /// A service.
+    Service {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// An authenticated API caller and what it may do.
+#[derive(Debug, Clone)]
+pub struct ApiCaller {
+    /// The token's or session's owner.
+    pub kind: CallerKind,
+    token_scopes: ScopeSet,
+    owner_scopes: ScopeSet,
+    /// The token's id, when authenticated by token.
+    pub token_id: Option<i64>,
+    /// The browser session id bound to the token or cookie.
+    pub session_id: Option<String>,
+    /// Authenticated by cookie (POST bodies must then be JSON).
+    pub by_cookie: bool,
+}
+
+impl ApiCaller {
+    /// The caller's user name, if a user.
+    pub fn user_name(&self) -> Option<&str> {
+        match &self.kind {
+            CallerKind::User(u) => Some(&u.name),
+            CallerKind::Service { .. } => None,
+        }
+    }
+
+    /// Holds `name` for at least some resource (token and owner both).
+    pub fn holds(&self, name: &str) -> bool {
+        self.token_scopes.holds(name) && self.owner_scopes.holds(name)
+    }
+
+    /// May use `name` on `res` (token and owner both).
+    pub fn allows(&self, name: &str, res: Resource<'_>) -> bool {
+        self.token_scopes.allows(name, res) && self.owner_scopes.allows(name, res)
+    }
+
+    /// Require any of `scopes` on `res`: 403 if none is held at all, 404 if the held ones are
+    /// filtered away from `res`.
+    ///
+    /// # Errors
+    /// The 403 or 404 [`ApiError`].
+    pub fn require(&self, scopes: &[&str], res: Resource<'_>) -> Result<(), ApiError> {
+        if !scopes.iter().any(|s| self.holds(s)) {
+            return Err(ApiError::requires_any_of(scopes));
+        }
+        if scopes.iter().any(|s| self.allows(s, res)) {
+            Ok(())
+        } else {
+            Err(ApiError::no_access())
+        }
+    }
+
+    /// The effective scopes (token ∩ owner).
+    pub fn effective(&self) -> ScopeSet {
+        self.token_scopes.intersect(&self.owner_scopes)
+    }
+
+    /// The filters limiting `name` on the token or the owner side (`None` = unfiltered on
+    /// both), used to narrow list queries.
+    pub fn filters_for(
+        &self,
+        name: &str,
+    ) -> (
+        Option<Vec<crate::scopes::Filter>>,
+        Option<Vec<crate::scopes::Filter>>,
+    ) {
+        (
+            self.token_scopes.filters_for(name),
+            self.owner_scopes.filters_for(name),
+        )
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
+        .then(|| token.trim())
+}
+
+fn query_param<'a>(parts: &'a Parts, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let query = parts.uri.query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// Resolve a token to a caller; `None` if unknown or expired.
+pub(crate) async fn caller_for_token(
+    state: &AppState,
+    secret: &str,
+) -> Result<Option<ApiCaller>, ApiError> {
+    let now = db::now_micros();
+    let mut conn = state.db().pool().acquire().await?;
+    let Some(token) = db::tokens::by_hash(&mut conn, &db::hash_secret(secret), now).await? else {
+        return Ok(None);
+    };
+    let caller = match &token.owner {
+        TokenOwner::User { id, .. } => {
+            let Some(user) = db::users::get_by_id(&mut conn, *id).await? else {
+                return Ok(None);
+            };
+            let owner_scopes = crate::auth::user_scopes(state, &mut conn, &user).await?;
+            let token_scopes = token_scopes(&token, &owner_scopes, Owner::User(&user.name));
+            ApiCaller {
+                kind: CallerKind::User(user),
+                token_scopes,
+                owner_scopes,
+                token_id: Some(token.id),
+                session_id: token.session_id.clone(),
+                by_cookie: false,
+            }
+        }
+        TokenOwner::Service { name, scopes, .. } => {
+            let owner_scopes = ScopeSet::expand(scopes, Owner::Service(name));
+            let token_scopes = token_scopes(&token, &owner_scopes, Owner::Service(name));
+            ApiCaller {
+                kind: CallerKind::Service { name: name.clone() },
+                token_scopes,
+                owner_scopes,
+                token_id: Some(token.id),
+                session_id: token.session_id.clone(),
+                by_cookie: false,
+            }
+        }
+    };
+    if token
+        .last_activity
+        .is_none_or(|t| now - t > ACTIVITY_RESOLUTION)
+    {
+        db::tokens::touch(&mut conn, token.id, now).await?;
+        // Server tokens report activity explicitly; they must not count as the user's.
+        if let TokenOwner::User { id, .. } = &token.owner
+            && !token.note.starts_with("Server at ")
+        {
+            db::users::bump_activity(&mut conn, *id, now).await?;
+        }
+    }
+    Ok(Some(caller))
+}
+
+fn token_scopes(token: &TokenRow, owner: &ScopeSet, who: Owner<'_>) -> ScopeSet {
+    if token.scopes.iter().any(|s| s == "inherit") {
+        return owner.clone();
+    }
+    ScopeSet::expand(&token.scopes, who)
+}
+
+/// The login session of the request's cookie, with its user.
+pub(crate) async fn session_from_jar(
+    state: &AppState,
+    jar: &CookieJar,
+) -> Result<Option<(SessionRow, UserRow)>, ApiError> {
+    let Some(cookie) = jar.get(LOGIN_COOKIE) else {
+        return Ok(None);
+    };
+    let now = db::now_micros();
+    let mut conn = state.db().pool().acquire().await?;
+    let Some(session) =
+        db::sessions::by_cookie(&mut conn, &db::hash_secret(cookie.value()), now).await?
+    else {
+        return Ok(None);
+    };
+    let Some(user) = db::users::get_by_id(&mut conn, session.user_id).await? else {
+        return Ok(None);
+    };
+    Ok(Some((session, user)))
+}
+
+impl FromRequestParts<AppState> for ApiCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(secret) = bearer(&parts.headers) {
+            let caller = caller_for_token(state, secret).await?;
+            return caller.ok_or_else(ApiError::no_credentials);
+        }
+        let jar = CookieJar::from_headers(&parts.headers);
+        let Some((session, user)) = session_from_jar(state, &jar).await? else {
+            return Err(ApiError::no_credentials());
+        };
+        let expected = xsrf_token(state.xsrf_key(), &session.session_id);
+        let given = parts
+            .headers
+            .get("x-xsrftoken")
+            .and_then(|v| v.to_str().ok())
+            .map(std::borrow::Cow::Borrowed)
+            .or_else(|| query_param(parts, "_xsrf"));
+        if !given.is_some_and(|g| crate::auth::constant_time_eq(g.as_bytes(), expected.as_bytes()))
+        {
+            return Err(ApiError::Forbidden(
+                "'_xsrf' argument missing or incorrect".to_owned(),
+            ));
+        }
+        let mut conn = state.db().pool().acquire().await?;
+        let owner_scopes = crate::auth::user_scopes(state, &mut conn, &user).await?;
+        Ok(Self {
+            kind: CallerKind::User(user),
+            token_scopes: owner_scopes.clone(),
+            owner_scopes,
+            token_id: None,
+            session_id: Some(session.session_id),
+            by_cookie: true,
+        })
+    }
+}
+
+/// The logged-in user of a page request.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    /// The user.
+    pub user: UserRow,
+    /// The browser session id.
+    pub session_id: String,
+    /// The login session's database id.
+    pub login_id: i64,
+}
+
+/// Rejection of [`CurrentUser`]: a redirect to the login page (or a 500 if the DB failed).
+#[derive(Debug)]
+pub enum LoginRedirect {
+    /// Not logged in.
+    Login(String),
+    /// Lookup failed.
+    Error(ApiError),
+}
+
+impl IntoResponse for LoginRedirect {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Login(next) => crate::found(&next),
+            Self::Error(e) => e.into_response(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = LoginRedirect;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, LoginRedirect> {
+        let jar = CookieJar::from_headers(&parts.headers);
+        match session_from_jar(state, &jar).await {
+            Ok(Some((session, user))) => Ok(Self {
+                user,
+                session_id: session.session_id,
+                login_id: session.id,
+            }),
+            Ok(None) => {
+                let here = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned();
+                let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
+                Err(LoginRedirect::Login(format!(
+                    "{}hub/login?next={next}",
+                    state.config().base_url
+                )))
+            }
+            Err(e) => Err(LoginRedirect::Error(e)),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Logging users in: the [`Authenticator`] seam and the pipeline the hub owns around it.
+//!
+//! An authenticator only turns a login form into an [`AuthOutcome`]. The hub then normalizes
+//! and validates the name, applies `allowed_users` / `admin_users`, creates or updates the
+//! user, their groups and roles (one transaction), and opens a login session.
+//!
+//! # Layout
+//! - `extract`: [`ApiCaller`] (API auth: token or cookie + `_xsrf`) and [`CurrentUser`] (pages:
+//!   redirect to `/hub/login?next=`), the cookies and the `_xsrf` token.
+
+mod extract;
+
+pub(crate) use self::extract::session_from_jar;
+
+pub(crate) use self::extract::xsrf_token;
+pub use self::extract::{
+    ApiCaller, CallerKind, CurrentUser, LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOKIE,
+};
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+
+use sqlx::AnyConnection;
+
+use crate::config::{AuthConfig, Secret};
+use crate::db::{self, UserRow};
+use crate::names::UserName;
+use crate::scopes::{Owner, ScopeSet, builtin_role};
+use crate::state::AppState;
+
+/// What a login form submitted (secrets redacted in `Debug`).
+#[derive(Clone)]
+pub struct LoginForm {
+    /// User name as typed.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+    /// Every other field.
+    pub extra: HashMap<String, String>,
+}
+
+impl Debug for LoginForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginForm")
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who logged in, as the authenticator sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthOutcome {
+    /// User name (normalized by the hub afterwards).
+    pub name: String,
+    /// Admin flag; `None` = leave as configured/stored.
+    pub admin: Option<bool>,
+    /// Group names; `None` = do not manage groups.
+    pub groups: Option<Vec<String>>,
+    /// Role names; `None` = do not manage roles.
+    pub roles: Option<Vec<String>>,
+}
+
+/// Turns a login into a user (JupyterHub's `Authenticator.authenticate`).
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync + Debug + 'static {
+    /// Short name for `/hub/api/info`.
+    fn kind(&self) -> &'static str;
+
+    /// Check the form; `None` = rejected.
+    async fn authenticate(&self, form: &LoginForm) -> Option<AuthOutcome>;
+}
+
+/// The development authenticator: any user name with the shared password from the config.
+/// FOR LOCAL USE ONLY: everyone who knows the password can be anyone.
+#[derive(Debug, Clone)]
+pub struct DevAuthenticator {
+    password: Option<Secret>,
+}
+
+impl DevAuthenticator {
+    /// From the `[auth]` config; without `dev_password` nobody can log in.
+    pub fn new(config: &AuthConfig) -> Self {
+        Self {
+            password: config.dev_password.clone(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Authenticator for DevAuthenticator {
+    fn kind(&self) -> &'static str {
+        "dev"
+    }
+
+    async fn authenticate(&self, form: &LoginForm) -> Option<AuthOutcome> {
+        let expected = self.password.as_ref()?;
+        let ok = constant_time_eq(
+            expected.expose().as_bytes(),
+            form.password.expose().as_bytes(),
+        );
+        (ok && !expected.expose().is_empty()).then(|| AuthOutcome {
+            name: form.username.clone(),
+            ..AuthOutcome::default()
+        })
+    }
+}
+
+/// Compare without an early exit (length still leaks, which is fine for a dev password).
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A login failed or is not allowed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum LoginError {
+    /// Wrong credentials, invalid name, or not in `allowed_users`.
+    #[error("Invalid username or password")]
+    Rejected,
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Run the login pipeline; the logged-in user.
+///
+/// # Errors
+/// [`LoginError::Rejected`] for any refusal, [`LoginError::Db`] if the database fails.
+pub(crate) async fn login(state: &AppState, form: &LoginForm) -> Result<UserRow, LoginError> {
+    let outcome = state
+        .authenticator()
+        .authenticate(form)
+        .await
+        .ok_or(LoginError::Rejected)?;
+    let name = UserName::normalized(&outcome.name).map_err(|_| LoginError::Rejected)?;
+    let auth = &state.config().auth;
+    if !auth.allowed_users.is_empty()
+        && !auth.allowed_users.iter().any(|u| u == name.as_str())
+        && !auth.admin_users.iter().any(|u| u == name.as_str())
+    {
+        return Err(LoginError::Rejected);
+    }
+    let configured_admin = auth.admin_users.iter().any(|u| u == name.as_str());
+    let now = db::now_micros();
+    let mut tx = state.db().begin().await?;
+    let user = match db::users::get(&mut tx, name.as_str()).await? {
+        Some(u) => u,
+        None => db::users::create(&mut tx, name.as_str(), configured_admin, now)
+            .await?
+            .ok_or(LoginError::Rejected)?,
+    };
+    let admin = outcome.admin.unwrap_or(user.admin) || configured_admin;
+    if admin != user.admin {
+        db::users::set_admin(&mut tx, user.id, admin).await?;
+    }
+    if let Some(groups) = &outcome.groups {
+        db::groups::set_user_groups(&mut tx, user.id, groups).await?;
+    }
+    if let Some(roles) = &outcome.roles {
+        db::users::set_roles(&mut tx, user.id, roles).await?;
+    }
+    db::users::bump_activity(&mut tx, user.id, now).await?;
+    let user = db::users::get_by_id(&mut tx, user.id)
+        .await?
+        .ok_or(LoginError::Rejected)?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// The scopes of a role, built in or from the config.
+pub(crate) fn role_scopes(state: &AppState, role: &str) -> Vec<String> {
+    if let Some(scopes) = builtin_role(role) {
+        return scopes;
+    }
+    state
+        .config()
+        .roles
+        .iter()
+        .filter(|r| r.name == role)
+        .flat_map(|r| r.scopes.iter().cloned())
+        .collect()
+}
+
+/// Whether `role` names a role (built in or configured).
+pub(crate) fn is_role(state: &AppState, role: &str) -> bool {
+    builtin_role(role).is_some() || state.config().roles.iter().any(|r| r.name == role)
+}
+
+/// All roles a user holds now: `user`, `admin` if admin, assigned ones, group ones, and
+/// configured ones naming the user or one of their groups.
+pub(crate) async fn user_roles(
+    state: &AppState,
+    conn: &mut AnyConnection,
+    user: &UserRow,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut roles = vec!["user".to_owned()];
+    if user.admin {
+        roles.push("admin".to_owned());
+    }
+    roles.extend(user.roles.iter().cloned());
+    roles.extend(db::users::group_roles(conn, user.id).await?);
+    for r in &state.config().roles {
+        if r.users.contains(&user.name) || r.groups.iter().any(|g| user.groups.contains(g)) {
+            roles.push(r.name.clone());
+        }
+    }
+    roles.sort();
+    roles.dedup();
+    Ok(roles)
+}
+
+/// A user's current scopes (the owner side of every token check).
+pub(crate) async fn user_scopes(
+    state: &AppState,
+    conn: &mut AnyConnection,
+    user: &UserRow,
+) -> Result<ScopeSet, sqlx::Error> {
+    let roles = user_roles(state, conn, user).await?;
+    let scopes: Vec<String> = roles.iter().flat_map(|r| role_scopes(state, r)).collect();
+    Ok(ScopeSet::expand(&scopes, Owner::User(&user.name)))
+}

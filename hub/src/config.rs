@@ -1,0 +1,426 @@
+//! The hub's typed configuration: defaults that work locally, a TOML file, environment overrides.
+//!
+//! Precedence (lowest first): built-in defaults, the TOML file (`stackhub --config FILE`), the
+//! environment (read through [`Lookup`], so tests pass a map), command-line flags (`--ip`,
+//! `--port`, applied by `main`). A bad value is reported as a [`ConfigError`] naming the key,
+//! never its value, and `main` exits with 64 (`EX_USAGE`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variable: listen address.
+pub(crate) const ENV_IP: &str = "STACKHUB_IP";
+/// Environment variable: listen port.
+pub(crate) const ENV_PORT: &str = "STACKHUB_PORT";
+/// Environment variable: data directory (SQLite file, runtime files).
+pub(crate) const ENV_DATA_DIR: &str = "STACKHUB_DATA_DIR";
+/// Environment variable: database URL (`sqlite://…` or `postgres://…`).
+pub(crate) const ENV_DB_URL: &str = "STACKHUB_DB_URL";
+/// Environment variable: public URL of the hub (`https://hub.example.org/`).
+pub(crate) const ENV_PUBLIC_URL: &str = "STACKHUB_PUBLIC_URL";
+/// Environment variable: the cookie secret (hex).
+pub(crate) const ENV_COOKIE_SECRET: &str = "STACKHUB_COOKIE_SECRET";
+/// Environment variable: the development authenticator's shared password.
+pub(crate) const ENV_DEV_PASSWORD: &str = "STACKHUB_DEV_PASSWORD";
+/// Environment variable: the bootstrap admin API token (a service token with admin scopes).
+pub const ENV_ADMIN_TOKEN: &str = "STACKHUB_ADMIN_TOKEN";
+
+/// Reads configuration values by name (the process environment, or a map in tests).
+pub trait Lookup {
+    /// The value of `key`, if set.
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Lookup for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Lookup for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).cloned()
+    }
+}
+
+impl Lookup for HashMap<&str, &str> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).map(|v| (*v).to_owned())
+    }
+}
+
+/// A secret string: never printed by `Debug` or `Display`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; callers must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A configuration value is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown or mistyped keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (values of secret keys are never included).
+        message: String,
+    },
+    /// One key has a bad value.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// The key (TOML path or environment variable).
+        key: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// How users log in.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Shared password of the development authenticator (any user name plus this password logs
+    /// in). FOR LOCAL USE ONLY. Unset: nobody can log in with a password.
+    pub dev_password: Option<Secret>,
+    /// Users made admin when they log in.
+    pub admin_users: Vec<String>,
+    /// If not empty, only these users may log in.
+    pub allowed_users: Vec<String>,
+}
+
+/// A role from the config file (JupyterHub's `load_roles`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleConfig {
+    /// The role's name.
+    pub name: String,
+    /// The scopes it grants.
+    pub scopes: Vec<String>,
+    /// Users holding it.
+    pub users: Vec<String>,
+    /// Groups holding it (their members get its scopes).
+    pub groups: Vec<String>,
+}
+
+/// The hub's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the public listener.
+    pub ip: IpAddr,
+    /// Port of the public listener.
+    pub port: u16,
+    /// Directory for the SQLite file and runtime files.
+    pub data_dir: PathBuf,
+    /// Database URL; default: the SQLite file `<data_dir>/stackhub.sqlite`.
+    pub db_url: Option<Secret>,
+    /// Public URL of the hub (used for absolute URLs such as pagination links); default: derived
+    /// from the request's `Host`.
+    pub public_url: Option<String>,
+    /// Base URL path of the hub (`/`): the hub lives at `<base_url>hub/`.
+    pub base_url: String,
+    /// Secret for signing `_xsrf` tokens (hex, 32 bytes or more); default: random per process.
+    pub cookie_secret: Option<Secret>,
+    /// Lifetime of the login cookie and OAuth access tokens, in days.
+    pub cookie_max_age_days: u32,
+    /// Bootstrap admin API token (usually from `STACKHUB_ADMIN_TOKEN`).
+    pub admin_token: Option<Secret>,
+    /// Name of the service owning the bootstrap token.
+    pub admin_service_name: String,
+    /// Login settings.
+    pub auth: AuthConfig,
+    /// Extra roles.
+    pub roles: Vec<RoleConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ip: IpAddr::from([127, 0, 0, 1]),
+            port: 8000,
+            data_dir: PathBuf::from(".stackhub"),
+            db_url: None,
+            public_url: None,
+            base_url: "/".to_owned(),
+            cookie_secret: None,
+            cookie_max_age_days: 14,
+            admin_token: None,
+            admin_service_name: "admin-bootstrap".to_owned(),
+            auth: AuthConfig::default(),
+            roles: Vec::new(),
+        }
+    }
+}
+
+/// Keys whose values must never appear in an error message.
+const SECRET_KEYS: &[&str] = &["db_url", "cookie_secret", "admin_token"];
+
+impl Config {
+    /// Load the config: defaults, then `file` if given, then the environment.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the bad key (or the file).
+    pub fn load(file: Option<&Path>, env: &dyn Lookup) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message,
+                })?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parse TOML text; the error message never contains a secret's value.
+    fn from_toml(text: &str) -> Result<Self, String> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            match line {
+                Some(line) => format!("syntax error at line {line}: {}", e.message()),
+                None => format!("syntax error: {}", e.message()),
+            }
+        })?;
+        // Take the secrets out first so a type error on them cannot echo their value.
+        let mut secrets = Vec::new();
+        for key in SECRET_KEYS {
+            if let Some(v) = table.remove(*key) {
+                secrets.push((*key, secret_string(key, v)?));
+            }
+        }
+        let mut dev_password = None;
+        if let Some(toml::Value::Table(auth)) = table.get_mut("auth")
+            && let Some(v) = auth.remove("dev_password")
+        {
+            dev_password = Some(secret_string("auth.dev_password", v)?);
+        }
+        let mut config: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_owned())?;
+        for (key, value) in secrets {
+            let value = Some(Secret(value));
+            match key {
+                "db_url" => config.db_url = value,
+                "cookie_secret" => config.cookie_secret = value,
+                _ => config.admin_token = value,
+            }
+        }
+        if let Some(p) = dev_password {
+            config.auth.dev_password = Some(Secret(p));
+        }
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: &dyn Lookup) -> Result<(), ConfigError> {
+        if let Some(v) = env.get(ENV_IP) {
+            self.ip = v
+                .parse()
+                .map_err(|_| invalid(ENV_IP, "not an IP address"))?;
+        }
+        if let Some(v) = env.get(ENV_PORT) {
+            self.port = v
+                .parse()
+                .map_err(|_| invalid(ENV_PORT, "not a port number"))?;
+        }
+        if let Some(v) = env.get(ENV_DATA_DIR) {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env.get(ENV_DB_URL) {
+            self.db_url = Some(Secret(v));
+        }
+        if let Some(v) = env.get(ENV_PUBLIC_URL) {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = env.get(ENV_COOKIE_SECRET) {
+            self.cookie_secret = Some(Secret(v));
+        }
+        if let Some(v) = env.get(ENV_DEV_PASSWORD) {
+            self.auth.dev_password = Some(Secret(v));
+        }
+        if let Some(v) = env.get(ENV_ADMIN_TOKEN) {
+            self.admin_token = Some(Secret(v));
+        }
+        Ok(())
+    }
+
+    /// Check values that parse but make no sense.
+    ///
+    /// # Errors
+    /// The first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.base_url.starts_with('/') || !self.base_url.ends_with('/') {
+            return Err(invalid("base_url", "must start and end with `/`"));
+        }
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url).map_err(|_| invalid("public_url", "not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid("public_url", "must be http or https"));
+            }
+        }
+        if let Some(db) = &self.db_url {
+            let db = db.expose();
+            if !(db.starts_with("sqlite:")
+                || db.starts_with("postgres://")
+                || db.starts_with("postgresql://"))
+            {
+                return Err(invalid(
+                    "db_url",
+                    "must start with sqlite:, postgres:// or postgresql://",
+                ));
+            }
+        }
+        if let Some(secret) = &self.cookie_secret {
+            match hex::decode(secret.expose()) {
+                Ok(bytes) if bytes.len() >= 32 => {}
+                _ => return Err(invalid("cookie_secret", "must be at least 32 bytes of hex")),
+            }
+        }
+        if let Some(token) = &self.admin_token
+            && token.expose().len() < 16
+        {
+            return Err(invalid("admin_token", "must be at least 16 characters"));
+        }
+        if self.cookie_max_age_days == 0 {
+            return Err(invalid("cookie_max_age_days", "must be at least 1"));
+        }
+        for (i, role) in self.roles.iter().enumerate() {
+            if role.name.is_empty() {
+                return Err(invalid(&format!("roles[{i}].name"), "must not be empty"));
+            }
+            for scope in &role.scopes {
+                if crate::scopes::validate_scope(scope).is_err() {
+                    return Err(invalid(
+                        &format!("roles[{i}].scopes"),
+                        format!("unknown scope `{scope}`"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL to connect to.
+    pub fn database_url(&self) -> Secret {
+        match &self.db_url {
+            Some(url) => url.clone(),
+            None => Secret(format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("stackhub.sqlite").display()
+            )),
+        }
+    }
+
+    /// Lifetime of login cookies and OAuth tokens, in seconds.
+    pub fn cookie_max_age_secs(&self) -> i64 {
+        i64::from(self.cookie_max_age_days) * 24 * 3600
+    }
+}
+
+fn secret_string(key: &str, v: toml::Value) -> Result<String, String> {
+    match v {
+        toml::Value::String(s) => Ok(s),
+        _ => Err(format!("`{key}` must be a string")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_locally() {
+        let c = Config::load(None, &HashMap::<&str, &str>::new()).unwrap();
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.ip.to_string(), "127.0.0.1");
+        assert!(
+            c.database_url()
+                .expose()
+                .ends_with(".stackhub/stackhub.sqlite?mode=rwc")
+        );
+    }
+
+    #[test]
+    fn env_overrides_and_errors_name_the_key() {
+        let env = HashMap::from([(ENV_PORT, "9000"), (ENV_ADMIN_TOKEN, "0123456789abcdef0")]);
+        let c = Config::load(None, &env).unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(format!("{:?}", c.admin_token), "Some(Secret(***))");
+        let env = HashMap::from([(ENV_PORT, "nope")]);
+        let err = Config::load(None, &env).unwrap_err().to_string();
+        assert!(err.contains(ENV_PORT), "{err}");
+        let env = HashMap::from([(ENV_ADMIN_TOKEN, "short-secret")]);
+        let err = Config::load(None, &env).unwrap_err().to_string();
+        assert!(
+            err.contains("admin_token") && !err.contains("short-secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn toml_errors_never_echo_secrets() {
+        let err = Config::from_toml("cookie_secret = 12345\n").unwrap_err();
+        assert!(
+            err.contains("cookie_secret") && !err.contains("12345"),
+            "{err}"
+        );
+        let err = Config::from_toml("[auth]\ndev_password = \"hunter2\nport = 1\n").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = Config::from_toml("prot = 1\n").unwrap_err();
+        assert!(err.contains("prot"), "{err}");
+        let c = Config::from_toml("port = 8001\n[auth]\ndev_password = \"pw\"\n").unwrap();
+        assert_eq!(c.port, 8001);
+        assert_eq!(c.auth.dev_password.unwrap().expose(), "pw");
+    }
+}

@@ -1,0 +1,52 @@
+//! Embedded migrations: `migrations/sqlite/*.sql` and `migrations/postgres/*.sql`, applied by
+//! sqlx's migrator (tracked in `_sqlx_migrations`). Add a migration to both directories.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
+
+use super::{Backend, Db};
+
+/// (version, description, SQLite SQL, PostgreSQL SQL).
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+#[derive(Debug)]
+struct Embedded(Backend);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, desc, sqlite, pg)| {
+                let sql = if self.0 == Backend::Sqlite {
+                    sqlite
+                } else {
+                    pg
+                };
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*desc),
+                    MigrationType::Simple,
+                    Cow::Borrowed(*sql),
+                    false,
+                )
+            })
+            .collect();
+        Box::pin(async move { Ok(migrations) })
+    }
+}
+
+pub(super) async fn run(db: &Db) -> Result<(), MigrateError> {
+    let migrator = Migrator::new(Embedded(db.backend)).await?;
+    migrator.run(db.pool()).await
+}

@@ -1,0 +1,257 @@
+//! The database: one [`Db`] over `sqlx::Any`, SQLite by default, PostgreSQL by URL, with the
+//! same SQL for both (`$N` parameters, `RETURNING`, `ON CONFLICT`; no dialect-only SQL).
+//!
+//! Storage conventions: times are microseconds since the Unix epoch (`BIGINT`), JSON values are
+//! `TEXT`, flags are `BIGINT` 0/1. Every durable change runs in one transaction.
+//!
+//! # Layout
+//! - `migrate`: the embedded migrations, one directory per database (only id columns differ).
+//! - `users`, `groups`, `servers`, `tokens`, `oauth`, `sessions`: queries per table family.
+
+pub(crate) mod groups;
+mod migrate;
+pub(crate) mod oauth;
+pub(crate) mod servers;
+pub(crate) mod sessions;
+pub(crate) mod tokens;
+pub(crate) mod users;
+
+pub(crate) use self::groups::GroupRow;
+pub use self::oauth::ClientRow;
+pub(crate) use self::oauth::{CodeRow, NewCode};
+pub use self::servers::ServerRow;
+pub(crate) use self::sessions::SessionRow;
+pub(crate) use self::tokens::{NewToken, TokenOwner, TokenRow};
+pub(crate) use self::users::{UserRow, UserSort, UserState, UsersQuery};
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions};
+
+use crate::config::Secret;
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// Connecting failed (the URL is not printed: it may hold a password).
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// Migrating failed.
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Which database the pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite (file or memory).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// The hub's database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connect to `url` and run the migrations.
+    ///
+    /// An in-memory SQLite URL (`sqlite::memory:`) gets a single connection, since each
+    /// connection would otherwise see its own empty database.
+    ///
+    /// # Errors
+    /// [`DbError`] if the database cannot be reached or migrated.
+    pub async fn connect(url: &Secret) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let url = url.expose();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        if backend == Backend::Sqlite {
+            create_sqlite_parent(url);
+        }
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let options = AnyConnectOptions::from_str(url)
+            .map_err(DbError::Connect)?
+            .disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(if memory { 1 } else { 8 })
+            .min_connections(if memory { 1 } else { 0 })
+            .idle_timeout(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(600))
+            })
+            .max_lifetime(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(3600))
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(DbError::Connect)?;
+        let db = Self { pool, backend };
+        migrate::run(&db).await.map_err(DbError::Migrate)?;
+        Ok(db)
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Create or replace an OAuth client (the spawn pipeline registers one per server).
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn upsert_oauth_client(&self, client: &ClientRow) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        oauth::upsert_client(&mut tx, client, now_micros()).await?;
+        tx.commit().await
+    }
+
+    /// Delete an OAuth client with its codes and tokens.
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn delete_oauth_client(&self, id: &str) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        oauth::delete_client(&mut tx, id).await?;
+        tx.commit().await
+    }
+
+    /// A user's server row, creating it (stopped) if missing; `None` if the user does not exist.
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn server(&self, user: &str, server: &str) -> Result<Option<ServerRow>, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let Some(u) = users::get(&mut tx, user).await? else {
+            return Ok(None);
+        };
+        if servers::get(&mut tx, u.id, server).await?.is_none() {
+            servers::create(&mut tx, u.id, server, None, &serde_json::json!({})).await?;
+        }
+        let row = servers::get(&mut tx, u.id, server).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Save a server row's spawn fields (`url`, `state`, `pending`, times, options) in one
+    /// transaction.
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn save_server(&self, row: &ServerRow) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        servers::save(&mut tx, row).await?;
+        tx.commit().await
+    }
+
+    /// Start a transaction.
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        self.pool.begin().await
+    }
+}
+
+/// A transaction on the hub's database.
+pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+fn create_sqlite_parent(url: &str) {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") {
+        return;
+    }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        let _ = std::fs::create_dir_all(parent);
+    }
+}
+
+/// Now, in microseconds since the epoch.
+pub(crate) fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+/// Format stored microseconds as JupyterHub does: ISO-8601 UTC with `Z`, microseconds only
+/// when non-zero.
+pub(crate) fn iso(micros: i64) -> String {
+    let Some(t) = DateTime::<Utc>::from_timestamp_micros(micros) else {
+        return String::new();
+    };
+    if micros.rem_euclid(1_000_000) == 0 {
+        t.to_rfc3339_opts(SecondsFormat::Secs, true)
+    } else {
+        t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+}
+
+/// [`iso`] of an optional time, as a JSON value (`null` when absent).
+pub(crate) fn iso_opt(micros: Option<i64>) -> serde_json::Value {
+    micros.map_or(serde_json::Value::Null, |m| iso(m).into())
+}
+
+/// The stored form of a secret token or code: its SHA-256 in hex. Tokens are 128 random bits,
+/// so an unsalted fast hash is enough to make a database leak useless.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A new random secret (128 bits, 32 hex characters), as JupyterHub's tokens.
+pub fn new_secret() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Decode a `TEXT` JSON column, treating garbage as `default`.
+pub(crate) fn json_value(s: &str, default: serde_json::Value) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or(default)
+}
+
+/// Decode a `TEXT` column holding a JSON list of strings.
+pub(crate) fn json_strings(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+/// `$start, $start+1, …` placeholders for an `IN (…)` list of `n` values.
+pub(crate) fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_formats() {
+        assert_eq!(iso(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso(1_500_000), "1970-01-01T00:00:01.500000Z");
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+    }
+}

@@ -1,0 +1,173 @@
+//! Servers: a user's default server (name `""`) and named servers, with what the spawner
+//! needs persisted (`url`, `state`, `user_options`, `started`, `last_activity`, `pending`).
+
+use std::collections::HashMap;
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::{json_value, placeholders};
+
+/// One server row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerRow {
+    /// Database id.
+    pub id: i64,
+    /// Owner's database id.
+    pub user_id: i64,
+    /// Name (`""` = default server).
+    pub name: String,
+    /// Display name (6.0).
+    pub display_name: Option<String>,
+    /// Where the running server answers (`None` when stopped).
+    pub url: Option<String>,
+    /// The spawner's opaque state.
+    pub state: serde_json::Value,
+    /// The last user options.
+    pub user_options: serde_json::Value,
+    /// Pending action: `spawn` or `stop`.
+    pub pending: Option<String>,
+    /// When it was last started (µs).
+    pub started: Option<i64>,
+    /// Last activity (µs).
+    pub last_activity: Option<i64>,
+}
+
+impl ServerRow {
+    /// Running and not in transition.
+    pub fn ready(&self) -> bool {
+        self.url.is_some() && self.pending.is_none()
+    }
+
+    /// Ready or pending.
+    pub fn active(&self) -> bool {
+        self.url.is_some() || self.pending.is_some()
+    }
+}
+
+const COLUMNS: &str = "id, user_id, name, display_name, url, state, user_options, pending, \
+                       started, last_activity";
+
+fn from_row(row: &AnyRow) -> Result<ServerRow, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    let opts: String = row.try_get("user_options")?;
+    Ok(ServerRow {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        name: row.try_get("name")?,
+        display_name: row.try_get("display_name")?,
+        url: row.try_get("url")?,
+        state: json_value(&state, serde_json::json!({})),
+        user_options: json_value(&opts, serde_json::json!({})),
+        pending: row.try_get("pending")?,
+        started: row.try_get("started")?,
+        last_activity: row.try_get("last_activity")?,
+    })
+}
+
+/// Servers of the given users, by user id, sorted by name.
+pub(crate) async fn for_users(
+    conn: &mut AnyConnection,
+    user_ids: &[i64],
+) -> Result<HashMap<i64, Vec<ServerRow>>, sqlx::Error> {
+    let mut out: HashMap<i64, Vec<ServerRow>> = HashMap::new();
+    if user_ids.is_empty() {
+        return Ok(out);
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM servers WHERE user_id IN ({}) ORDER BY name",
+        placeholders(1, user_ids.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for id in user_ids {
+        q = q.bind(*id);
+    }
+    for row in q.fetch_all(conn).await? {
+        let s = from_row(&row)?;
+        out.entry(s.user_id).or_default().push(s);
+    }
+    Ok(out)
+}
+
+/// One server of a user.
+pub(crate) async fn get(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    name: &str,
+) -> Result<Option<ServerRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM servers WHERE user_id = $1 AND name = $2");
+    let row = sqlx::query(&sql)
+        .bind(user_id)
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Create a stopped server; `None` if it exists.
+pub(crate) async fn create(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    name: &str,
+    display_name: Option<&str>,
+    user_options: &serde_json::Value,
+) -> Result<Option<ServerRow>, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO servers (user_id, name, display_name, user_options) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (user_id, name) DO NOTHING RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(user_id)
+        .bind(name)
+        .bind(display_name)
+        .bind(user_options.to_string())
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Move the server's `last_activity` forward to `t`.
+pub(crate) async fn bump_activity(
+    conn: &mut AnyConnection,
+    id: i64,
+    t: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE servers SET last_activity = $1 WHERE id = $2 \
+         AND (last_activity IS NULL OR last_activity < $1)",
+    )
+    .bind(t)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Save what the orchestrator knows about a server (pending, url, state, times, options).
+pub(crate) async fn save(conn: &mut AnyConnection, s: &ServerRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE servers SET display_name = $1, url = $2, state = $3, user_options = $4, \
+         pending = $5, started = $6, last_activity = $7, name = $8 WHERE id = $9",
+    )
+    .bind(s.display_name.clone())
+    .bind(s.url.clone())
+    .bind(s.state.to_string())
+    .bind(s.user_options.to_string())
+    .bind(s.pending.clone())
+    .bind(s.started)
+    .bind(s.last_activity)
+    .bind(s.name.clone())
+    .bind(s.id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Delete a server row.
+pub(crate) async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM servers WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

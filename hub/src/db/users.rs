@@ -1,0 +1,384 @@
+//! Users, their roles and their group memberships.
+
+use std::collections::HashMap;
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::placeholders;
+
+/// A user, with their groups and directly assigned roles loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    /// Database id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Admin flag.
+    pub admin: bool,
+    /// Creation time (µs).
+    pub created: i64,
+    /// Last activity (µs).
+    pub last_activity: Option<i64>,
+    /// Authentication state (JSON text).
+    pub auth_state: Option<String>,
+    /// Group names.
+    pub groups: Vec<String>,
+    /// Roles assigned to the user (not counting `user`/`admin`, which follow the admin flag).
+    pub roles: Vec<String>,
+}
+
+const COLUMNS: &str = "id, name, admin, created, last_activity, auth_state";
+
+fn from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
+    Ok(UserRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        admin: row.try_get::<i64, _>("admin")? != 0,
+        created: row.try_get("created")?,
+        last_activity: row.try_get("last_activity")?,
+        auth_state: row.try_get("auth_state")?,
+        groups: Vec::new(),
+        roles: Vec::new(),
+    })
+}
+
+/// Which users `GET /users` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum UserState {
+    /// Everyone.
+    #[default]
+    Any,
+    /// Users with a ready or pending server.
+    Active,
+    /// Users with a ready server.
+    Ready,
+    /// Users without an active server.
+    Inactive,
+}
+
+/// Sort key of `GET /users`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum UserSort {
+    /// Internal id.
+    #[default]
+    Id,
+    /// Name.
+    Name,
+    /// Last activity (never active sorts as oldest).
+    LastActivity,
+}
+
+/// A page of users.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UsersQuery {
+    /// State filter.
+    pub state: UserState,
+    /// Case-insensitive substring of the name.
+    pub name_filter: Option<String>,
+    /// Sort key.
+    pub sort: UserSort,
+    /// Descending.
+    pub descending: bool,
+    /// Offset.
+    pub offset: i64,
+    /// Limit.
+    pub limit: i64,
+    /// Only these names (the caller's scopes allow no others); `None` = no restriction.
+    pub only: Option<Vec<String>>,
+}
+
+const ACTIVE: &str = "EXISTS (SELECT 1 FROM servers s WHERE s.user_id = users.id \
+                      AND (s.pending IS NOT NULL OR s.url IS NOT NULL))";
+const READY: &str = "EXISTS (SELECT 1 FROM servers s WHERE s.user_id = users.id \
+                     AND s.pending IS NULL AND s.url IS NOT NULL)";
+
+/// One page of users and the total matching the filters.
+pub(crate) async fn list(
+    conn: &mut AnyConnection,
+    q: &UsersQuery,
+) -> Result<(Vec<UserRow>, i64), sqlx::Error> {
+    let mut wheres: Vec<String> = Vec::new();
+    match q.state {
+        UserState::Any => {}
+        UserState::Active => wheres.push(ACTIVE.to_owned()),
+        UserState::Ready => wheres.push(READY.to_owned()),
+        UserState::Inactive => wheres.push(format!("NOT {ACTIVE}")),
+    }
+    let mut binds: Vec<String> = Vec::new();
+    if let Some(f) = &q.name_filter {
+        binds.push(format!("%{}%", f.to_lowercase()));
+        wheres.push(format!("LOWER(name) LIKE ${}", binds.len()));
+    }
+    if let Some(only) = &q.only {
+        if only.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let start = binds.len() + 1;
+        binds.extend(only.iter().cloned());
+        wheres.push(format!("name IN ({})", placeholders(start, only.len())));
+    }
+    let where_sql = if wheres.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", wheres.join(" AND "))
+    };
+    let order = match q.sort {
+        UserSort::Id => "id",
+        UserSort::Name => "name",
+        UserSort::LastActivity => "COALESCE(last_activity, 0)",
+    };
+    let dir = if q.descending { "DESC" } else { "ASC" };
+    let count_sql = format!("SELECT COUNT(*) AS n FROM users {where_sql}");
+    let mut count = sqlx::query(&count_sql);
+    for b in &binds {
+        count = count.bind(b.clone());
+    }
+    let total: i64 = count.fetch_one(&mut *conn).await?.try_get("n")?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM users {where_sql} ORDER BY {order} {dir}, id {dir} \
+         LIMIT ${} OFFSET ${}",
+        binds.len() + 1,
+        binds.len() + 2
+    );
+    let mut query = sqlx::query(&sql);
+    for b in &binds {
+        query = query.bind(b.clone());
+    }
+    let rows = query
+        .bind(q.limit)
+        .bind(q.offset)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut users = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    load_details(conn, &mut users).await?;
+    Ok((users, total))
+}
+
+/// Fill in groups and roles of `users`.
+pub(crate) async fn load_details(
+    conn: &mut AnyConnection,
+    users: &mut [UserRow],
+) -> Result<(), sqlx::Error> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
+    let mut groups: HashMap<i64, Vec<String>> = HashMap::new();
+    let sql = format!(
+        "SELECT ug.user_id AS user_id, g.name AS name FROM user_groups ug \
+         JOIN groups g ON g.id = ug.group_id WHERE ug.user_id IN ({}) ORDER BY g.name",
+        placeholders(1, ids.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for id in &ids {
+        q = q.bind(*id);
+    }
+    for row in q.fetch_all(&mut *conn).await? {
+        groups
+            .entry(row.try_get("user_id")?)
+            .or_default()
+            .push(row.try_get("name")?);
+    }
+    let mut roles: HashMap<i64, Vec<String>> = HashMap::new();
+    let sql = format!(
+        "SELECT user_id, role FROM user_roles WHERE user_id IN ({}) ORDER BY role",
+        placeholders(1, ids.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for id in &ids {
+        q = q.bind(*id);
+    }
+    for row in q.fetch_all(&mut *conn).await? {
+        roles
+            .entry(row.try_get("user_id")?)
+            .or_default()
+            .push(row.try_get("role")?);
+    }
+    for u in users {
+        u.groups = groups.remove(&u.id).unwrap_or_default();
+        u.roles = roles.remove(&u.id).unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// The user called `name`, with details.
+pub(crate) async fn get(
+    conn: &mut AnyConnection,
+    name: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE name = $1");
+    let Some(row) = sqlx::query(&sql)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut users = [from_row(&row)?];
+    load_details(conn, &mut users).await?;
+    let [user] = users;
+    Ok(Some(user))
+}
+
+/// The user with database id `id`, with details.
+pub(crate) async fn get_by_id(
+    conn: &mut AnyConnection,
+    id: i64,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
+    let Some(row) = sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut users = [from_row(&row)?];
+    load_details(conn, &mut users).await?;
+    let [user] = users;
+    Ok(Some(user))
+}
+
+/// Create a user; `None` if the name is taken.
+pub(crate) async fn create(
+    conn: &mut AnyConnection,
+    name: &str,
+    admin: bool,
+    now: i64,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO users (name, admin, created) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(name)
+        .bind(i64::from(admin))
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Set the admin flag.
+pub(crate) async fn set_admin(
+    conn: &mut AnyConnection,
+    id: i64,
+    admin: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET admin = $1 WHERE id = $2")
+        .bind(i64::from(admin))
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Rename; `false` if the new name is taken.
+pub(crate) async fn rename(
+    conn: &mut AnyConnection,
+    id: i64,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    let taken = sqlx::query("SELECT 1 AS one FROM users WHERE name = $1 AND id <> $2")
+        .bind(name)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    if taken {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE users SET name = $1 WHERE id = $2")
+        .bind(name)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(true)
+}
+
+/// Replace the auth state (JSON text or `None`).
+pub(crate) async fn set_auth_state(
+    conn: &mut AnyConnection,
+    id: i64,
+    state: Option<String>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET auth_state = $1 WHERE id = $2")
+        .bind(state)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Delete a user (their servers, tokens, sessions and memberships go with them).
+pub(crate) async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), sqlx::Error> {
+    // Explicit deletes as well as ON DELETE CASCADE, so a database without foreign-key
+    // enforcement ends up in the same state.
+    for sql in [
+        "DELETE FROM api_tokens WHERE user_id = $1",
+        "DELETE FROM oauth_codes WHERE user_id = $1",
+        "DELETE FROM login_sessions WHERE user_id = $1",
+        "DELETE FROM servers WHERE user_id = $1",
+        "DELETE FROM user_groups WHERE user_id = $1",
+        "DELETE FROM user_roles WHERE user_id = $1",
+        "DELETE FROM users WHERE id = $1",
+    ] {
+        sqlx::query(sql).bind(id).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Move `last_activity` forward to `t` (never backwards).
+pub(crate) async fn bump_activity(
+    conn: &mut AnyConnection,
+    id: i64,
+    t: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET last_activity = $1 WHERE id = $2 \
+         AND (last_activity IS NULL OR last_activity < $1)",
+    )
+    .bind(t)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Replace the user's directly assigned roles.
+pub(crate) async fn set_roles(
+    conn: &mut AnyConnection,
+    id: i64,
+    roles: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    for role in roles {
+        sqlx::query(
+            "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(role)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Names of the roles held through the user's groups.
+pub(crate) async fn group_roles(
+    conn: &mut AnyConnection,
+    user_id: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT gr.role AS role FROM group_roles gr \
+         JOIN user_groups ug ON ug.group_id = gr.group_id WHERE ug.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|r| r.try_get("role")).collect()
+}

@@ -1,0 +1,94 @@
+//! Spawn orchestration seam: what the API's server endpoints call to start, stop and watch
+//! servers.
+//!
+//! The hub's pipeline around the [`spawner::Spawner`] (server token, OAuth client, readiness
+//! check, proxy route, persisting `state`/`url`/`pending` in the `servers` table) lives behind
+//! [`Orchestrator`]. This build ships [`Unavailable`], which answers 501 so the routes exist and
+//! say clearly what is missing; the spawn-orchestration work plugs a real implementation in with
+//! [`crate::AppState::with_orchestrator`].
+
+use std::fmt::Debug;
+
+use futures_util::stream::BoxStream;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// The server an operation is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRef {
+    /// Owner's database id.
+    pub user_id: i64,
+    /// Owner's name.
+    pub user: String,
+    /// Server name (`""` = default server).
+    pub server: String,
+}
+
+/// What a start request achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The server is up (`201`).
+    Started,
+    /// The server is starting (`202`).
+    Pending,
+}
+
+/// What a stop request achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// The server is stopped (`204`).
+    Stopped,
+    /// The server is stopping (`202`).
+    Pending,
+}
+
+/// One progress event as JSON (`{"progress","message",…}`, the last one with `ready` or
+/// `failed`).
+pub type ProgressStream = BoxStream<'static, Value>;
+
+/// Starts, stops and reports on user servers for the API.
+///
+/// The API handler has already checked scopes, validated names and parsed the body; the
+/// orchestrator owns everything from there, including the database updates (one transaction
+/// per state change).
+#[async_trait::async_trait]
+pub trait Orchestrator: Send + Sync + Debug + 'static {
+    /// Start a server. `user_options`: `None` = reuse the saved options.
+    async fn start(
+        &self,
+        server: &ServerRef,
+        user_options: Option<Value>,
+    ) -> Result<StartOutcome, ApiError>;
+
+    /// Stop a server; `remove` also deletes a named server.
+    async fn stop(&self, server: &ServerRef, remove: bool) -> Result<StopOutcome, ApiError>;
+
+    /// The progress events of a pending spawn.
+    async fn progress(&self, server: &ServerRef) -> Result<ProgressStream, ApiError>;
+}
+
+/// The orchestrator of a hub without spawning: every call is a 501.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unavailable;
+
+fn not_implemented() -> ApiError {
+    ApiError::NotImplemented(
+        "Spawning servers is not available in this build of stackhub".to_owned(),
+    )
+}
+
+#[async_trait::async_trait]
+impl Orchestrator for Unavailable {
+    async fn start(&self, _: &ServerRef, _: Option<Value>) -> Result<StartOutcome, ApiError> {
+        Err(not_implemented())
+    }
+
+    async fn stop(&self, _: &ServerRef, _: bool) -> Result<StopOutcome, ApiError> {
+        Err(not_implemented())
+    }
+
+    async fn progress(&self, _: &ServerRef) -> Result<ProgressStream, ApiError> {
+        Err(not_implemented())
+    }
+}

@@ -1,0 +1,104 @@
+//! [`AppState`]: the database, the config and the seams, shared by every handler.
+
+use std::sync::Arc;
+
+use crate::auth::{Authenticator, DevAuthenticator};
+use crate::config::Config;
+use crate::db::Db;
+use crate::spawn::{Orchestrator, Unavailable};
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    config: Config,
+    authenticator: Arc<dyn Authenticator>,
+    orchestrator: Arc<dyn Orchestrator>,
+    xsrf_key: XsrfKey,
+}
+
+/// The key `_xsrf` tokens are derived with (never printed).
+struct XsrfKey(Vec<u8>);
+
+impl std::fmt::Debug for XsrfKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("XsrfKey(***)")
+    }
+}
+
+impl AppState {
+    /// State with the development authenticator and no spawning.
+    pub fn new(config: Config, db: Db) -> Self {
+        let key = config
+            .cookie_secret
+            .as_ref()
+            .and_then(|s| hex::decode(s.expose()).ok())
+            .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
+        let authenticator = Arc::new(DevAuthenticator::new(&config.auth));
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                config,
+                authenticator,
+                orchestrator: Arc::new(Unavailable),
+                xsrf_key: XsrfKey(key),
+            }),
+        }
+    }
+
+    fn rebuild(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|arc| Inner {
+            db: arc.db.clone(),
+            config: arc.config.clone(),
+            authenticator: arc.authenticator.clone(),
+            orchestrator: arc.orchestrator.clone(),
+            xsrf_key: XsrfKey(arc.xsrf_key.0.clone()),
+        });
+        let mut inner = inner;
+        f(&mut inner);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Use another authenticator.
+    #[must_use]
+    pub fn with_authenticator(self, a: Arc<dyn Authenticator>) -> Self {
+        self.rebuild(|i| i.authenticator = a)
+    }
+
+    /// Use a spawn orchestrator.
+    #[must_use]
+    pub fn with_orchestrator(self, o: Arc<dyn Orchestrator>) -> Self {
+        self.rebuild(|i| i.orchestrator = o)
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The authenticator.
+    pub fn authenticator(&self) -> &dyn Authenticator {
+        self.inner.authenticator.as_ref()
+    }
+
+    /// The spawn orchestrator.
+    pub fn orchestrator(&self) -> &dyn Orchestrator {
+        self.inner.orchestrator.as_ref()
+    }
+
+    pub(crate) fn xsrf_key(&self) -> &[u8] {
+        &self.inner.xsrf_key.0
+    }
+}

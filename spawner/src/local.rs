@@ -1,0 +1,294 @@
+//! The local-process spawner: `jupyterhub-singleuser` as a child process of the hub.
+//!
+//! Each server runs in its own process group (so a Ctrl-C to the hub's terminal does not reach
+//! it and a stop reaches all its kernels), in `<work_root>/<user>` (also its `HOME`), with stdout
+//! and stderr appended to `<log_dir>/<user>[-<server>].log`. Its state is
+//! `{"pid", "port", "start_time"}`: `start_time` is the process start time from `/proc`, so a
+//! restarted hub never mistakes a recycled PID for its server.
+//!
+//! # Hazards
+//! The port is chosen by binding port 0 and releasing it; another process may take it before
+//! the server binds it. The server then fails to start and the hub reports the spawn as failed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::process::Command;
+use tokio::sync::Mutex;
+
+use crate::Spawner;
+use crate::types::{
+    ProgressEvent, ProgressSink, ServerId, SpawnError, SpawnRequest, Spawned, State, Status,
+};
+
+/// Settings of the local-process spawner.
+#[derive(Debug, Clone)]
+pub struct LocalProcessConfig {
+    /// The command, e.g. `[".venv/bin/jupyterhub-singleuser"]`.
+    pub cmd: Vec<String>,
+    /// Extra arguments after the command.
+    pub args: Vec<String>,
+    /// The address servers listen on.
+    pub ip: IpAddr,
+    /// Users' working directories live below this (`<work_root>/<user>`).
+    pub work_root: PathBuf,
+    /// Server logs are written here.
+    pub log_dir: PathBuf,
+    /// Variables inherited from the hub's own environment.
+    pub env_keep: Vec<String>,
+    /// Variables set last, overriding everything (admin configuration).
+    pub environment: BTreeMap<String, String>,
+    /// How long a server gets to exit after SIGTERM before SIGKILL.
+    pub stop_grace: Duration,
+}
+
+impl LocalProcessConfig {
+    /// Defaults: `jupyterhub-singleuser` from `venv`, servers on 127.0.0.1, files under `data_dir`.
+    pub fn new(venv: impl Into<PathBuf>, data_dir: impl Into<PathBuf>) -> Self {
+        let venv = venv.into();
+        let data_dir = data_dir.into();
+        Self {
+            cmd: vec![venv.join("bin/jupyterhub-singleuser").display().to_string()],
+            args: Vec::new(),
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            work_root: data_dir.join("users"),
+            log_dir: data_dir.join("logs"),
+            env_keep: [
+                "PATH",
+                "PYTHONPATH",
+                "LANG",
+                "LC_ALL",
+                "LD_LIBRARY_PATH",
+                "VIRTUAL_ENV",
+                "CONDA_ROOT",
+                "CONDA_DEFAULT_ENV",
+                "JUPYTERHUB_SINGLEUSER_APP",
+            ]
+            .map(String::from)
+            .to_vec(),
+            environment: BTreeMap::new(),
+            stop_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LocalState {
+    pid: i32,
+    port: u16,
+    start_time: u64,
+}
+
+/// Spawns single-user servers as local processes.
+#[derive(Debug)]
+pub struct LocalProcessSpawner {
+    config: LocalProcessConfig,
+    /// Exit codes of children this hub process started, recorded when they are reaped.
+    exits: Arc<Mutex<HashMap<i32, Option<i32>>>>,
+}
+
+impl LocalProcessSpawner {
+    /// A spawner with `config`.
+    pub fn new(config: LocalProcessConfig) -> Self {
+        Self {
+            config,
+            exits: Arc::default(),
+        }
+    }
+
+    fn state_of(server: &ServerId, state: &State) -> Result<LocalState, SpawnError> {
+        serde_json::from_value(state.0.clone()).map_err(|e| SpawnError::BadState {
+            server: server.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Whether the process in `st` is alive and is the one we started.
+    async fn alive(&self, st: &LocalState) -> Result<(), Option<i32>> {
+        if let Some(code) = self.exits.lock().await.get(&st.pid) {
+            return Err(*code);
+        }
+        match process_start_time(st.pid) {
+            Some((start, zombie)) if start == st.start_time && !zombie => Ok(()),
+            _ => Err(None),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Spawner for LocalProcessSpawner {
+    fn kind(&self) -> &'static str {
+        "localprocess"
+    }
+
+    async fn start(
+        &self,
+        req: SpawnRequest,
+        progress: ProgressSink,
+    ) -> Result<Spawned, SpawnError> {
+        let server = req.server.clone();
+        let launch_err = |reason: String, source: Option<std::io::Error>| SpawnError::Launch {
+            server: server.clone(),
+            reason,
+            source,
+        };
+        let (program, rest) = self
+            .config
+            .cmd
+            .split_first()
+            .ok_or_else(|| launch_err("no command configured".into(), None))?;
+        let port =
+            free_port(self.config.ip).map_err(|e| launch_err("no free port".into(), Some(e)))?;
+        let work_dir = self.config.work_root.join(&req.server.user);
+        let log_name = if req.server.name.is_empty() {
+            format!("{}.log", req.server.user)
+        } else {
+            format!("{}-{}.log", req.server.user, req.server.name)
+        };
+        for dir in [&work_dir, &self.config.log_dir] {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| launch_err(format!("cannot create {}", dir.display()), Some(e)))?;
+        }
+        let log_path = self.config.log_dir.join(log_name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| launch_err(format!("cannot open {}", log_path.display()), Some(e)))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| launch_err("cannot share the log file".into(), Some(e)))?;
+
+        let mut cmd = Command::new(program);
+        cmd.args(rest)
+            .args(&self.config.args)
+            .current_dir(&work_dir)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .kill_on_drop(false);
+        for key in &self.config.env_keep {
+            if let Some(value) = std::env::var_os(key) {
+                cmd.env(key, value);
+            }
+        }
+        cmd.env("HOME", &work_dir);
+        cmd.envs(&req.env);
+        let host = match self.config.ip {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            IpAddr::V4(ip) => ip.to_string(),
+        };
+        cmd.env(
+            "JUPYTERHUB_SERVICE_URL",
+            format!("http://{host}:{port}{}", req.prefix),
+        );
+        cmd.envs(&self.config.environment);
+
+        progress.send(ProgressEvent::new(20, "Starting your server process"));
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| launch_err(format!("cannot run {program}"), Some(e)))?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| launch_err("process exited at once".into(), None))?;
+        let start_time = process_start_time(pid).map(|(t, _)| t).unwrap_or(0);
+        let exits = Arc::clone(&self.exits);
+        tokio::spawn(async move {
+            // Reap the child and remember how it ended, for poll().
+            let code = child.wait().await.ok().and_then(|s| s.code());
+            exits.lock().await.insert(pid, code);
+        });
+        tracing::info!(server = %req.server, pid, port, log = %log_path.display(), "server process started");
+        let state = serde_json::to_value(LocalState {
+            pid,
+            port,
+            start_time,
+        })
+        .unwrap_or(Value::Null);
+        Ok(Spawned {
+            url: format!("http://{host}:{port}"),
+            state: State(state),
+        })
+    }
+
+    async fn poll(&self, server: &ServerId, state: &State) -> Result<Status, SpawnError> {
+        let st = Self::state_of(server, state)?;
+        Ok(match self.alive(&st).await {
+            Ok(()) => Status::Running,
+            Err(code) => Status::Exited(code),
+        })
+    }
+
+    async fn stop(&self, server: &ServerId, state: &State, now: bool) -> Result<(), SpawnError> {
+        if state.0.is_null() {
+            return Ok(());
+        }
+        let st = Self::state_of(server, state)?;
+        if self.alive(&st).await.is_err() {
+            return Ok(());
+        }
+        let group = Pid::from_raw(st.pid);
+        let deadline = tokio::time::Instant::now()
+            + if now {
+                Duration::ZERO
+            } else {
+                self.config.stop_grace
+            };
+        if !now {
+            let _ = killpg(group, Signal::SIGTERM);
+        }
+        while tokio::time::Instant::now() < deadline {
+            if self.alive(&st).await.is_err() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::warn!(%server, pid = st.pid, "server did not exit after SIGTERM; killing it");
+        if let Err(e) = killpg(group, Signal::SIGKILL)
+            && e != nix::errno::Errno::ESRCH
+        {
+            return Err(SpawnError::Stop {
+                server: server.clone(),
+                reason: e.to_string(),
+            });
+        }
+        for _ in 0..250 {
+            if self.alive(&st).await.is_err() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(SpawnError::Stop {
+            server: server.clone(),
+            reason: "process still alive after SIGKILL".into(),
+        })
+    }
+}
+
+fn free_port(ip: IpAddr) -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+}
+
+/// The start time (clock ticks since boot) of `pid` and whether it is a zombie, from `/proc`.
+fn process_start_time(pid: i32) -> Option<(u64, bool)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let zombie = fields.first().is_some_and(|s| *s == "Z" || *s == "X");
+    // After ')': field 3 (state) is index 0, so field 22 (starttime) is index 19.
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, zombie))
+}
