@@ -144,25 +144,25 @@ async fn splice(client: Upgraded, upstream: QuickAckStream, early: Bytes) -> std
         if !early.is_empty() {
             client_wr.write_all(&early).await?;
         }
-        let mut buf = vec![0u8; TUNNEL_BUF];
-        loop {
-            let n = up_rd.read(&mut buf).await?;
-            if n == 0 {
-                return client_wr.shutdown().await;
-            }
-            client_wr.write_all(&buf[..n]).await?;
-            ack.rearm();
-        }
+        pump(&mut up_rd, &mut client_wr, || ack.rearm()).await
     };
-    let upstream = async {
-        let mut buf = vec![0u8; TUNNEL_BUF];
-        loop {
-            let n = client_rd.read(&mut buf).await?;
-            if n == 0 {
-                return up_wr.shutdown().await;
-            }
-            up_wr.write_all(&buf[..n]).await?;
-        }
-    };
+    let upstream = pump(&mut client_rd, &mut up_wr, || ());
     tokio::try_join!(downstream, upstream).map(|_| ())
+}
+
+/// Copy `rd` to `wr` until end of stream, then shut `wr` down; `after_write` runs after each chunk.
+async fn pump<R, W>(rd: &mut R, wr: &mut W, after_write: impl Fn()) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; TUNNEL_BUF];
+    loop {
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            return wr.shutdown().await;
+        }
+        wr.write_all(&buf[..n]).await?;
+        after_write();
+    }
 }

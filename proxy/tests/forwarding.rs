@@ -65,9 +65,7 @@ async fn no_route_is_404_and_dead_upstream_is_503() {
     assert!(!body.is_empty() && body.len() < 512);
 
     // A port nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = common::dead_addr();
     p.add_route("/user/gone", &format!("http://{dead_addr}"))
         .await;
     let (status, _, body) = get(&p.url("/user/gone/lab")).await;
@@ -248,9 +246,7 @@ async fn refused_upgrade_and_dead_websocket_upstream() {
         tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 403),
         other => panic!("unexpected {other:?}"),
     }
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = common::dead_addr();
     p.add_route("/dead", &format!("http://{dead_addr}")).await;
     let err = tokio_tungstenite::connect_async(format!("ws://{}/dead/ws", p.public))
         .await

@@ -272,3 +272,9 @@ pub async fn ws_echo() -> SocketAddr {
     });
     addr
 }
+
+/// An address where nothing listens (a port bound and released).
+pub fn dead_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
