@@ -18,6 +18,8 @@
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/../scripts/lib.sh"
 cd "$ROOT"
+# shellcheck source=bench/chp.sh
+source "$ROOT/bench/chp.sh"
 
 ROUNDS=${BENCH_ROUNDS:-3}
 DURATION=${BENCH_DURATION:-5}
@@ -28,7 +30,6 @@ NAGLE_ROUNDS=${BENCH_NAGLE_ROUNDS:-3}
 NAGLE_ITERS=${BENCH_NAGLE_ITERATIONS:-50}
 NAGLE_FRAMES=3
 TOKEN=secret
-NODE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/stackhub/bench-node"
 OUT_DIR="$ROOT/bench/out"
 LOGS="$OUT_DIR/proxy-logs"
 TARGETS=(direct ours chp nginx)
@@ -127,14 +128,7 @@ apt_install nginx-light wrk curl
 command -v python3 >/dev/null || apt_install python3
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 [ -x "$NGINX" ] || die "nginx not found after installing nginx-light"
-command -v npm >/dev/null || die "npm (Node 20) is needed to install configurable-http-proxy"
-CHP_BIN="$NODE_DIR/node_modules/.bin/configurable-http-proxy"
-if [ ! -x "$CHP_BIN" ]; then
-  log "installing configurable-http-proxy into $NODE_DIR"
-  mkdir -p "$NODE_DIR"
-  npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error \
-    configurable-http-proxy@4 >/dev/null
-fi
+ensure_chp
 
 if [ -n "${BENCH_OURS_BIN:-}" ]; then
   log "BENCH_OURS_BIN is set: measuring $BENCH_OURS_BIN as \"ours\" (stackhub-proxy not built)"
@@ -378,7 +372,7 @@ done
 # --- report -----------------------------------------------------------------------------------
 cp "$RESULTS" "$LOGS/results.jsonl"
 python3 "$ROOT/bench/proxy_report.py" "$RESULTS" "$OUT_DIR/proxy.json" \
-  --ours-bin "$OURS_BIN" --chp-version "$(node -p "require('$NODE_DIR/node_modules/configurable-http-proxy/package.json').version")" \
+  --ours-bin "$OURS_BIN" --chp-version "$(chp_version)" \
   --nginx-version "$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')" \
   --rounds "$ROUNDS" --duration "$DURATION" --connections "$CONNS" \
   --ws-rounds "$WS_ROUNDS" --ws-iterations "$WS_ITERS" \

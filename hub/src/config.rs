@@ -26,6 +26,12 @@ pub(crate) const ENV_PUBLIC_URL: &str = "STACKHUB_PUBLIC_URL";
 pub(crate) const ENV_COOKIE_SECRET: &str = "STACKHUB_COOKIE_SECRET";
 /// Environment variable: the development authenticator's shared password.
 pub(crate) const ENV_DEV_PASSWORD: &str = "STACKHUB_DEV_PASSWORD";
+/// Environment variable: the hub's internal listen address (behind the proxy).
+pub(crate) const ENV_HUB_IP: &str = "STACKHUB_HUB_IP";
+/// Environment variable: the hub's internal listen port (behind the proxy).
+pub(crate) const ENV_HUB_PORT: &str = "STACKHUB_HUB_PORT";
+/// Environment variable: the Python environment holding `jupyterhub-singleuser`.
+pub(crate) const ENV_VENV: &str = "STACKHUB_VENV";
 /// Environment variable: the bootstrap admin API token (a service token with admin scopes).
 pub const ENV_ADMIN_TOKEN: &str = "STACKHUB_ADMIN_TOKEN";
 
@@ -145,6 +151,40 @@ pub struct RoleConfig {
     pub groups: Vec<String>,
 }
 
+/// How single-user servers are spawned (the local-process spawner).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpawnerConfig {
+    /// The Python environment with `jupyterhub-singleuser` (default: `.venv`, or `STACKHUB_VENV`).
+    pub venv: PathBuf,
+    /// The command; empty = `<venv>/bin/jupyterhub-singleuser`.
+    pub cmd: Vec<String>,
+    /// Extra arguments.
+    pub args: Vec<String>,
+    /// Variables set last in the server's environment (may override anything).
+    pub environment: std::collections::BTreeMap<String, String>,
+    /// Seconds a server gets from launch until it answers `GET {url}api`.
+    pub start_timeout: u64,
+    /// Milliseconds a start request waits for readiness before answering 202 instead of 201.
+    pub slow_spawn_timeout_ms: u64,
+    /// Seconds a server gets after SIGTERM before SIGKILL.
+    pub stop_grace: u64,
+}
+
+impl Default for SpawnerConfig {
+    fn default() -> Self {
+        Self {
+            venv: PathBuf::from(".venv"),
+            cmd: Vec::new(),
+            args: Vec::new(),
+            environment: std::collections::BTreeMap::new(),
+            start_timeout: 60,
+            slow_spawn_timeout_ms: 500,
+            stop_grace: 5,
+        }
+    }
+}
+
 /// The hub's configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -153,6 +193,10 @@ pub struct Config {
     pub ip: IpAddr,
     /// Port of the public listener.
     pub port: u16,
+    /// Address the hub itself listens on behind the proxy (single-user servers call it).
+    pub hub_ip: IpAddr,
+    /// Port the hub itself listens on behind the proxy.
+    pub hub_port: u16,
     /// Directory for the SQLite file and runtime files.
     pub data_dir: PathBuf,
     /// Database URL; default: the SQLite file `<data_dir>/stackhub.sqlite`.
@@ -174,6 +218,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Extra roles.
     pub roles: Vec<RoleConfig>,
+    /// Spawner settings.
+    pub spawner: SpawnerConfig,
 }
 
 impl Default for Config {
@@ -181,6 +227,8 @@ impl Default for Config {
         Self {
             ip: IpAddr::from([127, 0, 0, 1]),
             port: 8000,
+            hub_ip: IpAddr::from([127, 0, 0, 1]),
+            hub_port: 8081,
             data_dir: PathBuf::from(".stackhub"),
             db_url: None,
             public_url: None,
@@ -191,6 +239,7 @@ impl Default for Config {
             admin_service_name: "admin-bootstrap".to_owned(),
             auth: AuthConfig::default(),
             roles: Vec::new(),
+            spawner: SpawnerConfig::default(),
         }
     }
 }
@@ -274,6 +323,19 @@ impl Config {
                 .parse()
                 .map_err(|_| invalid(ENV_PORT, "not a port number"))?;
         }
+        if let Some(v) = env.get(ENV_HUB_IP) {
+            self.hub_ip = v
+                .parse()
+                .map_err(|_| invalid(ENV_HUB_IP, "not an IP address"))?;
+        }
+        if let Some(v) = env.get(ENV_HUB_PORT) {
+            self.hub_port = v
+                .parse()
+                .map_err(|_| invalid(ENV_HUB_PORT, "not a port number"))?;
+        }
+        if let Some(v) = env.get(ENV_VENV) {
+            self.spawner.venv = PathBuf::from(v);
+        }
         if let Some(v) = env.get(ENV_DATA_DIR) {
             self.data_dir = PathBuf::from(v);
         }
@@ -331,6 +393,12 @@ impl Config {
             && token.expose().len() < 16
         {
             return Err(invalid("admin_token", "must be at least 16 characters"));
+        }
+        if self.spawner.start_timeout == 0 {
+            return Err(invalid(
+                "spawner.start_timeout",
+                "must be at least 1 second",
+            ));
         }
         if self.cookie_max_age_days == 0 {
             return Err(invalid("cookie_max_age_days", "must be at least 1"));

@@ -26,6 +26,7 @@ mod error;
 mod names;
 mod oauth;
 mod pages;
+pub mod proxy;
 mod scopes;
 mod spawn;
 mod state;
@@ -38,12 +39,14 @@ pub use self::auth::{
 pub use self::bootstrap::{BootstrapError, bootstrap_admin_token};
 pub use self::config::{
     AuthConfig, Config, ConfigError, ENV_ADMIN_TOKEN, Lookup, ProcessEnv, RoleConfig, Secret,
+    SpawnerConfig,
 };
 pub use self::db::{ClientRow, Db, DbError, ServerRow, hash_secret, new_secret};
 pub use self::error::ApiError;
 pub use self::names::{BadName, GroupName, ServerName, UserName};
 pub use self::spawn::{
-    Orchestrator, ProgressStream, ServerRef, StartOutcome, StopOutcome, Unavailable,
+    Orchestrator, ProgressStream, ServerRef, SpawnOrchestrator, SpawnSettings, StartOutcome,
+    StopOutcome, Unavailable,
 };
 pub use self::state::AppState;
 
@@ -64,7 +67,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::router())
         .merge(oauth::router())
         .merge(pages::router())
-        .fallback(not_found)
+        .fallback(pages::spawn::fallback)
         .layer(axum::middleware::map_response(add_version))
         .with_state(state)
 }
@@ -75,10 +78,6 @@ async fn add_version(mut resp: Response) -> Response {
         HeaderValue::from_static(JUPYTERHUB_VERSION),
     );
     resp
-}
-
-async fn not_found() -> Response {
-    error::json_error(StatusCode::NOT_FOUND, "Not Found")
 }
 
 /// A 302 redirect (axum's `Redirect` has 303/307/308 only; JupyterHub clients expect 302).

@@ -2,14 +2,20 @@
 //!
 //! Exit codes: 64 (`EX_USAGE`) for bad configuration, 1 for run-time failures.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use hub::{AppState, Config, Db, ProcessEnv};
+use hub::proxy::EmbeddedProxy;
+use hub::{AppState, Config, Db, ProcessEnv, SpawnOrchestrator, SpawnSettings};
+use spawner::LocalProcessConfig;
+use spawner::LocalProcessSpawner;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 /// The stackhub hub.
 #[derive(Debug, Parser)]
@@ -18,7 +24,7 @@ struct Cli {
     /// TOML config file.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Listen address (overrides config and environment).
+    /// Public listen address (overrides config and environment).
     #[arg(long)]
     ip: Option<std::net::IpAddr>,
     /// Listen port (overrides config and environment).
@@ -75,13 +81,78 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.auth.dev_password.is_none() {
         tracing::warn!("no auth.dev_password configured: nobody can log in with a password");
     }
+    let hub_addr = SocketAddr::new(config.hub_ip, config.hub_port);
+    let hub_listener = TcpListener::bind(hub_addr)
+        .await
+        .with_context(|| format!("cannot listen on {hub_addr} (hub_ip/hub_port)"))?;
+    let hub_addr = hub_listener.local_addr()?;
     let addr = SocketAddr::new(config.ip, config.port);
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "stackhub listening");
-    let state = AppState::new(config, db);
-    hub::serve(listener, state, shutdown_signal()).await?;
+    let addr = listener.local_addr()?;
+
+    // The embedded proxy: the hub is the default route, servers get `/user/NAME[/SERVER]`.
+    let routes = Arc::new(proxy::RouteTable::new());
+    let connect_ip = if hub_addr.ip().is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        hub_addr.ip()
+    };
+    let hub_url = format!("http://{}", SocketAddr::new(connect_ip, hub_addr.port()));
+    let mut data = serde_json::Map::new();
+    data.insert("hub".to_owned(), serde_json::Value::Bool(true));
+    data.insert(
+        "target".to_owned(),
+        serde_json::Value::String(hub_url.clone()),
+    );
+    routes
+        .add(&config.base_url, data)
+        .context("cannot add the hub's default route")?;
+    let public = Arc::new(
+        proxy::Proxy::new(Arc::clone(&routes), proxy::ProxyOptions::default())
+            .context("cannot set up the proxy")?,
+    );
+
+    let mut spawn_config = LocalProcessConfig::new(
+        std::path::absolute(&config.spawner.venv)?,
+        std::path::absolute(&config.data_dir)?,
+    );
+    if !config.spawner.cmd.is_empty() {
+        spawn_config.cmd.clone_from(&config.spawner.cmd);
+    }
+    spawn_config.args.clone_from(&config.spawner.args);
+    spawn_config
+        .environment
+        .clone_from(&config.spawner.environment);
+    spawn_config.stop_grace = Duration::from_secs(config.spawner.stop_grace);
+    let settings =
+        SpawnSettings::from_config(&config, format!("{hub_url}{}hub/api", config.base_url));
+    let orchestrator = SpawnOrchestrator::new(
+        db.clone(),
+        Arc::new(LocalProcessSpawner::new(spawn_config)),
+        Arc::new(EmbeddedProxy::new(Arc::clone(&routes))),
+        settings,
+    );
+    orchestrator.reconcile().await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let proxy_task = tokio::spawn(
+        proxy::serve(listener, public, None, stopped(stop_rx.clone()))
+            .instrument(tracing::info_span!("proxy")),
+    );
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    tracing::info!(%addr, hub = %hub_addr, "stackhub listening");
+    let state = AppState::new(config, db).with_orchestrator(Arc::new(orchestrator.clone()));
+    hub::serve(hub_listener, state, stopped(stop_rx)).await?;
+    orchestrator.shutdown().await;
+    let _ = proxy_task.await;
     tracing::info!("stackhub stopped");
     Ok(())
 }

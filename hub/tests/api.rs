@@ -20,9 +20,13 @@ async fn version_is_open_with_cors_and_header() {
     assert_eq!(r.body["version"], hub::JUPYTERHUB_VERSION);
     validate("GET", "/", 200, &r.body);
     // Even a 404 carries the version header (checked in `send`).
-    let r = h.call(Method::GET, "/nowhere", None, None).await;
+    let r = h.call(Method::GET, "/hub/nowhere", None, None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.body["status"], 404);
+    // Paths outside /hub/ that reach the hub (no proxy route) go to the hub's copy (spec 2.6).
+    let r = h.call(Method::GET, "/user/alice/lab?x=1", None, None).await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(r.headers["location"], "/hub/user/alice/lab?x=1");
 }
 
 #[tokio::test]

@@ -454,7 +454,8 @@ impl Gw {
         let mut req = url.into_client_request()?;
         req.headers_mut()
             .insert("Authorization", format!("token {}", self.token).parse()?);
-        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        // TCP_NODELAY on the client, so only the gateway's own Nagle behaviour is measured.
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
         Ok(WsConn(ws))
     }
 

@@ -15,6 +15,7 @@
 //! unauthorized_users = ["root"]
 //! allow_origin = ""                # CORS + WebSocket Origin check, see below
 //! local_memory_limit = "data"      # local kernels: RLIMIT_DATA ("as" = RLIMIT_AS, "off")
+//! kernel_port_range = [20000, 32000] # local kernels' ports; [0, 0] = ephemeral
 //! [[users]]                          # token → user; the shared token maps to `shared_token_user`
 //! name = "alice"
 //! token_sha256 = "<hex sha256 of the token>"
@@ -227,6 +228,8 @@ pub struct Config {
     pub default_quota_role: Option<String>,
     /// How local kernels enforce the memory quota.
     pub local_memory_limit: MemoryLimitMode,
+    /// Ports handed to local kernels, `[lo, hi)`; `[0, 0]` = ephemeral ports from the OS.
+    pub kernel_port_range: [u16; 2],
     /// `Access-Control-Allow-Origin`: empty = no CORS and same-origin WebSockets only, `*` = any,
     /// else a comma-separated list of origins.
     pub allow_origin: String,
@@ -271,6 +274,7 @@ impl Default for Config {
             quota_roles: default_quota_roles(),
             default_quota_role: None,
             local_memory_limit: MemoryLimitMode::Data,
+            kernel_port_range: crate::launcher::DEFAULT_PORT_RANGE,
             allow_origin: String::new(),
             allow_headers: String::new(),
             allow_methods: String::new(),
@@ -393,6 +397,13 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "kernel_launch_timeout",
                 reason: "must be >= 1".into(),
+            });
+        }
+        let [lo, hi] = self.kernel_port_range;
+        if !((lo == 0 && hi == 0) || (lo > 0 && hi >= lo.saturating_add(5))) {
+            return Err(ConfigError::Invalid {
+                key: "kernel_port_range",
+                reason: "must be [0, 0] or [lo, hi) with at least 5 ports".into(),
             });
         }
         if let Some(jwt) = &self.jwt {

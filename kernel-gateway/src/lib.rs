@@ -88,6 +88,14 @@ pub async fn serve(
             }
         })
     };
+    use axum::serve::ListenerExt as _;
+    // Kernel replies are bursts of small frames: without TCP_NODELAY each reply can wait for the
+    // client's delayed ACK (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let result = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await;

@@ -55,11 +55,10 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {addr}"))?;
     let open = config.is_open();
     let jwt = config.jwt.as_ref().map(|j| j.jwks_url.clone());
-    let manager = Arc::new(KernelManager::new(
-        config,
-        Arc::new(LocalLauncher::with_defaults()),
-        |k| std::env::var(k).ok(),
-    ));
+    let launcher = LocalLauncher::with_defaults().with_port_range(config.kernel_port_range);
+    let manager = Arc::new(KernelManager::new(config, Arc::new(launcher), |k| {
+        std::env::var(k).ok()
+    }));
     tracing::info!(addr = %listener.local_addr()?, open, jwks = ?jwt, "stackhub-gateway listening");
     kernel_gateway::serve(listener, manager, shutdown_signal()).await?;
     Ok(())

@@ -169,9 +169,13 @@ impl Spawner for LocalProcessSpawner {
             .map_err(|e| launch_err("cannot share the log file".into(), Some(e)))?;
 
         let mut cmd = Command::new(program);
-        cmd.args(rest)
-            .args(&self.config.args)
-            .current_dir(&work_dir)
+        cmd.args(rest).args(&self.config.args);
+        if running_as_root() && !self.config.args.iter().any(|a| a == "--allow-root") {
+            // Servers run as the hub's own user (no setuid); Jupyter Server refuses root
+            // without this flag.
+            cmd.arg("--allow-root");
+        }
+        cmd.current_dir(&work_dir)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(log)
@@ -275,6 +279,12 @@ impl Spawner for LocalProcessSpawner {
             reason: "process still alive after SIGKILL".into(),
         })
     }
+}
+
+/// Whether this process runs as root (the owner of `/proc/self` is the effective uid).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 fn free_port(ip: IpAddr) -> std::io::Result<u16> {

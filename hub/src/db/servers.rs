@@ -171,3 +171,25 @@ pub(crate) async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), sqlx
         .await?;
     Ok(())
 }
+
+/// Every server that is running or in transition, with its owner's name.
+pub(crate) async fn active_all(
+    conn: &mut AnyConnection,
+) -> Result<Vec<(String, ServerRow)>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM servers WHERE url IS NOT NULL OR pending IS NOT NULL ORDER BY id"
+    );
+    let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let s = from_row(&row)?;
+        let name: Option<String> = sqlx::query_scalar("SELECT name FROM users WHERE id = $1")
+            .bind(s.user_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(name) = name {
+            out.push((name, s));
+        }
+    }
+    Ok(out)
+}

@@ -281,3 +281,17 @@ pub(crate) async fn delete_for_service(
         .await?;
     Ok(())
 }
+
+/// Delete a user's tokens with exactly this note (a server's own `Server at …` token).
+pub(crate) async fn delete_for_note(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    note: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM api_tokens WHERE user_id = $1 AND note = $2")
+        .bind(user_id)
+        .bind(note)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -7,6 +7,8 @@
 //! - `GET /hub/logout`: ends the login session and deletes the session's OAuth tokens.
 //! - `GET /hub/home`: the user's servers. `GET /hub/` redirects there.
 
+pub(crate) mod spawn;
+
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -34,6 +36,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/hub/home", get(home))
         .route("/hub/", get(hub_root))
         .route("/hub", get(hub_root))
+        .merge(spawn::router())
 }
 
 fn env() -> &'static Environment<'static> {
@@ -46,6 +49,14 @@ fn env() -> &'static Environment<'static> {
             ("home.html", include_str!("../../templates/home.html")),
             ("consent.html", include_str!("../../templates/consent.html")),
             ("error.html", include_str!("../../templates/error.html")),
+            (
+                "not_running.html",
+                include_str!("../../templates/not_running.html"),
+            ),
+            (
+                "spawn_pending.html",
+                include_str!("../../templates/spawn_pending.html"),
+            ),
         ] {
             if let Err(e) = env.add_template(name, src) {
                 tracing::error!(template = name, error = %e, "bad template");
@@ -246,16 +257,50 @@ async fn home(State(state): State<AppState>, me: CurrentUser) -> Response {
         Ok(mut s) => s.remove(&me.user.id).unwrap_or_default(),
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let servers: Vec<Value> = servers
+    let base = state.config().base_url.clone();
+    let user = me.user.name.clone();
+    let model = |name: &str, row: Option<&db::ServerRow>| {
+        let api = if name.is_empty() {
+            format!(
+                "{base}hub/api/users/{}/server",
+                crate::api::models::seg(&user)
+            )
+        } else {
+            format!(
+                "{base}hub/api/users/{}/servers/{}",
+                crate::api::models::seg(&user),
+                crate::api::models::seg(name)
+            )
+        };
+        let spawn = if name.is_empty() {
+            format!("{base}hub/spawn/{}", crate::api::models::seg(&user))
+        } else {
+            format!(
+                "{base}hub/spawn/{}/{}",
+                crate::api::models::seg(&user),
+                crate::api::models::seg(name)
+            )
+        };
+        let pending_url = spawn.replacen("hub/spawn/", "hub/spawn-pending/", 1);
+        context! {
+            name,
+            ready => row.is_some_and(db::ServerRow::ready),
+            pending => row.and_then(|r| r.pending.clone()),
+            url => server_url(&state, &user, name),
+            api, spawn, pending_url,
+        }
+    };
+    let default = model("", servers.iter().find(|s| s.name.is_empty()));
+    let named: Vec<Value> = servers
         .iter()
-        .map(|s| {
-            context! { name => s.name, ready => s.ready(), pending => s.pending, url => server_url(&state, &me.user.name, &s.name) }
-        })
+        .filter(|s| !s.name.is_empty())
+        .map(|s| model(&s.name, Some(s)))
         .collect();
+    let xsrf = xsrf_token(state.xsrf_key(), &me.session_id);
     render(
         StatusCode::OK,
         "home.html",
-        context! { title => "Home", user => me.user.name, servers, base_url => state.config().base_url },
+        context! { title => "Home", user, default, named, xsrf, base_url => base },
     )
 }
 

@@ -3,9 +3,13 @@
 //!
 //! The hub's pipeline around the [`spawner::Spawner`] (server token, OAuth client, readiness
 //! check, proxy route, persisting `state`/`url`/`pending` in the `servers` table) lives behind
-//! [`Orchestrator`]. This build ships [`Unavailable`], which answers 501 so the routes exist and
-//! say clearly what is missing; the spawn-orchestration work plugs a real implementation in with
-//! [`crate::AppState::with_orchestrator`].
+//! [`Orchestrator`]. [`SpawnOrchestrator`] is the real pipeline (`pipeline.rs`);
+//! [`Unavailable`] answers 501 for a hub built without spawning. `main` plugs the real one in
+//! with [`crate::AppState::with_orchestrator`].
+
+mod pipeline;
+
+pub use self::pipeline::{SpawnOrchestrator, SpawnSettings};
 
 use std::fmt::Debug;
 

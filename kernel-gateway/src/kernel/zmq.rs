@@ -48,6 +48,7 @@ pub(crate) async fn connect_until<S: Socket>(
     endpoint: &str,
     deadline: Instant,
 ) -> Result<(), ZmqFailure> {
+    let began = Instant::now();
     loop {
         match timeout(CONNECT_ATTEMPT * 2, socket.connect(endpoint)).await {
             Ok(Ok(())) => return Ok(()),
@@ -59,7 +60,14 @@ pub(crate) async fn connect_until<S: Socket>(
                 endpoint: endpoint.to_owned(),
             });
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Poll briskly while a kernel normally comes up (its start-to-ready is what users wait
+        // for), then back off so many slow starts don't spin.
+        let pause = if began.elapsed() < Duration::from_secs(3) {
+            5
+        } else {
+            50
+        };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 

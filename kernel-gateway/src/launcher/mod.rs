@@ -18,7 +18,7 @@ use thiserror::Error;
 use crate::config::MemoryLimitMode;
 use crate::kernelspec::KernelSpec;
 
-pub use self::local::LocalLauncher;
+pub use self::local::{DEFAULT_PORT_RANGE, LocalLauncher};
 
 /// Why a launch or a signal failed.
 #[derive(Debug, Error)]

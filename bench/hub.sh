@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# Hub benchmark (`bench/run hub`): stackhub ("ours", the public port with its embedded proxy)
+# against JupyterHub 6 from the project venv behind the configurable-http-proxy it starts
+# itself ("jh"), both on 127.0.0.1, both reached on their public port.
+#
+# Measures cold start (exec to the first 200 from GET /hub/api, fresh data dir each round),
+# idle RSS (JupyterHub: hub + CHP), users created per second (sequential POSTs), and, with 1000
+# users present, GET /hub/api/users/NAME and GET /hub/api/users (a 200-user page) req/s and p99
+# at 1 and many connections. Prints a table with PASS/FAIL marks and writes bench/out/hub.json.
+#
+# Knobs (environment):
+#   BENCH_OURS_BIN          measure this binary as "ours" instead of building stackhub
+#   BENCH_COLD_ROUNDS=3     cold starts per hub (fresh data dir each)
+#   BENCH_ROUNDS=3          load rounds (targets rotated each round); medians
+#   BENCH_DURATION=3        seconds per load run
+#   BENCH_CONNECTIONS=32    connections of the concurrent load runs (the other runs use 1)
+#   BENCH_CREATE=300        users created one by one (timed)
+#   BENCH_USERS=1000        users present during the load runs
+#   BENCH_STRICT=1          exit 1 when a target is missed
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/../scripts/lib.sh"
+cd "$ROOT"
+# shellcheck source=bench/chp.sh
+source "$ROOT/bench/chp.sh"
+
+COLD_ROUNDS=${BENCH_COLD_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-3}
+DURATION=${BENCH_DURATION:-3}
+CONNS=${BENCH_CONNECTIONS:-32}
+CREATE=${BENCH_CREATE:-300}
+USERS=${BENCH_USERS:-1000}
+TOKEN="bench-token-$RANDOM$RANDOM$RANDOM$RANDOM"
+OUT_DIR="$ROOT/bench/out"
+LOGS="$OUT_DIR/hub-logs"
+TARGETS=(ours jh)
+
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+[ "$USERS" -ge "$CREATE" ] || die "BENCH_USERS ($USERS) must be >= BENCH_CREATE ($CREATE)"
+
+# --- processes: everything started here is stopped on exit -----------------------------------
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/stackhub-bench-hub.XXXXXX")"
+PIDS=()
+children() { # PID: the pids whose parent is PID.
+  local p stat ppid
+  for p in /proc/[0-9]*; do
+    stat=$(cat "$p/stat" 2>/dev/null) || continue
+    stat=${stat##*) }
+    read -r _ ppid _ <<<"$stat"
+    [ "$ppid" = "$1" ] && echo "${p#/proc/}"
+  done
+  return 0
+}
+# shellcheck disable=SC2317 # invoked by the trap
+cleanup() {
+  local rc=$? pid i kids=()
+  trap - EXIT INT TERM
+  # JupyterHub stops its proxy on SIGTERM; note the proxy's pid to make sure.
+  for pid in "${PIDS[@]}"; do mapfile -t -O "${#kids[@]}" kids < <(children "$pid"); done
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  for pid in "${kids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CMD...: run CMD in the background, logging to $LOGS/NAME.log; sets STARTED_PID.
+start() {
+  local name=$1
+  shift
+  "$@" >"$LOGS/$name.log" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+}
+
+# wait_http NAME PID URL: wait until URL answers 2xx.
+wait_http() {
+  local name=$1 pid=$2 url=$3 i rc=0
+  for ((i = 0; i < 300; i++)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" 2>/dev/null || rc=$?
+      log "last lines of $LOGS/$name.log:"
+      tail -n 20 "$LOGS/$name.log" >&2 || true
+      die "$name exited during startup (exit status $rc)"
+    fi
+    curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "$name did not answer $url within 30 s (log: $LOGS/$name.log)"
+}
+
+# kib PID FIELD: FIELD (VmRSS, VmHWM) of PID in KiB.
+kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# free_ports N: N free TCP ports on 127.0.0.1.
+free_ports() {
+  python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])
+' "$1"
+}
+
+# rotated R: the targets, rotated by R places, so no target always runs first.
+rotated() {
+  local r=$1 n=${#TARGETS[@]} i
+  for ((i = 0; i < n; i++)); do echo "${TARGETS[$(((i + r) % n))]}"; done
+}
+
+# --- install and build ------------------------------------------------------------------------
+apt_install curl
+command -v python3 >/dev/null || apt_install python3
+ensure_venv
+JUPYTERHUB="$STACKHUB_VENV/bin/jupyterhub"
+[ -x "$JUPYTERHUB" ] || die "jupyterhub not found in $STACKHUB_VENV"
+ensure_chp
+
+if [ -n "${BENCH_OURS_BIN:-}" ]; then
+  log "BENCH_OURS_BIN is set: measuring $BENCH_OURS_BIN as \"ours\" (stackhub not built)"
+  cargo build --release --locked -p stackhub-bench
+  OURS_BIN="$BENCH_OURS_BIN"
+else
+  log "cargo build --release -p hub -p stackhub-bench"
+  cargo build --release --locked -p hub -p stackhub-bench ||
+    die "building stackhub failed (BENCH_OURS_BIN=/path/to/stackhub measures another binary)"
+  OURS_BIN="$CARGO_TARGET_DIR/release/stackhub"
+fi
+[ -x "$OURS_BIN" ] || die "stackhub binary not found or not executable: $OURS_BIN"
+LOAD="$CARGO_TARGET_DIR/release/http-load"
+JH_VERSION="$("$JUPYTERHUB" --version)"
+
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- how each hub is started ------------------------------------------------------------------
+# jh_config DIR PORT HUB_PORT API_PORT: a JupyterHub config using DIR for all its state.
+jh_config() {
+  local dir=$1
+  mkdir -p "$dir"
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/cookie_secret"
+  chmod 600 "$dir/cookie_secret"
+  cat >"$dir/jupyterhub_config.py" <<EOF
+c = get_config()  # noqa
+c.Application.log_level = "WARN"
+c.JupyterHub.log_level = "WARN"
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = $2
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = $3
+c.JupyterHub.db_url = "sqlite:///$dir/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "$dir/cookie_secret"
+c.JupyterHub.pid_file = "$dir/jupyterhub.pid"
+c.JupyterHub.authenticator_class = "dummy"
+c.ConfigurableHTTPProxy.command = ["$CHP_BIN"]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:$4"
+c.ConfigurableHTTPProxy.pid_file = "$dir/proxy.pid"
+c.JupyterHub.services = [{"name": "bench", "api_token": "$TOKEN"}]
+c.JupyterHub.load_roles = [{"name": "admin", "services": ["bench"]}]
+EOF
+}
+
+# hub_cmd TARGET DIR PORT: print the command line (NUL-separated) that starts TARGET on PORT
+# with all its state in DIR (JupyterHub also needs two more ports, picked here).
+hub_cmd() {
+  local t=$1 dir=$2 port=$3 hub_port api_port
+  mkdir -p "$dir"
+  case $t in
+    ours)
+      printf '%s\0' env "STACKHUB_ADMIN_TOKEN=$TOKEN" "STACKHUB_DATA_DIR=$dir/data" RUST_LOG=warn \
+        "$OURS_BIN" --ip 127.0.0.1 --port "$port"
+      ;;
+    jh)
+      read -r hub_port api_port < <(free_ports 2)
+      jh_config "$dir" "$port" "$hub_port" "$api_port"
+      printf '%s\0' "$JUPYTERHUB" -f "$dir/jupyterhub_config.py"
+      ;;
+  esac
+}
+
+# --- 1. cold start ----------------------------------------------------------------------------
+log "cold start: $COLD_ROUNDS rounds per hub, exec to the first 200 from GET /hub/api"
+for ((r = 1; r <= COLD_ROUNDS; r++)); do
+  for t in $(rotated "$((r - 1))"); do
+    dir="$WORK/cold-$t-$r"
+    read -r port < <(free_ports 1)
+    mapfile -d '' -t cmd < <(hub_cmd "$t" "$dir" "$port")
+    res=$(cd "$dir" && python3 "$ROOT/bench/hub_coldstart.py" --url "http://127.0.0.1:$port/hub/api" \
+      --log "$LOGS/cold-$t-$r.log" -- "${cmd[@]}") || die "$t did not start (see $LOGS/cold-$t-$r.log)"
+    printf '{"kind":"cold","target":"%s","round":%d,"result":%s}\n' "$t" "$r" "$res" >>"$RESULTS"
+    log "  round $r  $(printf '%-4s' "$t") $res"
+  done
+done
+
+# --- 2. the hubs measured under load ----------------------------------------------------------
+log "starting both hubs for the API measurements"
+declare -A PORT PID
+for t in "${TARGETS[@]}"; do
+  read -r "PORT[$t]" < <(free_ports 1)
+  mapfile -d '' -t cmd < <(hub_cmd "$t" "$WORK/run-$t" "${PORT[$t]}")
+  cd "$WORK/run-$t"
+  start "$t" "${cmd[@]}"
+  cd "$ROOT"
+  PID[$t]=$STARTED_PID
+done
+api() { echo "http://127.0.0.1:${PORT[$1]}/hub/api$2"; }
+for t in "${TARGETS[@]}"; do
+  wait_http "$t" "${PID[$t]}" "$(api "$t" "")"
+  curl -fsS -o /dev/null --max-time 10 -H "Authorization: token $TOKEN" "$(api "$t" /users)" ||
+    die "$t: GET /hub/api/users with the admin token failed (log: $LOGS/$t.log)"
+done
+sleep 1
+
+# rss TARGET PHASE: record VmRSS/VmHWM of the hub process and (JupyterHub) its proxy child.
+rss() {
+  local t=$1 phase=$2 pid=${PID[$1]} kid proxy_rss=0 proxy_hwm=0
+  for kid in $(children "$pid"); do
+    proxy_rss=$((proxy_rss + $(kib "$kid" VmRSS)))
+    proxy_hwm=$((proxy_hwm + $(kib "$kid" VmHWM)))
+  done
+  printf '{"kind":"rss","phase":"%s","target":"%s","hub_vmrss_kib":%d,"hub_vmhwm_kib":%d,"child_vmrss_kib":%d,"child_vmhwm_kib":%d}\n' \
+    "$phase" "$t" "$(kib "$pid" VmRSS)" "$(kib "$pid" VmHWM)" "$proxy_rss" "$proxy_hwm" >>"$RESULTS"
+}
+for t in "${TARGETS[@]}"; do rss "$t" idle; done
+# JupyterHub's proxy must be its child, or its RSS would be missing.
+[ -n "$(children "${PID[jh]}")" ] || die "JupyterHub has no child process (where is its proxy?)"
+
+# load TARGET LABEL ROUND ARGS...: run http-load against TARGET; ROUND 0 is not recorded.
+load() {
+  local t=$1 label=$2 r=$3 res
+  shift 3
+  res=$("$LOAD" -H "Authorization: token $TOKEN" "$@" 2>>"$LOGS/http-load-$t.log") ||
+    die "http-load ($label) against $t failed (see $LOGS/http-load-$t.log)"
+  [ "$r" -eq 0 ] && return 0
+  printf '{"kind":"load","test":"%s","target":"%s","round":%d,"result":%s}\n' \
+    "$label" "$t" "$r" "$res" >>"$RESULTS"
+  log "  round $r  $(printf '%-4s' "$t") $(printf '%-10s' "$label") $res"
+}
+
+# --- 3. users created per second --------------------------------------------------------------
+log "creating $CREATE users one by one (POST /hub/api/users/u{i}, 1 connection)"
+for t in "${TARGETS[@]}"; do
+  load "$t" create 1 --method POST --url "$(api "$t" '/users/u{i}')" --count "$CREATE" --concurrency 1
+done
+
+# --- 4. API throughput with $USERS users ------------------------------------------------------
+log "bulk-creating u$CREATE..u$((USERS - 1)) (not timed)"
+for t in "${TARGETS[@]}"; do
+  for ((lo = CREATE; lo < USERS; lo += 100)); do
+    hi=$((lo + 100 < USERS ? lo + 100 : USERS))
+    body=$(python3 -c 'import json, sys; print(json.dumps({"usernames": [f"u{i}" for i in range(int(sys.argv[1]), int(sys.argv[2]))]}))' "$lo" "$hi")
+    code=$(curl -sS -o "$LOGS/bulk-$t.json" -w '%{http_code}' --max-time 120 -X POST \
+      -H "Authorization: token $TOKEN" -H 'Content-Type: application/json' -d "$body" "$(api "$t" /users)")
+    [ "$code" = 201 ] || die "$t: bulk-creating users u$lo..u$((hi - 1)) answered $code (see $LOGS/bulk-$t.json)"
+  done
+  n=$(curl -fsS --max-time 30 -H "Authorization: token $TOKEN" "$(api "$t" /users)" |
+    python3 -c 'import json, sys; print(len(json.load(sys.stdin)))') ||
+    die "$t: GET /hub/api/users failed after creating users"
+  [ "$n" -eq "$((USERS < 200 ? USERS : 200))" ] || die "$t: GET /hub/api/users returned $n users, not a full page"
+  curl -fsS -o /dev/null --max-time 10 -H "Authorization: token $TOKEN" "$(api "$t" "/users/u$((USERS - 1))")" ||
+    die "$t: GET /hub/api/users/u$((USERS - 1)) failed"
+done
+
+TESTS=(get-c1 get-cN list-c1 list-cN)
+test_args() { # TARGET TEST
+  local t=$1
+  case $2 in
+    get-c1) echo --url "$(api "$t" '/users/u{i}')" --modulo "$USERS" --concurrency 1 ;;
+    get-cN) echo --url "$(api "$t" '/users/u{i}')" --modulo "$USERS" --concurrency "$CONNS" ;;
+    list-c1) echo --url "$(api "$t" /users)" --concurrency 1 ;;
+    list-cN) echo --url "$(api "$t" /users)" --concurrency "$CONNS" ;;
+  esac
+}
+log "API warm-up (1 s per hub and test)"
+for test in "${TESTS[@]}"; do
+  # shellcheck disable=SC2046 # test_args prints words without spaces
+  for t in "${TARGETS[@]}"; do load "$t" "$test" 0 --duration 1 $(test_args "$t" "$test"); done
+done
+log "API throughput: $ROUNDS rounds x ${DURATION}s, 1 and $CONNS connections"
+for ((r = 1; r <= ROUNDS; r++)); do
+  for test in "${TESTS[@]}"; do
+    for t in $(rotated "$((r - 1))"); do
+      # shellcheck disable=SC2046
+      load "$t" "$test" "$r" --duration "$DURATION" $(test_args "$t" "$test")
+    done
+  done
+done
+for t in "${TARGETS[@]}"; do rss "$t" loaded; done
+
+# --- report -----------------------------------------------------------------------------------
+cp "$RESULTS" "$LOGS/results.jsonl"
+python3 "$ROOT/bench/hub_report.py" "$RESULTS" "$OUT_DIR/hub.json" \
+  --ours-bin "$OURS_BIN" --jh-version "$JH_VERSION" --chp-version "$(chp_version)" \
+  --cold-rounds "$COLD_ROUNDS" --rounds "$ROUNDS" --duration "$DURATION" \
+  --connections "$CONNS" --create "$CREATE" --users "$USERS" \
+  --loadavg-before "$LOAD_BEFORE" --loadavg-after "$(cut -d' ' -f1-3 /proc/loadavg)" &&
+  rc=0 || rc=$?
+log "raw numbers: $OUT_DIR/hub.json, logs: $LOGS"
+if [ "$rc" -eq 3 ]; then
+  [ "${BENCH_STRICT:-0}" = 1 ] && exit 1
+  exit 0
+fi
+exit "$rc"

@@ -1,0 +1,351 @@
+//! The browser flow around servers (compat spec section 2.6):
+//! - anything outside `/hub/` that reaches the hub (no proxy route) → 302 to `/hub/<same path>`;
+//! - `GET /hub/user/NAME[/SERVER]/...`: running → 302 `/user/NAME/...?redirects=N`; pending →
+//!   303 to the spawn-pending page; stopped → 424 (HTML, or JSON for API-like requests);
+//! - `GET /hub/spawn[/NAME[/SERVER]]`: start (no options form yet) → 302 to spawn-pending;
+//! - `GET /hub/spawn-pending/NAME[/SERVER]?next=…`: progress bar fed by the SSE stream.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::header::{ACCEPT, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use minijinja::context;
+
+use super::{enc, render, render_error};
+use crate::api::models::{progress_url, seg, server_url};
+use crate::auth::{CurrentUser, xsrf_token};
+use crate::db::{self, ServerRow, UserRow};
+use crate::error::{ApiError, json_error};
+use crate::names::ServerName;
+use crate::spawn::ServerRef;
+use crate::state::AppState;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/hub/user/{name}", any(user_redirect))
+        .route("/hub/user/{name}/", any(user_redirect))
+        .route("/hub/user/{name}/{*rest}", any(user_redirect))
+        .route("/hub/spawn", get(spawn_me))
+        .route("/hub/spawn/{name}", get(spawn_default))
+        .route("/hub/spawn/{name}/{server}", get(spawn_named))
+        .route("/hub/spawn-pending/{name}", get(pending_default))
+        .route("/hub/spawn-pending/{name}/{server}", get(pending_named))
+}
+
+/// The fallback: paths outside `<base>hub/` go to the hub's copy; unknown hub paths are 404.
+pub(crate) async fn fallback(State(state): State<AppState>, uri: Uri) -> Response {
+    let base = &state.config().base_url;
+    let path = uri.path();
+    let hub_prefix = format!("{base}hub");
+    if path == hub_prefix || path.starts_with(&format!("{hub_prefix}/")) {
+        return json_error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let rest = path
+        .strip_prefix(base.as_str())
+        .unwrap_or(path.trim_start_matches('/'));
+    let mut target = format!("{base}hub/{rest}");
+    if let Some(q) = uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    crate::found(&target)
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// May `me` use `name`'s servers from the browser?
+fn allowed(me: &CurrentUser, name: &str) -> bool {
+    me.user.name == name || me.user.admin
+}
+
+async fn load(state: &AppState, name: &str) -> Result<Option<(UserRow, Vec<ServerRow>)>, ApiError> {
+    let mut conn = state.db().pool().acquire().await?;
+    let Some(user) = db::users::get(&mut conn, name).await? else {
+        return Ok(None);
+    };
+    let servers = db::servers::for_users(&mut conn, &[user.id])
+        .await?
+        .remove(&user.id)
+        .unwrap_or_default();
+    Ok(Some((user, servers)))
+}
+
+fn spawn_path(state: &AppState, user: &str, server: &str) -> String {
+    let base = &state.config().base_url;
+    if server.is_empty() {
+        format!("{base}hub/spawn/{}", seg(user))
+    } else {
+        format!("{base}hub/spawn/{}/{}", seg(user), seg(server))
+    }
+}
+
+fn pending_path(state: &AppState, user: &str, server: &str) -> String {
+    let base = &state.config().base_url;
+    if server.is_empty() {
+        format!("{base}hub/spawn-pending/{}", seg(user))
+    } else {
+        format!("{base}hub/spawn-pending/{}/{}", seg(user), seg(server))
+    }
+}
+
+fn see_other(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(v) => (StatusCode::SEE_OTHER, [(LOCATION, v)]).into_response(),
+        Err(_) => json_error(StatusCode::BAD_REQUEST, "Invalid redirect target"),
+    }
+}
+
+async fn user_redirect(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    uri: Uri,
+    me: CurrentUser,
+) -> Response {
+    let base = state.config().base_url.clone();
+    let path = uri.path();
+    let Some(after) = path.strip_prefix(&format!("{base}hub/user/")) else {
+        return json_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let (raw_name, rest) = after.split_once('/').unwrap_or((after, ""));
+    let name = decode(raw_name);
+    if !allowed(&me, &name) {
+        return render_error(
+            &state,
+            StatusCode::FORBIDDEN,
+            "You may not access this server.",
+        );
+    }
+    let (_, servers) = match load(&state, &name).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return render_error(&state, StatusCode::NOT_FOUND, "No such user."),
+        Err(e) => return e.into_response(),
+    };
+    let first = decode(rest.split('/').next().unwrap_or_default());
+    let server = servers
+        .iter()
+        .find(|s| !s.name.is_empty() && s.name == first)
+        .map_or("", |s| s.name.as_str())
+        .to_owned();
+    let row = servers.iter().find(|s| s.name == server);
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let redirects: u32 = query
+        .iter()
+        .find(|(k, _)| k == "redirects")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let here = uri.path_and_query().map_or(path, |p| p.as_str());
+    match row {
+        Some(r) if r.ready() => {
+            if redirects >= 4 {
+                return render_error(
+                    &state,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Redirect loop detected.",
+                );
+            }
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in query.iter().filter(|(k, _)| k != "redirects") {
+                q.append_pair(k, v);
+            }
+            q.append_pair("redirects", &(redirects + 1).to_string());
+            let target = format!(
+                "{base}{}?{}",
+                &path[base.len() + "hub/".len()..],
+                q.finish()
+            );
+            crate::found(&target)
+        }
+        Some(r) if r.pending.is_some() => see_other(&format!(
+            "{}?next={}",
+            pending_path(&state, &name, &server),
+            enc(here)
+        )),
+        _ => {
+            let spawn = format!("{}?next={}", spawn_path(&state, &name, &server), enc(here));
+            let message = format!(
+                "JupyterHub server no longer running at {}. Restart the server at {spawn}",
+                &path[base.len() + "hub/".len() - 1..]
+            );
+            let api_like = path.contains("api")
+                || method != Method::GET
+                || headers
+                    .get(ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("application/json"));
+            if api_like {
+                return json_error(StatusCode::FAILED_DEPENDENCY, &message);
+            }
+            let label = if server.is_empty() {
+                "Your server is not running.".to_owned()
+            } else {
+                format!("Your server {server} is not running.")
+            };
+            render(
+                StatusCode::FAILED_DEPENDENCY,
+                "not_running.html",
+                context! { title => "Server not running", message => label, spawn_url => spawn, base_url => base },
+            )
+        }
+    }
+}
+
+fn next_or(state: &AppState, q: &HashMap<String, String>, user: &str, server: &str) -> String {
+    match q.get("next") {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.clone(),
+        _ => {
+            let url = server_url(state, user, server);
+            format!(
+                "{}hub{}",
+                state.config().base_url,
+                &url[state.config().base_url.len() - 1..]
+            )
+        }
+    }
+}
+
+async fn spawn(
+    state: AppState,
+    me: CurrentUser,
+    name: String,
+    server: String,
+    q: HashMap<String, String>,
+) -> Response {
+    if !allowed(&me, &name) {
+        return render_error(
+            &state,
+            StatusCode::FORBIDDEN,
+            "You may not start this server.",
+        );
+    }
+    if !server.is_empty() && server.parse::<ServerName>().is_err() {
+        return render_error(&state, StatusCode::BAD_REQUEST, "Invalid server name.");
+    }
+    let next = next_or(&state, &q, &name, &server);
+    let (user, servers) = match load(&state, &name).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return render_error(&state, StatusCode::NOT_FOUND, "No such user."),
+        Err(e) => return e.into_response(),
+    };
+    let row = servers.iter().find(|s| s.name == server);
+    if row.is_some_and(ServerRow::ready) {
+        return crate::found(&next);
+    }
+    if row.is_none_or(|r| r.pending.is_none()) {
+        let sref = ServerRef {
+            user_id: user.id,
+            user: user.name.clone(),
+            server: server.clone(),
+        };
+        if let Err(e) = state.orchestrator().start(&sref, None).await {
+            let status = e.status();
+            return render_error(&state, status, &e.to_string());
+        }
+    }
+    crate::found(&format!(
+        "{}?next={}",
+        pending_path(&state, &name, &server),
+        enc(&next)
+    ))
+}
+
+async fn spawn_me(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let name = me.user.name.clone();
+    spawn(state, me, name, String::new(), q).await
+}
+
+async fn spawn_default(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    spawn(state, me, name, String::new(), q).await
+}
+
+async fn spawn_named(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Path((name, server)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    spawn(state, me, name, server, q).await
+}
+
+async fn pending(
+    state: AppState,
+    me: CurrentUser,
+    name: String,
+    server: String,
+    q: HashMap<String, String>,
+) -> Response {
+    if !allowed(&me, &name) {
+        return render_error(
+            &state,
+            StatusCode::FORBIDDEN,
+            "You may not access this server.",
+        );
+    }
+    let next = next_or(&state, &q, &name, &server);
+    let servers = match load(&state, &name).await {
+        Ok(Some((_, servers))) => servers,
+        Ok(None) => return render_error(&state, StatusCode::NOT_FOUND, "No such user."),
+        Err(e) => return e.into_response(),
+    };
+    let row = servers.iter().find(|s| s.name == server);
+    if row.is_some_and(ServerRow::ready) {
+        return crate::found(&next);
+    }
+    let spawn_url = format!("{}?next={}", spawn_path(&state, &name, &server), enc(&next));
+    let base = state.config().base_url.clone();
+    if row.is_none_or(|r| r.pending.as_deref() != Some("spawn")) {
+        return render(
+            StatusCode::OK,
+            "not_running.html",
+            context! { title => "Server not running", message => "Your server is not running.", spawn_url, base_url => base },
+        );
+    }
+    let progress = format!(
+        "{}?_xsrf={}",
+        progress_url(&state, &name, &server),
+        enc(&xsrf_token(state.xsrf_key(), &me.session_id))
+    );
+    render(
+        StatusCode::OK,
+        "spawn_pending.html",
+        context! { title => "Starting your server", progress_url => progress, next, spawn_url, base_url => base },
+    )
+}
+
+async fn pending_default(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    pending(state, me, name, String::new(), q).await
+}
+
+async fn pending_named(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Path((name, server)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    pending(state, me, name, server, q).await
+}

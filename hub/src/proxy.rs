@@ -1,0 +1,108 @@
+//! The `Proxy` seam: how the hub edits the proxy's route table.
+//!
+//! [`EmbeddedProxy`] edits the in-process [`::proxy::RouteTable`] that the public listener serves
+//! (the embedded default). An implementation over configurable-http-proxy's REST API (external
+//! `stackhub-proxy` or CHP) can come later behind the same trait.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+/// A route operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("proxy route {path}: {reason}")]
+pub struct ProxyError {
+    /// The route path.
+    pub path: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Adds, deletes and lists proxy routes.
+#[async_trait::async_trait]
+pub trait Proxy: Send + Sync + Debug + 'static {
+    /// Add or replace the route at `path` to `target`, with extra `data` stored beside it.
+    async fn add_route(
+        &self,
+        path: &str,
+        target: &str,
+        data: Map<String, Value>,
+    ) -> Result<(), ProxyError>;
+
+    /// Delete the route at `path` (absent is fine).
+    async fn delete_route(&self, path: &str) -> Result<(), ProxyError>;
+
+    /// Every route: path and its data (including `target`).
+    async fn routes(&self) -> Result<Vec<(String, Map<String, Value>)>, ProxyError>;
+}
+
+/// The proxy embedded in the hub process: edits the shared route table directly.
+#[derive(Debug, Clone)]
+pub struct EmbeddedProxy {
+    table: Arc<::proxy::RouteTable>,
+}
+
+impl EmbeddedProxy {
+    /// A seam over `table`.
+    pub fn new(table: Arc<::proxy::RouteTable>) -> Self {
+        Self { table }
+    }
+}
+
+#[async_trait::async_trait]
+impl Proxy for EmbeddedProxy {
+    async fn add_route(
+        &self,
+        path: &str,
+        target: &str,
+        mut data: Map<String, Value>,
+    ) -> Result<(), ProxyError> {
+        data.insert("target".to_owned(), Value::String(target.to_owned()));
+        self.table
+            .add(path, data)
+            .map(|_| ())
+            .map_err(|e| ProxyError {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    async fn delete_route(&self, path: &str) -> Result<(), ProxyError> {
+        self.table.remove(path);
+        Ok(())
+    }
+
+    async fn routes(&self) -> Result<Vec<(String, Map<String, Value>)>, ProxyError> {
+        Ok(self
+            .table
+            .all()
+            .iter()
+            .map(|r| (r.path().to_owned(), r.data().clone()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn embedded_routes_round_trip() {
+        let table = Arc::new(::proxy::RouteTable::new());
+        let p = EmbeddedProxy::new(Arc::clone(&table));
+        let mut data = Map::new();
+        data.insert("user".into(), "alice".into());
+        p.add_route("/user/alice/", "http://127.0.0.1:9", data)
+            .await
+            .expect("add");
+        let routes = p.routes().await.expect("list");
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0].1["user"], "alice");
+        assert_eq!(routes[0].1["target"], "http://127.0.0.1:9");
+        assert!(table.lookup("/user/alice/lab").is_some());
+        p.delete_route("/user/alice/").await.expect("delete");
+        assert!(p.routes().await.expect("list").is_empty());
+        assert!(p.add_route("/x", "not a url", Map::new()).await.is_err());
+    }
+}

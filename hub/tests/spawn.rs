@@ -1,0 +1,404 @@
+//! The spawn pipeline over a fake spawner (a tiny HTTP server per spawn): per-spawn
+//! bookkeeping, environment, routes, progress, stop clean-up, start-up reconciliation, start
+//! timeout, and the browser flow of compat spec section 2.6.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::{ADMIN_TOKEN, Hub, hub};
+use hub::proxy::EmbeddedProxy;
+use hub::{SpawnOrchestrator, SpawnSettings};
+use serde_json::{Value, json};
+use spawner::{ProgressEvent, ProgressSink, ServerId, SpawnError, SpawnRequest, Spawned, State};
+use tokio::sync::Mutex;
+
+/// Serves `GET <prefix>api` on a fresh port per spawn, except for user `mute` (never answers).
+#[derive(Debug, Default)]
+struct FakeSpawner {
+    running: Mutex<HashMap<u16, tokio::task::AbortHandle>>,
+    envs: Mutex<Vec<BTreeMap<String, String>>>,
+}
+
+#[async_trait::async_trait]
+impl spawner::Spawner for FakeSpawner {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn start(
+        &self,
+        req: SpawnRequest,
+        progress: ProgressSink,
+    ) -> Result<Spawned, SpawnError> {
+        progress.send(ProgressEvent::new(10, "fake launch"));
+        self.envs.lock().await.push(req.env.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = if req.server.user == "mute" {
+            tokio::spawn(async move {
+                let _keep = listener;
+                std::future::pending::<()>().await;
+            })
+        } else {
+            let app = axum::Router::new().route(
+                &format!("{}api", req.prefix),
+                axum::routing::get(|| async { axum::Json(json!({"version": "2.0.0"})) }),
+            );
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            })
+        };
+        self.running.lock().await.insert(port, task.abort_handle());
+        Ok(Spawned {
+            url: format!("http://127.0.0.1:{port}"),
+            state: State(json!({"port": port})),
+        })
+    }
+
+    async fn poll(&self, _: &ServerId, state: &State) -> Result<spawner::Status, SpawnError> {
+        let port = state.0["port"].as_u64().unwrap_or(0) as u16;
+        Ok(if self.running.lock().await.contains_key(&port) {
+            spawner::Status::Running
+        } else {
+            spawner::Status::Exited(Some(0))
+        })
+    }
+
+    async fn stop(&self, _: &ServerId, state: &State, _now: bool) -> Result<(), SpawnError> {
+        let port = state.0["port"].as_u64().unwrap_or(0) as u16;
+        if let Some(task) = self.running.lock().await.remove(&port) {
+            task.abort();
+        }
+        Ok(())
+    }
+}
+
+struct Setup {
+    hub: Hub,
+    table: Arc<proxy::RouteTable>,
+    spawner: Arc<FakeSpawner>,
+    orchestrator: SpawnOrchestrator,
+}
+
+fn settings(start_timeout: Duration) -> SpawnSettings {
+    SpawnSettings {
+        hub_api_url: "http://127.0.0.1:8081/hub/api".to_owned(),
+        base_url: "/".to_owned(),
+        public_url: None,
+        start_timeout,
+        slow_spawn_timeout: Duration::from_secs(2),
+        poll_interval: Duration::from_millis(10),
+    }
+}
+
+async fn setup(spawner: Arc<FakeSpawner>, start_timeout: Duration) -> Setup {
+    let base = hub().await;
+    let table = Arc::new(proxy::RouteTable::new());
+    let orchestrator = SpawnOrchestrator::new(
+        base.state.db().clone(),
+        spawner.clone(),
+        Arc::new(EmbeddedProxy::new(Arc::clone(&table))),
+        settings(start_timeout),
+    );
+    let state = base
+        .state
+        .clone()
+        .with_orchestrator(Arc::new(orchestrator.clone()));
+    Setup {
+        hub: Hub {
+            app: hub::app(state.clone()),
+            state,
+        },
+        table,
+        spawner,
+        orchestrator,
+    }
+}
+
+async fn sse(h: &Hub, path: &str) -> Vec<Value> {
+    let r = h.admin(Method::GET, path, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn start_route_env_progress_stop() {
+    let s = setup(Arc::default(), Duration::from_secs(5)).await;
+    let h = &s.hub;
+    let r = h.admin(Method::POST, "/hub/api/users/alice", None).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = h
+        .admin(
+            Method::POST,
+            "/hub/api/users/alice/server",
+            Some(r#"{"size": "small"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    // Route as JupyterHub stores it.
+    let route = s.table.get("/user/alice").expect("route for alice");
+    assert_eq!(route.data()["user"], "alice");
+    assert_eq!(route.data()["server_name"], "");
+    let model = h
+        .admin(Method::GET, "/hub/api/users/alice/server", None)
+        .await;
+    assert_eq!(model.body["ready"], true);
+    assert_eq!(model.body["user_options"], json!({"size": "small"}));
+    assert_eq!(
+        route.data()["target"].as_str().unwrap(),
+        format!("http://127.0.0.1:{}", model.body["state"]["port"])
+    );
+
+    // The environment of compat spec section 1, with no hub secret in it.
+    let env = s.spawner.envs.lock().await[0].clone();
+    assert_eq!(env["JUPYTERHUB_CLIENT_ID"], "jupyterhub-user-alice");
+    assert_eq!(env["JUPYTERHUB_API_URL"], "http://127.0.0.1:8081/hub/api");
+    assert_eq!(env["JUPYTERHUB_SERVICE_PREFIX"], "/user/alice/");
+    assert_eq!(
+        env["JUPYTERHUB_OAUTH_CALLBACK_URL"],
+        "/user/alice/oauth_callback"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&env["JUPYTERHUB_OAUTH_ACCESS_SCOPES"]).unwrap(),
+        json!(["access:servers!server=alice/", "access:servers!user=alice"])
+    );
+    assert_eq!(
+        env["JUPYTERHUB_ACTIVITY_URL"],
+        "http://127.0.0.1:8081/hub/api/users/alice/activity"
+    );
+    assert_eq!(env["JUPYTERHUB_USER"], "alice");
+    assert_eq!(env["JUPYTERHUB_API_TOKEN"], env["JPY_API_TOKEN"]);
+    assert!(env.values().all(|v| !v.contains(ADMIN_TOKEN)));
+    let server_token = env["JUPYTERHUB_API_TOKEN"].clone();
+
+    // The server token: note `Server at …`, identifies alice.
+    let r = h
+        .call(Method::GET, "/hub/api/user", Some(&server_token), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["name"], "alice");
+    let tokens = h
+        .admin(Method::GET, "/hub/api/users/alice/tokens", None)
+        .await;
+    assert!(
+        tokens.body["api_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["note"] == "Server at /user/alice/"),
+        "{}",
+        tokens.text
+    );
+
+    // Progress of a ready server: just the ready event.
+    let events = sse(h, "/hub/api/users/alice/server/progress").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["ready"], true);
+    assert_eq!(events[0]["url"], "/user/alice/");
+
+    // Starting again is a 400; stopping cleans everything up.
+    let r = h
+        .admin(Method::POST, "/hub/api/users/alice/server", None)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = h
+        .admin(Method::DELETE, "/hub/api/users/alice/server", None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(s.table.get("/user/alice").is_none());
+    assert!(s.spawner.running.lock().await.is_empty());
+    let r = h
+        .call(Method::GET, "/hub/api/user", Some(&server_token), None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "server token deleted");
+    let model = h
+        .admin(Method::GET, "/hub/api/users/alice/server", None)
+        .await;
+    assert_eq!(model.body["stopped"], true);
+    let r = h
+        .admin(Method::GET, "/hub/api/users/alice/server/progress", None)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Restart without a body reuses the saved user_options.
+    let r = h
+        .admin(Method::POST, "/hub/api/users/alice/server", None)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let model = h
+        .admin(Method::GET, "/hub/api/users/alice/server", None)
+        .await;
+    assert_eq!(model.body["user_options"], json!({"size": "small"}));
+}
+
+#[tokio::test]
+async fn reconcile_reattaches_and_cleans_up() {
+    let s = setup(Arc::default(), Duration::from_secs(5)).await;
+    let h = &s.hub;
+    for name in ["alice", "bob"] {
+        h.admin(Method::POST, &format!("/hub/api/users/{name}"), None)
+            .await;
+        let r = h
+            .admin(Method::POST, &format!("/hub/api/users/{name}/server"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    // A "restarted hub": empty route table, same database and processes; bob's server died.
+    let bob = h
+        .admin(Method::GET, "/hub/api/users/bob/server", None)
+        .await;
+    let bob_port = bob.body["state"]["port"].as_u64().unwrap() as u16;
+    s.spawner
+        .running
+        .lock()
+        .await
+        .remove(&bob_port)
+        .unwrap()
+        .abort();
+    let table = Arc::new(proxy::RouteTable::new());
+    let mut stale = serde_json::Map::new();
+    stale.insert("target".into(), "http://127.0.0.1:9".into());
+    stale.insert("user".into(), "carol".into());
+    table.add("/user/carol", stale).unwrap();
+    let again = SpawnOrchestrator::new(
+        h.state.db().clone(),
+        s.spawner.clone(),
+        Arc::new(EmbeddedProxy::new(Arc::clone(&table))),
+        settings(Duration::from_secs(5)),
+    );
+    again.reconcile().await.unwrap();
+    assert!(table.get("/user/alice").is_some(), "alice re-attached");
+    assert!(table.get("/user/bob").is_none());
+    assert!(table.get("/user/carol").is_none(), "stale route removed");
+    let bob = h
+        .admin(Method::GET, "/hub/api/users/bob/server", None)
+        .await;
+    assert_eq!(bob.body["stopped"], true, "{}", bob.text);
+    drop(s.orchestrator);
+}
+
+#[tokio::test]
+async fn start_timeout_fails_the_spawn() {
+    let s = setup(Arc::default(), Duration::from_millis(300)).await;
+    let h = &s.hub;
+    h.admin(Method::POST, "/hub/api/users/mute", None).await;
+    let r = h
+        .admin(Method::POST, "/hub/api/users/mute/server", None)
+        .await;
+    // The fake listens but never answers: the spawn is pending, then fails.
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let events = sse(h, "/hub/api/users/mute/server/progress").await;
+    assert_eq!(
+        events[0],
+        json!({"progress": 0, "message": "Server requested"})
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["failed"], true);
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("spawner.start_timeout"),
+        "{last}"
+    );
+    let model = h
+        .admin(Method::GET, "/hub/api/users/mute/server", None)
+        .await;
+    assert_eq!(model.body["stopped"], true);
+    assert!(s.spawner.running.lock().await.is_empty(), "process stopped");
+    assert!(s.table.get("/user/mute").is_none());
+}
+
+fn page(path: &str, cookie: &str, accept: Option<&str>) -> Request<Body> {
+    let mut b = Request::get(path).header("cookie", cookie);
+    if let Some(a) = accept {
+        b = b.header("accept", a);
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn browser_flow() {
+    let s = setup(Arc::default(), Duration::from_secs(5)).await;
+    let h = &s.hub;
+    let (cookie, _) = h.login("alice").await;
+
+    // Stopped: 424 page linking to the spawn page; JSON for API-like requests.
+    let r = h.send(page("/hub/user/alice/lab", &cookie, None)).await;
+    assert_eq!(r.status, StatusCode::FAILED_DEPENDENCY);
+    assert!(
+        r.text
+            .replace("&#x2f;", "/")
+            .contains("/hub/spawn/alice?next=%2Fhub%2Fuser%2Falice%2Flab"),
+        "{}",
+        r.text
+    );
+    let r = h
+        .send(page("/hub/user/alice/api/kernels", &cookie, None))
+        .await;
+    assert_eq!(r.status, StatusCode::FAILED_DEPENDENCY);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("/hub/spawn/alice"),
+        "{}",
+        r.text
+    );
+
+    // Spawn: redirect to the pending page, which goes on to `next` once ready.
+    let r = h
+        .send(page(
+            "/hub/spawn/alice?next=%2Fhub%2Fuser%2Falice%2Flab",
+            &cookie,
+            None,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
+    assert_eq!(
+        r.headers["location"],
+        "/hub/spawn-pending/alice?next=%2Fhub%2Fuser%2Falice%2Flab"
+    );
+    let r = h
+        .send(page(
+            "/hub/spawn-pending/alice?next=%2Fhub%2Fuser%2Falice%2Flab",
+            &cookie,
+            None,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(r.headers["location"], "/hub/user/alice/lab");
+
+    // Running: on to the server with a redirect count; a loop ends in a 500.
+    let r = h.send(page("/hub/user/alice/lab?a=b", &cookie, None)).await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(r.headers["location"], "/user/alice/lab?a=b&redirects=1");
+    let r = h
+        .send(page("/hub/user/alice/lab?redirects=4", &cookie, None))
+        .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+
+    // Someone else's server is off limits; the home page offers open and stop.
+    let (bob, _) = h.login("bob").await;
+    let r = h.send(page("/hub/user/alice/lab", &bob, None)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = h.send(page("/hub/home", &cookie, None)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.text.contains("Stop") && r.text.contains("Open"),
+        "{}",
+        r.text
+    );
+}

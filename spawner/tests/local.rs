@@ -1,0 +1,167 @@
+//! The local-process spawner with real child processes: environment, working directory, logs,
+//! poll, and stop reaching the whole process group (SIGTERM, then SIGKILL after the grace
+//! period). `jupyterhub-singleuser` itself needs a hub; the end-to-end test covers it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+use spawner::{
+    LocalProcessConfig, LocalProcessSpawner, ProgressSink, ServerId, SpawnError, SpawnRequest,
+    Spawner, State, Status,
+};
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "spawner-test-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn request(user: &str) -> SpawnRequest {
+    let mut env = BTreeMap::new();
+    env.insert("JUPYTERHUB_API_TOKEN".to_owned(), "secret-token".to_owned());
+    SpawnRequest {
+        server: ServerId {
+            user: user.to_owned(),
+            name: String::new(),
+        },
+        prefix: format!("/user/{user}/"),
+        env,
+        user_options: json!({}),
+        quota: spawner::Quota::default(),
+    }
+}
+
+/// Live (non-zombie) processes in process group `pgid`.
+fn live_in_group(pgid: i64) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let zombie = fields.first().is_some_and(|s| *s == "Z" || *s == "X");
+        if !zombie && fields.get(2).and_then(|s| s.parse::<i64>().ok()) == Some(pgid) {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn spawner_with(dir: &Path, script: &str, grace: Duration) -> LocalProcessSpawner {
+    let mut config = LocalProcessConfig::new(dir.join("venv"), dir);
+    config.cmd = vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
+    config.stop_grace = grace;
+    LocalProcessSpawner::new(config)
+}
+
+async fn wait_for(path: &Path) -> String {
+    for _ in 0..500 {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && s.ends_with('\n')
+        {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[tokio::test]
+async fn start_poll_stop_kills_the_group() {
+    let dir = temp_dir("group");
+    // The "server" writes its environment and runs a child in its process group.
+    let script = "echo \"$JUPYTERHUB_SERVICE_URL $JUPYTERHUB_API_TOKEN $HOME\" > env.txt; \
+                  sleep 600 & wait";
+    let sp = spawner_with(&dir, script, Duration::from_secs(5));
+    let spawned = sp
+        .start(request("alice"), ProgressSink::discard())
+        .await
+        .unwrap();
+    let pid = spawned.state.0["pid"].as_i64().unwrap();
+    let port = spawned.state.0["port"].as_u64().unwrap();
+    assert_eq!(spawned.url, format!("http://127.0.0.1:{port}"));
+    let env = wait_for(&dir.join("users/alice/env.txt")).await;
+    assert_eq!(
+        env.trim(),
+        format!(
+            "http://127.0.0.1:{port}/user/alice/ secret-token {}",
+            dir.join("users/alice").display()
+        )
+    );
+    assert!(dir.join("logs/alice.log").exists());
+    let id = request("alice").server;
+    assert_eq!(sp.poll(&id, &spawned.state).await.unwrap(), Status::Running);
+    assert!(
+        live_in_group(pid) >= 2,
+        "shell and its child run in their own group"
+    );
+
+    sp.stop(&id, &spawned.state, false).await.unwrap();
+    assert!(matches!(
+        sp.poll(&id, &spawned.state).await.unwrap(),
+        Status::Exited(_)
+    ));
+    assert_eq!(live_in_group(pid), 0, "no orphaned process");
+    // Stopping again is fine.
+    sp.stop(&id, &spawned.state, false).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sigkill_after_the_grace_period() {
+    let dir = temp_dir("kill");
+    let script = "trap '' TERM; echo up > up.txt; sleep 600 & wait; sleep 600";
+    let sp = spawner_with(&dir, script, Duration::from_millis(300));
+    let spawned = sp
+        .start(request("bob"), ProgressSink::discard())
+        .await
+        .unwrap();
+    let pid = spawned.state.0["pid"].as_i64().unwrap();
+    wait_for(&dir.join("users/bob/up.txt")).await;
+    let id = request("bob").server;
+    let started = std::time::Instant::now();
+    sp.stop(&id, &spawned.state, false).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "waited for the grace period"
+    );
+    assert_eq!(live_in_group(pid), 0, "SIGKILL reached the group");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn poll_of_unknown_or_bad_state() {
+    let dir = temp_dir("poll");
+    let sp = spawner_with(&dir, "true", Duration::from_secs(1));
+    let id = request("carol").server;
+    // A PID that is not ours (start time mismatch) counts as gone.
+    let state = State(json!({"pid": std::process::id(), "port": 1, "start_time": 1}));
+    assert_eq!(sp.poll(&id, &state).await.unwrap(), Status::Exited(None));
+    sp.stop(&id, &state, false).await.unwrap();
+    assert!(matches!(
+        sp.poll(&id, &State(json!({"nope": 1}))).await,
+        Err(SpawnError::BadState { .. })
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
