@@ -9,10 +9,6 @@ use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// A faster allocator for many small, short-lived buffers (headers, request state).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// `EX_USAGE`: bad command line or configuration.
 const EX_USAGE: u8 = 64;
 /// `EX_UNAVAILABLE`: a listener could not be bound.
