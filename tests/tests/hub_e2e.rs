@@ -48,12 +48,29 @@ fn venv() -> PathBuf {
     venv
 }
 
+/// A free port in 10000..20000: outside the ephemeral range (32768 and up), where every
+/// `bind(0)` of the tests running beside this one lands, and below the gateway's kernel port
+/// range (20000..32000). A port taken from `bind(0)` and released could be handed to another
+/// test before `stackhub` binds it.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .subsec_nanos()
+        ^ std::process::id().rotate_left(16);
+    (0..10_000u32)
+        .map(|i| {
+            10_000 + u16::try_from((seed.wrapping_add(i.wrapping_mul(7919))) % 10_000).unwrap()
+        })
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("no free port in 10000..20000")
+}
+
+/// The end of a log file, for failure messages (the test's directory is removed afterwards).
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// A running `stackhub`; killed on drop.
@@ -82,10 +99,16 @@ impl Hub {
             .stderr(log)
             .spawn()
             .expect("run stackhub");
-        let hub = Self { child: Some(child) };
+        let mut hub = Self { child: Some(child) };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            if let Some(status) = hub.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "stackhub exited with {status} before answering; its log:\n{}",
+                    log_tail(&dir.join("hub.log"))
+                );
+            }
             if let Ok(r) = client
                 .get(format!("http://127.0.0.1:{port}/hub/api"))
                 .send()
@@ -96,8 +119,8 @@ impl Hub {
             }
             assert!(
                 Instant::now() < deadline,
-                "stackhub did not come up; see {}",
-                dir.join("hub.log").display()
+                "stackhub did not answer GET /hub/api within 20 s; its log:\n{}",
+                log_tail(&dir.join("hub.log"))
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -342,7 +365,10 @@ async fn jupyterlab_through_stackhub() {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let cleanup = Cleanup(dir.clone());
-    let (port, hub_port) = (free_port(), free_port());
+    let port = free_port();
+    let hub_port = std::iter::repeat_with(free_port)
+        .find(|p| *p != port)
+        .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let mut hub = Hub::start(&dir, port, hub_port).await;
     let api = reqwest::Client::new();
