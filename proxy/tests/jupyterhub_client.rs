@@ -23,16 +23,11 @@ fn venv_python() -> PathBuf {
     python
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
-
 #[tokio::test]
 async fn jupyterhub_proxy_class_manages_routes() {
     let python = venv_python();
     let up = Upstream::start().await;
-    let (port, api_port) = (free_port(), free_port());
+    let (port, api_port) = common::free_port_pair();
     let token = "jupyterhub-compat-token";
     let mut child = Command::new(env!("CARGO_BIN_EXE_stackhub-proxy"))
         .args(["--ip", "127.0.0.1", "--port", &port.to_string()])

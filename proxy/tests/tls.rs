@@ -107,16 +107,7 @@ async fn https_with_alpn_h2_and_http11() {
     std::fs::create_dir_all(&dir).unwrap();
     let (key, cert, ca) = test_pki(&dir);
     let up = Upstream::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (port, api_port) = common::free_port_pair();
     let _child = Command::new(env!("CARGO_BIN_EXE_stackhub-proxy"))
         .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
         .args(["--api-ip", "127.0.0.1", "--api-port", &api_port.to_string()])

@@ -278,3 +278,21 @@ pub fn dead_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
+
+/// Two distinct free ports in 10000..20000 for a child process to bind: outside the ephemeral
+/// range, where every `bind(0)` of the tests running beside this one lands, and below the kernel
+/// gateway's kernel port range (20000..32000). A port from `bind(0)`, once released, could be
+/// handed to another test before the child binds it.
+pub fn free_port_pair() -> (u16, u16) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id().rotate_left(16);
+    let mut free = (0..10_000u32)
+        .map(|i| 10_000 + u16::try_from(seed.wrapping_add(i.wrapping_mul(7919)) % 10_000).unwrap())
+        .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok());
+    let first = free.next().expect("no free port in 10000..20000");
+    let second = free.find(|p| *p != first).expect("no second free port");
+    (first, second)
+}
