@@ -191,14 +191,9 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let target = route.target();
         let upstream_pq = self.upstream_path(&route, pq);
-        let uri = if self.options.prepend_path {
-            target.uri_for(&upstream_pq)
-        } else {
-            Target::parse(&format!("http://{}", target.authority()))
-                .map_err(|_| ForwardError::BadRequest("bad target"))?
-                .uri_for(&upstream_pq)
-        }
-        .map_err(|_| ForwardError::BadRequest("request path cannot be forwarded"))?;
+        let uri = target
+            .uri_for(&upstream_pq, self.options.prepend_path)
+            .map_err(|_| ForwardError::BadRequest("request path cannot be forwarded"))?;
 
         let (mut parts, body) = req.into_parts();
         if parts.version == Version::HTTP_2
@@ -286,7 +281,7 @@ impl Proxy {
     ) -> Option<Response<ProxyBody>> {
         let query = utf8_percent_encode(pq, NON_ALPHANUMERIC);
         let uri = target
-            .uri_for(&format!("/{}?url={query}", status.as_u16()))
+            .uri_for(&format!("/{}?url={query}", status.as_u16()), true)
             .ok()?;
         let req = Request::get(uri)
             .header(header::HOST, target.authority().as_str())

@@ -126,22 +126,21 @@ impl Target {
         &self.authority
     }
 
-    /// The upstream URI for a request whose path-and-query is `pq` (still percent-encoded).
-    pub(crate) fn uri_for(&self, pq: &str) -> Result<Uri, http::Error> {
-        let mut full = String::with_capacity(self.base_path.len() + pq.len());
-        full.push_str(&self.base_path);
-        full.push_str(pq);
+    /// The upstream URI for a request whose path-and-query is `pq` (still percent-encoded);
+    /// `with_base` prepends the target's own path (configurable-http-proxy's `prepend-path`).
+    pub(crate) fn uri_for(&self, pq: &str, with_base: bool) -> Result<Uri, http::Error> {
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(full)
+            .path_and_query(self.origin_form(pq, with_base))
             .build()
     }
 
-    /// The origin-form request target for a request on a connection of its own (`/base/path?q`).
-    pub(crate) fn origin_form(&self, pq: &str) -> String {
-        let mut full = String::with_capacity(self.base_path.len() + pq.len());
-        full.push_str(&self.base_path);
+    /// The origin-form request target (`/base/path?q`), for a request on a connection of its own.
+    pub(crate) fn origin_form(&self, pq: &str, with_base: bool) -> String {
+        let base = if with_base { &*self.base_path } else { "" };
+        let mut full = String::with_capacity(base.len() + pq.len());
+        full.push_str(base);
         full.push_str(pq);
         full
     }

@@ -53,11 +53,7 @@ pub(crate) async fn tunnel(
     }
     let target = route.target();
     let upstream_pq = proxy.upstream_path(&route, pq);
-    let path = if proxy.options().prepend_path {
-        target.origin_form(&upstream_pq)
-    } else {
-        upstream_pq.into_owned()
-    };
+    let path = target.origin_form(&upstream_pq, proxy.options().prepend_path);
     let uri: http::Uri = path
         .parse()
         .map_err(|_| ForwardError::BadRequest("request path cannot be forwarded"))?;

@@ -90,8 +90,13 @@ fn target_validation() {
     }
     let t = Target::parse("http://127.0.0.1:8888/base/").unwrap();
     assert_eq!(
-        t.uri_for("/user/a?x=1").unwrap().to_string(),
+        t.uri_for("/user/a?x=1", true).unwrap().to_string(),
         "http://127.0.0.1:8888/base/user/a?x=1"
     );
-    assert_eq!(t.origin_form("/p"), "/base/p");
+    assert_eq!(
+        t.uri_for("/user/a", false).unwrap().to_string(),
+        "http://127.0.0.1:8888/user/a"
+    );
+    assert_eq!(t.origin_form("/p", true), "/base/p");
+    assert_eq!(t.origin_form("/p", false), "/p");
 }
