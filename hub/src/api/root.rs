@@ -53,7 +53,7 @@ async fn whoami(State(state): State<AppState>, caller: ApiCaller) -> Result<Json
                 .await?
                 .remove(&user.id)
                 .unwrap_or_default();
-            let roles = crate::auth::user_roles(&state, &mut conn, user).await?;
+            let roles = crate::auth::user_roles(&state, user);
             let opts = UserModelOpts {
                 identity: true,
                 ..UserModelOpts::default()

@@ -79,9 +79,7 @@ async fn create(
         }
         other => other,
     };
-    let mut conn = state.db().pool().acquire().await?;
-    let owner_scopes = crate::auth::user_scopes(&state, &mut conn, &user).await?;
-    drop(conn);
+    let owner_scopes = crate::auth::user_scopes(&state, &user);
     let requested = ScopeSet::expand(&scopes, Owner::User(&user.name));
     if !owner_scopes.covers(&requested) {
         return Err(ApiError::BadRequest(format!(

@@ -52,10 +52,16 @@ pub(crate) async fn load_user(
         return Err(ApiError::requires_any_of(scopes));
     }
     let name: UserName = name.parse()?;
-    let mut conn = state.db().pool().acquire().await?;
-    let user = db::users::get(&mut conn, name.as_str())
-        .await?
-        .ok_or_else(ApiError::no_access)?;
+    let user = match &caller.kind {
+        // The caller's own row was loaded with its token a moment ago.
+        CallerKind::User(me) if me.name == name.as_str() => me.clone(),
+        _ => {
+            let mut conn = state.db().pool().acquire().await?;
+            db::users::get(&mut conn, name.as_str())
+                .await?
+                .ok_or_else(ApiError::no_access)?
+        }
+    };
     caller.require(
         scopes,
         Resource::User {
@@ -78,7 +84,7 @@ pub(crate) async fn model_of(
         .await?
         .remove(&user.id)
         .unwrap_or_default();
-    let roles = crate::auth::user_roles(state, &mut conn, user).await?;
+    let roles = crate::auth::user_roles(state, user);
     user_model(state, caller, user, &roles, &servers, opts).ok_or_else(ApiError::no_access)
 }
 
@@ -170,7 +176,7 @@ async fn list(
     };
     let mut items = Vec::with_capacity(users.len());
     for user in &users {
-        let roles = crate::auth::user_roles(&state, &mut conn, user).await?;
+        let roles = crate::auth::user_roles(&state, user);
         let s = servers.remove(&user.id).unwrap_or_default();
         if let Some(m) = user_model(&state, &caller, user, &roles, &s, opts) {
             items.push(m);

@@ -144,15 +144,14 @@ pub(crate) async fn caller_for_token(
 ) -> Result<Option<ApiCaller>, ApiError> {
     let now = db::now_micros();
     let mut conn = state.db().pool().acquire().await?;
-    let Some(token) = db::tokens::by_hash(&mut conn, &db::hash_secret(secret), now).await? else {
+    let Some((token, user)) =
+        db::tokens::by_hash_with_user(&mut conn, &db::hash_secret(secret), now).await?
+    else {
         return Ok(None);
     };
-    let caller = match &token.owner {
-        TokenOwner::User { id, .. } => {
-            let Some(user) = db::users::get_by_id(&mut conn, *id).await? else {
-                return Ok(None);
-            };
-            let owner_scopes = crate::auth::user_scopes(state, &mut conn, &user).await?;
+    let caller = match (&token.owner, user) {
+        (TokenOwner::User { .. }, Some(user)) => {
+            let owner_scopes = crate::auth::user_scopes(state, &user);
             let token_scopes = token_scopes(&token, &owner_scopes, Owner::User(&user.name));
             ApiCaller {
                 kind: CallerKind::User(user),
@@ -163,7 +162,8 @@ pub(crate) async fn caller_for_token(
                 by_cookie: false,
             }
         }
-        TokenOwner::Service { name, scopes, .. } => {
+        (TokenOwner::User { .. }, None) => return Ok(None),
+        (TokenOwner::Service { name, scopes, .. }, _) => {
             let owner_scopes = ScopeSet::expand(scopes, Owner::Service(name));
             let token_scopes = token_scopes(&token, &owner_scopes, Owner::Service(name));
             ApiCaller {
@@ -244,8 +244,7 @@ impl FromRequestParts<AppState> for ApiCaller {
                 "'_xsrf' argument missing or incorrect".to_owned(),
             ));
         }
-        let mut conn = state.db().pool().acquire().await?;
-        let owner_scopes = crate::auth::user_scopes(state, &mut conn, &user).await?;
+        let owner_scopes = crate::auth::user_scopes(state, &user);
         Ok(Self {
             kind: CallerKind::User(user),
             token_scopes: owner_scopes.clone(),

@@ -20,8 +20,6 @@ pub use self::extract::{
 use std::collections::HashMap;
 use std::fmt::Debug;
 
-use sqlx::AnyConnection;
-
 use crate::config::{AuthConfig, Secret};
 use crate::db::{self, UserRow};
 use crate::names::UserName;
@@ -188,18 +186,15 @@ pub(crate) fn is_role(state: &AppState, role: &str) -> bool {
 }
 
 /// All roles a user holds now: `user`, `admin` if admin, assigned ones, group ones, and
-/// configured ones naming the user or one of their groups.
-pub(crate) async fn user_roles(
-    state: &AppState,
-    conn: &mut AnyConnection,
-    user: &UserRow,
-) -> Result<Vec<String>, sqlx::Error> {
+/// configured ones naming the user or one of their groups. `user` comes with its details
+/// loaded ([`db::users::load_details`]), so this reads no database.
+pub(crate) fn user_roles(state: &AppState, user: &UserRow) -> Vec<String> {
     let mut roles = vec!["user".to_owned()];
     if user.admin {
         roles.push("admin".to_owned());
     }
     roles.extend(user.roles.iter().cloned());
-    roles.extend(db::users::group_roles(conn, user.id).await?);
+    roles.extend(user.group_roles.iter().cloned());
     for r in &state.config().roles {
         if r.users.contains(&user.name) || r.groups.iter().any(|g| user.groups.contains(g)) {
             roles.push(r.name.clone());
@@ -207,16 +202,14 @@ pub(crate) async fn user_roles(
     }
     roles.sort();
     roles.dedup();
-    Ok(roles)
+    roles
 }
 
 /// A user's current scopes (the owner side of every token check).
-pub(crate) async fn user_scopes(
-    state: &AppState,
-    conn: &mut AnyConnection,
-    user: &UserRow,
-) -> Result<ScopeSet, sqlx::Error> {
-    let roles = user_roles(state, conn, user).await?;
-    let scopes: Vec<String> = roles.iter().flat_map(|r| role_scopes(state, r)).collect();
-    Ok(ScopeSet::expand(&scopes, Owner::User(&user.name)))
+pub(crate) fn user_scopes(state: &AppState, user: &UserRow) -> ScopeSet {
+    let scopes: Vec<String> = user_roles(state, user)
+        .iter()
+        .flat_map(|r| role_scopes(state, r))
+        .collect();
+    ScopeSet::expand(&scopes, Owner::User(&user.name))
 }

@@ -99,6 +99,22 @@ impl Db {
                 Some(Duration::from_secs(3600))
             })
             .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite && !memory {
+                        // Readers never wait for a writer and a commit costs one fsync of the
+                        // log, not two of the database; a crash loses at most the last
+                        // commits, never consistency.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(DbError::Connect)?;
@@ -247,6 +263,36 @@ pub(crate) fn placeholders(start: usize, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn sqlite_files_use_write_ahead_logging() {
+        use sqlx::Row;
+        let dir = std::env::temp_dir().join(format!("stackhub-wal-{}", new_secret()));
+        let url = format!("sqlite://{}/hub.sqlite?mode=rwc", dir.display());
+        let db = Db::connect(&Secret::new(url)).await.unwrap();
+        // Every pooled connection, not only the first: hold two at once.
+        let mut conns = vec![
+            db.pool().acquire().await.unwrap(),
+            db.pool().acquire().await.unwrap(),
+        ];
+        for conn in &mut conns {
+            let mode: String = sqlx::query("PRAGMA journal_mode")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(mode, "wal");
+            let sync: i64 = sqlx::query("PRAGMA synchronous")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(sync, 1, "synchronous = NORMAL");
+        }
+        drop(conns);
+        db.pool().close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn iso_formats() {

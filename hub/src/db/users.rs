@@ -26,6 +26,8 @@ pub struct UserRow {
     pub groups: Vec<String>,
     /// Roles assigned to the user (not counting `user`/`admin`, which follow the admin flag).
     pub roles: Vec<String>,
+    /// Roles held through the user's groups.
+    pub group_roles: Vec<String>,
 }
 
 const COLUMNS: &str = "id, name, admin, created, last_activity, auth_state";
@@ -40,6 +42,7 @@ fn from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
         auth_state: row.try_get("auth_state")?,
         groups: Vec::new(),
         roles: Vec::new(),
+        group_roles: Vec::new(),
     })
 }
 
@@ -155,7 +158,7 @@ pub(crate) async fn list(
     Ok((users, total))
 }
 
-/// Fill in groups and roles of `users`.
+/// Fill in the groups, roles and group roles of `users`, in one query for all of them.
 pub(crate) async fn load_details(
     conn: &mut AnyConnection,
     users: &mut [UserRow],
@@ -163,41 +166,35 @@ pub(crate) async fn load_details(
     if users.is_empty() {
         return Ok(());
     }
-    let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
-    let mut groups: HashMap<i64, Vec<String>> = HashMap::new();
+    let ids = placeholders(1, users.len());
     let sql = format!(
-        "SELECT ug.user_id AS user_id, g.name AS name FROM user_groups ug \
-         JOIN groups g ON g.id = ug.group_id WHERE ug.user_id IN ({}) ORDER BY g.name",
-        placeholders(1, ids.len())
+        "SELECT ug.user_id AS user_id, 'g' AS kind, g.name AS value FROM user_groups ug \
+         JOIN groups g ON g.id = ug.group_id WHERE ug.user_id IN ({ids}) \
+         UNION ALL SELECT user_id, 'r', role FROM user_roles WHERE user_id IN ({ids}) \
+         UNION ALL SELECT ug.user_id, 'x', gr.role FROM user_groups ug \
+         JOIN group_roles gr ON gr.group_id = ug.group_id WHERE ug.user_id IN ({ids}) \
+         ORDER BY 3"
     );
     let mut q = sqlx::query(&sql);
-    for id in &ids {
-        q = q.bind(*id);
+    for u in users.iter() {
+        q = q.bind(u.id);
     }
+    let index: HashMap<i64, usize> = users.iter().enumerate().map(|(i, u)| (u.id, i)).collect();
     for row in q.fetch_all(&mut *conn).await? {
-        groups
-            .entry(row.try_get("user_id")?)
-            .or_default()
-            .push(row.try_get("name")?);
-    }
-    let mut roles: HashMap<i64, Vec<String>> = HashMap::new();
-    let sql = format!(
-        "SELECT user_id, role FROM user_roles WHERE user_id IN ({}) ORDER BY role",
-        placeholders(1, ids.len())
-    );
-    let mut q = sqlx::query(&sql);
-    for id in &ids {
-        q = q.bind(*id);
-    }
-    for row in q.fetch_all(&mut *conn).await? {
-        roles
-            .entry(row.try_get("user_id")?)
-            .or_default()
-            .push(row.try_get("role")?);
-    }
-    for u in users {
-        u.groups = groups.remove(&u.id).unwrap_or_default();
-        u.roles = roles.remove(&u.id).unwrap_or_default();
+        let Some(&i) = index.get(&row.try_get::<i64, _>("user_id")?) else {
+            continue;
+        };
+        let kind: String = row.try_get("kind")?;
+        let value: String = row.try_get("value")?;
+        let user = &mut users[i];
+        let list = match kind.as_str() {
+            "g" => &mut user.groups,
+            "r" => &mut user.roles,
+            _ => &mut user.group_roles,
+        };
+        if list.last() != Some(&value) {
+            list.push(value);
+        }
     }
     Ok(())
 }
@@ -368,17 +365,56 @@ pub(crate) async fn set_roles(
     Ok(())
 }
 
-/// Names of the roles held through the user's groups.
-pub(crate) async fn group_roles(
-    conn: &mut AnyConnection,
-    user_id: i64,
-) -> Result<Vec<String>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT DISTINCT gr.role AS role FROM group_roles gr \
-         JOIN user_groups ug ON ug.group_id = gr.group_id WHERE ug.user_id = $1",
-    )
-    .bind(user_id)
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(|r| r.try_get("role")).collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::db::{Db, groups};
+
+    #[tokio::test]
+    async fn details_of_a_page_come_in_one_query() {
+        let db = Db::connect(&Secret::new("sqlite::memory:".to_owned()))
+            .await
+            .unwrap();
+        let mut conn = db.pool().acquire().await.unwrap();
+        let ann = create(&mut conn, "ann", false, 1).await.unwrap().unwrap();
+        let bob = create(&mut conn, "bob", false, 1).await.unwrap().unwrap();
+        let eve = create(&mut conn, "eve", false, 1).await.unwrap().unwrap();
+        let g1 = groups::ensure(&mut conn, "/services/dask").await.unwrap();
+        let g2 = groups::ensure(&mut conn, "lab").await.unwrap();
+        for (g, u) in [(g1, ann.id), (g2, ann.id), (g2, bob.id)] {
+            groups::add_member(&mut conn, g, u).await.unwrap();
+        }
+        // The same role through two groups is listed once.
+        for (g, role) in [(g1, "dask"), (g1, "shared"), (g2, "shared")] {
+            sqlx::query("INSERT INTO group_roles (group_id, role) VALUES ($1, $2)")
+                .bind(g)
+                .bind(role)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        set_roles(
+            &mut conn,
+            bob.id,
+            &["b-role".to_owned(), "a-role".to_owned()],
+        )
+        .await
+        .unwrap();
+
+        let mut page = [ann, bob, eve];
+        load_details(&mut conn, &mut page).await.unwrap();
+        let [ann, bob, eve] = page;
+        assert_eq!(ann.groups, ["/services/dask", "lab"]);
+        assert!(ann.roles.is_empty());
+        assert_eq!(ann.group_roles, ["dask", "shared"]);
+        assert_eq!(bob.groups, ["lab"]);
+        assert_eq!(bob.roles, ["a-role", "b-role"]);
+        assert_eq!(bob.group_roles, ["shared"]);
+        assert!(eve.groups.is_empty() && eve.roles.is_empty() && eve.group_roles.is_empty());
+        assert_eq!(
+            get(&mut conn, "ann").await.unwrap().unwrap().groups,
+            ann.groups
+        );
+    }
 }

@@ -112,9 +112,7 @@ async fn check(
             "Unsupported code_challenge_method",
         ));
     }
-    let user_scopes = crate::auth::user_scopes(state, &mut conn, &me.user)
-        .await
-        .map_err(internal)?;
+    let user_scopes = crate::auth::user_scopes(state, &me.user);
     let target = client_target(&client);
     if let Some((owner, server)) = &target {
         let groups = match db::users::get(&mut conn, owner).await.map_err(internal)? {
