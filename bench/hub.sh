@@ -6,7 +6,10 @@
 # Measures cold start (exec to the first 200 from GET /hub/api, fresh data dir each round),
 # idle RSS (JupyterHub: hub + CHP), users created per second (sequential POSTs), and, with 1000
 # users present, GET /hub/api/users/NAME and GET /hub/api/users (a 200-user page) req/s and p99
-# at 1 and many connections. Prints a table with PASS/FAIL marks and writes bench/out/hub.json.
+# at 1 and many connections; then spawn overhead (spawn-to-ready minus the single-user server's
+# own start, bench/hub_spawn.py) and a kernel `1+1` round trip through the hub's public port vs
+# straight to the single-user server (gateway_bench, the same client for every path).
+# Prints a table with PASS/FAIL marks and writes bench/out/hub.json.
 #
 # Knobs (environment):
 #   BENCH_OURS_BIN          measure this binary as "ours" instead of building stackhub
@@ -16,6 +19,8 @@
 #   BENCH_CONNECTIONS=32    connections of the concurrent load runs (the other runs use 1)
 #   BENCH_CREATE=300        users created one by one (timed)
 #   BENCH_USERS=1000        users present during the load runs
+#   BENCH_SPAWN_ROUNDS=5    server starts per hub
+#   BENCH_RTT=300           kernel round trips per path
 #   BENCH_STRICT=1          exit 1 when a target is missed
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -29,6 +34,8 @@ DURATION=${BENCH_DURATION:-3}
 CONNS=${BENCH_CONNECTIONS:-32}
 CREATE=${BENCH_CREATE:-300}
 USERS=${BENCH_USERS:-1000}
+SPAWN_ROUNDS=${BENCH_SPAWN_ROUNDS:-5}
+RTT=${BENCH_RTT:-300}
 TOKEN="bench-token-$RANDOM$RANDOM$RANDOM$RANDOM"
 OUT_DIR="$ROOT/bench/out"
 LOGS="$OUT_DIR/hub-logs"
@@ -137,6 +144,16 @@ else
 fi
 [ -x "$OURS_BIN" ] || die "stackhub binary not found or not executable: $OURS_BIN"
 LOAD="$CARGO_TARGET_DIR/release/http-load"
+log "cargo build --release -p kernel-gateway --example gateway_bench (the kernel round-trip client)"
+cargo build --release --locked -p kernel-gateway --example gateway_bench
+KERNEL_CLIENT="$CARGO_TARGET_DIR/release/examples/gateway_bench"
+SINGLEUSER="$STACKHUB_VENV/bin/jupyterhub-singleuser"
+[ -x "$SINGLEUSER" ] || die "jupyterhub-singleuser not found in $STACKHUB_VENV"
+# Both hubs start single-user servers through this wrapper: it appends the exec time to the
+# file named by its first argument, so the server's own start can be told apart.
+WRAPPER="$WORK/singleuser-wrapper.sh"
+printf '#!/bin/sh\nstamp=$1\nshift\ndate +%%s.%%N >>"$stamp"\nexec "%s" "$@"\n' "$SINGLEUSER" >"$WRAPPER"
+chmod +x "$WRAPPER"
 JH_VERSION="$("$JUPYTERHUB" --version)"
 
 rm -rf "$LOGS"
@@ -167,6 +184,12 @@ c.JupyterHub.authenticator_class = "dummy"
 c.ConfigurableHTTPProxy.command = ["$CHP_BIN"]
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:$4"
 c.ConfigurableHTTPProxy.pid_file = "$dir/proxy.pid"
+c.JupyterHub.spawner_class = "simple"
+# Answer a start with 202 at once (as ours does after its 0.5 s): JupyterHub 6.1 answers 500
+# ("Exception is not set") when a spawn outlasts the default 10 s on a loaded machine.
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
+c.SimpleLocalProcessSpawner.home_dir_template = "$dir/home/{username}"
+c.Spawner.cmd = ["$WRAPPER", "$dir/exec-stamps"]
 c.JupyterHub.services = [{"name": "bench", "api_token": "$TOKEN"}]
 c.JupyterHub.load_roles = [{"name": "admin", "services": ["bench"]}]
 EOF
@@ -179,8 +202,10 @@ hub_cmd() {
   mkdir -p "$dir"
   case $t in
     ours)
+      printf '[spawner]\nvenv = "%s"\ncmd = ["%s", "%s"]\n' "$STACKHUB_VENV" "$WRAPPER" \
+        "$dir/exec-stamps" >"$dir/stackhub.toml"
       printf '%s\0' env "STACKHUB_ADMIN_TOKEN=$TOKEN" "STACKHUB_DATA_DIR=$dir/data" RUST_LOG=warn \
-        "$OURS_BIN" --ip 127.0.0.1 --port "$port"
+        "$OURS_BIN" --config "$dir/stackhub.toml" --ip 127.0.0.1 --port "$port"
       ;;
     jh)
       read -r hub_port api_port < <(free_ports 2)
@@ -298,6 +323,39 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 for t in "${TARGETS[@]}"; do rss "$t" loaded; done
+
+# --- 5. spawn overhead and kernel round trip --------------------------------------------------
+# server_log TARGET: where the single-user server's output goes.
+server_log() {
+  case $1 in
+    ours) echo "$WORK/run-ours/data/logs/spawnee.log" ;;
+    jh) echo "$LOGS/jh.log" ;;
+  esac
+}
+log "spawn overhead: $SPAWN_ROUNDS server starts per hub (the last server is kept running)"
+for t in $(rotated 0); do
+  res=$(python3 "$ROOT/bench/hub_spawn.py" --api "$(api "$t" "")" --token "$TOKEN" --user spawnee \
+    --stamp "$WORK/run-$t/exec-stamps" --log "$(server_log "$t")" --rounds "$SPAWN_ROUNDS" --keep \
+    2>>"$LOGS/spawn-$t.log") || die "$t: spawning failed (see $LOGS/spawn-$t.log)"
+  printf '{"kind":"spawn","target":"%s","result":%s}\n' "$t" "$res" >>"$RESULTS"
+  log "  $(printf '%-4s' "$t") $res"
+done
+log "kernel 1+1 round trip: $RTT per path, through each hub's public port and straight to its server"
+for t in $(rotated 1); do
+  direct=$(grep -oE 'http://127\.0\.0\.1:[0-9]+/user/spawnee/' "$(server_log "$t")" | tail -n 1)
+  [ -n "$direct" ] || die "$t: the single-user server's own URL is not in $(server_log "$t")"
+  for path in hub direct; do
+    case $path in
+      hub) url="http://127.0.0.1:${PORT[$t]}/user/spawnee" ;;
+      direct) url="${direct%/}" ;;
+    esac
+    res=$("$KERNEL_CLIENT" gateway --url "$url" --token "$TOKEN" --starts 1 --iterations "$RTT" \
+      --big-mb 1 --big-rounds 0 2>>"$LOGS/kernel-$t.log") ||
+      die "$t: kernel round trip via $path failed (see $LOGS/kernel-$t.log)"
+    printf '{"kind":"kernel","target":"%s","path":"%s","result":%s}\n' "$t" "$path" "$res" >>"$RESULTS"
+    log "  $(printf '%-4s' "$t") $(printf '%-6s' "$path") $res"
+  done
+done
 
 # --- report -----------------------------------------------------------------------------------
 cp "$RESULTS" "$LOGS/results.jsonl"

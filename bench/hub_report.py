@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Summarise the raw results of bench/hub.sh: print a table with PASS/FAIL marks, write JSON.
 
-Input: JSON lines written by bench/hub.sh (kind cold / rss / load). Every number reported is the
+Input: JSON lines written by bench/hub.sh (kind cold / rss / load / spawn / kernel). Every number reported is the
 median across rounds. Exit status: 0 if every target is met, 3 if one is missed.
 """
 
@@ -26,8 +26,8 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def fmt_x(r):
-    return "n/a" if r is None else f"{r:.1f}x"
+def fmt_x(r, digits=1):
+    return "n/a" if r is None else f"{r:.{digits}f}x"
 
 
 def fmt_num(x, scale=1.0, digits=0):
@@ -84,6 +84,13 @@ def main():
                 "rounds": runs,
             }
 
+    spawn = {t: next((r["result"] for r in rows if r["kind"] == "spawn" and r["target"] == t),
+                     {}) for t in TARGETS}
+    kernel = {t: {r["path"]: r["result"] for r in rows
+                  if r["kind"] == "kernel" and r["target"] == t} for t in TARGETS}
+    rtt = {t: {path: kernel[t].get(path, {}).get("rtt", {}).get("p50_us")
+               for path in ("hub", "direct")} for t in TARGETS}
+
     ratios = {
         "cold_start_jh_over_ours": ratio(cold["jh"]["ms_median"], cold["ours"]["ms_median"]),
         "users_per_s_ours_over_jh": ratio(create["ours"]["users_per_s"],
@@ -96,6 +103,10 @@ def main():
     jh_idle = rss["jh"].get("idle", {})
     jh_idle_sum = (jh_idle.get("hub_vmrss_kib", 0) + jh_idle.get("child_vmrss_kib", 0)) or None
     ratios["idle_rss_jh_over_ours"] = ratio(jh_idle_sum, idle_ours)
+    ratios["spawn_overhead_jh_over_ours"] = ratio(spawn["jh"].get("overhead_ms"),
+                                                  spawn["ours"].get("overhead_ms"))
+    for t in TARGETS:
+        ratios[f"kernel_rtt_{t}_hub_over_direct"] = ratio(rtt[t]["hub"], rtt[t]["direct"])
 
     checks = []
 
@@ -118,6 +129,12 @@ def main():
     check(f"users created by ours (of {a.create})", str(create["ours"]["created_201"]),
           create["ours"]["created_201"] == a.create, f"{a.create} x 201")
 
+    o = spawn["ours"].get("overhead_ms")
+    check("spawn overhead ours (median)", f"{fmt_num(o, 1, 1)} ms", o is not None and o <= 50,
+          "<= 50 ms")
+    r = ratios["kernel_rtt_ours_hub_over_direct"]
+    check("kernel 1+1 p50 via ours / direct", fmt_x(r, 2), r is not None and r <= 1.3, "<= 1.3x")
+
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
@@ -131,14 +148,13 @@ def main():
                  "users": a.users, "created_one_by_one": a.create},
     }
     report = {"meta": meta, "cold_start": cold, "rss_kib": rss, "create": create, "api": api,
-              "ratios": ratios, "targets": checks,
-              "not_measured": ["spawn overhead", "kernel round trip"]}
+              "spawn": spawn, "kernel": kernel, "ratios": ratios, "targets": checks}
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
 
-    print_report(a, meta, cold, rss, create, api, ratios, checks)
+    print_report(a, meta, cold, rss, create, api, spawn, rtt, ratios, checks)
     return 0 if all(c["pass"] for c in checks) else 3
 
 
@@ -148,7 +164,7 @@ def label(test, conns):
     return f"{path} c{1 if c == 'c1' else conns}"
 
 
-def print_report(a, meta, cold, rss, create, api, ratios, checks):
+def print_report(a, meta, cold, rss, create, api, spawn, rtt, ratios, checks):
     out = []
     p = out.append
     p("")
@@ -195,10 +211,22 @@ def print_report(a, meta, cold, rss, create, api, ratios, checks):
           f"{fmt_num(j['p99_us_median'], 1000, 2):>10}{j['non_200_total']:>6}"
           f"{fmt_x(ratios[f'{test}_rps_ours_over_jh']):>9}")
     p("")
-    p("spawn overhead (spawn-to-ready minus the server's own start): "
-      "not measured yet (needs spawn orchestration)")
-    p("kernel 1+1 round trip through hub + proxy vs direct:          "
-      "not measured yet (needs spawn orchestration)")
+    p(f"{'spawns (medians)':<34}{'stackhub':>14}{'JupyterHub+CHP':>18}{'ratio':>10}")
+    for key, what in [("spawn_ms", "spawn-to-ready, ms"), ("own_ms", "  server's own start, ms"),
+                      ("overhead_ms", "  overhead (difference), ms"),
+                      ("noticed_ms", "  listening -> ready event, ms")]:
+        so, sj = spawn["ours"].get(key), spawn["jh"].get(key)
+        rr = ratio(sj, so) if key in ("overhead_ms", "noticed_ms") else None
+        p(f"{what:<34}{fmt_num(so, 1, 1):>14}{fmt_num(sj, 1, 1):>18}"
+          f"{(fmt_x(rr) + '  (JH / ours)') if rr else '':>23}")
+    p("")
+    p(f"{'kernel 1+1 round trip, p50 ms':<34}{'stackhub':>14}{'JupyterHub+CHP':>18}")
+    for path, what in [("hub", "through the hub's public port"),
+                       ("direct", "straight to the server")]:
+        p(f"{'  ' + what:<34}{fmt_num(rtt['ours'][path], 1000, 2):>14}"
+          f"{fmt_num(rtt['jh'][path], 1000, 2):>18}")
+    p(f"{'  through / direct':<34}{fmt_x(ratios['kernel_rtt_ours_hub_over_direct'], 2):>14}"
+      f"{fmt_x(ratios['kernel_rtt_jh_hub_over_direct'], 2):>18}")
     p("")
     p("targets")
     for c in checks:

@@ -31,6 +31,9 @@ use crate::protocol::{
 /// Keep-alive ping period (EG's default `EG_WS_PING_INTERVAL_SECS`).
 const PING_EVERY: Duration = Duration::from_secs(30);
 
+/// Most kernel messages written to a WebSocket per flush.
+const MAX_BATCH: usize = 64;
+
 pub(super) fn router() -> Router<Arc<KernelManager>> {
     Router::new().route("/api/kernels/{id}/channels", get(channels))
 }
@@ -117,9 +120,22 @@ async fn run(socket: WebSocket, kernel: Arc<Kernel>, session_id: String) {
             },
             msg = outbound.recv() => match msg {
                 Some(msg) => {
-                    if let Some(frame) = encode(v1, &msg)
-                        && sink.send(frame).await.is_err()
-                    {
+                    // A reply is several messages in a burst (status, result, reply, idle):
+                    // queue all that are already here, then write them in one flush.
+                    let mut frames = 0usize;
+                    let mut failed = false;
+                    let mut next = Some(msg);
+                    while let Some(msg) = next.take() {
+                        if let Some(frame) = encode(v1, &msg) {
+                            failed = sink.feed(frame).await.is_err();
+                            frames += 1;
+                        }
+                        if failed || frames >= MAX_BATCH {
+                            break;
+                        }
+                        next = outbound.try_recv().ok();
+                    }
+                    if failed || sink.flush().await.is_err() {
                         break;
                     }
                 }
