@@ -188,6 +188,8 @@ c.JupyterHub.spawner_class = "simple"
 # Answer a start with 202 at once (as ours does after its 0.5 s): JupyterHub 6.1 answers 500
 # ("Exception is not set") when a spawn outlasts the default 10 s on a loaded machine.
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 120
 c.SimpleLocalProcessSpawner.home_dir_template = "$dir/home/{username}"
 c.Spawner.cmd = ["$WRAPPER", "$dir/exec-stamps"]
 c.JupyterHub.services = [{"name": "bench", "api_token": "$TOKEN"}]
@@ -202,10 +204,11 @@ hub_cmd() {
   mkdir -p "$dir"
   case $t in
     ours)
-      printf '[spawner]\nvenv = "%s"\ncmd = ["%s", "%s"]\n' "$STACKHUB_VENV" "$WRAPPER" \
+      printf '[spawner]\nvenv = "%s"\ncmd = ["%s", "%s"]\nstart_timeout = 120\n' "$STACKHUB_VENV" "$WRAPPER" \
         "$dir/exec-stamps" >"$dir/stackhub.toml"
+      read -r hub_port < <(free_ports 1)
       printf '%s\0' env "STACKHUB_ADMIN_TOKEN=$TOKEN" "STACKHUB_DATA_DIR=$dir/data" RUST_LOG=warn \
-        "$OURS_BIN" --config "$dir/stackhub.toml" --ip 127.0.0.1 --port "$port"
+        "STACKHUB_HUB_PORT=$hub_port" "$OURS_BIN" --config "$dir/stackhub.toml" --ip 127.0.0.1 --port "$port"
       ;;
     jh)
       read -r hub_port api_port < <(free_ports 2)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use hub::proxy::EmbeddedProxy;
+use hub::proxy::{EmbeddedProxy, InProcessHub};
 use hub::{AppState, Config, Db, ProcessEnv, SpawnOrchestrator, SpawnSettings};
 use spawner::LocalProcessConfig;
 use spawner::LocalProcessSpawner;
@@ -109,10 +109,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     routes
         .add(&config.base_url, data)
         .context("cannot add the hub's default route")?;
-    let public = Arc::new(
-        proxy::Proxy::new(Arc::clone(&routes), proxy::ProxyOptions::default())
-            .context("cannot set up the proxy")?,
-    );
 
     let mut spawn_config = LocalProcessConfig::new(
         std::path::absolute(&config.spawner.venv)?,
@@ -136,6 +132,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     orchestrator.reconcile().await?;
 
+    let state = AppState::new(config, db).with_orchestrator(Arc::new(orchestrator.clone()));
+    // Requests for the hub's own route never leave the process (see `InProcessHub`).
+    let options = proxy::ProxyOptions {
+        local: Some(proxy::LocalTarget {
+            authority: SocketAddr::new(connect_ip, hub_addr.port()).to_string(),
+            upstream: Arc::new(InProcessHub::new(hub::app(state.clone()))),
+        }),
+        ..proxy::ProxyOptions::default()
+    };
+    let public = Arc::new(
+        proxy::Proxy::new(Arc::clone(&routes), options).context("cannot set up the proxy")?,
+    );
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -149,7 +158,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     tracing::info!(%addr, hub = %hub_addr, "stackhub listening");
-    let state = AppState::new(config, db).with_orchestrator(Arc::new(orchestrator.clone()));
     hub::serve(hub_listener, state, stopped(stop_rx)).await?;
     orchestrator.shutdown().await;
     let _ = proxy_task.await;

@@ -1,12 +1,18 @@
 //! The `Proxy` seam: how the hub edits the proxy's route table.
 //!
 //! [`EmbeddedProxy`] edits the in-process [`::proxy::RouteTable`] that the public listener serves
-//! (the embedded default). An implementation over configurable-http-proxy's REST API (external
+//! (the embedded default), and [`InProcessHub`] lets that listener hand the hub's own requests
+//! to the hub's router directly. An implementation over configurable-http-proxy's REST API (external
 //! `stackhub-proxy` or CHP) can come later behind the same trait.
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use axum::Router;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use serde_json::{Map, Value};
 
 /// A route operation failed.
@@ -104,5 +110,32 @@ mod tests {
         p.delete_route("/user/alice/").await.expect("delete");
         assert!(p.routes().await.expect("list").is_empty());
         assert!(p.add_route("/x", "not a url", Map::new()).await.is_err());
+    }
+}
+
+/// The hub's router as the embedded proxy's in-process upstream ([`::proxy::LocalUpstream`]):
+/// browser and API requests to `/hub/...` reach the handlers without a loopback connection.
+/// The hub's own listener still serves single-user servers, which call it by URL.
+#[derive(Debug, Clone)]
+pub struct InProcessHub(Router);
+
+impl InProcessHub {
+    /// Serve requests with `router` (see [`crate::app`]).
+    pub fn new(router: Router) -> Self {
+        Self(router)
+    }
+}
+
+impl ::proxy::LocalUpstream for InProcessHub {
+    fn call(&self, req: Request<Incoming>) -> BoxFuture<'static, Response<::proxy::LocalBody>> {
+        let mut router = self.0.clone();
+        Box::pin(async move {
+            // A Router is always ready and never fails (errors are responses).
+            let resp = match tower_service::Service::call(&mut router, req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+            resp.map(|body| body.map_err(::proxy::BoxError::from).boxed_unsync())
+        })
     }
 }

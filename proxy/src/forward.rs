@@ -14,7 +14,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::body::{ActivityBody, ProxyBody};
+use futures_util::future::BoxFuture;
+
+use crate::body::{ActivityBody, LocalBody, ProxyBody};
 use crate::error::{ConfigError, ForwardError};
 use crate::net::UpstreamConnector;
 use crate::routes::{Route, RouteTable, Target};
@@ -41,6 +43,8 @@ pub struct ProxyOptions {
     pub error_target: Option<String>,
     /// Idle upstream connections kept per upstream host.
     pub pool_max_idle_per_host: usize,
+    /// An upstream served in this process instead of over TCP.
+    pub local: Option<LocalTarget>,
 }
 
 impl Default for ProxyOptions {
@@ -55,8 +59,28 @@ impl Default for ProxyOptions {
             connect_timeout: Duration::from_secs(10),
             error_target: None,
             pool_max_idle_per_host: 1024,
+            local: None,
         }
     }
+}
+
+/// An upstream that lives in this process (the hub behind its embedded proxy). Requests routed
+/// to its address are handed over as values: no socket, no HTTP encoding and parsing, no hop
+/// to another thread. An upgrade request keeps hyper's upgrade handle in its extensions, so an
+/// in-process WebSocket works too.
+pub trait LocalUpstream: Send + Sync + std::fmt::Debug + 'static {
+    /// Answer `req`, already rewritten as it would be sent over the network (origin-form URI,
+    /// `X-Forwarded-*` added).
+    fn call(&self, req: Request<Incoming>) -> BoxFuture<'static, Response<LocalBody>>;
+}
+
+/// Where the in-process upstream is: routes whose target has this authority go to it.
+#[derive(Debug, Clone)]
+pub struct LocalTarget {
+    /// `host:port` of the upstream's own listener (its address in route targets).
+    pub authority: String,
+    /// The upstream.
+    pub upstream: Arc<dyn LocalUpstream>,
 }
 
 /// Who sent a request and how it reached us.
@@ -129,7 +153,9 @@ impl Proxy {
             .to_owned();
         match self.route_for(&req) {
             Ok(route) => {
-                let result = if upgrade::is_upgrade(&req) {
+                let result = if let Some(local) = self.local_for(&route) {
+                    Ok(self.forward_local(local, req, route, peer, &pq).await)
+                } else if upgrade::is_upgrade(&req) {
                     upgrade::tunnel(self, req, route, peer, &pq).await
                 } else {
                     self.forward(req, route, peer, &pq).await
@@ -231,6 +257,48 @@ impl Proxy {
         }
         let body = ActivityBody::new(body, active.then_some(route));
         Ok(Response::from_parts(parts, ProxyBody::Stream(body)))
+    }
+
+    fn local_for(&self, route: &Route) -> Option<&LocalTarget> {
+        self.options
+            .local
+            .as_ref()
+            .filter(|l| route.target().authority().as_str() == l.authority)
+    }
+
+    /// Hand a request to the in-process upstream: the same rewriting as [`Self::forward`], but
+    /// hop-by-hop headers stay on upgrade requests (the upstream answers the upgrade itself).
+    async fn forward_local(
+        &self,
+        local: &LocalTarget,
+        req: Request<Incoming>,
+        route: Arc<Route>,
+        peer: Peer,
+        pq: &str,
+    ) -> Response<ProxyBody> {
+        let upgrading = upgrade::is_upgrade(&req);
+        let upstream_pq = self.upstream_path(&route, pq);
+        let (mut parts, body) = req.into_parts();
+        match route
+            .target()
+            .origin_form(&upstream_pq, self.options.prepend_path)
+            .parse()
+        {
+            Ok(uri) => parts.uri = uri,
+            Err(_) => {
+                let err = ForwardError::BadRequest("request path cannot be forwarded");
+                return self.error_response(&err, pq).await;
+            }
+        }
+        if !upgrading {
+            strip_hop_by_hop(&mut parts.headers);
+        }
+        self.add_forwarded(&mut parts.headers, peer);
+        let resp = local.upstream.call(Request::from_parts(parts, body)).await;
+        if resp.status().as_u16() < 300 {
+            route.touch();
+        }
+        resp.map(ProxyBody::Local)
     }
 
     pub(crate) fn add_forwarded(&self, headers: &mut HeaderMap, peer: Peer) {

@@ -28,10 +28,10 @@ mod upgrade;
 mod workers;
 
 pub use self::api::Api;
-pub use self::body::{ActivityBody, ProxyBody};
+pub use self::body::{ActivityBody, BoxError, LocalBody, ProxyBody};
 pub use self::config::Args;
 pub use self::error::{ConfigError, RouteError};
-pub use self::forward::{Peer, Proxy, ProxyOptions};
+pub use self::forward::{LocalTarget, LocalUpstream, Peer, Proxy, ProxyOptions};
 pub use self::net::QuickAckStream;
 pub use self::routes::{Route, RouteTable, Target, normalize};
 pub use self::server::{SHUTDOWN_GRACE, serve, serve_api};

@@ -273,3 +273,76 @@ async fn http2_clients_are_served() {
     assert_eq!(seen["path"], "/over/h2");
     assert_eq!(seen["headers"]["host"], p.public.to_string());
 }
+
+/// An in-process upstream that answers with what it was handed.
+#[derive(Debug)]
+struct Echo;
+
+impl proxy::LocalUpstream for Echo {
+    fn call(
+        &self,
+        req: Request<hyper::body::Incoming>,
+    ) -> futures_util::future::BoxFuture<'static, http::Response<proxy::LocalBody>> {
+        Box::pin(async move {
+            let seen = serde_json::json!({
+                "path": req.uri().to_string(),
+                "forwarded_for": req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+                "has_connection_header": req.headers().contains_key(http::header::CONNECTION),
+                "body": String::from_utf8_lossy(&req.into_body().collect().await.unwrap().to_bytes()),
+            });
+            http::Response::builder()
+                .status(StatusCode::ACCEPTED)
+                .body(
+                    Full::new(Bytes::from(seen.to_string()))
+                        .map_err(proxy::BoxError::from)
+                        .boxed_unsync(),
+                )
+                .unwrap()
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_in_process_upstream_gets_its_routes_without_a_socket() {
+    // Nothing listens on the local target's address: only the in-process path can answer.
+    let nobody = "127.0.0.1:9";
+    let options = ProxyOptions {
+        local: Some(proxy::LocalTarget {
+            authority: nobody.to_owned(),
+            upstream: std::sync::Arc::new(Echo),
+        }),
+        ..ProxyOptions::default()
+    };
+    let p = TestProxy::start_with(options, Some(common::TOKEN)).await;
+    let up = Upstream::start().await;
+    p.add_route("/", &format!("http://{nobody}")).await;
+    p.add_route("/user/alice", &up.url()).await;
+
+    let resp = client()
+        .request(
+            Request::post(p.url("/hub/api/users?x=1"))
+                .header("connection", "keep-alive")
+                .body(Full::new(Bytes::from_static(b"payload")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let seen: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(seen["path"], "/hub/api/users?x=1");
+    assert_eq!(seen["forwarded_for"], "127.0.0.1");
+    assert_eq!(
+        seen["has_connection_header"], false,
+        "hop-by-hop headers stripped"
+    );
+    assert_eq!(seen["body"], "payload");
+
+    // Other routes still go over the network.
+    let (status, _, body) = get(&p.url("/user/alice/lab")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["path"],
+        "/user/alice/lab"
+    );
+}
