@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use hub::proxy::EmbeddedProxy;
-use hub::{AppState, Config, Db, ProcessEnv, SpawnOrchestrator, SpawnSettings};
+use hub::{
+    AppState, Config, Db, HubPrepare, OidcAuth, ProcessEnv, SpawnOrchestrator, SpawnSettings,
+};
 use spawner::LocalProcessConfig;
 use spawner::LocalProcessSpawner;
 use tokio::net::TcpListener;
@@ -78,7 +80,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let db = Db::connect(&config.database_url()).await?;
     hub::bootstrap_admin_token(&db, &config.admin_service_name, config.admin_token.as_ref())
         .await?;
-    if config.auth.dev_password.is_none() {
+    let oidc = match &config.auth.oidc {
+        Some(oidc_config) => {
+            let secret = config
+                .cookie_secret
+                .as_ref()
+                .and_then(|s| hex::decode(s.expose()).ok());
+            let oidc = OidcAuth::new(oidc_config.clone(), secret.as_deref())
+                .context("cannot set up the OpenID Connect client")?;
+            tracing::info!(issuer = %oidc_config.issuer, "logins go through OpenID Connect");
+            Some(Arc::new(oidc))
+        }
+        None => None,
+    };
+    if oidc.is_none() && config.auth.dev_password.is_none() {
         tracing::warn!("no auth.dev_password configured: nobody can log in with a password");
     }
     let hub_addr = SocketAddr::new(config.hub_ip, config.hub_port);
@@ -133,7 +148,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(LocalProcessSpawner::new(spawn_config)),
         Arc::new(EmbeddedProxy::new(Arc::clone(&routes))),
         settings,
-    );
+    )
+    .with_prepare(Arc::new(HubPrepare::new(db.clone(), oidc.clone())));
     orchestrator.reconcile().await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -149,7 +165,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     tracing::info!(%addr, hub = %hub_addr, "stackhub listening");
-    let state = AppState::new(config, db).with_orchestrator(Arc::new(orchestrator.clone()));
+    let mut state = AppState::new(config, db).with_orchestrator(Arc::new(orchestrator.clone()));
+    if let Some(oidc) = oidc {
+        state = state.with_oidc(oidc);
+    }
     hub::serve(hub_listener, state, stopped(stop_rx)).await?;
     orchestrator.shutdown().await;
     let _ = proxy_task.await;
