@@ -93,6 +93,8 @@ const provider = new Provider(issuer, {
     roles: ['realm_access'],
   },
   conformIdTokenClaims: false,
+  // No skew allowance, so tests that let a token expire see it refused at once.
+  clockTolerance: 0,
   ttl: {
     AccessToken: Number(process.env.IDP_ACCESS_TTL || 300),
     IdToken: 3600,
