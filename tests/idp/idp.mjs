@@ -13,12 +13,15 @@
 // Test-only control endpoint: after POST /__test/rogue-keys every id_token the token endpoint
 // returns is re-signed with a key the provider never publishes (same `kid` header), i.e. it is
 // "signed by another key"; DELETE /__test/rogue-keys goes back to normal.
+// POST /__test/id-token with a JSON object of claims (e.g. {"iss": "..."}, {"aud": "..."},
+// {"exp": 1}) makes the token endpoint return id_tokens with those claims replaced, validly
+// signed with the real key; DELETE /__test/id-token goes back to normal.
 //
 // Users (password = name + "-pw"):
 //   alice  stack-jupyter + stack-jupyter-medium, groups /services/dask/stack-dask-medium, /projects/eo-lab
 //   carol  stack-jupyter + stack-jupyter-low + stack-jupyter-high + stackhub-admin (admin), group /admins
 //   bob    no stack-jupyter role (refused by the hub)
-import { generateKeyPairSync, sign } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.IDP_PORT || 9090);
@@ -49,7 +52,9 @@ function rsaJwk(kid) {
 }
 
 const signing = rsaJwk('k1');
+const signingKey = createPrivateKey({ key: signing, format: 'jwk' });
 let rogue = null; // a private key, while tokens are to be signed by another key
+let overrides = null; // claims replaced in id_tokens
 
 const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -151,10 +156,11 @@ const loginForm = (uid, error) => `<!DOCTYPE html>
   </form>
 </body></html>`;
 
-async function readForm(req) {
+async function readForm(req, raw = false) {
   const chunks = [];
   for await (const c of req) chunks.push(c);
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  const text = Buffer.concat(chunks).toString('utf8');
+  return raw ? text : new URLSearchParams(text);
 }
 
 provider.use(async (ctx, next) => {
@@ -165,14 +171,25 @@ provider.use(async (ctx, next) => {
     ctx.status = 204;
     return;
   }
+  if (path === '/__test/id-token') {
+    if (ctx.method === 'POST') overrides = JSON.parse((await readForm(ctx.req, true)) || '{}');
+    else if (ctx.method === 'DELETE') overrides = null;
+    ctx.status = 204;
+    return;
+  }
   if (path === '/token') {
     await next();
     let body = ctx.body;
-    if (rogue && body) {
+    if ((rogue || overrides) && body) {
       if (typeof body === 'string' || Buffer.isBuffer(body)) body = JSON.parse(body.toString());
       if (body.id_token) {
-        const [header, payload] = body.id_token.split('.');
-        const sig = sign('sha256', Buffer.from(`${header}.${payload}`), rogue).toString('base64url');
+        let [header, payload] = body.id_token.split('.');
+        if (overrides) {
+          const claims = { ...JSON.parse(Buffer.from(payload, 'base64url').toString()), ...overrides };
+          payload = Buffer.from(JSON.stringify(claims)).toString('base64url');
+        }
+        const key = rogue || signingKey;
+        const sig = sign('sha256', Buffer.from(`${header}.${payload}`), key).toString('base64url');
         ctx.body = { ...body, id_token: `${header}.${payload}.${sig}` };
       }
     }

@@ -500,3 +500,55 @@ async fn tampered_logins_are_refused() {
     }
     assert!(!log.contains("panicked"));
 }
+
+/// id_tokens validly signed by the provider's own key but with a wrong issuer, a wrong audience,
+/// or long expired (beyond the leeway) are refused with an error page naming the defect, and no
+/// user is created; with the claims back to normal the same login succeeds.
+#[tokio::test]
+async fn wrong_issuer_audience_or_expiry_is_refused() {
+    let dir = TestDir::new("claims");
+    let stack = Stack::start(&dir.0, 300, "leeway_secs = 30").await;
+    let set = |claims: Value| {
+        let idp = stack.idp.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{idp}/__test/id-token"))
+                .body(claims.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 204);
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (claims, expect) in [
+        (json!({"iss": "https://evil.example.org"}), "issuer"),
+        (json!({"aud": "another-client"}), "audience"),
+        (json!({"exp": now - 120, "iat": now - 3720}), "expired"),
+    ] {
+        set(claims.clone()).await;
+        let p = Browser::new().login(&stack.hub, "alice", "alice-pw").await;
+        assert_eq!(p.status, 403, "{claims}: {p:?}");
+        assert!(p.body.contains("id_token is not valid"), "{}", p.body);
+        assert!(
+            p.body.to_lowercase().contains(expect),
+            "{claims}: expected {expect:?} in {}",
+            p.body
+        );
+        assert_eq!(stack.admin_get("/hub/api/users/alice").await.0, 404);
+    }
+    // Within the leeway an expired id_token is still accepted (clock skew).
+    set(json!({"exp": now - 5})).await;
+    let p = Browser::new().login(&stack.hub, "alice", "alice-pw").await;
+    assert_eq!(p.status, 200, "{p:?}");
+    reqwest::Client::new()
+        .delete(format!("{}/__test/id-token", stack.idp))
+        .send()
+        .await
+        .unwrap();
+    let p = Browser::new().login(&stack.hub, "carol", "carol-pw").await;
+    assert_eq!(p.status, 200, "{p:?}");
+}
