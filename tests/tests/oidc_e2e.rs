@@ -138,12 +138,14 @@ async fn login_maps_roles_groups_and_quota() {
 }
 
 /// Logout ends the hub session, revokes what was issued to that browser session (the OAuth token
-/// the user's server got) and sends the browser to the provider's end-session endpoint. The
-/// spawned server got the quota and a valid access token from the provider.
+/// the user's server got, the provider's tokens) and sends the browser to the provider's
+/// end-session endpoint. The spawned server got the quota and a valid access token from the
+/// provider. This hub also reads userinfo.
 #[tokio::test]
 async fn logout_ends_the_session_and_server_tokens() {
     let dir = TestDir::new("logout");
-    let stack = Stack::start(&dir.0, 300, "").await;
+    // Also reads the claims from the userinfo endpoint (its subject must match the id_token's).
+    let stack = Stack::start(&dir.0, 300, "userinfo = true").await;
     let hub = &stack.hub;
     let b = Browser::new();
     let home = b.login(hub, "alice", "alice-pw").await;

@@ -108,3 +108,60 @@ impl OidcConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::config::Config;
+
+    fn load(toml: &str, env: &HashMap<&str, &str>) -> Result<Config, String> {
+        let path = std::env::temp_dir().join(format!(
+            "stackhub-oidc-config-{}-{}.toml",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::write(&path, toml).unwrap();
+        let r = Config::load(Some(&path), env).map_err(|e| e.to_string());
+        let _ = std::fs::remove_file(&path);
+        r
+    }
+
+    #[test]
+    fn one_section_enables_oidc_and_secrets_stay_hidden() {
+        let base = "[auth.oidc]\nissuer = \"https://idp.example.org/realms/dedl\"\n\
+                    client_id = \"stackhub\"\n";
+        let env = HashMap::from([("STACKHUB_OIDC_CLIENT_SECRET", "from-the-env")]);
+        let c = load(base, &env).unwrap();
+        let oidc = c.auth.oidc.as_ref().unwrap();
+        assert_eq!(
+            oidc.client_secret.as_ref().unwrap().expose(),
+            "from-the-env"
+        );
+        assert_eq!(oidc.roles_claim, "realm_access.roles");
+        assert!(!format!("{c:?}").contains("from-the-env"));
+        let err = load(&format!("{base}client_secret = 12345\n"), &HashMap::new()).unwrap_err();
+        assert!(
+            err.contains("client_secret") && !err.contains("12345"),
+            "{err}"
+        );
+        let err = load(&format!("{base}token_key = \"abcd\"\n"), &HashMap::new()).unwrap_err();
+        assert!(
+            err.contains("auth.oidc.token_key") && !err.contains("abcd"),
+            "{err}"
+        );
+        let err = load(
+            "[auth.oidc]\nissuer = \"not a url\"\nclient_id = \"x\"\n",
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert!(err.contains("auth.oidc.issuer"), "{err}");
+        let err = load(
+            &format!("{base}[[quotas]]\nrole = \"x\"\ncpus = 1\nmemory = \"lots\"\n"),
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert!(err.contains("quotas[0].memory"), "{err}");
+        assert!(load("", &HashMap::new()).unwrap().auth.oidc.is_none());
+    }
+}
