@@ -219,8 +219,7 @@ async fn oauth_callback(
             roles,
             groups,
         }) => {
-            let user = claims_json
-                .get(&oidc.config().username_claim)
+            let user = claims::at_path(&claims_json, &oidc.config().username_claim)
                 .and_then(Value::as_str)
                 .unwrap_or("");
             tracing::warn!(
