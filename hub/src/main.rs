@@ -141,15 +141,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .environment
         .clone_from(&config.spawner.environment);
     spawn_config.stop_grace = Duration::from_secs(config.spawner.stop_grace);
-    let settings =
-        SpawnSettings::from_config(&config, format!("{hub_url}{}hub/api", config.base_url));
+    let hub_api_url = format!("{hub_url}{}hub/api", config.base_url);
+    let settings = SpawnSettings::from_config(&config, hub_api_url.clone());
     let orchestrator = SpawnOrchestrator::new(
         db.clone(),
         Arc::new(LocalProcessSpawner::new(spawn_config)),
         Arc::new(EmbeddedProxy::new(Arc::clone(&routes))),
         settings,
     )
-    .with_prepare(Arc::new(HubPrepare::new(db.clone(), oidc.clone())));
+    .with_prepare(Arc::new(HubPrepare::new(
+        db.clone(),
+        oidc.clone(),
+        hub_api_url,
+    )));
     orchestrator.reconcile().await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

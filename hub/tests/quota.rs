@@ -104,7 +104,11 @@ async fn setup(recorder: Arc<Recorder>) -> Hub {
             poll_interval: Duration::from_millis(10),
         },
     )
-    .with_prepare(Arc::new(HubPrepare::new(db.clone(), None)));
+    .with_prepare(Arc::new(HubPrepare::new(
+        db.clone(),
+        None,
+        "http://127.0.0.1:8081/hub/api".to_owned(),
+    )));
     let state = AppState::new(config, db).with_orchestrator(Arc::new(orchestrator));
     Hub {
         app: hub::app(state.clone()),

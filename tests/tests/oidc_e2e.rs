@@ -227,6 +227,35 @@ async fn logout_ends_the_session_and_server_tokens() {
         }
     };
     assert_eq!(whoami(oauth_token.clone()).await, 200);
+
+    // Later on, the server fetches a fresh provider token from the hub with its own API token;
+    // the Lab's OAuth token may not.
+    let token_url = var("STACKHUB_ACCESS_TOKEN_URL").expect("token URL handed to the server");
+    let server_token = var("JUPYTERHUB_API_TOKEN").unwrap();
+    let fetch = |t: String| {
+        let url = token_url.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .header("Authorization", format!("token {t}"))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, fresh) = fetch(server_token.clone()).await;
+    assert_eq!(status, 200, "{fresh}");
+    assert_eq!(fresh["token_type"], "Bearer");
+    let me = reqwest::Client::new()
+        .get(format!("{}/me", stack.idp))
+        .bearer_auth(fresh["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    assert_eq!(fetch(oauth_token.clone()).await.0, 403, "Lab OAuth token");
     let (_, alice) = stack.admin_get("/hub/api/users/alice").await;
     let old_access = alice["auth_state"]["access_token"]
         .as_str()
@@ -308,6 +337,11 @@ async fn logout_ends_the_session_and_server_tokens() {
     assert_eq!(me.status(), 401, "the provider's access token was revoked");
     let (_, alice) = stack.admin_get("/hub/api/users/alice").await;
     assert!(alice["auth_state"].get("access_token").is_none(), "{alice}");
+    assert_eq!(
+        fetch(server_token).await.0,
+        404,
+        "no provider token after logout"
+    );
 
     let r = stack
         .admin(reqwest::Method::DELETE, "/hub/api/users/alice/server")

@@ -2,7 +2,8 @@
 //! `SpawnRequest::quota` and `CPU_LIMIT` / `MEM_LIMIT` / `STACKHUB_QUOTA*`, with `max_servers`
 //! enforced) and, for OpenID Connect users, a freshly refreshed access token
 //! (`STACKHUB_ACCESS_TOKEN`, `STACKHUB_ACCESS_TOKEN_EXPIRES_AT`) the server can hand to remote
-//! kernel gateways.
+//! kernel gateways, with `STACKHUB_ACCESS_TOKEN_URL` (`GET …/users/{name}/oidc-token`, with the
+//! server's own API token) to fetch a fresh one later.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -48,12 +49,18 @@ pub trait PrepareSpawn: Send + Sync + Debug + 'static {
 pub struct HubPrepare {
     db: Db,
     oidc: Option<Arc<OidcAuth>>,
+    hub_api_url: String,
 }
 
 impl HubPrepare {
-    /// Over the hub's database, with the OIDC login if configured.
-    pub fn new(db: Db, oidc: Option<Arc<OidcAuth>>) -> Self {
-        Self { db, oidc }
+    /// Over the hub's database, with the OIDC login if configured; `hub_api_url` is the API as
+    /// servers reach it (`http://127.0.0.1:8081/hub/api`).
+    pub fn new(db: Db, oidc: Option<Arc<OidcAuth>>, hub_api_url: String) -> Self {
+        Self {
+            db,
+            oidc,
+            hub_api_url,
+        }
     }
 }
 
@@ -93,6 +100,14 @@ impl PrepareSpawn for HubPrepare {
                 out.env
                     .insert("STACKHUB_ACCESS_TOKEN_EXPIRES_AT".to_owned(), db::iso(t));
             }
+            out.env.insert(
+                "STACKHUB_ACCESS_TOKEN_URL".to_owned(),
+                format!(
+                    "{}/users/{}/oidc-token",
+                    self.hub_api_url.trim_end_matches('/'),
+                    crate::api::models::seg(&server.user)
+                ),
+            );
         }
         Ok(out)
     }
