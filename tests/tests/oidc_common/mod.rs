@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use reqwest::cookie::Jar;
 
-pub const ADMIN_TOKEN: &str = "oidc-e2e-admin-token-0123456789ab";
 pub const CLIENT_SECRET: &str = "oidc-e2e-client-secret";
 
 pub fn workspace() -> PathBuf {
@@ -67,11 +66,14 @@ fn idp_dir() -> PathBuf {
 
 /// A free port in 10000..20000 (outside the ephemeral range; see hub_e2e.rs).
 pub fn free_port() -> u16 {
-    let seed = std::time::SystemTime::now()
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos()
-        ^ std::process::id().rotate_left(16);
+        ^ std::process::id().rotate_left(16))
+    .wrapping_add(call.wrapping_mul(104_729));
     (0..10_000u32)
         .map(|i| {
             10_000 + u16::try_from((seed.wrapping_add(i.wrapping_mul(7919))) % 10_000).unwrap()
@@ -141,18 +143,35 @@ pub struct Stack {
     pub hub: String,
     pub hub_port: u16,
     pub idp: String,
+    admin_token: String,
     _idp: Proc,
     _hub: Proc,
 }
 
 impl Stack {
     /// Start the provider (access tokens living `access_ttl` seconds) and the hub with
-    /// `extra_oidc` appended to its `[auth.oidc]` section.
+    /// `extra_oidc` appended to its `[auth.oidc]` section. A port taken by a test running beside
+    /// this one between choosing and binding makes a process exit: then new ports are tried.
     pub async fn start(dir: &Path, access_ttl: u64, extra_oidc: &str) -> Self {
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            match Self::try_start(dir, access_ttl, extra_oidc).await {
+                Ok(stack) => return stack,
+                Err(e) => {
+                    eprintln!("starting the provider and hub, attempt {attempt}: {e}");
+                    last = e;
+                }
+            }
+        }
+        panic!("could not start the provider and the hub: {last}");
+    }
+
+    async fn try_start(dir: &Path, access_ttl: u64, extra_oidc: &str) -> Result<Self, String> {
         let t0 = Instant::now();
         let hub_port = free_port();
         let hub_internal = free_port();
         let idp_port = free_port();
+        let admin_token = format!("oidc-e2e-admin-{}-{hub_port}", std::process::id());
         let hub = format!("http://127.0.0.1:{hub_port}");
         let idp = format!("http://127.0.0.1:{idp_port}");
         let idp_log = std::fs::File::create(dir.join("idp.log")).unwrap();
@@ -170,15 +189,17 @@ impl Stack {
             .stderr(idp_log)
             .spawn()
             .expect("run node (Node.js is needed for the test identity provider)");
-        let idp_proc = Proc(Some(idp_child));
-        let client = reqwest::Client::new();
-        wait_for(
-            &client,
-            &format!("{idp}/.well-known/openid-configuration"),
+        let mut idp_proc = Proc(Some(idp_child));
+        // Ours, not another test's provider: the issuer names our port.
+        let issuer = idp.clone();
+        ready(
+            &mut idp_proc,
+            reqwest::Client::new().get(format!("{idp}/.well-known/openid-configuration")),
+            move |body| body["issuer"] == issuer.as_str(),
             &dir.join("idp.log"),
             "the test identity provider",
         )
-        .await;
+        .await?;
         let idp_ready = t0.elapsed();
         let config = dir.join("hub.toml");
         std::fs::write(
@@ -197,7 +218,7 @@ impl Stack {
             .env("STACKHUB_PORT", hub_port.to_string())
             .env("STACKHUB_HUB_PORT", hub_internal.to_string())
             .env("STACKHUB_DATA_DIR", dir.join("data"))
-            .env("STACKHUB_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("STACKHUB_ADMIN_TOKEN", &admin_token)
             .env("STACKHUB_OIDC_CLIENT_SECRET", CLIENT_SECRET)
             .env(
                 "STACKHUB_COOKIE_SECRET",
@@ -212,27 +233,32 @@ impl Stack {
             .stderr(hub_log)
             .spawn()
             .expect("run stackhub");
-        let hub_proc = Proc(Some(hub_child));
-        wait_for(
-            &client,
-            &format!("{hub}/hub/api"),
+        let mut hub_proc = Proc(Some(hub_child));
+        // Ours, not another test's hub: it knows our admin token.
+        ready(
+            &mut hub_proc,
+            reqwest::Client::new()
+                .get(format!("{hub}/hub/api/user"))
+                .header("Authorization", format!("token {admin_token}")),
+            |_| true,
             &dir.join("hub.log"),
             "stackhub",
         )
-        .await;
+        .await?;
         eprintln!(
             "identity provider ready after {:.2}s, hub after {:.2}s",
             idp_ready.as_secs_f64(),
             t0.elapsed().as_secs_f64()
         );
-        Self {
+        Ok(Self {
             dir: dir.to_owned(),
             hub,
             hub_port,
             idp,
+            admin_token,
             _idp: idp_proc,
             _hub: hub_proc,
-        }
+        })
     }
 
     pub fn hub_log(&self) -> String {
@@ -242,7 +268,7 @@ impl Stack {
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         reqwest::Client::new()
             .request(method, format!("{}{path}", self.hub))
-            .header("Authorization", format!("token {ADMIN_TOKEN}"))
+            .header("Authorization", format!("token {}", self.admin_token))
     }
 
     pub async fn admin_get(&self, path: &str) -> (u16, serde_json::Value) {
@@ -252,19 +278,36 @@ impl Stack {
     }
 }
 
-async fn wait_for(client: &reqwest::Client, url: &str, log: &Path, what: &str) {
+/// Wait until `req` answers 200 with a body `check` accepts; an error if the process exits first
+/// or after 30 s.
+async fn ready(
+    proc: &mut Proc,
+    req: reqwest::RequestBuilder,
+    check: impl Fn(&serde_json::Value) -> bool,
+    log: &Path,
+    what: &str,
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = client.get(url).send().await
-            && r.status() == 200
-        {
-            return;
+        if let Some(status) = proc.0.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            return Err(format!(
+                "{what} exited with {status}; its log:\n{}",
+                log_tail(log)
+            ));
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not answer {url} within 30 s; its log:\n{}",
-            log_tail(log)
-        );
+        if let Ok(r) = req.try_clone().unwrap().send().await
+            && r.status() == 200
+            && let Ok(body) = r.json::<serde_json::Value>().await
+            && check(&body)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{what} did not answer within 30 s; its log:\n{}",
+                log_tail(log)
+            ));
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
