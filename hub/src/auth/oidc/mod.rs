@@ -23,6 +23,7 @@ pub(crate) mod routes;
 pub(crate) mod store;
 mod tokens;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -188,7 +189,8 @@ pub struct OidcAuth {
     http: reqwest::Client,
     cipher: TokenCipher,
     provider: RwLock<Option<Arc<Provider>>>,
-    refresh_lock: Mutex<()>,
+    /// One refresh at a time per user (providers rotate refresh tokens).
+    refresh_locks: Mutex<HashMap<i64, Arc<Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for OidcAuth {
@@ -234,7 +236,7 @@ impl OidcAuth {
             http,
             cipher,
             provider: RwLock::new(None),
-            refresh_lock: Mutex::new(()),
+            refresh_locks: Mutex::new(HashMap::new()),
         })
     }
 

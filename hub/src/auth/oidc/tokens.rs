@@ -1,7 +1,10 @@
 //! The provider's tokens at rest: sealed per browser session, refreshed before they are handed
 //! out (spawns, `auth_state`), forgotten when the provider refuses a refresh.
 
+use std::sync::Arc;
+
 use serde_json::Value;
+use tokio::sync::Mutex;
 
 use super::{OidcAuth, TokenSet, store};
 use crate::db;
@@ -30,6 +33,13 @@ impl OidcAuth {
         state["access_token"] = Value::String(tokens.access);
         state["access_token_expires_at"] = db::iso_opt(tokens.expires_at);
         Ok(Some(state.to_string()))
+    }
+
+    /// The refresh lock of one user (entries nobody holds are dropped on the way).
+    async fn refresh_lock(&self, user_id: i64) -> Arc<Mutex<()>> {
+        let mut locks = self.refresh_locks.lock().await;
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        Arc::clone(locks.entry(user_id).or_default())
     }
 
     /// Seal a token set for storage: (access, refresh, id_token).
@@ -68,9 +78,10 @@ impl OidcAuth {
         db: &db::Db,
         user_id: i64,
     ) -> Result<Option<TokenSet>, sqlx::Error> {
-        // One refresh at a time: providers rotate refresh tokens, so two concurrent refreshes
-        // with the same token would make one of them fail.
-        let _guard = self.refresh_lock.lock().await;
+        // One refresh at a time per user: providers rotate refresh tokens, so two concurrent
+        // refreshes with the same token would make one of them fail.
+        let lock = self.refresh_lock(user_id).await;
+        let _guard = lock.lock().await;
         let mut conn = db.pool().acquire().await?;
         let Some(row) = store::latest_for_user(&mut conn, user_id).await? else {
             return Ok(None);
