@@ -34,3 +34,18 @@ ensure_venv() {
   "$STACKHUB_VENV/bin/pip" install -q -r "$req"
   cp "$req" "$stamp"
 }
+
+# ensure_idp: the test OpenID Connect provider's npm packages (tests/idp/package-lock.json:
+# oidc-provider, playwright-core), installed with `npm ci` into the user cache and linked as
+# tests/idp/node_modules (gitignored), so fresh clones reuse them.
+ensure_idp() {
+  command -v node >/dev/null 2>&1 || apt_install nodejs npm
+  local src="$ROOT/tests/idp" cache="${XDG_CACHE_HOME:-$HOME/.cache}/stackhub/idp-node"
+  if ! cmp -s "$src/package-lock.json" "$cache/package-lock.json" || [ ! -d "$cache/node_modules" ]; then
+    log "installing the test identity provider's npm packages into $cache"
+    rm -rf "$cache" && mkdir -p "$cache"
+    cp "$src/package.json" "$src/package-lock.json" "$cache/"
+    (cd "$cache" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  ln -sfn "$cache/node_modules" "$src/node_modules"
+}

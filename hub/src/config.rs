@@ -32,6 +32,10 @@ pub(crate) const ENV_HUB_IP: &str = "STACKHUB_HUB_IP";
 pub(crate) const ENV_HUB_PORT: &str = "STACKHUB_HUB_PORT";
 /// Environment variable: the Python environment holding `jupyterhub-singleuser`.
 pub(crate) const ENV_VENV: &str = "STACKHUB_VENV";
+/// Environment variable: the OpenID Connect client secret.
+pub(crate) const ENV_OIDC_CLIENT_SECRET: &str = "STACKHUB_OIDC_CLIENT_SECRET";
+/// Environment variable: the key encrypting identity-provider tokens at rest (hex, 32 bytes).
+pub(crate) const ENV_OIDC_TOKEN_KEY: &str = "STACKHUB_OIDC_TOKEN_KEY";
 /// Environment variable: the bootstrap admin API token (a service token with admin scopes).
 pub const ENV_ADMIN_TOKEN: &str = "STACKHUB_ADMIN_TOKEN";
 
@@ -135,6 +139,8 @@ pub struct AuthConfig {
     pub admin_users: Vec<String>,
     /// If not empty, only these users may log in.
     pub allowed_users: Vec<String>,
+    /// OpenID Connect login (`[auth.oidc]`); unset = the development login.
+    pub oidc: Option<crate::auth::OidcConfig>,
 }
 
 /// A role from the config file (JupyterHub's `load_roles`).
@@ -220,6 +226,9 @@ pub struct Config {
     pub roles: Vec<RoleConfig>,
     /// Spawner settings.
     pub spawner: SpawnerConfig,
+    /// Quota roles (`[[quotas]]`), highest first; default: the Data Lake's
+    /// `stack-jupyter-{high,medium,low}`.
+    pub quotas: Vec<crate::quota::QuotaRole>,
 }
 
 impl Default for Config {
@@ -240,6 +249,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             roles: Vec::new(),
             spawner: SpawnerConfig::default(),
+            quotas: crate::quota::default_quota_roles(),
         }
     }
 }
@@ -290,10 +300,19 @@ impl Config {
             }
         }
         let mut dev_password = None;
-        if let Some(toml::Value::Table(auth)) = table.get_mut("auth")
-            && let Some(v) = auth.remove("dev_password")
-        {
-            dev_password = Some(secret_string("auth.dev_password", v)?);
+        let mut oidc_secrets = (None, None);
+        if let Some(toml::Value::Table(auth)) = table.get_mut("auth") {
+            if let Some(v) = auth.remove("dev_password") {
+                dev_password = Some(secret_string("auth.dev_password", v)?);
+            }
+            if let Some(toml::Value::Table(oidc)) = auth.get_mut("oidc") {
+                if let Some(v) = oidc.remove("client_secret") {
+                    oidc_secrets.0 = Some(secret_string("auth.oidc.client_secret", v)?);
+                }
+                if let Some(v) = oidc.remove("token_key") {
+                    oidc_secrets.1 = Some(secret_string("auth.oidc.token_key", v)?);
+                }
+            }
         }
         let mut config: Self = toml::Value::Table(table)
             .try_into()
@@ -308,6 +327,14 @@ impl Config {
         }
         if let Some(p) = dev_password {
             config.auth.dev_password = Some(Secret(p));
+        }
+        if let Some(oidc) = config.auth.oidc.as_mut() {
+            if let Some(v) = oidc_secrets.0 {
+                oidc.client_secret = Some(Secret(v));
+            }
+            if let Some(v) = oidc_secrets.1 {
+                oidc.token_key = Some(Secret(v));
+            }
         }
         Ok(config)
     }
@@ -353,6 +380,14 @@ impl Config {
         }
         if let Some(v) = env.get(ENV_ADMIN_TOKEN) {
             self.admin_token = Some(Secret(v));
+        }
+        if let Some(oidc) = self.auth.oidc.as_mut() {
+            if let Some(v) = env.get(ENV_OIDC_CLIENT_SECRET) {
+                oidc.client_secret = Some(Secret(v));
+            }
+            if let Some(v) = env.get(ENV_OIDC_TOKEN_KEY) {
+                oidc.token_key = Some(Secret(v));
+            }
         }
         Ok(())
     }
@@ -403,6 +438,10 @@ impl Config {
         if self.cookie_max_age_days == 0 {
             return Err(invalid("cookie_max_age_days", "must be at least 1"));
         }
+        if let Some(oidc) = &self.auth.oidc {
+            oidc.validate().map_err(|(k, r)| invalid(&k, r))?;
+        }
+        crate::quota::validate(&self.quotas).map_err(|(k, r)| invalid(&k, r))?;
         for (i, role) in self.roles.iter().enumerate() {
             if role.name.is_empty() {
                 return Err(invalid(&format!("roles[{i}].name"), "must not be empty"));

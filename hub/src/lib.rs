@@ -10,6 +10,7 @@
 //! - `api`: the REST API under `/hub/api` (one router per module).
 //! - `oauth`: the OAuth2 provider under `/hub/api/oauth2`.
 //! - `pages`: login, logout and home pages.
+//! - `quota`: quota roles → per-user limits (stored, shown, handed to spawners).
 //! - `spawn`: the `Orchestrator` seam the server endpoints call (spawning itself lives with
 //!   the spawn-orchestration work).
 //! - `error`: `ApiError` and the `{"status","message"}` body.
@@ -27,6 +28,7 @@ mod names;
 mod oauth;
 mod pages;
 pub mod proxy;
+mod quota;
 mod scopes;
 mod spawn;
 mod state;
@@ -34,7 +36,7 @@ mod state;
 pub use self::api::JUPYTERHUB_VERSION;
 pub use self::auth::{
     ApiCaller, AuthOutcome, Authenticator, CallerKind, CurrentUser, DevAuthenticator, LOGIN_COOKIE,
-    LoginForm, SESSION_COOKIE, XSRF_COOKIE,
+    LoginForm, OidcAuth, OidcConfig, SESSION_COOKIE, XSRF_COOKIE,
 };
 pub use self::bootstrap::{BootstrapError, bootstrap_admin_token};
 pub use self::config::{
@@ -44,9 +46,10 @@ pub use self::config::{
 pub use self::db::{ClientRow, Db, DbError, ServerRow, hash_secret, new_secret};
 pub use self::error::ApiError;
 pub use self::names::{BadName, GroupName, ServerName, UserName};
+pub use self::quota::{QuotaRole, UserQuota, default_quota_roles};
 pub use self::spawn::{
-    Orchestrator, ProgressStream, ServerRef, SpawnOrchestrator, SpawnSettings, StartOutcome,
-    StopOutcome, Unavailable,
+    HubPrepare, Orchestrator, PrepareSpawn, Prepared, ProgressStream, ServerRef, SpawnOrchestrator,
+    SpawnSettings, StartOutcome, StopOutcome, Unavailable,
 };
 pub use self::state::AppState;
 
@@ -67,6 +70,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::router())
         .merge(oauth::router())
         .merge(pages::router())
+        .merge(auth::oidc::routes::router())
         .fallback(pages::spawn::fallback)
         .layer(axum::middleware::map_response(add_version))
         .with_state(state)

@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use hub::proxy::{EmbeddedProxy, InProcessHub};
-use hub::{AppState, Config, Db, ProcessEnv, SpawnOrchestrator, SpawnSettings};
+use hub::{
+    AppState, Config, Db, HubPrepare, OidcAuth, ProcessEnv, SpawnOrchestrator, SpawnSettings,
+};
 use spawner::LocalProcessConfig;
 use spawner::LocalProcessSpawner;
 use tokio::net::TcpListener;
@@ -78,7 +80,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let db = Db::connect(&config.database_url()).await?;
     hub::bootstrap_admin_token(&db, &config.admin_service_name, config.admin_token.as_ref())
         .await?;
-    if config.auth.dev_password.is_none() {
+    let oidc = match &config.auth.oidc {
+        Some(oidc_config) => {
+            let secret = config
+                .cookie_secret
+                .as_ref()
+                .and_then(|s| hex::decode(s.expose()).ok());
+            let oidc = OidcAuth::new(oidc_config.clone(), secret.as_deref())
+                .context("cannot set up the OpenID Connect client")?;
+            tracing::info!(issuer = %oidc_config.issuer, "logins go through OpenID Connect");
+            Some(Arc::new(oidc))
+        }
+        None => None,
+    };
+    if oidc.is_none() && config.auth.dev_password.is_none() {
         tracing::warn!("no auth.dev_password configured: nobody can log in with a password");
     }
     let hub_addr = SocketAddr::new(config.hub_ip, config.hub_port);
@@ -122,17 +137,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .environment
         .clone_from(&config.spawner.environment);
     spawn_config.stop_grace = Duration::from_secs(config.spawner.stop_grace);
-    let settings =
-        SpawnSettings::from_config(&config, format!("{hub_url}{}hub/api", config.base_url));
+    let hub_api_url = format!("{hub_url}{}hub/api", config.base_url);
+    let settings = SpawnSettings::from_config(&config, hub_api_url.clone());
     let orchestrator = SpawnOrchestrator::new(
         db.clone(),
         Arc::new(LocalProcessSpawner::new(spawn_config)),
         Arc::new(EmbeddedProxy::new(Arc::clone(&routes))),
         settings,
-    );
+    )
+    .with_prepare(Arc::new(HubPrepare::new(
+        db.clone(),
+        oidc.clone(),
+        hub_api_url,
+    )));
     orchestrator.reconcile().await?;
 
-    let state = AppState::new(config, db).with_orchestrator(Arc::new(orchestrator.clone()));
+    let mut state = AppState::new(config, db).with_orchestrator(Arc::new(orchestrator.clone()));
+    if let Some(oidc) = oidc {
+        state = state.with_oidc(oidc);
+    }
     // Requests for the hub's own route never leave the process (see `InProcessHub`).
     let options = proxy::ProxyOptions {
         local: Some(proxy::LocalTarget {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::{Authenticator, DevAuthenticator};
+use crate::auth::{Authenticator, DevAuthenticator, OidcAuth};
 use crate::config::Config;
 use crate::db::Db;
 use crate::spawn::{Orchestrator, Unavailable};
@@ -19,6 +19,7 @@ struct Inner {
     config: Config,
     authenticator: Arc<dyn Authenticator>,
     orchestrator: Arc<dyn Orchestrator>,
+    oidc: Option<Arc<OidcAuth>>,
     xsrf_key: XsrfKey,
 }
 
@@ -46,6 +47,7 @@ impl AppState {
                 config,
                 authenticator,
                 orchestrator: Arc::new(Unavailable),
+                oidc: None,
                 xsrf_key: XsrfKey(key),
             }),
         }
@@ -57,6 +59,7 @@ impl AppState {
             config: arc.config.clone(),
             authenticator: arc.authenticator.clone(),
             orchestrator: arc.orchestrator.clone(),
+            oidc: arc.oidc.clone(),
             xsrf_key: XsrfKey(arc.xsrf_key.0.clone()),
         });
         let mut inner = inner;
@@ -76,6 +79,20 @@ impl AppState {
     #[must_use]
     pub fn with_orchestrator(self, o: Arc<dyn Orchestrator>) -> Self {
         self.rebuild(|i| i.orchestrator = o)
+    }
+
+    /// Log in with OpenID Connect (also becomes the authenticator).
+    #[must_use]
+    pub fn with_oidc(self, oidc: Arc<OidcAuth>) -> Self {
+        self.rebuild(|i| {
+            i.authenticator = oidc.clone();
+            i.oidc = Some(oidc);
+        })
+    }
+
+    /// The OpenID Connect login, when configured.
+    pub(crate) fn oidc(&self) -> Option<Arc<OidcAuth>> {
+        self.inner.oidc.clone()
     }
 
     /// The database.

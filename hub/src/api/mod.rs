@@ -10,6 +10,7 @@
 
 mod groups;
 pub(crate) mod models;
+mod oidc_token;
 mod root;
 mod servers;
 mod tokens;
@@ -35,6 +36,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(users::router())
         .merge(tokens::router())
         .merge(groups::router())
+        .merge(oidc_token::router())
         .merge(servers::router())
 }
 

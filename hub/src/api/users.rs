@@ -85,7 +85,10 @@ pub(crate) async fn model_of(
         .remove(&user.id)
         .unwrap_or_default();
     let roles = crate::auth::user_roles(state, user);
-    user_model(state, caller, user, &roles, &servers, opts).ok_or_else(ApiError::no_access)
+    let mut model =
+        user_model(state, caller, user, &roles, &servers, opts).ok_or_else(ApiError::no_access)?;
+    crate::quota::attach(&mut conn, &mut [(user.id, &mut model)]).await?;
+    Ok(model)
 }
 
 fn flag(query: &HashMap<String, String>, key: &str) -> bool {
@@ -175,13 +178,17 @@ async fn list(
         ..UserModelOpts::default()
     };
     let mut items = Vec::with_capacity(users.len());
+    let mut ids = Vec::with_capacity(users.len());
     for user in &users {
         let roles = crate::auth::user_roles(&state, user);
         let s = servers.remove(&user.id).unwrap_or_default();
         if let Some(m) = user_model(&state, &caller, user, &roles, &s, opts) {
             items.push(m);
+            ids.push(user.id);
         }
     }
+    let mut page: Vec<(i64, &mut Value)> = ids.into_iter().zip(items.iter_mut()).collect();
+    crate::quota::attach(&mut conn, &mut page).await?;
     Ok(Json(paging.reply(
         items,
         total,
@@ -271,7 +278,18 @@ async fn get_one(
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let user = load_user(&state, &caller, &name, READ_USER).await?;
+    let mut user = load_user(&state, &caller, &name, READ_USER).await?;
+    if let Some(oidc) = state.oidc()
+        && caller.allows(
+            "admin:auth_state",
+            crate::scopes::Resource::User {
+                name: &user.name,
+                groups: &user.groups,
+            },
+        )
+    {
+        user.auth_state = oidc.auth_state_with_tokens(state.db(), &user).await?;
+    }
     let opts = UserModelOpts {
         include_stopped: flag(&query, "include_stopped_servers"),
         auth_state: true,

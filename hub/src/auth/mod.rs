@@ -5,10 +5,15 @@
 //! user, their groups and roles (one transaction), and opens a login session.
 //!
 //! # Layout
+//! - `oidc`: the OpenID Connect login (its own routes; the hub pipeline below is shared).
 //! - `extract`: [`ApiCaller`] (API auth: token or cookie + `_xsrf`) and [`CurrentUser`] (pages:
 //!   redirect to `/hub/login?next=`), the cookies and the `_xsrf` token.
 
 mod extract;
+pub(crate) mod oidc;
+
+pub use self::oidc::OidcAuth;
+pub use self::oidc::config::OidcConfig;
 
 pub(crate) use self::extract::session_from_jar;
 
@@ -19,6 +24,8 @@ pub use self::extract::{
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+
+use sqlx::AnyConnection;
 
 use crate::config::{AuthConfig, Secret};
 use crate::db::{self, UserRow};
@@ -131,6 +138,25 @@ pub(crate) async fn login(state: &AppState, form: &LoginForm) -> Result<UserRow,
         .authenticate(form)
         .await
         .ok_or(LoginError::Rejected)?;
+    let mut tx = state.db().begin().await?;
+    let user = apply_outcome(state, &mut tx, &outcome, &[], &[]).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// The hub's part of every login, inside the caller's transaction: normalize and check the
+/// name, create or update the user, admin flag, groups and roles, and store the quota that the
+/// identity provider's roles and groups (`idp_roles`, `idp_groups`) plus the hub's own grant.
+///
+/// # Errors
+/// [`LoginError::Rejected`] for an invalid or not allowed name, [`LoginError::Db`].
+pub(crate) async fn apply_outcome(
+    state: &AppState,
+    tx: &mut AnyConnection,
+    outcome: &AuthOutcome,
+    idp_roles: &[String],
+    idp_groups: &[String],
+) -> Result<UserRow, LoginError> {
     let name = UserName::normalized(&outcome.name).map_err(|_| LoginError::Rejected)?;
     let auth = &state.config().auth;
     if !auth.allowed_users.is_empty()
@@ -141,28 +167,32 @@ pub(crate) async fn login(state: &AppState, form: &LoginForm) -> Result<UserRow,
     }
     let configured_admin = auth.admin_users.iter().any(|u| u == name.as_str());
     let now = db::now_micros();
-    let mut tx = state.db().begin().await?;
-    let user = match db::users::get(&mut tx, name.as_str()).await? {
+    let user = match db::users::get(&mut *tx, name.as_str()).await? {
         Some(u) => u,
-        None => db::users::create(&mut tx, name.as_str(), configured_admin, now)
+        None => db::users::create(&mut *tx, name.as_str(), configured_admin, now)
             .await?
             .ok_or(LoginError::Rejected)?,
     };
     let admin = outcome.admin.unwrap_or(user.admin) || configured_admin;
     if admin != user.admin {
-        db::users::set_admin(&mut tx, user.id, admin).await?;
+        db::users::set_admin(&mut *tx, user.id, admin).await?;
     }
     if let Some(groups) = &outcome.groups {
-        db::groups::set_user_groups(&mut tx, user.id, groups).await?;
+        db::groups::set_user_groups(&mut *tx, user.id, groups).await?;
     }
     if let Some(roles) = &outcome.roles {
-        db::users::set_roles(&mut tx, user.id, roles).await?;
+        db::users::set_roles(&mut *tx, user.id, roles).await?;
     }
-    db::users::bump_activity(&mut tx, user.id, now).await?;
-    let user = db::users::get_by_id(&mut tx, user.id)
+    db::users::bump_activity(&mut *tx, user.id, now).await?;
+    let user = db::users::get_by_id(&mut *tx, user.id)
         .await?
         .ok_or(LoginError::Rejected)?;
-    tx.commit().await?;
+    let mut roles = user_roles(state, &user);
+    roles.extend(idp_roles.iter().cloned());
+    let mut groups = user.groups.clone();
+    groups.extend(idp_groups.iter().cloned());
+    let quota = crate::quota::resolve(&state.config().quotas, &roles, &groups);
+    crate::quota::store(&mut *tx, user.id, quota.as_ref(), now).await?;
     Ok(user)
 }
 

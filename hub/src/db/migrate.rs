@@ -11,12 +11,20 @@ use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Mig
 use super::{Backend, Db};
 
 /// (version, description, SQLite SQL, PostgreSQL SQL).
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "oidc quota",
+        include_str!("../../migrations/sqlite/0002_oidc_quota.sql"),
+        include_str!("../../migrations/postgres/0002_oidc_quota.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded(Backend);

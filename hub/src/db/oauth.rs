@@ -177,3 +177,17 @@ pub(crate) async fn purge_codes(conn: &mut AnyConnection, now: i64) -> Result<()
         .await?;
     Ok(())
 }
+
+/// Delete the unused codes issued to one browser session (logout).
+pub(crate) async fn delete_codes_for_session(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    session_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM oauth_codes WHERE user_id = $1 AND session_id = $2")
+        .bind(user_id)
+        .bind(session_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

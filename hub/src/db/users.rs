@@ -319,6 +319,8 @@ pub(crate) async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), sqlx
         "DELETE FROM servers WHERE user_id = $1",
         "DELETE FROM user_groups WHERE user_id = $1",
         "DELETE FROM user_roles WHERE user_id = $1",
+        "DELETE FROM oidc_tokens WHERE user_id = $1",
+        "DELETE FROM user_quotas WHERE user_id = $1",
         "DELETE FROM users WHERE id = $1",
     ] {
         sqlx::query(sql).bind(id).execute(&mut *conn).await?;

@@ -4,7 +4,9 @@
 //! - `GET /hub/login`, `POST /hub/login`: the login form; on success sets `jupyterhub-hub-login`
 //!   (path `/hub/`), `jupyterhub-session-id` (path `/`) and `_xsrf` (path `/hub/`), then
 //!   redirects to `next` (local paths only).
-//! - `GET /hub/logout`: ends the login session and deletes the session's OAuth tokens.
+//! - `GET /hub/logout`: ends the login session and revokes everything issued to that browser
+//!   session (OAuth tokens and codes, the identity provider's tokens), then redirects to the
+//!   provider's end-session endpoint (OIDC) or the login page.
 //! - `GET /hub/home`: the user's servers. `GET /hub/` redirects there.
 
 pub(crate) mod spawn;
@@ -14,13 +16,14 @@ use std::sync::OnceLock;
 
 use axum::Router;
 use axum::extract::{Form, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use minijinja::{Environment, Value, context};
 
 use crate::api::models::server_url;
+use crate::auth::oidc::store as oidc_store;
 use crate::auth::{
     CurrentUser, LOGIN_COOKIE, LoginForm, SESSION_COOKIE, XSRF_COOKIE, login, xsrf_token,
 };
@@ -49,6 +52,10 @@ fn env() -> &'static Environment<'static> {
             ("home.html", include_str!("../../templates/home.html")),
             ("consent.html", include_str!("../../templates/consent.html")),
             ("error.html", include_str!("../../templates/error.html")),
+            (
+                "forbidden.html",
+                include_str!("../../templates/forbidden.html"),
+            ),
             (
                 "not_running.html",
                 include_str!("../../templates/not_running.html"),
@@ -79,6 +86,21 @@ pub(crate) fn render_error(state: &AppState, status: StatusCode, message: &str) 
         status,
         "error.html",
         context! { title => status.canonical_reason().unwrap_or("Error"), message, base_url => state.config().base_url },
+    )
+}
+
+/// The 403 page of a login lacking a required role: names what is missing and what is held.
+pub(crate) fn render_forbidden(
+    state: &AppState,
+    user: &str,
+    missing: &[String],
+    roles: &[String],
+    groups: &[String],
+) -> Response {
+    render(
+        StatusCode::FORBIDDEN,
+        "forbidden.html",
+        context! { title => "Access denied", user, missing, roles, groups, base_url => state.config().base_url },
     )
 }
 
@@ -138,7 +160,7 @@ fn enc(s: &str) -> String {
 }
 
 /// Only local paths are allowed as `next`; anything else goes home.
-fn safe_next(state: &AppState, next: Option<&String>) -> String {
+pub(crate) fn safe_next(state: &AppState, next: Option<&String>) -> String {
     match next {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.clone(),
         _ => format!("{}hub/home", state.config().base_url),
@@ -153,7 +175,7 @@ async fn login_page(
     render(
         StatusCode::OK,
         "login.html",
-        context! { title => "Sign in", next_q => enc(&next), dev => state.authenticator().kind() == "dev", base_url => state.config().base_url },
+        context! { title => "Sign in", next_q => enc(&next), dev => state.authenticator().kind() == "dev", oidc => state.oidc().is_some(), base_url => state.config().base_url },
     )
 }
 
@@ -181,82 +203,131 @@ async fn login_submit(
         }
         Err(crate::auth::LoginError::Db(e)) => return ApiError::from(e).into_response(),
     };
+    let opened = async {
+        let mut tx = state.db().begin().await?;
+        let opened = new_session(&mut tx, &state, user.id).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(opened)
+    }
+    .await;
+    let (cookie_value, session_id) = match opened {
+        Ok(o) => o,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    tracing::info!(user = %user.name, "logged in");
+    session_response(&state, jar, cookie_value, &session_id, &next)
+}
+
+/// Store a new login session for `user_id` in the caller's transaction; returns the login
+/// cookie's value and the browser session id.
+pub(crate) async fn new_session(
+    tx: &mut sqlx::AnyConnection,
+    state: &AppState,
+    user_id: i64,
+) -> Result<(String, String), sqlx::Error> {
     let cookie_value = db::new_secret();
     let session_id = uuid::Uuid::new_v4().simple().to_string();
     let now = db::now_micros();
     let max_age = state.config().cookie_max_age_secs();
-    let saved = async {
-        let mut tx = state.db().begin().await?;
-        db::sessions::insert(
-            &mut tx,
-            &db::hash_secret(&cookie_value),
-            user.id,
-            &session_id,
-            now,
-            now + max_age * 1_000_000,
-        )
-        .await?;
-        tx.commit().await
-    }
-    .await;
-    if let Err(e) = saved {
-        return ApiError::from(e).into_response();
-    }
-    tracing::info!(user = %user.name, "logged in");
+    db::sessions::insert(
+        tx,
+        &db::hash_secret(&cookie_value),
+        user_id,
+        &session_id,
+        now,
+        now + max_age * 1_000_000,
+    )
+    .await?;
+    Ok((cookie_value, session_id))
+}
+
+/// Set the login, session and `_xsrf` cookies and redirect to `next`.
+pub(crate) fn session_response(
+    state: &AppState,
+    jar: CookieJar,
+    cookie_value: String,
+    session_id: &str,
+    next: &str,
+) -> Response {
+    let max_age = state.config().cookie_max_age_secs();
     let hub_path = format!("{}hub/", state.config().base_url);
-    let mut login_cookie = cookie(&state, LOGIN_COOKIE, cookie_value, hub_path.clone());
+    let mut login_cookie = cookie(state, LOGIN_COOKIE, cookie_value, hub_path.clone());
     login_cookie.set_max_age(Some(cookie::time::Duration::seconds(max_age)));
     let mut xsrf = cookie(
-        &state,
+        state,
         XSRF_COOKIE,
-        xsrf_token(state.xsrf_key(), &session_id),
+        xsrf_token(state.xsrf_key(), session_id),
         hub_path,
     );
     xsrf.set_http_only(false);
     let jar = jar
         .add(login_cookie)
-        .add(session_cookie(&state, &session_id))
+        .add(session_cookie(state, session_id))
         .add(xsrf);
-    (jar, crate::found(&next)).into_response()
+    (jar, crate::found(next)).into_response()
 }
 
-async fn logout(State(state): State<AppState>, jar: CookieJar) -> Response {
+async fn logout(State(state): State<AppState>, headers: HeaderMap, jar: CookieJar) -> Response {
+    let mut idp_tokens = Vec::new();
     if let Ok(Some((session, user))) = crate::auth::session_from_jar(&state, &jar).await {
         let done = async {
             let mut tx = state.db().begin().await?;
             let n = db::tokens::delete_for_session(&mut tx, user.id, &session.session_id).await?;
+            db::oauth::delete_codes_for_session(&mut tx, user.id, &session.session_id).await?;
             db::sessions::delete(&mut tx, session.id).await?;
+            let rows = oidc_store::for_session(&mut tx, user.id, &session.session_id).await?;
+            for row in &rows {
+                oidc_store::delete_tokens(&mut tx, row.id).await?;
+            }
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(n)
+            Ok::<_, sqlx::Error>((n, rows))
         }
         .await;
         match done {
-            Ok(n) => tracing::info!(user = %user.name, tokens = n, "logged out"),
+            Ok((n, rows)) => {
+                tracing::info!(user = %user.name, tokens = n, "logged out");
+                idp_tokens = rows;
+            }
             Err(e) => return ApiError::from(e).into_response(),
         }
     }
-    let hub_path = format!("{}hub/", state.config().base_url);
+    let base = state.config().base_url.clone();
+    let hub_path = format!("{base}hub/");
     let jar = jar
         .remove(Cookie::build(LOGIN_COOKIE).path(hub_path.clone()))
         .remove(Cookie::build(XSRF_COOKIE).path(hub_path))
-        .remove(Cookie::build(SESSION_COOKIE).path(state.config().base_url.clone()));
-    (
-        jar,
-        crate::found(&format!("{}hub/login", state.config().base_url)),
-    )
-        .into_response()
+        .remove(Cookie::build(SESSION_COOKIE).path(base.clone()));
+    let mut target = format!("{base}hub/login");
+    if let Some(oidc) = state.oidc() {
+        for row in &idp_tokens {
+            if let Some(set) = oidc.open(row) {
+                oidc.revoke(&set).await;
+            }
+        }
+        let back = format!(
+            "{}{base}hub/login",
+            crate::auth::oidc::routes::origin(&state, &headers)
+        );
+        if let Some(url) = oidc.end_session_url(&back).await {
+            target = url;
+        }
+    }
+    (jar, crate::found(&target)).into_response()
 }
 
 async fn home(State(state): State<AppState>, me: CurrentUser) -> Response {
-    let servers = async {
+    let loaded = async {
         let mut conn = state.db().pool().acquire().await?;
-        db::servers::for_users(&mut conn, &[me.user.id]).await
+        let servers = db::servers::for_users(&mut conn, &[me.user.id]).await?;
+        let quota = crate::quota::of_user(&mut conn, me.user.id).await?;
+        Ok::<_, sqlx::Error>((servers, quota))
     }
     .await;
-    let servers = match servers {
-        Ok(mut s) => s.remove(&me.user.id).unwrap_or_default(),
+    let (servers, quota) = match loaded {
+        Ok((mut s, q)) => (s.remove(&me.user.id).unwrap_or_default(), q),
         Err(e) => return ApiError::from(e).into_response(),
     };
+    let quota = quota.map(|q| q.describe());
     let base = state.config().base_url.clone();
     let user = me.user.name.clone();
     let model = |name: &str, row: Option<&db::ServerRow>| {
@@ -300,7 +371,7 @@ async fn home(State(state): State<AppState>, me: CurrentUser) -> Response {
     render(
         StatusCode::OK,
         "home.html",
-        context! { title => "Home", user, default, named, xsrf, base_url => base },
+        context! { title => "Home", user, default, named, xsrf, quota, base_url => base },
     )
 }
 

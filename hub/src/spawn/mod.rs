@@ -8,8 +8,10 @@
 //! with [`crate::AppState::with_orchestrator`].
 
 mod pipeline;
+mod prepare;
 
 pub use self::pipeline::{SpawnOrchestrator, SpawnSettings};
+pub use self::prepare::{HubPrepare, PrepareSpawn, Prepared};
 
 use std::fmt::Debug;
 

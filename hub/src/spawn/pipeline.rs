@@ -159,6 +159,7 @@ struct Inner {
     proxy: Arc<dyn Proxy>,
     settings: SpawnSettings,
     tracks: Mutex<HashMap<(String, String), Arc<Track>>>,
+    prepare: Option<Arc<dyn super::PrepareSpawn>>,
 }
 
 /// Names derived from a server.
@@ -184,8 +185,19 @@ impl SpawnOrchestrator {
                 proxy,
                 settings,
                 tracks: Mutex::new(HashMap::new()),
+                prepare: None,
             }),
         }
+    }
+
+    /// Let `prepare` add environment and the quota to every spawn. Call right after
+    /// [`Self::new`], before the orchestrator is cloned (a clone keeps the old setting).
+    #[must_use]
+    pub fn with_prepare(mut self, prepare: Arc<dyn super::PrepareSpawn>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.prepare = Some(prepare);
+        }
+        self
     }
 
     fn names(&self, user: &str, server: &str) -> Names {
@@ -621,7 +633,12 @@ impl Orchestrator for SpawnOrchestrator {
         }
         let n = self.names(&server.user, &server.server);
         let token = db::new_secret();
-        let env = self.environment(&n, &server.user, &server.server, &token);
+        let mut env = self.environment(&n, &server.user, &server.server, &token);
+        let prepared = match &self.inner.prepare {
+            Some(p) => p.prepare(server).await?,
+            None => super::Prepared::default(),
+        };
+        env.extend(prepared.env);
         let now = db::now_micros();
         let scopes = vec![
             format!("users:activity!user={}", server.user),
@@ -676,7 +693,7 @@ impl Orchestrator for SpawnOrchestrator {
             prefix: n.prefix.clone(),
             env,
             user_options: row.user_options.clone(),
-            quota: spawner::Quota::default(),
+            quota: prepared.quota,
         };
         let track = Arc::new(Track::new());
         self.inner

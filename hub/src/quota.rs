@@ -1,0 +1,318 @@
+//! Quota roles: a config table mapping roles or groups to resource limits, as the Data Lake does
+//! with `stack-jupyter-{low,medium,high}` (2 CPU / 2 GiB, 6 CPU / 18 GiB, 12 CPU / 32 GiB: the
+//! figures the gateway enforces for remote kernels, see `kernel-gateway/src/quota.rs`).
+//!
+//! The table is ordered highest first: the first row the user holds (a role, or a group by its
+//! hub name, its identity-provider path or the path's last segment) wins. The result is stored
+//! with the user at every login (`user_quotas`), shown on the home page, added to the REST user
+//! model as an extra `quota` field (JupyterHub clients ignore unknown fields), and handed to
+//! spawners (`SpawnRequest::quota` plus `CPU_LIMIT` / `MEM_LIMIT` / `STACKHUB_QUOTA*`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{AnyConnection, Row};
+
+use crate::db::placeholders;
+
+/// One row of the quota table (`[[quotas]]` in the config file).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRole {
+    /// The role or group granting this quota.
+    pub role: String,
+    /// CPU cores per server.
+    pub cpus: f64,
+    /// Memory per server, a Kubernetes quantity (`2Gi`, `512Mi`, `1G`, bytes).
+    pub memory: String,
+    /// GPUs per server.
+    #[serde(default)]
+    pub gpus: u32,
+    /// Servers (default + named) the holder may run at once; absent = no limit.
+    #[serde(default)]
+    pub max_servers: Option<u32>,
+    /// Remote kernels the holder may run at once; absent = the gateway's default.
+    #[serde(default)]
+    pub max_kernels: Option<u32>,
+}
+
+impl QuotaRole {
+    fn new(role: &str, cpus: f64, memory: &str) -> Self {
+        Self {
+            role: role.to_owned(),
+            cpus,
+            memory: memory.to_owned(),
+            gpus: 0,
+            max_servers: None,
+            max_kernels: None,
+        }
+    }
+}
+
+/// The Data Lake's `stack-jupyter` quota roles, highest first (the default table).
+pub fn default_quota_roles() -> Vec<QuotaRole> {
+    vec![
+        QuotaRole::new("stack-jupyter-high", 12.0, "32Gi"),
+        QuotaRole::new("stack-jupyter-medium", 6.0, "18Gi"),
+        QuotaRole::new("stack-jupyter-low", 2.0, "2Gi"),
+    ]
+}
+
+/// The quota a user holds, as stored and shown.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct UserQuota {
+    /// The quota role that applied.
+    pub role: String,
+    /// CPU cores per server.
+    pub cpus: f64,
+    /// Memory per server in bytes.
+    pub memory_bytes: u64,
+    /// Memory as configured.
+    pub memory: String,
+    /// GPUs per server.
+    pub gpus: u32,
+    /// Servers at once, if limited.
+    pub max_servers: Option<u32>,
+    /// Remote kernels at once, if limited.
+    pub max_kernels: Option<u32>,
+}
+
+impl UserQuota {
+    /// What spawners get.
+    pub(crate) fn spawner_quota(&self) -> spawner::Quota {
+        spawner::Quota {
+            cpu: Some(self.cpus),
+            memory_bytes: Some(self.memory_bytes),
+            gpus: Some(self.gpus),
+        }
+    }
+
+    /// Environment variables for the single-user server (JupyterHub's informational
+    /// `CPU_LIMIT` / `MEM_LIMIT`, plus ours).
+    pub(crate) fn env(&self) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        env.insert("CPU_LIMIT".to_owned(), format!("{}", self.cpus));
+        env.insert("MEM_LIMIT".to_owned(), self.memory_bytes.to_string());
+        env.insert("STACKHUB_QUOTA_ROLE".to_owned(), self.role.clone());
+        env.insert(
+            "STACKHUB_QUOTA".to_owned(),
+            serde_json::to_string(self).unwrap_or_default(),
+        );
+        env
+    }
+
+    /// One line for people: `stack-jupyter-medium: 6 CPUs, 18 GiB memory, no GPU`.
+    pub(crate) fn describe(&self) -> String {
+        let gib = self.memory_bytes as f64 / f64::from(1u32 << 30);
+        let gpus = match self.gpus {
+            0 => "no GPU".to_owned(),
+            1 => "1 GPU".to_owned(),
+            n => format!("{n} GPUs"),
+        };
+        let mut s = format!(
+            "{}: {} CPUs, {} GiB memory, {gpus}",
+            self.role,
+            trim_float(self.cpus),
+            trim_float((gib * 100.0).round() / 100.0)
+        );
+        if let Some(n) = self.max_servers {
+            s.push_str(&format!(", up to {n} servers"));
+        }
+        if let Some(n) = self.max_kernels {
+            s.push_str(&format!(", up to {n} remote kernels"));
+        }
+        s
+    }
+}
+
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Parses a Kubernetes memory quantity (`2Gi`, `512Mi`, `1G`, `1024`) into bytes.
+pub(crate) fn parse_memory(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "k" | "K" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        _ => return None,
+    };
+    let bytes = n * mult;
+    (bytes.is_finite() && (0.0..1.8e19).contains(&bytes)).then_some(bytes as u64)
+}
+
+/// Check the table (called by `Config::validate`): the key and reason of the first bad row.
+pub(crate) fn validate(table: &[QuotaRole]) -> Result<(), (String, String)> {
+    for (i, q) in table.iter().enumerate() {
+        if q.role.is_empty() {
+            return Err((format!("quotas[{i}].role"), "must not be empty".to_owned()));
+        }
+        if !(q.cpus.is_finite() && q.cpus > 0.0) {
+            return Err((format!("quotas[{i}].cpus"), "must be above 0".to_owned()));
+        }
+        if parse_memory(&q.memory).is_none_or(|b| b == 0) {
+            return Err((
+                format!("quotas[{i}].memory"),
+                format!("`{}` is not a memory quantity such as 2Gi", q.memory),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The highest quota in `table` that `roles` or `groups` grant. Groups match by hub name, by
+/// identity-provider path (`/services/jupyter/stack-jupyter-high`) or by the path's last segment.
+pub(crate) fn resolve(
+    table: &[QuotaRole],
+    roles: &[String],
+    groups: &[String],
+) -> Option<UserQuota> {
+    let held = |name: &str| {
+        roles.iter().any(|r| r == name)
+            || groups.iter().any(|g| {
+                g == name
+                    || g.trim_start_matches('/') == name.trim_start_matches('/')
+                    || g.rsplit(['/', ':']).next() == Some(name)
+            })
+    };
+    table.iter().find(|q| held(&q.role)).map(|q| UserQuota {
+        role: q.role.clone(),
+        cpus: q.cpus,
+        memory_bytes: parse_memory(&q.memory).unwrap_or(0),
+        memory: q.memory.clone(),
+        gpus: q.gpus,
+        max_servers: q.max_servers,
+        max_kernels: q.max_kernels,
+    })
+}
+
+/// Store (or clear) a user's quota.
+pub(crate) async fn store(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    quota: Option<&UserQuota>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM user_quotas WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(q) = quota {
+        sqlx::query("INSERT INTO user_quotas (user_id, quota, updated) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(serde_json::to_string(q).unwrap_or_default())
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The stored quotas of a page of users, in one query.
+pub(crate) async fn for_users(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+) -> Result<HashMap<i64, UserQuota>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "SELECT user_id, quota FROM user_quotas WHERE user_id IN ({})",
+        placeholders(1, ids.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    let mut out = HashMap::new();
+    for row in q.fetch_all(conn).await? {
+        let text: String = row.try_get("quota")?;
+        if let Ok(quota) = serde_json::from_str::<UserQuota>(&text) {
+            out.insert(row.try_get("user_id")?, quota);
+        }
+    }
+    Ok(out)
+}
+
+/// A user's stored quota.
+pub(crate) async fn of_user(
+    conn: &mut AnyConnection,
+    user_id: i64,
+) -> Result<Option<UserQuota>, sqlx::Error> {
+    Ok(for_users(conn, &[user_id]).await?.remove(&user_id))
+}
+
+/// Add the `quota` field to user models that show `created` (those the caller may read in
+/// full), loading the quotas of the whole page in one query.
+pub(crate) async fn attach(
+    conn: &mut AnyConnection,
+    users: &mut [(i64, &mut Value)],
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<i64> = users
+        .iter()
+        .filter(|(_, m)| m.get("created").is_some())
+        .map(|(id, _)| *id)
+        .collect();
+    let mut quotas = for_users(conn, &ids).await?;
+    for (id, model) in users.iter_mut() {
+        if let Some(obj) = model.as_object_mut()
+            && obj.contains_key("created")
+        {
+            let q = quotas
+                .remove(id)
+                .and_then(|q| serde_json::to_value(q).ok())
+                .unwrap_or(Value::Null);
+            obj.insert("quota".to_owned(), q);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn highest_held_wins_and_groups_count() {
+        let table = default_quota_roles();
+        let roles = vec![
+            "stack-jupyter".to_owned(),
+            "stack-jupyter-low".to_owned(),
+            "stack-jupyter-high".to_owned(),
+        ];
+        let q = resolve(&table, &roles, &[]).unwrap();
+        assert_eq!(q.role, "stack-jupyter-high");
+        assert_eq!(q.memory_bytes, 32 << 30);
+        let groups = vec!["/services/jupyter/stack-jupyter-medium".to_owned()];
+        let q = resolve(&table, &[], &groups).unwrap();
+        assert_eq!((q.role.as_str(), q.cpus), ("stack-jupyter-medium", 6.0));
+        assert!(resolve(&table, &["stack-jupyter".to_owned()], &[]).is_none());
+        assert_eq!(
+            q.describe(),
+            "stack-jupyter-medium: 6 CPUs, 18 GiB memory, no GPU"
+        );
+    }
+
+    #[test]
+    fn bad_rows_name_the_key() {
+        let mut t = default_quota_roles();
+        t[1].memory = "lots".into();
+        let (key, reason) = validate(&t).unwrap_err();
+        assert_eq!(key, "quotas[1].memory");
+        assert!(reason.contains("lots"));
+        assert_eq!(parse_memory("512Mi"), Some(512 << 20));
+        assert_eq!(parse_memory("1G"), Some(1_000_000_000));
+    }
+}
