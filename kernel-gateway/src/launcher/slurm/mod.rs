@@ -165,17 +165,26 @@ impl SlurmLauncher {
             std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
         }
         let master = master_key(&config.state_dir)?;
-        let listener = tokio::net::TcpListener::bind(&config.callback_listen)
-            .await
-            .map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "binding slurm.callback_listen {}: {e}",
-                        config.callback_listen
-                    ),
-                )
-            })?;
+        // A gateway restarting in place may find its old listener still closing: retry briefly.
+        let mut attempt = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(&config.callback_listen).await {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "binding slurm.callback_listen {}: {e}",
+                            config.callback_listen
+                        ),
+                    ));
+                }
+            }
+        };
         let bound = listener.local_addr()?;
         let callback_url = match &config.callback_url {
             Some(u) => u.trim_end_matches('/').to_owned(),
