@@ -344,6 +344,18 @@ async fn scancel_from_outside_gives_a_dead_kernel_and_forged_callbacks_are_refus
         "{reason}"
     );
     wait_status(&mut ws, "dead", "CANCELLED", Duration::from_secs(5)).await;
+
+    // A job whose kernel fails: a clear error naming the job's end, not a hang.
+    let t0 = Instant::now();
+    let (s, err) = start(&gw, "slurm-broken").await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{err}");
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.contains("died during start") && msg.contains("FAILED"),
+        "{msg}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    eprintln!("failed kernel job: {msg}");
     gw.stop().await;
 }
 

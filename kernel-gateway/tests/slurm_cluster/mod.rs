@@ -138,10 +138,25 @@ impl Drop for Cluster {
 
 fn write_spec(root: &Path, name: &str, stackhub: serde_json::Value) {
     let python = venv_python();
+    let argv = if name.contains("broken") {
+        json!([
+            python,
+            "-c",
+            "import sys; print('kernel gave up', file=sys.stderr); sys.exit(3)"
+        ])
+    } else {
+        json!([
+            python,
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            "{connection_file}"
+        ])
+    };
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let spec = json!({
-        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": argv,
         "display_name": name, "language": "python",
         "metadata": {"stackhub": stackhub},
     });
@@ -149,7 +164,8 @@ fn write_spec(root: &Path, name: &str, stackhub: serde_json::Value) {
 }
 
 /// A gateway config for `cluster`: kernelspecs `slurm` (synchronous start), `slurm-queued`
-/// (pending start) and `slurm-short` (profile with a 3 s launch timeout); alice holds a quota
+/// (pending start), `slurm-short` (profile with a 3 s launch timeout) and `slurm-broken` (a
+/// kernel that exits with status 3); alice holds a quota
 /// role of 2 CPUs and 200 MiB, i.e. the whole node's CPUs per kernel.
 pub fn gateway_config(cluster: &Cluster, state_dir: &Path, callback_port: u16) -> Config {
     let specs = state_dir.join("specs");
@@ -159,6 +175,7 @@ pub fn gateway_config(cluster: &Cluster, state_dir: &Path, callback_port: u16) -
         "slurm-queued",
         json!({"launcher": "slurm", "pending_start": true}),
     );
+    write_spec(&specs, "slurm-broken", json!({"launcher": "slurm"}));
     write_spec(
         &specs,
         "slurm-short",

@@ -135,6 +135,30 @@ fn master_key(state_dir: &Path) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// `submit_prefix` with `{user}` replaced by the user's site account (`user_map`, else the name).
+fn submit_prefix(config: &SlurmConfig, user: &str) -> Result<Vec<String>, LaunchError> {
+    if config.submit_prefix.is_empty() {
+        return Ok(Vec::new());
+    }
+    let account = config.user_map.get(user).map_or(user, String::as_str);
+    if account.is_empty()
+        || account.starts_with('-')
+        || !account
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '@'))
+    {
+        return Err(LaunchError::Scheduler {
+            what: "user mapping",
+            detail: format!("user {user:?} maps to no usable site account"),
+        });
+    }
+    Ok(config
+        .submit_prefix
+        .iter()
+        .map(|a| a.replace("{user}", account))
+        .collect())
+}
+
 /// Single-quotes `s` for a POSIX shell.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -272,29 +296,8 @@ impl Inner {
         let _ = std::fs::remove_file(self.record_path(kernel_id));
     }
 
-    /// The submit prefix with `{user}` replaced by the user's site account.
     fn prefix(&self, user: &str) -> Result<Vec<String>, LaunchError> {
-        if self.config.submit_prefix.is_empty() {
-            return Ok(Vec::new());
-        }
-        let account = self.config.user_map.get(user).map_or(user, String::as_str);
-        if account.is_empty()
-            || account.starts_with('-')
-            || !account
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '@'))
-        {
-            return Err(LaunchError::Scheduler {
-                what: "user mapping",
-                detail: format!("user {user:?} maps to no usable site account"),
-            });
-        }
-        Ok(self
-            .config
-            .submit_prefix
-            .iter()
-            .map(|a| a.replace("{user}", account))
-            .collect())
+        submit_prefix(&self.config, user)
     }
 
     fn profile(&self, request: &LaunchRequest) -> Result<(String, SlurmProfile), LaunchError> {
@@ -330,7 +333,10 @@ impl Inner {
         if let Some(ip) = &self.config.kernel_ip {
             env.insert("STACKHUB_KERNEL_IP".into(), ip.clone());
         }
-        let mut script = String::from("#!/bin/sh\n# stackhub kernel job\n");
+        // STACKHUB_JOB_STARTED_NS: when the job began running (for the start-overhead benchmark).
+        let mut script = String::from(
+            "#!/bin/sh\n# stackhub kernel job\nexport STACKHUB_JOB_STARTED_NS=\"$(date +%s%N)\"\n",
+        );
         for (k, v) in env.iter().filter(|(k, _)| valid_env_name(k)) {
             script.push_str(&format!("export {k}={}\n", shell_quote(v)));
         }
@@ -839,6 +845,25 @@ mod tests {
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
         assert_eq!(shell_quote("{connection_file}"), "'{connection_file}'");
         assert!(valid_env_name("KERNEL_ID") && !valid_env_name("1X") && !valid_env_name("A-B"));
+    }
+
+    #[test]
+    fn submit_prefix_maps_users_and_refuses_odd_names() {
+        let mut c = SlurmConfig::default();
+        assert!(submit_prefix(&c, "alice").unwrap().is_empty());
+        c.submit_prefix = ["sudo", "-n", "-u", "{user}", "--"]
+            .map(String::from)
+            .to_vec();
+        c.user_map
+            .insert("alice@example.org".into(), "alice01".into());
+        assert_eq!(
+            submit_prefix(&c, "alice@example.org").unwrap(),
+            ["sudo", "-n", "-u", "alice01", "--"]
+        );
+        assert_eq!(submit_prefix(&c, "bob").unwrap()[3], "bob");
+        assert!(submit_prefix(&c, "-oops").is_err());
+        assert!(submit_prefix(&c, "a b").is_err());
+        assert!(submit_prefix(&c, "").is_err());
     }
 
     #[test]
