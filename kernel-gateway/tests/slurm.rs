@@ -225,6 +225,27 @@ async fn queued_job_is_starting_with_slurm_reason_then_runs_and_profile_timeout_
     // A request sent while queued is held and answered once the kernel runs.
     let queued_msg = ws.submit("print('ran after the queue')").await;
 
+    // Shutting down a queued kernel cancels its job at once.
+    let (s, c) = start(&gw, "slurm-queued").await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let c = c["id"].as_str().unwrap().to_owned();
+    wait_model(&gw, &c, Duration::from_secs(20), "C queued", |m| {
+        m["reason"].as_str().is_some_and(|r| r.contains("pending"))
+    })
+    .await;
+    let t0 = Instant::now();
+    let (s, _, _) = gw
+        .call(
+            Method::DELETE,
+            &format!("/api/kernels/{c}"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    cluster.wait_no_job(&c, Duration::from_secs(10)).await;
+
     // A profile with a 3 s launch timeout gives up on a job that cannot start, and cancels it.
     let t0 = Instant::now();
     let (s, err) = start(&gw, "slurm-short").await;

@@ -82,6 +82,8 @@ pub(crate) struct Kernel {
     endpoints: watch::Sender<Option<Arc<Endpoints>>>,
     runtime: Mutex<Option<Runtime>>,
     cancel: CancellationToken,
+    /// Cancelled by shutdown: a launch still waiting (a queued batch job) gives up at once.
+    abort_launch: CancellationToken,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -133,6 +135,7 @@ impl Kernel {
             endpoints,
             runtime: Mutex::new(None),
             cancel: CancellationToken::new(),
+            abort_launch: CancellationToken::new(),
         })
     }
 
@@ -163,12 +166,13 @@ impl Kernel {
 
     /// Whether the current process keeps running when the gateway exits (see
     /// [`KernelProcess::outlives_gateway`]).
+    /// A kernel still launching (its runtime is locked) does not: its launch is aborted.
     pub(crate) async fn outlives_gateway(&self) -> bool {
         self.runtime
-            .lock()
-            .await
-            .as_ref()
-            .is_some_and(|r| r.process.outlives_gateway())
+            .try_lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(|r| r.process.outlives_gateway()))
+            .unwrap_or(false)
     }
 
     /// Stops serving the kernel without stopping it (gateway exit; the next run re-attaches).
@@ -259,15 +263,17 @@ impl Kernel {
 
     /// Launches a process and completes the handshake; the caller holds the runtime lock.
     async fn launch_generation(self: &Arc<Self>) -> Result<Runtime, GatewayError> {
-        let launched = self
+        let launch = self
             .launcher
-            .launch_with_progress(self.request.clone(), self.progress())
-            .await
-            .map_err(|source| GatewayError::Launch {
+            .launch_with_progress(self.request.clone(), self.progress());
+        let launched = tokio::select! {
+            r = launch => r.map_err(|source| GatewayError::Launch {
                 kernel_id: self.id.clone(),
                 kernel_name: self.spec.name.clone(),
                 source,
-            })?;
+            })?,
+            _ = self.abort_launch.cancelled() => return Err(self.aborted()),
+        };
         self.connect_generation(launched.connection, launched.process)
             .await
     }
@@ -279,7 +285,10 @@ impl Kernel {
         conn: jupyter_protocol::ConnectionInfo,
         process: Box<dyn KernelProcess>,
     ) -> Result<Runtime, GatewayError> {
-        let result = self.handshake(conn, &*process).await;
+        let result = tokio::select! {
+            r = self.handshake(conn, &*process) => r,
+            _ = self.abort_launch.cancelled() => Err(self.aborted()),
+        };
         match result {
             Ok((generation_cancel, signer, control)) => Ok(Runtime {
                 process,
@@ -291,6 +300,14 @@ impl Kernel {
                 let _ = process.signal(KernelSignal::Kill);
                 Err(e)
             }
+        }
+    }
+
+    fn aborted(&self) -> GatewayError {
+        GatewayError::Operation {
+            kernel_id: self.id.clone(),
+            what: "launch",
+            detail: "the kernel was shut down while starting".into(),
         }
     }
 
@@ -611,6 +628,7 @@ impl Kernel {
 
     /// Shuts the kernel down for good and closes every session.
     pub(crate) async fn shutdown(&self, reason: &str) {
+        self.abort_launch.cancel();
         let mut guard = self.runtime.lock().await;
         self.endpoints.send_replace(None);
         self.set_status("dead", Some(reason.to_owned()));

@@ -559,13 +559,21 @@ impl Launcher for SlurmLauncher {
             let args = inner.sbatch_args(&request, &profile);
             let callbacks = inner.registry.register(&kernel_id, secret, 0).await;
             let submitted = Instant::now();
-            let since_tick = *inner.board.subscribe().borrow();
             let job_id = match inner.slurm.sbatch(&prefix, &args, &script).await {
                 Ok(id) => id,
                 Err(e) => {
                     inner.registry.remove(&kernel_id).await;
                     return Err(e);
                 }
+            };
+            // Taken after sbatch returned: a poll completing twice after this saw the job.
+            let since_tick = *inner.board.subscribe().borrow();
+            // Cancels the job if this future is dropped (the kernel was shut down while queued).
+            let mut guard = PendingJob {
+                inner: Some(inner.clone()),
+                job_id: job_id.clone(),
+                kernel_id: kernel_id.clone(),
+                prefix: prefix.clone(),
             };
             tracing::info!(kernel_id = %kernel_id, job_id = %job_id, profile = %profile_name, "kernel job submitted");
             progress(format!("Slurm job {job_id} submitted"));
@@ -601,15 +609,12 @@ impl Launcher for SlurmLauncher {
             {
                 Ok(cb) => cb,
                 Err(e) => {
-                    if let Err(ce) = inner.slurm.scancel(&prefix, &job_id, None).await {
-                        tracing::debug!(job_id = %job_id, error = %ce, "scancel after a failed start");
-                    }
-                    inner.board.untrack(&job_id).await;
-                    inner.registry.remove(&kernel_id).await;
-                    inner.forget(&kernel_id);
+                    guard.inner = None;
+                    inner.abandon(&prefix, &job_id, &kernel_id).await;
                     return Err(e);
                 }
             };
+            guard.inner = None;
             tracing::info!(kernel_id = %kernel_id, job_id = %job_id, submit_to_callback_ms = submitted.elapsed().as_millis() as u64, "kernel job running");
             record.seq = cb.seq;
             record.callback = Some(cb.clone());
@@ -627,7 +632,42 @@ impl Launcher for SlurmLauncher {
     }
 }
 
+/// A submitted job whose launch has not finished; cancelled if the launch is dropped.
+struct PendingJob {
+    inner: Option<Arc<Inner>>,
+    job_id: String,
+    kernel_id: String,
+    prefix: Vec<String>,
+}
+
+impl Drop for PendingJob {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        let (job_id, kernel_id, prefix) = (
+            std::mem::take(&mut self.job_id),
+            std::mem::take(&mut self.kernel_id),
+            std::mem::take(&mut self.prefix),
+        );
+        tracing::info!(job_id = %job_id, kernel_id = %kernel_id, "launch abandoned; cancelling its job");
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { inner.abandon(&prefix, &job_id, &kernel_id).await });
+        }
+    }
+}
+
 impl Inner {
+    /// Cancels a job whose kernel will not be used and forgets it.
+    async fn abandon(&self, prefix: &[String], job_id: &str, kernel_id: &str) {
+        if let Err(e) = self.slurm.scancel(prefix, job_id, None).await {
+            tracing::debug!(job_id, error = %e, "scancel of an abandoned kernel job");
+        }
+        self.board.untrack(job_id).await;
+        self.registry.remove(kernel_id).await;
+        self.forget(kernel_id);
+    }
+
     fn read_records(&self) -> Vec<Record> {
         let dir = self.config.state_dir.join("kernels");
         let Ok(entries) = std::fs::read_dir(&dir) else {
