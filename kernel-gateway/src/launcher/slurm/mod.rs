@@ -22,11 +22,12 @@
 mod callback;
 mod cli;
 mod config;
+mod job;
+mod submit;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -42,10 +43,8 @@ use tokio_util::sync::CancellationToken;
 pub use self::callback::{CallBack, MAX_SKEW_SECS, SIGNATURE_HEADER, sign};
 use self::cli::{JobBoard, JobInfo, Slurm};
 pub use self::config::{SlurmConfig, SlurmProfile};
-use super::{
-    ExitInfo, KernelProcess, KernelSignal, LaunchError, LaunchRequest, Launched, Launcher,
-    Progress, Recovered,
-};
+use self::job::{PendingJob, SlurmJob};
+use super::{LaunchError, LaunchRequest, Launched, Launcher, Progress, Recovered};
 
 /// Environment variables never written to kernel records (they may hold credentials).
 const SECRET_MARKERS: [&str; 5] = ["SECRET", "TOKEN", "PASSWORD", "CREDENTIAL", "KEY"];
@@ -133,41 +132,6 @@ fn master_key(state_dir: &Path) -> std::io::Result<Vec<u8>> {
         }
         Err(e) => Err(io_err("reading", &path, e)),
     }
-}
-
-/// `submit_prefix` with `{user}` replaced by the user's site account (`user_map`, else the name).
-fn submit_prefix(config: &SlurmConfig, user: &str) -> Result<Vec<String>, LaunchError> {
-    if config.submit_prefix.is_empty() {
-        return Ok(Vec::new());
-    }
-    let account = config.user_map.get(user).map_or(user, String::as_str);
-    if account.is_empty()
-        || account.starts_with('-')
-        || !account
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '@'))
-    {
-        return Err(LaunchError::Scheduler {
-            what: "user mapping",
-            detail: format!("user {user:?} maps to no usable site account"),
-        });
-    }
-    Ok(config
-        .submit_prefix
-        .iter()
-        .map(|a| a.replace("{user}", account))
-        .collect())
-}
-
-/// Single-quotes `s` for a POSIX shell.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-fn valid_env_name(k: &str) -> bool {
-    !k.is_empty()
-        && !k.starts_with(|c: char| c.is_ascii_digit())
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl SlurmLauncher {
@@ -296,110 +260,6 @@ impl Inner {
         let _ = std::fs::remove_file(self.record_path(kernel_id));
     }
 
-    fn prefix(&self, user: &str) -> Result<Vec<String>, LaunchError> {
-        submit_prefix(&self.config, user)
-    }
-
-    fn profile(&self, request: &LaunchRequest) -> Result<(String, SlurmProfile), LaunchError> {
-        let name = request
-            .spec
-            .stackhub_option("slurm_profile")
-            .map(str::to_owned)
-            .or_else(|| self.config.default_profile.clone());
-        match name {
-            None => Ok(("(none)".to_owned(), SlurmProfile::default())),
-            Some(n) => match self.config.profiles.get(&n) {
-                Some(p) => Ok((n, p.clone())),
-                None => Err(LaunchError::Scheduler {
-                    what: "slurm profile",
-                    detail: format!(
-                        "kernelspec {} names Slurm profile {n:?}, which is not configured",
-                        request.spec.name
-                    ),
-                }),
-            },
-        }
-    }
-
-    fn job_script(&self, request: &LaunchRequest, secret: &[u8]) -> String {
-        let mut env = request.env.clone();
-        env.insert("STACKHUB_KERNEL_ID".into(), request.kernel_id.clone());
-        env.insert("STACKHUB_CALLBACK_URL".into(), self.callback_url.clone());
-        env.insert("STACKHUB_CALLBACK_SECRET".into(), hex::encode(secret));
-        env.insert(
-            "STACKHUB_KERNEL_KEY".into(),
-            self.kernel_key(&request.kernel_id),
-        );
-        if let Some(ip) = &self.config.kernel_ip {
-            env.insert("STACKHUB_KERNEL_IP".into(), ip.clone());
-        }
-        // STACKHUB_JOB_STARTED_NS: when the job began running (for the start-overhead benchmark).
-        let mut script = String::from(
-            "#!/bin/sh\n# stackhub kernel job\nexport STACKHUB_JOB_STARTED_NS=\"$(date +%s%N)\"\n",
-        );
-        for (k, v) in env.iter().filter(|(k, _)| valid_env_name(k)) {
-            script.push_str(&format!("export {k}={}\n", shell_quote(v)));
-        }
-        let argv: Vec<String> = self
-            .config
-            .launcher_command
-            .iter()
-            .cloned()
-            .chain(std::iter::once("--".to_owned()))
-            .chain(request.spec.resolved_argv())
-            .map(|a| shell_quote(&a))
-            .collect();
-        script.push_str(&format!("exec {}\n", argv.join(" ")));
-        script
-    }
-
-    fn sbatch_args(&self, request: &LaunchRequest, profile: &SlurmProfile) -> Vec<String> {
-        let output = self.config.job_output.clone().unwrap_or_else(|| {
-            self.config
-                .state_dir
-                .join("jobs/%j.out")
-                .to_string_lossy()
-                .into_owned()
-        });
-        let mut args = vec![
-            format!("--job-name={}", self.config.job_name),
-            format!("--comment={}", self.comment(&request.kernel_id)),
-            format!("--output={output}"),
-            "--export=NONE".to_owned(),
-        ];
-        if let Some(dir) = &request.working_dir {
-            args.push(format!("--chdir={}", dir.display()));
-        }
-        args.extend(profile.sbatch_args());
-        // Resources only where a quota applied (the manager then forced these variables).
-        if request.limits.cpus.is_some() {
-            if let Some(cpus) = request
-                .env
-                .get("KERNEL_CPUS")
-                .and_then(|v| crate::quota::parse_cpus(v))
-            {
-                args.push(format!("--cpus-per-task={}", cpus.ceil().max(1.0) as u64));
-            }
-            if let Some(bytes) = request
-                .env
-                .get("KERNEL_MEMORY")
-                .and_then(|v| crate::quota::parse_memory(v))
-                .filter(|b| *b > 0)
-            {
-                args.push(format!("--mem={}M", bytes.div_ceil(1 << 20)));
-            }
-            if let Some(gpus) = request
-                .env
-                .get("KERNEL_GPUS")
-                .and_then(|v| v.parse::<u32>().ok())
-                .filter(|g| *g > 0)
-            {
-                args.push(format!("--gres=gpu:{gpus}"));
-            }
-        }
-        args
-    }
-
     fn last_output_line(&self, job_id: &str) -> Option<String> {
         let pattern = self.config.job_output.clone().unwrap_or_else(|| {
             self.config
@@ -417,7 +277,7 @@ impl Inner {
 
     fn ended_detail(&self, job_id: &str, job: Option<&JobInfo>) -> String {
         let how = match job {
-            Some(j) => j.describe().to_uppercase_first(),
+            Some(j) => upper_state(&j.describe()),
             None => "no longer known to Slurm".to_owned(),
         };
         match self.last_output_line(job_id) {
@@ -517,21 +377,14 @@ impl Inner {
     }
 }
 
-trait UpperFirst {
-    fn to_uppercase_first(&self) -> String;
-}
-
-impl UpperFirst for String {
-    fn to_uppercase_first(&self) -> String {
-        // Slurm states read better upper-case (`CANCELLED`, `FAILED`), as squeue prints them.
-        match self.split_once(':') {
-            Some((state, rest)) => format!("{}:{rest}", state.to_uppercase()),
-            None => match self.split_once(' ') {
-                Some((state, rest)) => format!("{} {rest}", state.to_uppercase()),
-                None => self.to_uppercase(),
-            },
-        }
-    }
+/// `pending: Resources` -> `PENDING: Resources`: Slurm states read as squeue prints them.
+fn upper_state(description: &str) -> String {
+    let end = description.find([':', ' ']).unwrap_or(description.len());
+    format!(
+        "{}{}",
+        description[..end].to_uppercase(),
+        &description[end..]
+    )
 }
 
 impl Launcher for SlurmLauncher {
@@ -632,278 +485,18 @@ impl Launcher for SlurmLauncher {
     }
 }
 
-/// A submitted job whose launch has not finished; cancelled if the launch is dropped.
-struct PendingJob {
-    inner: Option<Arc<Inner>>,
-    job_id: String,
-    kernel_id: String,
-    prefix: Vec<String>,
-}
-
-impl Drop for PendingJob {
-    fn drop(&mut self) {
-        let Some(inner) = self.inner.take() else {
-            return;
-        };
-        let (job_id, kernel_id, prefix) = (
-            std::mem::take(&mut self.job_id),
-            std::mem::take(&mut self.kernel_id),
-            std::mem::take(&mut self.prefix),
-        );
-        tracing::info!(job_id = %job_id, kernel_id = %kernel_id, "launch abandoned; cancelling its job");
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { inner.abandon(&prefix, &job_id, &kernel_id).await });
-        }
-    }
-}
-
-impl Inner {
-    /// Cancels a job whose kernel will not be used and forgets it.
-    async fn abandon(&self, prefix: &[String], job_id: &str, kernel_id: &str) {
-        if let Err(e) = self.slurm.scancel(prefix, job_id, None).await {
-            tracing::debug!(job_id, error = %e, "scancel of an abandoned kernel job");
-        }
-        self.board.untrack(job_id).await;
-        self.registry.remove(kernel_id).await;
-        self.forget(kernel_id);
-    }
-
-    fn read_records(&self) -> Vec<Record> {
-        let dir = self.config.state_dir.join("kernels");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| {
-                let path = e.path();
-                match std::fs::read(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|d| serde_json::from_slice::<Record>(&d).map_err(|e| e.to_string()))
-                {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable kernel record");
-                        None
-                    }
-                }
-            })
-            .collect()
-    }
-
-    async fn recover(self: Arc<Self>) -> Vec<Recovered> {
-        let jobs = match self.slurm.jobs_named(&self.config.job_name).await {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list Slurm jobs; no kernel re-attached, records kept");
-                return Vec::new();
-            }
-        };
-        let mut out = Vec::new();
-        let mut kept = std::collections::BTreeSet::new();
-        for record in self.read_records() {
-            if record.instance != self.config.instance {
-                continue;
-            }
-            let job = jobs.get(&record.job_id);
-            let running = job.is_some_and(|j| j.state == "RUNNING")
-                && job.is_some_and(|j| j.comment == self.comment(&record.kernel_id));
-            match (&record.callback, running) {
-                (Some(cb), true) => {
-                    let secret = self.derive("callback", &record.kernel_id);
-                    self.registry
-                        .register(&record.kernel_id, secret, record.seq)
-                        .await;
-                    self.board.track(&record.job_id).await;
-                    kept.insert(record.job_id.clone());
-                    let prefix = self.prefix(&record.user).unwrap_or_default();
-                    tracing::info!(kernel_id = %record.kernel_id, job_id = %record.job_id, user = %record.user, "re-attaching to kernel job");
-                    out.push(Recovered {
-                        kernel_id: record.kernel_id.clone(),
-                        user: record.user.clone(),
-                        kernel_name: record.kernel_name.clone(),
-                        env: record.env.clone(),
-                        working_dir: record.working_dir.clone(),
-                        connection: self.connection(&record.kernel_id, cb),
-                        process: Box::new(SlurmJob::new(self.clone(), record, prefix)),
-                    });
-                }
-                _ => self.forget(&record.kernel_id),
-            }
-        }
-        let tag = format!("stackhub:{}:", self.config.instance);
-        for (job_id, job) in &jobs {
-            if job.comment.starts_with(&tag) && !job.is_ended() && !kept.contains(job_id) {
-                tracing::warn!(job_id = %job_id, comment = %job.comment, "cancelling orphaned kernel job");
-                if let Err(e) = self.slurm.scancel(&[], job_id, None).await {
-                    tracing::error!(job_id = %job_id, error = %e, "cannot cancel orphaned kernel job");
-                }
-            }
-        }
-        if let Err(e) = self.board.poll_once().await {
-            tracing::warn!(error = %e, "cannot poll Slurm after recovery");
-        }
-        out
-    }
-}
-
-/// A kernel's batch job.
-struct SlurmJob {
-    inner: Arc<Inner>,
-    job_id: String,
-    kernel_id: String,
-    prefix: Vec<String>,
-    record: tokio::sync::Mutex<Record>,
-    seq: AtomicU64,
-    /// Poll count when the handle was made: a job missing from later polls is gone.
-    since_tick: u64,
-}
-
-impl std::fmt::Debug for SlurmJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SlurmJob")
-            .field("job_id", &self.job_id)
-            .field("kernel_id", &self.kernel_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SlurmJob {
-    fn new(inner: Arc<Inner>, record: Record, prefix: Vec<String>) -> Self {
-        let since_tick = *inner.board.subscribe().borrow();
-        SlurmJob {
-            job_id: record.job_id.clone(),
-            kernel_id: record.kernel_id.clone(),
-            seq: AtomicU64::new(record.seq),
-            record: tokio::sync::Mutex::new(record),
-            prefix,
-            inner,
-            since_tick,
-        }
-    }
-
-    /// Runs `scancel` in the background (signals are fire-and-forget in the seam).
-    fn scancel(&self, batch_signal: Option<&'static str>) {
-        let inner = self.inner.clone();
-        let job_id = self.job_id.clone();
-        let prefix = self.prefix.clone();
-        tokio::spawn(async move {
-            if let Err(e) = inner.slurm.scancel(&prefix, &job_id, batch_signal).await {
-                tracing::warn!(job_id = %job_id, signal = ?batch_signal, error = %e, "scancel failed");
-            }
-        });
-    }
-}
-
-impl KernelProcess for SlurmJob {
-    fn signal(&self, signal: KernelSignal) -> Result<(), LaunchError> {
-        match signal {
-            KernelSignal::Interrupt => self.scancel(Some("INT")),
-            KernelSignal::Terminate | KernelSignal::Kill => self.scancel(None),
-        }
-        Ok(())
-    }
-
-    fn poll(&self) -> BoxFuture<'_, Option<ExitInfo>> {
-        Box::pin(async move {
-            let board = &self.inner.board;
-            let tick = *board.subscribe().borrow();
-            let job = board.get(&self.job_id);
-            let ended = match &job {
-                Some(j) => j.is_ended(),
-                None => board.polled() && tick > self.since_tick + 1,
-            };
-            if !ended {
-                return None;
-            }
-            board.untrack(&self.job_id).await;
-            self.inner.registry.remove(&self.kernel_id).await;
-            self.inner.forget(&self.kernel_id);
-            let detail = self.inner.ended_detail(&self.job_id, job.as_ref());
-            let (status, last) = match detail.split_once("; last output line: ") {
-                Some((s, l)) => (s.to_owned(), Some(l.to_owned())),
-                None => (detail, None),
-            };
-            Some(ExitInfo {
-                status,
-                last_stderr: last,
-            })
-        })
-    }
-
-    fn state(&self) -> serde_json::Value {
-        serde_json::json!({ "job_id": self.job_id, "seq": self.seq.load(Ordering::SeqCst) })
-    }
-
-    fn restart_in_place(&self) -> Option<BoxFuture<'_, Result<ConnectionInfo, LaunchError>>> {
-        Some(Box::pin(async move {
-            let inner = &self.inner;
-            let callbacks = inner
-                .registry
-                .subscribe(&self.kernel_id)
-                .await
-                .ok_or_else(|| LaunchError::Ended {
-                    detail: format!("Slurm job {} is gone", self.job_id),
-                })?;
-            let after = self.seq.load(Ordering::SeqCst);
-            let since_tick = *inner.board.subscribe().borrow();
-            inner
-                .slurm
-                .scancel(&self.prefix, &self.job_id, Some("USR1"))
-                .await?;
-            let cb = inner
-                .await_callback(
-                    &self.job_id,
-                    callbacks,
-                    after,
-                    Duration::from_secs(inner.config.restart_timeout),
-                    None,
-                    since_tick,
-                )
-                .await?;
-            self.seq.store(cb.seq, Ordering::SeqCst);
-            let mut record = self.record.lock().await;
-            record.seq = cb.seq;
-            record.callback = Some(cb.clone());
-            inner.save(&record);
-            Ok(inner.connection(&self.kernel_id, &cb))
-        }))
-    }
-
-    fn outlives_gateway(&self) -> bool {
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn shell_quoting_survives_quotes() {
-        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
-        assert_eq!(shell_quote("{connection_file}"), "'{connection_file}'");
-        assert!(valid_env_name("KERNEL_ID") && !valid_env_name("1X") && !valid_env_name("A-B"));
-    }
-
-    #[test]
-    fn submit_prefix_maps_users_and_refuses_odd_names() {
-        let mut c = SlurmConfig::default();
-        assert!(submit_prefix(&c, "alice").unwrap().is_empty());
-        c.submit_prefix = ["sudo", "-n", "-u", "{user}", "--"]
-            .map(String::from)
-            .to_vec();
-        c.user_map
-            .insert("alice@example.org".into(), "alice01".into());
+    fn states_read_upper_case() {
+        assert_eq!(upper_state("cancelled"), "CANCELLED");
         assert_eq!(
-            submit_prefix(&c, "alice@example.org").unwrap(),
-            ["sudo", "-n", "-u", "alice01", "--"]
+            upper_state("failed: NonZeroExitCode"),
+            "FAILED: NonZeroExitCode"
         );
-        assert_eq!(submit_prefix(&c, "bob").unwrap()[3], "bob");
-        assert!(submit_prefix(&c, "-oops").is_err());
-        assert!(submit_prefix(&c, "a b").is_err());
-        assert!(submit_prefix(&c, "").is_err());
+        assert_eq!(upper_state("pending (position 1)"), "PENDING (position 1)");
     }
 
     #[test]
