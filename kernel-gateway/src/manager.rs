@@ -461,7 +461,7 @@ impl KernelManager {
     pub async fn shutdown_all(&self) {
         let entries: Vec<_> = self.kernels.write().await.drain().map(|(_, e)| e).collect();
         for e in entries {
-            if e.kernel.outlives_gateway().await {
+            if e.kernel.outlives_gateway() {
                 tracing::info!(kernel_id = %e.kernel.id, "leaving kernel running for the next gateway run");
                 e.kernel.detach().await;
             } else {

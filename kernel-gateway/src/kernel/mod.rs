@@ -165,9 +165,9 @@ impl Kernel {
     }
 
     /// Whether the current process keeps running when the gateway exits (see
-    /// [`KernelProcess::outlives_gateway`]).
-    /// A kernel still launching (its runtime is locked) does not: its launch is aborted.
-    pub(crate) async fn outlives_gateway(&self) -> bool {
+    /// [`KernelProcess::outlives_gateway`]). A kernel still launching (its runtime is locked)
+    /// does not: shutting it down aborts the launch.
+    pub(crate) fn outlives_gateway(&self) -> bool {
         self.runtime
             .try_lock()
             .ok()
