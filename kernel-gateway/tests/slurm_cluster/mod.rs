@@ -128,6 +128,25 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Jobs a failed test left behind: their slurmstepd and kernel outlive slurmd otherwise.
+        let user = Command::new("id").arg("-un").output().ok();
+        let user = user.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        if let Some(user) = user {
+            let _ = Command::new("scancel")
+                .arg(format!("--user={user}"))
+                .env("SLURM_CONF", &self.conf)
+                .status();
+        }
+        for _ in 0..50 {
+            let out = Command::new("squeue")
+                .args(["--noheader", "--format=%i"])
+                .env("SLURM_CONF", &self.conf)
+                .output();
+            if out.map_or(true, |o| o.stdout.is_empty()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = Command::new(repo().join("scripts/slurm-local"))
             .arg("stop")
             .arg(&self.dir)
