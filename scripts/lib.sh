@@ -49,3 +49,16 @@ ensure_idp() {
   fi
   ln -sfn "$cache/node_modules" "$src/node_modules"
 }
+
+# install_kernel_launcher: the kernel-side launcher of Slurm kernel jobs
+# (images/slurm/stackhub-kernel-launcher) into the venv's bin, bound to the venv's Python, so a
+# job on a node sharing the venv runs `stackhub-kernel-launcher` from PATH (config
+# `slurm.launcher_command`).
+install_kernel_launcher() {
+  local src="$ROOT/images/slurm/stackhub-kernel-launcher" dst="$STACKHUB_VENV/bin/stackhub-kernel-launcher"
+  if [ -f "$dst" ] && cmp -s <(sed "1s|.*|#!$STACKHUB_VENV/bin/python3|" "$src") "$dst"; then return 0; fi
+  log "installing stackhub-kernel-launcher into $STACKHUB_VENV/bin"
+  sed "1s|.*|#!$STACKHUB_VENV/bin/python3|" "$src" > "$dst.tmp"
+  chmod 0755 "$dst.tmp"
+  mv "$dst.tmp" "$dst"
+}

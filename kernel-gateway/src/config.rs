@@ -33,6 +33,10 @@
 //! memory = "32Gi"
 //! gpus = 0
 //! max_kernels = 20                 # optional, else max_kernels_per_user
+//!
+//! [slurm]                          # kernels as Slurm jobs (see launcher::slurm::SlurmConfig)
+//! slurm_conf = "/etc/slurm/slurm.conf"
+//! callback_url = "https://gw.example/slurm-callback"
 //! ```
 //!
 //! CORS and Origin (Enterprise Gateway's `allow_origin` family, env `EG_ALLOW_ORIGIN` /
@@ -243,6 +247,8 @@ pub struct Config {
     pub expose_headers: String,
     /// `Access-Control-Max-Age` in seconds (empty = not sent).
     pub max_age: String,
+    /// Slurm launcher for kernelspecs with `metadata.stackhub.launcher = "slurm"`; `None` = off.
+    pub slurm: Option<crate::launcher::slurm::SlurmConfig>,
 }
 
 impl Default for Config {
@@ -281,6 +287,7 @@ impl Default for Config {
             allow_credentials: false,
             expose_headers: String::new(),
             max_age: String::new(),
+            slurm: None,
         }
     }
 }
@@ -453,6 +460,12 @@ impl Config {
                 key: "default_quota_role",
                 reason: format!("{d:?} is not in quota_roles"),
             });
+        }
+        if let Some(slurm) = &self.slurm {
+            slurm.validate().map_err(|reason| ConfigError::Invalid {
+                key: "slurm",
+                reason,
+            })?;
         }
         for u in &self.users {
             if u.token.is_none() && u.token_sha256.is_none() {

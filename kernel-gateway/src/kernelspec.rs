@@ -102,6 +102,22 @@ impl KernelSpec {
         })
     }
 
+    /// `metadata.stackhub.launcher`: which launcher runs this kernelspec (`None` = the default).
+    pub fn launcher_name(&self) -> Option<&str> {
+        self.raw["metadata"]["stackhub"]["launcher"].as_str()
+    }
+
+    /// `metadata.stackhub.<key>` as a string (launcher options such as `slurm_profile`).
+    pub fn stackhub_option(&self, key: &str) -> Option<&str> {
+        self.raw["metadata"]["stackhub"][key].as_str()
+    }
+
+    /// `metadata.stackhub.pending_start`: `POST /api/kernels` answers 201 at once with the kernel
+    /// `starting` (for queued batch jobs) instead of waiting until it is ready.
+    pub fn pending_start(&self) -> bool {
+        self.raw["metadata"]["stackhub"]["pending_start"].as_bool() == Some(true)
+    }
+
     fn process_proxy_config(&self, key: &str) -> Vec<String> {
         user_list(&self.raw["metadata"]["process_proxy"]["config"][key])
     }

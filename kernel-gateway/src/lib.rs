@@ -4,7 +4,7 @@
 //! Layout:
 //! - `protocol/`: messages without I/O (ZeroMQ framing + HMAC, legacy and v1 WebSocket framing);
 //! - `kernel/`: one kernel's ZeroMQ side, sessions, lifecycle (handshake, heartbeat, restart);
-//! - [`launcher`]: the `Launcher` seam and the local-process launcher;
+//! - [`launcher`]: the `Launcher` seam, the local-process and Slurm launchers;
 //! - `manager`: the registry (limits, ownership, culling); `api/`: the HTTP routes;
 //! - `auth`: shared / per-user tokens and JWT bearers (`jwt`: JWKS cache and validation);
 //! - [`quota`]: quota roles → per-kernel CPU / memory / GPU limits and max kernels;
@@ -38,7 +38,7 @@ pub use self::auth::Caller;
 pub use self::config::Config;
 pub use self::error::GatewayError;
 pub use self::jwt::{Identity, JwtError};
-pub use self::launcher::{Launcher, LocalLauncher, ResourceLimits};
+pub use self::launcher::{ByKernelSpec, Launcher, LocalLauncher, ResourceLimits};
 pub use self::manager::{KernelManager, Metrics, StartRequest};
 
 /// The router for `state` (tests can drive it without a socket).

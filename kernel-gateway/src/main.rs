@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use kernel_gateway::{Config, KernelManager, LocalLauncher};
+use kernel_gateway::launcher::slurm::SlurmLauncher;
+use kernel_gateway::{ByKernelSpec, Config, KernelManager, Launcher, LocalLauncher};
 
 /// Enterprise Gateway-compatible kernel gateway.
 #[derive(Debug, Parser)]
@@ -55,10 +56,23 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {addr}"))?;
     let open = config.is_open();
     let jwt = config.jwt.as_ref().map(|j| j.jwks_url.clone());
-    let launcher = LocalLauncher::with_defaults().with_port_range(config.kernel_port_range);
-    let manager = Arc::new(KernelManager::new(config, Arc::new(launcher), |k| {
+    let local = LocalLauncher::with_defaults().with_port_range(config.kernel_port_range);
+    let launcher: Arc<dyn Launcher> = match &config.slurm {
+        Some(slurm) => {
+            let slurm = SlurmLauncher::start(slurm.clone())
+                .await
+                .context("starting the Slurm launcher")?;
+            Arc::new(ByKernelSpec::new(Arc::new(local)).with("slurm", Arc::new(slurm)))
+        }
+        None => Arc::new(local),
+    };
+    let manager = Arc::new(KernelManager::new(config, launcher, |k| {
         std::env::var(k).ok()
     }));
+    let recovered = manager.recover().await;
+    if recovered > 0 {
+        tracing::info!(recovered, "re-attached kernels of the previous run");
+    }
     tracing::info!(addr = %listener.local_addr()?, open, jwks = ?jwt, "stackhub-gateway listening");
     kernel_gateway::serve(listener, manager, shutdown_signal()).await?;
     Ok(())

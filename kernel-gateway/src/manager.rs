@@ -187,7 +187,7 @@ impl KernelManager {
     /// kernel fails to launch, dies during start or does not answer in time.
     #[tracing::instrument(skip_all, fields(user = %caller.user, kernel_id = tracing::field::Empty))]
     pub async fn start(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         req: StartRequest,
     ) -> Result<serde_json::Value, GatewayError> {
@@ -282,34 +282,128 @@ impl KernelManager {
             key: uuid::Uuid::new_v4().to_string(),
             limits,
         };
-        let settings = KernelSettings {
-            launch_timeout: Duration::from_secs(launch_timeout),
-            heartbeat_period: self.config.heartbeat_period(),
-            heartbeat_misses: self.config.heartbeat_misses,
-            offline_buffer: self.config.offline_buffer_messages,
-        };
-        let started = std::time::Instant::now();
-        let kernel =
-            match Kernel::start(request, user.to_owned(), self.launcher.clone(), settings).await {
-                Ok(k) => k,
-                Err(e) => {
-                    self.metrics.start_failures.fetch_add(1, Ordering::Relaxed);
-                    return Err(e);
+        let settings = self.settings(launch_timeout);
+        let pending_start = request.spec.pending_start();
+        let kernel = Kernel::new(request, user.to_owned(), self.launcher.clone(), settings);
+        {
+            // Listed (as `starting`) while it starts; the id check and the insert are one step.
+            let mut kernels = self.kernels.write().await;
+            if kernels.contains_key(&kernel_id) {
+                return Err(GatewayError::BadRequest(format!(
+                    "kernel {kernel_id} already exists"
+                )));
+            }
+            kernels.insert(
+                kernel_id.clone(),
+                Entry {
+                    kernel: kernel.clone(),
+                    _slot: slot,
+                },
+            );
+        }
+        if pending_start {
+            let state = Arc::downgrade(self);
+            let k = kernel.clone();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let result = k.launch_first().await;
+                if let Some(m) = state.upgrade() {
+                    m.count_start(&result, started);
                 }
-            };
+                if let Err(e) = result {
+                    k.fail(&e.to_string()).await;
+                }
+            });
+            return Ok(kernel.model());
+        }
+        let started = std::time::Instant::now();
+        let result = kernel.launch_first().await;
+        self.count_start(&result, started);
+        if let Err(e) = result {
+            self.kernels.write().await.remove(&kernel_id);
+            kernel.shutdown("start failed").await;
+            return Err(e);
+        }
+        Ok(kernel.model())
+    }
+
+    fn count_start(&self, result: &Result<(), GatewayError>, started: std::time::Instant) {
+        if result.is_err() {
+            self.metrics.start_failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.metrics.starts.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .start_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        let model = kernel.model();
-        self.kernels.write().await.insert(
-            kernel_id,
-            Entry {
-                kernel,
-                _slot: slot,
-            },
-        );
-        Ok(model)
+    }
+
+    /// Re-attaches the kernels the launcher finds still running from an earlier run of the
+    /// gateway (Slurm jobs); those that do not answer are stopped. Returns how many came back.
+    pub async fn recover(self: &Arc<Self>) -> usize {
+        let mut attached = 0;
+        for r in self.launcher.recover().await {
+            let kernel_id = r.kernel_id.clone();
+            let Some(spec) = self.specs.find(&r.kernel_name) else {
+                tracing::warn!(kernel_id = %kernel_id, kernel_name = %r.kernel_name, "kernelspec of a running kernel is gone; stopping it");
+                let _ = r.process.signal(crate::launcher::KernelSignal::Kill);
+                continue;
+            };
+            let request = LaunchRequest {
+                kernel_id: kernel_id.clone(),
+                spec: Arc::new(spec),
+                env: r.env,
+                working_dir: r.working_dir,
+                key: r.connection.key.clone(),
+                limits: ResourceLimits::default(),
+            };
+            let kernel = Kernel::new(
+                request,
+                r.user.clone(),
+                self.launcher.clone(),
+                self.settings(self.config.kernel_launch_timeout),
+            );
+            match kernel.attach(r.connection, r.process).await {
+                Ok(()) => {
+                    let slot = self.force_slot(&r.user).await;
+                    self.kernels.write().await.insert(
+                        kernel_id.clone(),
+                        Entry {
+                            kernel,
+                            _slot: slot,
+                        },
+                    );
+                    tracing::info!(kernel_id = %kernel_id, user = %r.user, "kernel re-attached");
+                    attached += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(kernel_id = %kernel_id, error = %e, "cannot re-attach kernel; it was stopped");
+                }
+            }
+        }
+        attached
+    }
+
+    /// A slot counted against `user` regardless of the limit (re-attached kernels exist already).
+    async fn force_slot(&self, user: &str) -> UserSlot {
+        let counter = self
+            .slots
+            .lock()
+            .await
+            .entry(user.to_owned())
+            .or_default()
+            .clone();
+        counter.fetch_add(1, Ordering::SeqCst);
+        UserSlot(Some(counter))
+    }
+
+    fn settings(&self, launch_timeout: u64) -> KernelSettings {
+        KernelSettings {
+            launch_timeout: Duration::from_secs(launch_timeout),
+            heartbeat_period: self.config.heartbeat_period(),
+            heartbeat_misses: self.config.heartbeat_misses,
+            offline_buffer: self.config.offline_buffer_messages,
+        }
     }
 
     /// The caller's kernel `id` (another user's kernel is reported as missing).
@@ -362,11 +456,17 @@ impl KernelManager {
         Ok(())
     }
 
-    /// Shuts every kernel down (gateway exit).
+    /// Shuts every kernel down (gateway exit); kernels that outlive the gateway (batch jobs)
+    /// are only detached, for the next run to re-attach.
     pub async fn shutdown_all(&self) {
         let entries: Vec<_> = self.kernels.write().await.drain().map(|(_, e)| e).collect();
         for e in entries {
-            e.kernel.shutdown("gateway shutting down").await;
+            if e.kernel.outlives_gateway() {
+                tracing::info!(kernel_id = %e.kernel.id, "leaving kernel running for the next gateway run");
+                e.kernel.detach().await;
+            } else {
+                e.kernel.shutdown("gateway shutting down").await;
+            }
         }
     }
 

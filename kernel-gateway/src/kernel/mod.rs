@@ -82,6 +82,8 @@ pub(crate) struct Kernel {
     endpoints: watch::Sender<Option<Arc<Endpoints>>>,
     runtime: Mutex<Option<Runtime>>,
     cancel: CancellationToken,
+    /// Cancelled by shutdown: a launch still waiting (a queued batch job) gives up at once.
+    abort_launch: CancellationToken,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -107,15 +109,15 @@ const UNTRACKED: [&str; 9] = [
 ];
 
 impl Kernel {
-    /// Launches the kernel and waits until it answered `kernel_info`.
-    pub(crate) async fn start(
+    /// A kernel record in state `starting`; [`Kernel::launch_first`] brings it up.
+    pub(crate) fn new(
         request: LaunchRequest,
         user: String,
         launcher: Arc<dyn Launcher>,
         settings: KernelSettings,
-    ) -> Result<Arc<Self>, GatewayError> {
+    ) -> Arc<Self> {
         let (endpoints, _) = watch::channel(None);
-        let kernel = Arc::new(Kernel {
+        Arc::new(Kernel {
             id: request.kernel_id.clone(),
             user,
             spec: request.spec.clone(),
@@ -133,11 +135,69 @@ impl Kernel {
             endpoints,
             runtime: Mutex::new(None),
             cancel: CancellationToken::new(),
-        });
-        let mut runtime = kernel.runtime.lock().await;
-        *runtime = Some(kernel.launch_generation().await?);
-        drop(runtime);
-        Ok(kernel)
+            abort_launch: CancellationToken::new(),
+        })
+    }
+
+    /// Launches the first process of a [`Kernel::new`] kernel and waits until it is ready.
+    pub(crate) async fn launch_first(self: &Arc<Self>) -> Result<(), GatewayError> {
+        let mut runtime = self.runtime.lock().await;
+        *runtime = Some(self.launch_generation().await?);
+        Ok(())
+    }
+
+    /// Re-attaches to a kernel that is already running (found by [`Launcher::recover`]).
+    pub(crate) async fn attach(
+        self: &Arc<Self>,
+        connection: jupyter_protocol::ConnectionInfo,
+        process: Box<dyn KernelProcess>,
+    ) -> Result<(), GatewayError> {
+        let mut runtime = self.runtime.lock().await;
+        *runtime = Some(self.connect_generation(connection, process).await?);
+        Ok(())
+    }
+
+    /// A start that failed after the kernel was listed: `dead` with the reason, told to clients.
+    pub(crate) async fn fail(&self, reason: &str) {
+        self.endpoints.send_replace(None);
+        self.set_status("dead", Some(reason.to_owned()));
+        self.broadcast_status("dead", Some(reason)).await;
+    }
+
+    /// Whether the current process keeps running when the gateway exits (see
+    /// [`KernelProcess::outlives_gateway`]). A kernel still launching (its runtime is locked)
+    /// does not: shutting it down aborts the launch.
+    pub(crate) fn outlives_gateway(&self) -> bool {
+        self.runtime
+            .try_lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(|r| r.process.outlives_gateway()))
+            .unwrap_or(false)
+    }
+
+    /// Stops serving the kernel without stopping it (gateway exit; the next run re-attaches).
+    pub(crate) async fn detach(&self) {
+        self.cancel.cancel();
+        let sessions: Vec<_> = self.sessions.lock().await.drain().map(|(_, s)| s).collect();
+        for s in sessions {
+            s.close().await;
+        }
+    }
+
+    /// Progress callback for launchers: a status message to every client while starting.
+    fn progress(self: &Arc<Self>) -> crate::launcher::Progress {
+        let weak = Arc::downgrade(self);
+        Arc::new(move |message: String| {
+            let Some(kernel) = weak.upgrade() else {
+                return;
+            };
+            let state = kernel.execution_state();
+            if state != "starting" && state != "restarting" {
+                return;
+            }
+            kernel.set_status(&state, Some(message.clone()));
+            tokio::spawn(async move { kernel.broadcast_status(&state, Some(&message)).await });
+        })
     }
 
     fn set_status(&self, state: &str, reason: Option<String>) {
@@ -203,18 +263,60 @@ impl Kernel {
 
     /// Launches a process and completes the handshake; the caller holds the runtime lock.
     async fn launch_generation(self: &Arc<Self>) -> Result<Runtime, GatewayError> {
-        let started = Instant::now();
-        let launched = self
+        let launch = self
             .launcher
-            .launch(self.request.clone())
-            .await
-            .map_err(|source| GatewayError::Launch {
+            .launch_with_progress(self.request.clone(), self.progress());
+        let launched = tokio::select! {
+            r = launch => r.map_err(|source| GatewayError::Launch {
                 kernel_id: self.id.clone(),
                 kernel_name: self.spec.name.clone(),
                 source,
-            })?;
-        let conn = launched.connection;
-        let process = launched.process;
+            })?,
+            _ = self.abort_launch.cancelled() => return Err(self.aborted()),
+        };
+        self.connect_generation(launched.connection, launched.process)
+            .await
+    }
+
+    /// Connects to a launched process and completes the handshake; on failure the process is
+    /// killed (a batch job would otherwise outlive the failed start).
+    async fn connect_generation(
+        self: &Arc<Self>,
+        conn: jupyter_protocol::ConnectionInfo,
+        process: Box<dyn KernelProcess>,
+    ) -> Result<Runtime, GatewayError> {
+        let result = tokio::select! {
+            r = self.handshake(conn, &*process) => r,
+            _ = self.abort_launch.cancelled() => Err(self.aborted()),
+        };
+        match result {
+            Ok((generation_cancel, signer, control)) => Ok(Runtime {
+                process,
+                signer,
+                control,
+                generation_cancel,
+            }),
+            Err(e) => {
+                let _ = process.signal(KernelSignal::Kill);
+                Err(e)
+            }
+        }
+    }
+
+    fn aborted(&self) -> GatewayError {
+        GatewayError::Operation {
+            kernel_id: self.id.clone(),
+            what: "launch",
+            detail: "the kernel was shut down while starting".into(),
+        }
+    }
+
+    async fn handshake(
+        self: &Arc<Self>,
+        conn: jupyter_protocol::ConnectionInfo,
+        process: &dyn KernelProcess,
+    ) -> Result<(CancellationToken, Signer, DealerSocket), GatewayError> {
+        let started = Instant::now();
         let signer = Signer::new(conn.key.as_bytes(), &conn.signature_scheme).map_err(|e| {
             GatewayError::Operation {
                 kernel_id: self.id.clone(),
@@ -274,12 +376,7 @@ impl Kernel {
             generation,
         })));
         span.in_scope(|| tracing::info!(ms = started.elapsed().as_millis() as u64, "kernel ready"));
-        Ok(Runtime {
-            process,
-            signer,
-            control,
-            generation_cancel,
-        })
+        Ok((generation_cancel, signer, control))
     }
 
     /// Receives iopub, tracks state and activity, fans out to every session.
@@ -494,10 +591,29 @@ impl Kernel {
         self.endpoints.send_replace(None);
         self.set_status("restarting", None);
         self.broadcast_status("restarting", None).await;
+        let mut relaunched = None;
         if let Some(old) = guard.take() {
-            self.stop_runtime(old, true).await;
+            old.generation_cancel.cancel();
+            let in_place = match old.process.restart_in_place() {
+                Some(restart) => Some(restart.await),
+                None => None,
+            };
+            match in_place {
+                Some(Ok(conn)) => {
+                    relaunched = Some(self.connect_generation(conn, old.process).await);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(kernel_id = %self.id, error = %e, "in-place restart failed; launching anew");
+                    self.stop_runtime(old, true).await;
+                }
+                None => self.stop_runtime(old, true).await,
+            }
         }
-        match self.launch_generation().await {
+        let relaunched = match relaunched {
+            Some(r) => r,
+            None => self.launch_generation().await,
+        };
+        match relaunched {
             Ok(runtime) => {
                 *guard = Some(runtime);
                 Ok(())
@@ -512,6 +628,7 @@ impl Kernel {
 
     /// Shuts the kernel down for good and closes every session.
     pub(crate) async fn shutdown(&self, reason: &str) {
+        self.abort_launch.cancel();
         let mut guard = self.runtime.lock().await;
         self.endpoints.send_replace(None);
         self.set_status("dead", Some(reason.to_owned()));

@@ -2,10 +2,17 @@
 //!
 //! The gateway owns everything around it (connection info, ZeroMQ, readiness, limits); a launcher
 //! only starts a kernel for a [`LaunchRequest`] and returns where to reach it plus a
-//! [`KernelProcess`] handle. The local-process launcher lives here; Slurm and Kubernetes
-//! launchers implement the same two traits.
+//! [`KernelProcess`] handle. The local-process launcher lives here, the Slurm launcher in
+//! [`slurm`]; [`ByKernelSpec`] picks one per kernelspec.
+//!
+//! Optional parts of the seam (default methods, so a launcher implements only what its platform
+//! has): progress messages while a launch waits ([`Launcher::launch_with_progress`]), re-attaching
+//! to kernels that outlived a gateway restart ([`Launcher::recover`]), and restarting a kernel
+//! inside the same allocation ([`KernelProcess::restart_in_place`]).
 
 mod local;
+mod select;
+pub mod slurm;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,6 +26,7 @@ use crate::config::MemoryLimitMode;
 use crate::kernelspec::KernelSpec;
 
 pub use self::local::{DEFAULT_PORT_RANGE, LocalLauncher};
+pub use self::select::ByKernelSpec;
 
 /// Why a launch or a signal failed.
 #[derive(Debug, Error)]
@@ -41,6 +49,26 @@ pub enum LaunchError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// The scheduler refused or failed an operation (`sbatch`, `scancel`, ...).
+    #[error("{what}: {detail}")]
+    Scheduler {
+        /// What was attempted (`sbatch`, `squeue`, ...).
+        what: &'static str,
+        /// Why, with the scheduler's own message.
+        detail: String,
+    },
+    /// The kernel did not come up in time (e.g. a batch job still queued).
+    #[error("{detail}")]
+    Timeout {
+        /// What was waited for, with the scheduler's reason.
+        detail: String,
+    },
+    /// The kernel's job ended before the kernel called back.
+    #[error("{detail}")]
+    Ended {
+        /// How it ended.
+        detail: String,
     },
     /// Sending a signal failed.
     #[error("signal {signal:?}: {detail}")]
@@ -132,11 +160,61 @@ pub struct ExitInfo {
     pub last_stderr: Option<String>,
 }
 
+/// Receives human-readable progress of a launch (`Slurm job 12 pending: Resources (position 2)`).
+pub type Progress = Arc<dyn Fn(String) + Send + Sync>;
+
+/// A kernel that outlived the gateway (a running batch job), found again at start-up.
+pub struct Recovered {
+    /// The kernel's id.
+    pub kernel_id: String,
+    /// The user owning it.
+    pub user: String,
+    /// Its kernelspec name.
+    pub kernel_name: String,
+    /// The environment it was launched with (for a later re-launch).
+    pub env: BTreeMap<String, String>,
+    /// Working directory it was launched with.
+    pub working_dir: Option<PathBuf>,
+    /// Where it listens now.
+    pub connection: ConnectionInfo,
+    /// Its handle.
+    pub process: Box<dyn KernelProcess>,
+}
+
+impl std::fmt::Debug for Recovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recovered")
+            .field("kernel_id", &self.kernel_id)
+            .field("user", &self.user)
+            .field("kernel_name", &self.kernel_name)
+            .field("process", &self.process)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Starts kernels.
 pub trait Launcher: Send + Sync + std::fmt::Debug {
     /// Starts a kernel and returns once its process exists and its connection info is known
     /// (not once it answers: readiness is the gateway's job).
     fn launch(&self, request: LaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>>;
+
+    /// [`Launcher::launch`], reporting waits (queue position, scheduler reason) through
+    /// `progress`. The default ignores `progress`.
+    fn launch_with_progress(
+        &self,
+        request: LaunchRequest,
+        progress: Progress,
+    ) -> BoxFuture<'_, Result<Launched, LaunchError>> {
+        let _ = progress;
+        self.launch(request)
+    }
+
+    /// Kernels of an earlier run of this gateway that are still alive, to re-attach at start-up.
+    /// A launcher also cancels what it finds of its own that cannot be re-attached (orphans).
+    /// The default has none.
+    fn recover(&self) -> BoxFuture<'_, Vec<Recovered>> {
+        Box::pin(async { Vec::new() })
+    }
 }
 
 /// A running kernel process.
@@ -152,4 +230,17 @@ pub trait KernelProcess: Send + Sync + std::fmt::Debug {
 
     /// Opaque state for persistence (pid, job id, ...).
     fn state(&self) -> serde_json::Value;
+
+    /// Restarts the kernel inside the same allocation (a batch job keeps its node) and returns
+    /// the new connection info once the new kernel process is up. `None` (the default): not
+    /// supported, the gateway stops this process and launches a new one.
+    fn restart_in_place(&self) -> Option<BoxFuture<'_, Result<ConnectionInfo, LaunchError>>> {
+        None
+    }
+
+    /// Whether the kernel keeps running when the gateway exits (a batch job the next gateway
+    /// run re-attaches to through [`Launcher::recover`]). Default: no, it is stopped.
+    fn outlives_gateway(&self) -> bool {
+        false
+    }
 }

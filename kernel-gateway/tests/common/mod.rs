@@ -127,14 +127,20 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(config: Config) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let runtime_dir =
             std::env::temp_dir().join(format!("stackhub-gw-run-{}", uuid::Uuid::new_v4().simple()));
         let launcher = Arc::new(LocalLauncher::new(runtime_dir, "127.0.0.1"));
+        Self::start_with(config, launcher).await
+    }
+
+    /// A gateway launching through `launcher`, re-attaching what it recovers (as `main` does).
+    pub async fn start_with(config: Config, launcher: Arc<dyn kernel_gateway::Launcher>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let manager = Arc::new(KernelManager::new(config, launcher, |k| {
             std::env::var(k).ok()
         }));
+        manager.recover().await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(kernel_gateway::serve(
             listener,
