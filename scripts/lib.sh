@@ -34,3 +34,49 @@ ensure_venv() {
   "$STACKHUB_VENV/bin/pip" install -q -r "$req"
   cp "$req" "$stamp"
 }
+
+# free_port: print a TCP port in 10000..20000 that nothing listens on (outside the ephemeral range,
+# so it cannot race with bind(0) elsewhere).
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$((10000 + RANDOM % 10000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  echo "no free port in 10000..20000" >&2
+  return 1
+}
+
+# start_postgres: a throw-away PostgreSQL cluster (Debian `postgresql`) on 127.0.0.1 for the hub's
+# database tests. Exports STACKHUB_TEST_POSTGRES_URL (an admin URL; tests create one database each)
+# and stops the cluster and removes its files on exit. PostgreSQL refuses to run as root, so as root
+# the cluster runs as Debian's `postgres` system user.
+start_postgres() {
+  apt_install postgresql
+  local bin
+  bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+  [ -x "$bin/initdb" ] || { echo "PostgreSQL's initdb not found under /usr/lib/postgresql" >&2; return 1; }
+  PG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/stackhub-pg.XXXXXX")"
+  local port as=()
+  port="$(free_port)"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$PG_DIR"
+    as=(runuser -u postgres --)
+  fi
+  log "starting PostgreSQL ($bin) on 127.0.0.1:$port in $PG_DIR"
+  "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 \
+    || { cat "$PG_DIR/initdb.log" >&2; return 1; }
+  "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 start \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DIR -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null \
+    || { cat "$PG_DIR/server.log" >&2; return 1; }
+  PG_CTL=("${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data")
+  trap stop_postgres EXIT
+  export STACKHUB_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+stop_postgres() {
+  [ -n "${PG_DIR:-}" ] || return 0
+  "${PG_CTL[@]}" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+  PG_DIR=""
+}
