@@ -149,11 +149,27 @@ async fn start_reports_readable_progress_and_answers_on_the_pod_ip() {
     // The pod as created: env incl. the bind URL, quota as limits, the claim mounted, labels.
     let pod = fake.get("pods", NS, "jupyter--ada").unwrap();
     let c = &pod["spec"]["containers"][0];
+    let token = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "JUPYTERHUB_API_TOKEN")
+        .unwrap();
+    assert_eq!(token["valueFrom"]["secretKeyRef"]["name"], "jupyter--ada");
+    assert!(
+        !pod.to_string().contains("0123456789abcdef"),
+        "token in the pod spec"
+    );
+    let secret = fake.get("secrets", NS, "jupyter--ada").unwrap();
+    assert_eq!(
+        secret["stringData"]["JUPYTERHUB_API_TOKEN"],
+        "0123456789abcdef"
+    );
     let env: BTreeMap<&str, &str> = c["env"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+        .filter_map(|e| Some((e["name"].as_str().unwrap(), e["value"].as_str()?)))
         .collect();
     assert_eq!(
         env["JUPYTERHUB_SERVICE_URL"],
@@ -204,6 +220,7 @@ async fn image_pull_failure_names_the_image_and_the_setting_and_keeps_the_claim(
         fake.get("pods", NS, "jupyter--bo").is_none(),
         "the failed pod is removed"
     );
+    assert!(fake.get("secrets", NS, "jupyter--bo").is_none());
     assert!(
         fake.get("persistentvolumeclaims", NS, "claim--bo")
             .is_some(),
@@ -280,6 +297,10 @@ async fn stop_deletes_the_pod_keeps_the_claim_and_poll_follows() {
 
     spawner.stop(&id, &spawned.state, true).await.unwrap();
     assert!(fake.get("pods", NS, "jupyter--di--gpu").is_none());
+    assert!(
+        fake.get("secrets", NS, "jupyter--di--gpu").is_none(),
+        "the token Secret goes"
+    );
     assert!(
         fake.get("persistentvolumeclaims", NS, "claim--di")
             .is_some()

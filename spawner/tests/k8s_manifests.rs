@@ -58,6 +58,7 @@ fn docs(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Vec<Value> {
     let mut out = vec![
         serde_json::to_value(&m.namespace).unwrap(),
         serde_json::to_value(&m.pod).unwrap(),
+        serde_json::to_value(&m.secret).unwrap(),
     ];
     if let Some(c) = &m.claim {
         out.push(serde_json::to_value(c).unwrap());

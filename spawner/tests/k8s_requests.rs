@@ -109,6 +109,16 @@ async fn start_creates_claim_then_pod_then_watches_it() {
     // The claim exists from an earlier start: kept, not an error.
     reply(send, StatusCode::CONFLICT, &status(409, "AlreadyExists"));
 
+    // The token goes into the server's Secret, not into the pod spec.
+    let (m, uri, body, send) = next(&mut h).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (Method::POST, "/api/v1/namespaces/hub/secrets?")
+    );
+    assert_eq!(body["metadata"]["name"], "jupyter--ada");
+    assert_eq!(body["stringData"], json!({"JUPYTERHUB_API_TOKEN": "t"}));
+    reply(send, StatusCode::CREATED, &body);
+
     let (m, uri, body, send) = next(&mut h).await;
     assert_eq!(
         (m, uri.as_str()),
@@ -231,6 +241,15 @@ async fn stop_deletes_by_uid_and_tolerates_gone() {
     assert_eq!(body["preconditions"]["uid"], "u-1");
     assert_eq!(body["gracePeriodSeconds"], 0);
     reply(send, StatusCode::OK, &running_pod("jupyter--ada", "u-1"));
+    let (m, uri, _, send) = next(&mut h).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::DELETE,
+            "/api/v1/namespaces/hub/secrets/jupyter--ada?"
+        )
+    );
+    reply(send, StatusCode::OK, &status(200, "Success"));
     t.await.unwrap().unwrap();
 
     let s = spawner.clone();
@@ -240,6 +259,15 @@ async fn stop_deletes_by_uid_and_tolerates_gone() {
     assert!(
         body.get("gracePeriodSeconds").is_none(),
         "graceful stop: {body}"
+    );
+    reply(send, StatusCode::NOT_FOUND, &status(404, "NotFound"));
+    let (m, uri, _, send) = next(&mut h).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::DELETE,
+            "/api/v1/namespaces/hub/secrets/jupyter--ada?"
+        )
     );
     reply(send, StatusCode::NOT_FOUND, &status(404, "NotFound"));
     t.await.unwrap().unwrap();
@@ -279,6 +307,15 @@ async fn orphan_removal_lists_by_hub_labels_and_deletes_unknown_pods() {
         (Method::DELETE, "/api/v1/namespaces/hub/pods/jupyter--bo?")
     );
     reply(send, StatusCode::OK, &running_pod("jupyter--bo", "u-2"));
+    let (m, uri, _, send) = next(&mut h).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::DELETE,
+            "/api/v1/namespaces/hub/secrets/jupyter--bo?"
+        )
+    );
+    reply(send, StatusCode::OK, &status(200, "Success"));
     let removed = t.await.unwrap().unwrap();
     assert_eq!(
         removed,

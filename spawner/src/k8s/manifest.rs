@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, Namespace, PersistentVolumeClaim,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, Namespace, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -55,6 +55,17 @@ pub struct Manifests {
     pub claim: Option<PersistentVolumeClaim>,
     /// The server's pod.
     pub pod: Pod,
+    /// The server's secrets (its API token), named like the pod; the pod reads them by
+    /// `secretKeyRef`, so no token is in the pod spec.
+    pub secret: Secret,
+}
+
+/// Environment variables that hold secrets and go into the server's Secret.
+pub fn is_secret_env(name: &str) -> bool {
+    name.ends_with("_TOKEN")
+        || name.ends_with("_SECRET")
+        || name.ends_with("_KEY")
+        || name.ends_with("_PASSWORD")
 }
 
 /// The namespace a user's objects live in.
@@ -256,14 +267,48 @@ pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Result<Manifests
     if let Some(p) = profile {
         env.extend(p.env.clone());
     }
+    let secret_name = pod_name(&req.server);
+    let mut secret_data = BTreeMap::new();
     let env: Vec<EnvVar> = env
         .into_iter()
-        .map(|(name, value)| EnvVar {
-            name,
-            value: Some(value),
-            ..Default::default()
+        .map(|(name, value)| {
+            if is_secret_env(&name) {
+                secret_data.insert(name.clone(), value);
+                EnvVar {
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: secret_name.clone(),
+                            key: name.clone(),
+                            optional: Some(false),
+                        }),
+                        ..Default::default()
+                    }),
+                    name,
+                    ..Default::default()
+                }
+            } else {
+                EnvVar {
+                    name,
+                    value: Some(value),
+                    ..Default::default()
+                }
+            }
         })
         .collect();
+    let mut secret_labels = labels.clone();
+    secret_labels.insert(LABEL_COMPONENT.to_owned(), "singleuser-secrets".to_owned());
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name),
+            namespace: Some(ns.clone()),
+            labels: Some(secret_labels),
+            annotations: Some(annotations.clone()),
+            ..Default::default()
+        },
+        string_data: Some(secret_data),
+        type_: Some("Opaque".to_owned()),
+        ..Default::default()
+    };
 
     let mut pod_labels = labels;
     pod_labels.insert(LABEL_COMPONENT.to_owned(), "singleuser-server".to_owned());
@@ -353,5 +398,6 @@ pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Result<Manifests
         namespace,
         claim,
         pod,
+        secret,
     })
 }

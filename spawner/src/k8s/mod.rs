@@ -18,14 +18,14 @@ pub use self::config::{KubeSpawnerConfig, NamespaceMode, Profile, StorageConfig}
 pub use self::manifest::{
     ANNOTATION_SERVER, ANNOTATION_USER, LABEL_COMPONENT, LABEL_HUB, LABEL_MANAGED_BY, LABEL_SERVER,
     LABEL_USER, MANAGED_BY, ManifestError, Manifests, build, choose_profile, claim_name,
-    hub_labels, namespace_for, pod_name, resources, selector, server_labels,
+    hub_labels, is_secret_env, namespace_for, pod_name, resources, selector, server_labels,
 };
 pub use self::progress::{PodCheck, Reading, check_pod, read_event};
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde::{Deserialize, Serialize};
@@ -196,6 +196,7 @@ impl KubeSpawner {
             {
                 Ok(_) => {
                     tracing::info!(user = %owner.user, server = %owner.name, pod = %pod.name_any(), "removed orphaned pod");
+                    let _ = self.delete_secret(&ns, &pod.name_any()).await;
                     removed.push(owner);
                 }
                 Err(e) if is_status(&e, 404) => {}
@@ -244,6 +245,40 @@ impl KubeSpawner {
                     claim.name_any()
                 ),
             )),
+        }
+    }
+
+    /// Create or replace the server's Secret (a new token each start).
+    async fn put_secret(&self, server: &ServerId, secret: &Secret) -> Result<(), SpawnError> {
+        let ns = secret.namespace().unwrap_or_default();
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let name = secret.name_any();
+        let err =
+            |e: kube::Error| launch(server, format!("cannot create the Secret {ns}/{name}: {e}"));
+        match api.create(&PostParams::default(), secret).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 409) => {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(e) if is_status(&e, 404) => {}
+                    Err(e) => return Err(err(e)),
+                }
+                api.create(&PostParams::default(), secret)
+                    .await
+                    .map(|_| ())
+                    .map_err(err)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Delete the server's Secret (gone already is fine).
+    async fn delete_secret(&self, ns: &str, name: &str) -> Result<(), kube::Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -332,6 +367,7 @@ impl Spawner for KubeSpawner {
         if let Some(claim) = &m.claim {
             self.ensure_claim(&server, claim, &progress).await?;
         }
+        self.put_secret(&server, &m.secret).await?;
         let pod = self.create_pod(&server, &m.pod).await?;
         let ns = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
@@ -359,6 +395,7 @@ impl Spawner for KubeSpawner {
                     .pods(&ns)
                     .delete(&name, &DeleteParams::default().grace_period(0))
                     .await;
+                let _ = self.delete_secret(&ns, &name).await;
                 Err(launch(&server, reason))
             }
         }
@@ -409,12 +446,22 @@ impl Spawner for KubeSpawner {
             resource_version: None,
         });
         match self.pods(&st.namespace).delete(&st.pod, &dp).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
-            Err(e) => Err(SpawnError::Stop {
-                server: server.clone(),
-                reason: format!("cannot delete pod {}/{}: {e}", st.namespace, st.pod),
-            }),
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            // A newer pod of the same name: its Secret is its own.
+            Err(e) if is_status(&e, 409) => return Ok(()),
+            Err(e) => {
+                return Err(SpawnError::Stop {
+                    server: server.clone(),
+                    reason: format!("cannot delete pod {}/{}: {e}", st.namespace, st.pod),
+                });
+            }
         }
+        self.delete_secret(&st.namespace, &st.pod)
+            .await
+            .map_err(|e| SpawnError::Stop {
+                server: server.clone(),
+                reason: format!("cannot delete the Secret {}/{}: {e}", st.namespace, st.pod),
+            })
     }
 }
