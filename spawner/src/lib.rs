@@ -6,8 +6,9 @@
 //! hand it back to [`Spawner::poll`] / [`Spawner::stop`] and re-attach.
 //!
 //! Implementations: [`LocalProcessSpawner`] (the embedded default: `jupyterhub-singleuser` from
-//! the project's venv). Kubernetes comes with the production issue.
+//! the project's venv) and [`k8s::KubeSpawner`] (a pod per server, a claim per user).
 
+pub mod k8s;
 mod local;
 mod types;
 

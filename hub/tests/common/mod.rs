@@ -1,5 +1,6 @@
-//! Test helpers: an app on in-memory SQLite, request helpers, and a validator for responses
-//! against the upstream OpenAPI file `shared/spec/jupyterhub-rest-api.yml`.
+//! Test helpers: an app on a fresh database (in-memory SQLite, or a new PostgreSQL database when
+//! `STACKHUB_TEST_DB=postgres`), request helpers, and a validator for responses against the
+//! upstream OpenAPI file `shared/spec/jupyterhub-rest-api.yml`.
 
 // Test helpers panic on failure by design.
 #![allow(
@@ -29,11 +30,15 @@ pub struct Hub {
 }
 
 pub async fn hub() -> Hub {
+    hub_on(test_db().await).await
+}
+
+/// The app on a given database.
+pub async fn hub_on(db: Db) -> Hub {
     let mut config = Config::default();
     config.admin_token = Some(Secret::new(ADMIN_TOKEN));
     config.auth.dev_password = Some(Secret::new(PASSWORD));
     config.auth.admin_users = vec!["root".to_owned()];
-    let db = Db::connect(&Secret::new("sqlite::memory:")).await.unwrap();
     hub::bootstrap_admin_token(&db, &config.admin_service_name, config.admin_token.as_ref())
         .await
         .unwrap();
@@ -41,6 +46,50 @@ pub async fn hub() -> Hub {
     Hub {
         app: hub::app(state.clone()),
         state,
+    }
+}
+
+/// The admin URL of the test PostgreSQL server (`scripts/test` starts one and sets
+/// `STACKHUB_TEST_POSTGRES_URL`). Panics when it is missing: PostgreSQL tests fail, never skip.
+pub fn postgres_admin_url() -> String {
+    match std::env::var("STACKHUB_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "STACKHUB_TEST_POSTGRES_URL is not set: the PostgreSQL tests need a server \
+             (scripts/test starts one; or source scripts/lib.sh and run start_postgres)"
+        ),
+    }
+}
+
+/// A fresh, empty, migrated PostgreSQL database on the test server, named after a random id.
+pub async fn postgres_db() -> Db {
+    use sqlx::{Connection, Executor};
+    let admin = postgres_admin_url();
+    let name = format!("stackhub_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL server: {e}"));
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let mut url = url::Url::parse(&admin).unwrap();
+    url.set_path(&format!("/{name}"));
+    Db::connect(&Secret::new(url.as_str())).await.unwrap()
+}
+
+/// A fresh in-memory SQLite database.
+pub async fn sqlite_db() -> Db {
+    Db::connect(&Secret::new("sqlite::memory:")).await.unwrap()
+}
+
+/// The database the API tests run on: `STACKHUB_TEST_DB` = `sqlite` (default) or `postgres`.
+/// `scripts/test` runs the hub's tests once with each.
+pub async fn test_db() -> Db {
+    match std::env::var("STACKHUB_TEST_DB").as_deref() {
+        Err(_) | Ok("" | "sqlite") => sqlite_db().await,
+        Ok("postgres") => postgres_db().await,
+        Ok(other) => panic!("STACKHUB_TEST_DB={other:?}: expected `sqlite` or `postgres`"),
     }
 }
 

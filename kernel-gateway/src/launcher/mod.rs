@@ -10,6 +10,7 @@
 //! to kernels that outlived a gateway restart ([`Launcher::recover`]), and restarting a kernel
 //! inside the same allocation ([`KernelProcess::restart_in_place`]).
 
+pub mod k8s;
 mod local;
 mod select;
 pub mod slurm;

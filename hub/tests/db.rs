@@ -1,0 +1,204 @@
+//! Database-level tests, each run on SQLite and on PostgreSQL in the same test (so a missing
+//! PostgreSQL server fails them): migrations, the row round trips the spawner relies on,
+//! upserts, cascades, concurrent creation, and durability across a reconnect ("hub restart").
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::{hub_on, postgres_db, sqlite_db};
+use hub::{ClientRow, Db, hash_secret};
+use serde_json::json;
+
+/// Both backends, each a fresh database.
+async fn both() -> Vec<(&'static str, Db)> {
+    vec![
+        ("sqlite", sqlite_db().await),
+        ("postgres", postgres_db().await),
+    ]
+}
+
+#[tokio::test]
+async fn server_rows_round_trip() {
+    for (backend, db) in both().await {
+        let h = hub_on(db.clone()).await;
+        let r = h.admin(Method::POST, "/hub/api/users/ada", None).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{backend}: {}", r.text);
+        assert!(
+            db.server("nobody", "").await.unwrap().is_none(),
+            "{backend}"
+        );
+
+        let mut row = db.server("ada", "gpu").await.unwrap().expect(backend);
+        assert_eq!(row.name, "gpu", "{backend}");
+        assert!(!row.active(), "{backend}: a new row is stopped");
+        // Values at the edges of what the columns hold: big microsecond times, nested JSON,
+        // non-ASCII text.
+        row.url = Some("http://10.0.0.7:8888/user/ada/gpu/".to_owned());
+        row.state =
+            json!({"pod": "jupyter-ada--gpu", "uid": "é✓", "nested": {"n": [1, 2.5, null]}});
+        row.user_options = json!({"profile": "large", "image": "r"});
+        row.pending = Some("spawn".to_owned());
+        row.started = Some(4_102_444_800_123_456);
+        row.last_activity = Some(i64::MAX / 2);
+        db.save_server(&row).await.unwrap();
+        let again = db.server("ada", "gpu").await.unwrap().unwrap();
+        assert_eq!(again, row, "{backend}: the saved row reads back unchanged");
+        assert_eq!(
+            again.id, row.id,
+            "{backend}: server() does not create twice"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_server_creation_makes_one_row() {
+    for (backend, db) in both().await {
+        let h = hub_on(db.clone()).await;
+        assert_eq!(
+            h.admin(Method::POST, "/hub/api/users/bo", None)
+                .await
+                .status,
+            StatusCode::CREATED
+        );
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move { db.server("bo", "x").await })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(row) => ids.push(row.unwrap().id),
+                // SQLite serialises writers; a busy error is allowed, a second row is not.
+                Err(e) => assert_eq!(backend, "sqlite", "{backend}: {e}"),
+            }
+        }
+        assert!(!ids.is_empty(), "{backend}");
+        assert!(ids.windows(2).all(|w| w[0] == w[1]), "{backend}: {ids:?}");
+    }
+}
+
+#[tokio::test]
+async fn oauth_client_upsert_and_delete() {
+    for (backend, db) in both().await {
+        let mut client = ClientRow {
+            id: "jupyterhub-user-ada".to_owned(),
+            secret_hash: Some(hash_secret("s1")),
+            redirect_uri: "/user/ada/oauth_callback".to_owned(),
+            description: "Server at /user/ada/".to_owned(),
+            allowed_scopes: vec!["access:servers!server=ada/".to_owned()],
+        };
+        db.upsert_oauth_client(&client).await.unwrap();
+        client.secret_hash = Some(hash_secret("s2"));
+        client.redirect_uri = "/user/ada/x/oauth_callback".to_owned();
+        // ON CONFLICT DO UPDATE: the second write replaces, no duplicate-key error.
+        db.upsert_oauth_client(&client).await.unwrap();
+        let (n, redirect): (i64, String) =
+            sqlx::query_as("SELECT COUNT(*), MAX(redirect_uri) FROM oauth_clients WHERE id = $1")
+                .bind(&client.id)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(
+            (n, redirect.as_str()),
+            (1, "/user/ada/x/oauth_callback"),
+            "{backend}"
+        );
+        db.delete_oauth_client(&client.id).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM oauth_clients")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_user_cascades_and_rolls_back_nothing_half_written() {
+    for (backend, db) in both().await {
+        let h = hub_on(db.clone()).await;
+        let token = h.user_token("cy", None).await;
+        db.server("cy", "").await.unwrap().unwrap();
+        assert_eq!(
+            h.call(Method::GET, "/hub/api/user", Some(&token), None)
+                .await
+                .status,
+            StatusCode::OK,
+            "{backend}"
+        );
+        let r = h.admin(Method::DELETE, "/hub/api/users/cy", None).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{backend}: {}", r.text);
+        for table in ["servers", "api_tokens WHERE user_id IS NOT NULL"] {
+            let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            assert_eq!(n, 0, "{backend}: {table} emptied by the cascade");
+        }
+        assert_eq!(
+            h.call(Method::GET, "/hub/api/user", Some(&token), None)
+                .await
+                .status,
+            StatusCode::FORBIDDEN,
+            "{backend}: the deleted user's token is gone"
+        );
+
+        // A failing statement inside a transaction leaves nothing behind (on PostgreSQL it also
+        // aborts the transaction, so code must not carry on after one).
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("INSERT INTO users (name, admin, created) VALUES ('dup', 0, 1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let dup = sqlx::query("INSERT INTO users (name, admin, created) VALUES ('dup', 0, 1)")
+            .execute(&mut *tx)
+            .await;
+        assert!(dup.is_err(), "{backend}: UNIQUE(name) holds");
+        tx.rollback().await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users WHERE name = 'dup'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn postgres_survives_a_reconnect_and_migrates_once() {
+    // The hub restarting against the same PostgreSQL database: migrations are not re-applied,
+    // users, tokens and server state are still there.
+    let db = postgres_db().await;
+    let url: String = {
+        let (name,): (String,) = sqlx::query_as("SELECT current_database()::TEXT")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        let mut u = url::Url::parse(&common::postgres_admin_url()).unwrap();
+        u.set_path(&format!("/{name}"));
+        u.into()
+    };
+    let h = hub_on(db.clone()).await;
+    let token = h.user_token("dee", None).await;
+    let mut row = db.server("dee", "").await.unwrap().unwrap();
+    row.state = json!({"pod": "jupyter-dee"});
+    db.save_server(&row).await.unwrap();
+    db.pool().close().await;
+
+    let db2 = Db::connect(&hub::Secret::new(url)).await.unwrap();
+    let (migrations,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(db2.pool())
+        .await
+        .unwrap();
+    assert_eq!(migrations, 1);
+    let h2 = hub_on(db2.clone()).await;
+    let r = h2
+        .call(Method::GET, "/hub/api/user", Some(&token), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["name"], "dee");
+    assert_eq!(
+        db2.server("dee", "").await.unwrap().unwrap().state,
+        row.state
+    );
+}

@@ -1,0 +1,418 @@
+//! Kubernetes launcher: each kernel is a pod (`restartPolicy: Never`, sized by the caller's
+//! quota) plus a Secret holding its HMAC key. The kernel image's `stackhub-kernel-launcher`
+//! writes the connection file from the environment (fixed ports: the pod has its own IP) and
+//! execs the kernelspec's argv; the gateway connects to the pod IP inside the cluster.
+//!
+//! Interrupts: no signal reaches a pod from outside, so kernelspecs used here should have
+//! `interrupt_mode: message` (a signal interrupt is refused with that advice). Terminate and
+//! kill delete the pod (with a grace period, or none) and its Secret.
+//! [`KubeLauncher::remove_orphans`] deletes this gateway's kernel pods whose kernel is gone.
+
+mod manifest;
+
+pub use self::manifest::{
+    CONNECTION_FILE, KERNEL_LAUNCHER, KubeLauncherConfig, LABEL_GATEWAY, LABEL_KERNEL,
+    ManifestError, build, gateway_labels, pod_name, resources,
+};
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use jupyter_protocol::ConnectionInfo;
+use jupyter_protocol::connection_info::Transport;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::{Client, ResourceExt};
+
+use super::{
+    ExitInfo, KernelProcess, KernelSignal, LaunchError, LaunchRequest, Launched, Launcher,
+};
+
+/// Starts kernels as pods.
+#[derive(Clone)]
+pub struct KubeLauncher {
+    client: Client,
+    config: KubeLauncherConfig,
+}
+
+impl std::fmt::Debug for KubeLauncher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeLauncher")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+fn failed(what: String, reason: impl Into<String>) -> LaunchError {
+    LaunchError::Spawn {
+        program: what,
+        source: std::io::Error::other(reason.into()),
+    }
+}
+
+/// The pod's state for a launch.
+enum PodState {
+    Running(String),
+    Pending,
+    Failed(String),
+}
+
+fn judge(pod: &Pod) -> PodState {
+    let Some(status) = &pod.status else {
+        return PodState::Pending;
+    };
+    for cs in status.container_statuses.iter().flatten() {
+        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let reason = w.reason.as_deref().unwrap_or_default();
+            if matches!(
+                reason,
+                "ErrImagePull"
+                    | "ImagePullBackOff"
+                    | "InvalidImageName"
+                    | "ErrImageNeverPull"
+                    | "CreateContainerConfigError"
+                    | "CreateContainerError"
+            ) {
+                return PodState::Failed(format!(
+                    "{reason}: {}; check the Kubernetes launcher's `images` setting for this kernelspec",
+                    w.message.as_deref().unwrap_or("no detail")
+                ));
+            }
+        }
+        if let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()) {
+            return PodState::Failed(format!(
+                "the kernel exited with code {} ({}) during start",
+                t.exit_code,
+                t.reason.as_deref().unwrap_or("no reason")
+            ));
+        }
+    }
+    match status.phase.as_deref() {
+        Some("Running") => match status.pod_ip.as_deref() {
+            Some(ip) if !ip.is_empty() => PodState::Running(ip.to_owned()),
+            _ => PodState::Pending,
+        },
+        Some("Failed" | "Succeeded") => PodState::Failed(format!(
+            "the kernel pod ended during start ({})",
+            status.reason.as_deref().unwrap_or("no reason")
+        )),
+        _ => PodState::Pending,
+    }
+}
+
+impl KubeLauncher {
+    /// A launcher using `client`.
+    pub fn new(client: Client, config: KubeLauncherConfig) -> Self {
+        Self { client, config }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &KubeLauncherConfig {
+        &self.config
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    /// Delete this gateway's kernel pods and Secrets whose kernel id is not in `live`.
+    /// Returns the kernel ids removed.
+    ///
+    /// # Errors
+    /// Listing failed (a failed delete is logged; the others go on).
+    pub async fn remove_orphans(&self, live: &[String]) -> Result<Vec<String>, LaunchError> {
+        let live: HashSet<&str> = live.iter().map(String::as_str).collect();
+        let selector = gateway_labels(&self.config)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let lp = ListParams::default().labels(&selector);
+        let what = || format!("kernel pods in namespace {}", self.config.namespace);
+        let pods = self
+            .pods()
+            .list(&lp)
+            .await
+            .map_err(|e| failed(what(), e.to_string()))?;
+        let secrets = self
+            .secrets()
+            .list(&lp)
+            .await
+            .map_err(|e| failed(what(), e.to_string()))?;
+        let mut removed = Vec::new();
+        for pod in pods.items {
+            let Some(id) = pod.annotations().get("stackhub.io/kernel-id").cloned() else {
+                continue;
+            };
+            if live.contains(id.as_str()) {
+                continue;
+            }
+            match self
+                .pods()
+                .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(kernel_id = %id, pod = %pod.name_any(), "removed orphaned kernel pod");
+                    removed.push(id);
+                }
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => {
+                    tracing::warn!(kernel_id = %id, error = %e, "cannot remove orphaned kernel pod")
+                }
+            }
+        }
+        for secret in secrets.items {
+            let Some(id) = secret.annotations().get("stackhub.io/kernel-id") else {
+                continue;
+            };
+            if !live.contains(id.as_str()) {
+                let _ = self
+                    .secrets()
+                    .delete(&secret.name_any(), &DeleteParams::default())
+                    .await;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn create_replacing<K>(&self, api: &Api<K>, obj: &K) -> Result<K, kube::Error>
+    where
+        K: kube::Resource
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        match api.create(&PostParams::default(), obj).await {
+            Err(e) if is_status(&e, 409) => {
+                // A restart reuses the kernel id: the previous pod/Secret goes first.
+                let name = obj.meta().name.clone().unwrap_or_default();
+                match api
+                    .delete(&name, &DeleteParams::default().grace_period(0))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if is_status(&e, 404) => {}
+                    Err(e) => return Err(e),
+                }
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                while api.get_opt(&name).await?.is_some() && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                api.create(&PostParams::default(), obj).await
+            }
+            other => other,
+        }
+    }
+
+    async fn launch_pod(&self, request: LaunchRequest) -> Result<Launched, LaunchError> {
+        let (secret, pod) = build(&self.config, &request)
+            .map_err(|e| failed(format!("kernel {}", request.kernel_id), e.to_string()))?;
+        let name = pod.name_any();
+        let ns = self.config.namespace.clone();
+        let what = || format!("kernel pod {ns}/{name}");
+        self.create_replacing(&self.secrets(), &secret)
+            .await
+            .map_err(|e| failed(what(), format!("cannot create its Secret: {e}")))?;
+        let created = match self.create_replacing(&self.pods(), &pod).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.secrets().delete(&name, &DeleteParams::default()).await;
+                return Err(failed(what(), format!("cannot create the pod: {e}")));
+            }
+        };
+        let uid = created.uid().unwrap_or_default();
+        tracing::info!(kernel_id = %request.kernel_id, pod = %name, namespace = %ns, "kernel pod created");
+        let cond = {
+            let uid = uid.clone();
+            move |p: Option<&Pod>| match p {
+                None => true,
+                Some(p) => {
+                    p.uid().as_deref() != Some(uid.as_str())
+                        || !matches!(judge(p), PodState::Pending)
+                }
+            }
+        };
+        let timeout = Duration::from_secs(self.config.launch_timeout_secs);
+        let outcome =
+            tokio::time::timeout(timeout, await_condition(self.pods(), &name, cond)).await;
+        let result = match outcome {
+            Err(_) => Err(format!(
+                "not running after {} s (image pull or scheduling); raise the Kubernetes \
+                 launcher's `launch_timeout_secs` or check the cluster's capacity",
+                timeout.as_secs()
+            )),
+            Ok(Err(e)) => Err(format!("watching the pod failed: {e}")),
+            Ok(Ok(None)) => Err("the pod was deleted during start".to_owned()),
+            Ok(Ok(Some(p))) if p.uid().as_deref() != Some(uid.as_str()) => {
+                Err("the pod was replaced during start".to_owned())
+            }
+            Ok(Ok(Some(p))) => match judge(&p) {
+                PodState::Running(ip) => Ok(ip),
+                PodState::Failed(m) => Err(m),
+                PodState::Pending => Err("the pod is still pending".to_owned()),
+            },
+        };
+        let ip = match result {
+            Ok(ip) => ip,
+            Err(reason) => {
+                let _ = self
+                    .pods()
+                    .delete(&name, &DeleteParams::default().grace_period(0))
+                    .await;
+                let _ = self.secrets().delete(&name, &DeleteParams::default()).await;
+                return Err(failed(what(), reason));
+            }
+        };
+        let [shell, iopub, stdin, control, hb] = self.config.ports;
+        let connection = ConnectionInfo {
+            ip,
+            transport: Transport::TCP,
+            shell_port: shell,
+            iopub_port: iopub,
+            stdin_port: stdin,
+            control_port: control,
+            hb_port: hb,
+            key: request.key.clone(),
+            signature_scheme: "hmac-sha256".to_owned(),
+            kernel_name: Some(request.spec.name.clone()),
+        };
+        Ok(Launched {
+            connection,
+            process: Box::new(KernelPod {
+                client: self.client.clone(),
+                namespace: ns,
+                name,
+                uid,
+            }),
+        })
+    }
+}
+
+impl Launcher for KubeLauncher {
+    fn launch(&self, request: LaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>> {
+        Box::pin(self.launch_pod(request))
+    }
+}
+
+/// A kernel running as a pod.
+#[derive(Clone)]
+pub struct KernelPod {
+    client: Client,
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+impl std::fmt::Debug for KernelPod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelPod")
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("uid", &self.uid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KernelPod {
+    /// Delete the pod (only this incarnation: uid precondition) and its Secret.
+    pub async fn delete(&self, grace_secs: u32) -> Result<(), kube::Error> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut dp = DeleteParams::default().grace_period(grace_secs);
+        dp.preconditions = Some(kube::api::Preconditions {
+            uid: Some(self.uid.clone()),
+            resource_version: None,
+        });
+        match pods.delete(&self.name, &dp).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) || is_status(&e, 409) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        match secrets.delete(&self.name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl KernelProcess for KernelPod {
+    fn signal(&self, signal: KernelSignal) -> Result<(), LaunchError> {
+        let grace = match signal {
+            KernelSignal::Interrupt => {
+                return Err(LaunchError::Signal {
+                    signal,
+                    detail: "kernel pods cannot be signalled from the gateway; give the \
+                             kernelspec `interrupt_mode: message`"
+                        .to_owned(),
+                });
+            }
+            KernelSignal::Terminate => 5,
+            KernelSignal::Kill => 0,
+        };
+        let handle = tokio::runtime::Handle::try_current().map_err(|e| LaunchError::Signal {
+            signal,
+            detail: format!("no runtime to delete the pod on: {e}"),
+        })?;
+        let pod = self.clone();
+        handle.spawn(async move {
+            if let Err(e) = pod.delete(grace).await {
+                tracing::warn!(pod = %pod.name, error = %e, "cannot delete kernel pod");
+            }
+        });
+        Ok(())
+    }
+
+    fn poll(&self) -> BoxFuture<'_, Option<ExitInfo>> {
+        Box::pin(async move {
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+            let pod = match pods.get_opt(&self.name).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // Unknown is not dead: the API server may be briefly unreachable.
+                    tracing::warn!(pod = %self.name, error = %e, "cannot read kernel pod");
+                    return None;
+                }
+            };
+            let Some(pod) = pod.filter(|p| p.uid().as_deref() == Some(self.uid.as_str())) else {
+                return Some(ExitInfo {
+                    status: "pod deleted".to_owned(),
+                    last_stderr: None,
+                });
+            };
+            let status = pod.status.as_ref()?;
+            if !matches!(status.phase.as_deref(), Some("Failed" | "Succeeded")) {
+                return None;
+            }
+            let term = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .find_map(|c| c.state.as_ref()?.terminated.clone());
+            Some(ExitInfo {
+                status: term.as_ref().map_or_else(
+                    || format!("pod {}", status.phase.as_deref().unwrap_or("ended")),
+                    |t| format!("exit status {}", t.exit_code),
+                ),
+                last_stderr: term.and_then(|t| t.reason.or(t.message)),
+            })
+        })
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::json!({"namespace": self.namespace, "pod": self.name, "uid": self.uid})
+    }
+}

