@@ -121,11 +121,37 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
         let dir = std::env::temp_dir().join(format!("helm-hub-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let toml = dir.join("stackhub.toml");
-        std::fs::write(&toml, cm["data"]["stackhub.toml"].as_str().unwrap()).unwrap();
+        let json = dir.join("kubernetes-spawner.json");
+        std::fs::write(
+            &json,
+            cm["data"]["kubernetes-spawner.json"].as_str().unwrap(),
+        )
+        .unwrap();
+        // The chart mounts the ConfigMap at /etc/stackhub; here the files sit in `dir`.
+        let text = cm["data"]["stackhub.toml"].as_str().unwrap();
+        assert!(
+            text.contains("/etc/stackhub/kubernetes-spawner.json"),
+            "{text}"
+        );
+        let text = text.replace(
+            "/etc/stackhub/kubernetes-spawner.json",
+            json.to_str().unwrap(),
+        );
+        std::fs::write(&toml, text).unwrap();
         let env: HashMap<String, String> = HashMap::new();
         let config = hub::Config::load(Some(&toml), &env)
             .unwrap_or_else(|e| panic!("the hub rejects the chart's config ({sets:?}): {e}"));
         assert_eq!(config.port, 8000);
+        // The chart selects the Kubernetes spawner, and the hub loads its settings.
+        assert_eq!(config.spawner.kind, hub::SpawnerKind::Kubernetes);
+        assert_eq!(
+            config.spawner.kubernetes.as_ref().unwrap().hub_id,
+            "rel-stackhub"
+        );
+        assert_eq!(
+            config.hub_connect_url.as_deref(),
+            Some("http://rel-stackhub-api:8081")
+        );
         // The spawner settings parse into the Kubernetes spawner's config (deny_unknown_fields).
         let spawner: spawner::k8s::KubeSpawnerConfig =
             serde_json::from_str(cm["data"]["kubernetes-spawner.json"].as_str().unwrap())
