@@ -170,6 +170,8 @@ jh_config() {
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/cookie_secret"
   chmod 600 "$dir/cookie_secret"
   cat >"$dir/jupyterhub_config.py" <<EOF
+import os
+
 c = get_config()  # noqa
 c.Application.log_level = "WARN"
 c.JupyterHub.log_level = "WARN"
@@ -192,6 +194,8 @@ c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
 c.SimpleLocalProcessSpawner.home_dir_template = "$dir/home/{username}"
 c.Spawner.cmd = ["$WRAPPER", "$dir/exec-stamps"]
+# jupyter_server refuses to run as root without it (our spawner adds it the same way).
+c.Spawner.args = ["--allow-root"] if os.getuid() == 0 else []
 c.JupyterHub.services = [{"name": "bench", "api_token": "$TOKEN"}]
 c.JupyterHub.load_roles = [{"name": "admin", "services": ["bench"]}]
 EOF

@@ -33,6 +33,9 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 
 /// Most kernel messages written to a WebSocket per flush.
 const MAX_BATCH: usize = 64;
+/// Most bytes queued for one flush: big outputs go out as they come, without piling up in the
+/// socket's write buffer.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 pub(super) fn router() -> Router<Arc<KernelManager>> {
     Router::new().route("/api/kernels/{id}/channels", get(channels))
@@ -122,15 +125,20 @@ async fn run(socket: WebSocket, kernel: Arc<Kernel>, session_id: String) {
                 Some(msg) => {
                     // A reply is several messages in a burst (status, result, reply, idle):
                     // queue all that are already here, then write them in one flush.
-                    let mut frames = 0usize;
+                    let (mut frames, mut bytes) = (0usize, 0usize);
                     let mut failed = false;
                     let mut next = Some(msg);
                     while let Some(msg) = next.take() {
                         if let Some(frame) = encode(v1, &msg) {
+                            bytes += match &frame {
+                                Message::Text(t) => t.len(),
+                                Message::Binary(b) => b.len(),
+                                _ => 0,
+                            };
                             failed = sink.feed(frame).await.is_err();
                             frames += 1;
                         }
-                        if failed || frames >= MAX_BATCH {
+                        if failed || frames >= MAX_BATCH || bytes >= MAX_BATCH_BYTES {
                             break;
                         }
                         next = outbound.try_recv().ok();
