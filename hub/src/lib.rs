@@ -41,7 +41,7 @@ pub use self::auth::{
 pub use self::bootstrap::{BootstrapError, bootstrap_admin_token};
 pub use self::config::{
     AuthConfig, Config, ConfigError, ENV_ADMIN_TOKEN, Lookup, ProcessEnv, RoleConfig, Secret,
-    SpawnerConfig,
+    SpawnerConfig, SpawnerKind,
 };
 pub use self::db::{ClientRow, Db, DbError, ServerRow, hash_secret, new_secret};
 pub use self::error::ApiError;

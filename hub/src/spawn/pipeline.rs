@@ -464,6 +464,7 @@ impl SpawnOrchestrator {
             db::servers::active_all(&mut conn).await?
         };
         let mut live = HashSet::new();
+        let mut live_ids = Vec::new();
         for (user, mut row) in active {
             let n = self.names(&user, &row.name);
             let state = State(row.state.clone());
@@ -478,6 +479,7 @@ impl SpawnOrchestrator {
                     Ok(()) => {
                         tracing::info!(server = %n.id, "re-attached to running server");
                         live.insert(proxy_key(&n.prefix));
+                        live_ids.push(n.id.clone());
                         continue;
                     }
                     Err(e) => tracing::error!(server = %n.id, error = %e, "cannot re-add route"),
@@ -488,6 +490,14 @@ impl SpawnOrchestrator {
                 tracing::error!(server = %n.id, error = %e, "cannot stop server");
             }
             self.clear(&n, &mut row, false).await?;
+        }
+        // Pods (or other servers) the spawner finds of its own that no row re-attached to.
+        match self.inner.spawner.remove_orphans(&live_ids).await {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(count = removed.len(), "removed orphaned servers");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot remove orphaned servers"),
         }
         if let Ok(routes) = self.inner.proxy.routes().await {
             for (path, data) in routes {
