@@ -39,6 +39,7 @@ fn request(user: &str) -> SpawnRequest {
         env,
         user_options: json!({}),
         quota: spawner::Quota::default(),
+        overrides: spawner::Overrides::default(),
     }
 }
 
