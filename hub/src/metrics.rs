@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::Router;
@@ -20,6 +20,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sqlx::Row;
+use tokio::sync::Mutex;
 
 use crate::auth::ApiCaller;
 use crate::error::ApiError;
@@ -96,28 +97,29 @@ fn esc(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn observe(
+async fn observe(
     map: &Mutex<BTreeMap<String, Histogram>>,
     labels: String,
     buckets: &'static [f64],
     v: f64,
 ) {
-    if let Ok(mut m) = map.lock() {
-        m.entry(labels)
-            .or_insert_with(|| Histogram::new(buckets))
-            .observe(v);
-    }
+    map.lock()
+        .await
+        .entry(labels)
+        .or_insert_with(|| Histogram::new(buckets))
+        .observe(v);
 }
 
 /// Record how long a spawn took, from request to ready (or failure).
-pub(crate) fn spawn_finished(seconds: f64, ok: bool) {
+pub(crate) async fn spawn_finished(seconds: f64, ok: bool) {
     let status = if ok { "success" } else { "failure" };
     observe(
         &registry().spawn,
         format!("status=\"{status}\""),
         SPAWN_BUCKETS,
         seconds,
-    );
+    )
+    .await;
 }
 
 /// Middleware: time every request by route pattern.
@@ -140,7 +142,8 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
         labels,
         REQUEST_BUCKETS,
         start.elapsed().as_secs_f64(),
-    );
+    )
+    .await;
     resp
 }
 
@@ -204,16 +207,12 @@ async fn metrics(State(state): State<AppState>, caller: ApiCaller) -> Result<Res
         );
     }
     out.push_str("# HELP stackhub_spawn_duration_seconds Time from a start request to the server being ready or failed.\n# TYPE stackhub_spawn_duration_seconds histogram\n");
-    if let Ok(m) = registry().spawn.lock() {
-        for (labels, h) in m.iter() {
-            h.write(&mut out, "stackhub_spawn_duration_seconds", labels);
-        }
+    for (labels, h) in registry().spawn.lock().await.iter() {
+        h.write(&mut out, "stackhub_spawn_duration_seconds", labels);
     }
     out.push_str("# HELP stackhub_request_duration_seconds Hub request latency by route.\n# TYPE stackhub_request_duration_seconds histogram\n");
-    if let Ok(m) = registry().requests.lock() {
-        for (labels, h) in m.iter() {
-            h.write(&mut out, "stackhub_request_duration_seconds", labels);
-        }
+    for (labels, h) in registry().requests.lock().await.iter() {
+        h.write(&mut out, "stackhub_request_duration_seconds", labels);
     }
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

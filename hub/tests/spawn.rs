@@ -13,8 +13,8 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::fake::{settings, setup};
 use common::{ADMIN_TOKEN, Hub};
-use hub::proxy::EmbeddedProxy;
 use hub::SpawnOrchestrator;
+use hub::proxy::EmbeddedProxy;
 use serde_json::{Value, json};
 
 async fn sse(h: &Hub, path: &str) -> Vec<Value> {

@@ -242,7 +242,7 @@ impl SpawnOrchestrator {
     async fn run_spawn(self, n: Names, mut row: ServerRow, req: SpawnRequest, track: Arc<Track>) {
         let began = Instant::now();
         let outcome = self.spawn_inner(&n, &mut row, req, &track).await;
-        crate::metrics::spawn_finished(began.elapsed().as_secs_f64(), outcome.is_ok());
+        crate::metrics::spawn_finished(began.elapsed().as_secs_f64(), outcome.is_ok()).await;
         match outcome {
             Ok(()) => {
                 let url = &n.prefix;
