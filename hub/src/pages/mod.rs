@@ -7,7 +7,12 @@
 //! - `GET /hub/logout`: ends the login session and revokes everything issued to that browser
 //!   session (OAuth tokens and codes, the identity provider's tokens), then redirects to the
 //!   provider's end-session endpoint (OIDC) or the login page.
-//! - `GET /hub/home`: the user's servers. `GET /hub/` redirects there.
+//! - `GET /hub/home`: the user's servers (default and named, with display name and profile):
+//!   open, start (through the picker), stop, delete, and a form creating a named server.
+//!   `GET /hub/` redirects there.
+//! - `picker`: the server-options picker `/hub/spawn[/{user}[/{server}]]`.
+//! - `spawn`: the browser flow around servers and the spawn-pending page (with cancel).
+//! - `admin`: `/hub/admin`, users and servers for admins.
 
 mod admin;
 mod picker;
