@@ -255,6 +255,9 @@ pub struct Config {
     /// Quota roles (`[[quotas]]`), highest first; default: the Data Lake's
     /// `stack-jupyter-{high,medium,low}`.
     pub quotas: Vec<crate::quota::QuotaRole>,
+    /// Server profiles (`[[profile_list]]`, KubeSpawner's schema plus access lists, kind, site
+    /// and warning); default: the Data Lake's six options. Empty = no picker.
+    pub profile_list: Vec<crate::profiles::Profile>,
 }
 
 impl Default for Config {
@@ -277,6 +280,7 @@ impl Default for Config {
             roles: Vec::new(),
             spawner: SpawnerConfig::default(),
             quotas: crate::quota::default_quota_roles(),
+            profile_list: crate::profiles::default_profiles(),
         }
     }
 }
@@ -304,6 +308,7 @@ impl Config {
             None => Self::default(),
         };
         config.apply_env(env)?;
+        crate::profiles::normalize(&mut config.profile_list);
         config.validate()?;
         config.load_spawner_settings()?;
         Ok(config)
@@ -477,6 +482,7 @@ impl Config {
             oidc.validate().map_err(|(k, r)| invalid(&k, r))?;
         }
         crate::quota::validate(&self.quotas).map_err(|(k, r)| invalid(&k, r))?;
+        crate::profiles::validate(&self.profile_list).map_err(|(k, r)| invalid(&k, r))?;
         for (i, role) in self.roles.iter().enumerate() {
             if role.name.is_empty() {
                 return Err(invalid(&format!("roles[{i}].name"), "must not be empty"));

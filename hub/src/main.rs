@@ -143,11 +143,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(EmbeddedProxy::new(Arc::clone(&routes))),
         settings,
     )
-    .with_prepare(Arc::new(HubPrepare::new(
-        db.clone(),
-        oidc.clone(),
-        hub_api_url,
-    )));
+    .with_prepare(Arc::new(
+        HubPrepare::new(db.clone(), oidc.clone(), hub_api_url).with_profiles(&config),
+    ));
     orchestrator.reconcile().await?;
 
     let mut state = AppState::new(config, db).with_orchestrator(Arc::new(orchestrator.clone()));

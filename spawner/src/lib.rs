@@ -14,7 +14,8 @@ mod types;
 
 pub use self::local::{LocalProcessConfig, LocalProcessSpawner};
 pub use self::types::{
-    ProgressEvent, ProgressSink, Quota, ServerId, SpawnError, SpawnRequest, Spawned, State, Status,
+    Overrides, ProgressEvent, ProgressSink, Quota, ServerId, SpawnError, SpawnRequest, Spawned,
+    State, Status,
 };
 
 use std::fmt::Debug;
