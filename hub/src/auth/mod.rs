@@ -17,10 +17,10 @@ pub use self::oidc::config::OidcConfig;
 
 pub(crate) use self::extract::session_from_jar;
 
-pub(crate) use self::extract::xsrf_token;
 pub use self::extract::{
     ApiCaller, CallerKind, CurrentUser, LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOKIE,
 };
+pub(crate) use self::extract::{xsrf_matches, xsrf_token};
 
 use std::collections::HashMap;
 use std::fmt::Debug;

@@ -20,7 +20,7 @@ use serde_json::Value;
 use super::spawn::spawn_path;
 use super::{enc, render, render_error};
 use crate::api::models::server_url;
-use crate::auth::{CurrentUser, xsrf_token};
+use crate::auth::{CurrentUser, xsrf_matches, xsrf_token};
 use crate::db::{self, UserSort, UsersQuery};
 use crate::error::ApiError;
 use crate::spawn::ServerRef;
@@ -156,11 +156,11 @@ async fn stop(
     me: CurrentUser,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let expected = xsrf_token(state.xsrf_key(), &me.session_id);
-    if !form
-        .get("_xsrf")
-        .is_some_and(|g| crate::auth::constant_time_eq(g.as_bytes(), expected.as_bytes()))
-    {
+    if !xsrf_matches(
+        state.xsrf_key(),
+        &me.session_id,
+        form.get("_xsrf").map(String::as_str),
+    ) {
         return render_error(
             &state,
             StatusCode::FORBIDDEN,

@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use super::spawn::{allowed, load, next_or, pending_path, spawn_path};
 use super::{enc, render, render_error};
-use crate::auth::{CurrentUser, xsrf_token};
+use crate::auth::{CurrentUser, xsrf_matches, xsrf_token};
 use crate::db::{ServerRow, UserRow};
 use crate::error::ApiError;
 use crate::names::ServerName;
@@ -365,7 +365,6 @@ async fn post(
     q: Pairs,
     req: Request,
 ) -> Response {
-    let expected = xsrf_token(state.xsrf_key(), &me.session_id);
     let header = req
         .headers()
         .get("x-xsrftoken")
@@ -381,7 +380,7 @@ async fn post(
         .find(|(k, _)| k == "_xsrf")
         .map(|(_, v)| v.clone())
         .or(header);
-    if !given.is_some_and(|g| crate::auth::constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+    if !xsrf_matches(state.xsrf_key(), &me.session_id, given.as_deref()) {
         return render_error(
             &state,
             StatusCode::FORBIDDEN,

@@ -20,7 +20,7 @@ use minijinja::context;
 
 use super::{enc, render, render_error};
 use crate::api::models::{progress_url, seg, server_url};
-use crate::auth::{CurrentUser, xsrf_token};
+use crate::auth::{CurrentUser, xsrf_matches, xsrf_token};
 use crate::db::{self, ServerRow, UserRow};
 use crate::error::{ApiError, json_error};
 use crate::spawn::ServerRef;
@@ -305,11 +305,11 @@ async fn cancel(
     server: String,
     form: HashMap<String, String>,
 ) -> Response {
-    let expected = xsrf_token(state.xsrf_key(), &me.session_id);
-    if !form
-        .get("_xsrf")
-        .is_some_and(|g| crate::auth::constant_time_eq(g.as_bytes(), expected.as_bytes()))
-    {
+    if !xsrf_matches(
+        state.xsrf_key(),
+        &me.session_id,
+        form.get("_xsrf").map(String::as_str),
+    ) {
         return render_error(
             &state,
             StatusCode::FORBIDDEN,
