@@ -10,6 +10,7 @@ use http_body_util::Full;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
+use crate::h1::UpstreamBody;
 use crate::routes::Route;
 
 /// A streamed body that marks its route active on every data frame. It never buffers.
@@ -52,6 +53,17 @@ impl Body for ActivityBody {
     }
 }
 
+/// A response body read straight from a pooled upstream connection (see `h1`); it records
+/// activity like [`ActivityBody`].
+#[derive(Debug)]
+pub struct DirectBody(UpstreamBody);
+
+impl DirectBody {
+    pub(crate) fn new(inner: UpstreamBody) -> Self {
+        Self(inner)
+    }
+}
+
 /// Any error a body can fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -67,6 +79,8 @@ pub enum ProxyBody {
     Full(Full<Bytes>),
     /// Answered by an upstream in this process.
     Local(LocalBody),
+    /// Read straight from a pooled upstream connection.
+    Direct(DirectBody),
 }
 
 impl ProxyBody {
@@ -100,6 +114,9 @@ impl Body for ProxyBody {
                 Poll::Pending => Poll::Pending,
             },
             Self::Local(body) => Pin::new(body).poll_frame(cx),
+            Self::Direct(DirectBody(body)) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BoxError::from))),
         }
     }
 
@@ -108,6 +125,7 @@ impl Body for ProxyBody {
             Self::Stream(body) => body.is_end_stream(),
             Self::Full(body) => body.is_end_stream(),
             Self::Local(body) => body.is_end_stream(),
+            Self::Direct(DirectBody(body)) => body.is_end_stream(),
         }
     }
 
@@ -116,6 +134,7 @@ impl Body for ProxyBody {
             Self::Stream(body) => body.size_hint(),
             Self::Full(body) => body.size_hint(),
             Self::Local(body) => body.size_hint(),
+            Self::Direct(DirectBody(body)) => body.size_hint(),
         }
     }
 }

@@ -16,8 +16,9 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use futures_util::future::BoxFuture;
 
-use crate::body::{ActivityBody, LocalBody, ProxyBody};
+use crate::body::{ActivityBody, DirectBody, LocalBody, ProxyBody};
 use crate::error::{ConfigError, ForwardError};
+use crate::h1;
 use crate::net::UpstreamConnector;
 use crate::routes::{Route, RouteTable, Target};
 use crate::upgrade;
@@ -83,8 +84,9 @@ pub struct LocalTarget {
     pub upstream: Arc<dyn LocalUpstream>,
 }
 
-/// Who sent a request and how it reached us.
-#[derive(Debug, Clone, Copy)]
+/// Who sent a request and how it reached us, with the `X-Forwarded-*` values it implies
+/// (formatted once per connection, not per request).
+#[derive(Debug, Clone)]
 pub struct Peer {
     /// The client's address.
     pub remote: SocketAddr,
@@ -92,13 +94,35 @@ pub struct Peer {
     pub local_port: u16,
     /// Whether the client connection is TLS.
     pub tls: bool,
+    forwarded_for: HeaderValue,
+    forwarded_port: HeaderValue,
 }
+
+impl Peer {
+    /// A client at `remote` that connected to our `local_port`, over TLS or not.
+    pub fn new(remote: SocketAddr, local_port: u16, tls: bool) -> Self {
+        Self {
+            remote,
+            local_port,
+            tls,
+            forwarded_for: HeaderValue::from_str(&remote.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+            forwarded_port: HeaderValue::from(local_port),
+        }
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The reverse proxy: a route table and a pooled upstream client. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Proxy {
     routes: Arc<RouteTable>,
     client: Client<UpstreamConnector, ProxyBody>,
+    pool: h1::Pool,
     options: ProxyOptions,
     error_target: Option<Target>,
 }
@@ -124,9 +148,11 @@ impl Proxy {
             .pool_max_idle_per_host(options.pool_max_idle_per_host)
             .set_host(false)
             .build(UpstreamConnector::new(options.connect_timeout));
+        let pool = h1::Pool::new(options.pool_max_idle_per_host, options.connect_timeout);
         Ok(Self {
             routes,
             client,
+            pool,
             options,
             error_target,
         })
@@ -142,7 +168,7 @@ impl Proxy {
     }
 
     /// Answer one client request. Never fails: problems become 4xx/5xx responses.
-    pub async fn handle(&self, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         if req.uri().path() == "/_chp_healthz" {
             return json_response(StatusCode::OK, r#"{"status":"OK"}"#);
         }
@@ -212,23 +238,22 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         route: Arc<Route>,
-        peer: Peer,
+        peer: &Peer,
         pq: &str,
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let target = route.target();
         let upstream_pq = self.upstream_path(&route, pq);
+        if (req.method() == Method::GET || req.method() == Method::HEAD)
+            && http_body::Body::is_end_stream(req.body())
+        {
+            return self.forward_direct(req, route, peer, &upstream_pq).await;
+        }
         let uri = target
             .uri_for(&upstream_pq, self.options.prepend_path)
             .map_err(|_| ForwardError::BadRequest("request path cannot be forwarded"))?;
 
         let (mut parts, body) = req.into_parts();
-        if parts.version == Version::HTTP_2
-            && !parts.headers.contains_key(header::HOST)
-            && let Some(authority) = parts.uri.authority()
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
-            parts.headers.insert(header::HOST, host);
-        }
+        host_from_authority(&mut parts);
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
@@ -259,6 +284,47 @@ impl Proxy {
         Ok(Response::from_parts(parts, ProxyBody::Stream(body)))
     }
 
+    /// A body-less GET or HEAD over a pooled connection read and written in this task (see
+    /// `h1`): the same rewriting and answers as [`Self::forward`], without hyper's client tasks.
+    async fn forward_direct(
+        &self,
+        req: Request<Incoming>,
+        route: Arc<Route>,
+        peer: &Peer,
+        upstream_pq: &str,
+    ) -> Result<Response<ProxyBody>, ForwardError> {
+        let target = route.target();
+        let path = target.origin_form(upstream_pq, self.options.prepend_path);
+        if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(ForwardError::BadRequest("request path cannot be forwarded"));
+        }
+        let (mut parts, _empty) = req.into_parts();
+        host_from_authority(&mut parts);
+        strip_hop_by_hop(&mut parts.headers);
+        self.add_forwarded(&mut parts.headers, peer);
+        let head = h1::encode_head(&parts.method, &path, &parts.headers);
+        let sending = self.pool.send(target.authority(), &head, &parts.method);
+        let answer = match self.options.timeout {
+            Some(limit) => tokio::time::timeout(limit, sending)
+                .await
+                .map_err(|_| upstream_error(target, "no response before --timeout"))?,
+            None => sending.await,
+        }
+        .map_err(|reason| upstream_error(target, &format!("client error (direct): {reason}")))?;
+
+        let mut resp = Response::new(());
+        *resp.status_mut() = answer.status;
+        *resp.version_mut() = answer.version;
+        *resp.headers_mut() = answer.headers;
+        strip_hop_by_hop(resp.headers_mut());
+        let active = answer.status.as_u16() < 300;
+        if active {
+            route.touch();
+        }
+        let body = answer.body.with_activity(active.then_some(route));
+        Ok(resp.map(|()| ProxyBody::Direct(DirectBody::new(body))))
+    }
+
     fn local_for(&self, route: &Route) -> Option<&LocalTarget> {
         self.options
             .local
@@ -273,7 +339,7 @@ impl Proxy {
         local: &LocalTarget,
         req: Request<Incoming>,
         route: Arc<Route>,
-        peer: Peer,
+        peer: &Peer,
         pq: &str,
     ) -> Response<ProxyBody> {
         let upgrading = upgrade::is_upgrade(&req);
@@ -301,7 +367,7 @@ impl Proxy {
         resp.map(ProxyBody::Local)
     }
 
-    pub(crate) fn add_forwarded(&self, headers: &mut HeaderMap, peer: Peer) {
+    pub(crate) fn add_forwarded(&self, headers: &mut HeaderMap, peer: &Peer) {
         for (name, value) in &self.options.custom_headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -309,17 +375,17 @@ impl Proxy {
             return;
         }
         let host = headers.get(header::HOST).cloned();
-        append_header(headers, "x-forwarded-for", &peer.remote.ip().to_string());
-        append_header(headers, "x-forwarded-port", &peer.local_port.to_string());
+        append_header(headers, X_FORWARDED_FOR, &peer.forwarded_for);
+        append_header(headers, X_FORWARDED_PORT, &peer.forwarded_port);
         append_header(
             headers,
-            "x-forwarded-proto",
-            if peer.tls { "https" } else { "http" },
+            X_FORWARDED_PROTO,
+            &HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
         );
         if let Some(host) = host
-            && let Ok(host) = host.to_str()
+            && host.to_str().is_ok()
         {
-            append_header(headers, "x-forwarded-host", host);
+            append_header(headers, X_FORWARDED_HOST, &host);
         }
     }
 
@@ -423,8 +489,26 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// HTTP/2 requests carry the host in the URI's authority; HTTP/1.1 upstreams need `Host`.
+fn host_from_authority(parts: &mut http::request::Parts) {
+    if parts.version == Version::HTTP_2
+        && !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, host);
+    }
+}
+
 /// Remove hop-by-hop headers (RFC 9110 7.6.1), including those named in `Connection`, and `Upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names instead of seven hashed removals.
+    if !headers
+        .keys()
+        .any(|name| name == header::UPGRADE || HOP_BY_HOP.contains(name))
+    {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -441,13 +525,20 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-fn append_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    let name = HeaderName::from_static(name);
-    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing},{value}"),
-        _ => value.to_owned(),
+/// Set `name` to `value`, or append `,value` to a non-empty existing value.
+fn append_header(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue) {
+    let joined = match headers.get(&name).map(|v| v.to_str()) {
+        None => {
+            headers.insert(name, value.clone());
+            return;
+        }
+        Some(Ok(existing)) if !existing.is_empty() => {
+            let Ok(value) = value.to_str() else { return };
+            HeaderValue::from_str(&format!("{existing},{value}"))
+        }
+        Some(_) => Ok(value.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    if let Ok(v) = joined {
         headers.insert(name, v);
     }
 }
@@ -547,12 +638,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.9.9.9"));
         h.insert(header::HOST, HeaderValue::from_static("hub.example.org"));
-        let peer = Peer {
-            remote: "127.0.0.7:5000".parse().unwrap(),
-            local_port: 8000,
-            tls: true,
-        };
-        proxy.add_forwarded(&mut h, peer);
+        let peer = Peer::new("127.0.0.7:5000".parse().unwrap(), 8000, true);
+        proxy.add_forwarded(&mut h, &peer);
         assert_eq!(h["x-forwarded-for"], "10.9.9.9,127.0.0.7");
         assert_eq!(h["x-forwarded-port"], "8000");
         assert_eq!(h["x-forwarded-proto"], "https");

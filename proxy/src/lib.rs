@@ -3,6 +3,7 @@
 //! # Layout
 //! - `routes`: the route table (longest whole-segment prefix, per-route activity).
 //! - `forward`: forwarding one request, header rewriting, error answers.
+//! - `h1`: body-less requests over pooled upstream connections without hyper's client tasks.
 //! - `upgrade`: WebSocket (and other upgrade) tunnels.
 //! - `net`: upstream sockets with `TCP_NODELAY` and prompt ACKs.
 //! - `body`: streaming bodies that record activity.
@@ -20,6 +21,7 @@ mod body;
 mod config;
 mod error;
 mod forward;
+mod h1;
 mod net;
 mod routes;
 mod server;
@@ -28,7 +30,7 @@ mod upgrade;
 mod workers;
 
 pub use self::api::Api;
-pub use self::body::{ActivityBody, BoxError, LocalBody, ProxyBody};
+pub use self::body::{ActivityBody, BoxError, DirectBody, LocalBody, ProxyBody};
 pub use self::config::Args;
 pub use self::error::{ConfigError, RouteError};
 pub use self::forward::{LocalTarget, LocalUpstream, Peer, Proxy, ProxyOptions};

@@ -49,6 +49,11 @@ impl QuickAckStream {
         }
     }
 
+    /// The socket itself (readiness checks of pooled connections).
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.inner
+    }
+
     /// Record activity on `route` for every chunk read or written (used for upgraded tunnels).
     pub(crate) fn with_activity(mut self, route: Arc<Route>) -> Self {
         self.activity = Some(route);

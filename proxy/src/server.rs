@@ -45,15 +45,12 @@ pub async fn serve(
     accept_loop(listener, tls, shutdown, move |io, remote, watcher| {
         let proxy = Arc::clone(&proxy);
         let builder = builder.clone();
-        let peer = Peer {
-            remote,
-            local_port,
-            tls: is_tls,
-        };
+        let peer = Arc::new(Peer::new(remote, local_port, is_tls));
         async move {
             let service = service_fn(move |req| {
                 let proxy = Arc::clone(&proxy);
-                async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                let peer = Arc::clone(&peer);
+                async move { Ok::<_, Infallible>(proxy.handle(req, &peer).await) }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {

@@ -37,7 +37,7 @@ pub(crate) async fn tunnel(
     proxy: &Proxy,
     mut req: Request<Incoming>,
     route: Arc<Route>,
-    peer: Peer,
+    peer: &Peer,
     pq: &str,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let protocol = req
