@@ -134,7 +134,12 @@ async fn accept_loop<F, Fut>(
                 serve_conn(io, remote, watcher).await;
             }
         };
-        tokio::spawn(task.instrument(span));
+        // A disabled span still costs an enter/exit on every poll of the connection.
+        if span.is_disabled() {
+            tokio::spawn(task);
+        } else {
+            tokio::spawn(task.instrument(span));
+        }
     }
     drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())

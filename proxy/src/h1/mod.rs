@@ -24,24 +24,27 @@ mod body;
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{Method, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
 
 use self::body::Framing;
 pub(crate) use self::body::UpstreamBody;
 use crate::net::{QuickAckStream, connect_tunnel};
 
-/// Idle pooled connections older than this are closed instead of reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often idle connections are swept when nothing takes them.
+/// How often idle connections are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// Sweeps an idle connection survives: it is closed after 60 to 90 s unused (hyper's pool
+/// closed them after 60 s).
+const IDLE_SWEEPS: u64 = 3;
 /// hyper's client limits: response head size and header count.
 const MAX_HEAD: usize = 8192 + 4096 * 100;
 const MAX_HEADERS: usize = 100;
@@ -78,13 +81,17 @@ impl Conn {
 
 struct Idle {
     conn: Conn,
-    since: Instant,
+    /// The sweep epoch when the connection became idle.
+    epoch: u64,
 }
 
 struct PoolInner {
     idle: Mutex<HashMap<Authority, Vec<Idle>>>,
     max_idle: usize,
-    sweeping: std::sync::atomic::AtomicBool,
+    sweeping: AtomicBool,
+    /// Incremented by every sweep: idle time is counted in sweeps, so the request path never
+    /// reads the clock.
+    epoch: AtomicU64,
 }
 
 /// Idle keep-alive connections per upstream authority (one pool per [`crate::Proxy`]).
@@ -118,12 +125,11 @@ impl Checkin {
 }
 
 impl PoolInner {
-    fn take(&self, key: &Authority) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+    async fn take(&self, key: &Authority) -> Option<Conn> {
+        let mut idle = self.idle.lock().await;
         let list = idle.get_mut(key)?;
-        let now = Instant::now();
         while let Some(entry) = list.pop() {
-            if now.duration_since(entry.since) < IDLE_TIMEOUT && entry.conn.is_usable() {
+            if entry.conn.is_usable() {
                 return Some(entry.conn);
             }
         }
@@ -135,30 +141,33 @@ impl PoolInner {
             return;
         }
         {
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            // Called from a body's poll: never wait for the lock. Only another thread taking
+            // or returning a connection to the same pool holds it (the hub's multi-threaded
+            // runtime; proxy workers each have their own pool), and then this connection
+            // is closed instead of kept.
+            let Ok(mut idle) = self.idle.try_lock() else {
+                return;
+            };
             let list = idle.entry(key).or_default();
             if list.len() >= self.max_idle {
                 return;
             }
             list.push(Idle {
                 conn,
-                since: Instant::now(),
+                epoch: self.epoch.load(Ordering::Relaxed),
             });
         }
-        if !self
-            .sweeping
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
             spawn_sweeper(me.clone());
         }
     }
 
-    /// Close connections idle for too long or closed by their upstream.
-    fn sweep(&self) {
-        let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Close connections idle for two sweep intervals or more, or closed by their upstream.
+    async fn sweep(&self) {
+        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut idle = self.idle.lock().await;
         for list in idle.values_mut() {
-            list.retain(|e| now.duration_since(e.since) < IDLE_TIMEOUT && e.conn.is_usable());
+            list.retain(|e| epoch - e.epoch < IDLE_SWEEPS && e.conn.is_usable());
         }
         idle.retain(|_, list| !list.is_empty());
     }
@@ -174,7 +183,7 @@ fn spawn_sweeper(pool: Weak<PoolInner>) {
         loop {
             tick.tick().await;
             let Some(pool) = pool.upgrade() else { return };
-            pool.sweep();
+            pool.sweep().await;
         }
     });
 }
@@ -193,7 +202,8 @@ impl Pool {
             inner: Arc::new(PoolInner {
                 idle: Mutex::new(HashMap::new()),
                 max_idle,
-                sweeping: std::sync::atomic::AtomicBool::new(false),
+                sweeping: AtomicBool::new(false),
+                epoch: AtomicU64::new(0),
             }),
             connect_timeout,
         }
@@ -208,7 +218,7 @@ impl Pool {
         method: &Method,
     ) -> Result<Answer, String> {
         let is_head = *method == Method::HEAD;
-        if let Some(conn) = self.inner.take(authority) {
+        if let Some(conn) = self.inner.take(authority).await {
             match self.exchange(conn, authority, head, is_head).await {
                 Ok(answer) => return Ok(answer),
                 // The upstream closed the kept-alive connection before reading our request
@@ -309,9 +319,11 @@ enum Parsed {
 
 /// Parse a response head at the start of `buf`, consuming it when complete.
 fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Parsed, String> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    let len = match resp.parse(buf) {
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
+    {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(e) => return Err(format!("invalid response head: {e}")),
