@@ -229,6 +229,11 @@ pub struct Config {
     /// Quota roles (`[[quotas]]`), highest first; default: the Data Lake's
     /// `stack-jupyter-{high,medium,low}`.
     pub quotas: Vec<crate::quota::QuotaRole>,
+    /// The S3 store embedded in the hub (`[s3]`).
+    pub s3: crate::sites::EmbeddedS3Config,
+    /// Sites where remote kernels run (`[[sites]]`); default: the five Data Lake sites as local
+    /// gateways using the embedded store.
+    pub sites: Vec<crate::sites::SiteConfig>,
 }
 
 impl Default for Config {
@@ -250,6 +255,8 @@ impl Default for Config {
             roles: Vec::new(),
             spawner: SpawnerConfig::default(),
             quotas: crate::quota::default_quota_roles(),
+            s3: crate::sites::EmbeddedS3Config::default(),
+            sites: crate::sites::default_sites(),
         }
     }
 }
@@ -442,6 +449,7 @@ impl Config {
             oidc.validate().map_err(|(k, r)| invalid(&k, r))?;
         }
         crate::quota::validate(&self.quotas).map_err(|(k, r)| invalid(&k, r))?;
+        crate::sites::validate(&self.s3, &self.sites).map_err(|(k, r)| invalid(&k, r))?;
         for (i, role) in self.roles.iter().enumerate() {
             if role.name.is_empty() {
                 return Err(invalid(&format!("roles[{i}].name"), "must not be empty"));

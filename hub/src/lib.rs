@@ -11,6 +11,7 @@
 //! - `oauth`: the OAuth2 provider under `/hub/api/oauth2`.
 //! - `pages`: login, logout and home pages.
 //! - `quota`: quota roles → per-user limits (stored, shown, handed to spawners).
+//! - `sites`: the site registry (gateways + S3 exchanges, health, `GET /hub/api/sites`).
 //! - `spawn`: the `Orchestrator` seam the server endpoints call (spawning itself lives with
 //!   the spawn-orchestration work).
 //! - `error`: `ApiError` and the `{"status","message"}` body.
@@ -30,6 +31,7 @@ mod pages;
 pub mod proxy;
 mod quota;
 mod scopes;
+pub mod sites;
 mod spawn;
 mod state;
 
@@ -68,6 +70,7 @@ pub const VERSION_HEADER: &str = "x-jupyterhub-version";
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
+        .merge(sites::router())
         .merge(oauth::router())
         .merge(pages::router())
         .merge(auth::oidc::routes::router())

@@ -152,7 +152,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )));
     orchestrator.reconcile().await?;
 
-    let mut state = AppState::new(config, db).with_orchestrator(Arc::new(orchestrator.clone()));
+    // Sites for remote kernels (and the embedded S3 store they exchange data through).
+    let sites = hub::sites::SiteRegistry::start(&config, &ProcessEnv)
+        .await
+        .context("cannot start the site registry")?;
+
+    let mut state = AppState::new(config, db)
+        .with_orchestrator(Arc::new(orchestrator.clone()))
+        .with_sites(Arc::clone(&sites));
     if let Some(oidc) = oidc {
         state = state.with_oidc(oidc);
     }
@@ -172,6 +179,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
+    let health_task = sites.spawn_health_checks(stopped(stop_rx.clone()));
     let proxy_task = tokio::spawn(
         proxy::serve(listener, public, None, stopped(stop_rx.clone()))
             .instrument(tracing::info_span!("proxy")),
@@ -184,6 +192,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     hub::serve(hub_listener, state, stopped(stop_rx)).await?;
     orchestrator.shutdown().await;
     let _ = proxy_task.await;
+    let _ = health_task.await;
+    sites.shutdown().await;
     tracing::info!("stackhub stopped");
     Ok(())
 }

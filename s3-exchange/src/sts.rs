@@ -194,7 +194,11 @@ impl Exchange for StsExchange {
             reason: "no credentials in the answer".to_owned(),
         })?;
         let expires_at = chrono::DateTime::from_timestamp(c.expiration().secs(), 0);
-        tracing::debug!(user, access_key_id = c.access_key_id(), "issued S3 credentials");
+        tracing::debug!(
+            user,
+            access_key_id = c.access_key_id(),
+            "issued S3 credentials"
+        );
         Ok(Grant {
             space,
             credentials: S3Credentials {

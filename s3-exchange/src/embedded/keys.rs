@@ -98,12 +98,7 @@ impl KeyRing {
     }
 
     /// Issue a key confined to `bucket/prefix` for `lifetime`.
-    pub(crate) fn issue(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        lifetime: chrono::Duration,
-    ) -> Issued {
+    pub(crate) fn issue(&self, bucket: &str, prefix: &str, lifetime: chrono::Duration) -> Issued {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
         let mut rng = rand::rng();
         let suffix: String = (0..16)
@@ -145,7 +140,9 @@ impl KeyRing {
         let payload = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| TokenError::Invalid)?;
-        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Invalid)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| TokenError::Invalid)?;
         #[allow(clippy::expect_used)]
         let mut m = HmacSha256::new_from_slice(self.root_secret.expose().as_bytes())
             .expect("HMAC takes keys of any length");
@@ -193,11 +190,19 @@ mod tests {
             ring.verify(&i.access_key_id, Some(other.session_token.expose())),
             Err(TokenError::Invalid)
         );
-        assert_eq!(ring.verify(&i.access_key_id, None), Err(TokenError::Missing));
+        assert_eq!(
+            ring.verify(&i.access_key_id, None),
+            Err(TokenError::Missing)
+        );
         let forged = ring.issue("b", "users/alice/", chrono::Duration::hours(1));
         let tampered = format!(
             "{}x",
-            forged.session_token.expose().split('.').next().unwrap_or("")
+            forged
+                .session_token
+                .expose()
+                .split('.')
+                .next()
+                .unwrap_or("")
         );
         assert!(ring.verify(&forged.access_key_id, Some(&tampered)).is_err());
         let old = ring.issue("b", "users/alice/", chrono::Duration::seconds(-1));

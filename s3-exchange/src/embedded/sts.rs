@@ -91,8 +91,8 @@ impl S3Route for StsRoute {
         }
         let user = get("RoleSessionName")
             .ok_or_else(|| s3_error!(InvalidArgument, "missing RoleSessionName"))?;
-        let prefix = user_prefix(user)
-            .map_err(|e| s3_error!(InvalidArgument, "RoleSessionName: {e}"))?;
+        let prefix =
+            user_prefix(user).map_err(|e| s3_error!(InvalidArgument, "RoleSessionName: {e}"))?;
         let secs = match get("DurationSeconds") {
             Some(v) => v
                 .parse::<i64>()
@@ -134,8 +134,10 @@ impl S3Route for StsRoute {
             uuid_like(),
         );
         let mut resp = S3Response::new(Body::from(xml));
-        resp.headers
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+        resp.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/xml"),
+        );
         Ok(resp)
     }
 }
@@ -154,8 +156,10 @@ fn sts_error(status: http::StatusCode, code: &str, message: &str) -> S3Response<
     );
     let mut resp = S3Response::new(Body::from(xml));
     resp.status = Some(status);
-    resp.headers
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    resp.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml"),
+    );
     resp
 }
 

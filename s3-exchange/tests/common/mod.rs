@@ -1,6 +1,6 @@
 //! Shared helpers: a scratch directory, the project venv's Python, running a script.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::Command;
