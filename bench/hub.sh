@@ -8,7 +8,9 @@
 # users present, GET /hub/api/users/NAME and GET /hub/api/users (a 200-user page) req/s and p99
 # at 1 and many connections; then spawn overhead (spawn-to-ready minus the single-user server's
 # own start, bench/hub_spawn.py) and a kernel `1+1` round trip through the hub's public port vs
-# straight to the single-user server (gateway_bench, the same client for every path).
+# straight to the single-user server (gateway_bench, the same client for every path; it acknowledges
+# every read at once, so the direct path is the server's real floor, not the ~40 ms stall that
+# delayed ACKs add to jupyter_server's un-Nagled kernel frames).
 # Prints a table with PASS/FAIL marks and writes bench/out/hub.json.
 #
 # Knobs (environment):
@@ -356,7 +358,7 @@ for t in $(rotated 1); do
       hub) url="http://127.0.0.1:${PORT[$t]}/user/spawnee" ;;
       direct) url="${direct%/}" ;;
     esac
-    res=$("$KERNEL_CLIENT" gateway --url "$url" --token "$TOKEN" --starts 1 --iterations "$RTT" \
+    res=$("$KERNEL_CLIENT" gateway --quickack --url "$url" --token "$TOKEN" --starts 1 --iterations "$RTT" \
       --big-mb 1 --big-rounds 0 2>>"$LOGS/kernel-$t.log") ||
       die "$t: kernel round trip via $path failed (see $LOGS/kernel-$t.log)"
     printf '{"kind":"kernel","target":"%s","path":"%s","result":%s}\n' "$t" "$path" "$res" >>"$RESULTS"

@@ -157,10 +157,30 @@ pub struct RoleConfig {
     pub groups: Vec<String>,
 }
 
-/// How single-user servers are spawned (the local-process spawner).
+/// Which spawner starts single-user servers (`spawner.kind`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpawnerKind {
+    /// `jupyterhub-singleuser` processes on this machine (the default).
+    #[default]
+    Local,
+    /// A pod per server (`spawner.kubernetes_config` names the settings).
+    Kubernetes,
+}
+
+/// How single-user servers are spawned.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpawnerConfig {
+    /// `"local"` (default) or `"kubernetes"`.
+    pub kind: SpawnerKind,
+    /// With `kind = "kubernetes"`: a JSON file holding the Kubernetes spawner's settings
+    /// ([`spawner::k8s::KubeSpawnerConfig`]; the Helm chart renders it). The cluster is reached
+    /// in-cluster or through `KUBECONFIG`.
+    pub kubernetes_config: Option<PathBuf>,
+    /// The Kubernetes spawner's settings, read from `kubernetes_config` by [`Config::load`].
+    #[serde(skip)]
+    pub kubernetes: Option<spawner::k8s::KubeSpawnerConfig>,
     /// The Python environment with `jupyterhub-singleuser` (default: `.venv`, or `STACKHUB_VENV`).
     pub venv: PathBuf,
     /// The command; empty = `<venv>/bin/jupyterhub-singleuser`.
@@ -180,6 +200,9 @@ pub struct SpawnerConfig {
 impl Default for SpawnerConfig {
     fn default() -> Self {
         Self {
+            kind: SpawnerKind::Local,
+            kubernetes_config: None,
+            kubernetes: None,
             venv: PathBuf::from(".venv"),
             cmd: Vec::new(),
             args: Vec::new(),
@@ -212,6 +235,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Base URL path of the hub (`/`): the hub lives at `<base_url>hub/`.
     pub base_url: String,
+    /// URL servers use to reach the hub's own listener (`http://hub-api:8081`; JupyterHub's
+    /// `hub_connect_url`); default: `http://<hub_ip>:<hub_port>` (loopback when unspecified).
+    pub hub_connect_url: Option<String>,
     /// Secret for signing `_xsrf` tokens (hex, 32 bytes or more); default: random per process.
     pub cookie_secret: Option<Secret>,
     /// Lifetime of the login cookie and OAuth access tokens, in days.
@@ -234,6 +260,9 @@ pub struct Config {
     /// Sites where remote kernels run (`[[sites]]`); default: the five Data Lake sites as local
     /// gateways using the embedded store.
     pub sites: Vec<crate::sites::SiteConfig>,
+    /// Server profiles (`[[profile_list]]`, KubeSpawner's schema plus access lists, kind, site
+    /// and warning); default: the Data Lake's six options. Empty = no picker.
+    pub profile_list: Vec<crate::profiles::Profile>,
 }
 
 impl Default for Config {
@@ -247,6 +276,7 @@ impl Default for Config {
             db_url: None,
             public_url: None,
             base_url: "/".to_owned(),
+            hub_connect_url: None,
             cookie_secret: None,
             cookie_max_age_days: 14,
             admin_token: None,
@@ -257,6 +287,7 @@ impl Default for Config {
             quotas: crate::quota::default_quota_roles(),
             s3: crate::sites::EmbeddedS3Config::default(),
             sites: crate::sites::default_sites(),
+            profile_list: crate::profiles::default_profiles(),
         }
     }
 }
@@ -284,7 +315,9 @@ impl Config {
             None => Self::default(),
         };
         config.apply_env(env)?;
+        crate::profiles::normalize(&mut config.profile_list);
         config.validate()?;
+        config.load_spawner_settings()?;
         Ok(config)
     }
 
@@ -442,6 +475,13 @@ impl Config {
                 "must be at least 1 second",
             ));
         }
+        if let Some(url) = &self.hub_connect_url {
+            let parsed =
+                url::Url::parse(url).map_err(|_| invalid("hub_connect_url", "not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid("hub_connect_url", "must be http or https"));
+            }
+        }
         if self.cookie_max_age_days == 0 {
             return Err(invalid("cookie_max_age_days", "must be at least 1"));
         }
@@ -450,6 +490,7 @@ impl Config {
         }
         crate::quota::validate(&self.quotas).map_err(|(k, r)| invalid(&k, r))?;
         crate::sites::validate(&self.s3, &self.sites).map_err(|(k, r)| invalid(&k, r))?;
+        crate::profiles::validate(&self.profile_list).map_err(|(k, r)| invalid(&k, r))?;
         for (i, role) in self.roles.iter().enumerate() {
             if role.name.is_empty() {
                 return Err(invalid(&format!("roles[{i}].name"), "must not be empty"));
@@ -463,6 +504,57 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// With `spawner.kind = "kubernetes"`: read `spawner.kubernetes_config` into
+    /// `spawner.kubernetes`.
+    fn load_spawner_settings(&mut self) -> Result<(), ConfigError> {
+        if self.spawner.kind != SpawnerKind::Kubernetes {
+            return Ok(());
+        }
+        let Some(path) = self.spawner.kubernetes_config.clone() else {
+            return Err(invalid(
+                "spawner.kubernetes_config",
+                "must name the Kubernetes spawner's JSON settings file when spawner.kind = \"kubernetes\"",
+            ));
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let k8s: spawner::k8s::KubeSpawnerConfig =
+            serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        if k8s.image.is_empty() {
+            return Err(invalid(
+                "spawner.kubernetes_config: image",
+                "must not be empty",
+            ));
+        }
+        if k8s.uid == 0 {
+            return Err(invalid(
+                "spawner.kubernetes_config: uid",
+                "must not be 0 (servers never run as root)",
+            ));
+        }
+        if k8s.start_timeout_secs == 0 {
+            return Err(invalid(
+                "spawner.kubernetes_config: start_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
+        if let Some(p) = &k8s.default_profile
+            && !k8s.profiles.contains_key(p)
+        {
+            return Err(invalid(
+                "spawner.kubernetes_config: default_profile",
+                format!("`{p}` is not one of the profiles"),
+            ));
+        }
+        self.spawner.kubernetes = Some(k8s);
         Ok(())
     }
 
@@ -537,5 +629,48 @@ mod tests {
         let c = Config::from_toml("port = 8001\n[auth]\ndev_password = \"pw\"\n").unwrap();
         assert_eq!(c.port, 8001);
         assert_eq!(c.auth.dev_password.unwrap().expose(), "pw");
+    }
+
+    #[test]
+    fn spawner_kind_is_checked_and_kubernetes_settings_are_loaded() {
+        let dir = std::env::temp_dir().join(format!("hub-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let env = HashMap::<&str, &str>::new();
+        let file = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let bad = file("bad-kind.toml", "[spawner]\nkind = \"docker\"\n");
+        let err = Config::load(Some(&bad), &env).unwrap_err().to_string();
+        assert!(
+            err.contains("docker") && err.contains("kubernetes"),
+            "{err}"
+        );
+        let missing = file("missing.toml", "[spawner]\nkind = \"kubernetes\"\n");
+        let err = Config::load(Some(&missing), &env).unwrap_err().to_string();
+        assert!(err.contains("spawner.kubernetes_config"), "{err}");
+        let json = file(
+            "k8s.json",
+            r#"{"hub_id": "h1", "image": "img:1", "uid": 0}"#,
+        );
+        let toml = format!(
+            "[spawner]\nkind = \"kubernetes\"\nkubernetes_config = \"{}\"\n",
+            json.display()
+        );
+        let good = file("good.toml", &toml);
+        let err = Config::load(Some(&good), &env).unwrap_err().to_string();
+        assert!(err.contains("uid"), "{err}");
+        std::fs::write(&json, r#"{"hub_id": "h1", "image": "img:1", "imagee": 1}"#).unwrap();
+        let err = Config::load(Some(&good), &env).unwrap_err().to_string();
+        assert!(err.contains("imagee") && err.contains("k8s.json"), "{err}");
+        std::fs::write(&json, r#"{"hub_id": "h1", "image": "img:1"}"#).unwrap();
+        let c = Config::load(Some(&good), &env).unwrap();
+        assert_eq!(c.spawner.kind, SpawnerKind::Kubernetes);
+        assert_eq!(c.spawner.kubernetes.unwrap().hub_id, "h1");
+        assert_eq!(
+            Config::load(None, &env).unwrap().spawner.kind,
+            SpawnerKind::Local
+        );
     }
 }

@@ -10,10 +10,13 @@
 //! - `api`: the REST API under `/hub/api` (one router per module).
 //! - `oauth`: the OAuth2 provider under `/hub/api/oauth2`.
 //! - `pages`: login, logout and home pages.
+//! - `profiles`: server profiles (KubeSpawner's `profile_list` plus access lists) and the one
+//!   check of `user_options` against them.
 //! - `quota`: quota roles → per-user limits (stored, shown, handed to spawners).
 //! - `sites`: the site registry (gateways + S3 exchanges, health, `GET /hub/api/sites`).
 //! - `spawn`: the `Orchestrator` seam the server endpoints call (spawning itself lives with
 //!   the spawn-orchestration work).
+//! - `metrics`: Prometheus metrics at `/hub/metrics`.
 //! - `error`: `ApiError` and the `{"status","message"}` body.
 //!
 //! [`app`] builds the router; [`serve`] runs it on a listener until a shutdown future ends.
@@ -25,9 +28,11 @@ mod bootstrap;
 mod config;
 mod db;
 mod error;
+mod metrics;
 mod names;
 mod oauth;
 mod pages;
+mod profiles;
 pub mod proxy;
 mod quota;
 mod scopes;
@@ -43,11 +48,14 @@ pub use self::auth::{
 pub use self::bootstrap::{BootstrapError, bootstrap_admin_token};
 pub use self::config::{
     AuthConfig, Config, ConfigError, ENV_ADMIN_TOKEN, Lookup, ProcessEnv, RoleConfig, Secret,
-    SpawnerConfig,
+    SpawnerConfig, SpawnerKind,
 };
 pub use self::db::{ClientRow, Db, DbError, ServerRow, hash_secret, new_secret};
 pub use self::error::ApiError;
 pub use self::names::{BadName, GroupName, ServerName, UserName};
+pub use self::profiles::{
+    Choice, Profile, ProfileKind, ProfileOption, SpawnerOverride, UnlistedChoice, default_profiles,
+};
 pub use self::quota::{QuotaRole, UserQuota, default_quota_roles};
 pub use self::spawn::{
     HubPrepare, Orchestrator, PrepareSpawn, Prepared, ProgressStream, ServerRef, SpawnOrchestrator,
@@ -74,6 +82,8 @@ pub fn app(state: AppState) -> Router {
         .merge(oauth::router())
         .merge(pages::router())
         .merge(auth::oidc::routes::router())
+        .merge(metrics::router())
+        .layer(axum::middleware::from_fn(metrics::track))
         .fallback(pages::spawn::fallback)
         .layer(axum::middleware::map_response(add_version))
         .with_state(state)

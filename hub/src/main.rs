@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use hub::SpawnerKind;
 use hub::proxy::{EmbeddedProxy, InProcessHub};
 use hub::{
     AppState, Config, Db, HubPrepare, OidcAuth, ProcessEnv, SpawnOrchestrator, SpawnSettings,
 };
-use spawner::LocalProcessConfig;
-use spawner::LocalProcessSpawner;
+use spawner::k8s::KubeSpawner;
+use spawner::{LocalProcessConfig, LocalProcessSpawner, Spawner};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -125,31 +126,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .add(&config.base_url, data)
         .context("cannot add the hub's default route")?;
 
-    let mut spawn_config = LocalProcessConfig::new(
-        std::path::absolute(&config.spawner.venv)?,
-        std::path::absolute(&config.data_dir)?,
+    let spawner = build_spawner(&config).await?;
+    let connect_url = config
+        .hub_connect_url
+        .clone()
+        .unwrap_or_else(|| hub_url.clone());
+    let hub_api_url = format!(
+        "{}{}hub/api",
+        connect_url.trim_end_matches('/'),
+        config.base_url
     );
-    if !config.spawner.cmd.is_empty() {
-        spawn_config.cmd.clone_from(&config.spawner.cmd);
-    }
-    spawn_config.args.clone_from(&config.spawner.args);
-    spawn_config
-        .environment
-        .clone_from(&config.spawner.environment);
-    spawn_config.stop_grace = Duration::from_secs(config.spawner.stop_grace);
-    let hub_api_url = format!("{hub_url}{}hub/api", config.base_url);
     let settings = SpawnSettings::from_config(&config, hub_api_url.clone());
     let orchestrator = SpawnOrchestrator::new(
         db.clone(),
-        Arc::new(LocalProcessSpawner::new(spawn_config)),
+        spawner,
         Arc::new(EmbeddedProxy::new(Arc::clone(&routes))),
         settings,
     )
-    .with_prepare(Arc::new(HubPrepare::new(
-        db.clone(),
-        oidc.clone(),
-        hub_api_url,
-    )));
+    .with_prepare(Arc::new(
+        HubPrepare::new(db.clone(), oidc.clone(), hub_api_url).with_profiles(&config),
+    ));
     orchestrator.reconcile().await?;
 
     // Sites for remote kernels (and the embedded S3 store they exchange data through).
@@ -196,6 +192,39 @@ async fn run(config: Config) -> anyhow::Result<()> {
     sites.shutdown().await;
     tracing::info!("stackhub stopped");
     Ok(())
+}
+
+/// The spawner `spawner.kind` asks for.
+async fn build_spawner(config: &Config) -> anyhow::Result<Arc<dyn Spawner>> {
+    match config.spawner.kind {
+        SpawnerKind::Local => {
+            let mut spawn_config = LocalProcessConfig::new(
+                std::path::absolute(&config.spawner.venv)?,
+                std::path::absolute(&config.data_dir)?,
+            );
+            if !config.spawner.cmd.is_empty() {
+                spawn_config.cmd.clone_from(&config.spawner.cmd);
+            }
+            spawn_config.args.clone_from(&config.spawner.args);
+            spawn_config
+                .environment
+                .clone_from(&config.spawner.environment);
+            spawn_config.stop_grace = Duration::from_secs(config.spawner.stop_grace);
+            Ok(Arc::new(LocalProcessSpawner::new(spawn_config)))
+        }
+        SpawnerKind::Kubernetes => {
+            let settings = config
+                .spawner
+                .kubernetes
+                .clone()
+                .context("spawner.kind = \"kubernetes\" without its settings")?;
+            let spawner = KubeSpawner::from_environment(settings).await.context(
+                "cannot reach the Kubernetes API (in-cluster service account or KUBECONFIG)",
+            )?;
+            tracing::info!(hub_id = %spawner.config().hub_id, "servers run as Kubernetes pods");
+            Ok(Arc::new(spawner))
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C, interactive use) or SIGTERM (service managers, Kubernetes).

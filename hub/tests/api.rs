@@ -579,7 +579,8 @@ async fn activity_rules() {
 
 #[tokio::test]
 async fn servers_models_and_orchestrator_seam() {
-    let h = hub().await;
+    // No profiles: any `user_options` pass through to the orchestrator seam.
+    let h = common::hub_with(common::test_db().await, |c| c.profile_list.clear()).await;
     let alice = h.user_token("alice", None).await;
     let r = h
         .call(

@@ -74,6 +74,10 @@ enum Cmd {
         token: String,
         #[arg(long, default_value = "python3")]
         kernel: String,
+        /// Acknowledge every read at once (`TCP_QUICKACK` re-armed), as our proxy does: measures a
+        /// server that leaves Nagle on without the ~40 ms delayed-ACK stall a plain client adds.
+        #[arg(long)]
+        quickack: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -370,8 +374,60 @@ async fn direct(argv_json: &str, common: &Common) -> Result<Value> {
 // ------------------------------------------------------------------------------------------
 // Gateways.
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<AckingTcp>;
+
+/// A client socket with `TCP_NODELAY`, optionally re-arming `TCP_QUICKACK` after every read.
+struct AckingTcp {
+    inner: tokio::net::TcpStream,
+    quickack: bool,
+}
+
+impl AckingTcp {
+    fn rearm(&self) {
+        if self.quickack {
+            let _ = socket2::SockRef::from(&self.inner).set_tcp_quickack(true);
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for AckingTcp {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if polled.is_ready() {
+            this.rearm();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for AckingTcp {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
 
 struct WsConn(Ws);
 
@@ -407,16 +463,18 @@ impl Conn for WsConn {
 struct Gw {
     url: String,
     token: String,
+    quickack: bool,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
 impl Gw {
-    fn new(url: &str, token: &str) -> Self {
+    fn new(url: &str, token: &str, quickack: bool) -> Self {
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
         connector.set_nodelay(true);
         Gw {
             url: url.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
+            quickack,
             client: Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(64)
                 .build(connector),
@@ -455,7 +513,19 @@ impl Gw {
         req.headers_mut()
             .insert("Authorization", format!("token {}", self.token).parse()?);
         // TCP_NODELAY on the client, so only the gateway's own Nagle behaviour is measured.
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
+        let uri = req.uri();
+        let host = uri.host().ok_or_else(|| anyhow!("no host in {uri}"))?;
+        let port = uri.port_u16().unwrap_or(80);
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .with_context(|| format!("connecting to {host}:{port}"))?;
+        tcp.set_nodelay(true)?;
+        let tcp = AckingTcp {
+            inner: tcp,
+            quickack: self.quickack,
+        };
+        tcp.rearm();
+        let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, None).await?;
         Ok(WsConn(ws))
     }
 
@@ -494,8 +564,14 @@ impl Gw {
     }
 }
 
-async fn gateway(url: &str, token: &str, kernel: &str, common: &Common) -> Result<Value> {
-    let gw = Gw::new(url, token);
+async fn gateway(
+    url: &str,
+    token: &str,
+    kernel: &str,
+    quickack: bool,
+    common: &Common,
+) -> Result<Value> {
+    let gw = Gw::new(url, token, quickack);
     let mut starts = Vec::new();
     for _ in 0..common.starts {
         let (id, ws, _, ms) = gw.start_ready(kernel).await?;
@@ -515,7 +591,7 @@ async fn gateway(url: &str, token: &str, kernel: &str, common: &Common) -> Resul
 }
 
 async fn concurrent(url: &str, token: &str, kernel: &str, n: usize) -> Result<Value> {
-    let gw = std::sync::Arc::new(Gw::new(url, token));
+    let gw = std::sync::Arc::new(Gw::new(url, token, false));
     let t = Instant::now();
     let tasks: Vec<_> = (0..n)
         .map(|_| {
@@ -761,8 +837,9 @@ async fn main() -> Result<()> {
             url,
             token,
             kernel,
+            quickack,
             common,
-        } => gateway(&url, &token, &kernel, &common).await?,
+        } => gateway(&url, &token, &kernel, quickack, &common).await?,
         Cmd::Concurrent {
             url,
             token,

@@ -253,6 +253,19 @@ pub struct Config {
     /// configuration ([`crate::exchange`]), which reaches the kernel. Off = a plain Enterprise
     /// Gateway. Env `STACKHUB_GATEWAY_REMOTE_SITE`.
     pub remote_site: bool,
+    /// A JSON file with the Kubernetes launcher's settings
+    /// ([`crate::launcher::k8s::KubeLauncherConfig`]; the bridge-site chart renders it). Set:
+    /// kernelspecs with `metadata.stackhub.launcher = "kubernetes"` run as pods.
+    pub kubernetes_config: Option<PathBuf>,
+    /// The Kubernetes launcher's settings, read from `kubernetes_config` by
+    /// [`Config::load_launcher_settings`].
+    #[serde(skip)]
+    pub kubernetes: Option<crate::launcher::k8s::KubeLauncherConfig>,
+    /// Launcher of kernelspecs that name none: `"local"` (default), `"kubernetes"` or
+    /// `"slurm"` (which must be configured).
+    pub default_launcher: String,
+    /// Seconds between passes removing launcher resources (kernel pods) whose kernel is gone.
+    pub orphan_cleanup_interval: u64,
 }
 
 impl Default for Config {
@@ -293,6 +306,10 @@ impl Default for Config {
             max_age: String::new(),
             slurm: None,
             remote_site: false,
+            kubernetes_config: None,
+            kubernetes: None,
+            default_launcher: "local".to_owned(),
+            orphan_cleanup_interval: 300,
         }
     }
 }
@@ -332,6 +349,36 @@ impl Config {
             path: path.to_owned(),
             source: Box::new(source),
         })
+    }
+
+    /// Reads `kubernetes_config` (if set) into `kubernetes`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `kubernetes_config`, the file and what is wrong.
+    pub fn load_launcher_settings(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.kubernetes_config else {
+            return Ok(());
+        };
+        let bad = |reason: String| ConfigError::Invalid {
+            key: "kubernetes_config",
+            reason: format!("{}: {reason}", path.display()),
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let k8s: crate::launcher::k8s::KubeLauncherConfig =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if k8s.namespace.is_empty() {
+            return Err(bad("namespace must not be empty".to_owned()));
+        }
+        if k8s.uid == 0 {
+            return Err(bad(
+                "uid must not be 0 (kernels never run as root)".to_owned()
+            ));
+        }
+        if k8s.launch_timeout_secs == 0 {
+            return Err(bad("launch_timeout_secs must be >= 1".to_owned()));
+        }
+        self.kubernetes = Some(k8s);
+        Ok(())
     }
 
     /// Applies environment overrides through `lookup` (tests pass a map; `main` passes `std::env::var`).
@@ -470,6 +517,32 @@ impl Config {
                 reason: format!("{d:?} is not in quota_roles"),
             });
         }
+        let configured = match self.default_launcher.as_str() {
+            "local" => true,
+            "kubernetes" => self.kubernetes_config.is_some(),
+            "slurm" => self.slurm.is_some(),
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "default_launcher",
+                    reason: format!("{other:?} is not one of \"local\", \"kubernetes\", \"slurm\""),
+                });
+            }
+        };
+        if !configured {
+            return Err(ConfigError::Invalid {
+                key: "default_launcher",
+                reason: format!(
+                    "{:?} is not configured (set `kubernetes_config` or `[slurm]`)",
+                    self.default_launcher
+                ),
+            });
+        }
+        if self.orphan_cleanup_interval == 0 {
+            return Err(ConfigError::Invalid {
+                key: "orphan_cleanup_interval",
+                reason: "must be >= 1".into(),
+            });
+        }
         if let Some(slurm) = &self.slurm {
             slurm.validate().map_err(|reason| ConfigError::Invalid {
                 key: "slurm",
@@ -582,5 +655,37 @@ mod tests {
             toml::from_str("[[quota_roles]]\nrole = \"x\"\ncpus = 1\nmemory = \"lots\"\n").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("quota_roles"), "{e}");
+    }
+
+    #[test]
+    fn default_launcher_and_kubernetes_settings_are_checked() {
+        let dir = std::env::temp_dir().join(format!("gw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c: Config = toml::from_str("default_launcher = \"docker\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("default_launcher") && e.contains("docker"),
+            "{e}"
+        );
+        let c: Config = toml::from_str("default_launcher = \"kubernetes\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("kubernetes_config"), "{e}");
+        let json = dir.join("k8s.json");
+        let toml = format!(
+            "default_launcher = \"kubernetes\"\nkubernetes_config = \"{}\"\n",
+            json.display()
+        );
+        std::fs::write(&json, r#"{"namespace": "kernels", "uid": 0}"#).unwrap();
+        let mut c: Config = toml::from_str(&toml).unwrap();
+        let e = c.load_launcher_settings().unwrap_err().to_string();
+        assert!(e.contains("uid") && e.contains("k8s.json"), "{e}");
+        std::fs::write(&json, r#"{"namespace": "kernels", "imagez": {}}"#).unwrap();
+        let e = c.load_launcher_settings().unwrap_err().to_string();
+        assert!(e.contains("imagez"), "{e}");
+        std::fs::write(&json, r#"{"namespace": "kernels", "gateway_id": "lumi"}"#).unwrap();
+        c.load_launcher_settings().unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.kubernetes.as_ref().unwrap().gateway_id, "lumi");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

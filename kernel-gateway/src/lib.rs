@@ -90,6 +90,17 @@ pub async fn serve(
             }
         })
     };
+    let orphans = {
+        let state = state.clone();
+        let every = Duration::from_secs(state.config.orphan_cleanup_interval.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                state.remove_orphans_once().await;
+            }
+        })
+    };
     use axum::serve::ListenerExt as _;
     // Kernel replies are bursts of small frames: without TCP_NODELAY each reply can wait for the
     // client's delayed ACK (~40 ms).
@@ -102,6 +113,7 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     culler.abort();
+    orphans.abort();
     state.shutdown_all().await;
     result
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use kernel_gateway::launcher::k8s::KubeLauncher;
 use kernel_gateway::launcher::slurm::SlurmLauncher;
 use kernel_gateway::{ByKernelSpec, Config, KernelManager, Launcher, LocalLauncher};
 
@@ -38,6 +39,10 @@ async fn main() -> anyhow::Result<()> {
         None => Config::default(),
     };
     config.apply_env(|k| std::env::var(k).ok());
+    if let Err(e) = config.load_launcher_settings() {
+        eprintln!("stackhub-gateway: {e}");
+        std::process::exit(64);
+    }
     if let Some(ip) = cli.ip {
         config.ip = ip;
     }
@@ -57,15 +62,37 @@ async fn main() -> anyhow::Result<()> {
     let open = config.is_open();
     let jwt = config.jwt.as_ref().map(|j| j.jwks_url.clone());
     let local = LocalLauncher::with_defaults().with_port_range(config.kernel_port_range);
-    let launcher: Arc<dyn Launcher> = match &config.slurm {
-        Some(slurm) => {
-            let slurm = SlurmLauncher::start(slurm.clone())
-                .await
-                .context("starting the Slurm launcher")?;
-            Arc::new(ByKernelSpec::new(Arc::new(local)).with("slurm", Arc::new(slurm)))
-        }
-        None => Arc::new(local),
+    let mut named: Vec<(&str, Arc<dyn Launcher>)> = Vec::new();
+    if let Some(slurm) = &config.slurm {
+        let slurm = SlurmLauncher::start(slurm.clone())
+            .await
+            .context("starting the Slurm launcher")?;
+        named.push(("slurm", Arc::new(slurm)));
+    }
+    if let Some(k8s) = &config.kubernetes {
+        let client = kube::Client::try_default().await.context(
+            "cannot reach the Kubernetes API (in-cluster service account or KUBECONFIG)",
+        )?;
+        tracing::info!(namespace = %k8s.namespace, "kernelspecs with launcher \"kubernetes\" run as pods");
+        named.push((
+            "kubernetes",
+            Arc::new(KubeLauncher::new(client, k8s.clone())),
+        ));
+    }
+    let local: Arc<dyn Launcher> = Arc::new(local);
+    let default = match config.default_launcher.as_str() {
+        "local" => local.clone(),
+        name => named
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, l)| l.clone())
+            .with_context(|| format!("default_launcher {name:?} is not configured"))?,
     };
+    let mut by_spec = ByKernelSpec::new(default).with("local", local);
+    for (name, l) in named {
+        by_spec = by_spec.with(name, l);
+    }
+    let launcher: Arc<dyn Launcher> = Arc::new(by_spec);
     let manager = Arc::new(KernelManager::new(config, launcher, |k| {
         std::env::var(k).ok()
     }));

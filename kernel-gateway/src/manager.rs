@@ -482,6 +482,26 @@ impl KernelManager {
         }
     }
 
+    /// One orphan pass: the launcher removes what it started for kernels this gateway no longer
+    /// has (kernel pods left by a crash or an earlier run).
+    pub async fn remove_orphans_once(&self) -> Vec<String> {
+        // Asked per resource after the launcher listed them; while the map is being written
+        // (a start or stop under way) every kernel counts as live, so nothing racing goes.
+        let is_live = |id: &str| self.kernels.try_read().map_or(true, |k| k.contains_key(id));
+        match self.launcher.remove_orphans(&is_live).await {
+            Ok(removed) => {
+                if !removed.is_empty() {
+                    tracing::info!(count = removed.len(), "removed orphaned kernel resources");
+                }
+                removed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "orphan cleanup failed");
+                Vec::new()
+            }
+        }
+    }
+
     /// One culling pass (`cull_idle_timeout`, `cull_connected`, `cull_busy`); dead kernels go too.
     pub async fn cull_once(&self) {
         let timeout = self.config.cull_idle_timeout;

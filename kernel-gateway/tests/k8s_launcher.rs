@@ -320,7 +320,7 @@ async fn launch_poll_terminate_and_orphans_against_the_fake_api_server() {
     fake.wait_for("pods", NS, "kernel-k-5").await;
     fake.run_pod(NS, "kernel-k-5");
     t.await.unwrap().unwrap();
-    let removed = launcher.remove_orphans(&["k-3".to_owned()]).await.unwrap();
+    let removed = launcher.remove_orphans(&|id| id == "k-3").await.unwrap();
     assert_eq!(removed, vec!["k-4".to_owned()]);
     assert!(fake.get("pods", NS, "kernel-k-4").is_none());
     assert!(fake.get("secrets", NS, "kernel-k-4").is_none());

@@ -14,7 +14,8 @@ mod types;
 
 pub use self::local::{LocalProcessConfig, LocalProcessSpawner};
 pub use self::types::{
-    ProgressEvent, ProgressSink, Quota, ServerId, SpawnError, SpawnRequest, Spawned, State, Status,
+    Overrides, ProgressEvent, ProgressSink, Quota, ServerId, SpawnError, SpawnRequest, Spawned,
+    State, Status,
 };
 
 use std::fmt::Debug;
@@ -41,4 +42,13 @@ pub trait Spawner: Send + Sync + Debug + 'static {
 
     /// Stop the server described by `state`; `now` skips the graceful period.
     async fn stop(&self, server: &ServerId, state: &State, now: bool) -> Result<(), SpawnError>;
+
+    /// Hub start-up, after re-attaching: remove servers this spawner finds of its own (pods left
+    /// by an earlier run) that are not in `known`, the servers the hub re-attached to. Returns
+    /// the servers removed. Default: nothing to find (a local process dies with its hub's
+    /// process group or is stopped through its saved state).
+    async fn remove_orphans(&self, known: &[ServerId]) -> Result<Vec<ServerId>, SpawnError> {
+        let _ = known;
+        Ok(Vec::new())
+    }
 }

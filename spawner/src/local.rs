@@ -140,9 +140,9 @@ impl Spawner for LocalProcessSpawner {
             reason,
             source,
         };
-        let (program, rest) = self
-            .config
-            .cmd
+        let command = req.overrides.cmd.as_ref().unwrap_or(&self.config.cmd);
+        let args = req.overrides.args.as_ref().unwrap_or(&self.config.args);
+        let (program, rest) = command
             .split_first()
             .ok_or_else(|| launch_err("no command configured".into(), None))?;
         let port =
@@ -169,8 +169,8 @@ impl Spawner for LocalProcessSpawner {
             .map_err(|e| launch_err("cannot share the log file".into(), Some(e)))?;
 
         let mut cmd = Command::new(program);
-        cmd.args(rest).args(&self.config.args);
-        if running_as_root() && !self.config.args.iter().any(|a| a == "--allow-root") {
+        cmd.args(rest).args(args);
+        if running_as_root() && !args.iter().any(|a| a == "--allow-root") {
             // Servers run as the hub's own user (no setuid); Jupyter Server refuses root
             // without this flag.
             cmd.arg("--allow-root");

@@ -48,6 +48,20 @@ pub struct SpawnRequest {
     pub user_options: Value,
     /// Limits from the user's quota.
     pub quota: Quota,
+    /// Settings of the chosen profile that replace the spawner's own.
+    pub overrides: Overrides,
+}
+
+/// Settings of the chosen profile (the hub's `spawner_override`) that replace the spawner's
+/// own; each spawner applies those it understands (the local one: `cmd`, `args`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overrides {
+    /// Container image.
+    pub image: Option<String>,
+    /// The command.
+    pub cmd: Option<Vec<String>>,
+    /// The arguments.
+    pub args: Option<Vec<String>>,
 }
 
 impl fmt::Debug for SpawnRequest {
@@ -58,6 +72,7 @@ impl fmt::Debug for SpawnRequest {
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("user_options", &self.user_options)
             .field("quota", &self.quota)
+            .field("overrides", &self.overrides)
             .finish()
     }
 }

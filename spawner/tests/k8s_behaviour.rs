@@ -54,6 +54,7 @@ fn request(user: &str, name: &str) -> SpawnRequest {
             memory_bytes: Some(4 << 30),
             gpus: None,
         },
+        overrides: spawner::Overrides::default(),
     }
 }
 

@@ -50,6 +50,7 @@ fn request(user: &str, server: &str, options: Value, quota: Quota) -> SpawnReque
         env: BTreeMap::from([("JUPYTERHUB_USER".to_owned(), user.to_owned())]),
         user_options: options,
         quota,
+        overrides: spawner::Overrides::default(),
     }
 }
 

@@ -93,6 +93,7 @@ async fn start_creates_claim_then_pod_then_watches_it() {
             memory_bytes: Some(1 << 30),
             gpus: Some(1),
         },
+        overrides: spawner::Overrides::default(),
     };
     let task = tokio::spawn(async move { spawner.start(req, ProgressSink::discard()).await });
 
@@ -189,6 +190,7 @@ async fn per_user_mode_creates_the_namespace_first() {
         env: BTreeMap::new(),
         user_options: json!({}),
         quota: Quota::default(),
+        overrides: spawner::Overrides::default(),
     };
     let task = tokio::spawn(async move { spawner.start(req, ProgressSink::discard()).await });
     let (m, uri, body, send) = next(&mut h).await;

@@ -39,6 +39,7 @@ fn request(user: &str) -> SpawnRequest {
         env,
         user_options: json!({}),
         quota: spawner::Quota::default(),
+        overrides: spawner::Overrides::default(),
     }
 }
 
@@ -163,5 +164,30 @@ async fn poll_of_unknown_or_bad_state() {
         sp.poll(&id, &State(json!({"nope": 1}))).await,
         Err(SpawnError::BadState { .. })
     ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_profile_replaces_command_and_arguments() {
+    let dir = temp_dir("override");
+    let sp = spawner_with(
+        &dir,
+        "echo configured > which.txt; sleep 600",
+        Duration::from_secs(5),
+    );
+    let mut req = request("carl");
+    req.overrides.cmd = Some(vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        "echo \"profile $0 $1\" > which.txt; sleep 600".to_owned(),
+    ]);
+    req.overrides.args = Some(vec!["first".to_owned(), "second".to_owned()]);
+    let spawned = sp.start(req, ProgressSink::discard()).await.unwrap();
+    let which = wait_for(&dir.join("users/carl/which.txt")).await;
+    // Running as root the spawner appends --allow-root after the arguments.
+    assert_eq!(which.trim(), "profile first second");
+    sp.stop(&request("carl").server, &spawned.state, true)
+        .await
+        .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

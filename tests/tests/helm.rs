@@ -121,11 +121,37 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
         let dir = std::env::temp_dir().join(format!("helm-hub-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let toml = dir.join("stackhub.toml");
-        std::fs::write(&toml, cm["data"]["stackhub.toml"].as_str().unwrap()).unwrap();
+        let json = dir.join("kubernetes-spawner.json");
+        std::fs::write(
+            &json,
+            cm["data"]["kubernetes-spawner.json"].as_str().unwrap(),
+        )
+        .unwrap();
+        // The chart mounts the ConfigMap at /etc/stackhub; here the files sit in `dir`.
+        let text = cm["data"]["stackhub.toml"].as_str().unwrap();
+        assert!(
+            text.contains("/etc/stackhub/kubernetes-spawner.json"),
+            "{text}"
+        );
+        let text = text.replace(
+            "/etc/stackhub/kubernetes-spawner.json",
+            json.to_str().unwrap(),
+        );
+        std::fs::write(&toml, text).unwrap();
         let env: HashMap<String, String> = HashMap::new();
         let config = hub::Config::load(Some(&toml), &env)
             .unwrap_or_else(|e| panic!("the hub rejects the chart's config ({sets:?}): {e}"));
         assert_eq!(config.port, 8000);
+        // The chart selects the Kubernetes spawner, and the hub loads its settings.
+        assert_eq!(config.spawner.kind, hub::SpawnerKind::Kubernetes);
+        assert_eq!(
+            config.spawner.kubernetes.as_ref().unwrap().hub_id,
+            "rel-stackhub"
+        );
+        assert_eq!(
+            config.hub_connect_url.as_deref(),
+            Some("http://rel-stackhub-api:8081")
+        );
         // The spawner settings parse into the Kubernetes spawner's config (deny_unknown_fields).
         let spawner: spawner::k8s::KubeSpawnerConfig =
             serde_json::from_str(cm["data"]["kubernetes-spawner.json"].as_str().unwrap())
@@ -135,6 +161,35 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
         // No secret value anywhere: only references.
         let text = serde_json::to_string(&docs).unwrap();
         assert!(!text.contains("\"value\":\"postgres://"), "{text}");
+        // OpenID Connect settings sit where the hub reads them ([auth.oidc]); the only OIDC
+        // environment variable is the client secret's reference, which the hub reads too.
+        let dep = find(&docs, "Deployment")[0];
+        let env_names: Vec<&str> = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .map(|e| e.iter().filter_map(|v| v["name"].as_str()).collect())
+            .unwrap_or_default();
+        for name in env_names.iter().filter(|n| n.contains("OIDC")) {
+            assert!(
+                ["STACKHUB_OIDC_CLIENT_SECRET", "STACKHUB_OIDC_TOKEN_KEY"].contains(name),
+                "the hub never reads {name}"
+            );
+        }
+        if sets.contains(&"oidc.enabled=true") {
+            let oidc = config.auth.oidc.as_ref().expect("[auth.oidc] rendered");
+            assert_eq!(oidc.issuer, "https://identity.example.org/realms/dedl");
+            assert_eq!(oidc.client_id, "stackhub");
+            assert_eq!(oidc.scopes, ["openid", "profile", "email"]);
+            assert!(env_names.contains(&"STACKHUB_OIDC_CLIENT_SECRET"));
+            let env = HashMap::from([(
+                "STACKHUB_OIDC_CLIENT_SECRET".to_owned(),
+                "from-the-secret".to_owned(),
+            )]);
+            let with_secret = hub::Config::load(Some(&toml), &env).unwrap();
+            let secret = with_secret.auth.oidc.unwrap().client_secret.unwrap();
+            assert_eq!(secret.expose(), "from-the-secret");
+        } else {
+            assert!(config.auth.oidc.is_none());
+        }
         if sets.contains(&"spawner.namespace.mode=per_user") {
             assert!(matches!(
                 spawner.namespace,
@@ -176,21 +231,77 @@ fn bridge_site_chart_renders_valid_manifests_and_a_config_the_gateway_accepts() 
     for sets in variants {
         let docs = template("helm/bridge-site", "site", sets);
         let cm = find(&docs, "ConfigMap")[0];
+        let dep = find(&docs, "Deployment")[0];
+        let pod = &dep["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["args"],
+            serde_json::json!(["--config", "/etc/stackhub/gateway.toml"])
+        );
+        assert_eq!(container["volumeMounts"][0]["mountPath"], "/etc/stackhub");
+        // Lay the ConfigMap out as the pod sees it: each item at its path below the mount
+        // (here `dir` stands for /etc/stackhub).
         let dir = std::env::temp_dir().join(format!("helm-gw-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let volume = &pod["volumes"][0];
+        assert_eq!(volume["name"], container["volumeMounts"][0]["name"]);
+        for item in volume["configMap"]["items"].as_array().unwrap() {
+            let path = dir.join(item["path"].as_str().unwrap());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let key = item["key"].as_str().unwrap();
+            let text = cm["data"][key].as_str().unwrap_or_else(|| {
+                panic!("the volume names ConfigMap key {key}, which is not rendered")
+            });
+            std::fs::write(path, text.replace("/etc/stackhub", dir.to_str().unwrap())).unwrap();
+        }
         let toml = dir.join("gateway.toml");
-        std::fs::write(&toml, cm["data"]["gateway.toml"].as_str().unwrap()).unwrap();
-        let config = kernel_gateway::Config::from_file(&toml)
+        let mut config = kernel_gateway::Config::from_file(&toml)
             .unwrap_or_else(|e| panic!("the gateway rejects the chart's config ({sets:?}): {e}"));
+        config
+            .load_launcher_settings()
+            .unwrap_or_else(|e| panic!("kubernetes-launcher.json ({sets:?}): {e}"));
+        config.validate().unwrap();
         assert_eq!(config.port, 8888);
         assert_eq!(config.quota_roles.len(), 3);
         assert_eq!(config.jwt.is_some(), !sets.contains(&"jwt.enabled=false"));
-        let role = find(&docs, "Role")[0];
+        // Every kernel is a pod; the launcher's settings come from the mounted file.
+        assert_eq!(config.default_launcher, "kubernetes");
+        let launcher = config
+            .kubernetes
+            .as_ref()
+            .expect("Kubernetes launcher settings");
         let ns = if sets.contains(&"kernels.namespace=kernels") {
             "kernels"
         } else {
             "site"
         };
+        assert_eq!(launcher.namespace, ns);
+        assert_eq!(launcher.gateway_id, "rel-gateway");
+        // The mounted kernelspecs are found where the config says, each with an image.
+        let specs =
+            kernel_gateway::kernelspec::KernelSpecDirs(config.kernelspec_dirs.clone()).all();
+        assert_eq!(
+            specs.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["ir", "python3"]
+        );
+        for (name, spec) in &specs {
+            assert_eq!(spec.launcher_name(), Some("kubernetes"), "{name}");
+            assert!(launcher.images.contains_key(name), "{name} has no image");
+        }
+        assert!(specs.contains_key(&config.default_kernel_name));
+        // The only environment the chart sets is the token reference, which the gateway reads.
+        let env_names: Vec<&str> = container["env"]
+            .as_array()
+            .map(|e| e.iter().filter_map(|v| v["name"].as_str()).collect())
+            .unwrap_or_default();
+        let expected: &[&str] = if sets.contains(&"authToken.existingSecret=gw-token") {
+            &["STACKHUB_GATEWAY_AUTH_TOKEN"]
+        } else {
+            &[]
+        };
+        assert_eq!(env_names, expected);
+        let _ = std::fs::remove_dir_all(&dir);
+        let role = find(&docs, "Role")[0];
         assert_eq!(role["metadata"]["namespace"], ns);
         all.extend(docs);
     }
@@ -215,6 +326,17 @@ fn values_schemas_refuse_bad_values_with_a_message_naming_them() {
             "maxKernelsPerUser",
         ),
         ("helm/bridge-site", "site=Central Site", "site"),
+        (
+            "helm/bridge-site",
+            "kernels.specs.julia.argv={julia}",
+            "julia",
+        ),
+        (
+            "helm/bridge-site",
+            "kernels.specs.julia.argv={julia},kernels.specs.julia.displayName=J,\
+             kernels.specs.julia.language=julia",
+            "kernels.images.julia",
+        ),
     ] {
         let (ok, out) = run_helm(&["template", "rel", chart, "--set", set]);
         assert!(!ok, "{chart} accepted {set}");

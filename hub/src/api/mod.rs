@@ -12,7 +12,8 @@ mod groups;
 pub(crate) mod models;
 mod oidc_token;
 mod root;
-mod servers;
+pub(crate) mod servers;
+mod spawn_options;
 mod tokens;
 mod users;
 
@@ -38,6 +39,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(groups::router())
         .merge(oidc_token::router())
         .merge(servers::router())
+        .merge(spawn_options::router())
 }
 
 /// The pagination media type.

@@ -163,7 +163,7 @@ async fn start(
     server: String,
     body: Option<Value>,
 ) -> Result<Response, ApiError> {
-    let (options, _display) = start_options(body)?;
+    let (options, display) = start_options(body)?;
     let (user, row) = load_server(
         &state,
         &caller,
@@ -186,6 +186,12 @@ async fn start(
         if row.ready() {
             return Err(ApiError::BadRequest(format!("{label} is already running")));
         }
+    }
+    let saved = row.as_ref().map(|r| r.user_options.clone());
+    let effective = options.clone().or(saved).unwrap_or(Value::Null);
+    check_options(&state, &user, &effective)?;
+    if row.is_none() && !server.is_empty() {
+        create_server(&state, &user, &server, display.as_deref(), &effective).await?;
     }
     let outcome = state
         .orchestrator()
@@ -313,23 +319,73 @@ async fn create_named(
         &["servers", "start:servers"],
     )
     .await?;
-    let mut tx = state.db().begin().await?;
-    let row = db::servers::create(
-        &mut tx,
-        user.id,
+    check_options(&state, &user, &options)?;
+    let row = create_server(
+        &state,
+        &user,
         &server,
         body.display_name.as_deref(),
         &options,
     )
-    .await?
-    .ok_or_else(|| ApiError::Conflict(format!("Server {name}/{server} already exists")))?;
-    tx.commit().await?;
-    tracing::info!(user = %user.name, server = %server, "created server");
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(server_model(&state, &caller, &user, &row)),
     )
         .into_response())
+}
+
+/// Check `options` against the profiles for the server's owner (whoever asks): 403 for a
+/// profile or choice they may not use, 400 for unknown or invalid ones or a profile that
+/// cannot start here.
+pub(crate) fn check_options(
+    state: &AppState,
+    owner: &UserRow,
+    options: &Value,
+) -> Result<(), ApiError> {
+    let id = crate::profiles::Identity::of(state, owner);
+    let resolved = crate::profiles::resolve(&state.config().profile_list, &id, options)?;
+    crate::profiles::startable(&resolved)?;
+    Ok(())
+}
+
+/// Create a stopped named server within the owner's quota (`max_servers` named servers),
+/// atomically: 409 if it exists, 400 at the limit.
+pub(crate) async fn create_server(
+    state: &AppState,
+    owner: &UserRow,
+    server: &str,
+    display_name: Option<&str>,
+    options: &Value,
+) -> Result<ServerRow, ApiError> {
+    let mut tx = state.db().begin().await?;
+    let quota = crate::quota::of_user(&mut tx, owner.id).await?;
+    let limit = quota.as_ref().and_then(|q| q.max_servers);
+    let display_name = display_name.map(str::trim).filter(|d| !d.is_empty());
+    if display_name.is_some_and(|d| d.chars().count() > 255) {
+        return Err(ApiError::BadRequest(
+            "display_name is longer than 255 characters".to_owned(),
+        ));
+    }
+    let created =
+        db::servers::create_limited(&mut tx, owner.id, server, display_name, options, limit)
+            .await?;
+    match created {
+        Ok(row) => {
+            tx.commit().await?;
+            tracing::info!(user = %owner.name, server = %server, "created server");
+            Ok(row)
+        }
+        Err(db::servers::NotCreated::Exists) => Err(ApiError::Conflict(format!(
+            "Server {}/{server} already exists",
+            owner.name
+        ))),
+        Err(db::servers::NotCreated::Limit(n)) => Err(ApiError::BadRequest(format!(
+            "User {} already has {n} named servers, the most quota role {} allows",
+            owner.name,
+            quota.map(|q| q.role).unwrap_or_default()
+        ))),
+    }
 }
 
 async fn progress(

@@ -40,6 +40,12 @@ pub(crate) fn xsrf_token(key: &[u8], session_id: &str) -> String {
     hex::encode(&mac.finalize().into_bytes()[..16])
 }
 
+/// Whether `given` is the `_xsrf` token of `session_id` (compared in constant time).
+pub(crate) fn xsrf_matches(key: &[u8], session_id: &str, given: Option<&str>) -> bool {
+    let expected = xsrf_token(key, session_id);
+    given.is_some_and(|g| crate::auth::constant_time_eq(g.as_bytes(), expected.as_bytes()))
+}
+
 /// Who is calling the API.
 #[derive(Debug, Clone)]
 pub enum CallerKind {
@@ -231,15 +237,13 @@ impl FromRequestParts<AppState> for ApiCaller {
         let Some((session, user)) = session_from_jar(state, &jar).await? else {
             return Err(ApiError::no_credentials());
         };
-        let expected = xsrf_token(state.xsrf_key(), &session.session_id);
         let given = parts
             .headers
             .get("x-xsrftoken")
             .and_then(|v| v.to_str().ok())
             .map(std::borrow::Cow::Borrowed)
             .or_else(|| query_param(parts, "_xsrf"));
-        if !given.is_some_and(|g| crate::auth::constant_time_eq(g.as_bytes(), expected.as_bytes()))
-        {
+        if !xsrf_matches(state.xsrf_key(), &session.session_id, given.as_deref()) {
             return Err(ApiError::Forbidden(
                 "'_xsrf' argument missing or incorrect".to_owned(),
             ));

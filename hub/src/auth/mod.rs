@@ -17,10 +17,10 @@ pub use self::oidc::config::OidcConfig;
 
 pub(crate) use self::extract::session_from_jar;
 
-pub(crate) use self::extract::xsrf_token;
 pub use self::extract::{
     ApiCaller, CallerKind, CurrentUser, LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOKIE,
 };
+pub(crate) use self::extract::{xsrf_matches, xsrf_token};
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -219,13 +219,18 @@ pub(crate) fn is_role(state: &AppState, role: &str) -> bool {
 /// configured ones naming the user or one of their groups. `user` comes with its details
 /// loaded ([`db::users::load_details`]), so this reads no database.
 pub(crate) fn user_roles(state: &AppState, user: &UserRow) -> Vec<String> {
+    roles_of(&state.config().roles, user)
+}
+
+/// [`user_roles`] with the configured roles given directly.
+pub(crate) fn roles_of(configured: &[crate::config::RoleConfig], user: &UserRow) -> Vec<String> {
     let mut roles = vec!["user".to_owned()];
     if user.admin {
         roles.push("admin".to_owned());
     }
     roles.extend(user.roles.iter().cloned());
     roles.extend(user.group_roles.iter().cloned());
-    for r in &state.config().roles {
+    for r in configured {
         if r.users.contains(&user.name) || r.groups.iter().any(|g| user.groups.contains(g)) {
             roles.push(r.name.clone());
         }

@@ -193,3 +193,73 @@ pub(crate) async fn active_all(
     }
     Ok(out)
 }
+
+/// Take the owner's row lock for the rest of the transaction (PostgreSQL: a row lock; SQLite:
+/// the database's write lock), so per-user limits are checked and acted on atomically.
+pub(crate) async fn lock_user(conn: &mut AnyConnection, user_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET admin = admin WHERE id = $1")
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Under the owner's lock: how many of the user's servers other than `except` are running or
+/// in transition.
+pub(crate) async fn lock_and_count_active(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    except: i64,
+) -> Result<i64, sqlx::Error> {
+    lock_user(&mut *conn, user_id).await?;
+    let n: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM servers WHERE user_id = $1 AND id <> $2 \
+         AND (pending IS NOT NULL OR url IS NOT NULL)",
+    )
+    .bind(user_id)
+    .bind(except)
+    .fetch_one(conn)
+    .await?
+    .try_get("n")?;
+    Ok(n)
+}
+
+/// Why [`create_limited`] created nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotCreated {
+    /// A server of that name exists.
+    Exists,
+    /// The user has this many named servers, the limit.
+    Limit(i64),
+}
+
+/// Create a stopped named server unless it exists or the user already has `limit` named
+/// servers; the count and the insert run under the owner's lock (in the caller's transaction),
+/// so concurrent creations cannot pass the limit together.
+pub(crate) async fn create_limited(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    name: &str,
+    display_name: Option<&str>,
+    user_options: &serde_json::Value,
+    limit: Option<u32>,
+) -> Result<Result<ServerRow, NotCreated>, sqlx::Error> {
+    lock_user(&mut *conn, user_id).await?;
+    if get(&mut *conn, user_id, name).await?.is_some() {
+        return Ok(Err(NotCreated::Exists));
+    }
+    if let Some(limit) = limit {
+        let n: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM servers WHERE user_id = $1 AND name <> ''")
+                .bind(user_id)
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get("n")?;
+        if n >= i64::from(limit) {
+            return Ok(Err(NotCreated::Limit(n)));
+        }
+    }
+    Ok(create(conn, user_id, name, display_name, user_options)
+        .await?
+        .ok_or(NotCreated::Exists))
+}

@@ -22,7 +22,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::auth::{CurrentUser, SESSION_COOKIE, constant_time_eq, role_scopes, xsrf_token};
+use crate::auth::{
+    CurrentUser, SESSION_COOKIE, constant_time_eq, role_scopes, xsrf_matches, xsrf_token,
+};
 use crate::db::{self, ClientRow, CodeRow, NewCode, NewToken};
 use crate::error::ApiError;
 use crate::pages::{render_error, session_cookie};
@@ -276,8 +278,7 @@ async fn authorize_post(
     body: Bytes,
 ) -> Response {
     let p = pairs(&body);
-    let expected = xsrf_token(state.xsrf_key(), &me.session_id);
-    if !param(&p, "_xsrf").is_some_and(|x| constant_time_eq(x.as_bytes(), expected.as_bytes())) {
+    if !xsrf_matches(state.xsrf_key(), &me.session_id, param(&p, "_xsrf")) {
         return render_error(
             &state,
             StatusCode::FORBIDDEN,

@@ -7,8 +7,15 @@
 //! - `GET /hub/logout`: ends the login session and revokes everything issued to that browser
 //!   session (OAuth tokens and codes, the identity provider's tokens), then redirects to the
 //!   provider's end-session endpoint (OIDC) or the login page.
-//! - `GET /hub/home`: the user's servers. `GET /hub/` redirects there.
+//! - `GET /hub/home`: the user's servers (default and named, with display name and profile):
+//!   open, start (through the picker), stop, delete, and a form creating a named server.
+//!   `GET /hub/` redirects there.
+//! - `picker`: the server-options picker `/hub/spawn[/{user}[/{server}]]`.
+//! - `spawn`: the browser flow around servers and the spawn-pending page (with cancel).
+//! - `admin`: `/hub/admin`, users and servers for admins.
 
+mod admin;
+mod picker;
 pub(crate) mod spawn;
 
 use std::collections::HashMap;
@@ -40,6 +47,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/hub/", get(hub_root))
         .route("/hub", get(hub_root))
         .merge(spawn::router())
+        .merge(picker::router())
+        .merge(admin::router())
 }
 
 fn env() -> &'static Environment<'static> {
@@ -64,6 +73,8 @@ fn env() -> &'static Environment<'static> {
                 "spawn_pending.html",
                 include_str!("../../templates/spawn_pending.html"),
             ),
+            ("picker.html", include_str!("../../templates/picker.html")),
+            ("admin.html", include_str!("../../templates/admin.html")),
         ] {
             if let Err(e) = env.add_template(name, src) {
                 tracing::error!(template = name, error = %e, "bad template");
@@ -327,6 +338,8 @@ async fn home(State(state): State<AppState>, me: CurrentUser) -> Response {
         Ok((mut s, q)) => (s.remove(&me.user.id).unwrap_or_default(), q),
         Err(e) => return ApiError::from(e).into_response(),
     };
+    let used = servers.iter().filter(|s| s.active()).count();
+    let max = quota.as_ref().and_then(|q| q.max_servers);
     let quota = quota.map(|q| q.describe());
     let base = state.config().base_url.clone();
     let user = me.user.name.clone();
@@ -353,8 +366,21 @@ async fn home(State(state): State<AppState>, me: CurrentUser) -> Response {
             )
         };
         let pending_url = spawn.replacen("hub/spawn/", "hub/spawn-pending/", 1);
+        let profile = row
+            .and_then(|r| r.user_options.get("profile"))
+            .and_then(serde_json::Value::as_str)
+            .and_then(|slug| {
+                state
+                    .config()
+                    .profile_list
+                    .iter()
+                    .find(|p| p.slug == slug)
+                    .map(|p| p.display_name.clone())
+            });
         context! {
             name,
+            display_name => row.and_then(|r| r.display_name.clone()),
+            profile,
             ready => row.is_some_and(db::ServerRow::ready),
             pending => row.and_then(|r| r.pending.clone()),
             url => server_url(&state, &user, name),
@@ -371,7 +397,7 @@ async fn home(State(state): State<AppState>, me: CurrentUser) -> Response {
     render(
         StatusCode::OK,
         "home.html",
-        context! { title => "Home", user, default, named, xsrf, quota, base_url => base },
+        context! { title => "Home", user_q => crate::api::models::seg(&user), user, admin => me.user.admin, default, named, xsrf, quota, used, max, base_url => base },
     )
 }
 

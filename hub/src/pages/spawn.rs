@@ -2,13 +2,16 @@
 //! - anything outside `/hub/` that reaches the hub (no proxy route) → 302 to `/hub/<same path>`;
 //! - `GET /hub/user/NAME[/SERVER]/...`: running → 302 `/user/NAME/...?redirects=N`; pending →
 //!   303 to the spawn-pending page; stopped → 424 (HTML, or JSON for API-like requests);
-//! - `GET /hub/spawn[/NAME[/SERVER]]`: start (no options form yet) → 302 to spawn-pending;
-//! - `GET /hub/spawn-pending/NAME[/SERVER]?next=…`: progress bar fed by the SSE stream.
+//! - `GET /hub/spawn-pending/NAME[/SERVER]?next=…`: progress bar fed by the SSE stream, with
+//!   readable messages, a cancel button and what to do after a failure;
+//! - `POST /hub/spawn-pending/NAME[/SERVER]` (`_xsrf` in the form): cancel the pending spawn.
+//!
+//! The options picker (`/hub/spawn…`) is in `picker.rs`.
 
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::header::{ACCEPT, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -17,10 +20,9 @@ use minijinja::context;
 
 use super::{enc, render, render_error};
 use crate::api::models::{progress_url, seg, server_url};
-use crate::auth::{CurrentUser, xsrf_token};
+use crate::auth::{CurrentUser, xsrf_matches, xsrf_token};
 use crate::db::{self, ServerRow, UserRow};
 use crate::error::{ApiError, json_error};
-use crate::names::ServerName;
 use crate::spawn::ServerRef;
 use crate::state::AppState;
 
@@ -29,11 +31,14 @@ pub(super) fn router() -> Router<AppState> {
         .route("/hub/user/{name}", any(user_redirect))
         .route("/hub/user/{name}/", any(user_redirect))
         .route("/hub/user/{name}/{*rest}", any(user_redirect))
-        .route("/hub/spawn", get(spawn_me))
-        .route("/hub/spawn/{name}", get(spawn_default))
-        .route("/hub/spawn/{name}/{server}", get(spawn_named))
-        .route("/hub/spawn-pending/{name}", get(pending_default))
-        .route("/hub/spawn-pending/{name}/{server}", get(pending_named))
+        .route(
+            "/hub/spawn-pending/{name}",
+            get(pending_default).post(cancel_default),
+        )
+        .route(
+            "/hub/spawn-pending/{name}/{server}",
+            get(pending_named).post(cancel_named),
+        )
 }
 
 /// The fallback: paths outside `<base>hub/` go to the hub's copy; unknown hub paths are 404.
@@ -62,11 +67,14 @@ fn decode(s: &str) -> String {
 }
 
 /// May `me` use `name`'s servers from the browser?
-fn allowed(me: &CurrentUser, name: &str) -> bool {
+pub(super) fn allowed(me: &CurrentUser, name: &str) -> bool {
     me.user.name == name || me.user.admin
 }
 
-async fn load(state: &AppState, name: &str) -> Result<Option<(UserRow, Vec<ServerRow>)>, ApiError> {
+pub(super) async fn load(
+    state: &AppState,
+    name: &str,
+) -> Result<Option<(UserRow, Vec<ServerRow>)>, ApiError> {
     let mut conn = state.db().pool().acquire().await?;
     let Some(user) = db::users::get(&mut conn, name).await? else {
         return Ok(None);
@@ -78,7 +86,7 @@ async fn load(state: &AppState, name: &str) -> Result<Option<(UserRow, Vec<Serve
     Ok(Some((user, servers)))
 }
 
-fn spawn_path(state: &AppState, user: &str, server: &str) -> String {
+pub(super) fn spawn_path(state: &AppState, user: &str, server: &str) -> String {
     let base = &state.config().base_url;
     if server.is_empty() {
         format!("{base}hub/spawn/{}", seg(user))
@@ -87,7 +95,7 @@ fn spawn_path(state: &AppState, user: &str, server: &str) -> String {
     }
 }
 
-fn pending_path(state: &AppState, user: &str, server: &str) -> String {
+pub(super) fn pending_path(state: &AppState, user: &str, server: &str) -> String {
     let base = &state.config().base_url;
     if server.is_empty() {
         format!("{base}hub/spawn-pending/{}", seg(user))
@@ -201,7 +209,12 @@ async fn user_redirect(
     }
 }
 
-fn next_or(state: &AppState, q: &HashMap<String, String>, user: &str, server: &str) -> String {
+pub(super) fn next_or(
+    state: &AppState,
+    q: &HashMap<String, String>,
+    user: &str,
+    server: &str,
+) -> String {
     match q.get("next") {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.clone(),
         _ => {
@@ -213,78 +226,6 @@ fn next_or(state: &AppState, q: &HashMap<String, String>, user: &str, server: &s
             )
         }
     }
-}
-
-async fn spawn(
-    state: AppState,
-    me: CurrentUser,
-    name: String,
-    server: String,
-    q: HashMap<String, String>,
-) -> Response {
-    if !allowed(&me, &name) {
-        return render_error(
-            &state,
-            StatusCode::FORBIDDEN,
-            "You may not start this server.",
-        );
-    }
-    if !server.is_empty() && server.parse::<ServerName>().is_err() {
-        return render_error(&state, StatusCode::BAD_REQUEST, "Invalid server name.");
-    }
-    let next = next_or(&state, &q, &name, &server);
-    let (user, servers) = match load(&state, &name).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return render_error(&state, StatusCode::NOT_FOUND, "No such user."),
-        Err(e) => return e.into_response(),
-    };
-    let row = servers.iter().find(|s| s.name == server);
-    if row.is_some_and(ServerRow::ready) {
-        return crate::found(&next);
-    }
-    if row.is_none_or(|r| r.pending.is_none()) {
-        let sref = ServerRef {
-            user_id: user.id,
-            user: user.name.clone(),
-            server: server.clone(),
-        };
-        if let Err(e) = state.orchestrator().start(&sref, None).await {
-            let status = e.status();
-            return render_error(&state, status, &e.to_string());
-        }
-    }
-    crate::found(&format!(
-        "{}?next={}",
-        pending_path(&state, &name, &server),
-        enc(&next)
-    ))
-}
-
-async fn spawn_me(
-    State(state): State<AppState>,
-    me: CurrentUser,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let name = me.user.name.clone();
-    spawn(state, me, name, String::new(), q).await
-}
-
-async fn spawn_default(
-    State(state): State<AppState>,
-    me: CurrentUser,
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    spawn(state, me, name, String::new(), q).await
-}
-
-async fn spawn_named(
-    State(state): State<AppState>,
-    me: CurrentUser,
-    Path((name, server)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    spawn(state, me, name, server, q).await
 }
 
 async fn pending(
@@ -325,10 +266,17 @@ async fn pending(
         progress_url(&state, &name, &server),
         enc(&xsrf_token(state.xsrf_key(), &me.session_id))
     );
+    let xsrf = xsrf_token(state.xsrf_key(), &me.session_id);
+    let cancel_url = pending_path(&state, &name, &server);
+    let label = if server.is_empty() {
+        "Your server".to_owned()
+    } else {
+        format!("Your server {server}")
+    };
     render(
         StatusCode::OK,
         "spawn_pending.html",
-        context! { title => "Starting your server", progress_url => progress, next, spawn_url, base_url => base },
+        context! { title => "Starting your server", label, progress_url => progress, next, spawn_url, cancel_url, xsrf, base_url => base },
     )
 }
 
@@ -348,4 +296,63 @@ async fn pending_named(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     pending(state, me, name, server, q).await
+}
+
+async fn cancel(
+    state: AppState,
+    me: CurrentUser,
+    name: String,
+    server: String,
+    form: HashMap<String, String>,
+) -> Response {
+    if !xsrf_matches(
+        state.xsrf_key(),
+        &me.session_id,
+        form.get("_xsrf").map(String::as_str),
+    ) {
+        return render_error(
+            &state,
+            StatusCode::FORBIDDEN,
+            "'_xsrf' argument missing or incorrect: reload the page and try again.",
+        );
+    }
+    if !allowed(&me, &name) {
+        return render_error(
+            &state,
+            StatusCode::FORBIDDEN,
+            "You may not stop this server.",
+        );
+    }
+    let user = match load(&state, &name).await {
+        Ok(Some((user, _))) => user,
+        Ok(None) => return render_error(&state, StatusCode::NOT_FOUND, "No such user."),
+        Err(e) => return e.into_response(),
+    };
+    let sref = ServerRef {
+        user_id: user.id,
+        user: user.name.clone(),
+        server,
+    };
+    if let Err(e) = state.orchestrator().stop(&sref, false).await {
+        return render_error(&state, e.status(), &e.to_string());
+    }
+    crate::found(&format!("{}hub/home", state.config().base_url))
+}
+
+async fn cancel_default(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Path(name): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    cancel(state, me, name, String::new(), form).await
+}
+
+async fn cancel_named(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Path((name, server)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    cancel(state, me, name, server, form).await
 }

@@ -9,6 +9,7 @@
 
 mod pipeline;
 mod prepare;
+mod track;
 
 pub use self::pipeline::{SpawnOrchestrator, SpawnSettings};
 pub use self::prepare::{HubPrepare, PrepareSpawn, Prepared};

@@ -26,10 +26,11 @@ use serde_json::{Map, Value, json};
 use spawner::{ProgressSink, ServerId, SpawnRequest, Spawner, State, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::track::Track;
 use super::{Orchestrator, ProgressStream, ServerRef, StartOutcome, StopOutcome};
 use crate::api::models::seg;
 use crate::db::{self, ClientRow, Db, NewToken, ServerRow};
@@ -64,85 +65,6 @@ impl SpawnSettings {
             slow_spawn_timeout: Duration::from_millis(config.spawner.slow_spawn_timeout_ms),
             poll_interval: Duration::from_millis(10),
         }
-    }
-}
-
-/// Progress of one spawn: every event so far; the last one has `ready` or `failed` when done.
-#[derive(Debug)]
-struct Track {
-    events: watch::Sender<Vec<Value>>,
-    task: Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-fn is_final(v: &Value) -> bool {
-    v.get("ready").is_some() || v.get("failed").is_some()
-}
-
-impl Track {
-    fn new() -> Self {
-        let (events, _) =
-            watch::channel(vec![json!({"progress": 0, "message": "Server requested"})]);
-        Self {
-            events,
-            task: Mutex::new(None),
-        }
-    }
-
-    fn push(&self, event: Value) {
-        self.events.send_modify(|evs| {
-            if !evs.last().is_some_and(is_final) {
-                evs.push(event);
-            }
-        });
-    }
-
-    fn finished(&self) -> bool {
-        self.events.borrow().last().is_some_and(is_final)
-    }
-
-    fn failed(&self) -> bool {
-        self.events
-            .borrow()
-            .last()
-            .is_some_and(|v| v.get("failed").is_some())
-    }
-
-    /// Wait until done; `true` if it ended ready.
-    async fn done(&self) -> bool {
-        let mut rx = self.events.subscribe();
-        loop {
-            if let Some(last) = rx.borrow_and_update().last()
-                && is_final(last)
-            {
-                return last.get("ready").is_some();
-            }
-            if rx.changed().await.is_err() {
-                return false;
-            }
-        }
-    }
-
-    fn stream(&self) -> ProgressStream {
-        let rx = self.events.subscribe();
-        stream::unfold((rx, 0usize, false), |(mut rx, next, ended)| async move {
-            if ended {
-                return None;
-            }
-            loop {
-                let item = {
-                    let evs = rx.borrow_and_update();
-                    evs.get(next).cloned()
-                };
-                if let Some(ev) = item {
-                    let end = is_final(&ev);
-                    return Some((ev, (rx, next + 1, end)));
-                }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        })
-        .boxed()
     }
 }
 
@@ -318,7 +240,10 @@ impl SpawnOrchestrator {
 
     /// The background part of a start: launch, wait for readiness, route, mark ready.
     async fn run_spawn(self, n: Names, mut row: ServerRow, req: SpawnRequest, track: Arc<Track>) {
-        match self.spawn_inner(&n, &mut row, req, &track).await {
+        let began = Instant::now();
+        let outcome = self.spawn_inner(&n, &mut row, req, &track).await;
+        crate::metrics::spawn_finished(began.elapsed().as_secs_f64(), outcome.is_ok()).await;
+        match outcome {
             Ok(()) => {
                 let url = &n.prefix;
                 track.push(json!({
@@ -343,10 +268,15 @@ impl SpawnOrchestrator {
                 if let Err(e) = self.clear(&n, &mut row, false).await {
                     tracing::error!(server = %n.id, error = %e, "cannot mark a failed server stopped");
                 }
+                let message = if message == CANCELLED {
+                    "Spawn cancelled".to_owned()
+                } else {
+                    format!("Spawn failed: {message}")
+                };
                 track.push(json!({
                     "progress": 100,
                     "failed": true,
-                    "message": format!("Spawn failed: {message}"),
+                    "message": message,
                 }));
             }
         }
@@ -392,9 +322,13 @@ impl SpawnOrchestrator {
             .save_server(row)
             .await
             .map_err(|e| format!("database error: {e}"))?;
+        if track.is_cancelled() {
+            forward.abort();
+            return Err(CANCELLED.to_owned());
+        }
         track.push(json!({"progress": 50, "message": "Waiting for the server to answer"}));
         let ready = self
-            .wait_ready(n, &spawned.url, &spawned.state, deadline)
+            .wait_ready(n, &spawned.url, &spawned.state, deadline, track)
             .await;
         forward.abort();
         match ready {
@@ -406,6 +340,7 @@ impl SpawnOrchestrator {
                 });
             }
             Ready::Timeout => return Err(too_slow()),
+            Ready::Cancelled => return Err(CANCELLED.to_owned()),
         }
         self.add_route(n, &spawned.url)
             .await
@@ -422,18 +357,27 @@ impl SpawnOrchestrator {
     }
 
     /// Poll `GET {url}{prefix}api` until any status below 500.
-    async fn wait_ready(&self, n: &Names, url: &str, state: &State, deadline: Instant) -> Ready {
+    async fn wait_ready(
+        &self,
+        n: &Names,
+        url: &str,
+        state: &State,
+        deadline: Instant,
+        track: &Track,
+    ) -> Ready {
         let target = format!("{url}{}api", n.prefix);
         let mut connected = false;
         let mut tick = 0u32;
         loop {
-            let result = probe(&target, deadline, || {
-                if !connected {
-                    connected = true;
-                    tracing::info!(server = %n.id, "readiness: port accepts connections");
-                }
-            })
-            .await;
+            let result = tokio::select! {
+                r = probe(&target, deadline, || {
+                    if !connected {
+                        connected = true;
+                        tracing::info!(server = %n.id, "readiness: port accepts connections");
+                    }
+                }) => r,
+                () = track.cancelled() => return Ready::Cancelled,
+            };
             if let Probe::Status(code) = result
                 && code < 500
             {
@@ -448,6 +392,9 @@ impl SpawnOrchestrator {
             }
             if Instant::now() >= deadline {
                 return Ready::Timeout;
+            }
+            if track.is_cancelled() {
+                return Ready::Cancelled;
             }
             tokio::time::sleep(self.inner.settings.poll_interval).await;
         }
@@ -464,6 +411,7 @@ impl SpawnOrchestrator {
             db::servers::active_all(&mut conn).await?
         };
         let mut live = HashSet::new();
+        let mut live_ids = Vec::new();
         for (user, mut row) in active {
             let n = self.names(&user, &row.name);
             let state = State(row.state.clone());
@@ -478,6 +426,7 @@ impl SpawnOrchestrator {
                     Ok(()) => {
                         tracing::info!(server = %n.id, "re-attached to running server");
                         live.insert(proxy_key(&n.prefix));
+                        live_ids.push(n.id.clone());
                         continue;
                     }
                     Err(e) => tracing::error!(server = %n.id, error = %e, "cannot re-add route"),
@@ -488,6 +437,14 @@ impl SpawnOrchestrator {
                 tracing::error!(server = %n.id, error = %e, "cannot stop server");
             }
             self.clear(&n, &mut row, false).await?;
+        }
+        // Pods (or other servers) the spawner finds of its own that no row re-attached to.
+        match self.inner.spawner.remove_orphans(&live_ids).await {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(count = removed.len(), "removed orphaned servers");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot remove orphaned servers"),
         }
         if let Ok(routes) = self.inner.proxy.routes().await {
             for (path, data) in routes {
@@ -544,7 +501,11 @@ enum Ready {
     Yes,
     Exited(Option<i32>),
     Timeout,
+    Cancelled,
 }
+
+/// The failure message of a spawn cancelled by a stop request.
+const CANCELLED: &str = "cancelled";
 
 enum Probe {
     Refused,
@@ -635,7 +596,7 @@ impl Orchestrator for SpawnOrchestrator {
         let token = db::new_secret();
         let mut env = self.environment(&n, &server.user, &server.server, &token);
         let prepared = match &self.inner.prepare {
-            Some(p) => p.prepare(server).await?,
+            Some(p) => p.prepare(server, &row.user_options).await?,
             None => super::Prepared::default(),
         };
         env.extend(prepared.env);
@@ -662,6 +623,18 @@ impl Orchestrator for SpawnOrchestrator {
         {
             let hash = db::hash_secret(&token);
             let mut tx = self.inner.db.begin().await.map_err(db_err)?;
+            if let Some((max, role)) = &prepared.max_servers {
+                // Counted under the owner's row lock, so two starts cannot both pass.
+                let running = db::servers::lock_and_count_active(&mut tx, row.user_id, row.id)
+                    .await
+                    .map_err(db_err)?;
+                if running >= i64::from(*max) {
+                    return Err(ApiError::BadRequest(format!(
+                        "User {} already runs {running} servers, the most quota role {role} allows",
+                        server.user
+                    )));
+                }
+            }
             db::tokens::delete_for_note(&mut tx, server.user_id, &n.note)
                 .await
                 .map_err(db_err)?;
@@ -694,6 +667,7 @@ impl Orchestrator for SpawnOrchestrator {
             env,
             user_options: row.user_options.clone(),
             quota: prepared.quota,
+            overrides: prepared.overrides,
         };
         let track = Arc::new(Track::new());
         self.inner
@@ -716,15 +690,19 @@ impl Orchestrator for SpawnOrchestrator {
     }
 
     async fn stop(&self, server: &ServerRef, remove: bool) -> Result<StopOutcome, ApiError> {
-        if self
-            .track(&server.user, &server.server)
-            .await
-            .is_some_and(|t| !t.finished())
+        if let Some(track) = self.track(&server.user, &server.server).await
+            && !track.finished()
         {
-            return Err(ApiError::BadRequest(format!(
-                "Server {}/{} is pending spawn, please wait",
-                server.user, server.server
-            )));
+            // Cancel the pending spawn: it stops what it launched and marks the server stopped.
+            tracing::info!(server = %server.user, name = %server.server, "spawn cancelled");
+            track.cancel();
+            let done =
+                tokio::time::timeout(self.inner.settings.slow_spawn_timeout, track.done()).await;
+            return Ok(if done.is_ok() {
+                StopOutcome::Stopped
+            } else {
+                StopOutcome::Pending
+            });
         }
         let mut row = self
             .inner

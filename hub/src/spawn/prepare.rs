@@ -1,6 +1,8 @@
-//! What the hub adds to every spawn besides JupyterHub's environment: the user's quota (as
-//! `SpawnRequest::quota` and `CPU_LIMIT` / `MEM_LIMIT` / `STACKHUB_QUOTA*`, with `max_servers`
-//! enforced) and, for OpenID Connect users, a freshly refreshed access token
+//! What the hub adds to every spawn besides JupyterHub's environment: the chosen profile
+//! (checked against the profiles again, its `spawner_override` applied: environment, CPU and
+//! memory within the quota, image / cmd / args for the spawner, `STACKHUB_PROFILE*`), the
+//! user's quota (as `SpawnRequest::quota` and `CPU_LIMIT` / `MEM_LIMIT` / `STACKHUB_QUOTA*`,
+//! with `max_servers` for the pipeline to enforce in its transaction) and, for OpenID Connect users, a freshly refreshed access token
 //! (`STACKHUB_ACCESS_TOKEN`, `STACKHUB_ACCESS_TOKEN_EXPIRES_AT`) the server can hand to remote
 //! kernel gateways, with `STACKHUB_ACCESS_TOKEN_URL` (`GET …/users/{name}/oidc-token`, with the
 //! server's own API token) to fetch a fresh one later.
@@ -9,12 +11,15 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use sqlx::Row;
+use serde_json::Value;
 
 use super::ServerRef;
 use crate::auth::OidcAuth;
+use crate::config::RoleConfig;
 use crate::db::{self, Db};
 use crate::error::ApiError;
+use crate::profiles::{Identity, Profile};
+use crate::quota::UserQuota;
 
 /// Extra environment and limits for one spawn.
 #[derive(Default)]
@@ -23,6 +28,10 @@ pub struct Prepared {
     pub env: BTreeMap<String, String>,
     /// Limits for the spawner.
     pub quota: spawner::Quota,
+    /// The profile's image / cmd / args.
+    pub overrides: spawner::Overrides,
+    /// Servers the owner may run at once, with the quota role saying so.
+    pub max_servers: Option<(u32, String)>,
 }
 
 impl Debug for Prepared {
@@ -30,6 +39,8 @@ impl Debug for Prepared {
         f.debug_struct("Prepared")
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("quota", &self.quota)
+            .field("overrides", &self.overrides)
+            .field("max_servers", &self.max_servers)
             .finish()
     }
 }
@@ -37,11 +48,13 @@ impl Debug for Prepared {
 /// Called by the spawn pipeline before each start.
 #[async_trait::async_trait]
 pub trait PrepareSpawn: Send + Sync + Debug + 'static {
-    /// The extra environment and the quota of `server`'s owner.
+    /// The extra environment and the quota of `server`'s owner, for a start with
+    /// `user_options`.
     ///
     /// # Errors
-    /// An [`ApiError`] refusing the start (e.g. the quota's `max_servers` reached).
-    async fn prepare(&self, server: &ServerRef) -> Result<Prepared, ApiError>;
+    /// An [`ApiError`] refusing the start (options not allowed, a profile that cannot start).
+    async fn prepare(&self, server: &ServerRef, user_options: &Value)
+    -> Result<Prepared, ApiError>;
 }
 
 /// The hub's [`PrepareSpawn`]: stored quota, and the identity provider's token when configured.
@@ -50,6 +63,8 @@ pub struct HubPrepare {
     db: Db,
     oidc: Option<Arc<OidcAuth>>,
     hub_api_url: String,
+    profiles: Vec<Profile>,
+    roles: Vec<RoleConfig>,
 }
 
 impl HubPrepare {
@@ -60,36 +75,90 @@ impl HubPrepare {
             db,
             oidc,
             hub_api_url,
+            profiles: Vec::new(),
+            roles: Vec::new(),
         }
+    }
+
+    /// Check and apply the config's profiles (`profile_list`, and `roles` for who may use
+    /// them).
+    #[must_use]
+    pub fn with_profiles(mut self, config: &crate::Config) -> Self {
+        self.profiles.clone_from(&config.profile_list);
+        self.roles.clone_from(&config.roles);
+        self
+    }
+
+    /// The profile's part: checked options, overrides applied to `out`.
+    async fn apply_profile(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        server: &ServerRef,
+        user_options: &Value,
+        quota: Option<&UserQuota>,
+        out: &mut Prepared,
+    ) -> Result<(), ApiError> {
+        if self.profiles.is_empty() {
+            return Ok(());
+        }
+        let user = db::users::get_by_id(conn, server.user_id)
+            .await?
+            .ok_or_else(ApiError::no_access)?;
+        let id = Identity::with_roles(&self.roles, &user);
+        let resolved = crate::profiles::resolve(&self.profiles, &id, user_options)?;
+        crate::profiles::startable(&resolved)?;
+        let Some(profile) = resolved.profile else {
+            return Ok(());
+        };
+        let o = resolved.overrides;
+        out.env.extend(o.environment.clone());
+        out.env
+            .insert("STACKHUB_PROFILE".to_owned(), profile.slug.clone());
+        let mut cpu = quota.map(|q| q.cpus);
+        if let Some(c) = o.cpu_limit {
+            cpu = Some(cpu.map_or(c, |q| q.min(c)));
+        }
+        let mut mem = quota.map(|q| q.memory_bytes);
+        if let Some(m) = o.mem_limit.as_deref() {
+            let bytes = crate::quota::parse_memory(m).ok_or_else(|| {
+                ApiError::BadRequest(format!("'{m}' is not a memory quantity such as 2Gi"))
+            })?;
+            mem = Some(mem.map_or(bytes, |q| q.min(bytes)));
+        }
+        if let Some(c) = cpu {
+            out.quota.cpu = Some(c);
+            out.env.insert("CPU_LIMIT".to_owned(), format!("{c}"));
+        }
+        if let Some(m) = mem {
+            out.quota.memory_bytes = Some(m);
+            out.env.insert("MEM_LIMIT".to_owned(), m.to_string());
+        }
+        out.overrides = spawner::Overrides {
+            image: o.image,
+            cmd: o.cmd,
+            args: o.args,
+        };
+        Ok(())
     }
 }
 
 #[async_trait::async_trait]
 impl PrepareSpawn for HubPrepare {
-    async fn prepare(&self, server: &ServerRef) -> Result<Prepared, ApiError> {
+    async fn prepare(
+        &self,
+        server: &ServerRef,
+        user_options: &Value,
+    ) -> Result<Prepared, ApiError> {
         let mut out = Prepared::default();
         let mut conn = self.db.pool().acquire().await?;
-        if let Some(q) = crate::quota::of_user(&mut conn, server.user_id).await? {
-            if let Some(max) = q.max_servers {
-                let running: i64 = sqlx::query(
-                    "SELECT COUNT(*) AS n FROM servers WHERE user_id = $1 AND name <> $2 \
-                     AND (pending IS NOT NULL OR url IS NOT NULL)",
-                )
-                .bind(server.user_id)
-                .bind(&server.server)
-                .fetch_one(&mut *conn)
-                .await?
-                .try_get("n")?;
-                if running >= i64::from(max) {
-                    return Err(ApiError::BadRequest(format!(
-                        "User {} already runs {running} servers, the most quota role {} allows",
-                        server.user, q.role
-                    )));
-                }
-            }
+        let quota = crate::quota::of_user(&mut conn, server.user_id).await?;
+        if let Some(q) = &quota {
+            out.max_servers = q.max_servers.map(|m| (m, q.role.clone()));
             out.env.extend(q.env());
             out.quota = q.spawner_quota();
         }
+        self.apply_profile(&mut conn, server, user_options, quota.as_ref(), &mut out)
+            .await?;
         drop(conn);
         if let Some(oidc) = &self.oidc
             && let Some(tokens) = oidc.fresh_tokens(&self.db, server.user_id).await?

@@ -21,6 +21,8 @@ use hub::{AppState, Config, Db, Secret};
 use serde_json::Value;
 use tower::ServiceExt;
 
+pub mod fake;
+
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 pub const PASSWORD: &str = "dev-password";
 
@@ -35,10 +37,16 @@ pub async fn hub() -> Hub {
 
 /// The app on a given database.
 pub async fn hub_on(db: Db) -> Hub {
+    hub_with(db, |_| {}).await
+}
+
+/// The app on a given database, with the test config changed by `f`.
+pub async fn hub_with(db: Db, f: impl FnOnce(&mut Config)) -> Hub {
     let mut config = Config::default();
     config.admin_token = Some(Secret::new(ADMIN_TOKEN));
     config.auth.dev_password = Some(Secret::new(PASSWORD));
     config.auth.admin_users = vec!["root".to_owned()];
+    f(&mut config);
     hub::bootstrap_admin_token(&db, &config.admin_service_name, config.admin_token.as_ref())
         .await
         .unwrap();

@@ -193,6 +193,9 @@ impl std::fmt::Debug for Recovered {
     }
 }
 
+/// Whether the gateway still has a kernel (by id); see [`Launcher::remove_orphans`].
+pub type IsLive<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
+
 /// Starts kernels.
 pub trait Launcher: Send + Sync + std::fmt::Debug {
     /// Starts a kernel and returns once its process exists and its connection info is known
@@ -215,6 +218,18 @@ pub trait Launcher: Send + Sync + std::fmt::Debug {
     /// The default has none.
     fn recover(&self) -> BoxFuture<'_, Vec<Recovered>> {
         Box::pin(async { Vec::new() })
+    }
+
+    /// Removes what this launcher started (kernel pods) for kernels that `is_live` says the
+    /// gateway no longer has; returns the kernel ids removed. The manager calls it
+    /// periodically. `is_live` is asked after listing, so a kernel whose resources exist at
+    /// listing time is already known to the gateway. The default has nothing to remove.
+    fn remove_orphans<'a>(
+        &'a self,
+        is_live: &'a IsLive<'a>,
+    ) -> BoxFuture<'a, Result<Vec<String>, LaunchError>> {
+        let _ = is_live;
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 

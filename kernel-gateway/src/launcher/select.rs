@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::{LaunchError, LaunchRequest, Launched, Launcher, Progress, Recovered};
+use super::{IsLive, LaunchError, LaunchRequest, Launched, Launcher, Progress, Recovered};
 
 /// Dispatches launches by kernelspec; see the module docs.
 #[derive(Debug, Clone)]
@@ -28,6 +28,17 @@ impl ByKernelSpec {
     pub fn with(mut self, name: impl Into<String>, launcher: Arc<dyn Launcher>) -> Self {
         self.named.insert(name.into(), launcher);
         self
+    }
+
+    /// Each launcher once (the default may also be registered by name).
+    fn distinct(&self) -> Vec<&Arc<dyn Launcher>> {
+        let mut out = vec![&self.default];
+        for l in self.named.values() {
+            if !out.iter().any(|o| Arc::ptr_eq(o, l)) {
+                out.push(l);
+            }
+        }
+        out
     }
 
     fn pick(&self, request: &LaunchRequest) -> Result<&Arc<dyn Launcher>, LaunchError> {
@@ -67,11 +78,24 @@ impl Launcher for ByKernelSpec {
 
     fn recover(&self) -> BoxFuture<'_, Vec<Recovered>> {
         Box::pin(async move {
-            let mut out = self.default.recover().await;
-            for l in self.named.values() {
+            let mut out = Vec::new();
+            for l in self.distinct() {
                 out.extend(l.recover().await);
             }
             out
+        })
+    }
+
+    fn remove_orphans<'a>(
+        &'a self,
+        is_live: &'a IsLive<'a>,
+    ) -> BoxFuture<'a, Result<Vec<String>, LaunchError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for l in self.distinct() {
+                out.extend(l.remove_orphans(is_live).await?);
+            }
+            Ok(out)
         })
     }
 }

@@ -464,4 +464,9 @@ impl Spawner for KubeSpawner {
                 reason: format!("cannot delete the Secret {}/{}: {e}", st.namespace, st.pod),
             })
     }
+
+    async fn remove_orphans(&self, known: &[ServerId]) -> Result<Vec<ServerId>, SpawnError> {
+        // The inherent method (same name) does the work.
+        KubeSpawner::remove_orphans(self, known).await
+    }
 }

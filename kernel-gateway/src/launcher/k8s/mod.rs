@@ -15,7 +15,6 @@ pub use self::manifest::{
     ManifestError, build, gateway_labels, pod_name, resources,
 };
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -27,7 +26,7 @@ use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
 
 use super::{
-    ExitInfo, KernelProcess, KernelSignal, LaunchError, LaunchRequest, Launched, Launcher,
+    ExitInfo, IsLive, KernelProcess, KernelSignal, LaunchError, LaunchRequest, Launched, Launcher,
 };
 
 /// Starts kernels as pods.
@@ -125,13 +124,12 @@ impl KubeLauncher {
         Api::namespaced(self.client.clone(), &self.config.namespace)
     }
 
-    /// Delete this gateway's kernel pods and Secrets whose kernel id is not in `live`.
-    /// Returns the kernel ids removed.
+    /// Delete this gateway's kernel pods and Secrets whose kernel `is_live` denies (asked
+    /// after listing: see [`Launcher::remove_orphans`]). Returns the kernel ids removed.
     ///
     /// # Errors
     /// Listing failed (a failed delete is logged; the others go on).
-    pub async fn remove_orphans(&self, live: &[String]) -> Result<Vec<String>, LaunchError> {
-        let live: HashSet<&str> = live.iter().map(String::as_str).collect();
+    pub async fn remove_orphans(&self, is_live: &IsLive<'_>) -> Result<Vec<String>, LaunchError> {
         let selector = gateway_labels(&self.config)
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -154,7 +152,7 @@ impl KubeLauncher {
             let Some(id) = pod.annotations().get("stackhub.io/kernel-id").cloned() else {
                 continue;
             };
-            if live.contains(id.as_str()) {
+            if is_live(&id) {
                 continue;
             }
             match self
@@ -176,7 +174,7 @@ impl KubeLauncher {
             let Some(id) = secret.annotations().get("stackhub.io/kernel-id") else {
                 continue;
             };
-            if !live.contains(id.as_str()) {
+            if !is_live(id) {
                 let _ = self
                     .secrets()
                     .delete(&secret.name_any(), &DeleteParams::default())
@@ -304,6 +302,14 @@ impl KubeLauncher {
 impl Launcher for KubeLauncher {
     fn launch(&self, request: LaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>> {
         Box::pin(self.launch_pod(request))
+    }
+
+    fn remove_orphans<'a>(
+        &'a self,
+        is_live: &'a IsLive<'a>,
+    ) -> BoxFuture<'a, Result<Vec<String>, LaunchError>> {
+        // The inherent method (same name) does the work.
+        Box::pin(KubeLauncher::remove_orphans(self, is_live))
     }
 }
 

@@ -1,0 +1,222 @@
+//! Prometheus metrics at `GET /hub/metrics` (text format 0.0.4), readable with the
+//! `read:metrics` scope (a token, or the admin's browser session with `_xsrf`):
+//! - `stackhub_users` (gauge), `stackhub_servers{state,profile}` (gauge; state is `running`,
+//!   `spawn_pending`, `stop_pending` or `stopped`), read from the database at scrape time with
+//!   one grouped query each;
+//! - `stackhub_spawn_duration_seconds{status}` (histogram; `success` or `failure`), recorded by
+//!   the spawn pipeline;
+//! - `stackhub_request_duration_seconds{method,handler,code}` (histogram of every hub request,
+//!   by route pattern so the label set stays small), recorded by [`track`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sqlx::Row;
+use tokio::sync::Mutex;
+
+use crate::auth::ApiCaller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const SPAWN_BUCKETS: &[f64] = &[0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
+const REQUEST_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+#[derive(Debug, Clone)]
+struct Histogram {
+    buckets: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(buckets: &'static [f64]) -> Self {
+        Self {
+            buckets,
+            counts: vec![0; buckets.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        for (i, b) in self.buckets.iter().enumerate() {
+            if v <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn write(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (b, c) in self.buckets.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    spawn: Mutex<BTreeMap<String, Histogram>>,
+    requests: Mutex<BTreeMap<String, Histogram>>,
+}
+
+fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(Registry::default)
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+async fn observe(
+    map: &Mutex<BTreeMap<String, Histogram>>,
+    labels: String,
+    buckets: &'static [f64],
+    v: f64,
+) {
+    map.lock()
+        .await
+        .entry(labels)
+        .or_insert_with(|| Histogram::new(buckets))
+        .observe(v);
+}
+
+/// Record how long a spawn took, from request to ready (or failure).
+pub(crate) async fn spawn_finished(seconds: f64, ok: bool) {
+    let status = if ok { "success" } else { "failure" };
+    observe(
+        &registry().spawn,
+        format!("status=\"{status}\""),
+        SPAWN_BUCKETS,
+        seconds,
+    )
+    .await;
+}
+
+/// Middleware: time every request by route pattern.
+pub(crate) async fn track(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let handler = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    let labels = format!(
+        "method=\"{}\",handler=\"{}\",code=\"{}\"",
+        esc(&method),
+        esc(&handler),
+        resp.status().as_u16()
+    );
+    observe(
+        &registry().requests,
+        labels,
+        REQUEST_BUCKETS,
+        start.elapsed().as_secs_f64(),
+    )
+    .await;
+    resp
+}
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/hub/metrics", get(metrics))
+}
+
+async fn metrics(State(state): State<AppState>, caller: ApiCaller) -> Result<Response, ApiError> {
+    if !caller.holds("read:metrics") {
+        return Err(ApiError::requires_any_of(&["read:metrics"]));
+    }
+    let mut out = String::new();
+    let mut conn = state.db().pool().acquire().await?;
+    let users: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("n")?;
+    out.push_str("# HELP stackhub_users Users known to the hub.\n# TYPE stackhub_users gauge\n");
+    let _ = writeln!(out, "stackhub_users {users}");
+    let rows = sqlx::query(
+        "SELECT pending, CASE WHEN url IS NULL THEN 0 ELSE 1 END AS up, user_options, \
+         COUNT(*) AS n FROM servers GROUP BY pending, CASE WHEN url IS NULL THEN 0 ELSE 1 END, \
+         user_options",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    drop(conn);
+    let default = state
+        .config()
+        .profile_list
+        .iter()
+        .find(|p| p.default)
+        .or_else(|| state.config().profile_list.first())
+        .map_or(String::new(), |p| p.slug.clone());
+    let mut servers: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for row in rows {
+        let pending: Option<String> = row.try_get("pending")?;
+        let up: i64 = row.try_get("up")?;
+        let opts: String = row.try_get("user_options")?;
+        let n: i64 = row.try_get("n")?;
+        let st = match pending.as_deref() {
+            Some("spawn") => "spawn_pending",
+            Some(_) => "stop_pending",
+            None if up == 1 => "running",
+            None => "stopped",
+        };
+        let profile = serde_json::from_str::<serde_json::Value>(&opts)
+            .ok()
+            .and_then(|v| v.get("profile").and_then(|p| p.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| default.clone());
+        *servers.entry((st.to_owned(), profile)).or_default() += n;
+    }
+    out.push_str(
+        "# HELP stackhub_servers Servers by state and profile.\n# TYPE stackhub_servers gauge\n",
+    );
+    for ((st, profile), n) in &servers {
+        let _ = writeln!(
+            out,
+            "stackhub_servers{{state=\"{st}\",profile=\"{}\"}} {n}",
+            esc(profile)
+        );
+    }
+    out.push_str("# HELP stackhub_spawn_duration_seconds Time from a start request to the server being ready or failed.\n# TYPE stackhub_spawn_duration_seconds histogram\n");
+    for (labels, h) in registry().spawn.lock().await.iter() {
+        h.write(&mut out, "stackhub_spawn_duration_seconds", labels);
+    }
+    out.push_str("# HELP stackhub_request_duration_seconds Hub request latency by route.\n# TYPE stackhub_request_duration_seconds histogram\n");
+    for (labels, h) in registry().requests.lock().await.iter() {
+        h.write(&mut out, "stackhub_request_duration_seconds", labels);
+    }
+    Ok((
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+        .into_response())
+}
