@@ -195,6 +195,11 @@ pub struct SpawnerConfig {
     pub slow_spawn_timeout_ms: u64,
     /// Seconds a server gets after SIGTERM before SIGKILL.
     pub stop_grace: u64,
+    /// `JUPYTER_CONFIG_PATH` of remote-kernels servers: a directory in the server's image
+    /// holding `hub/share/remote_server_config.py` as `jupyter_server_config.py` (the
+    /// singleuser image has it in `/etc/stackhub/remote-server`). Unset: the hub writes the
+    /// file under its data directory (local servers).
+    pub remote_config_dir: Option<String>,
 }
 
 impl Default for SpawnerConfig {
@@ -210,6 +215,7 @@ impl Default for SpawnerConfig {
             start_timeout: 60,
             slow_spawn_timeout_ms: 500,
             stop_grace: 5,
+            remote_config_dir: None,
         }
     }
 }

@@ -136,6 +136,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         connect_url.trim_end_matches('/'),
         config.base_url
     );
+    // Sites for remote kernels (and the embedded S3 store they exchange data through).
+    let sites = hub::sites::SiteRegistry::start(&config, &ProcessEnv)
+        .await
+        .context("cannot start the site registry")?;
+    let remote_config_dir = remote_server_config_dir(&config)?;
     let settings = SpawnSettings::from_config(&config, hub_api_url.clone());
     let orchestrator = SpawnOrchestrator::new(
         db.clone(),
@@ -144,14 +149,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         settings,
     )
     .with_prepare(Arc::new(
-        HubPrepare::new(db.clone(), oidc.clone(), hub_api_url).with_profiles(&config),
+        HubPrepare::new(db.clone(), oidc.clone(), hub_api_url)
+            .with_profiles(&config)
+            .with_sites(Arc::clone(&sites), remote_config_dir),
     ));
     orchestrator.reconcile().await?;
-
-    // Sites for remote kernels (and the embedded S3 store they exchange data through).
-    let sites = hub::sites::SiteRegistry::start(&config, &ProcessEnv)
-        .await
-        .context("cannot start the site registry")?;
 
     let mut state = AppState::new(config, db)
         .with_orchestrator(Arc::new(orchestrator.clone()))
@@ -192,6 +194,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     sites.shutdown().await;
     tracing::info!("stackhub stopped");
     Ok(())
+}
+
+/// Where remote-kernels servers find their jupyter_server config: `spawner.remote_config_dir`
+/// when set (a path inside the server's image), else written under the data directory (local
+/// servers share the hub's file system).
+fn remote_server_config_dir(config: &Config) -> anyhow::Result<String> {
+    if let Some(dir) = &config.spawner.remote_config_dir {
+        return Ok(dir.clone());
+    }
+    let dir = std::path::absolute(config.data_dir.join("remote-server"))
+        .context("cannot resolve the data directory")?;
+    let dir = hub::sites::write_remote_server_config(&dir)
+        .with_context(|| format!("cannot write the remote server config in {}", dir.display()))?;
+    Ok(dir.display().to_string())
 }
 
 /// The spawner `spawner.kind` asks for.

@@ -1,13 +1,18 @@
 //! `GET /hub/api/sites` (any authenticated caller): the sites with their health and reasons.
 //! `GET /hub/api/sites/bridges.json` (public): available sites with a Dask Gateway, in the shape
 //! the Data Lake's Dask client reads (`{"lumi": {"address": …, "proxy_address": …}, …}`).
+//! `GET /hub/api/sites/jwks.json` (public): the keys gateways validate the hub's tokens with.
+//! `POST /hub/api/sites/{id}/token`: a fresh gateway token for the caller's user at site `id`
+//! (`{"token", "token_type", "expires_at"}`); needs `users:activity` on the user, which a
+//! single-user server's own token holds. 404 for an unknown site, 400 for a site that takes no
+//! hub tokens.
 
-use axum::extract::State;
-use axum::routing::get;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::config::SiteS3Mode;
+use super::config::{GatewayAuth, SiteS3Mode};
 use crate::auth::ApiCaller;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -16,6 +21,51 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/hub/api/sites", get(list))
         .route("/hub/api/sites/bridges.json", get(bridges))
+        .route("/hub/api/sites/jwks.json", get(jwks))
+        .route("/hub/api/sites/{id}/token", post(token))
+}
+
+async fn jwks(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let registry = state
+        .sites()
+        .ok_or_else(|| ApiError::NotFound("no sites are configured on this hub".to_owned()))?;
+    Ok(Json(registry.tokens().jwks()))
+}
+
+async fn token(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = caller
+        .user_name()
+        .ok_or_else(|| ApiError::Forbidden("gateway tokens are issued to users only".to_owned()))?
+        .to_owned();
+    let user = crate::api::load_user(&state, &caller, &name, &["users:activity"]).await?;
+    let registry = state
+        .sites()
+        .ok_or_else(|| ApiError::NotFound("no sites are configured on this hub".to_owned()))?;
+    let site = registry
+        .site(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("no such site: {id}")))?;
+    if *site.gateway_auth() != GatewayAuth::HubJwt {
+        return Err(ApiError::BadRequest(format!(
+            "site {id} does not take hub-issued gateway tokens"
+        )));
+    }
+    let quota = {
+        let mut conn = state.db().pool().acquire().await?;
+        crate::quota::of_user(&mut conn, user.id).await?
+    };
+    let roles: Vec<String> = quota.map(|q| q.role).into_iter().collect();
+    let issued = site
+        .tokens_issue(&user.name, &roles)
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    Ok(Json(json!({
+        "token": issued.token,
+        "token_type": "Bearer",
+        "expires_at": issued.expires_at,
+    })))
 }
 
 async fn list(State(state): State<AppState>, _caller: ApiCaller) -> Result<Json<Value>, ApiError> {

@@ -46,8 +46,13 @@ pub enum GatewayAuth {
     /// No credentials (a gateway on a private network).
     #[default]
     None,
-    /// `Authorization: token <secret>`, the secret read from `token_env`.
+    /// `Authorization: token <secret>`, the secret read from `token_env` (the gateway sees one
+    /// caller for every user).
     Token,
+    /// `Authorization: Bearer <JWT>`: a short-lived token the hub signs for each user at this
+    /// site ([`super::jwt`]); the gateway validates it against `/hub/api/sites/jwks.json` and
+    /// knows the user.
+    HubJwt,
 }
 
 /// Where a site's S3 credentials come from.
@@ -97,6 +102,10 @@ pub struct SiteS3Config {
     pub duration_secs: i32,
 }
 
+fn default_token_roles() -> Vec<String> {
+    vec!["stack-jupyter".to_owned()]
+}
+
 fn default_role_prefix() -> String {
     "stackhub-user-".to_owned()
 }
@@ -121,6 +130,10 @@ pub struct SiteConfig {
     /// With `gateway_auth = "token"`: the environment variable holding the token.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// With `gateway_auth = "hub-jwt"`: roles every token for this site carries besides the
+    /// user's quota role (the gateway's `required_role`; the Data Lake's is `stack-jupyter`).
+    #[serde(default = "default_token_roles")]
+    pub token_roles: Vec<String>,
     /// The S3 exchange; unset = not configured (the site is offered to nobody).
     #[serde(default)]
     pub s3: Option<SiteS3Config>,
@@ -148,8 +161,9 @@ pub fn default_sites() -> Vec<SiteConfig> {
         id: id.to_owned(),
         name: name.to_owned(),
         gateway_url: format!("http://127.0.0.{}:8888/", i + 2),
-        gateway_auth: GatewayAuth::None,
+        gateway_auth: GatewayAuth::HubJwt,
         token_env: None,
+        token_roles: default_token_roles(),
         s3: Some(SiteS3Config {
             mode: SiteS3Mode::Embedded,
             endpoint: None,

@@ -6,10 +6,12 @@
 //! - `registry`: [`SiteRegistry`]: the sites with their exchanges, periodic health checks, and
 //!   [`SiteRegistry::site_available`] for the profile picker.
 //! - `api`: `GET /hub/api/sites` and `GET /hub/api/sites/bridges.json`.
+//! - `jwt`: the hub's per-user, per-site gateway tokens (EdDSA JWTs) and their JWKS.
 //! - `spawn_env`: the environment of a remote-kernels single-user server at a site.
 
 mod api;
 mod config;
+pub mod jwt;
 mod registry;
 mod spawn_env;
 
@@ -19,4 +21,7 @@ pub use self::config::{
     EmbeddedS3Config, GatewayAuth, SiteConfig, SiteS3Config, SiteS3Mode, default_sites,
 };
 pub use self::registry::{Site, SiteHealth, SiteRegistry, SiteUnavailable, StartSitesError};
-pub use self::spawn_env::{REMOTE_ENV_NAMES, remote_server_env};
+pub use self::spawn_env::{
+    REMOTE_ENV_NAMES, REMOTE_SERVER_CONFIG, RemoteServer, remote_server_env,
+    write_remote_server_config,
+};

@@ -17,6 +17,10 @@ use serde::Serialize;
 use tokio::sync::{Mutex, RwLock};
 
 use super::config::{GatewayAuth, SiteConfig, SiteS3Mode};
+use super::jwt::GatewayTokens;
+
+/// The user the hub's health checks present to gateways.
+const HEALTH_CHECK_USER: &str = "stackhub-health-check";
 use crate::config::{Config, Lookup, Secret};
 
 /// A site the hub can start remote kernels at.
@@ -29,6 +33,9 @@ pub struct Site {
     /// The kernel gateway, ending in `/`.
     pub gateway_url: String,
     gateway_token: Option<Secret>,
+    gateway_auth: GatewayAuth,
+    token_roles: Vec<String>,
+    tokens: Arc<GatewayTokens>,
     /// Why the hub cannot authenticate to the gateway (token variable not set).
     gateway_problem: Option<String>,
     exchange: Option<Arc<dyn Exchange>>,
@@ -40,11 +47,57 @@ pub struct Site {
 }
 
 impl Site {
-    /// The `Authorization` header value the hub presents to the gateway, if any. Never log it.
-    pub fn gateway_authorization(&self) -> Option<String> {
-        self.gateway_token
-            .as_ref()
-            .map(|t| format!("token {}", t.expose()))
+    /// The `Authorization` header value the hub presents to the gateway for `user` holding
+    /// `roles`, if any, with its expiry (seconds since the epoch) for a hub-issued token. Never
+    /// log it.
+    ///
+    /// # Errors
+    /// Signing a hub token failed.
+    pub fn gateway_authorization(
+        &self,
+        user: &str,
+        roles: &[String],
+    ) -> Result<Option<(String, Option<i64>)>, SiteUnavailable> {
+        match self.gateway_auth {
+            GatewayAuth::None => Ok(None),
+            GatewayAuth::Token => Ok(self
+                .gateway_token
+                .as_ref()
+                .map(|t| (format!("token {}", t.expose()), None))),
+            GatewayAuth::HubJwt => {
+                let t = self
+                    .tokens_issue(user, roles)
+                    .map_err(|e| SiteUnavailable {
+                        site: self.id.clone(),
+                        reason: format!("cannot sign a gateway token: {e}"),
+                    })?;
+                Ok(Some((format!("Bearer {}", t.token), Some(t.expires_at))))
+            }
+        }
+    }
+
+    /// A hub token for `user` holding `roles` at this site.
+    ///
+    /// # Errors
+    /// Signing failed.
+    pub fn tokens_issue(
+        &self,
+        user: &str,
+        roles: &[String],
+    ) -> Result<super::jwt::IssuedToken, jsonwebtoken::errors::Error> {
+        let mut all = self.token_roles.clone();
+        all.extend(
+            roles
+                .iter()
+                .filter(|r| !self.token_roles.contains(r))
+                .cloned(),
+        );
+        self.tokens.issue(user, &self.id, &all)
+    }
+
+    /// How the hub authenticates to this site's gateway.
+    pub fn gateway_auth(&self) -> &GatewayAuth {
+        &self.gateway_auth
     }
 
     /// The site's S3 exchange.
@@ -102,6 +155,9 @@ pub enum StartSitesError {
     /// The HTTP client for health checks.
     #[error("cannot build the health-check HTTP client: {0}")]
     Http(String),
+    /// The key gateway tokens are signed with.
+    #[error(transparent)]
+    Key(#[from] super::jwt::JwtKeyError),
 }
 
 /// The sites, their health, and the embedded S3 store when it runs.
@@ -113,6 +169,7 @@ pub struct SiteRegistry {
     interval: Duration,
     embedded: Mutex<Option<EmbeddedS3>>,
     embedded_endpoint: Option<String>,
+    tokens: Arc<GatewayTokens>,
 }
 
 fn build_site(
@@ -120,6 +177,7 @@ fn build_site(
     embedded: Option<&EmbeddedS3>,
     lifetime: i64,
     env: &dyn Lookup,
+    tokens: &Arc<GatewayTokens>,
 ) -> Site {
     let gateway_url = if c.gateway_url.ends_with('/') {
         c.gateway_url.clone()
@@ -194,6 +252,9 @@ fn build_site(
         name: c.name.clone(),
         gateway_url,
         gateway_token,
+        gateway_auth: c.gateway_auth.clone(),
+        token_roles: c.token_roles.clone(),
+        tokens: Arc::clone(tokens),
         gateway_problem,
         exchange,
         s3_problem: problem,
@@ -224,6 +285,11 @@ impl SiteRegistry {
         } else {
             None
         };
+        let secret = config
+            .cookie_secret
+            .as_ref()
+            .and_then(|s| hex::decode(s.expose()).ok());
+        let tokens = Arc::new(GatewayTokens::load(secret.as_deref(), &config.data_dir)?);
         let sites = config
             .sites
             .iter()
@@ -233,6 +299,7 @@ impl SiteRegistry {
                     embedded.as_ref(),
                     config.s3.credential_lifetime_secs,
                     env,
+                    &tokens,
                 )
             })
             .collect();
@@ -248,7 +315,18 @@ impl SiteRegistry {
             interval: Duration::from_secs(config.s3.health_interval_secs),
             embedded_endpoint: embedded.as_ref().map(|e| e.endpoint().to_owned()),
             embedded: Mutex::new(embedded),
+            tokens,
         }))
+    }
+
+    /// The issuer of the hub's gateway tokens (its JWKS is public).
+    pub fn tokens(&self) -> &GatewayTokens {
+        &self.tokens
+    }
+
+    /// The site `id`, whatever its health.
+    pub fn site(&self, id: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.id == id)
     }
 
     /// The sites, in configuration order.
@@ -297,7 +375,10 @@ impl SiteRegistry {
         }
         let url = format!("{}api", site.gateway_url);
         let mut req = self.http.get(&url);
-        if let Some(auth) = site.gateway_authorization() {
+        if let Some((auth, _)) = site
+            .gateway_authorization(HEALTH_CHECK_USER, &[])
+            .map_err(|e| e.reason)?
+        {
             req = req.header(reqwest::header::AUTHORIZATION, auth);
         }
         match req.send().await {
@@ -342,6 +423,23 @@ impl SiteRegistry {
             available: reasons.is_empty(),
             reasons,
             checked_at: Utc::now(),
+        }
+    }
+
+    /// Mark the remote-kernels profiles of a [`crate::profiles::view`] whose site is unavailable:
+    /// `"unavailable": REASON` (the picker disables them and shows why).
+    pub async fn annotate(&self, view: &mut serde_json::Value) {
+        let Some(profiles) = view["profiles"].as_array_mut() else {
+            return;
+        };
+        for p in profiles {
+            if p["kind"] != "remote-kernels" {
+                continue;
+            }
+            let site = p["site"].as_str().unwrap_or_default().to_owned();
+            if let Err(e) = self.site_available(&site).await {
+                p["unavailable"] = serde_json::Value::String(format!("Unavailable: {}", e.reason));
+            }
         }
     }
 
