@@ -13,6 +13,7 @@
 //! - `profiles`: server profiles (KubeSpawner's `profile_list` plus access lists) and the one
 //!   check of `user_options` against them.
 //! - `quota`: quota roles → per-user limits (stored, shown, handed to spawners).
+//! - `sites`: the site registry (gateways + S3 exchanges, health, `GET /hub/api/sites`).
 //! - `spawn`: the `Orchestrator` seam the server endpoints call (spawning itself lives with
 //!   the spawn-orchestration work).
 //! - `metrics`: Prometheus metrics at `/hub/metrics`.
@@ -35,6 +36,7 @@ mod profiles;
 pub mod proxy;
 mod quota;
 mod scopes;
+pub mod sites;
 mod spawn;
 mod state;
 
@@ -76,6 +78,7 @@ pub const VERSION_HEADER: &str = "x-jupyterhub-version";
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
+        .merge(sites::router())
         .merge(oauth::router())
         .merge(pages::router())
         .merge(auth::oidc::routes::router())

@@ -20,6 +20,7 @@ struct Inner {
     authenticator: Arc<dyn Authenticator>,
     orchestrator: Arc<dyn Orchestrator>,
     oidc: Option<Arc<OidcAuth>>,
+    sites: Option<Arc<crate::sites::SiteRegistry>>,
     xsrf_key: XsrfKey,
 }
 
@@ -48,6 +49,7 @@ impl AppState {
                 authenticator,
                 orchestrator: Arc::new(Unavailable),
                 oidc: None,
+                sites: None,
                 xsrf_key: XsrfKey(key),
             }),
         }
@@ -60,6 +62,7 @@ impl AppState {
             authenticator: arc.authenticator.clone(),
             orchestrator: arc.orchestrator.clone(),
             oidc: arc.oidc.clone(),
+            sites: arc.sites.clone(),
             xsrf_key: XsrfKey(arc.xsrf_key.0.clone()),
         });
         let mut inner = inner;
@@ -88,6 +91,17 @@ impl AppState {
             i.authenticator = oidc.clone();
             i.oidc = Some(oidc);
         })
+    }
+
+    /// Use a site registry (remote kernels at the bridges).
+    #[must_use]
+    pub fn with_sites(self, sites: Arc<crate::sites::SiteRegistry>) -> Self {
+        self.rebuild(|i| i.sites = Some(sites))
+    }
+
+    /// The site registry, when configured.
+    pub fn sites(&self) -> Option<&Arc<crate::sites::SiteRegistry>> {
+        self.inner.sites.as_ref()
     }
 
     /// The OpenID Connect login, when configured.

@@ -18,8 +18,9 @@ use crate::auth::OidcAuth;
 use crate::config::RoleConfig;
 use crate::db::{self, Db};
 use crate::error::ApiError;
-use crate::profiles::{Identity, Profile};
+use crate::profiles::{Identity, Profile, ProfileKind};
 use crate::quota::UserQuota;
+use crate::sites::{RemoteServer, SiteRegistry, remote_server_env};
 
 /// Extra environment and limits for one spawn.
 #[derive(Default)]
@@ -65,6 +66,9 @@ pub struct HubPrepare {
     hub_api_url: String,
     profiles: Vec<Profile>,
     roles: Vec<RoleConfig>,
+    sites: Option<Arc<SiteRegistry>>,
+    /// `JUPYTER_CONFIG_PATH` of remote-kernels servers.
+    remote_config_dir: String,
 }
 
 impl HubPrepare {
@@ -77,7 +81,18 @@ impl HubPrepare {
             hub_api_url,
             profiles: Vec::new(),
             roles: Vec::new(),
+            sites: None,
+            remote_config_dir: String::new(),
         }
+    }
+
+    /// Start remote-kernels profiles at `sites`; their servers read the config in
+    /// `remote_config_dir` ([`crate::sites::write_remote_server_config`]).
+    #[must_use]
+    pub fn with_sites(mut self, sites: Arc<SiteRegistry>, remote_config_dir: String) -> Self {
+        self.sites = Some(sites);
+        self.remote_config_dir = remote_config_dir;
+        self
     }
 
     /// Check and apply the config's profiles (`profile_list`, and `roles` for who may use
@@ -106,10 +121,13 @@ impl HubPrepare {
             .ok_or_else(ApiError::no_access)?;
         let id = Identity::with_roles(&self.roles, &user);
         let resolved = crate::profiles::resolve(&self.profiles, &id, user_options)?;
-        crate::profiles::startable(&resolved)?;
+        crate::profiles::startable(&resolved, self.sites.as_deref()).await?;
         let Some(profile) = resolved.profile else {
             return Ok(());
         };
+        if profile.kind == ProfileKind::RemoteKernels {
+            self.remote(&user.name, &profile, quota, out).await?;
+        }
         let o = resolved.overrides;
         out.env.extend(o.environment.clone());
         out.env
@@ -137,7 +155,47 @@ impl HubPrepare {
             image: o.image,
             cmd: o.cmd,
             args: o.args,
+            no_home: profile.kind == ProfileKind::RemoteKernels,
         };
+        Ok(())
+    }
+
+    /// A remote-kernels server at the profile's site: the user's S3 space there is provisioned
+    /// with credentials confined to it, and the hub's gateway token is issued.
+    async fn remote(
+        &self,
+        user: &str,
+        profile: &Profile,
+        quota: Option<&UserQuota>,
+        out: &mut Prepared,
+    ) -> Result<(), ApiError> {
+        let site_id = profile.site.as_deref().unwrap_or_default();
+        let unavailable = |e: crate::sites::SiteUnavailable| {
+            ApiError::BadRequest(format!(
+                "'{}' cannot start now: site '{}' is unavailable: {}",
+                profile.display_name, e.site, e.reason
+            ))
+        };
+        let registry = self.sites.as_ref().ok_or_else(|| {
+            ApiError::BadRequest("no sites are configured on this hub".to_owned())
+        })?;
+        let site = registry
+            .site_available(site_id)
+            .await
+            .map_err(unavailable)?;
+        let grant = site.provision(user).await.map_err(unavailable)?;
+        let roles: Vec<String> = quota.map(|q| q.role.clone()).into_iter().collect();
+        let authorization = site
+            .gateway_authorization(user, &roles)
+            .map_err(unavailable)?;
+        tracing::info!(user, site = %site.id, prefix = %grant.space.prefix, "provisioned a remote-kernels server");
+        out.env.extend(remote_server_env(&RemoteServer {
+            site: &site,
+            grant: &grant,
+            authorization,
+            hub_api_url: &self.hub_api_url,
+            config_dir: &self.remote_config_dir,
+        }));
         Ok(())
     }
 }
