@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::auth::{Authenticator, DevAuthenticator, OidcAuth};
+use crate::cache::Caches;
 use crate::config::Config;
 use crate::db::Db;
 use crate::spawn::{Orchestrator, Unavailable};
@@ -21,6 +22,7 @@ struct Inner {
     orchestrator: Arc<dyn Orchestrator>,
     oidc: Option<Arc<OidcAuth>>,
     xsrf_key: XsrfKey,
+    caches: Arc<Caches>,
 }
 
 /// The key `_xsrf` tokens are derived with (never printed).
@@ -49,6 +51,7 @@ impl AppState {
                 orchestrator: Arc::new(Unavailable),
                 oidc: None,
                 xsrf_key: XsrfKey(key),
+                caches: Arc::new(Caches::default()),
             }),
         }
     }
@@ -61,6 +64,7 @@ impl AppState {
             orchestrator: arc.orchestrator.clone(),
             oidc: arc.oidc.clone(),
             xsrf_key: XsrfKey(arc.xsrf_key.0.clone()),
+            caches: Arc::clone(&arc.caches),
         });
         let mut inner = inner;
         f(&mut inner);
@@ -113,6 +117,11 @@ impl AppState {
     /// The spawn orchestrator.
     pub fn orchestrator(&self) -> &dyn Orchestrator {
         self.inner.orchestrator.as_ref()
+    }
+
+    /// The caches of API reads (valid for the database's current generation).
+    pub(crate) fn caches(&self) -> &Caches {
+        &self.inner.caches
     }
 
     pub(crate) fn xsrf_key(&self) -> &[u8] {
