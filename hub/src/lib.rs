@@ -16,6 +16,8 @@
 //! - `sites`: the site registry (gateways + S3 exchanges, health, `GET /hub/api/sites`).
 //! - `spawn`: the `Orchestrator` seam the server endpoints call (spawning itself lives with
 //!   the spawn-orchestration work).
+//! - `cache`: write-through caches of token callers and user answers, valid for one database
+//!   generation.
 //! - `metrics`: Prometheus metrics at `/hub/metrics`.
 //! - `error`: `ApiError` and the `{"status","message"}` body.
 //!
@@ -25,6 +27,7 @@
 mod api;
 mod auth;
 mod bootstrap;
+mod cache;
 mod config;
 mod db;
 mod error;
@@ -50,7 +53,7 @@ pub use self::config::{
     AuthConfig, Config, ConfigError, ENV_ADMIN_TOKEN, Lookup, ProcessEnv, RoleConfig, Secret,
     SpawnerConfig, SpawnerKind,
 };
-pub use self::db::{ClientRow, Db, DbError, ServerRow, hash_secret, new_secret};
+pub use self::db::{ClientRow, Db, DbError, ServerRow, Tx, hash_secret, new_secret};
 pub use self::error::ApiError;
 pub use self::names::{BadName, GroupName, ServerName, UserName};
 pub use self::profiles::{

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::auth::{Authenticator, DevAuthenticator, OidcAuth};
+use crate::cache::Caches;
 use crate::config::Config;
 use crate::db::Db;
 use crate::spawn::{Orchestrator, Unavailable};
@@ -22,6 +23,7 @@ struct Inner {
     oidc: Option<Arc<OidcAuth>>,
     sites: Option<Arc<crate::sites::SiteRegistry>>,
     xsrf_key: XsrfKey,
+    caches: Arc<Caches>,
 }
 
 /// The key `_xsrf` tokens are derived with (never printed).
@@ -51,6 +53,7 @@ impl AppState {
                 oidc: None,
                 sites: None,
                 xsrf_key: XsrfKey(key),
+                caches: Arc::new(Caches::default()),
             }),
         }
     }
@@ -64,6 +67,7 @@ impl AppState {
             oidc: arc.oidc.clone(),
             sites: arc.sites.clone(),
             xsrf_key: XsrfKey(arc.xsrf_key.0.clone()),
+            caches: Arc::clone(&arc.caches),
         });
         let mut inner = inner;
         f(&mut inner);
@@ -127,6 +131,11 @@ impl AppState {
     /// The spawn orchestrator.
     pub fn orchestrator(&self) -> &dyn Orchestrator {
         self.inner.orchestrator.as_ref()
+    }
+
+    /// The caches of API reads (valid for the database's current generation).
+    pub(crate) fn caches(&self) -> &Caches {
+        &self.inner.caches
     }
 
     pub(crate) fn xsrf_key(&self) -> &[u8] {
