@@ -261,11 +261,6 @@ async fn upgrade_at_gateway(
         Err(_) => return Err((req, format!("no answer within {limit:?}"))),
     };
     let status = resp.status();
-    if status.is_server_error()
-        || (status != StatusCode::SWITCHING_PROTOCOLS && !status.is_client_error())
-    {
-        return Err((req, format!("answered {status}")));
-    }
     if status.is_client_error() {
         // The gateway's own refusal (unknown kernel, another user's kernel, ...) is the answer.
         tracing::debug!(%status, "site gateway refused the kernel WebSocket");
@@ -275,6 +270,9 @@ async fn upgrade_at_gateway(
             parts,
             ProxyBody::Stream(ActivityBody::new(body, None)),
         ));
+    }
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        return Err((req, format!("answered {status}")));
     }
 
     route.touch();

@@ -2,13 +2,21 @@
 //! straight to the real `stackhub-gateway` binary (per-user tokens, the project venv's ipykernel),
 //! never reaching the single-user server; everything the direct route must not or cannot take
 //! is relayed to the single-user server (here a real WebSocket server that records what it gets).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// The handshake callback's error type is tungstenite's.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::result_large_err
+)]
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,11 +41,12 @@ const GW_ALICE: &str = "gateway-token-alice";
 const GW_BOB: &str = "gateway-token-bob";
 const V1: &str = "v1.kernel.websocket.jupyter.org";
 
-/// The hub's side of the seam as the test plays it: alice's hub token may use alice's server at
-/// `lumi` and is exchanged for alice's gateway token; site `down` cannot issue credentials.
+/// The hub's side of the seam as the test plays it: `hub-token-NAME` may use NAME's server at
+/// `lumi` and is exchanged for alice's gateway token (bob's for anyone else); site `down`
+/// cannot issue credentials.
 #[derive(Debug, Default)]
 struct TestAuth {
-    calls: Mutex<Vec<(String, String)>>,
+    calls: ArcSwap<Vec<(String, String)>>,
 }
 
 impl KernelChannelAuth for TestAuth {
@@ -48,15 +57,17 @@ impl KernelChannelAuth for TestAuth {
         token: &'a str,
     ) -> BoxFuture<'a, Result<Option<HeaderValue>, KernelAuthError>> {
         Box::pin(async move {
-            self.calls
-                .lock()
-                .unwrap()
-                .push((user.to_owned(), site.to_owned()));
+            self.calls.rcu(|calls| {
+                let mut calls = Vec::clone(calls);
+                calls.push((user.to_owned(), site.to_owned()));
+                calls
+            });
             if site == "down" {
                 return Err(KernelAuthError::new("credential issuer unreachable"));
             }
-            let allowed = user == "alice" && site == SITE && token == HUB_ALICE;
-            Ok(allowed.then(|| HeaderValue::from_str(&format!("token {GW_ALICE}")).unwrap()))
+            let allowed = site == SITE && token == format!("hub-token-{user}");
+            let credential = if user == "alice" { GW_ALICE } else { GW_BOB };
+            Ok(allowed.then(|| HeaderValue::from_str(&format!("token {credential}")).unwrap()))
         })
     }
 }
@@ -204,21 +215,25 @@ impl GatewayProc {
 #[derive(Clone)]
 struct SingleUser {
     addr: std::net::SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
+    seen: Arc<ArcSwap<Vec<String>>>,
 }
 
 impl SingleUser {
     async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(ArcSwap::from_pointee(Vec::new()));
         let record = Arc::clone(&seen);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let record = Arc::clone(&record);
                 tokio::spawn(async move {
                     let callback = |req: &WsRequest, resp: WsResponse| {
-                        record.lock().unwrap().push(req.uri().to_string());
+                        record.rcu(|seen| {
+                            let mut seen = Vec::clone(seen);
+                            seen.push(req.uri().to_string());
+                            seen
+                        });
                         Ok(resp)
                     };
                     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await
@@ -238,7 +253,7 @@ impl SingleUser {
     }
 
     fn seen(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
+        Vec::clone(&self.seen.load())
     }
 }
 
@@ -473,11 +488,10 @@ async fn kernel_channels_go_straight_to_the_site_gateway() {
 
     // None of it went through the single-user server; the gateway saw both sockets as alice's.
     assert!(single_user.seen().is_empty(), "{:?}", single_user.seen());
-    assert_eq!(auth.calls.lock().unwrap().len(), 2);
+    assert_eq!(auth.calls.load().len(), 2);
     assert!(
         auth.calls
-            .lock()
-            .unwrap()
+            .load()
             .iter()
             .all(|(u, s)| u == "alice" && s == SITE)
     );
@@ -574,7 +588,7 @@ async fn refusals_and_fallbacks() {
     );
     expect_relayed(
         &channels_url(&p, "carol", &alice_kernel, "session_id=down"),
-        Some(&alice_auth),
+        Some("token hub-token-carol"),
     )
     .await;
     // The authoriser cannot decide: relayed.
@@ -585,7 +599,7 @@ async fn refusals_and_fallbacks() {
     )
     .await;
     // The route is not a remote-kernels one: relayed without asking the authoriser.
-    let calls = auth.calls.lock().unwrap().len();
+    let calls = auth.calls.load().len();
     p.add_route("/user/erin", &format!("http://{}", single_user.addr))
         .await;
     expect_relayed(
@@ -593,7 +607,7 @@ async fn refusals_and_fallbacks() {
         Some(&alice_auth),
     )
     .await;
-    assert_eq!(auth.calls.lock().unwrap().len(), calls);
+    assert_eq!(auth.calls.load().len(), calls);
 
     let seen = single_user.seen();
     assert_eq!(seen.len(), 7, "{seen:?}");
