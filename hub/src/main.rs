@@ -167,6 +167,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             authority: SocketAddr::new(connect_ip, hub_addr.port()).to_string(),
             upstream: Arc::new(InProcessHub::new(hub::app(state.clone()))),
         }),
+        kernel_auth: Some(Arc::new(hub::sites::HubKernelAuth::new(state.clone()))),
         ..proxy::ProxyOptions::default()
     };
     let public = Arc::new(

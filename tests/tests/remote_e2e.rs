@@ -133,18 +133,20 @@ fn hub_config(lumi: &str, leonardo: &str, unused: &str) -> String {
     out
 }
 
-/// Runs `code` in `kernel` over the kernel WebSocket through the hub's proxy; returns the
-/// kernel's stdout.
-async fn run(base: &str, user: &str, kernel: &str, token: &str, code: &str) -> String {
+/// Runs `code` in `kernel` over the kernel WebSocket through the hub's proxy, authenticated by
+/// `auth` (`("authorization", "token …")` or a browser's `("cookie", …)`); returns the kernel's
+/// stdout.
+async fn run(base: &str, user: &str, kernel: &str, auth: (&str, &str), code: &str) -> String {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let url = format!(
         "{}/user/{user}/api/kernels/{kernel}/channels",
         base.replace("http://", "ws://")
     );
     let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("token {token}").parse().unwrap());
+    request.headers_mut().insert(
+        reqwest::header::HeaderName::from_bytes(auth.0.as_bytes()).unwrap(),
+        auth.1.parse().unwrap(),
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .expect("kernel websocket through the proxy");
@@ -347,8 +349,9 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
     );
 
     // Alice logs in and picks "Remote Compute Kernels - LUMI Bridge" on the options page.
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
     let browser = reqwest::Client::builder()
-        .cookie_store(true)
+        .cookie_provider(jar.clone())
         .build()
         .unwrap();
     let r = browser
@@ -386,6 +389,15 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "JupyterLab through the hub");
+    let cookies = {
+        use reqwest::cookie::CookieStore;
+        let url: reqwest::Url = format!("{base}/user/alice/").parse().unwrap();
+        jar.cookies(&url)
+            .expect("the Lab's cookies")
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
     assert!(r.text().await.unwrap().contains("jupyter-config-data"));
 
     // The Lab's kernel picker lists the site's kernelspecs; a kernel starts at LUMI.
@@ -455,7 +467,7 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
         &base,
         "alice",
         &kernel_id,
-        &token,
+        ("authorization", &format!("token {token}")),
         "import boto3, os\n\
          s3 = boto3.client('s3')\n\
          b, p = os.environ['STACKHUB_S3_BUCKET'], os.environ['STACKHUB_S3_PREFIX']\n\
@@ -470,6 +482,19 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
     assert!(out.contains("PREFIX users/alice/"), "{out}");
     assert!(out.contains("DENIED AccessDenied"), "{out}");
     assert!(!out.contains("LEAK"), "{out}");
+    // That WebSocket took the short way: the proxy went straight to the LUMI gateway, so the
+    // single-user server's relay (jupyter_server logs "Connecting to ws://…/channels") never
+    // saw it.
+    let server_log = std::fs::read_to_string(dir.join("data/logs/alice.log")).unwrap();
+    assert!(
+        !server_log.contains(&format!("{kernel_id}/channels")),
+        "the kernel channel went through the single-user server:\n{server_log}"
+    );
+    let lumi_log = std::fs::read_to_string(dir.join("gateway-lumi.log")).unwrap();
+    assert!(
+        !lumi_log.contains(&token),
+        "the hub token reached the gateway's log"
+    );
 
     // A notebook saved in the Lab is an object in S3 ...
     let notebook = json!({"type": "notebook", "content": {
@@ -486,7 +511,7 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
         &base,
         "alice",
         &kernel_id,
-        &token,
+        ("cookie", &cookies),
         "import boto3, os\n\
          s3 = boto3.client('s3')\n\
          r = s3.list_objects_v2(Bucket=os.environ['STACKHUB_S3_BUCKET'], \
@@ -495,6 +520,12 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
     )
     .await;
     assert!(out.contains("users/alice/saved.ipynb"), "{out}");
+    // A browser's cookie-only WebSocket is relayed by the single-user server, which still works.
+    let server_log = std::fs::read_to_string(dir.join("data/logs/alice.log")).unwrap();
+    assert!(
+        server_log.contains(&format!("{kernel_id}/channels")),
+        "the cookie-only kernel channel was not relayed:\n{server_log}"
+    );
 
     // ... and survives a server restart.
     stop_server(&api, &base).await;

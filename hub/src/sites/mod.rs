@@ -10,12 +10,14 @@
 //! - `spawn_env`: the environment of a remote-kernels single-user server at a site.
 
 mod api;
+mod channel_auth;
 mod config;
 pub mod jwt;
 mod registry;
 mod spawn_env;
 
 pub(crate) use self::api::router;
+pub use self::channel_auth::HubKernelAuth;
 pub(crate) use self::config::validate;
 pub use self::config::{
     EmbeddedS3Config, GatewayAuth, SiteConfig, SiteS3Config, SiteS3Mode, default_sites,

@@ -56,6 +56,13 @@ pub trait PrepareSpawn: Send + Sync + Debug + 'static {
     /// An [`ApiError`] refusing the start (options not allowed, a profile that cannot start).
     async fn prepare(&self, server: &ServerRef, user_options: &Value)
     -> Result<Prepared, ApiError>;
+
+    /// Extra proxy route data for a server of `user` started with `user_options` (checked
+    /// when it started): a remote-kernels server's `kernel_gateway` (see
+    /// [`proxy::KERNEL_GATEWAY_KEY`]), so its kernel WebSockets go straight to the site.
+    fn route_data(&self, _user: &str, _user_options: &Value) -> serde_json::Map<String, Value> {
+        serde_json::Map::new()
+    }
 }
 
 /// The hub's [`PrepareSpawn`]: stored quota, and the identity provider's token when configured.
@@ -202,6 +209,29 @@ impl HubPrepare {
 
 #[async_trait::async_trait]
 impl PrepareSpawn for HubPrepare {
+    fn route_data(&self, user: &str, user_options: &Value) -> serde_json::Map<String, Value> {
+        let mut data = serde_json::Map::new();
+        let slug = user_options.get("profile").and_then(Value::as_str);
+        let profile = match slug {
+            Some(slug) => self.profiles.iter().find(|p| p.slug == slug),
+            None => None,
+        };
+        if let (Some(p), Some(registry)) = (profile, &self.sites)
+            && p.kind == ProfileKind::RemoteKernels
+            && let Some(site) = p.site.as_deref().and_then(|id| registry.site(id))
+        {
+            data.insert(
+                proxy::KERNEL_GATEWAY_KEY.to_owned(),
+                serde_json::json!({
+                    "url": site.gateway_url.trim_end_matches('/'),
+                    "site": site.id,
+                    "user": user,
+                }),
+            );
+        }
+        data
+    }
+
     async fn prepare(
         &self,
         server: &ServerRef,
