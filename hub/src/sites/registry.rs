@@ -356,9 +356,7 @@ impl SiteRegistry {
             reason,
         };
         let site = self
-            .sites
-            .iter()
-            .find(|s| s.id == id)
+            .site(id)
             .ok_or_else(|| unavailable("no such site is configured".to_owned()))?;
         match self.health.read().await.get(id) {
             None => Err(unavailable(
