@@ -26,13 +26,15 @@ apt_install() {
 
 # ensure_venv: the project-local Python environment with the real Jupyter components.
 ensure_venv() {
-  local req="$ROOT/scripts/requirements.txt" stamp="$STACKHUB_VENV/.stackhub-requirements"
-  if [ -x "$STACKHUB_VENV/bin/python" ] && cmp -s "$req" "$stamp"; then return 0; fi
+  local stamp="$STACKHUB_VENV/.stackhub-requirements" want
+  want=$(cat "$ROOT/scripts/requirements.txt" "$ROOT/scripts/requirements-test.txt")
+  if [ -x "$STACKHUB_VENV/bin/python" ] && [ "$want" = "$(cat "$stamp" 2>/dev/null)" ]; then return 0; fi
   log "creating Python environment in $STACKHUB_VENV"
   python3 -m venv "$STACKHUB_VENV"
   "$STACKHUB_VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$STACKHUB_VENV/bin/pip" install -q -r "$req"
-  cp "$req" "$stamp"
+  "$STACKHUB_VENV/bin/pip" install -q -r "$ROOT/scripts/requirements.txt" \
+    -r "$ROOT/scripts/requirements-test.txt"
+  printf '%s\n' "$want" >"$stamp"
 }
 
 # ensure_idp: the test OpenID Connect provider's npm packages (tests/idp/package-lock.json:

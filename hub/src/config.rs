@@ -195,6 +195,11 @@ pub struct SpawnerConfig {
     pub slow_spawn_timeout_ms: u64,
     /// Seconds a server gets after SIGTERM before SIGKILL.
     pub stop_grace: u64,
+    /// `JUPYTER_CONFIG_PATH` of remote-kernels servers: a directory in the server's image
+    /// holding `hub/share/remote_server_config.py` as `jupyter_server_config.py` (the
+    /// singleuser image has it in `/etc/stackhub/remote-server`). Unset: the hub writes the
+    /// file under its data directory (local servers).
+    pub remote_config_dir: Option<String>,
 }
 
 impl Default for SpawnerConfig {
@@ -210,6 +215,7 @@ impl Default for SpawnerConfig {
             start_timeout: 60,
             slow_spawn_timeout_ms: 500,
             stop_grace: 5,
+            remote_config_dir: None,
         }
     }
 }
@@ -255,6 +261,11 @@ pub struct Config {
     /// Quota roles (`[[quotas]]`), highest first; default: the Data Lake's
     /// `stack-jupyter-{high,medium,low}`.
     pub quotas: Vec<crate::quota::QuotaRole>,
+    /// The S3 store embedded in the hub (`[s3]`).
+    pub s3: crate::sites::EmbeddedS3Config,
+    /// Sites where remote kernels run (`[[sites]]`); default: the five Data Lake sites as local
+    /// gateways using the embedded store.
+    pub sites: Vec<crate::sites::SiteConfig>,
     /// Server profiles (`[[profile_list]]`, KubeSpawner's schema plus access lists, kind, site
     /// and warning); default: the Data Lake's six options. Empty = no picker.
     pub profile_list: Vec<crate::profiles::Profile>,
@@ -280,6 +291,8 @@ impl Default for Config {
             roles: Vec::new(),
             spawner: SpawnerConfig::default(),
             quotas: crate::quota::default_quota_roles(),
+            s3: crate::sites::EmbeddedS3Config::default(),
+            sites: crate::sites::default_sites(),
             profile_list: crate::profiles::default_profiles(),
         }
     }
@@ -482,6 +495,7 @@ impl Config {
             oidc.validate().map_err(|(k, r)| invalid(&k, r))?;
         }
         crate::quota::validate(&self.quotas).map_err(|(k, r)| invalid(&k, r))?;
+        crate::sites::validate(&self.s3, &self.sites).map_err(|(k, r)| invalid(&k, r))?;
         crate::profiles::validate(&self.profile_list).map_err(|(k, r)| invalid(&k, r))?;
         for (i, role) in self.roles.iter().enumerate() {
             if role.name.is_empty() {

@@ -13,8 +13,11 @@
 //! - `profiles`: server profiles (KubeSpawner's `profile_list` plus access lists) and the one
 //!   check of `user_options` against them.
 //! - `quota`: quota roles → per-user limits (stored, shown, handed to spawners).
+//! - `sites`: the site registry (gateways + S3 exchanges, health, `GET /hub/api/sites`).
 //! - `spawn`: the `Orchestrator` seam the server endpoints call (spawning itself lives with
 //!   the spawn-orchestration work).
+//! - `cache`: write-through caches of token callers and user answers, valid for one database
+//!   generation.
 //! - `metrics`: Prometheus metrics at `/hub/metrics`.
 //! - `error`: `ApiError` and the `{"status","message"}` body.
 //!
@@ -24,6 +27,7 @@
 mod api;
 mod auth;
 mod bootstrap;
+mod cache;
 mod config;
 mod db;
 mod error;
@@ -35,6 +39,7 @@ mod profiles;
 pub mod proxy;
 mod quota;
 mod scopes;
+pub mod sites;
 mod spawn;
 mod state;
 
@@ -48,7 +53,7 @@ pub use self::config::{
     AuthConfig, Config, ConfigError, ENV_ADMIN_TOKEN, Lookup, ProcessEnv, RoleConfig, Secret,
     SpawnerConfig, SpawnerKind,
 };
-pub use self::db::{ClientRow, Db, DbError, ServerRow, hash_secret, new_secret};
+pub use self::db::{ClientRow, Db, DbError, ServerRow, Tx, hash_secret, new_secret};
 pub use self::error::ApiError;
 pub use self::names::{BadName, GroupName, ServerName, UserName};
 pub use self::profiles::{
@@ -76,6 +81,7 @@ pub const VERSION_HEADER: &str = "x-jupyterhub-version";
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
+        .merge(sites::router())
         .merge(oauth::router())
         .merge(pages::router())
         .merge(auth::oidc::routes::router())

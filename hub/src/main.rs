@@ -136,6 +136,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         connect_url.trim_end_matches('/'),
         config.base_url
     );
+    // Sites for remote kernels (and the embedded S3 store they exchange data through).
+    let sites = hub::sites::SiteRegistry::start(&config, &ProcessEnv)
+        .await
+        .context("cannot start the site registry")?;
+    let remote_config_dir = remote_server_config_dir(&config)?;
     let settings = SpawnSettings::from_config(&config, hub_api_url.clone());
     let orchestrator = SpawnOrchestrator::new(
         db.clone(),
@@ -144,11 +149,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         settings,
     )
     .with_prepare(Arc::new(
-        HubPrepare::new(db.clone(), oidc.clone(), hub_api_url).with_profiles(&config),
+        HubPrepare::new(db.clone(), oidc.clone(), hub_api_url)
+            .with_profiles(&config)
+            .with_sites(Arc::clone(&sites), remote_config_dir),
     ));
     orchestrator.reconcile().await?;
 
-    let mut state = AppState::new(config, db).with_orchestrator(Arc::new(orchestrator.clone()));
+    let mut state = AppState::new(config, db)
+        .with_orchestrator(Arc::new(orchestrator.clone()))
+        .with_sites(Arc::clone(&sites));
     if let Some(oidc) = oidc {
         state = state.with_oidc(oidc);
     }
@@ -158,6 +167,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             authority: SocketAddr::new(connect_ip, hub_addr.port()).to_string(),
             upstream: Arc::new(InProcessHub::new(hub::app(state.clone()))),
         }),
+        kernel_auth: Some(Arc::new(hub::sites::HubKernelAuth::new(state.clone()))),
         ..proxy::ProxyOptions::default()
     };
     let public = Arc::new(
@@ -168,6 +178,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
+    let health_task = sites.spawn_health_checks(stopped(stop_rx.clone()));
     let proxy_task = tokio::spawn(
         proxy::serve(listener, public, None, stopped(stop_rx.clone()))
             .instrument(tracing::info_span!("proxy")),
@@ -180,8 +191,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     hub::serve(hub_listener, state, stopped(stop_rx)).await?;
     orchestrator.shutdown().await;
     let _ = proxy_task.await;
+    let _ = health_task.await;
+    sites.shutdown().await;
     tracing::info!("stackhub stopped");
     Ok(())
+}
+
+/// Where remote-kernels servers find their jupyter_server config: `spawner.remote_config_dir`
+/// when set (a path inside the server's image), else written under the data directory (local
+/// servers share the hub's file system).
+fn remote_server_config_dir(config: &Config) -> anyhow::Result<String> {
+    if let Some(dir) = &config.spawner.remote_config_dir {
+        return Ok(dir.clone());
+    }
+    let dir = std::path::absolute(config.data_dir.join("remote-server"))
+        .context("cannot resolve the data directory")?;
+    let dir = hub::sites::write_remote_server_config(&dir)
+        .with_context(|| format!("cannot write the remote server config in {}", dir.display()))?;
+    Ok(dir.display().to_string())
 }
 
 /// The spawner `spawner.kind` asks for.

@@ -8,13 +8,14 @@
 //! - `stackhub_request_duration_seconds{method,handler,code}` (histogram of every hub request,
 //!   by route pattern so the label set stays small), recorded by [`track`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -79,10 +80,14 @@ impl Histogram {
     }
 }
 
+/// Request histograms by method and status code, then by route pattern (looked up by `&str`,
+/// so recording a request allocates nothing once its labels have been seen).
+type RequestMap = HashMap<(Method, u16), HashMap<Box<str>, Histogram>>;
+
 #[derive(Debug, Default)]
 struct Registry {
     spawn: Mutex<BTreeMap<String, Histogram>>,
-    requests: Mutex<BTreeMap<String, Histogram>>,
+    requests: Mutex<RequestMap>,
 }
 
 fn registry() -> &'static Registry {
@@ -125,25 +130,24 @@ pub(crate) async fn spawn_finished(seconds: f64, ok: bool) {
 /// Middleware: time every request by route pattern.
 pub(crate) async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let handler = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let handler = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
-    let labels = format!(
-        "method=\"{}\",handler=\"{}\",code=\"{}\"",
-        esc(&method),
-        esc(&handler),
-        resp.status().as_u16()
-    );
-    observe(
-        &registry().requests,
-        labels,
-        REQUEST_BUCKETS,
-        start.elapsed().as_secs_f64(),
-    )
-    .await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let handler = handler.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let mut requests = registry().requests.lock().await;
+    let by_handler = requests
+        .entry((method, resp.status().as_u16()))
+        .or_default();
+    match by_handler.get_mut(handler) {
+        Some(h) => h.observe(elapsed),
+        None => {
+            let mut h = Histogram::new(REQUEST_BUCKETS);
+            h.observe(elapsed);
+            by_handler.insert(handler.into(), h);
+        }
+    }
+    drop(requests);
     resp
 }
 
@@ -211,9 +215,23 @@ async fn metrics(State(state): State<AppState>, caller: ApiCaller) -> Result<Res
         h.write(&mut out, "stackhub_spawn_duration_seconds", labels);
     }
     out.push_str("# HELP stackhub_request_duration_seconds Hub request latency by route.\n# TYPE stackhub_request_duration_seconds histogram\n");
-    for (labels, h) in registry().requests.lock().await.iter() {
+    let requests = registry().requests.lock().await;
+    let mut sorted = BTreeMap::new();
+    for ((method, code), by_handler) in requests.iter() {
+        for (handler, h) in by_handler {
+            let labels = format!(
+                "method=\"{}\",handler=\"{}\",code=\"{code}\"",
+                esc(method.as_str()),
+                esc(handler)
+            );
+            sorted.insert(labels, h);
+        }
+    }
+    for (labels, h) in &sorted {
         h.write(&mut out, "stackhub_request_duration_seconds", labels);
     }
+    drop(sorted);
+    drop(requests);
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,

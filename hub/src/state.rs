@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::auth::{Authenticator, DevAuthenticator, OidcAuth};
+use crate::cache::Caches;
 use crate::config::Config;
 use crate::db::Db;
 use crate::spawn::{Orchestrator, Unavailable};
@@ -20,7 +21,9 @@ struct Inner {
     authenticator: Arc<dyn Authenticator>,
     orchestrator: Arc<dyn Orchestrator>,
     oidc: Option<Arc<OidcAuth>>,
+    sites: Option<Arc<crate::sites::SiteRegistry>>,
     xsrf_key: XsrfKey,
+    caches: Arc<Caches>,
 }
 
 /// The key `_xsrf` tokens are derived with (never printed).
@@ -48,7 +51,9 @@ impl AppState {
                 authenticator,
                 orchestrator: Arc::new(Unavailable),
                 oidc: None,
+                sites: None,
                 xsrf_key: XsrfKey(key),
+                caches: Arc::new(Caches::default()),
             }),
         }
     }
@@ -60,7 +65,9 @@ impl AppState {
             authenticator: arc.authenticator.clone(),
             orchestrator: arc.orchestrator.clone(),
             oidc: arc.oidc.clone(),
+            sites: arc.sites.clone(),
             xsrf_key: XsrfKey(arc.xsrf_key.0.clone()),
+            caches: Arc::clone(&arc.caches),
         });
         let mut inner = inner;
         f(&mut inner);
@@ -90,6 +97,17 @@ impl AppState {
         })
     }
 
+    /// Use a site registry (remote kernels at the bridges).
+    #[must_use]
+    pub fn with_sites(self, sites: Arc<crate::sites::SiteRegistry>) -> Self {
+        self.rebuild(|i| i.sites = Some(sites))
+    }
+
+    /// The site registry, when configured.
+    pub fn sites(&self) -> Option<&Arc<crate::sites::SiteRegistry>> {
+        self.inner.sites.as_ref()
+    }
+
     /// The OpenID Connect login, when configured.
     pub(crate) fn oidc(&self) -> Option<Arc<OidcAuth>> {
         self.inner.oidc.clone()
@@ -113,6 +131,11 @@ impl AppState {
     /// The spawn orchestrator.
     pub fn orchestrator(&self) -> &dyn Orchestrator {
         self.inner.orchestrator.as_ref()
+    }
+
+    /// The caches of API reads (valid for the database's current generation).
+    pub(crate) fn caches(&self) -> &Caches {
+        &self.inner.caches
     }
 
     pub(crate) fn xsrf_key(&self) -> &[u8] {

@@ -190,14 +190,14 @@ async fn rest_refuses_what_the_user_may_not_use() {
     );
     let r = post(json!({"image": "perl"})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    // A remote-kernels profile without site wiring: a clear 400, nothing started.
+    // A remote-kernels profile on a hub without sites: a clear 400, nothing started.
     let r = post(json!({"profile": "remote-lumi"})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(
         r.body["message"]
             .as_str()
             .unwrap()
-            .contains("site 'lumi' is not connected"),
+            .contains("site 'lumi' is unavailable: no sites are configured"),
         "{}",
         r.text
     );

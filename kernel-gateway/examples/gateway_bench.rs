@@ -78,6 +78,13 @@ enum Cmd {
         /// server that leaves Nagle on without the ~40 ms delayed-ACK stall a plain client adds.
         #[arg(long)]
         quickack: bool,
+        /// Open kernel WebSockets here instead of at `--url` (REST stays at `--url`): a proxy's
+        /// server prefix such as `http://127.0.0.1:8000/user/bench` for its direct kernel route.
+        #[arg(long)]
+        ws_url: Option<String>,
+        /// The token for `--ws-url` (default `--token`).
+        #[arg(long)]
+        ws_token: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -463,6 +470,8 @@ impl Conn for WsConn {
 struct Gw {
     url: String,
     token: String,
+    ws_url: String,
+    ws_token: String,
     quickack: bool,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
@@ -474,6 +483,8 @@ impl Gw {
         Gw {
             url: url.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
+            ws_url: url.trim_end_matches('/').to_owned(),
+            ws_token: token.to_owned(),
             quickack,
             client: Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(64)
@@ -507,11 +518,11 @@ impl Gw {
     async fn ws(&self, kernel_id: &str, session: &str) -> Result<WsConn> {
         let url = format!(
             "{}/api/kernels/{kernel_id}/channels?session_id={session}",
-            self.url.replacen("http", "ws", 1)
+            self.ws_url.replacen("http", "ws", 1)
         );
         let mut req = url.into_client_request()?;
         req.headers_mut()
-            .insert("Authorization", format!("token {}", self.token).parse()?);
+            .insert("Authorization", format!("token {}", self.ws_token).parse()?);
         // TCP_NODELAY on the client, so only the gateway's own Nagle behaviour is measured.
         let uri = req.uri();
         let host = uri.host().ok_or_else(|| anyhow!("no host in {uri}"))?;
@@ -564,14 +575,7 @@ impl Gw {
     }
 }
 
-async fn gateway(
-    url: &str,
-    token: &str,
-    kernel: &str,
-    quickack: bool,
-    common: &Common,
-) -> Result<Value> {
-    let gw = Gw::new(url, token, quickack);
+async fn gateway(gw: Gw, kernel: &str, common: &Common) -> Result<Value> {
     let mut starts = Vec::new();
     for _ in 0..common.starts {
         let (id, ws, _, ms) = gw.start_ready(kernel).await?;
@@ -838,8 +842,19 @@ async fn main() -> Result<()> {
             token,
             kernel,
             quickack,
+            ws_url,
+            ws_token,
             common,
-        } => gateway(&url, &token, &kernel, quickack, &common).await?,
+        } => {
+            let mut gw = Gw::new(&url, &token, quickack);
+            if let Some(ws_url) = ws_url {
+                gw.ws_url = ws_url.trim_end_matches('/').to_owned();
+            }
+            if let Some(ws_token) = ws_token {
+                gw.ws_token = ws_token;
+            }
+            gateway(gw, &kernel, &common).await?
+        }
         Cmd::Concurrent {
             url,
             token,

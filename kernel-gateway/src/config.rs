@@ -249,6 +249,10 @@ pub struct Config {
     pub max_age: String,
     /// Slurm launcher for kernelspecs with `metadata.stackhub.launcher = "slurm"`; `None` = off.
     pub slurm: Option<crate::launcher::slurm::SlurmConfig>,
+    /// A remote site (a Data Lake bridge): kernel starts must carry the S3 exchange
+    /// configuration ([`crate::exchange`]), which reaches the kernel. Off = a plain Enterprise
+    /// Gateway. Env `STACKHUB_GATEWAY_REMOTE_SITE`.
+    pub remote_site: bool,
     /// A JSON file with the Kubernetes launcher's settings
     /// ([`crate::launcher::k8s::KubeLauncherConfig`]; the bridge-site chart renders it). Set:
     /// kernelspecs with `metadata.stackhub.launcher = "kubernetes"` run as pods.
@@ -301,6 +305,7 @@ impl Default for Config {
             expose_headers: String::new(),
             max_age: String::new(),
             slurm: None,
+            remote_site: false,
             kubernetes_config: None,
             kubernetes: None,
             default_launcher: "local".to_owned(),
@@ -325,6 +330,7 @@ impl std::fmt::Debug for Config {
             .field("jwt", &self.jwt)
             .field("quota_roles", &self.quota_roles)
             .field("allow_origin", &self.allow_origin)
+            .field("remote_site", &self.remote_site)
             .finish_non_exhaustive()
     }
 }
@@ -404,6 +410,9 @@ impl Config {
         }
         if let Some(v) = eg_kg("MAX_AGE") {
             self.max_age = v;
+        }
+        if let Some(v) = lookup("STACKHUB_GATEWAY_REMOTE_SITE") {
+            self.remote_site = v.eq_ignore_ascii_case("true") || v == "1";
         }
         if let Some(url) = lookup("STACKHUB_GATEWAY_JWKS_URL").filter(|u| !u.is_empty()) {
             self.jwt.get_or_insert_with(JwtConfig::default).jwks_url = url;

@@ -9,6 +9,7 @@
 //! - `auth`: shared / per-user tokens and JWT bearers (`jwt`: JWKS cache and validation);
 //! - [`quota`]: quota roles → per-kernel CPU / memory / GPU limits and max kernels;
 //! - `cors`: Enterprise Gateway's `allow_origin` CORS headers and the WebSocket Origin check;
+//! - [`exchange`]: the S3 exchange a remote site requires of kernel starts (`remote_site`);
 //! - [`config`]: TOML config + environment overrides.
 //!
 //! Routes are listed in the `api` module docs.
@@ -18,6 +19,7 @@ mod auth;
 pub mod config;
 mod cors;
 mod error;
+pub mod exchange;
 mod jwt;
 mod kernel;
 pub mod kernelspec;

@@ -25,6 +25,12 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
+/// jemalloc instead of glibc malloc: glibc's growing mmap threshold keeps freed multi-MB kernel
+/// outputs in the heap (measured: 23.5 MiB after the benchmark's load vs 12 MiB with jemalloc).
+/// Its settings (background purging, 1 s decay) are baked in by `.cargo/config.toml`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

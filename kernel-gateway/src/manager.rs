@@ -149,13 +149,19 @@ impl KernelManager {
     ) -> Result<BTreeMap<String, String>, GatewayError> {
         let mut env = BTreeMap::new();
         let Some(value) = request_env else {
+            if self.config.remote_site {
+                return Err(GatewayError::BadRequest(crate::exchange::refusal(
+                    crate::exchange::REQUIRED_EXCHANGE_ENV,
+                )));
+            }
             return Ok(env);
         };
         let serde_json::Value::Object(map) = value else {
             return Err(GatewayError::BadRequest("env must be a JSON object".into()));
         };
+        let remote = self.config.remote_site;
         for (k, v) in map {
-            if !k.starts_with("KERNEL_") {
+            if !(k.starts_with("KERNEL_") || remote && crate::exchange::is_exchange_var(&k)) {
                 continue;
             }
             let serde_json::Value::String(v) = v else {
@@ -174,6 +180,12 @@ impl KernelManager {
                 )));
             }
             env.insert(k, v);
+        }
+        if remote {
+            let missing = crate::exchange::missing(&env);
+            if !missing.is_empty() {
+                return Err(GatewayError::BadRequest(crate::exchange::refusal(&missing)));
+            }
         }
         Ok(env)
     }

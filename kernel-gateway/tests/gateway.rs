@@ -11,6 +11,7 @@ use hyper::{Method, StatusCode};
 use kernel_gateway::protocol::{Channel, RawMessage, decode_v1, encode_v1};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn assert_error_body(body: &Value) {
     assert!(
@@ -104,6 +105,18 @@ async fn rest_contract_start_get_list_interrupt_delete() {
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // Nor open its channels: the WebSocket upgrade is refused with the same 404.
+    let url = format!("ws://{}/api/kernels/{id}/channels?session_id=s", gw.addr);
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("token {BOB}").parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), StatusCode::NOT_FOUND)
+        }
+        other => panic!("expected 404, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(gw.manager.list("alice").await[0]["connections"], 0);
 
     let (s, _, _) = gw
         .call(

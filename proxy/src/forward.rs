@@ -21,7 +21,7 @@ use crate::error::{ConfigError, ForwardError};
 use crate::h1;
 use crate::net::UpstreamConnector;
 use crate::routes::{Route, RouteTable, Target};
-use crate::upgrade;
+use crate::{kernel_route, upgrade};
 
 /// How requests are forwarded. Defaults match configurable-http-proxy's.
 #[derive(Debug, Clone)]
@@ -46,6 +46,9 @@ pub struct ProxyOptions {
     pub pool_max_idle_per_host: usize,
     /// An upstream served in this process instead of over TCP.
     pub local: Option<LocalTarget>,
+    /// Authorises kernel WebSockets of remote-kernels servers to go straight to their site's
+    /// gateway (see [`crate::KernelChannelAuth`]); `None` relays them through the server.
+    pub kernel_auth: Option<Arc<dyn crate::KernelChannelAuth>>,
 }
 
 impl Default for ProxyOptions {
@@ -61,6 +64,7 @@ impl Default for ProxyOptions {
             error_target: None,
             pool_max_idle_per_host: 1024,
             local: None,
+            kernel_auth: None,
         }
     }
 }
@@ -179,6 +183,10 @@ impl Proxy {
             .to_owned();
         match self.route_for(&req) {
             Ok(route) => {
+                let req = match kernel_route::try_direct(self, req, &route, peer).await {
+                    kernel_route::Direct::Answered(resp) => return resp,
+                    kernel_route::Direct::Relay(req) => req,
+                };
                 let result = if let Some(local) = self.local_for(&route) {
                     Ok(self.forward_local(local, req, route, peer, &pq).await)
                 } else if upgrade::is_upgrade(&req) {

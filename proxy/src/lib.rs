@@ -5,6 +5,7 @@
 //! - `forward`: forwarding one request, header rewriting, error answers.
 //! - `h1`: body-less requests over pooled upstream connections without hyper's client tasks.
 //! - `upgrade`: WebSocket (and other upgrade) tunnels.
+//! - `kernel_route`: kernel WebSockets of remote-kernels servers straight to the site gateway.
 //! - `net`: upstream sockets with `TCP_NODELAY` and prompt ACKs.
 //! - `body`: streaming bodies that record activity.
 //! - `api`: configurable-http-proxy's REST API.
@@ -22,6 +23,7 @@ mod config;
 mod error;
 mod forward;
 mod h1;
+mod kernel_route;
 mod net;
 mod routes;
 mod server;
@@ -34,6 +36,7 @@ pub use self::body::{ActivityBody, BoxError, DirectBody, LocalBody, ProxyBody};
 pub use self::config::Args;
 pub use self::error::{ConfigError, RouteError};
 pub use self::forward::{LocalTarget, LocalUpstream, Peer, Proxy, ProxyOptions};
+pub use self::kernel_route::{KERNEL_GATEWAY_KEY, KernelAuthError, KernelChannelAuth};
 pub use self::net::QuickAckStream;
 pub use self::routes::{Route, RouteTable, Target, normalize};
 pub use self::server::{SHUTDOWN_GRACE, serve, serve_api};

@@ -132,7 +132,11 @@ const TUNNEL_BUF: usize = 16 * 1024;
 
 /// Copy both directions until each side has closed. Chunks from the upstream are written to the
 /// client first and acknowledged to the upstream right after (see `net.rs`).
-async fn splice(client: Upgraded, upstream: QuickAckStream, early: Bytes) -> std::io::Result<()> {
+pub(crate) async fn splice(
+    client: Upgraded,
+    upstream: QuickAckStream,
+    early: Bytes,
+) -> std::io::Result<()> {
     let ack = upstream.ack_handle()?;
     let (mut client_rd, mut client_wr) = tokio::io::split(TokioIo::new(client));
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);

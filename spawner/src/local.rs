@@ -147,7 +147,27 @@ impl Spawner for LocalProcessSpawner {
             .ok_or_else(|| launch_err("no command configured".into(), None))?;
         let port =
             free_port(self.config.ip).map_err(|e| launch_err("no free port".into(), Some(e)))?;
-        let work_dir = self.config.work_root.join(&req.server.user);
+        let work_dir = if req.overrides.no_home {
+            // Emptied at every start: nothing the server writes here survives it.
+            let dir = self
+                .config
+                .work_root
+                .join(".no-home")
+                .join(format!("{}-{}", req.server.user, req.server.name));
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(launch_err(
+                        format!("cannot empty {}", dir.display()),
+                        Some(e),
+                    ));
+                }
+            }
+            dir
+        } else {
+            self.config.work_root.join(&req.server.user)
+        };
         let log_name = if req.server.name.is_empty() {
             format!("{}.log", req.server.user)
         } else {

@@ -62,6 +62,10 @@ pub struct Overrides {
     pub cmd: Option<Vec<String>>,
     /// The arguments.
     pub args: Option<Vec<String>>,
+    /// No home: the server starts in an empty working directory that does not outlive it and
+    /// mounts no storage volume (remote-kernels servers keep files in S3).
+    #[serde(default)]
+    pub no_home: bool,
 }
 
 impl fmt::Debug for SpawnRequest {

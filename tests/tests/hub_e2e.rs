@@ -4,230 +4,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789abcdef";
-const PASSWORD: &str = "e2e-password";
+mod hub_common;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
+use hub_common::{
+    Cleanup, Hub, PASSWORD, admin, free_port, live_in_group, live_under, progress_of,
+};
 
-fn stackhub_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("STACKHUB_BIN") {
-        return PathBuf::from(bin);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace().join("target"), PathBuf::from);
-    let bin = target.join("debug/stackhub");
-    assert!(
-        bin.exists(),
-        "{} not found: build it first (`cargo build -p hub`, or run scripts/test), or set STACKHUB_BIN",
-        bin.display()
-    );
-    bin
-}
-
-fn venv() -> PathBuf {
-    let venv =
-        std::env::var_os("STACKHUB_VENV").map_or_else(|| workspace().join(".venv"), PathBuf::from);
-    assert!(
-        venv.join("bin/jupyterhub-singleuser").exists(),
-        "no jupyterhub-singleuser in {}: run scripts/test (it creates the venv) or set STACKHUB_VENV",
-        venv.display()
-    );
-    venv
-}
-
-/// A free port in 10000..20000: outside the ephemeral range (32768 and up), where every
-/// `bind(0)` of the tests running beside this one lands, and below the gateway's kernel port
-/// range (20000..32000). A port taken from `bind(0)` and released could be handed to another
-/// test before `stackhub` binds it.
-fn free_port() -> u16 {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id().rotate_left(16);
-    (0..10_000u32)
-        .map(|i| {
-            10_000 + u16::try_from((seed.wrapping_add(i.wrapping_mul(7919))) % 10_000).unwrap()
-        })
-        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("no free port in 10000..20000")
-}
-
-/// The end of a log file, for failure messages (the test's directory is removed afterwards).
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-/// A running `stackhub`; killed on drop.
-struct Hub {
-    child: Option<Child>,
-}
-
-impl Hub {
-    async fn start(dir: &Path, port: u16, hub_port: u16) -> Self {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("hub.log"))
-            .unwrap();
-        let child = Command::new(stackhub_bin())
-            .env("STACKHUB_PORT", port.to_string())
-            .env("STACKHUB_HUB_PORT", hub_port.to_string())
-            .env("STACKHUB_DATA_DIR", dir.join("data"))
-            .env("STACKHUB_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("STACKHUB_DEV_PASSWORD", PASSWORD)
-            .env("STACKHUB_VENV", venv())
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("run stackhub");
-        let mut hub = Self { child: Some(child) };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = hub.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!(
-                    "stackhub exited with {status} before answering; its log:\n{}",
-                    log_tail(&dir.join("hub.log"))
-                );
-            }
-            if let Ok(r) = client
-                .get(format!("http://127.0.0.1:{port}/hub/api"))
-                .send()
-                .await
-                && r.status() == 200
-            {
-                return hub;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stackhub did not answer GET /hub/api within 20 s; its log:\n{}",
-                log_tail(&dir.join("hub.log"))
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    fn terminate(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!("stackhub did not exit after SIGTERM");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Live (non-zombie) processes in process group `pgid`.
-fn live_in_group(pgid: i64) -> Vec<i64> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i64>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let zombie = fields.first().is_some_and(|s| *s == "Z" || *s == "X");
-        if !zombie && fields.get(2).and_then(|s| s.parse::<i64>().ok()) == Some(pgid) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// Live (non-zombie) processes whose working directory is below `dir` (servers, kernels).
-fn live_under(dir: &Path) -> Vec<i64> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i64>().ok())
-        else {
-            continue;
-        };
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            stat.rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().next().map(str::to_owned))
-                .is_some_and(|s| s == "Z" || s == "X")
-        });
-        if !zombie
-            && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// Kills whatever a failed run left running below the test directory, then removes it.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for pid in live_under(&self.0) {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn admin(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-) -> reqwest::RequestBuilder {
-    client
-        .request(method, url)
-        .header("Authorization", format!("token {ADMIN_TOKEN}"))
+/// Alice's progress stream.
+async fn progress(client: &reqwest::Client, base: &str) -> Vec<Value> {
+    progress_of(client, base, "alice").await
 }
 
 async fn server_model(client: &reqwest::Client, base: &str) -> Value {
@@ -242,48 +33,6 @@ async fn server_model(client: &reqwest::Client, base: &str) -> Value {
     .json()
     .await
     .unwrap()
-}
-
-/// Read the progress stream until the final event; returns every event.
-async fn progress(client: &reqwest::Client, base: &str) -> Vec<Value> {
-    let resp = admin(
-        client,
-        reqwest::Method::GET,
-        format!("{base}/hub/api/users/alice/server/progress"),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.headers()["content-type"].to_str().unwrap(),
-        "text/event-stream"
-    );
-    let mut body = resp.bytes_stream();
-    let mut buf = String::new();
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let chunk = tokio::time::timeout_at(deadline, body.next())
-            .await
-            .expect("progress stream timed out")
-            .expect("progress stream ended without a final event")
-            .unwrap();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            for line in block.lines() {
-                if let Some(data) = line.strip_prefix("data:") {
-                    let ev: Value = serde_json::from_str(data.trim()).unwrap();
-                    let last = ev.get("ready").is_some() || ev.get("failed").is_some();
-                    events.push(ev);
-                    if last {
-                        return events;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// The Lab page's `jupyter-config-data`.

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod hub_common;
 mod oidc_common;
 
 use std::process::Command;

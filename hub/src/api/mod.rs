@@ -17,6 +17,8 @@ mod spawn_options;
 mod tokens;
 mod users;
 
+pub(crate) use self::users::load_user;
+
 use std::collections::HashMap;
 
 use axum::Router;

@@ -189,7 +189,7 @@ async fn start(
     }
     let saved = row.as_ref().map(|r| r.user_options.clone());
     let effective = options.clone().or(saved).unwrap_or(Value::Null);
-    check_options(&state, &user, &effective)?;
+    check_options(&state, &user, &effective).await?;
     if row.is_none() && !server.is_empty() {
         create_server(&state, &user, &server, display.as_deref(), &effective).await?;
     }
@@ -319,7 +319,7 @@ async fn create_named(
         &["servers", "start:servers"],
     )
     .await?;
-    check_options(&state, &user, &options)?;
+    check_options(&state, &user, &options).await?;
     let row = create_server(
         &state,
         &user,
@@ -338,14 +338,14 @@ async fn create_named(
 /// Check `options` against the profiles for the server's owner (whoever asks): 403 for a
 /// profile or choice they may not use, 400 for unknown or invalid ones or a profile that
 /// cannot start here.
-pub(crate) fn check_options(
+pub(crate) async fn check_options(
     state: &AppState,
     owner: &UserRow,
     options: &Value,
 ) -> Result<(), ApiError> {
     let id = crate::profiles::Identity::of(state, owner);
     let resolved = crate::profiles::resolve(&state.config().profile_list, &id, options)?;
-    crate::profiles::startable(&resolved)?;
+    crate::profiles::startable(&resolved, state.sites().map(|s| &**s)).await?;
     Ok(())
 }
 

@@ -64,6 +64,9 @@ async fn spawn_options(
         .map_or(Value::Null, |s| s.user_options.clone());
     let id = Identity::of(&state, &user);
     let mut body = profiles::view(&state.config().profile_list, &id, &current);
+    if let Some(sites) = state.sites() {
+        sites.annotate(&mut body).await;
+    }
     let used = servers.iter().filter(|s| s.active()).count();
     body["quota"] = json!({
         "role": quota.as_ref().map(|q| q.role.clone()),

@@ -1,9 +1,13 @@
 //! Users: `GET/POST /hub/api/users`, `GET/POST/PATCH/DELETE /hub/api/users/{name}`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -13,6 +17,7 @@ use serde_json::Value;
 use super::Paging;
 use super::models::{UserModelOpts, user_model};
 use crate::auth::{ApiCaller, CallerKind};
+use crate::cache::ResponseKey;
 use crate::db::{self, UserRow, UserSort, UserState, UsersQuery};
 use crate::error::{ApiError, ApiJson};
 use crate::names::UserName;
@@ -132,12 +137,70 @@ async fn list(
     State(state): State<AppState>,
     caller: ApiCaller,
     headers: HeaderMap,
+    RawQuery(raw_query): RawQuery,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     if !caller.holds("list:users") {
         return Err(ApiError::requires_any_of(&["list:users"]));
     }
     let paging = Paging::from_request(&query, &headers)?;
+    let key = caller.cache_key().map(|caller| ResponseKey::Users {
+        caller,
+        query: raw_query.unwrap_or_default(),
+        envelope_origin: paging.envelope.then(|| super::origin(&state, &headers)),
+    });
+    cached(&state, &caller, key, async {
+        let page = list_page(&state, &caller, &headers, &query, paging).await?;
+        Ok((page, true))
+    })
+    .await
+}
+
+/// Answer with the cached body under `key`, or compute it (the value and whether it may be
+/// cached), cache it and answer with it. The body is read at the caller's generation, so a
+/// write after the caller was resolved keeps it out of the cache.
+pub(crate) async fn cached(
+    state: &AppState,
+    caller: &ApiCaller,
+    key: Option<ResponseKey>,
+    compute: impl Future<Output = Result<(Value, bool), ApiError>>,
+) -> Result<Response, ApiError> {
+    let read_at = caller.generation.min(state.db().generation());
+    if let Some(key) = &key
+        && let Some(body) = state.caches().response(read_at, key).await
+    {
+        return Ok(json_body(body));
+    }
+    let (value, cacheable) = compute.await?;
+    let body =
+        Bytes::from(serde_json::to_vec(&value).map_err(|e| ApiError::Internal(Box::new(e)))?);
+    if let Some(key) = key
+        && cacheable
+    {
+        state
+            .caches()
+            .put_response(read_at, state.db().generation(), key, body.clone())
+            .await;
+    }
+    Ok(json_body(body))
+}
+
+/// A JSON body, as `axum::Json` answers.
+fn json_body(body: Bytes) -> Response {
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}
+
+async fn list_page(
+    state: &AppState,
+    caller: &ApiCaller,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    paging: Paging,
+) -> Result<Value, ApiError> {
     let state_filter = match query.get("state").map(String::as_str) {
         None | Some("") => UserState::Any,
         Some("active") => UserState::Active,
@@ -167,36 +230,36 @@ async fn list(
         descending,
         offset: paging.offset,
         limit: paging.limit,
-        only: listable_names(&state, &caller).await?,
+        only: listable_names(state, caller).await?,
     };
     let mut conn = state.db().pool().acquire().await?;
     let (users, total) = db::users::list(&mut conn, &q).await?;
     let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
     let mut servers = db::servers::for_users(&mut conn, &ids).await?;
     let opts = UserModelOpts {
-        include_stopped: flag(&query, "include_stopped_servers"),
+        include_stopped: flag(query, "include_stopped_servers"),
         ..UserModelOpts::default()
     };
     let mut items = Vec::with_capacity(users.len());
     let mut ids = Vec::with_capacity(users.len());
     for user in &users {
-        let roles = crate::auth::user_roles(&state, user);
+        let roles = crate::auth::user_roles(state, user);
         let s = servers.remove(&user.id).unwrap_or_default();
-        if let Some(m) = user_model(&state, &caller, user, &roles, &s, opts) {
+        if let Some(m) = user_model(state, caller, user, &roles, &s, opts) {
             items.push(m);
             ids.push(user.id);
         }
     }
     let mut page: Vec<(i64, &mut Value)> = ids.into_iter().zip(items.iter_mut()).collect();
     crate::quota::attach(&mut conn, &mut page).await?;
-    Ok(Json(paging.reply(
+    Ok(paging.reply(
         items,
         total,
-        &state,
-        &headers,
+        state,
+        headers,
         &format!("{}hub/api/users", state.config().base_url),
-        &query,
-    )))
+        query,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,25 +340,37 @@ async fn get_one(
     caller: ApiCaller,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    let mut user = load_user(&state, &caller, &name, READ_USER).await?;
-    if let Some(oidc) = state.oidc()
-        && caller.allows(
-            "admin:auth_state",
-            crate::scopes::Resource::User {
-                name: &user.name,
-                groups: &user.groups,
-            },
-        )
-    {
-        user.auth_state = oidc.auth_state_with_tokens(state.db(), &user).await?;
-    }
-    let opts = UserModelOpts {
-        include_stopped: flag(&query, "include_stopped_servers"),
-        auth_state: true,
-        identity: false,
-    };
-    Ok(Json(model_of(&state, &caller, &user, opts).await?))
+) -> Result<Response, ApiError> {
+    let include_stopped = flag(&query, "include_stopped_servers");
+    let key = caller.cache_key().map(|caller| ResponseKey::User {
+        caller,
+        name: name.clone(),
+        include_stopped,
+    });
+    cached(&state, &caller, key, async {
+        let mut user = load_user(&state, &caller, &name, READ_USER).await?;
+        let mut cacheable = true;
+        if let Some(oidc) = state.oidc()
+            && caller.allows(
+                "admin:auth_state",
+                crate::scopes::Resource::User {
+                    name: &user.name,
+                    groups: &user.groups,
+                },
+            )
+        {
+            // Fresh identity-provider tokens depend on the clock: never cached.
+            user.auth_state = oidc.auth_state_with_tokens(state.db(), &user).await?;
+            cacheable = false;
+        }
+        let opts = UserModelOpts {
+            include_stopped,
+            auth_state: true,
+            identity: false,
+        };
+        Ok((model_of(&state, &caller, &user, opts).await?, cacheable))
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]

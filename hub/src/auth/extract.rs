@@ -6,6 +6,8 @@
 //!   logged in").
 //! - [`CurrentUser`]: pages; no valid login cookie → 302 to `/hub/login?next=<this URL>`.
 
+use std::sync::Arc;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -14,6 +16,7 @@ use axum_extra::extract::cookie::CookieJar;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::cache::{CachedCaller, CallerKey};
 use crate::db::{self, SessionRow, TokenOwner, TokenRow, UserRow};
 use crate::error::ApiError;
 use crate::scopes::{Owner, Resource, ScopeSet};
@@ -63,8 +66,11 @@ pub enum CallerKind {
 pub struct ApiCaller {
     /// The token's or session's owner.
     pub kind: CallerKind,
-    token_scopes: ScopeSet,
-    owner_scopes: ScopeSet,
+    token_scopes: Arc<ScopeSet>,
+    owner_scopes: Arc<ScopeSet>,
+    /// The database generation this caller was read at (answers cached from it must not be
+    /// newer).
+    pub(crate) generation: u64,
     /// The token's id, when authenticated by token.
     pub token_id: Option<i64>,
     /// The browser session id bound to the token or cookie.
@@ -108,6 +114,15 @@ impl ApiCaller {
         }
     }
 
+    /// Who answers are cached for: the token, or the cookie's user.
+    pub(crate) fn cache_key(&self) -> Option<CallerKey> {
+        match (self.token_id, &self.kind) {
+            (Some(id), _) => Some(CallerKey::Token(id)),
+            (None, CallerKind::User(u)) if self.by_cookie => Some(CallerKey::Cookie(u.id)),
+            _ => None,
+        }
+    }
+
     /// The effective scopes (token ∩ owner).
     pub fn effective(&self) -> ScopeSet {
         self.token_scopes.intersect(&self.owner_scopes)
@@ -143,16 +158,26 @@ fn query_param<'a>(parts: &'a Parts, name: &str) -> Option<std::borrow::Cow<'a, 
         .map(|(_, v)| v)
 }
 
-/// Resolve a token to a caller; `None` if unknown or expired.
+/// Resolve a token to a caller; `None` if unknown or expired. Cached per database generation
+/// ([`crate::cache`]); a hit still checks expiry, and a token due for its `last_activity`
+/// write goes to the database.
 pub(crate) async fn caller_for_token(
     state: &AppState,
     secret: &str,
 ) -> Result<Option<ApiCaller>, ApiError> {
     let now = db::now_micros();
+    let hash = db::hash_secret(secret);
+    let read_at = state.db().generation();
+    if let Some(hit) = state.caches().caller(read_at, &hash).await
+        && hit.expires_at.is_none_or(|e| e > now)
+        && hit
+            .last_activity
+            .is_some_and(|t| now - t <= ACTIVITY_RESOLUTION)
+    {
+        return Ok(Some(hit.caller));
+    }
     let mut conn = state.db().pool().acquire().await?;
-    let Some((token, user)) =
-        db::tokens::by_hash_with_user(&mut conn, &db::hash_secret(secret), now).await?
-    else {
+    let Some((token, user)) = db::tokens::by_hash_with_user(&mut conn, &hash, now).await? else {
         return Ok(None);
     };
     let caller = match (&token.owner, user) {
@@ -161,8 +186,9 @@ pub(crate) async fn caller_for_token(
             let token_scopes = token_scopes(&token, &owner_scopes, Owner::User(&user.name));
             ApiCaller {
                 kind: CallerKind::User(user),
-                token_scopes,
-                owner_scopes,
+                token_scopes: Arc::new(token_scopes),
+                owner_scopes: Arc::new(owner_scopes),
+                generation: read_at,
                 token_id: Some(token.id),
                 session_id: token.session_id.clone(),
                 by_cookie: false,
@@ -174,8 +200,9 @@ pub(crate) async fn caller_for_token(
             let token_scopes = token_scopes(&token, &owner_scopes, Owner::Service(name));
             ApiCaller {
                 kind: CallerKind::Service { name: name.clone() },
-                token_scopes,
-                owner_scopes,
+                token_scopes: Arc::new(token_scopes),
+                owner_scopes: Arc::new(owner_scopes),
+                generation: read_at,
                 token_id: Some(token.id),
                 session_id: token.session_id.clone(),
                 by_cookie: false,
@@ -193,6 +220,17 @@ pub(crate) async fn caller_for_token(
         {
             db::users::bump_activity(&mut conn, *id, now).await?;
         }
+        state.db().changed();
+    } else {
+        let cached = CachedCaller {
+            caller: caller.clone(),
+            expires_at: token.expires_at,
+            last_activity: token.last_activity,
+        };
+        state
+            .caches()
+            .put_caller(read_at, state.db().generation(), hash, cached)
+            .await;
     }
     Ok(Some(caller))
 }
@@ -234,6 +272,7 @@ impl FromRequestParts<AppState> for ApiCaller {
             return caller.ok_or_else(ApiError::no_credentials);
         }
         let jar = CookieJar::from_headers(&parts.headers);
+        let read_at = state.db().generation();
         let Some((session, user)) = session_from_jar(state, &jar).await? else {
             return Err(ApiError::no_credentials());
         };
@@ -248,11 +287,12 @@ impl FromRequestParts<AppState> for ApiCaller {
                 "'_xsrf' argument missing or incorrect".to_owned(),
             ));
         }
-        let owner_scopes = crate::auth::user_scopes(state, &user);
+        let owner_scopes = Arc::new(crate::auth::user_scopes(state, &user));
         Ok(Self {
             kind: CallerKind::User(user),
-            token_scopes: owner_scopes.clone(),
+            token_scopes: Arc::clone(&owner_scopes),
             owner_scopes,
+            generation: read_at,
             token_id: None,
             session_id: Some(session.session_id),
             by_cookie: true,

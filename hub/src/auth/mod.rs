@@ -15,7 +15,7 @@ pub(crate) mod oidc;
 pub use self::oidc::OidcAuth;
 pub use self::oidc::config::OidcConfig;
 
-pub(crate) use self::extract::session_from_jar;
+pub(crate) use self::extract::{caller_for_token, session_from_jar};
 
 pub use self::extract::{
     ApiCaller, CallerKind, CurrentUser, LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOKIE,

@@ -24,13 +24,16 @@ pub(crate) use self::sessions::SessionRow;
 pub(crate) use self::tokens::{NewToken, TokenOwner, TokenRow};
 pub(crate) use self::users::{UserRow, UserSort, UserState, UsersQuery};
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions};
 
 use crate::config::Secret;
 
@@ -56,10 +59,16 @@ pub enum Backend {
 }
 
 /// The hub's database.
+///
+/// The hub is its database's only writer, so it knows when the data changes: every committed
+/// transaction ([`Tx::commit`]) and every write outside one ([`Db::changed`]) moves the
+/// [generation](Db::generation) on. Caches of what was read tag their entries with the
+/// generation read *before* reading, and use them only while it is still current.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    generation: Arc<AtomicU64>,
 }
 
 impl Db {
@@ -118,7 +127,11 @@ impl Db {
             .connect_with(options)
             .await
             .map_err(DbError::Connect)?;
-        let db = Self { pool, backend };
+        let db = Self {
+            pool,
+            backend,
+            generation: Arc::new(AtomicU64::new(0)),
+        };
         migrate::run(&db).await.map_err(DbError::Migrate)?;
         Ok(db)
     }
@@ -181,17 +194,70 @@ impl Db {
         tx.commit().await
     }
 
-    /// Start a transaction.
+    /// Start a transaction; committing it moves the [generation](Self::generation) on.
     ///
     /// # Errors
     /// The database error.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        self.pool.begin().await
+        Ok(Tx {
+            inner: self.pool.begin().await?,
+            generation: Arc::clone(&self.generation),
+        })
+    }
+
+    /// The data's generation: it changes after every write (see [`Db`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Record a write made outside [`Tx`] (call it after the write, before answering).
+    pub fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-/// A transaction on the hub's database.
-pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// A transaction on the hub's database (a connection through `Deref`); [`Tx::commit`] moves
+/// the database's generation on once the data is committed.
+#[derive(Debug)]
+pub struct Tx {
+    inner: sqlx::Transaction<'static, sqlx::Any>,
+    generation: Arc<AtomicU64>,
+}
+
+impl Tx {
+    /// Commit, then move the generation on (also when the commit failed: its outcome is then
+    /// unknown).
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let result = self.inner.commit().await;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    /// Roll back (nothing changed, so the generation stays).
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
+
+impl Deref for Tx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+}
 
 fn create_sqlite_parent(url: &str) {
     let path = url

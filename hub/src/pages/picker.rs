@@ -243,7 +243,9 @@ async fn try_submit(
     let id = Identity::of(state, &t.user);
     let resolved = profiles::resolve(&state.config().profile_list, &id, &effective)
         .map_err(Refusal::Options)?;
-    profiles::startable(&resolved).map_err(Refusal::Options)?;
+    profiles::startable(&resolved, state.sites().map(|s| &**s))
+        .await
+        .map_err(Refusal::Options)?;
     if t.row().is_none() && !t.server.is_empty() {
         crate::api::servers::create_server(state, &t.user, &t.server, display, &effective).await?;
     }
@@ -268,7 +270,10 @@ async fn picker(
     status: StatusCode,
 ) -> Response {
     let id = Identity::of(state, &t.user);
-    let view = profiles::view(&state.config().profile_list, &id, current);
+    let mut view = profiles::view(&state.config().profile_list, &id, current);
+    if let Some(sites) = state.sites() {
+        sites.annotate(&mut view).await;
+    }
     let quota = {
         let mut conn = match state.db().pool().acquire().await {
             Ok(c) => c,

@@ -271,25 +271,39 @@ pub(crate) fn resolve(
     Ok(out)
 }
 
-/// Whether checked options can start here. Remote-kernel sites are wired by the remote-kernels
-/// work (site registry, gateway, S3); until a profile's site is, it is refused with a clear
-/// message rather than started as a plain Lab.
+/// Whether checked options can start here now: a remote-kernels profile needs its site
+/// available (gateway up, S3 configured and reachable, per the registry's last health check);
+/// otherwise it is refused with the site's reasons.
 ///
 /// # Errors
 /// [`OptionsError::Invalid`] on the `profile` field.
-pub(crate) fn startable(r: &Resolved) -> Result<(), OptionsError> {
-    match &r.profile {
-        Some(p) if p.kind == ProfileKind::RemoteKernels => Err(invalid(
-            "profile",
-            format!(
-                "'{}' cannot start yet: site '{}' is not connected to this hub (no site gateway \
-                 or S3 storage configured). Choose another profile or ask an administrator.",
-                p.display_name,
-                p.site.as_deref().unwrap_or_default()
-            ),
-        )),
-        _ => Ok(()),
-    }
+pub(crate) async fn startable(
+    r: &Resolved,
+    sites: Option<&crate::sites::SiteRegistry>,
+) -> Result<(), OptionsError> {
+    let Some(p) = r
+        .profile
+        .as_ref()
+        .filter(|p| p.kind == ProfileKind::RemoteKernels)
+    else {
+        return Ok(());
+    };
+    let site = p.site.as_deref().unwrap_or_default();
+    let reason = match sites {
+        None => "no sites are configured on this hub".to_owned(),
+        Some(registry) => match registry.site_available(site).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e.reason,
+        },
+    };
+    Err(invalid(
+        "profile",
+        format!(
+            "'{}' cannot start now: site '{site}' is unavailable: {reason}. Choose another \
+             profile or ask an administrator.",
+            p.display_name
+        ),
+    ))
 }
 
 /// KubeSpawner's `options_from_form`: `profile` and the chosen profile's

@@ -231,8 +231,16 @@ impl SpawnOrchestrator {
         tx.commit().await
     }
 
-    async fn add_route(&self, n: &Names, url: &str) -> Result<(), crate::proxy::ProxyError> {
-        let mut data = Map::new();
+    async fn add_route(
+        &self,
+        n: &Names,
+        url: &str,
+        user_options: &Value,
+    ) -> Result<(), crate::proxy::ProxyError> {
+        let mut data = match &self.inner.prepare {
+            Some(p) => p.route_data(&n.id.user, user_options),
+            None => Map::new(),
+        };
         data.insert("user".to_owned(), Value::String(n.id.user.clone()));
         data.insert("server_name".to_owned(), Value::String(n.id.name.clone()));
         self.inner.proxy.add_route(&n.prefix, url, data).await
@@ -342,7 +350,7 @@ impl SpawnOrchestrator {
             Ready::Timeout => return Err(too_slow()),
             Ready::Cancelled => return Err(CANCELLED.to_owned()),
         }
-        self.add_route(n, &spawned.url)
+        self.add_route(n, &spawned.url, &row.user_options)
             .await
             .map_err(|e| e.to_string())?;
         row.url = Some(spawned.url);
@@ -422,7 +430,7 @@ impl SpawnOrchestrator {
                     Ok(Status::Running)
                 );
             if running && let Some(url) = row.url.clone() {
-                match self.add_route(&n, &url).await {
+                match self.add_route(&n, &url, &row.user_options).await {
                     Ok(()) => {
                         tracing::info!(server = %n.id, "re-attached to running server");
                         live.insert(proxy_key(&n.prefix));

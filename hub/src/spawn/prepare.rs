@@ -18,8 +18,9 @@ use crate::auth::OidcAuth;
 use crate::config::RoleConfig;
 use crate::db::{self, Db};
 use crate::error::ApiError;
-use crate::profiles::{Identity, Profile};
+use crate::profiles::{Identity, Profile, ProfileKind};
 use crate::quota::UserQuota;
+use crate::sites::{RemoteServer, SiteRegistry, remote_server_env};
 
 /// Extra environment and limits for one spawn.
 #[derive(Default)]
@@ -55,6 +56,13 @@ pub trait PrepareSpawn: Send + Sync + Debug + 'static {
     /// An [`ApiError`] refusing the start (options not allowed, a profile that cannot start).
     async fn prepare(&self, server: &ServerRef, user_options: &Value)
     -> Result<Prepared, ApiError>;
+
+    /// Extra proxy route data for a server of `user` started with `user_options` (checked
+    /// when it started): a remote-kernels server's `kernel_gateway` (see
+    /// [`proxy::KERNEL_GATEWAY_KEY`]), so its kernel WebSockets go straight to the site.
+    fn route_data(&self, _user: &str, _user_options: &Value) -> serde_json::Map<String, Value> {
+        serde_json::Map::new()
+    }
 }
 
 /// The hub's [`PrepareSpawn`]: stored quota, and the identity provider's token when configured.
@@ -65,6 +73,9 @@ pub struct HubPrepare {
     hub_api_url: String,
     profiles: Vec<Profile>,
     roles: Vec<RoleConfig>,
+    sites: Option<Arc<SiteRegistry>>,
+    /// `JUPYTER_CONFIG_PATH` of remote-kernels servers.
+    remote_config_dir: String,
 }
 
 impl HubPrepare {
@@ -77,7 +88,18 @@ impl HubPrepare {
             hub_api_url,
             profiles: Vec::new(),
             roles: Vec::new(),
+            sites: None,
+            remote_config_dir: String::new(),
         }
+    }
+
+    /// Start remote-kernels profiles at `sites`; their servers read the config in
+    /// `remote_config_dir` ([`crate::sites::write_remote_server_config`]).
+    #[must_use]
+    pub fn with_sites(mut self, sites: Arc<SiteRegistry>, remote_config_dir: String) -> Self {
+        self.sites = Some(sites);
+        self.remote_config_dir = remote_config_dir;
+        self
     }
 
     /// Check and apply the config's profiles (`profile_list`, and `roles` for who may use
@@ -106,10 +128,13 @@ impl HubPrepare {
             .ok_or_else(ApiError::no_access)?;
         let id = Identity::with_roles(&self.roles, &user);
         let resolved = crate::profiles::resolve(&self.profiles, &id, user_options)?;
-        crate::profiles::startable(&resolved)?;
+        crate::profiles::startable(&resolved, self.sites.as_deref()).await?;
         let Some(profile) = resolved.profile else {
             return Ok(());
         };
+        if profile.kind == ProfileKind::RemoteKernels {
+            self.remote(&user.name, &profile, quota, out).await?;
+        }
         let o = resolved.overrides;
         out.env.extend(o.environment.clone());
         out.env
@@ -137,13 +162,76 @@ impl HubPrepare {
             image: o.image,
             cmd: o.cmd,
             args: o.args,
+            no_home: profile.kind == ProfileKind::RemoteKernels,
         };
+        Ok(())
+    }
+
+    /// A remote-kernels server at the profile's site: the user's S3 space there is provisioned
+    /// with credentials confined to it, and the hub's gateway token is issued.
+    async fn remote(
+        &self,
+        user: &str,
+        profile: &Profile,
+        quota: Option<&UserQuota>,
+        out: &mut Prepared,
+    ) -> Result<(), ApiError> {
+        let site_id = profile.site.as_deref().unwrap_or_default();
+        let unavailable = |e: crate::sites::SiteUnavailable| {
+            ApiError::BadRequest(format!(
+                "'{}' cannot start now: site '{}' is unavailable: {}",
+                profile.display_name, e.site, e.reason
+            ))
+        };
+        let registry = self.sites.as_ref().ok_or_else(|| {
+            ApiError::BadRequest("no sites are configured on this hub".to_owned())
+        })?;
+        let site = registry
+            .site_available(site_id)
+            .await
+            .map_err(unavailable)?;
+        let grant = site.provision(user).await.map_err(unavailable)?;
+        let roles: Vec<String> = quota.map(|q| q.role.clone()).into_iter().collect();
+        let authorization = site
+            .gateway_authorization(user, &roles)
+            .map_err(unavailable)?;
+        tracing::info!(user, site = %site.id, prefix = %grant.space.prefix, "provisioned a remote-kernels server");
+        out.env.extend(remote_server_env(&RemoteServer {
+            site: &site,
+            grant: &grant,
+            authorization,
+            hub_api_url: &self.hub_api_url,
+            config_dir: &self.remote_config_dir,
+        }));
         Ok(())
     }
 }
 
 #[async_trait::async_trait]
 impl PrepareSpawn for HubPrepare {
+    fn route_data(&self, user: &str, user_options: &Value) -> serde_json::Map<String, Value> {
+        let mut data = serde_json::Map::new();
+        let slug = user_options.get("profile").and_then(Value::as_str);
+        let profile = match slug {
+            Some(slug) => self.profiles.iter().find(|p| p.slug == slug),
+            None => None,
+        };
+        if let (Some(p), Some(registry)) = (profile, &self.sites)
+            && p.kind == ProfileKind::RemoteKernels
+            && let Some(site) = p.site.as_deref().and_then(|id| registry.site(id))
+        {
+            data.insert(
+                proxy::KERNEL_GATEWAY_KEY.to_owned(),
+                serde_json::json!({
+                    "url": site.gateway_url.trim_end_matches('/'),
+                    "site": site.id,
+                    "user": user,
+                }),
+            );
+        }
+        data
+    }
+
     async fn prepare(
         &self,
         server: &ServerRef,

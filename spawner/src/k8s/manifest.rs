@@ -228,7 +228,9 @@ pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Result<Manifests
     };
 
     let claim_name = claim_name(config, profile, &req.server);
-    let claim = config.storage.enabled.then(|| {
+    // A server without a home (remote kernels: files live in S3) mounts no volume.
+    let storage = config.storage.enabled && !req.overrides.no_home;
+    let claim = storage.then(|| {
         let mut l = labels.clone();
         l.insert(LABEL_COMPONENT.to_owned(), "user-storage".to_owned());
         if claim_name == dns_label("claim", &[&req.server.user]) {
@@ -341,7 +343,7 @@ pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Result<Manifests
             }),
             ..Default::default()
         }),
-        volume_mounts: config.storage.enabled.then(|| {
+        volume_mounts: storage.then(|| {
             vec![VolumeMount {
                 name: "user-data".to_owned(),
                 mount_path: config.storage.mount_path.clone(),
@@ -380,7 +382,7 @@ pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Result<Manifests
                 }),
                 ..Default::default()
             }),
-            volumes: config.storage.enabled.then(|| {
+            volumes: storage.then(|| {
                 vec![Volume {
                     name: "user-data".to_owned(),
                     persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {

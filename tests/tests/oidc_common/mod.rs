@@ -20,38 +20,7 @@ use reqwest::cookie::Jar;
 
 pub const CLIENT_SECRET: &str = "oidc-e2e-client-secret";
 
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
-
-pub fn stackhub_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("STACKHUB_BIN") {
-        return PathBuf::from(bin);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace().join("target"), PathBuf::from);
-    let bin = target.join("debug/stackhub");
-    assert!(
-        bin.exists(),
-        "{} not found: build it first (`cargo build -p hub`, or run scripts/test), or set STACKHUB_BIN",
-        bin.display()
-    );
-    bin
-}
-
-pub fn venv() -> PathBuf {
-    let venv =
-        std::env::var_os("STACKHUB_VENV").map_or_else(|| workspace().join(".venv"), PathBuf::from);
-    assert!(
-        venv.join("bin/jupyterhub-singleuser").exists(),
-        "no jupyterhub-singleuser in {}: run scripts/test (it creates the venv) or set STACKHUB_VENV",
-        venv.display()
-    );
-    venv
-}
+pub use crate::hub_common::{stackhub_bin, venv, workspace};
 
 fn idp_dir() -> PathBuf {
     let dir = workspace().join("tests/idp");

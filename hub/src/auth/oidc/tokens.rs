@@ -88,6 +88,7 @@ impl OidcAuth {
         };
         let Some(set) = self.open(&row) else {
             store::delete_tokens(&mut conn, row.id).await?;
+            db.changed();
             return Ok(None);
         };
         let now = db::now_micros();
@@ -110,6 +111,7 @@ impl OidcAuth {
                     now,
                 )
                 .await?;
+                db.changed();
                 tracing::info!(user_id, "refreshed the identity provider's access token");
                 Ok(Some(TokenSet {
                     refresh: new.refresh.or(set.refresh),
@@ -120,6 +122,7 @@ impl OidcAuth {
             Err(e) => {
                 tracing::warn!(user_id, error = %e, "token refresh refused; forgetting the tokens");
                 store::delete_tokens(&mut conn, row.id).await?;
+                db.changed();
                 Ok(None)
             }
         }

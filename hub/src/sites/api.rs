@@ -1,0 +1,126 @@
+//! `GET /hub/api/sites` (any authenticated caller): the sites with their health and reasons.
+//! `GET /hub/api/sites/bridges.json` (public): available sites with a Dask Gateway, in the shape
+//! the Data Lake's Dask client reads (`{"lumi": {"address": …, "proxy_address": …}, …}`).
+//! `GET /hub/api/sites/jwks.json` (public): the keys gateways validate the hub's tokens with.
+//! `POST /hub/api/sites/{id}/token`: a fresh gateway token for the caller's user at site `id`
+//! (`{"token", "token_type", "expires_at"}`); needs `users:activity` on the user, which a
+//! single-user server's own token holds. 404 for an unknown site, 400 for a site that takes no
+//! hub tokens.
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use super::config::{GatewayAuth, SiteS3Mode};
+use crate::auth::ApiCaller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/hub/api/sites", get(list))
+        .route("/hub/api/sites/bridges.json", get(bridges))
+        .route("/hub/api/sites/jwks.json", get(jwks))
+        .route("/hub/api/sites/{id}/token", post(token))
+}
+
+async fn jwks(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let registry = state
+        .sites()
+        .ok_or_else(|| ApiError::NotFound("no sites are configured on this hub".to_owned()))?;
+    Ok(Json(registry.tokens().jwks()))
+}
+
+async fn token(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = caller
+        .user_name()
+        .ok_or_else(|| ApiError::Forbidden("gateway tokens are issued to users only".to_owned()))?
+        .to_owned();
+    let user = crate::api::load_user(&state, &caller, &name, &["users:activity"]).await?;
+    let registry = state
+        .sites()
+        .ok_or_else(|| ApiError::NotFound("no sites are configured on this hub".to_owned()))?;
+    let site = registry
+        .site(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("no such site: {id}")))?;
+    if *site.gateway_auth() != GatewayAuth::HubJwt {
+        return Err(ApiError::BadRequest(format!(
+            "site {id} does not take hub-issued gateway tokens"
+        )));
+    }
+    let quota = {
+        let mut conn = state.db().pool().acquire().await?;
+        crate::quota::of_user(&mut conn, user.id).await?
+    };
+    let roles: Vec<String> = quota.map(|q| q.role).into_iter().collect();
+    let issued = site
+        .tokens_issue(&user.name, &roles)
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    Ok(Json(json!({
+        "token": issued.token,
+        "token_type": "Bearer",
+        "expires_at": issued.expires_at,
+    })))
+}
+
+async fn list(State(state): State<AppState>, _caller: ApiCaller) -> Result<Json<Value>, ApiError> {
+    let Some(registry) = state.sites() else {
+        return Ok(Json(json!([])));
+    };
+    let mut out = Vec::new();
+    for (site, health) in registry.snapshot().await {
+        let s3 = site.exchange().and_then(|x| x.space("_").ok());
+        let mode = site.s3_mode().map(|m| match m {
+            SiteS3Mode::Embedded => "embedded",
+            SiteS3Mode::Sts => "sts",
+            SiteS3Mode::Static => "static",
+        });
+        let (available, reasons, checked) = match &health {
+            Some(h) => (h.available, h.reasons.clone(), Some(h.checked_at)),
+            None => (
+                false,
+                vec!["its health has not been checked yet".to_owned()],
+                None,
+            ),
+        };
+        out.push(json!({
+            "id": site.id,
+            "name": site.name,
+            "gateway_url": site.gateway_url,
+            "s3": s3.map(|s| json!({
+                "mode": mode,
+                "endpoint": s.endpoint,
+                "region": s.region,
+                "bucket": s.bucket,
+            })),
+            "available": available,
+            "reasons": reasons,
+            "checked_at": checked.map(|c| c.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        }));
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+async fn bridges(State(state): State<AppState>) -> Json<Value> {
+    let mut out = Map::new();
+    if let Some(registry) = state.sites() {
+        for (site, health) in registry.snapshot().await {
+            let (Some(address), proxy) = site.dask() else {
+                continue;
+            };
+            if !health.is_some_and(|h| h.available) {
+                continue;
+            }
+            out.insert(
+                site.id.clone(),
+                json!({"name": site.name, "address": address, "proxy_address": proxy}),
+            );
+        }
+    }
+    Json(Value::Object(out))
+}

@@ -1,0 +1,267 @@
+//! `[s3]` and `[[sites]]`: the embedded S3 store and the site registry's configuration.
+//!
+//! Secrets (gateway tokens, S3 secret keys) are never in the file: a site names the environment
+//! variable holding each (`token_env`, `secret_env`).
+
+use serde::Deserialize;
+
+/// The S3 store embedded in the hub (`[s3]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedS3Config {
+    /// Run it (default true): sites with `s3.mode = "embedded"` use it.
+    pub embedded: bool,
+    /// Listen address (loopback by default: kernels at local sites reach it).
+    pub ip: std::net::IpAddr,
+    /// Listen port; 0 (default) = any free port, announced in the log and `GET /hub/api/sites`.
+    pub port: u16,
+    /// Region name (lower-case).
+    pub region: String,
+    /// Bucket holding `users/NAME/`.
+    pub bucket: String,
+    /// Lifetime of issued credentials, seconds.
+    pub credential_lifetime_secs: i64,
+    /// Seconds between site health checks.
+    pub health_interval_secs: u64,
+}
+
+impl Default for EmbeddedS3Config {
+    fn default() -> Self {
+        Self {
+            embedded: true,
+            ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            region: "local".to_owned(),
+            bucket: "stackhub".to_owned(),
+            credential_lifetime_secs: 12 * 3600,
+            health_interval_secs: 30,
+        }
+    }
+}
+
+/// How the hub authenticates to a site's gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewayAuth {
+    /// No credentials (a gateway on a private network).
+    #[default]
+    None,
+    /// `Authorization: token <secret>`, the secret read from `token_env` (the gateway sees one
+    /// caller for every user).
+    Token,
+    /// `Authorization: Bearer <JWT>`: a short-lived token the hub signs for each user at this
+    /// site ([`super::jwt`]); the gateway validates it against `/hub/api/sites/jwks.json` and
+    /// knows the user.
+    HubJwt,
+}
+
+/// Where a site's S3 credentials come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SiteS3Mode {
+    /// The hub's embedded store (`[s3] embedded = true`).
+    Embedded,
+    /// STS `AssumeRole` with the hub's key.
+    Sts,
+    /// Operator-configured credentials handed to every user.
+    Static,
+}
+
+/// A site's S3 exchange (`[sites.s3]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteS3Config {
+    /// Where credentials come from.
+    pub mode: SiteS3Mode,
+    /// S3 endpoint (not for `embedded`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// STS/IAM endpoint (`sts`; default: `endpoint`).
+    #[serde(default)]
+    pub sts_endpoint: Option<String>,
+    /// Region (not for `embedded`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Bucket (not for `embedded`).
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// The hub's (`sts`) or the users' (`static`) access key id.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Environment variable holding the matching secret key.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// `sts`: a fixed role to assume (default: one IAM role per user).
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// `sts`: name prefix of per-user roles.
+    #[serde(default = "default_role_prefix")]
+    pub role_prefix: String,
+    /// `sts`: lifetime of credentials, seconds.
+    #[serde(default = "default_duration")]
+    pub duration_secs: i32,
+}
+
+fn default_token_roles() -> Vec<String> {
+    vec!["stack-jupyter".to_owned()]
+}
+
+fn default_role_prefix() -> String {
+    "stackhub-user-".to_owned()
+}
+
+fn default_duration() -> i32 {
+    12 * 3600
+}
+
+/// One site (`[[sites]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Short id (`lumi`): profile `site = "lumi"` refers to it.
+    pub id: String,
+    /// Display name (`LUMI Bridge`).
+    pub name: String,
+    /// The site's kernel gateway (`https://jeg.lumi.example/`).
+    pub gateway_url: String,
+    /// How the hub authenticates to the gateway.
+    #[serde(default)]
+    pub gateway_auth: GatewayAuth,
+    /// With `gateway_auth = "token"`: the environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// With `gateway_auth = "hub-jwt"`: roles every token for this site carries besides the
+    /// user's quota role (the gateway's `required_role`; the Data Lake's is `stack-jupyter`).
+    #[serde(default = "default_token_roles")]
+    pub token_roles: Vec<String>,
+    /// The S3 exchange; unset = not configured (the site is offered to nobody).
+    #[serde(default)]
+    pub s3: Option<SiteS3Config>,
+    /// The site's Dask Gateway (`bridges.json` `address`).
+    #[serde(default)]
+    pub dask_address: Option<String>,
+    /// The site's Dask scheduler proxy (`bridges.json` `proxy_address`).
+    #[serde(default)]
+    pub dask_proxy_address: Option<String>,
+}
+
+/// The five DestinE Data Lake sites, each a local gateway on its own loopback address
+/// (`127.0.0.2` … `127.0.0.6`, port 8888) using the embedded S3 store.
+pub fn default_sites() -> Vec<SiteConfig> {
+    [
+        ("central", "Central Site"),
+        ("lumi", "LUMI Bridge"),
+        ("leonardo", "LEONARDO Bridge"),
+        ("eumetsat", "EUMETSAT Bridge"),
+        ("marenostrum", "MareNostrum Bridge"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (id, name))| SiteConfig {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        gateway_url: format!("http://127.0.0.{}:8888/", i + 2),
+        gateway_auth: GatewayAuth::HubJwt,
+        token_env: None,
+        token_roles: default_token_roles(),
+        s3: Some(SiteS3Config {
+            mode: SiteS3Mode::Embedded,
+            endpoint: None,
+            sts_endpoint: None,
+            region: None,
+            bucket: None,
+            access_key_id: None,
+            secret_env: None,
+            role_arn: None,
+            role_prefix: default_role_prefix(),
+            duration_secs: default_duration(),
+        }),
+        dask_address: None,
+        dask_proxy_address: None,
+    })
+    .collect()
+}
+
+fn http_url(key: &str, v: &str) -> Result<(), (String, String)> {
+    match url::Url::parse(v) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
+        _ => Err((key.to_owned(), "must be an http(s) URL".to_owned())),
+    }
+}
+
+/// Check `[s3]` and `[[sites]]`: `(key, reason)` of the first bad value.
+pub(crate) fn validate(
+    s3: &EmbeddedS3Config,
+    sites: &[SiteConfig],
+) -> Result<(), (String, String)> {
+    let bad = |k: String, r: &str| Err((k, r.to_owned()));
+    if s3.embedded {
+        if s3.region.is_empty()
+            || !s3
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return bad(
+                "s3.region".into(),
+                "must be lower-case letters, digits and `-`",
+            );
+        }
+        if s3.credential_lifetime_secs < 900 {
+            return bad("s3.credential_lifetime_secs".into(), "must be at least 900");
+        }
+    }
+    if s3.health_interval_secs == 0 {
+        return bad("s3.health_interval_secs".into(), "must be at least 1");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, site) in sites.iter().enumerate() {
+        let key = |f: &str| format!("sites[{i}].{f}");
+        if site.id.is_empty()
+            || !site
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return bad(key("id"), "must be letters, digits, `-` or `_`");
+        }
+        if !seen.insert(site.id.as_str()) {
+            return bad(key("id"), "is used by another site");
+        }
+        http_url(&key("gateway_url"), &site.gateway_url)?;
+        if site.gateway_auth == GatewayAuth::Token && site.token_env.is_none() {
+            return bad(
+                key("token_env"),
+                "is required with gateway_auth = \"token\"",
+            );
+        }
+        let Some(x) = &site.s3 else { continue };
+        match x.mode {
+            SiteS3Mode::Embedded => {
+                if !s3.embedded {
+                    return bad(key("s3.mode"), "\"embedded\" needs [s3] embedded = true");
+                }
+            }
+            SiteS3Mode::Sts | SiteS3Mode::Static => {
+                for (field, value) in [
+                    ("endpoint", &x.endpoint),
+                    ("region", &x.region),
+                    ("bucket", &x.bucket),
+                    ("access_key_id", &x.access_key_id),
+                    ("secret_env", &x.secret_env),
+                ] {
+                    if value.as_deref().is_none_or(str::is_empty) {
+                        return bad(key(&format!("s3.{field}")), "is required for this mode");
+                    }
+                }
+                if let Some(e) = &x.endpoint {
+                    http_url(&key("s3.endpoint"), e)?;
+                }
+                if x.mode == SiteS3Mode::Sts && !(900..=43200).contains(&x.duration_secs) {
+                    return bad(key("s3.duration_secs"), "must be between 900 and 43200");
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! Sites: the Central Site and the bridges where remote kernels run, each with a kernel gateway
+//! and an S3 exchange.
+//!
+//! # Layout
+//! - `config`: `[s3]` (the embedded store) and `[[sites]]` in the hub config, with defaults.
+//! - `registry`: [`SiteRegistry`]: the sites with their exchanges, periodic health checks, and
+//!   [`SiteRegistry::site_available`] for the profile picker.
+//! - `api`: `GET /hub/api/sites` and `GET /hub/api/sites/bridges.json`.
+//! - `jwt`: the hub's per-user, per-site gateway tokens (EdDSA JWTs) and their JWKS.
+//! - `spawn_env`: the environment of a remote-kernels single-user server at a site.
+
+mod api;
+mod channel_auth;
+mod config;
+pub mod jwt;
+mod registry;
+mod spawn_env;
+
+pub(crate) use self::api::router;
+pub use self::channel_auth::HubKernelAuth;
+pub(crate) use self::config::validate;
+pub use self::config::{
+    EmbeddedS3Config, GatewayAuth, SiteConfig, SiteS3Config, SiteS3Mode, default_sites,
+};
+pub use self::registry::{Site, SiteHealth, SiteRegistry, SiteUnavailable, StartSitesError};
+pub use self::spawn_env::{
+    REMOTE_ENV_NAMES, REMOTE_SERVER_CONFIG, RemoteServer, remote_server_env,
+    write_remote_server_config,
+};

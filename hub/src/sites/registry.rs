@@ -1,0 +1,507 @@
+//! [`SiteRegistry`]: the configured sites, their S3 exchanges, and their health.
+//!
+//! A site is available when its gateway answers `GET {gateway_url}api` with 200 to the hub's
+//! credentials AND its S3 exchange is configured and reachable. Checks run at start and every
+//! `[s3] health_interval_secs`; [`SiteRegistry::site_available`] reads the last result.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use s3_exchange::{
+    EmbeddedConfig, EmbeddedS3, Exchange, Grant, StaticConfig, StaticExchange, StsConfig,
+    StsExchange,
+};
+use serde::Serialize;
+use tokio::sync::{Mutex, RwLock};
+
+use super::config::{GatewayAuth, SiteConfig, SiteS3Mode};
+use super::jwt::GatewayTokens;
+
+/// The user the hub's health checks present to gateways.
+const HEALTH_CHECK_USER: &str = "stackhub-health-check";
+use crate::config::{Config, Lookup, Secret};
+
+/// A site the hub can start remote kernels at.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Short id (`lumi`).
+    pub id: String,
+    /// Display name (`LUMI Bridge`).
+    pub name: String,
+    /// The kernel gateway, ending in `/`.
+    pub gateway_url: String,
+    gateway_token: Option<Secret>,
+    gateway_auth: GatewayAuth,
+    token_roles: Vec<String>,
+    tokens: Arc<GatewayTokens>,
+    /// Why the hub cannot authenticate to the gateway (token variable not set).
+    gateway_problem: Option<String>,
+    exchange: Option<Arc<dyn Exchange>>,
+    /// Why the exchange is missing (not configured, secret not set, bad settings).
+    s3_problem: Option<String>,
+    s3_mode: Option<SiteS3Mode>,
+    dask_address: Option<String>,
+    dask_proxy_address: Option<String>,
+}
+
+impl Site {
+    /// The `Authorization` header value the hub presents to the gateway for `user` holding
+    /// `roles`, if any, with its expiry (seconds since the epoch) for a hub-issued token. Never
+    /// log it.
+    ///
+    /// # Errors
+    /// Signing a hub token failed.
+    pub fn gateway_authorization(
+        &self,
+        user: &str,
+        roles: &[String],
+    ) -> Result<Option<(String, Option<i64>)>, SiteUnavailable> {
+        match self.gateway_auth {
+            GatewayAuth::None => Ok(None),
+            GatewayAuth::Token => Ok(self
+                .gateway_token
+                .as_ref()
+                .map(|t| (format!("token {}", t.expose()), None))),
+            GatewayAuth::HubJwt => {
+                let t = self
+                    .tokens_issue(user, roles)
+                    .map_err(|e| SiteUnavailable {
+                        site: self.id.clone(),
+                        reason: format!("cannot sign a gateway token: {e}"),
+                    })?;
+                Ok(Some((format!("Bearer {}", t.token), Some(t.expires_at))))
+            }
+        }
+    }
+
+    /// A hub token for `user` holding `roles` at this site.
+    ///
+    /// # Errors
+    /// Signing failed.
+    pub fn tokens_issue(
+        &self,
+        user: &str,
+        roles: &[String],
+    ) -> Result<super::jwt::IssuedToken, jsonwebtoken::errors::Error> {
+        let mut all = self.token_roles.clone();
+        all.extend(
+            roles
+                .iter()
+                .filter(|r| !self.token_roles.contains(r))
+                .cloned(),
+        );
+        self.tokens.issue(user, &self.id, &all)
+    }
+
+    /// How the hub authenticates to this site's gateway.
+    pub fn gateway_auth(&self) -> &GatewayAuth {
+        &self.gateway_auth
+    }
+
+    /// The site's S3 exchange.
+    pub fn exchange(&self) -> Option<&Arc<dyn Exchange>> {
+        self.exchange.as_ref()
+    }
+
+    /// Provision `user`'s space at this site and credentials confined to it.
+    ///
+    /// # Errors
+    /// [`SiteUnavailable`] saying what failed (never a credential).
+    pub async fn provision(&self, user: &str) -> Result<Grant, SiteUnavailable> {
+        let x = self.exchange.as_ref().ok_or_else(|| SiteUnavailable {
+            site: self.id.clone(),
+            reason: self
+                .s3_problem
+                .clone()
+                .unwrap_or_else(|| "S3 is not configured".to_owned()),
+        })?;
+        x.provision(user).await.map_err(|e| SiteUnavailable {
+            site: self.id.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// A site cannot be used now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("site {site} is unavailable: {reason}")]
+pub struct SiteUnavailable {
+    /// The site id.
+    pub site: String,
+    /// Why (gateway down, S3 not configured or unreachable, ...).
+    pub reason: String,
+}
+
+/// The last health check of a site.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteHealth {
+    /// Gateway and S3 both fine.
+    pub available: bool,
+    /// What is wrong (empty when available).
+    pub reasons: Vec<String>,
+    /// When the check finished.
+    pub checked_at: DateTime<Utc>,
+}
+
+/// The registry could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartSitesError {
+    /// The embedded S3 store did not start.
+    #[error(transparent)]
+    Embedded(#[from] s3_exchange::StartError),
+    /// The HTTP client for health checks.
+    #[error("cannot build the health-check HTTP client: {0}")]
+    Http(String),
+    /// The key gateway tokens are signed with.
+    #[error(transparent)]
+    Key(#[from] super::jwt::JwtKeyError),
+}
+
+/// The sites, their health, and the embedded S3 store when it runs.
+#[derive(Debug)]
+pub struct SiteRegistry {
+    sites: Vec<Site>,
+    health: RwLock<HashMap<String, SiteHealth>>,
+    http: reqwest::Client,
+    interval: Duration,
+    embedded: Mutex<Option<EmbeddedS3>>,
+    embedded_endpoint: Option<String>,
+    tokens: Arc<GatewayTokens>,
+}
+
+fn build_site(
+    c: &SiteConfig,
+    embedded: Option<&EmbeddedS3>,
+    lifetime: i64,
+    env: &dyn Lookup,
+    tokens: &Arc<GatewayTokens>,
+) -> Site {
+    let gateway_url = if c.gateway_url.ends_with('/') {
+        c.gateway_url.clone()
+    } else {
+        format!("{}/", c.gateway_url)
+    };
+    let mut gateway_problem = None;
+    let gateway_token = match (&c.gateway_auth, &c.token_env) {
+        (GatewayAuth::Token, Some(var)) => match env.get(var) {
+            Some(v) if !v.is_empty() => Some(Secret::new(v)),
+            _ => {
+                gateway_problem = Some(format!(
+                    "the gateway token variable {var} is not set in the hub's environment"
+                ));
+                None
+            }
+        },
+        _ => None,
+    };
+    let exchange: Result<Arc<dyn Exchange>, String> = match &c.s3 {
+        None => Err("S3 is not configured for this site".to_owned()),
+        Some(x) => match x.mode {
+            SiteS3Mode::Embedded => embedded
+                .map(|e| Arc::new(e.exchange(lifetime)) as Arc<dyn Exchange>)
+                .ok_or_else(|| "the embedded S3 store is not running".to_owned()),
+            SiteS3Mode::Sts | SiteS3Mode::Static => {
+                let var = x.secret_env.clone().unwrap_or_default();
+                match env.get(&var).filter(|v| !v.is_empty()) {
+                    None => Err(format!(
+                        "the S3 secret variable {var} is not set in the hub's environment"
+                    )),
+                    Some(secret) => {
+                        let secret = s3_exchange::Secret::new(secret);
+                        let endpoint = x.endpoint.clone().unwrap_or_default();
+                        let region = x.region.clone().unwrap_or_default();
+                        let bucket = x.bucket.clone().unwrap_or_default();
+                        let access_key_id = x.access_key_id.clone().unwrap_or_default();
+                        if x.mode == SiteS3Mode::Static {
+                            Ok(Arc::new(StaticExchange::new(StaticConfig {
+                                endpoint,
+                                region,
+                                bucket,
+                                access_key_id,
+                                secret_access_key: secret,
+                            })) as Arc<dyn Exchange>)
+                        } else {
+                            StsExchange::new(StsConfig {
+                                endpoint,
+                                sts_endpoint: x.sts_endpoint.clone(),
+                                region,
+                                bucket,
+                                access_key_id,
+                                secret_access_key: secret,
+                                role_arn: x.role_arn.clone(),
+                                role_prefix: x.role_prefix.clone(),
+                                duration_secs: x.duration_secs,
+                            })
+                            .map(|s| Arc::new(s) as Arc<dyn Exchange>)
+                            .map_err(|e| e.to_string())
+                        }
+                    }
+                }
+            }
+        },
+    };
+    let (exchange, problem) = match exchange {
+        Ok(x) => (Some(x), None),
+        Err(p) => (None, Some(p)),
+    };
+    Site {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        gateway_url,
+        gateway_token,
+        gateway_auth: c.gateway_auth.clone(),
+        token_roles: c.token_roles.clone(),
+        tokens: Arc::clone(tokens),
+        gateway_problem,
+        exchange,
+        s3_problem: problem,
+        s3_mode: c.s3.as_ref().map(|x| x.mode),
+        dask_address: c.dask_address.clone(),
+        dask_proxy_address: c.dask_proxy_address.clone(),
+    }
+}
+
+impl SiteRegistry {
+    /// Start the embedded S3 store (when `[s3] embedded`) and build the sites; secrets named by
+    /// `token_env` / `secret_env` are read through `env`. Does not check health yet.
+    ///
+    /// # Errors
+    /// The embedded store cannot start (port taken, data directory not writable).
+    pub async fn start(config: &Config, env: &dyn Lookup) -> Result<Arc<Self>, StartSitesError> {
+        let embedded = if config.s3.embedded {
+            Some(
+                EmbeddedS3::start(EmbeddedConfig {
+                    data_dir: config.data_dir.join("s3"),
+                    listen: std::net::SocketAddr::new(config.s3.ip, config.s3.port),
+                    region: config.s3.region.clone(),
+                    bucket: config.s3.bucket.clone(),
+                    max_lifetime_secs: config.s3.credential_lifetime_secs,
+                })
+                .await?,
+            )
+        } else {
+            None
+        };
+        let secret = config
+            .cookie_secret
+            .as_ref()
+            .and_then(|s| hex::decode(s.expose()).ok());
+        let tokens = Arc::new(GatewayTokens::load(secret.as_deref(), &config.data_dir)?);
+        let sites = config
+            .sites
+            .iter()
+            .map(|c| {
+                build_site(
+                    c,
+                    embedded.as_ref(),
+                    config.s3.credential_lifetime_secs,
+                    env,
+                    &tokens,
+                )
+            })
+            .collect();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| StartSitesError::Http(e.to_string()))?;
+        Ok(Arc::new(Self {
+            sites,
+            health: RwLock::new(HashMap::new()),
+            http,
+            interval: Duration::from_secs(config.s3.health_interval_secs),
+            embedded_endpoint: embedded.as_ref().map(|e| e.endpoint().to_owned()),
+            embedded: Mutex::new(embedded),
+            tokens,
+        }))
+    }
+
+    /// The issuer of the hub's gateway tokens (its JWKS is public).
+    pub fn tokens(&self) -> &GatewayTokens {
+        &self.tokens
+    }
+
+    /// The site `id`, whatever its health.
+    pub fn site(&self, id: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.id == id)
+    }
+
+    /// The sites, in configuration order.
+    pub fn sites(&self) -> &[Site] {
+        &self.sites
+    }
+
+    /// The embedded store's endpoint, when it runs.
+    pub fn embedded_endpoint(&self) -> Option<&str> {
+        self.embedded_endpoint.as_deref()
+    }
+
+    /// The last health of `id`.
+    pub async fn health(&self, id: &str) -> Option<SiteHealth> {
+        self.health.read().await.get(id).cloned()
+    }
+
+    /// The site `id` if its last health check passed; otherwise why not. The profile picker
+    /// disables a site's profiles with the reason.
+    ///
+    /// # Errors
+    /// [`SiteUnavailable`]: unknown site, not checked yet, gateway down, S3 not configured or
+    /// unreachable.
+    pub async fn site_available(&self, id: &str) -> Result<Site, SiteUnavailable> {
+        let unavailable = |reason: String| SiteUnavailable {
+            site: id.to_owned(),
+            reason,
+        };
+        let site = self
+            .site(id)
+            .ok_or_else(|| unavailable("no such site is configured".to_owned()))?;
+        match self.health.read().await.get(id) {
+            None => Err(unavailable(
+                "its health has not been checked yet".to_owned(),
+            )),
+            Some(h) if !h.available => Err(unavailable(h.reasons.join("; "))),
+            Some(_) => Ok(site.clone()),
+        }
+    }
+
+    async fn check_gateway(&self, site: &Site) -> Result<(), String> {
+        if let Some(p) = &site.gateway_problem {
+            return Err(p.clone());
+        }
+        let url = format!("{}api", site.gateway_url);
+        let mut req = self.http.get(&url);
+        if let Some((auth, _)) = site
+            .gateway_authorization(HEALTH_CHECK_USER, &[])
+            .map_err(|e| e.reason)?
+        {
+            req = req.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) if matches!(r.status().as_u16(), 401 | 403) => Err(format!(
+                "the gateway at {} refused the hub's credentials (HTTP {})",
+                site.gateway_url,
+                r.status().as_u16()
+            )),
+            Ok(r) => Err(format!(
+                "the gateway at {} answered HTTP {}",
+                site.gateway_url,
+                r.status().as_u16()
+            )),
+            Err(e) => Err(format!(
+                "the gateway at {} is not reachable: {}",
+                site.gateway_url,
+                if e.is_timeout() {
+                    "timed out".to_owned()
+                } else if e.is_connect() {
+                    "connection refused or no route".to_owned()
+                } else {
+                    e.without_url().to_string()
+                }
+            )),
+        }
+    }
+
+    async fn check_site(&self, site: &Site) -> SiteHealth {
+        let s3 = async {
+            match &site.exchange {
+                None => Err(site
+                    .s3_problem
+                    .clone()
+                    .unwrap_or_else(|| "S3 is not configured for this site".to_owned())),
+                Some(x) => x.check().await.map_err(|e| e.to_string()),
+            }
+        };
+        let (gateway, s3) = tokio::join!(self.check_gateway(site), s3);
+        let reasons: Vec<String> = [gateway.err(), s3.err()].into_iter().flatten().collect();
+        SiteHealth {
+            available: reasons.is_empty(),
+            reasons,
+            checked_at: Utc::now(),
+        }
+    }
+
+    /// Mark the remote-kernels profiles of a [`crate::profiles::view`] whose site is unavailable:
+    /// `"unavailable": REASON` (the picker disables them and shows why).
+    pub async fn annotate(&self, view: &mut serde_json::Value) {
+        let Some(profiles) = view["profiles"].as_array_mut() else {
+            return;
+        };
+        for p in profiles {
+            if p["kind"] != "remote-kernels" {
+                continue;
+            }
+            let site = p["site"].as_str().unwrap_or_default().to_owned();
+            if let Err(e) = self.site_available(&site).await {
+                p["unavailable"] = serde_json::Value::String(format!("Unavailable: {}", e.reason));
+            }
+        }
+    }
+
+    /// Check every site now (in parallel) and record the results.
+    pub async fn check_all(&self) {
+        let results =
+            futures_util::future::join_all(self.sites.iter().map(|s| self.check_site(s))).await;
+        let mut health = self.health.write().await;
+        for (site, h) in self.sites.iter().zip(results) {
+            if h.available != health.get(&site.id).is_some_and(|old| old.available) {
+                if h.available {
+                    tracing::info!(site = %site.id, "site is available");
+                } else {
+                    tracing::warn!(site = %site.id, reasons = ?h.reasons, "site is unavailable");
+                }
+            }
+            health.insert(site.id.clone(), h);
+        }
+    }
+
+    /// Check now and then every interval until `stop` resolves.
+    pub fn spawn_health_checks(
+        self: &Arc<Self>,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            loop {
+                this.check_all().await;
+                tokio::select! {
+                    () = &mut stop => break,
+                    () = tokio::time::sleep(this.interval) => {}
+                }
+            }
+        })
+    }
+
+    /// Stop the embedded S3 store.
+    pub async fn shutdown(&self) {
+        if let Some(e) = self.embedded.lock().await.take() {
+            e.shutdown().await;
+        }
+    }
+
+    /// `(site, health, s3 mode, dask addresses)` for the API.
+    pub(super) async fn snapshot(&self) -> Vec<(Site, Option<SiteHealth>)> {
+        let health = self.health.read().await;
+        self.sites
+            .iter()
+            .map(|s| (s.clone(), health.get(&s.id).cloned()))
+            .collect()
+    }
+}
+
+impl Site {
+    pub(super) fn s3_mode(&self) -> Option<SiteS3Mode> {
+        self.s3_mode
+    }
+
+    pub(super) fn dask(&self) -> (Option<&str>, Option<&str>) {
+        (
+            self.dask_address.as_deref(),
+            self.dask_proxy_address.as_deref(),
+        )
+    }
+}

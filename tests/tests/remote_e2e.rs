@@ -1,0 +1,598 @@
+//! Remote Compute Kernels end to end, on real components: the `stackhub` binary with its embedded
+//! S3 store, two real `stackhub-gateway` processes as remote sites (LUMI and LEONARDO) that
+//! validate the hub's tokens against its JWKS, a stock `jupyterhub-singleuser` in gateway mode
+//! with the `s3contents` contents manager, and ipykernel kernels running `boto3`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod hub_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hub_common::{Cleanup, Hub, PASSWORD, admin, free_port, progress_of, venv};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+fn gateway_bin() -> PathBuf {
+    let bin = hub_common::stackhub_bin().with_file_name("stackhub-gateway");
+    assert!(
+        bin.exists(),
+        "{} not found: build the workspace first",
+        bin.display()
+    );
+    bin
+}
+
+/// A `stackhub-gateway` configured as remote site `site`; killed on drop.
+struct Gateway {
+    child: Child,
+    url: String,
+}
+
+impl Gateway {
+    fn start(dir: &Path, site: &str, port: u16, hub: &str) -> Self {
+        let config = dir.join(format!("gateway-{site}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "remote_site = true\nip = \"127.0.0.1\"\nport = {port}\n\n[jwt]\n\
+                 jwks_url = \"{hub}/hub/api/sites/jwks.json\"\nissuer = \"stackhub\"\n\
+                 audience = [\"{site}\"]\nalgorithms = [\"EdDSA\"]\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join(format!("gateway-{site}.log"))).unwrap();
+        let venv = venv();
+        let path = format!(
+            "{}:{}",
+            venv.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new(gateway_bin())
+            .arg("--config")
+            .arg(&config)
+            .env("VIRTUAL_ENV", &venv)
+            .env("PATH", path)
+            .env("JUPYTER_RUNTIME_DIR", dir.join(format!("runtime-{site}")))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("run stackhub-gateway");
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..400 {
+            if client.get(format!("{}/api", self.url)).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("gateway at {} did not answer within 10 s", self.url);
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn hub_config(lumi: &str, leonardo: &str, unused: &str) -> String {
+    let mut out =
+        String::from("[s3]\nhealth_interval_secs = 1\n\n[spawner]\nstart_timeout = 90\n\n");
+    for (slug, site, name, url, s3) in [
+        ("remote-lumi", "lumi", "LUMI Bridge", lumi, true),
+        (
+            "remote-leonardo",
+            "leonardo",
+            "LEONARDO Bridge",
+            leonardo,
+            true,
+        ),
+        (
+            "remote-marenostrum",
+            "marenostrum",
+            "MareNostrum Bridge",
+            unused,
+            false,
+        ),
+    ] {
+        out.push_str(&format!(
+            "[[sites]]\nid = \"{site}\"\nname = \"{name}\"\ngateway_url = \"{url}\"\n\
+             gateway_auth = \"hub-jwt\"\n"
+        ));
+        if s3 {
+            out.push_str("s3 = { mode = \"embedded\" }\n");
+        }
+        out.push('\n');
+        out.push_str(&format!(
+            "[[profile_list]]\ndisplay_name = \"Remote Compute Kernels - {name}\"\n\
+             slug = \"{slug}\"\nkind = \"remote-kernels\"\nsite = \"{site}\"\n\
+             warning = \"No home directory: files live in S3 at {name}.\"\n\n"
+        ));
+    }
+    out.push_str(
+        "[[profile_list]]\ndisplay_name = \"JupyterLab\"\nslug = \"jupyterlab\"\ndefault = true\n",
+    );
+    out
+}
+
+/// Runs `code` in `kernel` over the kernel WebSocket through the hub's proxy, authenticated by
+/// `auth` (`("authorization", "token …")` or a browser's `("cookie", …)`); returns the kernel's
+/// stdout.
+async fn run(base: &str, user: &str, kernel: &str, auth: (&str, &str), code: &str) -> String {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!(
+        "{}/user/{user}/api/kernels/{kernel}/channels",
+        base.replace("http://", "ws://")
+    );
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        reqwest::header::HeaderName::from_bytes(auth.0.as_bytes()).unwrap(),
+        auth.1.parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("kernel websocket through the proxy");
+    let msg_id = format!("remote-e2e-{}", uuid_like());
+    let request = json!({
+        "header": {"msg_id": msg_id, "username": user, "session": uuid_like(),
+                   "msg_type": "execute_request", "version": "5.3", "date": "2026-01-01T00:00:00Z"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": false, "store_history": false,
+                    "user_expressions": {}, "allow_stdin": false, "stop_on_error": true},
+    });
+    ws.send(Message::text(request.to_string())).await.unwrap();
+    let mut out = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no reply within 90 s; output so far: {out}"))
+            .expect("websocket closed")
+            .unwrap();
+        let Message::Text(text) = msg else { continue };
+        let v: Value = serde_json::from_str(&text).unwrap();
+        if v["parent_header"]["msg_id"] != msg_id {
+            continue;
+        }
+        match v["msg_type"].as_str() {
+            Some("stream") => out.push_str(v["content"]["text"].as_str().unwrap_or_default()),
+            Some("error") => panic!("kernel error: {}", v["content"]),
+            Some("status") if v["content"]["execution_state"] == "idle" => break,
+            _ => {}
+        }
+    }
+    let _ = ws.close(None).await;
+    out
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+async fn start_server(api: &reqwest::Client, base: &str, profile: &str) -> reqwest::Response {
+    admin(
+        api,
+        reqwest::Method::POST,
+        format!("{base}/hub/api/users/alice/server"),
+    )
+    .json(&json!({ "profile": profile }))
+    .send()
+    .await
+    .unwrap()
+}
+
+async fn stop_server(api: &reqwest::Client, base: &str) {
+    let r = admin(
+        api,
+        reqwest::Method::DELETE,
+        format!("{base}/hub/api/users/alice/server"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert!(
+        matches!(r.status().as_u16(), 202 | 204),
+        "stop: {}",
+        r.status()
+    );
+    for _ in 0..400 {
+        let m: Value = admin(
+            api,
+            reqwest::Method::GET,
+            format!("{base}/hub/api/users/alice"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        if m["servers"].get("").is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not stop within 20 s");
+}
+
+async fn site_health(api: &reqwest::Client, base: &str, id: &str) -> Value {
+    let sites: Value = admin(api, reqwest::Method::GET, format!("{base}/hub/api/sites"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    sites
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("site {id} in {sites}"))
+}
+
+async fn wait_site(api: &reqwest::Client, base: &str, id: &str, available: bool) -> Value {
+    for _ in 0..200 {
+        let s = site_health(api, base, id).await;
+        if s["available"] == available {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "site {id} never became available={available}: {}",
+        site_health(api, base, id).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
+    let dir = std::env::temp_dir().join(format!("stackhub-remote-e2e-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let port = free_port();
+    let hub_port = std::iter::repeat_with(free_port)
+        .find(|p| *p != port)
+        .unwrap();
+    let (lumi_port, leo_port, unused_port) = (
+        std::iter::repeat_with(free_port)
+            .find(|p| ![port, hub_port].contains(p))
+            .unwrap(),
+        std::iter::repeat_with(free_port)
+            .find(|p| ![port, hub_port].contains(p))
+            .unwrap(),
+        std::iter::repeat_with(free_port)
+            .find(|p| ![port, hub_port].contains(p))
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let lumi = Gateway::start(&dir, "lumi", lumi_port, &base);
+    let mut leonardo = Gateway::start(&dir, "leonardo", leo_port, &base);
+    lumi.wait_ready().await;
+    leonardo.wait_ready().await;
+    std::fs::write(
+        dir.join("hub.toml"),
+        hub_config(
+            &lumi.url,
+            &leonardo.url,
+            &format!("http://127.0.0.1:{unused_port}"),
+        ),
+    )
+    .unwrap();
+    let config = dir.join("hub.toml").display().to_string();
+    let _hub = Hub::start_with(&dir, port, hub_port, &["--config", &config]).await;
+    let api = reqwest::Client::new();
+    let r = admin(
+        &api,
+        reqwest::Method::POST,
+        format!("{base}/hub/api/users/alice"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let alice: Value = admin(
+        &api,
+        reqwest::Method::POST,
+        format!("{base}/hub/api/users/alice/tokens"),
+    )
+    .json(&json!({"note": "remote e2e"}))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let token = alice["token"].as_str().unwrap().to_owned();
+    wait_site(&api, &base, "lumi", true).await;
+
+    // A site without S3 is never offered; its start is refused, saying why.
+    let s = wait_site(&api, &base, "marenostrum", false).await;
+    assert!(
+        s["reasons"].to_string().contains("S3 is not configured"),
+        "{s}"
+    );
+    let r = start_server(&api, &base, "remote-marenostrum").await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("S3 is not configured"),
+        "{body}"
+    );
+
+    // Alice logs in and picks "Remote Compute Kernels - LUMI Bridge" on the options page.
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let browser = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .build()
+        .unwrap();
+    let r = browser
+        .post(format!("{base}/hub/login?next=%2Fhub%2Fspawn"))
+        .form(&[("username", "alice"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("Remote Compute Kernels - LUMI Bridge"),
+        "{page}"
+    );
+    assert!(page.contains("No home directory: files live in S3 at LUMI Bridge."));
+    let xsrf = page
+        .split("name=\"_xsrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("_xsrf in the options form")
+        .to_owned();
+    let r = browser
+        .post(format!("{base}/hub/spawn/alice"))
+        .form(&[("_xsrf", xsrf.as_str()), ("profile", "remote-lumi")])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "picker submit: {}", r.status());
+    let events = progress_of(&api, &base, "alice").await;
+    let last = events.last().unwrap();
+    assert_eq!(last["ready"], true, "{events:?}");
+    let r = browser
+        .get(format!("{base}/user/alice/lab"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "JupyterLab through the hub");
+    let cookies = {
+        use reqwest::cookie::CookieStore;
+        let url: reqwest::Url = format!("{base}/user/alice/").parse().unwrap();
+        jar.cookies(&url)
+            .expect("the Lab's cookies")
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(r.text().await.unwrap().contains("jupyter-config-data"));
+
+    // The Lab's kernel picker lists the site's kernelspecs; a kernel starts at LUMI.
+    let user_api = |method: reqwest::Method, path: &str| {
+        api.request(method, format!("{base}/user/alice/{path}"))
+            .header("Authorization", format!("token {token}"))
+    };
+    let specs: Value = user_api(reqwest::Method::GET, "api/kernelspecs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(specs["kernelspecs"].get("python3").is_some(), "{specs}");
+    let r = user_api(reqwest::Method::POST, "api/kernels")
+        .json(&json!({"name": "python3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "kernel start through the Lab");
+    let kernel: Value = r.json().await.unwrap();
+    let kernel_id = kernel["id"].as_str().unwrap().to_owned();
+    // The hub issues alice a LUMI token; with it, the LUMI gateway lists her kernel.
+    let issued: Value = api
+        .post(format!("{base}/hub/api/sites/lumi/token"))
+        .header("Authorization", format!("token {token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwt = issued["token"]
+        .as_str()
+        .expect("a gateway token")
+        .to_owned();
+    let at_lumi: Value = api
+        .get(format!("{}/api/kernels", lumi.url))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        at_lumi
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == kernel_id),
+        "{at_lumi}"
+    );
+    // The LEONARDO gateway takes no LUMI token.
+    let r = api
+        .get(format!("{}/api/kernels", leonardo.url))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // In the kernel, boto3 with no arguments writes and reads under alice's prefix and is
+    // denied bob's.
+    let out = run(
+        &base,
+        "alice",
+        &kernel_id,
+        ("authorization", &format!("token {token}")),
+        "import boto3, os\n\
+         s3 = boto3.client('s3')\n\
+         b, p = os.environ['STACKHUB_S3_BUCKET'], os.environ['STACKHUB_S3_PREFIX']\n\
+         s3.put_object(Bucket=b, Key=p + 'hello.txt', Body=b'hello from LUMI')\n\
+         print('READ', s3.get_object(Bucket=b, Key=p + 'hello.txt')['Body'].read().decode())\n\
+         print('PREFIX', p)\n\
+         try:\n    s3.get_object(Bucket=b, Key='users/bob/hello.txt'); print('LEAK')\n\
+         except s3.exceptions.ClientError as e:\n    print('DENIED', e.response['Error']['Code'])\n",
+    )
+    .await;
+    assert!(out.contains("READ hello from LUMI"), "{out}");
+    assert!(out.contains("PREFIX users/alice/"), "{out}");
+    assert!(out.contains("DENIED AccessDenied"), "{out}");
+    assert!(!out.contains("LEAK"), "{out}");
+    // That WebSocket took the short way: the proxy went straight to the LUMI gateway, so the
+    // single-user server's relay (jupyter_server logs "Connecting to ws://…/channels") never
+    // saw it.
+    let server_log = std::fs::read_to_string(dir.join("data/logs/alice.log")).unwrap();
+    assert!(
+        !server_log.contains(&format!("{kernel_id}/channels")),
+        "the kernel channel went through the single-user server:\n{server_log}"
+    );
+    let lumi_log = std::fs::read_to_string(dir.join("gateway-lumi.log")).unwrap();
+    assert!(
+        !lumi_log.contains(&token),
+        "the hub token reached the gateway's log"
+    );
+
+    // A notebook saved in the Lab is an object in S3 ...
+    let notebook = json!({"type": "notebook", "content": {
+        "cells": [{"cell_type": "code", "source": "print('saved at LUMI')", "metadata": {},
+                   "outputs": [], "execution_count": null}],
+        "metadata": {}, "nbformat": 4, "nbformat_minor": 5}});
+    let r = user_api(reqwest::Method::PUT, "api/contents/saved.ipynb")
+        .json(&notebook)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "save: {}", r.status());
+    let out = run(
+        &base,
+        "alice",
+        &kernel_id,
+        ("cookie", &cookies),
+        "import boto3, os\n\
+         s3 = boto3.client('s3')\n\
+         r = s3.list_objects_v2(Bucket=os.environ['STACKHUB_S3_BUCKET'], \
+         Prefix=os.environ['STACKHUB_S3_PREFIX'])\n\
+         print(sorted(o['Key'] for o in r.get('Contents', [])))\n",
+    )
+    .await;
+    assert!(out.contains("users/alice/saved.ipynb"), "{out}");
+    // A browser's cookie-only WebSocket is relayed by the single-user server, which still works.
+    let server_log = std::fs::read_to_string(dir.join("data/logs/alice.log")).unwrap();
+    assert!(
+        server_log.contains(&format!("{kernel_id}/channels")),
+        "the cookie-only kernel channel was not relayed:\n{server_log}"
+    );
+
+    // ... and survives a server restart.
+    stop_server(&api, &base).await;
+    let r = start_server(&api, &base, "remote-lumi").await;
+    assert!(
+        matches!(r.status().as_u16(), 201 | 202),
+        "restart: {}",
+        r.status()
+    );
+    let events = progress_of(&api, &base, "alice").await;
+    assert_eq!(events.last().unwrap()["ready"], true, "{events:?}");
+    let saved: Value = user_api(reqwest::Method::GET, "api/contents/saved.ipynb")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        saved["content"]["cells"][0]["source"], "print('saved at LUMI')",
+        "{saved}"
+    );
+    stop_server(&api, &base).await;
+
+    // A gateway configured as a remote site refuses a start without the S3 exchange.
+    let r = api
+        .post(format!("{}/api/kernels", lumi.url))
+        .bearer_auth(&jwt)
+        .json(&json!({"name": "python3", "env": {"KERNEL_USERNAME": "alice"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("remote site") && message.contains("AWS_ACCESS_KEY_ID"),
+        "{body}"
+    );
+
+    // A site whose gateway stops is shown as down and its profile refused, saying why.
+    leonardo.stop();
+    let s = wait_site(&api, &base, "leonardo", false).await;
+    assert!(s["reasons"].to_string().contains("not reachable"), "{s}");
+    let page = browser
+        .get(format!("{base}/hub/spawn/alice"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let down = page
+        .split("id=\"down-remote-leonardo\">")
+        .nth(1)
+        .expect("the LEONARDO profile marked down on the options page");
+    assert!(
+        down.starts_with("Unavailable: ") && down.contains("not reachable"),
+        "{down}"
+    );
+    assert!(!page.contains("id=\"down-remote-lumi\""), "LUMI is up");
+    let r = start_server(&api, &base, "remote-leonardo").await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("LEONARDO Bridge") && message.contains("not reachable"),
+        "{body}"
+    );
+}
