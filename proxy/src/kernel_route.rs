@@ -126,7 +126,7 @@ pub(crate) async fn try_direct(
     proxy: &Proxy,
     req: Request<Incoming>,
     route: &Arc<Route>,
-    peer: Peer,
+    peer: &Peer,
 ) -> Direct {
     let Some(auth) = proxy.options().kernel_auth.as_ref() else {
         return Direct::Relay(req);
@@ -151,7 +151,7 @@ async fn direct(
     auth: &dyn KernelChannelAuth,
     req: Request<Incoming>,
     route: &Arc<Route>,
-    peer: Peer,
+    peer: &Peer,
     gateway: SiteGateway,
     kernel_id: String,
 ) -> Direct {
@@ -199,7 +199,7 @@ async fn upgrade_at_gateway(
     proxy: &Proxy,
     mut req: Request<Incoming>,
     route: &Arc<Route>,
-    peer: Peer,
+    peer: &Peer,
     gateway: &SiteGateway,
     kernel_id: &str,
     mut credential: HeaderValue,
