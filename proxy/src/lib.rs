@@ -21,6 +21,7 @@ mod body;
 mod config;
 mod error;
 mod forward;
+mod hub_cookie;
 mod kernel_route;
 mod net;
 mod routes;
