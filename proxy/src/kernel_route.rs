@@ -6,9 +6,12 @@
 //! extra data, kept verbatim as configurable-http-proxy keeps it:
 //!
 //! ```json
-//! "kernel_gateway": {"url": "http://127.0.0.3:8888", "site": "lumi", "user": "NAME"}
+//! "kernel_gateway": {"url": "http://127.0.0.3:8888", "site": "lumi", "user": "NAME",
+//!                    "server": "", "cookie": "jupyterhub-user-NAME"}
 //! ```
 //!
+//! (`server`, the server's name, empty for the default one, and `cookie`, the name of the
+//! single-user server's OAuth cookie, are optional)
 //! and gives the proxy a [`KernelChannelAuth`] ([`crate::ProxyOptions::kernel_auth`]). A request
 //! on such a route takes the direct way when all of these hold: it is an HTTP/1.1 WebSocket
 //! upgrade; the rest of its path is exactly `api/kernels/{kernel_id}/channels` (`kernel_id`
@@ -38,6 +41,7 @@ use tracing::Instrument;
 
 use crate::body::{ActivityBody, ProxyBody};
 use crate::forward::{Peer, Proxy, decode_path, json_response, strip_hop_by_hop};
+use crate::hub_cookie;
 use crate::net::{QuickAckStream, connect_tunnel};
 use crate::routes::{Route, Target};
 use crate::upgrade::{is_upgrade, splice};
@@ -66,12 +70,13 @@ impl KernelAuthError {
 /// Decides whether a hub token may use a user's kernels at a site, and with which credentials
 /// the proxy then talks to that site's gateway.
 pub trait KernelChannelAuth: Send + Sync + std::fmt::Debug + 'static {
-    /// May `token` (a hub token, as the client presented it) use `user`'s server at `site`?
-    /// `Some(value)`: yes, and `value` is the `Authorization` header to present to the site's
+    /// May `token` (a hub token, as the client presented it) use `user`'s server named `server`
+    /// (empty: the default one) at `site`? `Some(value)`: yes, and `value` is the `Authorization` header to present to the site's
     /// gateway (e.g. `Bearer <hub-issued JWT>`); `None`: no (the client gets 403).
     fn authorize<'a>(
         &'a self,
         user: &'a str,
+        server: &'a str,
         site: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, Result<Option<HeaderValue>, KernelAuthError>>;
@@ -91,6 +96,8 @@ struct SiteGateway {
     target: Target,
     site: String,
     user: String,
+    server: String,
+    cookie: Option<String>,
 }
 
 impl SiteGateway {
@@ -111,6 +118,8 @@ impl SiteGateway {
                 target,
                 site: site.to_owned(),
                 user: user.to_owned(),
+                server: field("server").unwrap_or_default().to_owned(),
+                cookie: field("cookie").map(str::to_owned),
             }),
             Err(e) => {
                 tracing::debug!(route = %route.path(), error = %e, "unusable kernel_gateway url; relaying");
@@ -162,11 +171,17 @@ async fn direct(
         tracing::debug!("cross-origin kernel WebSocket; relaying (the server applies its policy)");
         return Direct::Relay(req);
     }
-    let Some(token) = hub_token(&req) else {
-        tracing::debug!("kernel WebSocket without a token (cookie only); relaying");
+    let token = hub_token(&req).or_else(|| {
+        let name = gateway.cookie.as_deref()?;
+        let headers = req.headers().get_all(header::COOKIE).iter();
+        hub_cookie::token_from_cookies(headers.filter_map(|v| v.to_str().ok()), name)
+    });
+    let Some(token) = token else {
+        tracing::debug!("kernel WebSocket without a hub token or the server's cookie; relaying");
         return Direct::Relay(req);
     };
-    let credential = match auth.authorize(&gateway.user, &gateway.site, &token).await {
+    let decision = auth.authorize(&gateway.user, &gateway.server, &gateway.site, &token);
+    let credential = match decision.await {
         Ok(Some(credential)) => credential,
         Ok(None) => {
             tracing::info!("token refused for this server's kernels");

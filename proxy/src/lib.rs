@@ -23,6 +23,7 @@ mod config;
 mod error;
 mod forward;
 mod h1;
+mod hub_cookie;
 mod kernel_route;
 mod net;
 mod routes;

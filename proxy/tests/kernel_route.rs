@@ -40,6 +40,9 @@ const HUB_ALICE: &str = "hub-token-alice";
 const GW_ALICE: &str = "gateway-token-alice";
 const GW_BOB: &str = "gateway-token-bob";
 const V1: &str = "v1.kernel.websocket.jupyter.org";
+/// The single-user server's OAuth cookie holding `hub-token-alice`, as tornado signs it (the
+/// proxy reads the token and leaves the signature to the server that made it).
+const ALICE_COOKIE: &str = "jupyterhub-user-alice=\"2|1:0|10:1795307516|21:jupyterhub-user-alice|20:aHViLXRva2VuLWFsaWNl|0a1b2c\"";
 
 /// The hub's side of the seam as the test plays it: `hub-token-NAME` may use NAME's server at
 /// `lumi` and is exchanged for alice's gateway token (bob's for anyone else); site `down`
@@ -53,6 +56,7 @@ impl KernelChannelAuth for TestAuth {
     fn authorize<'a>(
         &'a self,
         user: &'a str,
+        server: &'a str,
         site: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, Result<Option<HeaderValue>, KernelAuthError>> {
@@ -65,7 +69,7 @@ impl KernelChannelAuth for TestAuth {
             if site == "down" {
                 return Err(KernelAuthError::new("credential issuer unreachable"));
             }
-            let allowed = site == SITE && token == format!("hub-token-{user}");
+            let allowed = site == SITE && server.is_empty() && token == format!("hub-token-{user}");
             let credential = if user == "alice" { GW_ALICE } else { GW_BOB };
             Ok(allowed.then(|| HeaderValue::from_str(&format!("token {credential}")).unwrap()))
         })
@@ -281,7 +285,8 @@ fn add_server_route(
     data.insert("user".into(), user.into());
     data.insert(
         "kernel_gateway".into(),
-        json!({"url": gateway_url, "site": site, "user": user}),
+        json!({"url": gateway_url, "site": site, "user": user, "server": "",
+               "cookie": format!("jupyterhub-user-{user}")}),
     );
     p.routes.add(&format!("/user/{user}/"), data).unwrap();
 }
@@ -486,9 +491,24 @@ async fn kernel_channels_go_straight_to_the_site_gateway() {
         }
     }
 
-    // None of it went through the single-user server; the gateway saw both sockets as alice's.
+    // JupyterLab in a browser: only the server's OAuth cookie, and an Origin of this host.
+    let url = channels_url(&p, "alice", &kernel, "session_id=direct-cookie");
+    let mut req = url.into_client_request().unwrap();
+    let origin = format!("http://{}", p.public);
+    req.headers_mut().insert(
+        "cookie",
+        format!("_xsrf=x; {ALICE_COOKIE}").parse().unwrap(),
+    );
+    req.headers_mut().insert("origin", origin.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(
+        execute(&mut ws, "direct-cookie", "2+3").await.as_deref(),
+        Some("5")
+    );
+
+    // None of it went through the single-user server; the gateway saw every socket as alice's.
     assert!(single_user.seen().is_empty(), "{:?}", single_user.seen());
-    assert_eq!(auth.calls.load().len(), 2);
+    assert_eq!(auth.calls.load().len(), 3);
     assert!(
         auth.calls
             .load()
@@ -496,7 +516,7 @@ async fn kernel_channels_go_straight_to_the_site_gateway() {
             .all(|(u, s)| u == "alice" && s == SITE)
     );
     let log = gw.log();
-    for session in ["direct-legacy", "direct-v1"] {
+    for session in ["direct-legacy", "direct-v1", "direct-cookie"] {
         assert!(
             log.lines().any(|l| l.contains("client connected")
                 && l.contains(&format!("session_id={session}"))
@@ -577,6 +597,22 @@ async fn refusals_and_fallbacks() {
         .insert("origin", "https://evil.example".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("relayed"));
+    // The cookie sent by a page of another site: relayed, never used by the proxy.
+    let calls = auth.calls.load().len();
+    let mut req = channels_url(&p, "alice", &alice_kernel, "session_id=xo-cookie")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("cookie", ALICE_COOKIE.parse().unwrap());
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("relayed"));
+    assert_eq!(
+        auth.calls.load().len(),
+        calls,
+        "a cross-origin cookie was tried"
+    );
 
     // The gateway down: relayed.
     add_server_route(
@@ -610,7 +646,7 @@ async fn refusals_and_fallbacks() {
     assert_eq!(auth.calls.load().len(), calls);
 
     let seen = single_user.seen();
-    assert_eq!(seen.len(), 7, "{seen:?}");
+    assert_eq!(seen.len(), 8, "{seen:?}");
     assert_eq!(
         seen[0],
         format!("/user/alice/api/kernels/{alice_kernel}/channels?session_id=cookie")

@@ -133,21 +133,39 @@ fn hub_config(lumi: &str, leonardo: &str, unused: &str) -> String {
     out
 }
 
-/// Runs `code` in `kernel` over the kernel WebSocket through the hub's proxy, authenticated by
-/// `auth` (`("authorization", "token …")` or a browser's `("cookie", …)`); returns the kernel's
-/// stdout.
-async fn run(base: &str, user: &str, kernel: &str, auth: (&str, &str), code: &str) -> String {
+/// Opens `kernel`'s WebSocket through the hub's proxy with `headers` (`("authorization", "token
+/// …")`, or a browser's `("cookie", …)` and `("origin", …)`).
+async fn open_channels(
+    base: &str,
+    user: &str,
+    kernel: &str,
+    headers: &[(&str, &str)],
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Error,
+> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let url = format!(
-        "{}/user/{user}/api/kernels/{kernel}/channels",
-        base.replace("http://", "ws://")
+        "{}/user/{user}/api/kernels/{kernel}/channels?session_id={}",
+        base.replace("http://", "ws://"),
+        uuid_like()
     );
     let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        reqwest::header::HeaderName::from_bytes(auth.0.as_bytes()).unwrap(),
-        auth.1.parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Runs `code` in `kernel` over the kernel WebSocket through the hub's proxy, opened with
+/// `headers` (see [`open_channels`]); returns the kernel's stdout.
+async fn run(base: &str, user: &str, kernel: &str, headers: &[(&str, &str)], code: &str) -> String {
+    let mut ws = open_channels(base, user, kernel, headers)
         .await
         .expect("kernel websocket through the proxy");
     let msg_id = format!("remote-e2e-{}", uuid_like());
@@ -467,7 +485,7 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
         &base,
         "alice",
         &kernel_id,
-        ("authorization", &format!("token {token}")),
+        &[("authorization", &format!("token {token}"))],
         "import boto3, os\n\
          s3 = boto3.client('s3')\n\
          b, p = os.environ['STACKHUB_S3_BUCKET'], os.environ['STACKHUB_S3_PREFIX']\n\
@@ -511,7 +529,7 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
         &base,
         "alice",
         &kernel_id,
-        ("cookie", &cookies),
+        &[("cookie", &cookies), ("origin", &base)],
         "import boto3, os\n\
          s3 = boto3.client('s3')\n\
          r = s3.list_objects_v2(Bucket=os.environ['STACKHUB_S3_BUCKET'], \
@@ -520,11 +538,44 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
     )
     .await;
     assert!(out.contains("users/alice/saved.ipynb"), "{out}");
-    // A browser's cookie-only WebSocket is relayed by the single-user server, which still works.
+    // JupyterLab in a browser authenticates its kernel WebSocket with the single-user server's
+    // OAuth cookie only: that went straight to the site too.
+    let server_log = std::fs::read_to_string(dir.join("data/logs/alice.log")).unwrap();
+    assert!(
+        !server_log.contains(&format!("{kernel_id}/channels")),
+        "the cookie-authenticated kernel channel went through the single-user server:\n{server_log}"
+    );
+    // The same cookie sent from a page of another site is not used: the proxy leaves the
+    // request to the single-user server, which refuses a cross-origin cookie.
+    let foreign = [
+        ("cookie", cookies.as_str()),
+        ("origin", "https://elsewhere.example"),
+    ];
+    match open_channels(&base, "alice", &kernel_id, &foreign).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 403, "cross-origin cookie WebSocket");
+        }
+        other => panic!("cross-origin cookie WebSocket: {:?}", other.map(|_| ())),
+    }
+    // What the proxy does not take directly still works through the single-user server's relay:
+    // a token-authenticated WebSocket from another origin (jupyter_server skips its origin
+    // check for tokens; the proxy's direct route does not take it).
+    let out = run(
+        &base,
+        "alice",
+        &kernel_id,
+        &[
+            ("authorization", &format!("token {token}")),
+            ("origin", "https://elsewhere.example"),
+        ],
+        "print('relayed', 6 * 7)",
+    )
+    .await;
+    assert!(out.contains("relayed 42"), "{out}");
     let server_log = std::fs::read_to_string(dir.join("data/logs/alice.log")).unwrap();
     assert!(
         server_log.contains(&format!("{kernel_id}/channels")),
-        "the cookie-only kernel channel was not relayed:\n{server_log}"
+        "the relayed kernel channel did not reach the single-user server:\n{server_log}"
     );
 
     // ... and survives a server restart.

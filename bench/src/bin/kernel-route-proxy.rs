@@ -63,6 +63,7 @@ impl KernelChannelAuth for StaticAuth {
     fn authorize<'a>(
         &'a self,
         user: &'a str,
+        _server: &'a str,
         site: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, Result<Option<HeaderValue>, KernelAuthError>> {

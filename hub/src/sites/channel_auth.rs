@@ -3,9 +3,8 @@
 //! user's servers (`access:servers` on the owner); the proxy then presents a fresh hub token for
 //! that user at the site. Unknown or expired tokens and tokens without access get `None` (403);
 //! a database failure is an error (the proxy relays through the single-user server instead).
-//!
-//! Limitation: the check is on the owner's default server, so a token scoped to one named
-//! server only (`access:servers!server=NAME/SERVER`) is refused the direct way.
+//! The check is on the very server the route belongs to, so a server's own OAuth token (the
+//! one in its cookie, scoped `access:servers!server=NAME/SERVER`) passes for that server only.
 
 use futures_util::future::BoxFuture;
 use http::HeaderValue;
@@ -30,6 +29,7 @@ impl HubKernelAuth {
     async fn decide(
         &self,
         user: &str,
+        server: &str,
         site: &str,
         token: &str,
     ) -> Result<Option<HeaderValue>, KernelAuthError> {
@@ -56,7 +56,7 @@ impl HubKernelAuth {
             };
         let res = Resource::Server {
             user,
-            server: "",
+            server,
             groups: &groups,
         };
         if !caller.allows("access:servers", res) {
@@ -88,9 +88,10 @@ impl KernelChannelAuth for HubKernelAuth {
     fn authorize<'a>(
         &'a self,
         user: &'a str,
+        server: &'a str,
         site: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, Result<Option<HeaderValue>, KernelAuthError>> {
-        Box::pin(self.decide(user, site, token))
+        Box::pin(self.decide(user, server, site, token))
     }
 }

@@ -12,7 +12,7 @@ mod prepare;
 mod track;
 
 pub use self::pipeline::{SpawnOrchestrator, SpawnSettings};
-pub use self::prepare::{HubPrepare, PrepareSpawn, Prepared};
+pub use self::prepare::{HubPrepare, PrepareSpawn, Prepared, RouteOwner};
 
 use std::fmt::Debug;
 

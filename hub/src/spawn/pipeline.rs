@@ -238,7 +238,14 @@ impl SpawnOrchestrator {
         user_options: &Value,
     ) -> Result<(), crate::proxy::ProxyError> {
         let mut data = match &self.inner.prepare {
-            Some(p) => p.route_data(&n.id.user, user_options),
+            Some(p) => {
+                let owner = super::RouteOwner {
+                    user: &n.id.user,
+                    server: &n.id.name,
+                    oauth_client_id: &n.client_id,
+                };
+                p.route_data(&owner, user_options)
+            }
             None => Map::new(),
         };
         data.insert("user".to_owned(), Value::String(n.id.user.clone()));

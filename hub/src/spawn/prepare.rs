@@ -57,12 +57,27 @@ pub trait PrepareSpawn: Send + Sync + Debug + 'static {
     async fn prepare(&self, server: &ServerRef, user_options: &Value)
     -> Result<Prepared, ApiError>;
 
-    /// Extra proxy route data for a server of `user` started with `user_options` (checked
+    /// Extra proxy route data for `owner`'s server started with `user_options` (checked
     /// when it started): a remote-kernels server's `kernel_gateway` (see
     /// [`proxy::KERNEL_GATEWAY_KEY`]), so its kernel WebSockets go straight to the site.
-    fn route_data(&self, _user: &str, _user_options: &Value) -> serde_json::Map<String, Value> {
+    fn route_data(
+        &self,
+        _owner: &RouteOwner<'_>,
+        _user_options: &Value,
+    ) -> serde_json::Map<String, Value> {
         serde_json::Map::new()
     }
+}
+
+/// The server a proxy route belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteOwner<'a> {
+    /// The user's name.
+    pub user: &'a str,
+    /// The server's name, empty for the default server.
+    pub server: &'a str,
+    /// The server's OAuth client id, which is also the name of its login cookie.
+    pub oauth_client_id: &'a str,
 }
 
 /// The hub's [`PrepareSpawn`]: stored quota, and the identity provider's token when configured.
@@ -209,7 +224,11 @@ impl HubPrepare {
 
 #[async_trait::async_trait]
 impl PrepareSpawn for HubPrepare {
-    fn route_data(&self, user: &str, user_options: &Value) -> serde_json::Map<String, Value> {
+    fn route_data(
+        &self,
+        owner: &RouteOwner<'_>,
+        user_options: &Value,
+    ) -> serde_json::Map<String, Value> {
         let mut data = serde_json::Map::new();
         let slug = user_options.get("profile").and_then(Value::as_str);
         let profile = match slug {
@@ -225,7 +244,9 @@ impl PrepareSpawn for HubPrepare {
                 serde_json::json!({
                     "url": site.gateway_url.trim_end_matches('/'),
                     "site": site.id,
-                    "user": user,
+                    "user": owner.user,
+                    "server": owner.server,
+                    "cookie": owner.oauth_client_id,
                 }),
             );
         }
