@@ -18,9 +18,10 @@ mod spawn_env;
 
 pub(crate) use self::api::router;
 pub use self::channel_auth::HubKernelAuth;
-pub(crate) use self::config::validate;
+pub(crate) use self::config::{apply_env, validate};
 pub use self::config::{
-    EmbeddedS3Config, GatewayAuth, SiteConfig, SiteS3Config, SiteS3Mode, default_sites,
+    DEFAULT_GATEWAY_TOKEN_LIFETIME_SECS, EmbeddedS3Config, GatewayAuth, SiteConfig, SiteS3Config,
+    SiteS3Mode, default_sites, site_env_prefix,
 };
 pub use self::registry::{Site, SiteHealth, SiteRegistry, SiteUnavailable, StartSitesError};
 pub use self::spawn_env::{
