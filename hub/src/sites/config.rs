@@ -287,7 +287,9 @@ pub(crate) fn validate(
         if !(1..=MAX_GATEWAY_TOKEN_LIFETIME_SECS).contains(&lifetime) {
             return Err((
                 key("gateway_token_lifetime_secs"),
-                format!("must be between 1 and {MAX_GATEWAY_TOKEN_LIFETIME_SECS} seconds, not {lifetime}"),
+                format!(
+                    "must be between 1 and {MAX_GATEWAY_TOKEN_LIFETIME_SECS} seconds, not {lifetime}"
+                ),
             ));
         }
         if site.gateway_auth == GatewayAuth::Token && site.token_env.is_none() {
@@ -354,7 +356,11 @@ mod tests {
     #[test]
     fn gateway_token_lifetime_defaults_to_an_hour_and_is_set_per_site() {
         let c = load(None, &[]).unwrap();
-        assert!(c.sites.iter().all(|s| s.gateway_token_lifetime_secs == 3600));
+        assert!(
+            c.sites
+                .iter()
+                .all(|s| s.gateway_token_lifetime_secs == 3600)
+        );
         let toml = "[[sites]]\nid = \"lumi-x\"\nname = \"L\"\ngateway_url = \"http://127.0.0.1:1/\"\n\
                     gateway_token_lifetime_secs = 120\n\n\
                     [[sites]]\nid = \"leo\"\nname = \"E\"\ngateway_url = \"http://127.0.0.1:2/\"\n";
