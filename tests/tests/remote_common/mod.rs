@@ -60,7 +60,12 @@ impl Gateway {
             venv.join("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
+        // Kernels run in the gateway's directory: below `dir`, so `Cleanup` finds what a failed
+        // run leaves.
+        let work = dir.join(format!("work-{site}"));
+        std::fs::create_dir_all(&work).unwrap();
         let child = Command::new(gateway_bin())
+            .current_dir(&work)
             .arg("--config")
             .arg(&config)
             .env("VIRTUAL_ENV", &venv)
