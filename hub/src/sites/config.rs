@@ -17,7 +17,8 @@ pub struct EmbeddedS3Config {
     pub embedded: bool,
     /// Listen address (loopback by default: kernels at local sites reach it).
     pub ip: std::net::IpAddr,
-    /// Listen port; 0 (default) = any free port, announced in the log and `GET /hub/api/sites`.
+    /// Listen port; 0 (default) = any free port the first time, the same one on later starts
+    /// when it is free (`<data_dir>/s3/port`), announced in the log and `GET /hub/api/sites`.
     pub port: u16,
     /// Region name (lower-case).
     pub region: String,
