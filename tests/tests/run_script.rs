@@ -191,6 +191,7 @@ async fn scripts_run_brings_up_the_hub_and_five_healthy_sites_running_remote_ker
         kernel["id"].as_str().unwrap(),
         &[("authorization", &format!("token {token}"))],
         "import os\nprint('sum', 1 + 1)\nprint('cwd', os.getcwd())\n\
+         print('home', os.path.expanduser('~'))\n\
          print('prefix', os.environ['STACKHUB_S3_PREFIX'])\n",
     )
     .await;
@@ -199,6 +200,10 @@ async fn scripts_run_brings_up_the_hub_and_five_healthy_sites_running_remote_ker
     let lumi_work = dir.join("data/sites/lumi/work");
     assert!(
         out.contains(&format!("cwd {}", lumi_work.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("home {}", lumi_work.display())),
         "{out}"
     );
     assert!(out.contains("prefix users/ada/"), "{out}");
