@@ -9,6 +9,7 @@
 #
 # Credentials stay in the environment: nothing here logs or prints them.
 import json
+import logging
 import os
 import time
 import urllib.request
@@ -77,3 +78,20 @@ if os.environ.get("STACKHUB_S3_BUCKET"):
     s3.secret_access_key = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
     if os.environ.get("AWS_SESSION_TOKEN"):
         s3.session_token = os.environ["AWS_SESSION_TOKEN"]
+
+
+class RedactKernelStartArgs(logging.Filter):
+    """jupyter_server's GatewayKernelManager logs every kernel start's arguments at INFO,
+    including the environment forwarded to the kernel (the S3 grant and the gateway token).
+    Keep the line, drop the arguments."""
+
+    def filter(self, record):
+        if isinstance(record.msg, str) and record.msg.startswith("GatewayKernelManager started kernel"):
+            head = record.getMessage().split(", args:", 1)[0]
+            record.msg = head + ", args: (not logged: they carry the kernel's credentials)"
+            record.args = ()
+        return True
+
+
+# The server application's logger (traitlets names it after the class, "ServerApp").
+logging.getLogger("ServerApp").addFilter(RedactKernelStartArgs())

@@ -9,15 +9,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod browser_common;
 mod hub_common;
 mod oidc_common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
-use oidc_common::{Stack, TestDir, workspace};
-use serde_json::Value;
+use browser_common::{artifacts, node};
+use oidc_common::{Stack, TestDir};
 
 const PROFILES: &str = r#"
 [[profile_list]]
@@ -44,33 +43,6 @@ display_name = "Operators' Lab"
 slug = "ops"
 allowed_groups = ["/admins"]
 "#;
-
-fn artifacts() -> PathBuf {
-    std::env::var_os("STACKHUB_ARTIFACTS")
-        .map_or_else(|| workspace().join("tests/artifacts"), PathBuf::from)
-}
-
-fn node(script: &str, args: &[&str]) -> Value {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} not found: scripts/test installs Debian's chromium (or set CHROMIUM)"
-    );
-    let out = Command::new("node")
-        .arg(workspace().join("tests/idp").join(script))
-        .args(args)
-        .env("CHROMIUM", chromium)
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "{script} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim().lines().last().unwrap()).unwrap()
-}
 
 #[tokio::test]
 async fn chromium_picks_a_profile_and_an_admin_stops_the_server() {

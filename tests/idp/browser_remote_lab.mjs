@@ -1,0 +1,92 @@
+// Headless Chromium (Debian `chromium`, npm `playwright-core`) as a user of Remote Compute Kernels:
+// sign in with the development login, pick a remote-kernels profile on the options page, land in
+// JupyterLab, open a notebook from the launcher (its kernel starts at the site's gateway), run a
+// cell there, save the notebook (the Lab's contents live in S3), and record the kernel WebSockets
+// the page opened. Usage:
+//   node browser_remote_lab.mjs HUB_URL USER PASSWORD ARTIFACTS_DIR PROFILE_SLUG CODE MARKER
+// CODE is typed into the first cell; the script waits until an output contains MARKER.
+// Prints one JSON line: {"lab_url", "output", "channels", "binary_frames", "saved"}.
+import { chromium } from 'playwright-core';
+import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const [hub, user, password, artifacts, profile, code, marker] = process.argv.slice(2);
+mkdirSync(artifacts, { recursive: true });
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+const dir = mkdtempSync(join(tmpdir(), 'stackhub-chromium-'));
+let page;
+const channels = [];
+let binaryFrames = 0;
+const browser = await chromium.launchPersistentContext(dir, {
+  executablePath,
+  headless: true,
+  viewport: { width: 1200, height: 900 },
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run'],
+});
+try {
+  page = browser.pages()[0] || await browser.newPage();
+  page.setDefaultTimeout(90000);
+  page.on('websocket', (ws) => {
+    if (!ws.url().includes('/channels')) return;
+    channels.push(ws.url().replace(/token=[^&]*/, 'token=…'));
+    // JupyterLab 4 speaks the binary v1 kernel protocol when the server side accepts it.
+    ws.on('framereceived', (f) => { if (typeof f.payload !== 'string') binaryFrames += 1; });
+  });
+
+  await page.goto(`${hub}/hub/login`);
+  await page.fill('input[name=username]', user);
+  await page.fill('input[name=password]', password);
+  await Promise.all([page.waitForURL(/\/hub\/home$/), page.click('button[type=submit]')]);
+
+  await page.goto(`${hub}/hub/spawn/${user}`);
+  await page.check(`#profile-${profile}`);
+  await Promise.all([page.waitForURL(/\/hub\/spawn-pending\/|\/user\//), page.click('#start')]);
+  await page.waitForURL(/\/user\/[^/]+\/lab/, { timeout: 120000 });
+  await page.waitForSelector('.jp-Launcher', { timeout: 120000 });
+  const labUrl = page.url();
+
+  // The launcher's first notebook card: a kernelspec served by the site's gateway.
+  await page.click('.jp-LauncherCard[data-category="Notebook"]');
+  await page.waitForSelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]',
+    { timeout: 120000 });
+  const editor = page.locator('.jp-NotebookPanel .jp-Cell').first().locator('.cm-content');
+  const tab = '#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current';
+  await editor.fill(code);
+  // Run only once the notebook's model has the text (the tab turns dirty): running a cell whose
+  // model is still empty sends nothing to the kernel.
+  await page.waitForSelector(`${tab}.jp-mod-dirty`);
+  await page.keyboard.press('Shift+Enter');
+  const out = page.locator('.jp-NotebookPanel .jp-OutputArea-output', { hasText: marker }).first();
+  await out.waitFor({ timeout: 120000 });
+  const output = (await out.textContent()).trim();
+  // Save; the Lab clears the tab's dirty mark once the contents manager (S3) has the file.
+  await page.click('.jp-NotebookPanel-toolbar [data-command="docmanager:save"]');
+  // JupyterLab asks for a name on an untitled notebook's first save.
+  await page.fill('.jp-Dialog input[type=text]', 'at-lumi.ipynb');
+  await page.click('.jp-Dialog-button.jp-mod-accept');
+  await page.waitForFunction((sel) => {
+    const t = document.querySelector(sel);
+    return t && !t.classList.contains('jp-mod-dirty');
+  }, tab);
+  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent.trim() === 'at-lumi.ipynb',
+    `${tab} .lm-TabBar-tabLabel`);
+  const saved = (await page.textContent(`${tab} .lm-TabBar-tabLabel`)).trim();
+  await page.screenshot({ path: join(artifacts, 'remote-lab.png') });
+  console.log(JSON.stringify({ lab_url: labUrl, output, channels, binary_frames: binaryFrames, saved }));
+} catch (e) {
+  // What the page showed when it went wrong: a screenshot and the notebook's cells.
+  if (page) {
+    await page.screenshot({ path: join(artifacts, 'remote-lab-failed.png') }).catch(() => {});
+    const cells = await page.$$eval('.jp-NotebookPanel .jp-Cell', (cs) => cs.map((c) => c.innerText))
+      .catch(() => []);
+    const tabs = await page.$$eval('#jp-main-dock-panel .lm-TabBar-tab', (ts) => ts.map((t) => `${t.className}: ${t.innerText}`))
+      .catch(() => []);
+    console.error(JSON.stringify({ url: page.url(), channels, binary_frames: binaryFrames, cells, tabs }));
+  }
+  throw e;
+} finally {
+  await browser.close();
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,227 @@
+//! Remote Compute Kernels in a real browser: headless Chromium signs in, picks "Remote Compute
+//! Kernels - LUMI Bridge", and in the stock JupyterLab it lands in opens a notebook from the
+//! launcher, runs a cell and saves. Underneath: the real `stackhub` (embedded proxy and S3), a
+//! real `stackhub-gateway` as the LUMI site, a stock `jupyterhub-singleuser` in gateway mode with
+//! `s3contents`, and ipykernel. The browser's cookie-authenticated kernel WebSocket must take the
+//! proxy's direct route to the gateway (the single-user server never relays it) with JupyterLab's
+//! binary v1 kernel protocol, and the saved notebook must be in S3.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod browser_common;
+mod hub_common;
+mod remote_common;
+
+use browser_common::{artifacts, node};
+use hub_common::{Cleanup, Hub, PASSWORD, admin, free_port, log_tail};
+use remote_common::{Gateway, uuid_like, wait_site};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_runs_a_notebook_at_the_lumi_gateway_over_the_direct_route() {
+    let dir = std::env::temp_dir().join(format!("stackhub-remote-browser-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let port = free_port();
+    let hub_port = std::iter::repeat_with(free_port)
+        .find(|p| *p != port)
+        .unwrap();
+    let lumi_port = std::iter::repeat_with(free_port)
+        .find(|p| ![port, hub_port].contains(p))
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let lumi = Gateway::start(&dir, "lumi", lumi_port, &base);
+    lumi.wait_ready().await;
+    std::fs::write(
+        dir.join("hub.toml"),
+        format!(
+            "[s3]\nhealth_interval_secs = 1\n\n[spawner]\nstart_timeout = 90\n\n\
+             [[sites]]\nid = \"lumi\"\nname = \"LUMI Bridge\"\ngateway_url = \"{}\"\n\
+             gateway_auth = \"hub-jwt\"\ns3 = {{ mode = \"embedded\" }}\n\n\
+             [[profile_list]]\ndisplay_name = \"Remote Compute Kernels - LUMI Bridge\"\n\
+             slug = \"remote-lumi\"\nkind = \"remote-kernels\"\nsite = \"lumi\"\n\n\
+             [[profile_list]]\ndisplay_name = \"JupyterLab\"\nslug = \"jupyterlab\"\n\
+             default = true\n",
+            lumi.url
+        ),
+    )
+    .unwrap();
+    let config = dir.join("hub.toml").display().to_string();
+    let _hub = Hub::start_with(&dir, port, hub_port, &["--config", &config]).await;
+    let api = reqwest::Client::new();
+    wait_site(&api, &base, "lumi", true).await;
+
+    let art = artifacts().display().to_string();
+    let b = base.clone();
+    let code = "import os; print('AT', os.environ['STACKHUB_S3_PREFIX'], 6 * 7)";
+    let seen = tokio::task::spawn_blocking(move || {
+        node(
+            "browser_remote_lab.mjs",
+            &[
+                &b,
+                "alice",
+                PASSWORD,
+                &art,
+                "remote-lumi",
+                code,
+                "AT users/alice/ 42",
+            ],
+        )
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nhub log:\n{}\nserver log:\n{}",
+            log_tail(&dir.join("hub.log")),
+            log_tail(&dir.join("data/logs/alice.log"))
+        )
+    });
+    eprintln!("browser saw: {seen}");
+    assert!(
+        seen["lab_url"]
+            .as_str()
+            .unwrap()
+            .contains("/user/alice/lab"),
+        "{seen}"
+    );
+    assert!(
+        seen["output"]
+            .as_str()
+            .unwrap()
+            .contains("AT users/alice/ 42"),
+        "{seen}"
+    );
+
+    // The kernel runs at LUMI, and the browser's kernel WebSocket went there directly.
+    let token: Value = admin(
+        &api,
+        reqwest::Method::POST,
+        format!("{base}/hub/api/users/alice/tokens"),
+    )
+    .json(&json!({"note": "remote browser"}))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let kernels: Value = api
+        .get(format!("{}/api/kernels", lumi.url))
+        .bearer_auth(site_token(&api, &base, &token).await)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let at_lumi: Vec<&str> = kernels
+        .as_array()
+        .unwrap_or_else(|| panic!("{kernels}"))
+        .iter()
+        .filter_map(|k| k["id"].as_str())
+        .collect();
+    // The kernel ids the page's WebSockets named are LUMI kernels (opening a new notebook, the
+    // Lab may start two sessions and shut one down again: the live one must be among them).
+    let used: Vec<&str> = seen["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u.as_str()?.split("/api/kernels/").nth(1)?.split('/').next())
+        .collect();
+    assert!(!used.is_empty(), "no kernel WebSocket: {seen}");
+    assert!(
+        used.iter().any(|id| at_lumi.contains(id)),
+        "{used:?} not all at LUMI ({at_lumi:?})"
+    );
+    let server_log = std::fs::read_to_string(dir.join("data/logs/alice.log")).unwrap();
+    // The server logs its kernel starts without their credentials.
+    assert!(
+        server_log.contains("GatewayKernelManager started kernel"),
+        "{server_log}"
+    );
+    for secret in [
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "JUPYTER_GATEWAY_AUTH_TOKEN",
+    ] {
+        assert!(
+            !server_log.contains(secret),
+            "{secret} reached the single-user server's log:\n{server_log}"
+        );
+    }
+    for id in &used {
+        assert!(
+            !server_log.contains(&format!("{id}/channels")),
+            "the browser's kernel channel went through the single-user server:\n{server_log}"
+        );
+    }
+    assert!(
+        seen["binary_frames"].as_u64().unwrap() > 0,
+        "JupyterLab did not get the v1 (binary) kernel protocol: {seen}"
+    );
+
+    // The notebook the browser saved is an object in alice's S3 space.
+    let saved = seen["saved"].as_str().unwrap();
+    assert!(saved.ends_with(".ipynb"), "{seen}");
+    let r = api
+        .get(format!("{base}/user/alice/api/contents/{saved}"))
+        .header("authorization", format!("token {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the saved notebook through the contents API"
+    );
+    let nb: Value = r.json().await.unwrap();
+    assert!(
+        nb["content"]["cells"][0]["source"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("STACKHUB_S3_PREFIX"),
+        "{nb}"
+    );
+    let objects = walk(&dir.join("data"));
+    assert!(
+        objects
+            .iter()
+            .any(|p| p.contains("/s3/") && p.ends_with(&format!("users/alice/{saved}"))),
+        "no S3 object for {saved}: {objects:?}"
+    );
+}
+
+/// A LUMI gateway token for the owner of hub token `token`, as the hub issues it to her server.
+async fn site_token(api: &reqwest::Client, base: &str, token: &str) -> String {
+    let r: Value = api
+        .post(format!("{base}/hub/api/sites/lumi/token"))
+        .header("authorization", format!("token {token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {r}"))
+        .to_owned()
+}
+
+/// Every file below `root` (the embedded store keeps objects as files).
+fn walk(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.display().to_string());
+            }
+        }
+    }
+    out
+}
