@@ -42,7 +42,7 @@ use tracing::Instrument;
 use crate::body::{ActivityBody, ProxyBody};
 use crate::forward::{Peer, Proxy, decode_path, json_response, strip_hop_by_hop};
 use crate::hub_cookie;
-use crate::net::{QuickAckStream, connect_tunnel};
+use crate::net::UpstreamStream;
 use crate::routes::{Route, Target};
 use crate::upgrade::{is_upgrade, splice};
 
@@ -256,7 +256,11 @@ async fn upgrade_at_gateway(
     *upstream_req.headers_mut() = headers;
 
     let limit = proxy.options().connect_timeout;
-    let stream = match connect_tunnel(target.authority(), limit).await {
+    let stream = match proxy
+        .dialer()
+        .connect(target.is_tls(), target.authority())
+        .await
+    {
         Ok(s) => s.with_activity(Arc::clone(route)),
         Err(e) => return Err((req, format!("connect: {e}"))),
     };
@@ -312,7 +316,7 @@ async fn upgrade_at_gateway(
 }
 
 async fn splice_upgraded(client: Upgraded, upstream: Upgraded) -> std::io::Result<()> {
-    match upstream.downcast::<TokioIo<QuickAckStream>>() {
+    match upstream.downcast::<TokioIo<UpstreamStream>>() {
         Ok(parts) => splice(client, parts.io.into_inner(), parts.read_buf).await,
         Err(upstream) => {
             let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));

@@ -15,23 +15,9 @@ use crate::error::ConfigError;
 /// # Errors
 /// [`ConfigError::Tls`] naming the file that cannot be read or holds no usable key/certificate.
 pub fn acceptor(cert: &Path, key: &Path, alpn_h2: bool) -> Result<TlsAcceptor, ConfigError> {
-    let tls_err = |path: &Path, reason: String| ConfigError::Tls {
-        path: path.to_owned(),
-        reason,
-    };
-    let cert_pem = std::fs::read(cert).map_err(|e| tls_err(cert, e.to_string()))?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls_err(cert, format!("not a PEM certificate file: {e}")))?;
-    if certs.is_empty() {
-        return Err(tls_err(cert, "no certificate found".into()));
-    }
-    let key_pem = std::fs::read(key).map_err(|e| tls_err(key, e.to_string()))?;
-    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| tls_err(key, format!("not a PEM key file: {e}")))?
-        .ok_or_else(|| tls_err(key, "no private key found".into()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let certs = read_certs(cert)?;
+    let key_der = read_key(key)?;
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err(cert, e.to_string()))?
         .with_no_client_auth()
@@ -43,4 +29,36 @@ pub fn acceptor(cert: &Path, key: &Path, alpn_h2: bool) -> Result<TlsAcceptor, C
         vec![b"http/1.1".to_vec()]
     };
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The one crypto provider of the workspace (ring).
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub(crate) fn tls_err(path: &Path, reason: String) -> ConfigError {
+    ConfigError::Tls {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// Every certificate of a PEM file (at least one).
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| tls_err(path, e.to_string()))?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_err(path, format!("not a PEM certificate file: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_err(path, "no certificate found".into()));
+    }
+    Ok(certs)
+}
+
+/// The first private key of a PEM file. Errors name the file, never its content.
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| tls_err(path, e.to_string()))?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| tls_err(path, format!("not a PEM key file: {e}")))?
+        .ok_or_else(|| tls_err(path, "no private key found".into()))
 }
