@@ -27,8 +27,9 @@ use crate::tls::{provider, read_certs, read_key, tls_err};
 /// `key` go together.
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamTlsFiles {
-    /// PEM certificates trusted besides the system roots (`--client-ssl-ca`).
-    pub ca: Option<PathBuf>,
+    /// PEM files whose certificates are trusted besides the system roots (`--client-ssl-ca`;
+    /// the hub passes its sites' CA files).
+    pub ca: Vec<PathBuf>,
     /// PEM certificate chain presented to upstreams that ask for one (`--client-ssl-cert`).
     pub cert: Option<PathBuf>,
     /// PEM private key of that certificate (`--client-ssl-key`).
@@ -38,7 +39,7 @@ pub struct UpstreamTlsFiles {
 impl UpstreamTlsFiles {
     /// Whether nothing is configured (system roots only).
     pub fn is_empty(&self) -> bool {
-        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+        self.ca.is_empty() && self.cert.is_none() && self.key.is_none()
     }
 }
 
@@ -63,7 +64,7 @@ impl UpstreamTls {
         Self::default()
     }
 
-    /// Trust the system's roots plus `files.ca`, and present `files.cert`/`files.key`; all read
+    /// Trust the system's roots plus every certificate of `files.ca`, and present `files.cert`/`files.key`; all read
     /// and checked now.
     ///
     /// # Errors
@@ -72,7 +73,7 @@ impl UpstreamTls {
     /// certificate and key is given.
     pub fn from_files(files: &UpstreamTlsFiles) -> Result<Self, ConfigError> {
         let mut roots = system_roots();
-        if let Some(ca) = &files.ca {
+        for ca in &files.ca {
             for cert in read_certs(ca)? {
                 roots
                     .add(cert)
@@ -176,7 +177,7 @@ mod tests {
     #[test]
     fn bad_files_are_named() {
         let missing = UpstreamTlsFiles {
-            ca: Some("/nonexistent/ca.pem".into()),
+            ca: vec!["/nonexistent/ca.pem".into()],
             ..UpstreamTlsFiles::default()
         };
         let err = UpstreamTls::from_files(&missing).unwrap_err().to_string();

@@ -145,7 +145,7 @@ impl Args {
             })
             .collect::<Result<_, ConfigError>>()?;
         let files = UpstreamTlsFiles {
-            ca: self.client_ssl_ca.clone(),
+            ca: self.client_ssl_ca.iter().cloned().collect(),
             cert: self.client_ssl_cert.clone(),
             key: self.client_ssl_key.clone(),
         };

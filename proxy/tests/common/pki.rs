@@ -166,7 +166,7 @@ impl Pki {
     /// The proxy's TLS client options trusting this CA, with or without the client certificate.
     pub fn upstream_tls(&self, with_client_cert: bool) -> proxy::UpstreamTls {
         let files = proxy::UpstreamTlsFiles {
-            ca: Some(self.ca.clone()),
+            ca: vec![self.ca.clone()],
             cert: with_client_cert.then(|| self.client_cert.clone()),
             key: with_client_cert.then(|| self.client_key.clone()),
         };
