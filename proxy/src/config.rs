@@ -10,6 +10,7 @@ use http::header::{HeaderName, HeaderValue};
 use crate::client_tls::{UpstreamTls, UpstreamTlsFiles};
 use crate::error::ConfigError;
 use crate::forward::ProxyOptions;
+use crate::tls::ClientAuth;
 
 /// `stackhub-proxy` arguments. The API secret comes from `CONFIGPROXY_AUTH_TOKEN`.
 #[derive(Debug, Clone, clap::Parser)]
@@ -43,6 +44,15 @@ pub struct Args {
     /// PEM certificate chain for HTTPS on the public port
     #[arg(long = "ssl-cert", value_name = "FILE", requires = "ssl_key")]
     pub ssl_cert: Option<PathBuf>,
+    /// PEM CA certificate(s) client certificates on the public port must chain to
+    #[arg(long = "ssl-ca", value_name = "FILE")]
+    pub ssl_ca: Option<PathBuf>,
+    /// Ask clients of the public port for a certificate (needs --ssl-ca)
+    #[arg(long = "ssl-request-cert")]
+    pub ssl_request_cert: bool,
+    /// Refuse public-port clients without a valid certificate (with --ssl-request-cert)
+    #[arg(long = "ssl-reject-unauthorized")]
+    pub ssl_reject_unauthorized: bool,
     /// PEM private key for HTTPS on the API port
     #[arg(long = "api-ssl-key", value_name = "FILE", requires = "api_ssl_cert")]
     pub api_ssl_key: Option<PathBuf>,
@@ -74,6 +84,15 @@ pub struct Args {
     /// always verified)
     #[arg(long = "client-ssl-reject-unauthorized")]
     pub client_ssl_reject_unauthorized: bool,
+    /// PEM CA certificate(s) client certificates on the API port must chain to
+    #[arg(long = "api-ssl-ca", value_name = "FILE")]
+    pub api_ssl_ca: Option<PathBuf>,
+    /// Ask API clients for a certificate (needs --api-ssl-ca)
+    #[arg(long = "api-ssl-request-cert")]
+    pub api_ssl_request_cert: bool,
+    /// Refuse API clients without a valid certificate (with --api-ssl-request-cert)
+    #[arg(long = "api-ssl-reject-unauthorized")]
+    pub api_ssl_reject_unauthorized: bool,
     /// Route on the Host header: the first path segment of a route is its hostname
     #[arg(long = "host-routing")]
     pub host_routing: bool,
@@ -122,6 +141,24 @@ impl Args {
                 .ok_or("--api-port: --port 65535 leaves no default API port; set --api-port")?,
         };
         Ok(SocketAddr::new(parse_ip("--api-ip", &self.api_ip)?, port))
+    }
+
+    /// Client certificates on the public port (`--ssl-ca`, `--ssl-request-cert`, ...).
+    pub fn public_client_auth(&self) -> ClientAuth {
+        ClientAuth {
+            ca: self.ssl_ca.clone(),
+            request_cert: self.ssl_request_cert,
+            reject_unauthorized: self.ssl_reject_unauthorized,
+        }
+    }
+
+    /// Client certificates on the API port (`--api-ssl-ca`, `--api-ssl-request-cert`, ...).
+    pub fn api_client_auth(&self) -> ClientAuth {
+        ClientAuth {
+            ca: self.api_ssl_ca.clone(),
+            request_cert: self.api_ssl_request_cert,
+            reject_unauthorized: self.api_ssl_reject_unauthorized,
+        }
     }
 
     /// The forwarding options these flags describe.

@@ -31,6 +31,9 @@ pub enum ConfigError {
         /// What was wrong with it.
         reason: String,
     },
+    /// Client certificates on a listener cannot be set up as configured.
+    #[error("client certificates: {0}")]
+    ClientAuth(String),
     /// The TLS client for https upstreams cannot be set up as configured.
     #[error("upstream TLS: {0}")]
     UpstreamTls(String),

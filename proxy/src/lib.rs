@@ -46,5 +46,5 @@ pub use self::kernel_route::{KERNEL_GATEWAY_KEY, KernelAuthError, KernelChannelA
 pub use self::net::QuickAckStream;
 pub use self::routes::{Route, RouteTable, Target, normalize};
 pub use self::server::{SHUTDOWN_GRACE, serve, serve_api};
-pub use self::tls::acceptor as tls_acceptor;
+pub use self::tls::{ClientAuth, acceptor as tls_acceptor, acceptor_with as tls_acceptor_with};
 pub use self::workers::{Workers, default_worker_count};
