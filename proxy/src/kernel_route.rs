@@ -26,6 +26,10 @@
 //! Everything else, and a gateway that cannot be reached, does not answer in time or answers
 //! 5xx, or an authoriser that fails, goes the normal way (the single-user server relays). Tokens
 //! and credentials are never logged.
+//!
+//! An `https` gateway URL is reached over TLS with the proxy's upstream trust
+//! ([`crate::ProxyOptions::upstream_tls`]: the system roots plus configured CA files); a
+//! certificate that does not verify makes the gateway unavailable, so the relay takes over.
 
 use std::borrow::Cow;
 use std::sync::Arc;
