@@ -19,22 +19,29 @@ c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
 
 class HubGatewayTokenRenewer(GatewayTokenRenewerBase):
-    """Fetch a fresh gateway token from the hub a few minutes before the current one expires.
+    """Fetch a fresh gateway token from the hub before the current one expires.
 
-    jupyter_server calls get_token before each gateway request; the hub answers
-    POST {STACKHUB_GATEWAY_TOKEN_URL} (authorised by this server's JUPYTERHUB_API_TOKEN) with
-    {"token": ..., "expires_at": EPOCH_SECONDS}.
+    jupyter_server calls get_token before each gateway request (REST and the kernel WebSocket
+    relay); the hub answers POST {STACKHUB_GATEWAY_TOKEN_URL} (authorised by this server's
+    JUPYTERHUB_API_TOKEN) with {"token": ..., "expires_at": EPOCH_SECONDS}. A token is renewed
+    when less than a quarter of its lifetime (at most five minutes) is left, so short lifetimes
+    (a site's gateway_token_lifetime_secs) work too.
     """
 
-    margin = 300
+    max_margin = 300.0
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._expires_at = float(os.environ.get("STACKHUB_GATEWAY_TOKEN_EXPIRES_AT") or 0)
         self._url = os.environ.get("STACKHUB_GATEWAY_TOKEN_URL", "")
+        self._remember(float(os.environ.get("STACKHUB_GATEWAY_TOKEN_EXPIRES_AT") or 0))
+
+    def _remember(self, expires_at):
+        self._expires_at = expires_at
+        lifetime = max(expires_at - time.time(), 0.0)
+        self._margin = min(self.max_margin, lifetime / 4)
 
     def get_token(self, auth_header_key, auth_scheme, auth_token, **kwargs):
-        if not self._url or time.time() < self._expires_at - self.margin:
+        if not self._url or time.time() < self._expires_at - self._margin:
             return auth_token
         req = urllib.request.Request(
             self._url,
@@ -47,8 +54,12 @@ class HubGatewayTokenRenewer(GatewayTokenRenewerBase):
         )
         with urllib.request.urlopen(req, timeout=10) as resp:
             body = json.load(resp)
-        self._expires_at = float(body["expires_at"])
-        self.log.info("renewed the gateway token (valid until %s)", time.ctime(self._expires_at))
+        self._remember(float(body["expires_at"]))
+        self.log.info(
+            "renewed the gateway token for %s (valid until %s)",
+            os.environ.get("STACKHUB_SITE", "the site"),
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._expires_at)),
+        )
         return body["token"]
 
 

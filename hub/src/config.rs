@@ -427,6 +427,7 @@ impl Config {
         if let Some(v) = env.get(ENV_ADMIN_TOKEN) {
             self.admin_token = Some(Secret(v));
         }
+        crate::sites::apply_env(&mut self.sites, env).map_err(|(k, r)| invalid(&k, r))?;
         if let Some(oidc) = self.auth.oidc.as_mut() {
             if let Some(v) = env.get(ENV_OIDC_CLIENT_SECRET) {
                 oidc.client_secret = Some(Secret(v));

@@ -214,6 +214,19 @@ async fn start_timeout_fails_the_spawn() {
     assert_eq!(model.body["stopped"], true);
     assert!(s.spawner.running.lock().await.is_empty(), "process stopped");
     assert!(s.table.get("/user/mute").is_none());
+
+    // Reloading the pending page after the failure still says why, and offers a new start.
+    let (cookie, _) = h.login("mute").await;
+    let r = h.send(page("/hub/spawn-pending/mute", &cookie, None)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains("Server start failed"), "{}", r.text);
+    assert!(r.text.contains("id=\"failure\""), "{}", r.text);
+    assert!(r.text.contains("spawner.start_timeout"), "{}", r.text);
+    assert!(
+        r.text.replace("&#x2f;", "/").contains("/hub/spawn/mute"),
+        "{}",
+        r.text
+    );
 }
 
 fn page(path: &str, cookie: &str, accept: Option<&str>) -> Request<Body> {

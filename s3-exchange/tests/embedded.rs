@@ -111,6 +111,11 @@ async fn sdk_reaches_its_own_prefix_only() {
         .unwrap();
     let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, ["users/alice/data/x.txt"]);
+    // Listings name the storage class, as AWS's do (s3contents, the Lab's file browser, needs it).
+    assert_eq!(
+        listed.contents()[0].storage_class().map(|c| c.as_str()),
+        Some("STANDARD")
+    );
 
     // Another user's prefix: read, write, list, copy, path tricks.
     let get_bob = a
@@ -312,5 +317,31 @@ async fn boto3_assumes_a_role_and_stays_in_its_prefix() {
     assert_eq!(v["presigned"], "hi from boto3");
     assert_eq!(v["tampered"], 403);
     assert_eq!(v["escalate"], "AccessDenied");
+    s3.shutdown().await;
+}
+
+/// A hub restart keeps the store's endpoint (port 0 picks a port the first time only) and the
+/// credentials it issued, so servers and kernels that outlive the hub keep their S3.
+#[tokio::test]
+async fn a_restarted_store_keeps_its_endpoint_and_issued_credentials() {
+    let dir = Scratch::new("restart");
+    let s3 = start(&dir).await;
+    let endpoint = s3.endpoint().to_owned();
+    let alice = s3.exchange(3600).provision("alice").await.unwrap();
+    put(&grant_client(&alice), "users/alice/kept.txt", "still here")
+        .await
+        .unwrap();
+    s3.shutdown().await;
+    let s3 = start(&dir).await;
+    assert_eq!(s3.endpoint(), endpoint);
+    let got = grant_client(&alice)
+        .get_object()
+        .bucket("stackhub")
+        .key("users/alice/kept.txt")
+        .send()
+        .await
+        .unwrap();
+    let bytes = got.body.collect().await.unwrap().into_bytes();
+    assert_eq!(&bytes[..], b"still here");
     s3.shutdown().await;
 }

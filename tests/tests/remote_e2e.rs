@@ -6,92 +6,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod hub_common;
+mod remote_common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use futures_util::{SinkExt, StreamExt};
-use hub_common::{Cleanup, Hub, PASSWORD, admin, free_port, progress_of, venv};
+use hub_common::{Cleanup, Hub, PASSWORD, admin, free_port, progress_of};
+use remote_common::{Gateway, open_channels, run, start_server, stop_server, uuid_like, wait_site};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-
-fn gateway_bin() -> PathBuf {
-    let bin = hub_common::stackhub_bin().with_file_name("stackhub-gateway");
-    assert!(
-        bin.exists(),
-        "{} not found: build the workspace first",
-        bin.display()
-    );
-    bin
-}
-
-/// A `stackhub-gateway` configured as remote site `site`; killed on drop.
-struct Gateway {
-    child: Child,
-    url: String,
-}
-
-impl Gateway {
-    fn start(dir: &Path, site: &str, port: u16, hub: &str) -> Self {
-        let config = dir.join(format!("gateway-{site}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "remote_site = true\nip = \"127.0.0.1\"\nport = {port}\n\n[jwt]\n\
-                 jwks_url = \"{hub}/hub/api/sites/jwks.json\"\nissuer = \"stackhub\"\n\
-                 audience = [\"{site}\"]\nalgorithms = [\"EdDSA\"]\n"
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.join(format!("gateway-{site}.log"))).unwrap();
-        let venv = venv();
-        let path = format!(
-            "{}:{}",
-            venv.join("bin").display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let child = Command::new(gateway_bin())
-            .arg("--config")
-            .arg(&config)
-            .env("VIRTUAL_ENV", &venv)
-            .env("PATH", path)
-            .env("JUPYTER_RUNTIME_DIR", dir.join(format!("runtime-{site}")))
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("run stackhub-gateway");
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        for _ in 0..400 {
-            if client.get(format!("{}/api", self.url)).send().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("gateway at {} did not answer within 10 s", self.url);
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn hub_config(lumi: &str, leonardo: &str, unused: &str) -> String {
     let mut out =
@@ -134,160 +53,6 @@ fn hub_config(lumi: &str, leonardo: &str, unused: &str) -> String {
 }
 
 /// Opens `kernel`'s WebSocket through the hub's proxy with `headers` (`("authorization", "token
-/// …")`, or a browser's `("cookie", …)` and `("origin", …)`).
-async fn open_channels(
-    base: &str,
-    user: &str,
-    kernel: &str,
-    headers: &[(&str, &str)],
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    tokio_tungstenite::tungstenite::Error,
-> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let url = format!(
-        "{}/user/{user}/api/kernels/{kernel}/channels?session_id={}",
-        base.replace("http://", "ws://"),
-        uuid_like()
-    );
-    let mut request = url.into_client_request().unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    tokio_tungstenite::connect_async(request)
-        .await
-        .map(|(ws, _)| ws)
-}
-
-/// Runs `code` in `kernel` over the kernel WebSocket through the hub's proxy, opened with
-/// `headers` (see [`open_channels`]); returns the kernel's stdout.
-async fn run(base: &str, user: &str, kernel: &str, headers: &[(&str, &str)], code: &str) -> String {
-    let mut ws = open_channels(base, user, kernel, headers)
-        .await
-        .expect("kernel websocket through the proxy");
-    let msg_id = format!("remote-e2e-{}", uuid_like());
-    let request = json!({
-        "header": {"msg_id": msg_id, "username": user, "session": uuid_like(),
-                   "msg_type": "execute_request", "version": "5.3", "date": "2026-01-01T00:00:00Z"},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": false, "store_history": false,
-                    "user_expressions": {}, "allow_stdin": false, "stop_on_error": true},
-    });
-    ws.send(Message::text(request.to_string())).await.unwrap();
-    let mut out = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no reply within 90 s; output so far: {out}"))
-            .expect("websocket closed")
-            .unwrap();
-        let Message::Text(text) = msg else { continue };
-        let v: Value = serde_json::from_str(&text).unwrap();
-        if v["parent_header"]["msg_id"] != msg_id {
-            continue;
-        }
-        match v["msg_type"].as_str() {
-            Some("stream") => out.push_str(v["content"]["text"].as_str().unwrap_or_default()),
-            Some("error") => panic!("kernel error: {}", v["content"]),
-            Some("status") if v["content"]["execution_state"] == "idle" => break,
-            _ => {}
-        }
-    }
-    let _ = ws.close(None).await;
-    out
-}
-
-fn uuid_like() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
-}
-
-async fn start_server(api: &reqwest::Client, base: &str, profile: &str) -> reqwest::Response {
-    admin(
-        api,
-        reqwest::Method::POST,
-        format!("{base}/hub/api/users/alice/server"),
-    )
-    .json(&json!({ "profile": profile }))
-    .send()
-    .await
-    .unwrap()
-}
-
-async fn stop_server(api: &reqwest::Client, base: &str) {
-    let r = admin(
-        api,
-        reqwest::Method::DELETE,
-        format!("{base}/hub/api/users/alice/server"),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert!(
-        matches!(r.status().as_u16(), 202 | 204),
-        "stop: {}",
-        r.status()
-    );
-    for _ in 0..400 {
-        let m: Value = admin(
-            api,
-            reqwest::Method::GET,
-            format!("{base}/hub/api/users/alice"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-        if m["servers"].get("").is_none() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not stop within 20 s");
-}
-
-async fn site_health(api: &reqwest::Client, base: &str, id: &str) -> Value {
-    let sites: Value = admin(api, reqwest::Method::GET, format!("{base}/hub/api/sites"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    sites
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("site {id} in {sites}"))
-}
-
-async fn wait_site(api: &reqwest::Client, base: &str, id: &str, available: bool) -> Value {
-    for _ in 0..200 {
-        let s = site_health(api, base, id).await;
-        if s["available"] == available {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "site {id} never became available={available}: {}",
-        site_health(api, base, id).await
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
     let dir = std::env::temp_dir().join(format!("stackhub-remote-e2e-{}", uuid_like()));
@@ -355,7 +120,7 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
         s["reasons"].to_string().contains("S3 is not configured"),
         "{s}"
     );
-    let r = start_server(&api, &base, "remote-marenostrum").await;
+    let r = start_server(&api, &base, "alice", "remote-marenostrum").await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert!(
@@ -525,6 +290,18 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
         .await
         .unwrap();
     assert!(r.status().is_success(), "save: {}", r.status());
+    // The Lab's file browser lists it (s3contents reads each listed object's storage class).
+    let listing: Value = user_api(reqwest::Method::GET, "api/contents")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listing["content"].to_string().contains("\"saved.ipynb\""),
+        "{listing}"
+    );
     let out = run(
         &base,
         "alice",
@@ -579,8 +356,8 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
     );
 
     // ... and survives a server restart.
-    stop_server(&api, &base).await;
-    let r = start_server(&api, &base, "remote-lumi").await;
+    stop_server(&api, &base, "alice").await;
+    let r = start_server(&api, &base, "alice", "remote-lumi").await;
     assert!(
         matches!(r.status().as_u16(), 201 | 202),
         "restart: {}",
@@ -599,7 +376,7 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
         saved["content"]["cells"][0]["source"], "print('saved at LUMI')",
         "{saved}"
     );
-    stop_server(&api, &base).await;
+    stop_server(&api, &base, "alice").await;
 
     // A gateway configured as a remote site refuses a start without the S3 exchange.
     let r = api
@@ -638,7 +415,7 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
         "{down}"
     );
     assert!(!page.contains("id=\"down-remote-lumi\""), "LUMI is up");
-    let r = start_server(&api, &base, "remote-leonardo").await;
+    let r = start_server(&api, &base, "alice", "remote-leonardo").await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     let message = body["message"].as_str().unwrap();

@@ -243,8 +243,8 @@ async fn pending(
         );
     }
     let next = next_or(&state, &q, &name, &server);
-    let servers = match load(&state, &name).await {
-        Ok(Some((_, servers))) => servers,
+    let (user, servers) = match load(&state, &name).await {
+        Ok(Some(found)) => found,
         Ok(None) => return render_error(&state, StatusCode::NOT_FOUND, "No such user."),
         Err(e) => return e.into_response(),
     };
@@ -255,10 +255,24 @@ async fn pending(
     let spawn_url = format!("{}?next={}", spawn_path(&state, &name, &server), enc(&next));
     let base = state.config().base_url.clone();
     if row.is_none_or(|r| r.pending.as_deref() != Some("spawn")) {
+        // A reload after a failed start still says why it failed.
+        let sref = ServerRef {
+            user_id: user.id,
+            user: user.name.clone(),
+            server: server.clone(),
+        };
+        let (title, message, failed) = match state.orchestrator().last_failure(&sref).await {
+            Some(why) => ("Server start failed", why, true),
+            None => (
+                "Server not running",
+                "Your server is not running.".to_owned(),
+                false,
+            ),
+        };
         return render(
             StatusCode::OK,
             "not_running.html",
-            context! { title => "Server not running", message => "Your server is not running.", spawn_url, base_url => base },
+            context! { title, message, failed, spawn_url, base_url => base },
         );
     }
     let progress = format!(

@@ -61,6 +61,12 @@ async fn token(
     let issued = site
         .tokens_issue(&user.name, &roles)
         .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    tracing::info!(
+        user = %user.name,
+        site = %id,
+        expires_at = issued.expires_at,
+        "issued a gateway token"
+    );
     Ok(Json(json!({
         "token": issued.token,
         "token_type": "Bearer",

@@ -2,6 +2,10 @@
 //!
 //! Secrets (gateway tokens, S3 secret keys) are never in the file: a site names the environment
 //! variable holding each (`token_env`, `secret_env`).
+//!
+//! Environment overrides of a configured site `ID` (upper-cased, `-` as `_`):
+//! `STACKHUB_SITE_ID_GATEWAY_URL` and `STACKHUB_SITE_ID_GATEWAY_TOKEN_LIFETIME_SECS` (e.g.
+//! `STACKHUB_SITE_LUMI_GATEWAY_URL`; `scripts/run` sets the URLs of the local sites it starts).
 
 use serde::Deserialize;
 
@@ -13,7 +17,8 @@ pub struct EmbeddedS3Config {
     pub embedded: bool,
     /// Listen address (loopback by default: kernels at local sites reach it).
     pub ip: std::net::IpAddr,
-    /// Listen port; 0 (default) = any free port, announced in the log and `GET /hub/api/sites`.
+    /// Listen port; 0 (default) = any free port the first time, the same one on later starts
+    /// when it is free (`<data_dir>/s3/port`), announced in the log and `GET /hub/api/sites`.
     pub port: u16,
     /// Region name (lower-case).
     pub region: String,
@@ -114,6 +119,15 @@ fn default_duration() -> i32 {
     12 * 3600
 }
 
+/// Default lifetime of the hub-issued gateway tokens (`gateway_auth = "hub-jwt"`), seconds.
+pub const DEFAULT_GATEWAY_TOKEN_LIFETIME_SECS: i64 = 3600;
+/// Longest accepted `gateway_token_lifetime_secs` (a day).
+const MAX_GATEWAY_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
+
+fn default_gateway_token_lifetime() -> i64 {
+    DEFAULT_GATEWAY_TOKEN_LIFETIME_SECS
+}
+
 /// One site (`[[sites]]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +153,10 @@ pub struct SiteConfig {
     /// user's quota role (the gateway's `required_role`; the Data Lake's is `stack-jupyter`).
     #[serde(default = "default_token_roles")]
     pub token_roles: Vec<String>,
+    /// With `gateway_auth = "hub-jwt"`: lifetime of the tokens the hub issues, seconds (default
+    /// an hour; 1 ..= 86400). Single-user servers renew theirs before it runs out.
+    #[serde(default = "default_gateway_token_lifetime")]
+    pub gateway_token_lifetime_secs: i64,
     /// The S3 exchange; unset = not configured (the site is offered to nobody).
     #[serde(default)]
     pub s3: Option<SiteS3Config>,
@@ -170,6 +188,7 @@ pub fn default_sites() -> Vec<SiteConfig> {
         ca_file: None,
         token_env: None,
         token_roles: default_token_roles(),
+        gateway_token_lifetime_secs: DEFAULT_GATEWAY_TOKEN_LIFETIME_SECS,
         s3: Some(SiteS3Config {
             mode: SiteS3Mode::Embedded,
             endpoint: None,
@@ -186,6 +205,42 @@ pub fn default_sites() -> Vec<SiteConfig> {
         dask_proxy_address: None,
     })
     .collect()
+}
+
+/// The prefix of site `id`'s environment overrides: `STACKHUB_SITE_LUMI_`.
+pub fn site_env_prefix(id: &str) -> String {
+    let id: String = id
+        .chars()
+        .map(|c| match c {
+            '-' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+    format!("STACKHUB_SITE_{id}_")
+}
+
+/// Apply the environment overrides of every configured site: `(variable, reason)` of the first
+/// bad value.
+pub(crate) fn apply_env(
+    sites: &mut [SiteConfig],
+    env: &dyn crate::config::Lookup,
+) -> Result<(), (String, String)> {
+    for site in sites {
+        let prefix = site_env_prefix(&site.id);
+        if let Some(v) = env.get(&format!("{prefix}GATEWAY_URL")) {
+            site.gateway_url = v;
+        }
+        let var = format!("{prefix}GATEWAY_TOKEN_LIFETIME_SECS");
+        if let Some(v) = env.get(&var) {
+            site.gateway_token_lifetime_secs = v.trim().parse().map_err(|_| {
+                (
+                    var.clone(),
+                    format!("{v:?} is not a whole number of seconds"),
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn http_url(key: &str, v: &str) -> Result<(), (String, String)> {
@@ -238,6 +293,15 @@ pub(crate) fn validate(
         if site.ca_file.is_some() && !site.gateway_url.starts_with("https:") {
             return bad(key("ca_file"), "needs an https gateway_url");
         }
+        let lifetime = site.gateway_token_lifetime_secs;
+        if !(1..=MAX_GATEWAY_TOKEN_LIFETIME_SECS).contains(&lifetime) {
+            return Err((
+                key("gateway_token_lifetime_secs"),
+                format!(
+                    "must be between 1 and {MAX_GATEWAY_TOKEN_LIFETIME_SECS} seconds, not {lifetime}"
+                ),
+            ));
+        }
         if site.gateway_auth == GatewayAuth::Token && site.token_env.is_none() {
             return bad(
                 key("token_env"),
@@ -273,4 +337,91 @@ pub(crate) fn validate(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::config::Config;
+
+    fn load(toml: Option<&str>, env: &[(&str, &str)]) -> Result<Config, String> {
+        let env: HashMap<&str, &str> = env.iter().copied().collect();
+        let file = toml.map(|text| {
+            let p = std::env::temp_dir().join(format!(
+                "hub-sites-config-{}-{}.toml",
+                std::process::id(),
+                uuid::Uuid::new_v4()
+            ));
+            std::fs::write(&p, text).unwrap();
+            p
+        });
+        let r = Config::load(file.as_deref(), &env).map_err(|e| e.to_string());
+        if let Some(p) = file {
+            let _ = std::fs::remove_file(p);
+        }
+        r
+    }
+
+    #[test]
+    fn gateway_token_lifetime_defaults_to_an_hour_and_is_set_per_site() {
+        let c = load(None, &[]).unwrap();
+        assert!(
+            c.sites
+                .iter()
+                .all(|s| s.gateway_token_lifetime_secs == 3600)
+        );
+        let toml = "[[sites]]\nid = \"lumi-x\"\nname = \"L\"\ngateway_url = \"http://127.0.0.1:1/\"\n\
+                    gateway_token_lifetime_secs = 120\n\n\
+                    [[sites]]\nid = \"leo\"\nname = \"E\"\ngateway_url = \"http://127.0.0.1:2/\"\n";
+        let c = load(Some(toml), &[]).unwrap();
+        assert_eq!(c.sites[0].gateway_token_lifetime_secs, 120);
+        assert_eq!(c.sites[1].gateway_token_lifetime_secs, 3600);
+        let c = load(
+            Some(toml),
+            &[
+                ("STACKHUB_SITE_LUMI_X_GATEWAY_TOKEN_LIFETIME_SECS", "5"),
+                ("STACKHUB_SITE_LEO_GATEWAY_URL", "http://127.0.0.9:8888/"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.sites[0].gateway_token_lifetime_secs, 5);
+        assert_eq!(c.sites[1].gateway_url, "http://127.0.0.9:8888/");
+    }
+
+    #[test]
+    fn nonsense_gateway_token_lifetimes_are_refused_naming_key_and_value() {
+        for (toml_value, shown) in [("0", "not 0"), ("-30", "not -30"), ("90000", "not 90000")] {
+            let toml = format!(
+                "[[sites]]\nid = \"lumi\"\nname = \"L\"\ngateway_url = \"http://127.0.0.1:1/\"\n\
+                 gateway_token_lifetime_secs = {toml_value}\n"
+            );
+            let err = load(Some(&toml), &[]).unwrap_err();
+            assert!(
+                err.contains("sites[0].gateway_token_lifetime_secs") && err.contains(shown),
+                "{err}"
+            );
+        }
+        let err = load(
+            None,
+            &[("STACKHUB_SITE_LUMI_GATEWAY_TOKEN_LIFETIME_SECS", "1h")],
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("STACKHUB_SITE_LUMI_GATEWAY_TOKEN_LIFETIME_SECS")
+                && err.contains("\"1h\" is not a whole number of seconds"),
+            "{err}"
+        );
+        let err = load(
+            None,
+            &[("STACKHUB_SITE_MARENOSTRUM_GATEWAY_TOKEN_LIFETIME_SECS", "0")],
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("sites[4].gateway_token_lifetime_secs") && err.contains("not 0"),
+            "{err}"
+        );
+        let err = load(None, &[("STACKHUB_SITE_LUMI_GATEWAY_URL", "ftp://x")]).unwrap_err();
+        assert!(err.contains("sites[1].gateway_url"), "{err}");
+    }
 }

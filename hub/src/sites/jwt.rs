@@ -4,8 +4,9 @@
 //! A token names the user (`preferred_username`, `sub`), the site (`aud` = the site id), the
 //! issuer (`iss` = [`ISSUER`]) and the user's roles (`realm_access.roles`: the quota role and
 //! hub groups), the shape of a Keycloak access token, so a gateway configured for the
-//! identity provider's tokens takes the hub's the same way. Lifetime: [`TOKEN_LIFETIME_SECS`];
-//! single-user servers fetch fresh ones through `POST /hub/api/sites/{id}/token`.
+//! identity provider's tokens takes the hub's the same way. Lifetime: the site's
+//! `gateway_token_lifetime_secs` (an hour by default); single-user servers fetch fresh ones
+//! through `POST /hub/api/sites/{id}/token` before theirs runs out.
 //!
 //! The signing key is derived from `cookie_secret` when set (every hub replica signs alike and
 //! a restart keeps the key), otherwise it is a random key kept in `DATA_DIR/gateway-jwt-key`
@@ -25,8 +26,6 @@ use sha2::{Digest, Sha256};
 
 /// `iss` of every token.
 pub const ISSUER: &str = "stackhub";
-/// Seconds a token is valid.
-pub const TOKEN_LIFETIME_SECS: i64 = 3600;
 
 /// Why the signing key could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +140,7 @@ impl GatewayTokens {
         json!({ "keys": [self.jwk] })
     }
 
-    /// A token for `user` at `site` holding `roles`.
+    /// A token for `user` at `site` holding `roles`, valid for `lifetime_secs`.
     ///
     /// # Errors
     /// Signing failed (not expected with a valid key).
@@ -150,9 +149,10 @@ impl GatewayTokens {
         user: &str,
         site: &str,
         roles: &[String],
+        lifetime_secs: i64,
     ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         let now = chrono::Utc::now().timestamp();
-        let exp = now + TOKEN_LIFETIME_SECS;
+        let exp = now + lifetime_secs;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         let claims = Claims {
@@ -221,7 +221,7 @@ mod tests {
     fn tokens_verify_with_the_published_jwks_only_for_their_site() {
         let t = GatewayTokens::from_seed(&[7; 32]).unwrap();
         let issued = t
-            .issue("alice", "lumi", &["stack-jupyter-high".to_owned()])
+            .issue("alice", "lumi", &["stack-jupyter-high".to_owned()], 3600)
             .unwrap();
         let set: JwkSet = serde_json::from_value(t.jwks()).unwrap();
         let key = DecodingKey::from_jwk(&set.keys[0]).unwrap();

@@ -18,10 +18,11 @@ mod spawn_env;
 
 pub(crate) use self::api::router;
 pub use self::channel_auth::HubKernelAuth;
-pub(crate) use self::config::validate;
 pub use self::config::{
-    EmbeddedS3Config, GatewayAuth, SiteConfig, SiteS3Config, SiteS3Mode, default_sites,
+    DEFAULT_GATEWAY_TOKEN_LIFETIME_SECS, EmbeddedS3Config, GatewayAuth, SiteConfig, SiteS3Config,
+    SiteS3Mode, default_sites, site_env_prefix,
 };
+pub(crate) use self::config::{apply_env, validate};
 pub use self::registry::{Site, SiteHealth, SiteRegistry, SiteUnavailable, StartSitesError};
 pub use self::spawn_env::{
     REMOTE_ENV_NAMES, REMOTE_SERVER_CONFIG, RemoteServer, remote_server_env,

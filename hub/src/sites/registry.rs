@@ -37,6 +37,7 @@ pub struct Site {
     gateway_token: Option<Secret>,
     gateway_auth: GatewayAuth,
     token_roles: Vec<String>,
+    token_lifetime_secs: i64,
     tokens: Arc<GatewayTokens>,
     /// Why the hub cannot authenticate to the gateway (token variable not set).
     gateway_problem: Option<String>,
@@ -78,7 +79,8 @@ impl Site {
         }
     }
 
-    /// A hub token for `user` holding `roles` at this site.
+    /// A hub token for `user` holding `roles` at this site, valid for the site's
+    /// `gateway_token_lifetime_secs`.
     ///
     /// # Errors
     /// Signing failed.
@@ -94,7 +96,8 @@ impl Site {
                 .filter(|r| !self.token_roles.contains(r))
                 .cloned(),
         );
-        self.tokens.issue(user, &self.id, &all)
+        self.tokens
+            .issue(user, &self.id, &all, self.token_lifetime_secs)
     }
 
     /// How the hub authenticates to this site's gateway.
@@ -285,6 +288,7 @@ fn build_site(
         gateway_token,
         gateway_auth: c.gateway_auth.clone(),
         token_roles: c.token_roles.clone(),
+        token_lifetime_secs: c.gateway_token_lifetime_secs,
         tokens: Arc::clone(tokens),
         gateway_problem,
         exchange,

@@ -73,6 +73,12 @@ pub trait Orchestrator: Send + Sync + Debug + 'static {
 
     /// The progress events of a pending spawn.
     async fn progress(&self, server: &ServerRef) -> Result<ProgressStream, ApiError>;
+
+    /// Why the server's last start failed (its final progress message), as long as no newer
+    /// start replaced it; `None` otherwise.
+    async fn last_failure(&self, _server: &ServerRef) -> Option<String> {
+        None
+    }
 }
 
 /// The orchestrator of a hub without spawning: every call is a 501.

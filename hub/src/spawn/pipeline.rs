@@ -742,6 +742,10 @@ impl Orchestrator for SpawnOrchestrator {
         }
     }
 
+    async fn last_failure(&self, server: &ServerRef) -> Option<String> {
+        self.track(&server.user, &server.server).await?.failure()
+    }
+
     async fn progress(&self, server: &ServerRef) -> Result<ProgressStream, ApiError> {
         if let Some(track) = self.track(&server.user, &server.server).await
             && (!track.finished() || track.failed())

@@ -68,6 +68,18 @@ impl Track {
         self.events.borrow().last().is_some_and(is_final)
     }
 
+    /// The final message of a failed spawn.
+    pub(super) fn failure(&self) -> Option<String> {
+        let events = self.events.borrow();
+        let last = events.last().filter(|v| v.get("failed").is_some())?;
+        Some(
+            last.get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("Spawn failed")
+                .to_owned(),
+        )
+    }
+
     pub(super) fn failed(&self) -> bool {
         self.events
             .borrow()

@@ -1,11 +1,14 @@
 //! [`EmbeddedS3`]: an S3 server (`s3s-fs`) inside the hub, on its own loopback port, with an STS
 //! `AssumeRole` endpoint and an access check confining temporary keys to `users/NAME/`.
 //!
-//! Layout under the data directory: `objects/` (one directory per bucket) and `root-key` (the
-//! hub's own key, created on first start, mode 0600).
+//! Layout under the data directory: `objects/` (one directory per bucket), `root-key` (the
+//! hub's own key, created on first start, mode 0600) and `port` (with listen port 0: the port
+//! picked the first time, taken again on the next start when free, so servers and kernels that
+//! outlive a hub restart keep reaching the store at the endpoint they were given).
 
 mod access;
 mod keys;
+mod store;
 mod sts;
 
 use std::net::SocketAddr;
@@ -21,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use self::access::PrefixAccess;
 use self::keys::KeyRing;
+use self::store::Store;
 use self::sts::StsRoute;
 use crate::exchange::{Exchange, ExchangeError, user_prefix};
 use crate::grant::{Grant, S3Credentials, Space};
@@ -31,7 +35,8 @@ use crate::secret::Secret;
 pub struct EmbeddedConfig {
     /// Where objects and the root key live.
     pub data_dir: PathBuf,
-    /// Listen address (loopback; port 0 = any free port).
+    /// Listen address (loopback; port 0 = any free port, the same one as last time when it is
+    /// free).
     pub listen: SocketAddr,
     /// Region name handed to clients.
     pub region: String,
@@ -96,6 +101,32 @@ pub struct EmbeddedS3 {
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StartError {
     let path = path.to_owned();
     move |source| StartError::Io { what, path, source }
+}
+
+/// Listen on `config.listen`; with port 0, on the port of the last start (`data_dir/port`) when
+/// it is free, else on any free port.
+async fn bind(config: &EmbeddedConfig) -> Result<TcpListener, StartError> {
+    let bind_error = |source| StartError::Bind {
+        addr: config.listen,
+        source,
+    };
+    if config.listen.port() == 0 {
+        let last = std::fs::read_to_string(config.data_dir.join("port"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok())
+            .filter(|p| *p != 0);
+        if let Some(port) = last {
+            let addr = SocketAddr::new(config.listen.ip(), port);
+            match TcpListener::bind(addr).await {
+                Ok(l) => return Ok(l),
+                Err(e) => tracing::warn!(
+                    %addr, error = %e,
+                    "embedded S3: last start's port is taken; servers started before now lose the store"
+                ),
+            }
+        }
+    }
+    TcpListener::bind(config.listen).await.map_err(bind_error)
 }
 
 /// Load `path` (`ACCESS_KEY_ID:SECRET`) or create it with a fresh random key, mode 0600.
@@ -167,7 +198,7 @@ impl EmbeddedS3 {
             path: objects.clone(),
             source: std::io::Error::other(format!("{e:?}")),
         })?;
-        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        let mut builder = s3s::service::S3ServiceBuilder::new(Store(fs));
         builder.set_auth(keys.clone());
         builder.set_access(PrefixAccess::new(keys.clone()));
         builder.set_route(StsRoute {
@@ -177,17 +208,15 @@ impl EmbeddedS3 {
         });
         let service = builder.build();
 
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = bind(&config).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
         })?;
+        if config.listen.port() == 0 {
+            let path = config.data_dir.join("port");
+            std::fs::write(&path, format!("{}\n", addr.port())).map_err(io("write", &path))?;
+        }
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let http = Arc::new(ConnBuilder::new(TokioExecutor::new()));
