@@ -272,3 +272,64 @@ async fn client_ssl_flags_on_the_command_line() {
         "key material in an error: {err}"
     );
 }
+
+/// A TLS WebSocket upstream that leaves Nagle on and answers every message with three frames,
+/// each its own write (as jupyter_server sends a kernel reply).
+async fn three_frame_upstream(acceptor: tokio_rustls::TlsAcceptor) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                stream.set_nodelay(false).unwrap();
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if !msg.is_text() {
+                        continue;
+                    }
+                    for part in ["status: busy", "execute_result", "status: idle"] {
+                        if ws.send(Message::text(part)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Through a `wss` target the multi-frame reply is not held back by Nagle's algorithm waiting
+/// for a delayed ACK (~40 ms each): the proxy acknowledges promptly on the TCP socket under TLS.
+#[tokio::test]
+async fn multi_frame_replies_over_tls_do_not_stall() {
+    let pki = Pki::new("nagle");
+    let upstream = three_frame_upstream(pki.server()).await;
+    let p = proxy_trusting(&pki, false).await;
+    p.add_route("/k", &format!("wss://{upstream}")).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/k/channels", p.public))
+        .await
+        .unwrap();
+    let mut rounds = Vec::new();
+    for _ in 0..20 {
+        let start = std::time::Instant::now();
+        ws.send(Message::text("execute")).await.unwrap();
+        for _ in 0..3 {
+            let frame = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+            assert!(frame.unwrap().unwrap().unwrap().is_text());
+        }
+        rounds.push(start.elapsed());
+    }
+    rounds.sort();
+    let median = rounds[rounds.len() / 2];
+    assert!(
+        median < Duration::from_millis(20),
+        "median round trip {median:?} (all: {rounds:?})"
+    );
+}
