@@ -168,6 +168,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             upstream: Arc::new(InProcessHub::new(hub::app(state.clone()))),
         }),
         kernel_auth: Some(Arc::new(hub::sites::HubKernelAuth::new(state.clone()))),
+        upstream_tls: upstream_tls(&sites).context("cannot set up TLS toward site gateways")?,
         ..proxy::ProxyOptions::default()
     };
     let public = Arc::new(
@@ -195,6 +196,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
     sites.shutdown().await;
     tracing::info!("stackhub stopped");
     Ok(())
+}
+
+/// The proxy's trust for https upstreams: the system roots plus every site's private CA.
+fn upstream_tls(
+    sites: &hub::sites::SiteRegistry,
+) -> Result<proxy::UpstreamTls, proxy::ConfigError> {
+    let files = proxy::UpstreamTlsFiles {
+        ca: sites
+            .sites()
+            .iter()
+            .filter_map(|s| s.ca_file.clone())
+            .collect(),
+        ..proxy::UpstreamTlsFiles::default()
+    };
+    if files.is_empty() {
+        Ok(proxy::UpstreamTls::system())
+    } else {
+        proxy::UpstreamTls::from_files(&files)
+    }
 }
 
 /// Where remote-kernels servers find their jupyter_server config: `spawner.remote_config_dir`

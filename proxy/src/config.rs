@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 
+use crate::client_tls::{UpstreamTls, UpstreamTlsFiles};
 use crate::error::ConfigError;
 use crate::forward::ProxyOptions;
+use crate::tls::ClientAuth;
 
 /// `stackhub-proxy` arguments. The API secret comes from `CONFIGPROXY_AUTH_TOKEN`.
 #[derive(Debug, Clone, clap::Parser)]
@@ -42,12 +44,55 @@ pub struct Args {
     /// PEM certificate chain for HTTPS on the public port
     #[arg(long = "ssl-cert", value_name = "FILE", requires = "ssl_key")]
     pub ssl_cert: Option<PathBuf>,
+    /// PEM CA certificate(s) client certificates on the public port must chain to
+    #[arg(long = "ssl-ca", value_name = "FILE")]
+    pub ssl_ca: Option<PathBuf>,
+    /// Ask clients of the public port for a certificate (needs --ssl-ca)
+    #[arg(long = "ssl-request-cert")]
+    pub ssl_request_cert: bool,
+    /// Refuse public-port clients without a valid certificate (with --ssl-request-cert)
+    #[arg(long = "ssl-reject-unauthorized")]
+    pub ssl_reject_unauthorized: bool,
     /// PEM private key for HTTPS on the API port
     #[arg(long = "api-ssl-key", value_name = "FILE", requires = "api_ssl_cert")]
     pub api_ssl_key: Option<PathBuf>,
     /// PEM certificate chain for HTTPS on the API port
     #[arg(long = "api-ssl-cert", value_name = "FILE", requires = "api_ssl_key")]
     pub api_ssl_cert: Option<PathBuf>,
+    /// PEM private key presented to https targets that ask for a client certificate
+    #[arg(
+        long = "client-ssl-key",
+        value_name = "FILE",
+        requires = "client_ssl_cert"
+    )]
+    pub client_ssl_key: Option<PathBuf>,
+    /// PEM certificate chain presented to https targets that ask for a client certificate
+    #[arg(
+        long = "client-ssl-cert",
+        value_name = "FILE",
+        requires = "client_ssl_key"
+    )]
+    pub client_ssl_cert: Option<PathBuf>,
+    /// PEM CA certificate(s) trusted for https targets, besides the system's roots
+    #[arg(long = "client-ssl-ca", value_name = "FILE")]
+    pub client_ssl_ca: Option<PathBuf>,
+    /// Accepted for configurable-http-proxy compatibility (JupyterHub's internal_ssl passes it);
+    /// like CHP, it has no effect on connections to targets
+    #[arg(long = "client-ssl-request-cert")]
+    pub client_ssl_request_cert: bool,
+    /// Accepted for configurable-http-proxy compatibility; no effect (target certificates are
+    /// always verified)
+    #[arg(long = "client-ssl-reject-unauthorized")]
+    pub client_ssl_reject_unauthorized: bool,
+    /// PEM CA certificate(s) client certificates on the API port must chain to
+    #[arg(long = "api-ssl-ca", value_name = "FILE")]
+    pub api_ssl_ca: Option<PathBuf>,
+    /// Ask API clients for a certificate (needs --api-ssl-ca)
+    #[arg(long = "api-ssl-request-cert")]
+    pub api_ssl_request_cert: bool,
+    /// Refuse API clients without a valid certificate (with --api-ssl-request-cert)
+    #[arg(long = "api-ssl-reject-unauthorized")]
+    pub api_ssl_reject_unauthorized: bool,
     /// Route on the Host header: the first path segment of a route is its hostname
     #[arg(long = "host-routing")]
     pub host_routing: bool,
@@ -98,10 +143,29 @@ impl Args {
         Ok(SocketAddr::new(parse_ip("--api-ip", &self.api_ip)?, port))
     }
 
+    /// Client certificates on the public port (`--ssl-ca`, `--ssl-request-cert`, ...).
+    pub fn public_client_auth(&self) -> ClientAuth {
+        ClientAuth {
+            ca: self.ssl_ca.clone(),
+            request_cert: self.ssl_request_cert,
+            reject_unauthorized: self.ssl_reject_unauthorized,
+        }
+    }
+
+    /// Client certificates on the API port (`--api-ssl-ca`, `--api-ssl-request-cert`, ...).
+    pub fn api_client_auth(&self) -> ClientAuth {
+        ClientAuth {
+            ca: self.api_ssl_ca.clone(),
+            request_cert: self.api_ssl_request_cert,
+            reject_unauthorized: self.api_ssl_reject_unauthorized,
+        }
+    }
+
     /// The forwarding options these flags describe.
     ///
     /// # Errors
-    /// [`ConfigError::CustomHeader`] for a `--custom-header` that is not `Name: value`.
+    /// [`ConfigError::CustomHeader`] for a `--custom-header` that is not `Name: value`;
+    /// [`ConfigError::Tls`] naming a `--client-ssl-*` file that is unreadable or unusable.
     pub fn proxy_options(&self) -> Result<ProxyOptions, ConfigError> {
         let custom_headers = self
             .custom_header
@@ -117,6 +181,16 @@ impl Args {
                 Ok((name, value))
             })
             .collect::<Result<_, ConfigError>>()?;
+        let files = UpstreamTlsFiles {
+            ca: self.client_ssl_ca.iter().cloned().collect(),
+            cert: self.client_ssl_cert.clone(),
+            key: self.client_ssl_key.clone(),
+        };
+        let upstream_tls = if files.is_empty() {
+            UpstreamTls::system()
+        } else {
+            UpstreamTls::from_files(&files)?
+        };
         Ok(ProxyOptions {
             x_forward: !self.no_x_forward,
             include_prefix: !self.no_include_prefix,
@@ -125,6 +199,7 @@ impl Args {
             custom_headers,
             timeout: self.timeout.map(Duration::from_millis),
             error_target: self.error_target.clone(),
+            upstream_tls,
             ..ProxyOptions::default()
         })
     }
@@ -164,6 +239,8 @@ mod tests {
             "--log-level=debug",
             "--custom-header",
             "X-Site: central",
+            "--client-ssl-request-cert",
+            "--client-ssl-reject-unauthorized",
         ])
         .unwrap();
         assert_eq!(args.public_addr().unwrap().to_string(), "127.0.0.1:8000");
@@ -182,6 +259,10 @@ mod tests {
         let args = Args::try_parse_from(["p", "--custom-header", "novalue"]).unwrap();
         assert!(args.proxy_options().is_err());
         assert!(Args::try_parse_from(["p", "--ssl-key", "k.pem"]).is_err());
+        assert!(Args::try_parse_from(["p", "--client-ssl-key", "k.pem"]).is_err());
+        let args = Args::try_parse_from(["p", "--client-ssl-ca", "/nonexistent/ca.pem"]).unwrap();
+        let err = args.proxy_options().unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
         assert!(Args::try_parse_from(["p", "--port", "99999"]).is_err());
     }
 }

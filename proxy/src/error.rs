@@ -31,6 +31,12 @@ pub enum ConfigError {
         /// What was wrong with it.
         reason: String,
     },
+    /// Client certificates on a listener cannot be set up as configured.
+    #[error("client certificates: {0}")]
+    ClientAuth(String),
+    /// The TLS client for https upstreams cannot be set up as configured.
+    #[error("upstream TLS: {0}")]
+    UpstreamTls(String),
     /// The default or error target is not a usable URL.
     #[error("{option}: {source}")]
     Target {
@@ -61,8 +67,9 @@ pub(crate) enum ForwardError {
     NoRoute,
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
-    #[error("upstream {target}: {reason}")]
-    Upstream { target: String, reason: String },
+    /// `upstream` is the target's `scheme://host:port` (never user info, path or query).
+    #[error("upstream {upstream}: {reason}")]
+    Upstream { upstream: String, reason: String },
 }
 
 impl ForwardError {

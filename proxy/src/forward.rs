@@ -1,25 +1,24 @@
-//! Forwarding HTTP requests: route lookup, header rewriting, the pooled upstream client, and the
-//! proxy's own error answers (404 without a route, 503 when the upstream fails, optionally
-//! fetched from `--error-target` as configurable-http-proxy does).
+//! Forwarding HTTP requests: route lookup, header rewriting and the pooled upstream clients (the
+//! proxy's own error answers are in `error_page`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use futures_util::future::BoxFuture;
 
 use crate::body::{ActivityBody, DirectBody, LocalBody, ProxyBody};
+use crate::client_tls::UpstreamTls;
 use crate::error::{ConfigError, ForwardError};
+pub(crate) use crate::error_page::json_response;
 use crate::h1;
-use crate::net::UpstreamConnector;
+use crate::net::{Dialer, UpstreamConnector};
 use crate::routes::{Route, RouteTable, Target};
 use crate::{kernel_route, upgrade};
 
@@ -46,6 +45,9 @@ pub struct ProxyOptions {
     pub pool_max_idle_per_host: usize,
     /// An upstream served in this process instead of over TCP.
     pub local: Option<LocalTarget>,
+    /// TLS toward https upstreams: trusted roots and client certificate (`--client-ssl-*`);
+    /// the default trusts the system's roots.
+    pub upstream_tls: UpstreamTls,
     /// Authorises kernel WebSockets of remote-kernels servers to go straight to their site's
     /// gateway (see [`crate::KernelChannelAuth`]); `None` relays them through the server.
     pub kernel_auth: Option<Arc<dyn crate::KernelChannelAuth>>,
@@ -64,6 +66,7 @@ impl Default for ProxyOptions {
             error_target: None,
             pool_max_idle_per_host: 1024,
             local: None,
+            upstream_tls: UpstreamTls::default(),
             kernel_auth: None,
         }
     }
@@ -127,6 +130,7 @@ pub struct Proxy {
     routes: Arc<RouteTable>,
     client: Client<UpstreamConnector, ProxyBody>,
     pool: h1::Pool,
+    dialer: Dialer,
     options: ProxyOptions,
     error_target: Option<Target>,
 }
@@ -146,17 +150,19 @@ impl Proxy {
                 option: "--error-target",
                 source,
             })?;
+        let dialer = Dialer::new(options.upstream_tls.clone(), options.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(options.pool_max_idle_per_host)
             .set_host(false)
-            .build(UpstreamConnector::new(options.connect_timeout));
-        let pool = h1::Pool::new(options.pool_max_idle_per_host, options.connect_timeout);
+            .build(UpstreamConnector::new(dialer.clone()));
+        let pool = h1::Pool::new(options.pool_max_idle_per_host, dialer.clone());
         Ok(Self {
             routes,
             client,
             pool,
+            dialer,
             options,
             error_target,
         })
@@ -169,6 +175,19 @@ impl Proxy {
 
     pub(crate) fn options(&self) -> &ProxyOptions {
         &self.options
+    }
+
+    /// Opens unpooled upstream connections (upgrades, the kernel route).
+    pub(crate) fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
+    pub(crate) fn client(&self) -> &Client<UpstreamConnector, ProxyBody> {
+        &self.client
+    }
+
+    pub(crate) fn error_target(&self) -> Option<&Target> {
+        self.error_target.as_ref()
     }
 
     /// Answer one client request. Never fails: problems become 4xx/5xx responses.
@@ -311,7 +330,9 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         self.add_forwarded(&mut parts.headers, peer);
         let head = h1::encode_head(&parts.method, &path, &parts.headers);
-        let sending = self.pool.send(target.authority(), &head, &parts.method);
+        let sending = self
+            .pool
+            .send(target.is_tls(), target.authority(), &head, &parts.method);
         let answer = match self.options.timeout {
             Some(limit) => tokio::time::timeout(limit, sending)
                 .await
@@ -395,61 +416,6 @@ impl Proxy {
         {
             append_header(headers, X_FORWARDED_HOST, &host);
         }
-    }
-
-    async fn error_response(&self, err: &ForwardError, pq: &str) -> Response<ProxyBody> {
-        let status = err.status();
-        match err {
-            ForwardError::Upstream { .. } => {
-                tracing::warn!(%status, path = %path_only(pq), "{err}")
-            }
-            _ => tracing::debug!(%status, path = %path_only(pq), "{err}"),
-        }
-        if let (Some(target), ForwardError::NoRoute | ForwardError::Upstream { .. }) =
-            (&self.error_target, err)
-            && let Some(resp) = self.fetch_error_page(target, status, pq).await
-        {
-            return resp;
-        }
-        default_error(status, err)
-    }
-
-    /// GET `<error_target>/<code>?url=<url>`, keeping its body and content type, with our status.
-    async fn fetch_error_page(
-        &self,
-        target: &Target,
-        status: StatusCode,
-        pq: &str,
-    ) -> Option<Response<ProxyBody>> {
-        let query = utf8_percent_encode(pq, NON_ALPHANUMERIC);
-        let uri = target
-            .uri_for(&format!("/{}?url={query}", status.as_u16()), true)
-            .ok()?;
-        let req = Request::get(uri)
-            .header(header::HOST, target.authority().as_str())
-            .body(ProxyBody::empty())
-            .ok()?;
-        let fetched = tokio::time::timeout(self.options.connect_timeout, self.client.request(req));
-        let resp = match fetched.await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %client_error_reason(&e), "cannot fetch error page from --error-target");
-                return None;
-            }
-            Err(_) => {
-                tracing::warn!("error page from --error-target timed out");
-                return None;
-            }
-        };
-        let (parts, body) = resp.into_parts();
-        let mut out = Response::new(ProxyBody::Stream(ActivityBody::new(body, None)));
-        *out.status_mut() = status;
-        for key in [header::CONTENT_TYPE, header::CONTENT_ENCODING] {
-            if let Some(value) = parts.headers.get(&key) {
-                out.headers_mut().insert(key, value.clone());
-            }
-        }
-        Some(out)
     }
 }
 
@@ -553,13 +519,13 @@ fn append_header(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue)
 
 pub(crate) fn upstream_error(target: &Target, reason: &str) -> ForwardError {
     ForwardError::Upstream {
-        target: target.as_str().to_owned(),
+        upstream: target.origin(),
         reason: reason.to_owned(),
     }
 }
 
 /// A short reason for a client error: hyper's top-level message plus its innermost cause.
-fn client_error_reason(err: &hyper_util::client::legacy::Error) -> String {
+pub(crate) fn client_error_reason(err: &hyper_util::client::legacy::Error) -> String {
     let mut source: &dyn std::error::Error = err;
     while let Some(next) = source.source() {
         source = next;
@@ -569,41 +535,6 @@ fn client_error_reason(err: &hyper_util::client::legacy::Error) -> String {
     } else {
         format!("{err}: {source}")
     }
-}
-
-fn path_only(pq: &str) -> &str {
-    pq.split('?').next().unwrap_or(pq)
-}
-
-fn default_error(status: StatusCode, err: &ForwardError) -> Response<ProxyBody> {
-    let reason = status.canonical_reason().unwrap_or("Error");
-    let detail = match err {
-        ForwardError::NoRoute => "No route for this path.",
-        ForwardError::BadRequest(what) => what,
-        ForwardError::Upstream { .. } => "The server for this path is not responding.",
-    };
-    let body = format!(
-        "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\
-         <body><h1>{code}: {reason}</h1><p>{detail}</p></body></html>\n",
-        code = status.as_u16()
-    );
-    let mut resp = Response::new(ProxyBody::full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    resp
-}
-
-pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
 }
 
 #[cfg(test)]

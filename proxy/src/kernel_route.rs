@@ -26,6 +26,10 @@
 //! Everything else, and a gateway that cannot be reached, does not answer in time or answers
 //! 5xx, or an authoriser that fails, goes the normal way (the single-user server relays). Tokens
 //! and credentials are never logged.
+//!
+//! An `https` gateway URL is reached over TLS with the proxy's upstream trust
+//! ([`crate::ProxyOptions::upstream_tls`]: the system roots plus configured CA files); a
+//! certificate that does not verify makes the gateway unavailable, so the relay takes over.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -42,7 +46,7 @@ use tracing::Instrument;
 use crate::body::{ActivityBody, ProxyBody};
 use crate::forward::{Peer, Proxy, decode_path, json_response, strip_hop_by_hop};
 use crate::hub_cookie;
-use crate::net::{QuickAckStream, connect_tunnel};
+use crate::net::UpstreamStream;
 use crate::routes::{Route, Target};
 use crate::upgrade::{is_upgrade, splice};
 
@@ -256,7 +260,11 @@ async fn upgrade_at_gateway(
     *upstream_req.headers_mut() = headers;
 
     let limit = proxy.options().connect_timeout;
-    let stream = match connect_tunnel(target.authority(), limit).await {
+    let stream = match proxy
+        .dialer()
+        .connect(target.is_tls(), target.authority())
+        .await
+    {
         Ok(s) => s.with_activity(Arc::clone(route)),
         Err(e) => return Err((req, format!("connect: {e}"))),
     };
@@ -312,7 +320,7 @@ async fn upgrade_at_gateway(
 }
 
 async fn splice_upgraded(client: Upgraded, upstream: Upgraded) -> std::io::Result<()> {
-    match upstream.downcast::<TokioIo<QuickAckStream>>() {
+    match upstream.downcast::<TokioIo<UpstreamStream>>() {
         Ok(parts) => splice(client, parts.io.into_inner(), parts.read_buf).await,
         Err(upstream) => {
             let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));

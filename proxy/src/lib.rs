@@ -6,7 +6,9 @@
 //! - `h1`: body-less requests over pooled upstream connections without hyper's client tasks.
 //! - `upgrade`: WebSocket (and other upgrade) tunnels.
 //! - `kernel_route`: kernel WebSockets of remote-kernels servers straight to the site gateway.
-//! - `net`: upstream sockets with `TCP_NODELAY` and prompt ACKs.
+//! - `net`: upstream connections (TCP with `TCP_NODELAY` and prompt ACKs, TLS over it).
+//! - `client_tls`: trust and client certificate for https upstreams (`--client-ssl-*`).
+//! - `error_page`: the proxy's own 404/400/503 answers.
 //! - `body`: streaming bodies that record activity.
 //! - `api`: configurable-http-proxy's REST API.
 //! - `server`: accept loops for the public and API listeners.
@@ -19,8 +21,10 @@
 
 mod api;
 mod body;
+mod client_tls;
 mod config;
 mod error;
+mod error_page;
 mod forward;
 mod h1;
 mod hub_cookie;
@@ -34,6 +38,7 @@ mod workers;
 
 pub use self::api::Api;
 pub use self::body::{ActivityBody, BoxError, DirectBody, LocalBody, ProxyBody};
+pub use self::client_tls::{UpstreamTls, UpstreamTlsFiles};
 pub use self::config::Args;
 pub use self::error::{ConfigError, RouteError};
 pub use self::forward::{LocalTarget, LocalUpstream, Peer, Proxy, ProxyOptions};
@@ -41,5 +46,5 @@ pub use self::kernel_route::{KERNEL_GATEWAY_KEY, KernelAuthError, KernelChannelA
 pub use self::net::QuickAckStream;
 pub use self::routes::{Route, RouteTable, Target, normalize};
 pub use self::server::{SHUTDOWN_GRACE, serve, serve_api};
-pub use self::tls::acceptor as tls_acceptor;
+pub use self::tls::{ClientAuth, acceptor as tls_acceptor, acceptor_with as tls_acceptor_with};
 pub use self::workers::{Workers, default_worker_count};

@@ -43,13 +43,17 @@ async fn run(args: Args) -> ExitCode {
         let options = args.proxy_options().map_err(|e| e.to_string())?;
         let tls = match (&args.ssl_cert, &args.ssl_key) {
             (Some(cert), Some(key)) => {
-                Some(proxy::tls_acceptor(cert, key, true).map_err(|e| e.to_string())?)
+                let clients = args.public_client_auth();
+                let acceptor = proxy::tls_acceptor_with(cert, key, true, &clients);
+                Some(acceptor.map_err(|e| format!("--ssl-*: {e}"))?)
             }
             _ => None,
         };
         let api_tls = match (&args.api_ssl_cert, &args.api_ssl_key) {
             (Some(cert), Some(key)) => {
-                Some(proxy::tls_acceptor(cert, key, false).map_err(|e| e.to_string())?)
+                let clients = args.api_client_auth();
+                let acceptor = proxy::tls_acceptor_with(cert, key, false, &clients);
+                Some(acceptor.map_err(|e| format!("--api-ssl-*: {e}"))?)
             }
             _ => None,
         };

@@ -84,11 +84,11 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parse a target URL. Only `http` targets are proxied; `ws` is accepted as an alias of
-    /// `http`, as configurable-http-proxy users sometimes register websocket targets that way.
+    /// Parse a target URL: `http` or `https`; `ws` and `wss` are accepted as their aliases, as
+    /// configurable-http-proxy users sometimes register websocket targets that way.
     ///
     /// # Errors
-    /// [`RouteError::BadTarget`] when the URL has no host, or a scheme other than http/ws.
+    /// [`RouteError::BadTarget`] when the URL has no host, or a scheme other than http(s)/ws(s).
     pub fn parse(raw: &str) -> Result<Self, RouteError> {
         let bad = |reason: &'static str| RouteError::BadTarget {
             target: raw.to_owned(),
@@ -97,8 +97,8 @@ impl Target {
         let uri: Uri = raw.parse().map_err(|_| bad("not a URL"))?;
         let scheme = match uri.scheme_str() {
             Some("http") | Some("ws") => http::uri::Scheme::HTTP,
-            Some("https") | Some("wss") => return Err(bad("https upstreams are not supported")),
-            Some(_) => return Err(bad("scheme must be http")),
+            Some("https") | Some("wss") => http::uri::Scheme::HTTPS,
+            Some(_) => return Err(bad("scheme must be http or https")),
             None => return Err(bad("missing scheme (expected http://host:port)")),
         };
         let authority = uri
@@ -124,6 +124,21 @@ impl Target {
 
     pub(crate) fn authority(&self) -> &http::uri::Authority {
         &self.authority
+    }
+
+    /// Whether the upstream is reached over TLS (`https`/`wss`).
+    pub(crate) fn is_tls(&self) -> bool {
+        self.scheme == http::uri::Scheme::HTTPS
+    }
+
+    /// `scheme://host[:port]` of the upstream: what error answers may name (no user info, no
+    /// path, no query).
+    pub(crate) fn origin(&self) -> String {
+        let host = self.authority.host();
+        match self.authority.port_u16() {
+            Some(port) => format!("{}://{host}:{port}", self.scheme),
+            None => format!("{}://{host}", self.scheme),
+        }
     }
 
     /// The upstream URI for a request whose path-and-query is `pq` (still percent-encoded);

@@ -1,7 +1,8 @@
 //! Upgraded connections (WebSocket): the handshake is forwarded on a fresh upstream connection;
 //! after a `101 Switching Protocols` both sides become one byte tunnel.
 //!
-//! The upstream side is a [`QuickAckStream`]: it marks the route active on every chunk in either
+//! The upstream side is an `UpstreamStream` (TLS for https targets) over a
+//! [`crate::QuickAckStream`]: it marks the route active on every chunk in either
 //! direction, and the splice loop acknowledges each upstream chunk promptly once it has been
 //! forwarded (see `net.rs` for the Nagle/delayed-ACK stall this removes).
 
@@ -19,7 +20,7 @@ use tracing::Instrument;
 use crate::body::{ActivityBody, ProxyBody};
 use crate::error::ForwardError;
 use crate::forward::{Peer, Proxy, strip_hop_by_hop, upstream_error};
-use crate::net::{QuickAckStream, connect_tunnel};
+use crate::net::UpstreamStream;
 use crate::routes::Route;
 
 /// Whether `req` asks to switch protocols (`Connection: upgrade` plus `Upgrade`).
@@ -58,7 +59,9 @@ pub(crate) async fn tunnel(
         .parse()
         .map_err(|_| ForwardError::BadRequest("request path cannot be forwarded"))?;
 
-    let stream = connect_tunnel(target.authority(), proxy.options().connect_timeout)
+    let stream = proxy
+        .dialer()
+        .connect(target.is_tls(), target.authority())
         .await
         .map_err(|e| upstream_error(target, &e.to_string()))?
         .with_activity(Arc::clone(&route));
@@ -107,7 +110,7 @@ pub(crate) async fn tunnel(
                 return;
             }
         };
-        let result = match upstream.downcast::<TokioIo<QuickAckStream>>() {
+        let result = match upstream.downcast::<TokioIo<UpstreamStream>>() {
             Ok(parts) => splice(client, parts.io.into_inner(), parts.read_buf).await,
             Err(upstream) => {
                 // Not our socket type (cannot happen today): plain copying still works.
@@ -134,7 +137,7 @@ const TUNNEL_BUF: usize = 16 * 1024;
 /// client first and acknowledged to the upstream right after (see `net.rs`).
 pub(crate) async fn splice(
     client: Upgraded,
-    upstream: QuickAckStream,
+    upstream: UpstreamStream,
     early: Bytes,
 ) -> std::io::Result<()> {
     let ack = upstream.ack_handle()?;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,73 +17,6 @@ use tokio::net::TcpStream;
 use tokio::process::Command;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
-
-/// A test CA and a leaf certificate for `localhost` signed by it; returns (leaf key, leaf cert, CA cert).
-fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let status = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl must be installed to make test certificates");
-        assert!(status.success(), "openssl {args:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=stackhub test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "leaf.csr",
-    ]);
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "leaf.ext",
-        "-out",
-        "cert.pem",
-    ]);
-    (
-        dir.join("key.pem"),
-        dir.join("cert.pem"),
-        dir.join("ca.pem"),
-    )
-}
 
 fn client_config(cert: &Path, alpn: &[&[u8]]) -> Arc<ClientConfig> {
     let pem = std::fs::read(cert).unwrap();
@@ -103,9 +36,8 @@ fn client_config(cert: &Path, alpn: &[&[u8]]) -> Arc<ClientConfig> {
 
 #[tokio::test]
 async fn https_with_alpn_h2_and_http11() {
-    let dir = std::env::temp_dir().join(format!("stackhub-proxy-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (key, cert, ca) = test_pki(&dir);
+    let pki = common::pki::Pki::new("listener");
+    let (key, cert, ca) = (&pki.server_key, &pki.server_cert, &pki.ca);
     let up = Upstream::start().await;
     let (port, api_port) = common::free_port_pair();
     let _child = Command::new(env!("CARGO_BIN_EXE_stackhub-proxy"))
@@ -113,9 +45,9 @@ async fn https_with_alpn_h2_and_http11() {
         .args(["--api-ip", "127.0.0.1", "--api-port", &api_port.to_string()])
         .args(["--default-target", &up.url()])
         .arg("--ssl-key")
-        .arg(&key)
+        .arg(key)
         .arg("--ssl-cert")
-        .arg(&cert)
+        .arg(cert)
         .env("CONFIGPROXY_AUTH_TOKEN", "t")
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -126,7 +58,7 @@ async fn https_with_alpn_h2_and_http11() {
         (&b"h2"[..], http::Version::HTTP_2),
         (&b"http/1.1"[..], http::Version::HTTP_11),
     ] {
-        let connector = TlsConnector::from(client_config(&ca, &[alpn]));
+        let connector = TlsConnector::from(client_config(ca, &[alpn]));
         let mut tcp = None;
         for _ in 0..100 {
             if let Ok(s) = TcpStream::connect(("127.0.0.1", port)).await {
@@ -172,7 +104,6 @@ async fn https_with_alpn_h2_and_http11() {
         assert_eq!(seen["path"], "/secure/path");
         assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -192,4 +123,89 @@ async fn unreadable_certificate_is_a_usage_error_naming_the_file() {
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+}
+
+/// JupyterHub's `internal_ssl` command line: the API port asks for and checks client
+/// certificates (`--api-ssl-ca`, `--api-ssl-request-cert`, `--api-ssl-reject-unauthorized`).
+#[tokio::test]
+async fn api_port_requires_client_certificates_as_internal_ssl_asks() {
+    let pki = common::pki::Pki::new("api-mtls");
+    let (port, api_port) = common::free_port_pair();
+    let _child = Command::new(env!("CARGO_BIN_EXE_stackhub-proxy"))
+        .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--api-ip", "127.0.0.1", "--api-port", &api_port.to_string()])
+        .arg("--api-ssl-key")
+        .arg(&pki.server_key)
+        .arg("--api-ssl-cert")
+        .arg(&pki.server_cert)
+        .arg("--api-ssl-ca")
+        .arg(&pki.ca)
+        .args(["--api-ssl-request-cert", "--api-ssl-reject-unauthorized"])
+        .env("CONFIGPROXY_AUTH_TOKEN", "t")
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut std::fs::read(&pki.ca).unwrap().as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let chain: Vec<_> =
+        rustls_pemfile::certs(&mut std::fs::read(&pki.client_cert).unwrap().as_slice())
+            .map(Result::unwrap)
+            .collect();
+    let key = rustls_pemfile::private_key(&mut std::fs::read(&pki.client_key).unwrap().as_slice())
+        .unwrap()
+        .unwrap();
+    let with_cert = Arc::new(builder.clone().with_client_auth_cert(chain, key).unwrap());
+    let without = Arc::new(builder.with_no_client_auth());
+
+    let routes = |config: Arc<ClientConfig>| async move {
+        let mut tcp = None;
+        for _ in 0..100 {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", api_port)).await {
+                tcp = Some(s);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = TlsConnector::from(config)
+            .connect(name, tcp.expect("API did not listen"))
+            .await
+            .ok()?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let req = http::Request::get("/api/routes")
+            .header("host", "localhost")
+            .header("authorization", "token t")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        Some(send.send_request(req).await.ok()?.status())
+    };
+    assert_eq!(routes(with_cert).await, Some(http::StatusCode::OK));
+    // TLS 1.3: the server's refusal arrives after the client's handshake, at the first read.
+    assert_eq!(routes(without).await, None);
+
+    // Requesting certificates without a CA to check them is a usage error.
+    let out = Command::new(env!("CARGO_BIN_EXE_stackhub-proxy"))
+        .args(["--port", "0"])
+        .arg("--api-ssl-key")
+        .arg(&pki.server_key)
+        .arg("--api-ssl-cert")
+        .arg(&pki.server_cert)
+        .arg("--api-ssl-request-cert")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--api-ssl-") && err.contains("CA"), "{err}");
 }

@@ -141,6 +141,11 @@ pub struct SiteConfig {
     /// How the hub authenticates to the gateway.
     #[serde(default)]
     pub gateway_auth: GatewayAuth,
+    /// PEM CA certificate(s) an https gateway's certificate chains to, when that is a private
+    /// CA (public CAs are trusted anyway). Trusted by the hub's health checks, the proxy's
+    /// direct kernel route and the single-user server's `GatewayClient`; read at start-up.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// With `gateway_auth = "token"`: the environment variable holding the token.
     #[serde(default)]
     pub token_env: Option<String>,
@@ -180,6 +185,7 @@ pub fn default_sites() -> Vec<SiteConfig> {
         name: name.to_owned(),
         gateway_url: format!("http://127.0.0.{}:8888/", i + 2),
         gateway_auth: GatewayAuth::HubJwt,
+        ca_file: None,
         token_env: None,
         token_roles: default_token_roles(),
         gateway_token_lifetime_secs: DEFAULT_GATEWAY_TOKEN_LIFETIME_SECS,
@@ -284,6 +290,9 @@ pub(crate) fn validate(
             return bad(key("id"), "is used by another site");
         }
         http_url(&key("gateway_url"), &site.gateway_url)?;
+        if site.ca_file.is_some() && !site.gateway_url.starts_with("https:") {
+            return bad(key("ca_file"), "needs an https gateway_url");
+        }
         let lifetime = site.gateway_token_lifetime_secs;
         if !(1..=MAX_GATEWAY_TOKEN_LIFETIME_SECS).contains(&lifetime) {
             return Err((

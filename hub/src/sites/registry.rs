@@ -32,6 +32,8 @@ pub struct Site {
     pub name: String,
     /// The kernel gateway, ending in `/`.
     pub gateway_url: String,
+    /// The private CA the gateway's certificate chains to, if any.
+    pub ca_file: Option<std::path::PathBuf>,
     gateway_token: Option<Secret>,
     gateway_auth: GatewayAuth,
     token_roles: Vec<String>,
@@ -148,6 +150,24 @@ pub struct SiteHealth {
     pub checked_at: DateTime<Utc>,
 }
 
+/// The TLS reason of a failed request (an untrusted or mismatched certificate), if that was it.
+fn tls_failure(err: &reqwest::Error) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        // An io::Error's `source` skips the error it wraps: step into that instead.
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
 /// The registry could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -158,6 +178,16 @@ pub enum StartSitesError {
     /// The HTTP client for health checks.
     #[error("cannot build the health-check HTTP client: {0}")]
     Http(String),
+    /// A site's `ca_file` cannot be read or holds no certificate.
+    #[error("sites.{site}.ca_file {path}: {reason}")]
+    CaFile {
+        /// The site id.
+        site: String,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
     /// The key gateway tokens are signed with.
     #[error(transparent)]
     Key(#[from] super::jwt::JwtKeyError),
@@ -254,6 +284,7 @@ fn build_site(
         id: c.id.clone(),
         name: c.name.clone(),
         gateway_url,
+        ca_file: c.ca_file.clone(),
         gateway_token,
         gateway_auth: c.gateway_auth.clone(),
         token_roles: c.token_roles.clone(),
@@ -307,9 +338,27 @@ impl SiteRegistry {
                 )
             })
             .collect();
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5));
+        for site in &config.sites {
+            let Some(path) = &site.ca_file else { continue };
+            let bad = |reason: String| StartSitesError::CaFile {
+                site: site.id.clone(),
+                path: path.clone(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+            if certs.is_empty() {
+                return Err(bad("no certificate found".to_owned()));
+            }
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
             .build()
             .map_err(|e| StartSitesError::Http(e.to_string()))?;
         Ok(Arc::new(Self {
@@ -400,6 +449,8 @@ impl SiteRegistry {
                 site.gateway_url,
                 if e.is_timeout() {
                     "timed out".to_owned()
+                } else if let Some(tls) = tls_failure(&e) {
+                    format!("TLS: {tls}")
                 } else if e.is_connect() {
                     "connection refused or no route".to_owned()
                 } else {

@@ -66,6 +66,9 @@ pub fn remote_server_env(r: &RemoteServer<'_>) -> BTreeMap<String, String> {
         env.insert(k.to_owned(), v);
     };
     set("JUPYTER_GATEWAY_URL", r.site.gateway_url.clone());
+    if let Some(ca) = &r.site.ca_file {
+        set("JUPYTER_GATEWAY_CA_CERTS", ca.display().to_string());
+    }
     set("JUPYTER_GATEWAY_ALLOWED_ENVS", REMOTE_ENV_NAMES.join(","));
     set("JUPYTER_CONFIG_PATH", r.config_dir.to_owned());
     set("STACKHUB_SITE", r.site.id.clone());

@@ -19,6 +19,12 @@
 //! a pooled connection the upstream closed is noticed before use; a request that fails on a
 //! reused connection before any byte of the answer arrived is retried once on a fresh one (safe:
 //! only GET and HEAD come here).
+//!
+//! # https upstreams
+//! Connections are pooled per scheme and authority: plain and TLS connections to the same
+//! `host:port` live in separate maps, so the plain path looks up and returns connections as
+//! before. An idle TLS connection is checked by peeking at its socket (a read would consume TLS
+//! records); anything pending there (a close_notify, an EOF) retires it.
 
 mod body;
 
@@ -38,7 +44,7 @@ use tokio::sync::Mutex;
 
 use self::body::Framing;
 pub(crate) use self::body::UpstreamBody;
-use crate::net::{QuickAckStream, connect_tunnel};
+use crate::net::{Dialer, UpstreamStream};
 
 /// How often idle connections are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -54,7 +60,7 @@ const HEAD_READ: usize = 8 * 1024;
 /// An upstream connection with its read buffer.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    io: QuickAckStream,
+    io: UpstreamStream,
     buf: BytesMut,
 }
 
@@ -68,6 +74,12 @@ impl Conn {
         }
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
+        if self.io.is_tls() {
+            let mut probe = [0u8; 1];
+            let mut probe = tokio::io::ReadBuf::new(&mut probe);
+            // Pending: nothing arrived (and the socket's readiness was cleared by the peek).
+            return self.io.tcp().poll_peek(&mut cx, &mut probe).is_pending();
+        }
         match self.io.tcp().poll_read_ready(&mut cx) {
             Poll::Pending => true,
             Poll::Ready(Err(_)) => false,
@@ -85,8 +97,21 @@ struct Idle {
     epoch: u64,
 }
 
+/// Idle connections by authority, plain and TLS apart.
+#[derive(Default)]
+struct IdleMaps {
+    plain: HashMap<Authority, Vec<Idle>>,
+    tls: HashMap<Authority, Vec<Idle>>,
+}
+
+impl IdleMaps {
+    fn of(&mut self, tls: bool) -> &mut HashMap<Authority, Vec<Idle>> {
+        if tls { &mut self.tls } else { &mut self.plain }
+    }
+}
+
 struct PoolInner {
-    idle: Mutex<HashMap<Authority, Vec<Idle>>>,
+    idle: Mutex<IdleMaps>,
     max_idle: usize,
     sweeping: AtomicBool,
     /// Incremented by every sweep: idle time is counted in sweeps, so the request path never
@@ -98,7 +123,7 @@ struct PoolInner {
 #[derive(Clone)]
 pub(crate) struct Pool {
     inner: Arc<PoolInner>,
-    connect_timeout: Duration,
+    dialer: Dialer,
 }
 
 impl std::fmt::Debug for Pool {
@@ -125,9 +150,9 @@ impl Checkin {
 }
 
 impl PoolInner {
-    async fn take(&self, key: &Authority) -> Option<Conn> {
+    async fn take(&self, tls: bool, key: &Authority) -> Option<Conn> {
         let mut idle = self.idle.lock().await;
-        let list = idle.get_mut(key)?;
+        let list = idle.of(tls).get_mut(key)?;
         while let Some(entry) = list.pop() {
             if entry.conn.is_usable() {
                 return Some(entry.conn);
@@ -148,7 +173,7 @@ impl PoolInner {
             let Ok(mut idle) = self.idle.try_lock() else {
                 return;
             };
-            let list = idle.entry(key).or_default();
+            let list = idle.of(conn.io.is_tls()).entry(key).or_default();
             if list.len() >= self.max_idle {
                 return;
             }
@@ -166,10 +191,13 @@ impl PoolInner {
     async fn sweep(&self) {
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
         let mut idle = self.idle.lock().await;
-        for list in idle.values_mut() {
-            list.retain(|e| epoch - e.epoch < IDLE_SWEEPS && e.conn.is_usable());
+        let idle = &mut *idle;
+        for map in [&mut idle.plain, &mut idle.tls] {
+            for list in map.values_mut() {
+                list.retain(|e| epoch - e.epoch < IDLE_SWEEPS && e.conn.is_usable());
+            }
+            map.retain(|_, list| !list.is_empty());
         }
-        idle.retain(|_, list| !list.is_empty());
     }
 }
 
@@ -197,28 +225,29 @@ pub(crate) struct Answer {
 }
 
 impl Pool {
-    pub(crate) fn new(max_idle: usize, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(max_idle: usize, dialer: Dialer) -> Self {
         Self {
             inner: Arc::new(PoolInner {
-                idle: Mutex::new(HashMap::new()),
+                idle: Mutex::new(IdleMaps::default()),
                 max_idle,
                 sweeping: AtomicBool::new(false),
                 epoch: AtomicU64::new(0),
             }),
-            connect_timeout,
+            dialer,
         }
     }
 
-    /// Send a body-less GET or HEAD with the already encoded `head` to `authority` and read the
-    /// response head. Errors are short reasons for the log and the 503.
+    /// Send a body-less GET or HEAD with the already encoded `head` to `authority` (over TLS
+    /// when `tls`) and read the response head. Errors are short reasons for the log and the 503.
     pub(crate) async fn send(
         &self,
+        tls: bool,
         authority: &Authority,
         head: &[u8],
         method: &Method,
     ) -> Result<Answer, String> {
         let is_head = *method == Method::HEAD;
-        if let Some(conn) = self.inner.take(authority).await {
+        if let Some(conn) = self.inner.take(tls, authority).await {
             match self.exchange(conn, authority, head, is_head).await {
                 Ok(answer) => return Ok(answer),
                 // The upstream closed the kept-alive connection before reading our request
@@ -228,7 +257,9 @@ impl Pool {
             }
         }
         let conn = Conn {
-            io: connect_tunnel(authority, self.connect_timeout)
+            io: self
+                .dialer
+                .connect(tls, authority)
                 .await
                 .map_err(|e| format!("connect: {e}"))?,
             buf: BytesMut::new(),

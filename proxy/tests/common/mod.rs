@@ -1,6 +1,9 @@
 //! Test harness: the proxy in-process on 127.0.0.1:0, and real upstream servers.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod gateway;
+pub mod pki;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -134,6 +137,9 @@ pub async fn get(url: &str) -> (StatusCode, http::HeaderMap, Bytes) {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub release: Arc<Notify>,
+    /// Connections accepted (TLS: handshakes completed).
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    tls: bool,
     stop: CancellationToken,
 }
 
@@ -145,11 +151,22 @@ impl Drop for Upstream {
 
 impl Upstream {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// The same server behind TLS (`https://` URLs).
+    pub async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        Self::start_with(Some(acceptor)).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let release = Arc::new(Notify::new());
         let stop = CancellationToken::new();
-        let (rel, st) = (Arc::clone(&release), stop.clone());
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (rel, st, count) = (Arc::clone(&release), stop.clone(), Arc::clone(&connections));
+        let is_tls = tls.is_some();
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -157,23 +174,43 @@ impl Upstream {
                     r = listener.accept() => r.unwrap(),
                 };
                 let rel = Arc::clone(&rel);
+                let count = Arc::clone(&count);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| upstream_handle(req, Arc::clone(&rel)));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
         Self {
             addr,
             release,
+            connections,
+            tls: is_tls,
             stop,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -250,27 +287,51 @@ fn tokio_stream_from<T: Send + 'static>(
 
 /// A WebSocket echo upstream (every text/binary message is sent back). Returns its address.
 pub async fn ws_echo() -> SocketAddr {
+    ws_echo_with(None).await
+}
+
+/// A WebSocket echo upstream behind TLS (`wss://` or `https://` targets).
+pub async fn ws_echo_tls(acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
+    ws_echo_with(Some(acceptor)).await
+}
+
+async fn ws_echo_with(tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() || msg.is_binary() {
-                        if ws.send(msg).await.is_err() {
-                            break;
+                match tls {
+                    None => echo(stream).await,
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            echo(stream).await;
                         }
-                    } else if msg.is_close() {
-                        break;
                     }
                 }
             });
         }
     });
     addr
+}
+
+async fn echo<S>(stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    while let Some(Ok(msg)) = ws.next().await {
+        if msg.is_text() || msg.is_binary() {
+            if ws.send(msg).await.is_err() {
+                break;
+            }
+        } else if msg.is_close() {
+            break;
+        }
+    }
 }
 
 /// An address where nothing listens (a port bound and released).
