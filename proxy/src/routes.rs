@@ -21,6 +21,9 @@ use serde_json::{Map, Value};
 
 use crate::error::RouteError;
 
+/// How finely [`Route::touch`] records activity, in milliseconds.
+pub(crate) const TOUCH_GRANULARITY_MS: i64 = 10;
+
 /// One entry of the table.
 #[derive(Debug)]
 pub struct Route {
@@ -46,9 +49,14 @@ impl Route {
         &self.data
     }
 
-    /// Record traffic on this route now.
+    /// Record traffic on this route now. The stored time moves in steps of at least
+    /// [`TOUCH_GRANULARITY_MS`]: every request reads the shared value, but only one in that
+    /// interval writes it, so the workers do not fight over its cache line on every request.
     pub fn touch(&self) {
-        self.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+        let now = now_ms();
+        if now - self.last_activity_ms.load(Ordering::Relaxed) >= TOUCH_GRANULARITY_MS {
+            self.last_activity_ms.store(now, Ordering::Relaxed);
+        }
     }
 
     /// When traffic last went through this route (or when it was added).
