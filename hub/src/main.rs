@@ -37,11 +37,20 @@ struct Cli {
 
 const EX_USAGE: u8 = 64;
 
+/// `RUST_LOG` (default `info`), with the embedded S3 server (s3s) capped at `info`: at debug
+/// level it logs whole requests, credential headers included, and secrets never go to the log.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match "s3s=info".parse() {
+        Ok(capped) => filter.add_directive(capped),
+        Err(_) => filter,
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(log_filter())
         .init();
     let cli = Cli::parse();
     let mut config = match Config::load(cli.config.as_deref(), &ProcessEnv) {

@@ -88,7 +88,15 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
     )
     .unwrap();
     let config = dir.join("hub.toml").display().to_string();
-    let _hub = Hub::start_with(&dir, port, hub_port, &["--config", &config]).await;
+    // s3s logs whole requests at debug level; asking for it must not put credentials in the log.
+    let _hub = Hub::start_with_env(
+        &dir,
+        port,
+        hub_port,
+        &["--config", &config],
+        &[("RUST_LOG", "info,s3s=trace")],
+    )
+    .await;
     let api = reqwest::Client::new();
     let r = admin(
         &api,
@@ -278,6 +286,14 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
         !lumi_log.contains(&token),
         "the hub token reached the gateway's log"
     );
+    // The kernel's boto3 calls carried its session token to the embedded S3 store; even with
+    // s3s asked to trace, the hub's log holds no credential header.
+    let hub_log = std::fs::read_to_string(dir.join("hub.log"))
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in ["x-amz-security-token", "authorization: aws4"] {
+        assert!(!hub_log.contains(header), "{header} in the hub's log");
+    }
 
     // A notebook saved in the Lab is an object in S3 ...
     let notebook = json!({"type": "notebook", "content": {

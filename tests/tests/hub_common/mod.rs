@@ -89,6 +89,17 @@ impl Hub {
 
     /// Start with extra arguments (e.g. `--config FILE`).
     pub async fn start_with(dir: &Path, port: u16, hub_port: u16, args: &[&str]) -> Self {
+        Self::start_with_env(dir, port, hub_port, args, &[]).await
+    }
+
+    /// [`Hub::start_with`] plus environment variables (set after the defaults, so they win).
+    pub async fn start_with_env(
+        dir: &Path,
+        port: u16,
+        hub_port: u16,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -104,6 +115,7 @@ impl Hub {
             .env("STACKHUB_VENV", venv())
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
