@@ -49,6 +49,27 @@ try {
 
   // The launcher's first notebook card: a kernelspec served by the site's gateway.
   await page.click('.jp-LauncherCard[data-category="Notebook"]');
+  // Opening a new notebook, JupyterLab may start two sessions at once and shut one down; a cell
+  // run while its kernel is being swapped is dropped. Wait until one session is left, its
+  // kernel's WebSocket is the last one opened (for a second in a row), and it is idle.
+  const prefix = new URL(page.url()).pathname.replace(/\/lab.*$/, '');
+  const deadline = Date.now() + 120000;
+  for (let stable = 0; stable < 4;) {
+    const sessions = await page.evaluate(async (p) => {
+      // As the Lab does: the _xsrf cookie's value in X-XSRFToken (the server checks it).
+      const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || '';
+      const r = await fetch(`${p}/api/sessions`,
+        { credentials: 'same-origin', headers: { 'X-XSRFToken': decodeURIComponent(xsrf) } });
+      return r.ok ? r.json() : [{ error: r.status }];
+    }, prefix);
+    const last = channels[channels.length - 1] || '';
+    const settled = sessions.length === 1 && last.includes(`/api/kernels/${sessions[0].kernel.id}/`);
+    stable = settled ? stable + 1 : 0;
+    if (Date.now() > deadline) {
+      throw new Error(`the notebook's session did not settle: ${JSON.stringify(sessions)}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
   await page.waitForSelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]',
     { timeout: 120000 });
   const editor = page.locator('.jp-NotebookPanel .jp-Cell').first().locator('.cm-content');

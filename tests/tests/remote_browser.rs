@@ -164,17 +164,29 @@ async fn a_browser_runs_a_notebook_at_the_lumi_gateway_over_the_direct_route() {
     // The notebook the browser saved is an object in alice's S3 space.
     let saved = seen["saved"].as_str().unwrap();
     assert!(saved.ends_with(".ipynb"), "{seen}");
-    let r = api
-        .get(format!("{base}/user/alice/api/contents/{saved}"))
-        .header("authorization", format!("token {token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        200,
-        "the saved notebook through the contents API"
-    );
+    // (The Lab reports the save done when its PUT returned; allow the store a moment.)
+    let mut last = String::new();
+    let mut found = None;
+    for _ in 0..40 {
+        let r = api
+            .get(format!("{base}/user/alice/api/contents/{saved}"))
+            .header("authorization", format!("token {token}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            found = Some(r);
+            break;
+        }
+        last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default());
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let r = found.unwrap_or_else(|| {
+        panic!(
+            "the saved notebook through the contents API: {last}\nserver log:\n{}",
+            log_tail(&dir.join("data/logs/alice.log"))
+        )
+    });
     let nb: Value = r.json().await.unwrap();
     assert!(
         nb["content"]["cells"][0]["source"]
