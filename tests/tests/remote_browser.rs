@@ -13,22 +13,14 @@ mod hub_common;
 mod remote_common;
 
 use browser_common::{artifacts, node};
-use hub_common::{Cleanup, Hub, PASSWORD, admin, free_port, log_tail};
-use remote_common::{Gateway, uuid_like, wait_site};
+use hub_common::{Hub, PASSWORD, admin, free_ports, log_tail, scratch_dir};
+use remote_common::{Gateway, wait_site};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_runs_a_notebook_at_the_lumi_gateway_over_the_direct_route() {
-    let dir = std::env::temp_dir().join(format!("stackhub-remote-browser-{}", uuid_like()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = Cleanup(dir.clone());
-    let port = free_port();
-    let hub_port = std::iter::repeat_with(free_port)
-        .find(|p| *p != port)
-        .unwrap();
-    let lumi_port = std::iter::repeat_with(free_port)
-        .find(|p| ![port, hub_port].contains(p))
-        .unwrap();
+    let (dir, _cleanup) = scratch_dir("remote-browser");
+    let [port, hub_port, lumi_port] = free_ports();
     let base = format!("http://127.0.0.1:{port}");
     let lumi = Gateway::start(&dir, "lumi", lumi_port, &base);
     lumi.wait_ready().await;

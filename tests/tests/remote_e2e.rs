@@ -8,8 +8,8 @@
 mod hub_common;
 mod remote_common;
 
-use hub_common::{Cleanup, Hub, PASSWORD, admin, free_port, progress_of};
-use remote_common::{Gateway, open_channels, run, start_server, stop_server, uuid_like, wait_site};
+use hub_common::{Hub, PASSWORD, free_ports, progress_of, scratch_dir, user_with_token};
+use remote_common::{Gateway, open_channels, run, start_server, stop_server, wait_site};
 use serde_json::{Value, json};
 
 fn hub_config(lumi: &str, leonardo: &str, unused: &str) -> String {
@@ -55,24 +55,8 @@ fn hub_config(lumi: &str, leonardo: &str, unused: &str) -> String {
 /// Opens `kernel`'s WebSocket through the hub's proxy with `headers` (`("authorization", "token
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
-    let dir = std::env::temp_dir().join(format!("stackhub-remote-e2e-{}", uuid_like()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = Cleanup(dir.clone());
-    let port = free_port();
-    let hub_port = std::iter::repeat_with(free_port)
-        .find(|p| *p != port)
-        .unwrap();
-    let (lumi_port, leo_port, unused_port) = (
-        std::iter::repeat_with(free_port)
-            .find(|p| ![port, hub_port].contains(p))
-            .unwrap(),
-        std::iter::repeat_with(free_port)
-            .find(|p| ![port, hub_port].contains(p))
-            .unwrap(),
-        std::iter::repeat_with(free_port)
-            .find(|p| ![port, hub_port].contains(p))
-            .unwrap(),
-    );
+    let (dir, _cleanup) = scratch_dir("remote-e2e");
+    let [port, hub_port, lumi_port, leo_port, unused_port] = free_ports();
     let base = format!("http://127.0.0.1:{port}");
     let lumi = Gateway::start(&dir, "lumi", lumi_port, &base);
     let mut leonardo = Gateway::start(&dir, "leonardo", leo_port, &base);
@@ -98,28 +82,7 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
     )
     .await;
     let api = reqwest::Client::new();
-    let r = admin(
-        &api,
-        reqwest::Method::POST,
-        format!("{base}/hub/api/users/alice"),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 201);
-    let alice: Value = admin(
-        &api,
-        reqwest::Method::POST,
-        format!("{base}/hub/api/users/alice/tokens"),
-    )
-    .json(&json!({"note": "remote e2e"}))
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let token = alice["token"].as_str().unwrap().to_owned();
+    let token = user_with_token(&api, &base, "alice", "remote e2e").await;
     wait_site(&api, &base, "lumi", true).await;
 
     // A site without S3 is never offered; its start is refused, saying why.

@@ -11,8 +11,8 @@ mod remote_common;
 
 use std::time::Duration;
 
-use hub_common::{Cleanup, Hub, admin, free_port, progress_of};
-use remote_common::{Gateway, run, start_server, stop_server, uuid_like, wait_site};
+use hub_common::{Hub, free_ports, progress_of, scratch_dir, user_with_token};
+use remote_common::{Gateway, run, start_server, stop_server, wait_site};
 use serde_json::{Value, json};
 
 /// Seconds a LUMI gateway token is valid.
@@ -39,16 +39,8 @@ fn count(path: &std::path::Path, needles: &[&str]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_single_user_server_renews_its_gateway_token_before_it_expires() {
-    let dir = std::env::temp_dir().join(format!("stackhub-remote-renewal-{}", uuid_like()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = Cleanup(dir.clone());
-    let port = free_port();
-    let hub_port = std::iter::repeat_with(free_port)
-        .find(|p| *p != port)
-        .unwrap();
-    let lumi_port = std::iter::repeat_with(free_port)
-        .find(|p| ![port, hub_port].contains(p))
-        .unwrap();
+    let (dir, _cleanup) = scratch_dir("remote-renewal");
+    let [port, hub_port, lumi_port] = free_ports();
     let base = format!("http://127.0.0.1:{port}");
     let lumi = Gateway::start_with(
         &dir,
@@ -74,28 +66,7 @@ async fn the_single_user_server_renews_its_gateway_token_before_it_expires() {
     let config = dir.join("hub.toml").display().to_string();
     let _hub = Hub::start_with(&dir, port, hub_port, &["--config", &config]).await;
     let api = reqwest::Client::new();
-    let r = admin(
-        &api,
-        reqwest::Method::POST,
-        format!("{base}/hub/api/users/alice"),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 201);
-    let token: Value = admin(
-        &api,
-        reqwest::Method::POST,
-        format!("{base}/hub/api/users/alice/tokens"),
-    )
-    .json(&json!({"note": "renewal"}))
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
+    let token = user_with_token(&api, &base, "alice", "renewal").await;
     wait_site(&api, &base, "lumi", true).await;
 
     // The site's tokens live LIFETIME seconds; one fetched now is refused once it has expired.

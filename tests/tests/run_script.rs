@@ -14,10 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hub_common::{
-    ADMIN_TOKEN, Cleanup, PASSWORD, admin, free_port, log_tail, progress_of, stackhub_bin, venv,
-    workspace,
+    ADMIN_TOKEN, PASSWORD, admin, free_port, free_ports, log_tail, progress_of, scratch_dir,
+    stackhub_bin, user_with_token, venv, workspace,
 };
-use remote_common::{run, start_server, stop_server, uuid_like};
+use remote_common::{run, start_server, stop_server};
 use serde_json::{Value, json};
 
 const SITES: [&str; 5] = ["central", "lumi", "leonardo", "eumetsat", "marenostrum"];
@@ -109,13 +109,8 @@ async fn wait_sites_healthy(api: &reqwest::Client, base: &str, dir: &Path) -> Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_run_brings_up_the_hub_and_five_healthy_sites_running_remote_kernels() {
-    let dir = std::env::temp_dir().join(format!("stackhub-run-script-{}", uuid_like()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = Cleanup(dir.clone());
-    let port = free_port();
-    let hub_port = std::iter::repeat_with(free_port)
-        .find(|p| *p != port)
-        .unwrap();
+    let (dir, _cleanup) = scratch_dir("run-script");
+    let [port, hub_port] = free_ports();
     let sites_port = free_sites_port(&[port, hub_port]);
     let base = format!("http://127.0.0.1:{port}");
     let script = RunScript::start(&dir, port, hub_port, sites_port);
@@ -144,28 +139,7 @@ async fn scripts_run_brings_up_the_hub_and_five_healthy_sites_running_remote_ker
     );
 
     // A newcomer's first remote kernel: "Remote Compute Kernels - LUMI Bridge".
-    let r = admin(
-        &api,
-        reqwest::Method::POST,
-        format!("{base}/hub/api/users/ada"),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 201);
-    let token: Value = admin(
-        &api,
-        reqwest::Method::POST,
-        format!("{base}/hub/api/users/ada/tokens"),
-    )
-    .json(&json!({"note": "run script check"}))
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
+    let token = user_with_token(&api, &base, "ada", "run script check").await;
     let r = start_server(&api, &base, "ada", "remote-lumi").await;
     assert!(
         matches!(r.status().as_u16(), 201 | 202),

@@ -228,6 +228,55 @@ pub fn live_under(dir: &Path) -> Vec<i64> {
 }
 
 /// Kills whatever a failed run left running below the test directory, then removes it.
+/// `N` distinct free ports.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let mut out: Vec<u16> = Vec::with_capacity(N);
+    while out.len() < N {
+        let p = free_port();
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out.try_into().unwrap()
+}
+
+/// A fresh directory `<tmp>/stackhub-NAME-<unique>`, removed when the returned guard drops.
+pub fn scratch_dir(name: &str) -> (PathBuf, Cleanup) {
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!("stackhub-{name}-{unique:x}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    (dir.clone(), Cleanup(dir))
+}
+
+/// Create `user` (201) through the admin API and issue them a token noted `note`; the token.
+pub async fn user_with_token(api: &reqwest::Client, base: &str, user: &str, note: &str) -> String {
+    let r = admin(
+        api,
+        reqwest::Method::POST,
+        format!("{base}/hub/api/users/{user}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201, "create {user}");
+    let t: serde_json::Value = admin(
+        api,
+        reqwest::Method::POST,
+        format!("{base}/hub/api/users/{user}/tokens"),
+    )
+    .json(&serde_json::json!({ "note": note }))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    t["token"].as_str().unwrap().to_owned()
+}
+
 pub struct Cleanup(pub PathBuf);
 
 impl Drop for Cleanup {
