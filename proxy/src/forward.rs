@@ -192,7 +192,7 @@ impl Proxy {
 
     /// Answer one client request. Never fails: problems become 4xx/5xx responses.
     pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
-        if req.uri().path() == "/_chp_healthz" {
+        if self.is_healthz(req.uri()) {
             return json_response(StatusCode::OK, r#"{"status":"OK"}"#);
         }
         let pq = req
@@ -226,9 +226,18 @@ impl Proxy {
         if req.method() == Method::CONNECT {
             return Err(ForwardError::BadRequest("CONNECT is not supported"));
         }
-        let decoded = decode_path(req.uri().path())?;
+        self.route_for_path(req.uri().path(), request_host(req))
+    }
+
+    /// The route for a raw request `path` sent to `host` (used with `--host-routing`).
+    pub(crate) fn route_for_path(
+        &self,
+        path: &str,
+        host: Option<&str>,
+    ) -> Result<Arc<Route>, ForwardError> {
+        let decoded = decode_path(path)?;
         let found = if self.options.host_routing {
-            let host = request_host(req).ok_or(ForwardError::BadRequest("missing Host header"))?;
+            let host = host.ok_or(ForwardError::BadRequest("missing Host header"))?;
             let host = host.split(':').next().unwrap_or(host);
             self.routes.lookup(&format!("/{host}{decoded}"))
         } else {
@@ -320,38 +329,64 @@ impl Proxy {
         peer: &Peer,
         upstream_pq: &str,
     ) -> Result<Response<ProxyBody>, ForwardError> {
+        let (mut parts, _empty) = req.into_parts();
+        host_from_authority(&mut parts);
+        let answer = self
+            .send_direct(&parts.method, &mut parts.headers, &route, peer, upstream_pq)
+            .await?;
+        let mut resp = Response::new(());
+        *resp.status_mut() = answer.status;
+        *resp.version_mut() = answer.version;
+        *resp.headers_mut() = answer.headers;
+        Ok(resp.map(|()| ProxyBody::Direct(DirectBody::new(answer.body))))
+    }
+
+    /// Send a body-less GET or HEAD with the client's `headers` (rewritten in place) over a
+    /// pooled connection and read the answer's head. Hop-by-hop headers are already removed
+    /// from the answer, and the body records activity on `route` when the status is below 300.
+    pub(crate) async fn send_direct(
+        &self,
+        method: &Method,
+        headers: &mut HeaderMap,
+        route: &Arc<Route>,
+        peer: &Peer,
+        upstream_pq: &str,
+    ) -> Result<h1::Answer, ForwardError> {
         let target = route.target();
         let path = target.origin_form(upstream_pq, self.options.prepend_path);
         if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(ForwardError::BadRequest("request path cannot be forwarded"));
         }
-        let (mut parts, _empty) = req.into_parts();
-        host_from_authority(&mut parts);
-        strip_hop_by_hop(&mut parts.headers);
-        self.add_forwarded(&mut parts.headers, peer);
-        let head = h1::encode_head(&parts.method, &path, &parts.headers);
+        strip_hop_by_hop(headers);
+        self.add_forwarded(headers, peer);
+        let head = h1::encode_head(method, &path, headers);
         let sending = self
             .pool
-            .send(target.is_tls(), target.authority(), &head, &parts.method);
-        let answer = match self.options.timeout {
+            .send(target.is_tls(), target.authority(), &head, method);
+        let mut answer = match self.options.timeout {
             Some(limit) => tokio::time::timeout(limit, sending)
                 .await
                 .map_err(|_| upstream_error(target, "no response before --timeout"))?,
             None => sending.await,
         }
         .map_err(|reason| upstream_error(target, &format!("client error (direct): {reason}")))?;
-
-        let mut resp = Response::new(());
-        *resp.status_mut() = answer.status;
-        *resp.version_mut() = answer.version;
-        *resp.headers_mut() = answer.headers;
-        strip_hop_by_hop(resp.headers_mut());
+        strip_hop_by_hop(&mut answer.headers);
         let active = answer.status.as_u16() < 300;
         if active {
             route.touch();
         }
-        let body = answer.body.with_activity(active.then_some(route));
-        Ok(resp.map(|()| ProxyBody::Direct(DirectBody::new(body))))
+        answer.body = answer.body.with_activity(active.then(|| Arc::clone(route)));
+        Ok(answer)
+    }
+
+    /// Whether `uri` is configurable-http-proxy's health check, answered by the proxy itself.
+    pub(crate) fn is_healthz(&self, uri: &http::Uri) -> bool {
+        uri.path() == "/_chp_healthz"
+    }
+
+    /// Whether requests to `route` go to the in-process upstream.
+    pub(crate) fn is_local(&self, route: &Route) -> bool {
+        self.local_for(route).is_some()
     }
 
     fn local_for(&self, route: &Route) -> Option<&LocalTarget> {

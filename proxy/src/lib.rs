@@ -4,6 +4,8 @@
 //! - `routes`: the route table (longest whole-segment prefix, per-route activity).
 //! - `forward`: forwarding one request, header rewriting, error answers.
 //! - `h1`: body-less requests over pooled upstream connections without hyper's client tasks.
+//! - `fast`: the server side of plain client connections for those requests (splice for big
+//!   bodies); hyper serves everything else.
 //! - `upgrade`: WebSocket (and other upgrade) tunnels.
 //! - `kernel_route`: kernel WebSockets of remote-kernels servers straight to the site gateway.
 //! - `net`: upstream connections (TCP with `TCP_NODELAY` and prompt ACKs, TLS over it).
@@ -25,6 +27,7 @@ mod client_tls;
 mod config;
 mod error;
 mod error_page;
+mod fast;
 mod forward;
 mod h1;
 mod hub_cookie;

@@ -17,9 +17,11 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::api::Api;
+use crate::fast;
 use crate::forward::{Peer, Proxy};
 
 /// How long open connections get to finish after shutdown is requested.
@@ -42,22 +44,37 @@ pub async fn serve(
         .header_read_timeout(HEAD_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let is_tls = tls.is_some();
-    accept_loop(listener, tls, shutdown, move |io, remote, watcher| {
-        let proxy = Arc::clone(&proxy);
-        let builder = builder.clone();
-        let peer = Arc::new(Peer::new(remote, local_port, is_tls));
-        async move {
-            let service = service_fn(move |req| {
-                let proxy = Arc::clone(&proxy);
-                let peer = Arc::clone(&peer);
-                async move { Ok::<_, Infallible>(proxy.handle(req, &peer).await) }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(error = %e, "client connection ended with an error");
+    accept_loop(
+        listener,
+        tls,
+        shutdown,
+        move |client, remote, watcher, stop| {
+            let proxy = Arc::clone(&proxy);
+            let builder = builder.clone();
+            let peer = Arc::new(Peer::new(remote, local_port, is_tls));
+            async move {
+                // Plain connections start on the fast path; hyper takes over what it does not serve.
+                let io: Box<dyn ClientIo> = match client {
+                    Client::Plain(stream) => {
+                        match fast::serve_plain(stream, &proxy, &peer, &stop).await {
+                            fast::Outcome::Closed => return,
+                            fast::Outcome::HandOver(io) => Box::new(io),
+                        }
+                    }
+                    Client::Tls(io) => io,
+                };
+                let service = service_fn(move |req| {
+                    let proxy = Arc::clone(&proxy);
+                    let peer = Arc::clone(&peer);
+                    async move { Ok::<_, Infallible>(proxy.handle(req, &peer).await) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -72,20 +89,29 @@ pub async fn serve_api(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT);
-    accept_loop(listener, tls, shutdown, move |io, _remote, watcher| {
-        let api = api.clone();
-        let builder = builder.clone();
-        async move {
-            let service = service_fn(move |req| {
-                let api = api.clone();
-                async move { Ok::<_, Infallible>(api.handle(req).await) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(io), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(error = %e, "API connection ended with an error");
+    accept_loop(
+        listener,
+        tls,
+        shutdown,
+        move |client, _remote, watcher, _stop| {
+            let api = api.clone();
+            let builder = builder.clone();
+            async move {
+                let io: Box<dyn ClientIo> = match client {
+                    Client::Plain(stream) => Box::new(stream),
+                    Client::Tls(io) => io,
+                };
+                let service = service_fn(move |req| {
+                    let api = api.clone();
+                    async move { Ok::<_, Infallible>(api.handle(req).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(io), service);
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "API connection ended with an error");
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -93,16 +119,25 @@ pub async fn serve_api(
 pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
 
+/// An accepted client connection.
+enum Client {
+    Plain(TcpStream),
+    Tls(Box<dyn ClientIo>),
+}
+
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     serve_conn: F,
 ) where
-    F: Fn(Box<dyn ClientIo>, std::net::SocketAddr, Watcher) -> Fut + Send + Sync + 'static,
+    F: Fn(Client, std::net::SocketAddr, Watcher, CancellationToken) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    // Tells connections on the fast path to finish their request and close (hyper's are told
+    // through their watcher).
+    let stop = CancellationToken::new();
     let serve_conn = Arc::new(serve_conn);
     let mut backoff = Duration::from_millis(5);
     tokio::pin!(shutdown);
@@ -129,9 +164,10 @@ async fn accept_loop<F, Fut>(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         let serve_conn = Arc::clone(&serve_conn);
+        let stop = stop.clone();
         let task = async move {
-            if let Some(io) = handshake(stream, tls).await {
-                serve_conn(io, remote, watcher).await;
+            if let Some(client) = handshake(stream, tls).await {
+                serve_conn(client, remote, watcher, stop).await;
             }
         };
         // A disabled span still costs an enter/exit on every poll of the connection.
@@ -142,6 +178,7 @@ async fn accept_loop<F, Fut>(
         }
     }
     drop(listener);
+    stop.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
@@ -150,12 +187,12 @@ async fn accept_loop<F, Fut>(
     }
 }
 
-async fn handshake(stream: TcpStream, tls: Option<TlsAcceptor>) -> Option<Box<dyn ClientIo>> {
+async fn handshake(stream: TcpStream, tls: Option<TlsAcceptor>) -> Option<Client> {
     let Some(acceptor) = tls else {
-        return Some(Box::new(stream));
+        return Some(Client::Plain(stream));
     };
     match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => Some(Box::new(tls)),
+        Ok(Ok(tls)) => Some(Client::Tls(Box::new(tls))),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
             None

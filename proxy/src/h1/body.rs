@@ -82,6 +82,35 @@ impl UpstreamBody {
         self
     }
 
+    /// The upstream socket and the bytes left, when the rest of a length-delimited body can be
+    /// moved without reading it here: plain TCP, nothing buffered, something left.
+    pub(crate) fn splice_source(&self) -> Option<(&tokio::net::TcpStream, u64)> {
+        let conn = self.conn.as_ref()?;
+        match self.framing {
+            Framing::Length(left) if left > 0 && conn.buf.is_empty() && !conn.io.is_tls() => {
+                Some((conn.io.tcp(), left))
+            }
+            _ => None,
+        }
+    }
+
+    /// The route this body records activity on.
+    pub(crate) fn route(&self) -> Option<&Arc<Route>> {
+        self.route.as_ref()
+    }
+
+    /// `n` bytes of a length-delimited body were moved past this reader (see
+    /// [`Self::splice_source`]); the connection goes back to the pool when none are left.
+    pub(crate) fn spliced(&mut self, n: u64) {
+        if let Framing::Length(left) = self.framing {
+            let left = left.saturating_sub(n);
+            self.framing = Framing::Length(left);
+            if left == 0 {
+                self.finish();
+            }
+        }
+    }
+
     /// The body has ended: the connection goes back to the pool if it can carry another request.
     fn finish(&mut self) {
         self.framing = Framing::Length(0);
