@@ -9,7 +9,7 @@
 #
 # Knobs (environment):
 #   BENCH_OURS_BIN          measure this binary as "ours" instead of building stackhub-proxy
-#   BENCH_ROUNDS=3          wrk rounds per target and size
+#   BENCH_ROUNDS=5          wrk rounds per target and size
 #   BENCH_DURATION=5        seconds per wrk run
 #   BENCH_CONNECTIONS=64    wrk connections
 #   BENCH_WS_ROUNDS=5       WebSocket echo rounds (BENCH_WS_ITERATIONS=1000 round trips each)
@@ -21,7 +21,7 @@ cd "$ROOT"
 # shellcheck source=bench/chp.sh
 source "$ROOT/bench/chp.sh"
 
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 DURATION=${BENCH_DURATION:-5}
 CONNS=${BENCH_CONNECTIONS:-64}
 WS_ROUNDS=${BENCH_WS_ROUNDS:-5}

@@ -111,6 +111,15 @@ pub struct Args {
     /// Milliseconds to wait for an upstream's response head before answering 503
     #[arg(long, value_name = "MS")]
     pub timeout: Option<u64>,
+    /// Microseconds a WebSocket tunnel keeps polling for its next message after forwarding one,
+    /// instead of sleeping (0 turns it off; at most 1000)
+    #[arg(
+        long = "tunnel-busy-poll-us",
+        value_name = "US",
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u64).range(0..=1000)
+    )]
+    pub tunnel_busy_poll_us: u64,
     /// Worker threads serving the public port [default: one per core]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
@@ -198,6 +207,7 @@ impl Args {
             host_routing: self.host_routing,
             custom_headers,
             timeout: self.timeout.map(Duration::from_millis),
+            tunnel_busy_poll: Duration::from_micros(self.tunnel_busy_poll_us),
             error_target: self.error_target.clone(),
             upstream_tls,
             ..ProxyOptions::default()
@@ -248,6 +258,19 @@ mod tests {
         let opts = args.proxy_options().unwrap();
         assert_eq!(opts.custom_headers[0].0, "x-site");
         assert!(opts.x_forward && opts.include_prefix);
+        assert_eq!(opts.tunnel_busy_poll, Duration::from_micros(50));
+    }
+
+    #[test]
+    fn tunnel_busy_poll_is_bounded() {
+        let parse = |v: &str| Args::try_parse_from(["stackhub-proxy", "--tunnel-busy-poll-us", v]);
+        let off = parse("0").unwrap().proxy_options().unwrap();
+        assert!(off.tunnel_busy_poll.is_zero());
+        let err = parse("5000").unwrap_err().to_string();
+        assert!(
+            err.contains("5000") && err.contains("--tunnel-busy-poll-us"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,6 +22,9 @@ use crate::net::{Dialer, UpstreamConnector};
 use crate::routes::{Route, RouteTable, Target};
 use crate::{kernel_route, upgrade};
 
+/// The default of [`ProxyOptions::tunnel_busy_poll`].
+pub(crate) const DEFAULT_TUNNEL_BUSY_POLL: Duration = Duration::from_micros(50);
+
 /// How requests are forwarded. Defaults match configurable-http-proxy's.
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
@@ -37,6 +40,9 @@ pub struct ProxyOptions {
     pub custom_headers: Vec<(HeaderName, HeaderValue)>,
     /// Give up on an upstream that sends no response head within this time (`--timeout`).
     pub timeout: Option<Duration>,
+    /// After forwarding a chunk, a WebSocket tunnel keeps polling for the next one this long
+    /// before its thread may sleep (`--tunnel-busy-poll-us`; zero turns it off). See `upgrade`.
+    pub tunnel_busy_poll: Duration,
     /// Give up connecting to an upstream after this time.
     pub connect_timeout: Duration,
     /// Fetch error pages from `<error_target>/<code>?url=<request url>` (`--error-target`).
@@ -62,6 +68,7 @@ impl Default for ProxyOptions {
             host_routing: false,
             custom_headers: Vec::new(),
             timeout: None,
+            tunnel_busy_poll: DEFAULT_TUNNEL_BUSY_POLL,
             connect_timeout: Duration::from_secs(10),
             error_target: None,
             pool_max_idle_per_host: 1024,

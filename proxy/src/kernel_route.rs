@@ -301,6 +301,7 @@ async fn upgrade_at_gateway(
     route.touch();
     let client_upgrade = hyper::upgrade::on(&mut req);
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let busy_poll = proxy.options().tunnel_busy_poll;
     let tunnel = async move {
         let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
             (Ok(client), Ok(upstream)) => (client, upstream),
@@ -310,7 +311,7 @@ async fn upgrade_at_gateway(
             }
         };
         tracing::debug!("kernel WebSocket connected to the site gateway");
-        if let Err(e) = splice_upgraded(client, upstream).await {
+        if let Err(e) = splice_upgraded(client, upstream, busy_poll).await {
             tracing::debug!(error = %e, "kernel WebSocket closed");
         }
     };
@@ -319,9 +320,13 @@ async fn upgrade_at_gateway(
     Ok(Response::from_parts(parts, ProxyBody::empty()))
 }
 
-async fn splice_upgraded(client: Upgraded, upstream: Upgraded) -> std::io::Result<()> {
+async fn splice_upgraded(
+    client: Upgraded,
+    upstream: Upgraded,
+    busy_poll: std::time::Duration,
+) -> std::io::Result<()> {
     match upstream.downcast::<TokioIo<UpstreamStream>>() {
-        Ok(parts) => splice(client, parts.io.into_inner(), parts.read_buf).await,
+        Ok(parts) => splice(client, parts.io.into_inner(), parts.read_buf, busy_poll).await,
         Err(upstream) => {
             let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
             tokio::io::copy_bidirectional(&mut c, &mut u)

@@ -5,8 +5,22 @@
 //! [`crate::QuickAckStream`]: it marks the route active on every chunk in either
 //! direction, and the splice loop acknowledges each upstream chunk promptly once it has been
 //! forwarded (see `net.rs` for the Nagle/delayed-ACK stall this removes).
+//!
+//! # Busy polling after a message
+//! A kernel WebSocket is request and reply: after the proxy forwards a message, the answer
+//! usually follows within tens of microseconds. If the worker thread sleeps in `epoll_wait`
+//! meanwhile, waking it again costs 20-60 us on a virtual machine (the idle vCPU halts and
+//! needs an interrupt), twice per round trip. So for `--tunnel-busy-poll-us` (default 50 us)
+//! after it forwarded a chunk, a tunnel yields instead of sleeping: other tasks run, and the
+//! reactor polls with a zero timeout. HAProxy's `busy-polling` does the same for the same
+//! reason, always; here it is bounded by the window after each message.
+//!
+//! Measured (`ws-latency`, 5000 echo round trips, 2-vCPU VM): p50 148/131 us without, 83/64 us
+//! with the 50 us window; the proxy's CPU per round trip rose from about 60 to 80 us. An idle
+//! tunnel costs nothing.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -100,6 +114,7 @@ pub(crate) async fn tunnel(
     }
 
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let busy_poll = proxy.options().tunnel_busy_poll;
     let span = tracing::debug_span!("tunnel", route = %route.path());
     let splice = async move {
         let (client, upstream) = tokio::join!(client_upgrade, upstream_upgrade);
@@ -111,7 +126,7 @@ pub(crate) async fn tunnel(
             }
         };
         let result = match upstream.downcast::<TokioIo<UpstreamStream>>() {
-            Ok(parts) => splice(client, parts.io.into_inner(), parts.read_buf).await,
+            Ok(parts) => splice(client, parts.io.into_inner(), parts.read_buf, busy_poll).await,
             Err(upstream) => {
                 // Not our socket type (cannot happen today): plain copying still works.
                 let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
@@ -139,33 +154,78 @@ pub(crate) async fn splice(
     client: Upgraded,
     upstream: UpstreamStream,
     early: Bytes,
+    busy_poll: Duration,
 ) -> std::io::Result<()> {
     let ack = upstream.ack_handle()?;
     let (mut client_rd, mut client_wr) = tokio::io::split(TokioIo::new(client));
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
+    let last = Activity::new();
     let downstream = async {
         if !early.is_empty() {
             client_wr.write_all(&early).await?;
         }
-        pump(&mut up_rd, &mut client_wr, || ack.rearm()).await
+        pump(&mut up_rd, &mut client_wr, &last, busy_poll, || ack.rearm()).await
     };
-    let upstream = pump(&mut client_rd, &mut up_wr, || ());
+    let upstream = pump(&mut client_rd, &mut up_wr, &last, busy_poll, || ());
     tokio::try_join!(downstream, upstream).map(|_| ())
 }
 
+/// When a tunnel last forwarded a chunk (either direction).
+struct Activity {
+    start: Instant,
+    micros: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            micros: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self) {
+        let now = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.micros.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn since(&self) -> Duration {
+        let at = Duration::from_micros(self.micros.load(std::sync::atomic::Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(at)
+    }
+}
+
 /// Copy `rd` to `wr` until end of stream, then shut `wr` down; `after_write` runs after each chunk.
-async fn pump<R, W>(rd: &mut R, wr: &mut W, after_write: impl Fn()) -> std::io::Result<()>
+async fn pump<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    last: &Activity,
+    busy_poll: Duration,
+    after_write: impl Fn(),
+) -> std::io::Result<()>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; TUNNEL_BUF];
     loop {
-        let n = rd.read(&mut buf).await?;
+        let n = loop {
+            if busy_poll.is_zero() || last.since() > busy_poll {
+                break rd.read(&mut buf).await?;
+            }
+            // Not ready: let every other task run and the reactor poll without a timeout, then
+            // look again (see the module docs).
+            tokio::select! {
+                biased;
+                n = rd.read(&mut buf) => break n?,
+                () = tokio::task::yield_now() => {}
+            }
+        };
         if n == 0 {
             return wr.shutdown().await;
         }
         wr.write_all(&buf[..n]).await?;
+        last.mark();
         after_write();
     }
 }
