@@ -14,7 +14,7 @@
 //! - `body`: streaming bodies that record activity.
 //! - `api`: configurable-http-proxy's REST API.
 //! - `server`: accept loops for the public and API listeners.
-//! - `workers`: thread-per-core serving of the public listener.
+//! - `workers`: thread-per-core serving of the public listener; `balance` evens connections out.
 //! - `tls`, `config`: rustls acceptors and the command line.
 //!
 //! The hub embeds this crate: it builds a [`Proxy`] over a shared [`RouteTable`], runs [`serve`]
@@ -22,6 +22,7 @@
 //! as a process with the REST API ([`serve_api`]) on a second listener.
 
 mod api;
+mod balance;
 mod body;
 mod client_tls;
 mod config;

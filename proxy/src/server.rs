@@ -16,11 +16,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::api::Api;
+use crate::balance::{Balancer, Handoff, Load, Placement};
 use crate::fast;
 use crate::forward::{Peer, Proxy};
 
@@ -36,6 +38,17 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_balanced(listener, proxy, tls, shutdown, None).await;
+}
+
+/// [`serve`] as one of several workers sharing `listener`, spreading connections with `balancer`.
+pub(crate) async fn serve_balanced(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+    balancer: Option<Balancer>,
+) {
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -48,6 +61,7 @@ pub async fn serve(
         listener,
         tls,
         shutdown,
+        balancer,
         move |client, remote, watcher, stop| {
             let proxy = Arc::clone(&proxy);
             let builder = builder.clone();
@@ -93,6 +107,7 @@ pub async fn serve_api(
         listener,
         tls,
         shutdown,
+        None,
         move |client, _remote, watcher, _stop| {
             let api = api.clone();
             let builder = builder.clone();
@@ -129,6 +144,7 @@ async fn accept_loop<F, Fut>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
+    mut balancer: Option<Balancer>,
     serve_conn: F,
 ) where
     F: Fn(Client, std::net::SocketAddr, Watcher, CancellationToken) -> Fut + Send + Sync + 'static,
@@ -140,11 +156,21 @@ async fn accept_loop<F, Fut>(
     let stop = CancellationToken::new();
     let serve_conn = Arc::new(serve_conn);
     let mut backoff = Duration::from_millis(5);
+    let mut inbox = balancer.as_mut().and_then(Balancer::take_inbox);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
+            Some(handoff) = recv(&mut inbox) => {
+                // Another worker's connection, placed here to even out the load.
+                if let Some(balancer) = &balancer
+                    && let Some((stream, remote, load)) = balancer.receive(handoff)
+                {
+                    spawn_conn(stream, remote, load.into(), &tls, &graceful, &stop, &serve_conn);
+                }
+                continue;
+            }
         };
         let (stream, remote) = match accepted {
             Ok(pair) => {
@@ -159,23 +185,14 @@ async fn accept_loop<F, Fut>(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let span = tracing::debug_span!("conn", client.addr = %remote);
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        let serve_conn = Arc::clone(&serve_conn);
-        let stop = stop.clone();
-        let task = async move {
-            if let Some(client) = handshake(stream, tls).await {
-                serve_conn(client, remote, watcher, stop).await;
-            }
+        let (stream, load) = match &balancer {
+            None => (stream, None),
+            Some(balancer) => match balancer.place(stream, remote) {
+                Placement::Here(stream, load) => (stream, Some(load)),
+                Placement::Away => continue,
+            },
         };
-        // A disabled span still costs an enter/exit on every poll of the connection.
-        if span.is_disabled() {
-            tokio::spawn(task);
-        } else {
-            tokio::spawn(task.instrument(span));
-        }
+        spawn_conn(stream, remote, load, &tls, &graceful, &stop, &serve_conn);
     }
     drop(listener);
     stop.cancel();
@@ -184,6 +201,47 @@ async fn accept_loop<F, Fut>(
         .is_err()
     {
         tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+    }
+}
+
+/// The next handed-over connection, or never without an inbox.
+async fn recv(inbox: &mut Option<UnboundedReceiver<Handoff>>) -> Option<Handoff> {
+    match inbox {
+        Some(inbox) => inbox.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serve one accepted connection on its own task.
+fn spawn_conn<F, Fut>(
+    stream: TcpStream,
+    remote: std::net::SocketAddr,
+    load: Option<Load>,
+    tls: &Option<TlsAcceptor>,
+    graceful: &GracefulShutdown,
+    stop: &CancellationToken,
+    serve_conn: &Arc<F>,
+) where
+    F: Fn(Client, std::net::SocketAddr, Watcher, CancellationToken) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let span = tracing::debug_span!("conn", client.addr = %remote);
+    let tls = tls.clone();
+    let watcher = graceful.watcher();
+    let serve_conn = Arc::clone(serve_conn);
+    let stop = stop.clone();
+    let task = async move {
+        if let Some(client) = handshake(stream, tls).await {
+            serve_conn(client, remote, watcher, stop).await;
+        }
+        drop(load);
+    };
+    // A disabled span still costs an enter/exit on every poll of the connection.
+    if span.is_disabled() {
+        tokio::spawn(task);
+    } else {
+        tokio::spawn(task.instrument(span));
     }
 }
 

@@ -9,7 +9,8 @@
 //! tunnel on one thread removes those hops, which is how nginx's workers behave too.
 //!
 //! The listening socket is shared by duplicating its descriptor: each worker's poller is told
-//! about the same accept queue, and whichever worker wakes first takes the connection.
+//! about the same accept queue, and whichever worker wakes first takes the connection; it hands
+//! the connection to a less busy worker when there is one (`balance`).
 
 use std::net::TcpListener as StdListener;
 use std::sync::Arc;
@@ -18,10 +19,11 @@ use std::thread::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::balance::Balancer;
 use crate::error::ConfigError;
 use crate::forward::{Proxy, ProxyOptions};
 use crate::routes::RouteTable;
-use crate::server::serve;
+use crate::server::serve_balanced;
 
 /// Running proxy workers; [`Workers::join`] waits for them after the shutdown token is cancelled.
 #[derive(Debug)]
@@ -49,14 +51,15 @@ impl Workers {
         let bind_err = |source| ConfigError::Bind { addr, source };
         listener.set_nonblocking(true).map_err(bind_err)?;
         let mut threads = Vec::with_capacity(count.max(1));
-        for index in 0..count.max(1) {
+        let balancers = Balancer::group(count.max(1));
+        for (index, balancer) in balancers.into_iter().enumerate() {
             let socket = listener.try_clone().map_err(bind_err)?;
             let proxy = Proxy::new(Arc::clone(&routes), options.clone())?;
             let tls = tls.clone();
             let shutdown = shutdown.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("proxy-worker-{index}"))
-                .spawn(move || run_worker(socket, proxy, tls, shutdown))
+                .spawn(move || run_worker(socket, proxy, tls, shutdown, balancer))
                 .map_err(bind_err)?;
             threads.push(thread);
         }
@@ -76,6 +79,7 @@ fn run_worker(
     proxy: Proxy,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
+    balancer: Balancer,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -90,7 +94,8 @@ fn run_worker(
     runtime.block_on(async move {
         match tokio::net::TcpListener::from_std(socket) {
             Ok(listener) => {
-                serve(listener, Arc::new(proxy), tls, shutdown.cancelled_owned()).await;
+                let stopped = shutdown.cancelled_owned();
+                serve_balanced(listener, Arc::new(proxy), tls, stopped, Some(balancer)).await;
             }
             Err(e) => tracing::error!(error = %e, "proxy worker cannot use the listening socket"),
         }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -84,7 +84,11 @@ pub(crate) async fn serve_plain(
         }
         match conn.answer(proxy, peer, *head, route, stop).await {
             Ok(true) => {}
-            Ok(false) => return Outcome::Closed,
+            Ok(false) => {
+                // FIN after the answer, so the client reads all of it before the close.
+                let _ = conn.stream.shutdown().await;
+                return Outcome::Closed;
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "client connection ended with an error");
                 return Outcome::Closed;
