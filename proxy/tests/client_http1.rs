@@ -46,16 +46,7 @@ impl RawUpstream {
 async fn serve(mut stream: TcpStream) {
     let big = pattern(BIG);
     let mut buf = Vec::new();
-    loop {
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            continue;
-        };
-        let head = String::from_utf8(buf.drain(..end + 4).collect()).unwrap();
+    while let Some(head) = common::read_head(&mut stream, &mut buf).await {
         let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
         let head_only = head.starts_with("HEAD ");
         let ok = match path.as_str() {

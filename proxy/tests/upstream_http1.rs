@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{TestProxy, client, get};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// A raw upstream: answers each request head by its path, counting connections and requests.
@@ -54,16 +54,7 @@ impl RawUpstream {
 
 async fn serve(mut stream: TcpStream, seen: Arc<tokio::sync::Mutex<Vec<String>>>) {
     let mut buf = Vec::new();
-    loop {
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            continue;
-        };
-        let head = String::from_utf8(buf.drain(..end + 4).collect()).unwrap();
+    while let Some(head) = common::read_head(&mut stream, &mut buf).await {
         seen.lock().await.push(head.clone());
         let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
         let reply: &[u8] = match path.as_str() {

@@ -211,12 +211,7 @@ fn encode_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    crate::h1::put_headers(out, headers);
     match wire {
         Wire::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Wire::Length(n) if !headers.contains_key(header::CONTENT_LENGTH) => {

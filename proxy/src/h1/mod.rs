@@ -467,14 +467,19 @@ pub(crate) fn encode_head(method: &Method, target: &str, headers: &HeaderMap) ->
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
+    put_headers(&mut out, headers);
+    out.put_slice(b"\r\n");
+    out
+}
+
+/// Append `name: value` lines for `headers`, names in lower case as hyper writes them.
+pub(crate) fn put_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
         out.put_slice(name.as_str().as_bytes());
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
     }
-    out.put_slice(b"\r\n");
-    out
 }
 
 #[cfg(test)]

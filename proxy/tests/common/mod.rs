@@ -119,6 +119,22 @@ pub fn client() -> Client {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// Read the next request (or response) head from a raw connection, keeping what follows it in
+/// `buf`; `None` when the connection ends first.
+pub async fn read_head(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(String::from_utf8(buf.drain(..end + 4).collect()).unwrap());
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 pub async fn get(url: &str) -> (StatusCode, http::HeaderMap, Bytes) {
     let resp = client().get(url.parse().unwrap()).await.unwrap();
     let (parts, body) = resp.into_parts();
