@@ -5,7 +5,8 @@
 // the page opened. Usage:
 //   node browser_remote_lab.mjs HUB_URL USER PASSWORD ARTIFACTS_DIR PROFILE_SLUG CODE MARKER
 // CODE is typed into the first cell; the script waits until an output contains MARKER.
-// Prints one JSON line: {"lab_url", "output", "channels", "binary_frames", "saved"}.
+// Prints one JSON line: {"lab_url", "output", "channels", "binary_frames", "saved", "label_after",
+// "listing"}.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -91,11 +92,24 @@ try {
     const t = document.querySelector(sel);
     return t && !t.classList.contains('jp-mod-dirty');
   }, tab);
-  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent.trim() === 'at-lumi.ipynb',
-    `${tab} .lm-TabBar-tabLabel`);
-  const saved = (await page.textContent(`${tab} .lm-TabBar-tabLabel`)).trim();
+  // The name the tab showed once the rename was done. (The label has been seen to read
+  // "Untitled.ipynb" again a moment later while the server had renamed the file: the test checks
+  // the server's copy, and reports the later label and the Lab's listing for diagnosis.)
+  const saved = await (await page.waitForFunction((sel) => {
+    const t = document.querySelector(sel)?.textContent.trim();
+    return t === 'at-lumi.ipynb' ? t : null;
+  }, `${tab} .lm-TabBar-tabLabel`)).jsonValue();
+  const label_after = (await page.textContent(`${tab} .lm-TabBar-tabLabel`)).trim();
+  const listing = await page.evaluate(async (p) => {
+    const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || '';
+    const r = await fetch(`${p}/api/contents/?content=1`,
+      { credentials: 'same-origin', headers: { 'X-XSRFToken': decodeURIComponent(xsrf) } });
+    return r.ok ? (await r.json()).content.map((f) => f.name) : [`HTTP ${r.status}`];
+  }, prefix);
   await page.screenshot({ path: join(artifacts, 'remote-lab.png') });
-  console.log(JSON.stringify({ lab_url: labUrl, output, channels, binary_frames: binaryFrames, saved }));
+  console.log(JSON.stringify({
+    lab_url: labUrl, output, channels, binary_frames: binaryFrames, saved, label_after, listing,
+  }));
 } catch (e) {
   // What the page showed when it went wrong: a screenshot and the notebook's cells.
   if (page) {

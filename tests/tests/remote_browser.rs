@@ -175,7 +175,7 @@ async fn a_browser_runs_a_notebook_at_the_lumi_gateway_over_the_direct_route() {
     }
     let r = found.unwrap_or_else(|| {
         panic!(
-            "the saved notebook through the contents API: {last}\nserver log:\n{}",
+            "the saved notebook through the contents API: {last}\nbrowser saw: {seen}\nserver log:\n{}",
             log_tail(&dir.join("data/logs/alice.log"))
         )
     });
