@@ -29,7 +29,7 @@ use crate::forward::{Peer, Proxy};
 /// How long open connections get to finish after shutdown is requested.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a client may take to send a request head, and a TLS handshake to complete.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serve proxied traffic on `listener` until `shutdown` resolves.
 pub async fn serve(

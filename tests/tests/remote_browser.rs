@@ -13,9 +13,9 @@ mod hub_common;
 mod remote_common;
 
 use browser_common::{artifacts, node};
-use hub_common::{Hub, PASSWORD, admin, free_ports, log_tail, scratch_dir};
-use remote_common::{Gateway, wait_site};
-use serde_json::{Value, json};
+use hub_common::{Hub, PASSWORD, free_ports, issue_token, log_tail, scratch_dir};
+use remote_common::{Gateway, site_token, wait_site};
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_runs_a_notebook_at_the_lumi_gateway_over_the_direct_route() {
@@ -85,22 +85,14 @@ async fn a_browser_runs_a_notebook_at_the_lumi_gateway_over_the_direct_route() {
     );
 
     // The kernel runs at LUMI, and the browser's kernel WebSocket went there directly.
-    let token: Value = admin(
-        &api,
-        reqwest::Method::POST,
-        format!("{base}/hub/api/users/alice/tokens"),
-    )
-    .json(&json!({"note": "remote browser"}))
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
+    let token = issue_token(&api, &base, "alice", "remote browser").await;
+    let jwt = site_token(&api, &base, "lumi", &token).await;
+    let jwt = jwt["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {jwt}"));
     let kernels: Value = api
         .get(format!("{}/api/kernels", lumi.url))
-        .bearer_auth(site_token(&api, &base, &token).await)
+        .bearer_auth(jwt)
         .send()
         .await
         .unwrap()
@@ -194,23 +186,6 @@ async fn a_browser_runs_a_notebook_at_the_lumi_gateway_over_the_direct_route() {
             .any(|p| p.contains("/s3/") && p.ends_with(&format!("users/alice/{saved}"))),
         "no S3 object for {saved}: {objects:?}"
     );
-}
-
-/// A LUMI gateway token for the owner of hub token `token`, as the hub issues it to her server.
-async fn site_token(api: &reqwest::Client, base: &str, token: &str) -> String {
-    let r: Value = api
-        .post(format!("{base}/hub/api/sites/lumi/token"))
-        .header("authorization", format!("token {token}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token: {r}"))
-        .to_owned()
 }
 
 /// Every file below `root` (the embedded store keeps objects as files).

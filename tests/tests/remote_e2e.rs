@@ -9,7 +9,9 @@ mod hub_common;
 mod remote_common;
 
 use hub_common::{Hub, PASSWORD, free_ports, progress_of, scratch_dir, user_with_token};
-use remote_common::{Gateway, open_channels, run, start_server, stop_server, wait_site};
+use remote_common::{
+    Gateway, open_channels, run, site_token, start_server, stop_server, wait_site,
+};
 use serde_json::{Value, json};
 
 fn hub_config(lumi: &str, leonardo: &str, unused: &str) -> String {
@@ -176,15 +178,7 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
     let kernel: Value = r.json().await.unwrap();
     let kernel_id = kernel["id"].as_str().unwrap().to_owned();
     // The hub issues alice a LUMI token; with it, the LUMI gateway lists her kernel.
-    let issued: Value = api
-        .post(format!("{base}/hub/api/sites/lumi/token"))
-        .header("Authorization", format!("token {token}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let issued = site_token(&api, &base, "lumi", &token).await;
     let jwt = issued["token"]
         .as_str()
         .expect("a gateway token")

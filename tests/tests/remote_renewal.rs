@@ -12,7 +12,7 @@ mod remote_common;
 use std::time::Duration;
 
 use hub_common::{Hub, free_ports, progress_of, scratch_dir, user_with_token};
-use remote_common::{Gateway, run, start_server, stop_server, wait_site};
+use remote_common::{Gateway, run, site_token, start_server, stop_server, wait_site};
 use serde_json::{Value, json};
 
 /// Seconds a LUMI gateway token is valid.
@@ -70,15 +70,7 @@ async fn the_single_user_server_renews_its_gateway_token_before_it_expires() {
     wait_site(&api, &base, "lumi", true).await;
 
     // The site's tokens live LIFETIME seconds; one fetched now is refused once it has expired.
-    let early: Value = api
-        .post(format!("{base}/hub/api/sites/lumi/token"))
-        .header("Authorization", format!("token {token}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let early = site_token(&api, &base, "lumi", &token).await;
     let early_expiry = early["expires_at"].as_i64().unwrap();
     assert!(
         (LIFETIME - 1..=LIFETIME).contains(&(early_expiry - now())),

@@ -37,9 +37,8 @@ use tokio_util::sync::CancellationToken;
 use self::request::{Head, Parsed};
 use self::respond::{Exchange, Source};
 use crate::forward::{Peer, Proxy};
+use crate::server::HEAD_TIMEOUT;
 
-/// How long a client may take to send a request head once it started.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a keep-alive connection may wait for its next request (nginx's default).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Read size for request heads.

@@ -262,6 +262,11 @@ pub async fn user_with_token(api: &reqwest::Client, base: &str, user: &str, note
     .await
     .unwrap();
     assert_eq!(r.status(), 201, "create {user}");
+    issue_token(api, base, user, note).await
+}
+
+/// Issue existing `user` a token noted `note` through the admin API; the token.
+pub async fn issue_token(api: &reqwest::Client, base: &str, user: &str, note: &str) -> String {
     let t: serde_json::Value = admin(
         api,
         reqwest::Method::POST,

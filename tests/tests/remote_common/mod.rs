@@ -243,6 +243,19 @@ pub async fn stop_server(api: &reqwest::Client, base: &str, user: &str) {
     panic!("the server did not stop within 20 s");
 }
 
+/// The hub's answer to `POST /hub/api/sites/{site}/token` for the owner of hub token `token`
+/// (the gateway token her server is issued, with `expires_at`).
+pub async fn site_token(api: &reqwest::Client, base: &str, site: &str, token: &str) -> Value {
+    api.post(format!("{base}/hub/api/sites/{site}/token"))
+        .header("Authorization", format!("token {token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub async fn site_health(api: &reqwest::Client, base: &str, id: &str) -> Value {
     let sites: Value = admin(api, reqwest::Method::GET, format!("{base}/hub/api/sites"))
         .send()
