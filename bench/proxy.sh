@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Proxy benchmark (`bench/run proxy`): stackhub-proxy ("ours") against configurable-http-proxy
-# ("chp"), nginx as a tuned reverse proxy ("nginx") and no proxy at all ("direct"), all in
-# front of the same nginx backend and WebSocket upstreams on 127.0.0.1.
+# ("chp"), nginx as a tuned reverse proxy ("nginx"), HAProxy splicing response bodies
+# ("haproxy", for reference: the other proxy here that moves bodies with splice(2)) and no
+# proxy at all ("direct"), all in front of the same nginx backend and WebSocket upstreams on
+# 127.0.0.1.
 #
 # Measures HTTP throughput (wrk, 1 KiB and 1 MiB, several interleaved rounds, medians),
 # WebSocket echo latency, the Nagle/delayed-ACK stall on multi-frame replies, and RSS.
@@ -9,7 +11,7 @@
 #
 # Knobs (environment):
 #   BENCH_OURS_BIN          measure this binary as "ours" instead of building stackhub-proxy
-#   BENCH_ROUNDS=5          wrk rounds per target and size
+#   BENCH_ROUNDS=7          wrk rounds per target and size
 #   BENCH_DURATION=5        seconds per wrk run
 #   BENCH_CONNECTIONS=64    wrk connections
 #   BENCH_WS_ROUNDS=5       WebSocket echo rounds (BENCH_WS_ITERATIONS=1000 round trips each)
@@ -21,7 +23,7 @@ cd "$ROOT"
 # shellcheck source=bench/chp.sh
 source "$ROOT/bench/chp.sh"
 
-ROUNDS=${BENCH_ROUNDS:-5}
+ROUNDS=${BENCH_ROUNDS:-7}
 DURATION=${BENCH_DURATION:-5}
 CONNS=${BENCH_CONNECTIONS:-64}
 WS_ROUNDS=${BENCH_WS_ROUNDS:-5}
@@ -32,7 +34,7 @@ NAGLE_FRAMES=3
 TOKEN=secret
 OUT_DIR="$ROOT/bench/out"
 LOGS="$OUT_DIR/proxy-logs"
-TARGETS=(direct ours chp nginx)
+TARGETS=(direct ours chp nginx haproxy)
 SIZES=(1k 1m)
 
 die() {
@@ -124,10 +126,12 @@ rotated() {
 }
 
 # --- install and build ------------------------------------------------------------------------
-apt_install nginx-light wrk curl
+apt_install nginx-light wrk curl haproxy
 command -v python3 >/dev/null || apt_install python3
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 [ -x "$NGINX" ] || die "nginx not found after installing nginx-light"
+HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
+[ -x "$HAPROXY" ] || die "haproxy not found after installing haproxy"
 ensure_chp
 
 if [ -n "${BENCH_OURS_BIN:-}" ]; then
@@ -146,10 +150,10 @@ WS_ECHO="$CARGO_TARGET_DIR/release/ws-echo"
 WS_LATENCY="$CARGO_TARGET_DIR/release/ws-latency"
 
 # --- ports, files, configs --------------------------------------------------------------------
-read -r P_BACKEND P_NGINX P_OURS P_OURS_API P_CHP P_CHP_API P_WS_ECHO P_WS_NAGLE < <(
+read -r P_BACKEND P_NGINX P_OURS P_OURS_API P_CHP P_CHP_API P_WS_ECHO P_WS_NAGLE P_HAPROXY < <(
   python3 -c '
 import socket
-socks = [socket.socket() for _ in range(8)]
+socks = [socket.socket() for _ in range(9)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])
@@ -246,8 +250,36 @@ EOF
 }
 EOF
 } >"$WORK/nginx/nginx.conf"
+# HAProxy (one thread per core, its default) with pooled server connections and response
+# bodies spliced, WebSocket upgrades on the ws paths.
+mkdir -p "$WORK/haproxy"
+cat >"$WORK/haproxy/haproxy.cfg" <<EOF
+global
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+  timeout tunnel 1h
+  option http-keep-alive
+  http-reuse always
+frontend public
+  bind 127.0.0.1:$P_HAPROXY
+  use_backend ws_echo if { path_beg /ws/echo }
+  use_backend ws_nagle if { path_beg /ws/nagle }
+  default_backend files
+backend files
+  option splice-response
+  server backend 127.0.0.1:$P_BACKEND
+backend ws_echo
+  server echo 127.0.0.1:$P_WS_ECHO
+backend ws_nagle
+  server nagle 127.0.0.1:$P_WS_NAGLE
+EOF
 cp "$WORK/backend/nginx.conf" "$LOGS/backend-nginx.conf"
 cp "$WORK/nginx/nginx.conf" "$LOGS/proxy-nginx.conf"
+cp "$WORK/haproxy/haproxy.cfg" "$LOGS/haproxy.cfg"
 
 # --- start everything -------------------------------------------------------------------------
 log "starting backend nginx, WebSocket upstreams and the proxies"
@@ -255,6 +287,7 @@ log "starting backend nginx, WebSocket upstreams and the proxies"
   die "backend nginx config rejected (see $LOGS/backend-nginx.conf)"
 "$NGINX" -t -q -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" ||
   die "proxy nginx config rejected (see $LOGS/proxy-nginx.conf)"
+"$HAPROXY" -c -q -f "$WORK/haproxy/haproxy.cfg" || die "haproxy config rejected (see $LOGS/haproxy.cfg)"
 
 start backend "$NGINX" -p "$WORK/backend" -e "$WORK/backend/error.log" -c "$WORK/backend/nginx.conf"
 PID_BACKEND=$STARTED_PID
@@ -264,6 +297,8 @@ start ws-nagle "$WS_ECHO" --port "$P_WS_NAGLE" --mode nagle-burst --frames "$NAG
 PID_WS_NAGLE=$STARTED_PID
 start nginx "$NGINX" -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf"
 PID_NGINX=$STARTED_PID
+start haproxy "$HAPROXY" -f "$WORK/haproxy/haproxy.cfg"
+PID_HAPROXY=$STARTED_PID
 proxy_args() { echo --ip 127.0.0.1 --port "$1" --api-ip 127.0.0.1 --api-port "$2" \
   --default-target "http://127.0.0.1:$P_BACKEND"; }
 # shellcheck disable=SC2046 # proxy_args is a list of words without spaces
@@ -277,6 +312,7 @@ wait_http backend "$PID_BACKEND" "http://127.0.0.1:$P_BACKEND/1k"
 wait_port ws-echo "$PID_WS_ECHO" "$P_WS_ECHO"
 wait_port ws-nagle "$PID_WS_NAGLE" "$P_WS_NAGLE"
 wait_http nginx "$PID_NGINX" "http://127.0.0.1:$P_NGINX/1k"
+wait_http haproxy "$PID_HAPROXY" "http://127.0.0.1:$P_HAPROXY/1k"
 wait_http ours "$PID_OURS" "http://127.0.0.1:$P_OURS/_chp_healthz"
 wait_http chp "$PID_CHP" "http://127.0.0.1:$P_CHP/_chp_healthz"
 
@@ -290,8 +326,8 @@ for api in "$P_OURS_API" "$P_CHP_API"; do
   add_route "$api" /ws/nagle "http://127.0.0.1:$P_WS_NAGLE"
 done
 
-declare -A PORT=([direct]=$P_BACKEND [ours]=$P_OURS [chp]=$P_CHP [nginx]=$P_NGINX)
-declare -A PID=([ours]=$PID_OURS [chp]=$PID_CHP [nginx]=$PID_NGINX)
+declare -A PORT=([direct]=$P_BACKEND [ours]=$P_OURS [chp]=$P_CHP [nginx]=$P_NGINX [haproxy]=$P_HAPROXY)
+declare -A PID=([ours]=$PID_OURS [chp]=$PID_CHP [nginx]=$PID_NGINX [haproxy]=$PID_HAPROXY)
 http_url() { echo "http://127.0.0.1:${PORT[$1]}/$2"; }
 ws_url() { # TARGET echo|nagle
   case $1 in
@@ -315,7 +351,7 @@ done
 
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
-for t in ours chp nginx; do
+for t in ours chp nginx haproxy; do
   printf '{"kind":"rss","phase":"idle","target":"%s","vmrss_kib":%d,"vmhwm_kib":%d}\n' \
     "$t" "$(tree_kib "${PID[$t]}" VmRSS)" "$(tree_kib "${PID[$t]}" VmHWM)" >>"$RESULTS"
 done
@@ -364,7 +400,7 @@ for ((r = 1; r <= NAGLE_ROUNDS; r++)); do
   for t in $(rotated "$((r - 1))"); do run_ws nagle "$t" "$r" "$NAGLE_ITERS" 20 "$NAGLE_FRAMES"; done
 done
 
-for t in ours chp nginx; do
+for t in ours chp nginx haproxy; do
   printf '{"kind":"rss","phase":"loaded","target":"%s","vmrss_kib":%d,"vmhwm_kib":%d}\n' \
     "$t" "$(tree_kib "${PID[$t]}" VmRSS)" "$(tree_kib "${PID[$t]}" VmHWM)" >>"$RESULTS"
 done
@@ -374,6 +410,7 @@ cp "$RESULTS" "$LOGS/results.jsonl"
 python3 "$ROOT/bench/proxy_report.py" "$RESULTS" "$OUT_DIR/proxy.json" \
   --ours-bin "$OURS_BIN" --chp-version "$(chp_version)" \
   --nginx-version "$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')" \
+  --haproxy-version "$("$HAPROXY" -v | awk 'NR == 1 { print $3 }')" \
   --rounds "$ROUNDS" --duration "$DURATION" --connections "$CONNS" \
   --ws-rounds "$WS_ROUNDS" --ws-iterations "$WS_ITERS" \
   --nagle-rounds "$NAGLE_ROUNDS" --nagle-iterations "$NAGLE_ITERS" --nagle-frames "$NAGLE_FRAMES" &&

@@ -2,7 +2,11 @@
 """Summarise the raw results of bench/proxy.sh: print a table with PASS/FAIL marks, write JSON.
 
 Input: JSON lines written by bench/proxy.sh (kind http / ws / rss). Every number reported is the
-median across rounds. Exit status: 0 if every target is met, 3 if one is missed.
+median across rounds. Throughput ratios are paired: within each round the targets run back to
+back, so the ratio is taken per round and the median of those is reported (and checked). On a
+shared machine the load drifts between rounds; a paired ratio cancels what both sides of a round
+saw, where a ratio of two medians taken from different rounds does not. The ratio of the
+medians is kept in the JSON beside it. Exit status: 0 if every target is met, 3 if one is missed.
 """
 
 import argparse
@@ -12,8 +16,10 @@ import os
 import statistics
 import sys
 
-TARGETS = ["direct", "ours", "chp", "nginx"]
-PROXIES = ["ours", "chp", "nginx"]
+TARGETS = ["direct", "ours", "chp", "nginx", "haproxy"]
+PROXIES = ["ours", "chp", "nginx", "haproxy"]
+# Compared against in the ratios; HAProxy is a reference without a target of its own.
+BASES = ["direct", "chp", "nginx", "haproxy"]
 SIZES = {"1k": "1 KiB", "1m": "1 MiB"}
 MIB = 1024 * 1024
 
@@ -30,7 +36,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
     ap.add_argument("out")
-    for flag in ["ours-bin", "chp-version", "nginx-version"]:
+    for flag in ["ours-bin", "chp-version", "nginx-version", "haproxy-version"]:
         ap.add_argument("--" + flag, default="")
     for flag in [
         "rounds", "duration", "connections", "ws-rounds", "ws-iterations",
@@ -77,10 +83,22 @@ def main():
     def rps(s, t):
         return http[s][t]["rps_median"]
 
+    def paired(s, base):
+        by_round = {}
+        for r in rows:
+            if r["kind"] == "http" and r["size"] == s and r["target"] in ("ours", base):
+                by_round.setdefault(r["round"], {})[r["target"]] = r["result"]["rps"]
+        return [ratio(v["ours"], v[base]) for _, v in sorted(by_round.items())
+                if "ours" in v and base in v and v[base]]
+
     ratios = {}
     for s in SIZES:
-        for base in ["direct", "chp", "nginx"]:
-            ratios[f"throughput_{s}_ours_over_{base}"] = ratio(rps(s, "ours"), rps(s, base))
+        for base in BASES:
+            per_round = paired(s, base)
+            ratios[f"throughput_{s}_ours_over_{base}"] = median(per_round)
+            ratios[f"throughput_{s}_ours_over_{base}_per_round"] = per_round
+            ratios[f"throughput_{s}_ours_over_{base}_of_medians"] = ratio(
+                rps(s, "ours"), rps(s, base))
     e_ours, e_direct, e_nginx = (ws["echo"][t] for t in ["ours", "direct", "nginx"])
     ratios["ws_p50_ours_minus_direct_us"] = e_ours["p50_us_median"] - e_direct["p50_us_median"]
     ratios["ws_p99_ours_over_nginx"] = ratio(e_ours["p99_us_median"], e_nginx["p99_us_median"])
@@ -114,6 +132,7 @@ def main():
         "ours_bin": a.ours_bin,
         "chp_version": a.chp_version,
         "nginx_version": a.nginx_version,
+        "haproxy_version": a.haproxy_version,
         "wrk": {"threads": 2, "connections": a.connections, "duration_s": a.duration,
                 "rounds": a.rounds},
         "ws_echo": {"rounds": a.ws_rounds, "iterations": a.ws_iterations},
@@ -147,7 +166,7 @@ def print_report(a, meta, http, ws, rss, ratios, checks):
       f"load at end {meta['loadavg_at_end'][0]:.2f})")
     p(f"  ours  = {a.ours_bin}")
     p(f"  chp   = configurable-http-proxy {a.chp_version}   nginx = {a.nginx_version} "
-      f"(upstream keepalive 64)")
+      f"(upstream keepalive 64)   haproxy = {a.haproxy_version} (splice-response)")
     p(f"  every number is the median over rounds; wrk -t2 -c{a.connections} -d{a.duration}s "
       f"x {a.rounds} rounds, targets rotated each round")
     p("")
@@ -161,11 +180,18 @@ def print_report(a, meta, http, ws, rss, ratios, checks):
                         f"{fmt_num(h['p99_us_median'], 1000, 2):>8} {h['errors_total']:>4}")
         p(f"{t:<16}{cols[0]}   {cols[1]}")
     p("")
-    p("ratios (req/s)          ours/direct   ours/CHP   ours/nginx")
+    p("ratios (req/s; median of the per-round ratios, in brackets the ratio of the medians)")
+    p("                         ours/direct        ours/CHP      ours/nginx    ours/haproxy")
     for s, label in SIZES.items():
-        p(f"  {label:<22}{fmt_x(ratios[f'throughput_{s}_ours_over_direct']):>11}"
-          f"{fmt_x(ratios[f'throughput_{s}_ours_over_chp']):>11}"
-          f"{fmt_x(ratios[f'throughput_{s}_ours_over_nginx']):>13}")
+        cols = "".join(
+            f"{fmt_x(ratios[f'throughput_{s}_ours_over_{b}']):>9} "
+            f"({fmt_x(ratios[f'throughput_{s}_ours_over_{b}_of_medians'])})"
+            for b in BASES)
+        p(f"  {label:<18}{cols}")
+    for s, label in SIZES.items():
+        for b, name in [("chp", "CHP"), ("nginx", "nginx"), ("haproxy", "HAProxy")]:
+            rounds = " ".join(fmt_x(x) for x in ratios[f"throughput_{s}_ours_over_{b}_per_round"])
+            p(f"    {label} ours/{name:<6} by round: {rounds}")
     p("")
     p(f"WebSocket round trip (us)     echo: {a.ws_rounds} x {a.ws_iterations}          "
           f"Nagle burst ({a.nagle_frames} frames): {a.nagle_rounds} x {a.nagle_iterations}")

@@ -120,6 +120,16 @@ pub struct Args {
         value_parser = clap::value_parser!(u64).range(0..=1000)
     )]
     pub tunnel_busy_poll_us: u64,
+    /// Receive buffer of upstream sockets in KiB, fixed so an upstream cannot run far ahead of
+    /// its client (0 leaves it to the kernel's autotuning; at most 65536; used only when
+    /// net.core.rmem_max allows it)
+    #[arg(
+        long = "upstream-recv-buffer-kib",
+        value_name = "KIB",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u64).range(0..=65536)
+    )]
+    pub upstream_recv_buffer_kib: u64,
     /// Worker threads serving the public port [default: one per core]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
@@ -208,6 +218,10 @@ impl Args {
             custom_headers,
             timeout: self.timeout.map(Duration::from_millis),
             tunnel_busy_poll: Duration::from_micros(self.tunnel_busy_poll_us),
+            upstream_recv_buffer: match self.upstream_recv_buffer_kib {
+                0 => None,
+                kib => usize::try_from(kib * 1024).ok(),
+            },
             error_target: self.error_target.clone(),
             upstream_tls,
             ..ProxyOptions::default()
@@ -259,6 +273,22 @@ mod tests {
         assert_eq!(opts.custom_headers[0].0, "x-site");
         assert!(opts.x_forward && opts.include_prefix);
         assert_eq!(opts.tunnel_busy_poll, Duration::from_micros(50));
+        assert_eq!(opts.upstream_recv_buffer, Some(1024 * 1024));
+    }
+
+    #[test]
+    fn upstream_recv_buffer_is_bounded() {
+        let parse =
+            |v: &str| Args::try_parse_from(["stackhub-proxy", "--upstream-recv-buffer-kib", v]);
+        let auto = parse("0").unwrap().proxy_options().unwrap();
+        assert_eq!(auto.upstream_recv_buffer, None);
+        let small = parse("256").unwrap().proxy_options().unwrap();
+        assert_eq!(small.upstream_recv_buffer, Some(256 * 1024));
+        let err = parse("100000").unwrap_err().to_string();
+        assert!(
+            err.contains("100000") && err.contains("--upstream-recv-buffer-kib"),
+            "{err}"
+        );
     }
 
     #[test]

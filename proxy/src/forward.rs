@@ -24,6 +24,9 @@ use crate::{kernel_route, upgrade};
 
 /// The default of [`ProxyOptions::tunnel_busy_poll`].
 pub(crate) const DEFAULT_TUNNEL_BUSY_POLL: Duration = Duration::from_micros(50);
+/// The default of [`ProxyOptions::upstream_recv_buffer`]: 1 MiB asked for (the kernel doubles
+/// it for its bookkeeping). See `net` for why the buffer is fixed.
+pub(crate) const DEFAULT_UPSTREAM_RECV_BUFFER: usize = 1024 * 1024;
 
 /// How requests are forwarded. Defaults match configurable-http-proxy's.
 #[derive(Debug, Clone)]
@@ -45,6 +48,9 @@ pub struct ProxyOptions {
     pub tunnel_busy_poll: Duration,
     /// Give up connecting to an upstream after this time.
     pub connect_timeout: Duration,
+    /// Receive buffer (`SO_RCVBUF`) of upstream sockets (`--upstream-recv-buffer-kib`); `None`,
+    /// or a size above `net.core.rmem_max`, leaves it to the kernel's autotuning. See `net`.
+    pub upstream_recv_buffer: Option<usize>,
     /// Fetch error pages from `<error_target>/<code>?url=<request url>` (`--error-target`).
     pub error_target: Option<String>,
     /// Idle upstream connections kept per upstream host.
@@ -70,6 +76,7 @@ impl Default for ProxyOptions {
             timeout: None,
             tunnel_busy_poll: DEFAULT_TUNNEL_BUSY_POLL,
             connect_timeout: Duration::from_secs(10),
+            upstream_recv_buffer: Some(DEFAULT_UPSTREAM_RECV_BUFFER),
             error_target: None,
             pool_max_idle_per_host: 1024,
             local: None,
@@ -157,7 +164,11 @@ impl Proxy {
                 option: "--error-target",
                 source,
             })?;
-        let dialer = Dialer::new(options.upstream_tls.clone(), options.connect_timeout);
+        let dialer = Dialer::new(
+            options.upstream_tls.clone(),
+            options.connect_timeout,
+            options.upstream_recv_buffer,
+        );
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
