@@ -381,13 +381,18 @@ fn grantable(requested: usize, rmem_max: Option<usize>) -> Option<usize> {
     match rmem_max {
         Some(max) if requested <= max => Some(requested),
         _ => {
-            SAID.call_once(|| {
-                tracing::info!(
+            SAID.call_once(|| match rmem_max {
+                Some(max) => tracing::info!(
                     requested,
-                    rmem_max = ?rmem_max,
+                    rmem_max = max,
+                    "upstream receive buffers left to the kernel's autotuning: the size asked \
+                     for is above net.core.rmem_max"
+                ),
+                None => tracing::info!(
+                    requested,
                     "upstream receive buffers left to the kernel's autotuning: \
-                     --upstream-recv-buffer-kib is above net.core.rmem_max"
-                );
+                     net.core.rmem_max cannot be read"
+                ),
             });
             None
         }
