@@ -22,9 +22,9 @@
 //! each on our machines. The upstream's window is then what the client drains, so it sends as
 //! the client reads instead of running megabytes ahead, and most of its transmitting happens
 //! while this process acknowledges what it read. Measured with 1 MiB responses from nginx
-//! (`sendfile`) to wrk at 64 connections through the proxy, on 2 cores: total CPU per request
-//! of wrk, backend and proxy fell from about 1150-1350 to 870-1060 us, and throughput rose by
-//! 15-25%; at 1 KiB nothing changed. It also bounds the kernel memory an idle-reading client can
+//! (`sendfile`) to wrk at 64 connections through the proxy, on 2 cores: the median total CPU
+//! per request of wrk, backend and proxy fell from about 1220 to 1010 us (the backend's share
+//! from 300-590 to about 100 us), and throughput rose by 15-25%; at 1 KiB nothing changed. It also bounds the kernel memory an idle-reading client can
 //! pin per upstream connection. A buffer the kernel would not grant (above `net.core.rmem_max`;
 //! a clamped one measured slower than autotuning) is not set at all. Upstreams far away with a
 //! large bandwidth-delay product may want a bigger one, or 0 for autotuning.
