@@ -35,6 +35,7 @@ TOKEN=secret
 OUT_DIR="$ROOT/bench/out"
 LOGS="$OUT_DIR/proxy-logs"
 TARGETS=(direct ours chp nginx haproxy)
+PROXIES=(ours chp nginx haproxy)
 SIZES=(1k 1m)
 
 die() {
@@ -351,7 +352,7 @@ done
 
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
-for t in ours chp nginx haproxy; do
+for t in "${PROXIES[@]}"; do
   printf '{"kind":"rss","phase":"idle","target":"%s","vmrss_kib":%d,"vmhwm_kib":%d}\n' \
     "$t" "$(tree_kib "${PID[$t]}" VmRSS)" "$(tree_kib "${PID[$t]}" VmHWM)" >>"$RESULTS"
 done
@@ -400,7 +401,7 @@ for ((r = 1; r <= NAGLE_ROUNDS; r++)); do
   for t in $(rotated "$((r - 1))"); do run_ws nagle "$t" "$r" "$NAGLE_ITERS" 20 "$NAGLE_FRAMES"; done
 done
 
-for t in ours chp nginx haproxy; do
+for t in "${PROXIES[@]}"; do
   printf '{"kind":"rss","phase":"loaded","target":"%s","vmrss_kib":%d,"vmhwm_kib":%d}\n' \
     "$t" "$(tree_kib "${PID[$t]}" VmRSS)" "$(tree_kib "${PID[$t]}" VmHWM)" >>"$RESULTS"
 done

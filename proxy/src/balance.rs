@@ -94,7 +94,7 @@ impl Balancer {
             .enumerate()
             .min_by_key(|&(_, load)| load)
             .unwrap_or((self.me, 0));
-        if least == self.me || loads[self.me].load(Ordering::Relaxed) <= least_load {
+        if loads[self.me].load(Ordering::Relaxed) <= least_load {
             return Placement::Here(stream, self.count(self.me));
         }
         let Ok(std_stream) = stream.into_std() else {
@@ -119,18 +119,21 @@ impl Balancer {
 
     /// Take over a connection another worker handed to this one (already counted here).
     pub(crate) fn receive(&self, handoff: Handoff) -> Option<(TcpStream, SocketAddr, Load)> {
-        let load = Load {
-            shared: Arc::clone(&self.shared),
-            worker: self.me,
-        };
+        let load = self.counted(self.me);
         let (std_stream, remote) = handoff;
         TcpStream::from_std(std_stream)
             .ok()
             .map(|stream| (stream, remote, load))
     }
 
+    /// Count one more connection against `worker`.
     fn count(&self, worker: usize) -> Load {
         self.shared.loads[worker].fetch_add(1, Ordering::Relaxed);
+        self.counted(worker)
+    }
+
+    /// The guard for a connection already counted against `worker`.
+    fn counted(&self, worker: usize) -> Load {
         Load {
             shared: Arc::clone(&self.shared),
             worker,

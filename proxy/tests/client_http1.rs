@@ -121,17 +121,7 @@ impl Answer {
 
 /// Read one response for a request of `method`; `None` if the connection closed first.
 async fn read_answer(conn: &mut TcpStream, pending: &mut Vec<u8>, method: &str) -> Option<Answer> {
-    let end = loop {
-        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        let mut chunk = [0u8; 65536];
-        match conn.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => pending.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8(pending.drain(..end).collect()).unwrap();
+    let head = common::read_head(conn, pending).await?;
     let status = head[9..12].parse().unwrap();
     let mut answer = Answer {
         status,
@@ -344,7 +334,7 @@ async fn hyper_takes_over_a_connection_mid_way_without_losing_bytes() {
 }
 
 #[tokio::test]
-async fn shutdown_closes_idle_connections_and_finishes_busy_ones() {
+async fn shutdown_closes_an_idle_keep_alive_connection() {
     let (p, _up) = proxy_to_raw_upstream().await;
     let mut idle = TcpStream::connect(p.public).await.unwrap();
     let mut pending = Vec::new();
