@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use crate::grant::{Grant, Space};
+use crate::policy::PolicyError;
 
 /// Provisioning or checking an exchange failed. Messages name what failed and where, never a
 /// credential.
@@ -33,6 +34,9 @@ pub enum ExchangeError {
     /// The configuration cannot work.
     #[error("S3 exchange configuration: {0}")]
     Config(String),
+    /// A name cannot be written into the store's IAM policy as itself (`*`, `?`, `$`).
+    #[error("S3 exchange: {0}")]
+    Policy(#[from] PolicyError),
 }
 
 /// A site's S3 exchange.

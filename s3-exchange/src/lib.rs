@@ -32,7 +32,7 @@ pub use self::grant::{
     ENV_ACCESS_KEY_ID, ENV_BUCKET, ENV_DEFAULT_REGION, ENV_ENDPOINT_URL, ENV_PREFIX, ENV_REGION,
     ENV_SECRET_ACCESS_KEY, ENV_SESSION_TOKEN, Grant, REQUIRED_KERNEL_ENV, S3Credentials, Space,
 };
-pub use self::policy::confined_policy;
+pub use self::policy::{PolicyError, confined_policy, trust_policy};
 pub use self::secret::Secret;
 pub use self::static_creds::{StaticConfig, StaticExchange};
 pub use self::sts::{StsConfig, StsExchange};

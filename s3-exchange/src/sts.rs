@@ -7,12 +7,20 @@
 //!   session policies: AWS, MinIO, Ceph RGW).
 //!
 //! The session policy is sent in both modes. Credentials last `duration_secs`.
+//!
+//! A per-user role trusts one principal only: `trusted_principal`, by default the hub's own
+//! identity (`GetCallerIdentity` of its key). Roles made by older versions, which trusted `*`,
+//! get that trust policy back on their next provision.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
+use tokio::sync::OnceCell;
 
 use crate::exchange::{Exchange, ExchangeError, user_prefix};
 use crate::grant::{Grant, S3Credentials, Space};
-use crate::policy::confined_policy;
+use crate::policy::{confined_policy, trust_policy, trusts_any_principal};
 use crate::sdk;
 use crate::secret::Secret;
 
@@ -35,6 +43,9 @@ pub struct StsConfig {
     pub role_arn: Option<String>,
     /// Name prefix of per-user roles.
     pub role_prefix: String,
+    /// The one principal (ARN) per-user roles trust; `None` = the identity of
+    /// `access_key_id` (STS `GetCallerIdentity`).
+    pub trusted_principal: Option<String>,
     /// Lifetime of issued credentials, seconds (900..=43200).
     pub duration_secs: i32,
 }
@@ -43,22 +54,31 @@ pub struct StsConfig {
 #[derive(Debug, Clone)]
 pub struct StsExchange {
     config: StsConfig,
+    /// The trust policy of per-user roles, made once.
+    trust: Arc<OnceCell<String>>,
+    /// The fixed role's trust policy could not be read, and the log said so.
+    trust_unchecked_logged: Arc<AtomicBool>,
 }
-
-const TRUST_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#;
 
 impl StsExchange {
     /// An exchange with these settings.
     ///
     /// # Errors
-    /// [`ExchangeError::Config`] for an unusable duration.
+    /// [`ExchangeError::Config`] for an unusable duration or trusted principal.
     pub fn new(config: StsConfig) -> Result<Self, ExchangeError> {
         if !(900..=43200).contains(&config.duration_secs) {
             return Err(ExchangeError::Config(
                 "duration_secs must be between 900 and 43200".to_owned(),
             ));
         }
-        Ok(Self { config })
+        if let Some(p) = &config.trusted_principal {
+            trust_policy(p).map_err(|e| ExchangeError::Config(e.to_string()))?;
+        }
+        Ok(Self {
+            config,
+            trust: Arc::new(OnceCell::new()),
+            trust_unchecked_logged: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     fn target<'a>(&'a self, endpoint: &'a str) -> sdk::Target<'a> {
@@ -101,26 +121,74 @@ impl StsExchange {
         name
     }
 
+    /// The trust policy naming the configured principal, or the hub's own identity.
+    async fn trust_policy(&self) -> Result<&str, ExchangeError> {
+        let made = self.trust.get_or_try_init(|| async {
+            let principal = match &self.config.trusted_principal {
+                Some(p) => p.clone(),
+                None => self.caller_arn().await?,
+            };
+            trust_policy(&principal)
+                .map(|p| p.to_string())
+                .map_err(|e| ExchangeError::Config(e.to_string()))
+        });
+        made.await.map(String::as_str)
+    }
+
+    /// The ARN of the hub's key (an IAM user or role). A role session's ARN names one session
+    /// only, so it cannot be trusted for later ones: the operator names the role instead.
+    async fn caller_arn(&self) -> Result<String, ExchangeError> {
+        let endpoint = self.sts_endpoint();
+        let out = sdk::sts(&self.target(endpoint))
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| sdk::map_err("GetCallerIdentity", endpoint, &e))?;
+        let arn = out.arn().unwrap_or_default().to_owned();
+        if arn.contains(":assumed-role/") {
+            return Err(ExchangeError::Config(format!(
+                "the hub's S3 key is a role session ({arn}): set trusted_principal to the ARN of the role per-user roles may trust"
+            )));
+        }
+        if arn.is_empty() {
+            return Err(ExchangeError::Store {
+                operation: "GetCallerIdentity",
+                endpoint: endpoint.to_owned(),
+                reason: "no ARN in the answer; set trusted_principal".to_owned(),
+            });
+        }
+        Ok(arn)
+    }
+
     async fn ensure_role(&self, user: &str, policy: &str) -> Result<String, ExchangeError> {
+        let trust = self.trust_policy().await?;
         let endpoint = self.sts_endpoint();
         let iam = sdk::iam(&self.target(endpoint));
         let name = self.role_name(user);
         let arn = match iam
             .create_role()
             .role_name(&name)
-            .assume_role_policy_document(TRUST_POLICY)
+            .assume_role_policy_document(trust)
             .send()
             .await
         {
             Ok(out) => out.role().map(|r| r.arn().to_owned()),
-            Err(e) if matches!(sdk::code(&e), Some("EntityAlreadyExists")) => iam
-                .get_role()
-                .role_name(&name)
-                .send()
-                .await
-                .map_err(|e| sdk::map_err("GetRole", endpoint, &e))?
-                .role()
-                .map(|r| r.arn().to_owned()),
+            Err(e) if matches!(sdk::code(&e), Some("EntityAlreadyExists")) => {
+                // A role made before (perhaps trusting `*`) trusts the hub alone from now on.
+                iam.update_assume_role_policy()
+                    .role_name(&name)
+                    .policy_document(trust)
+                    .send()
+                    .await
+                    .map_err(|e| sdk::map_err("UpdateAssumeRolePolicy", endpoint, &e))?;
+                iam.get_role()
+                    .role_name(&name)
+                    .send()
+                    .await
+                    .map_err(|e| sdk::map_err("GetRole", endpoint, &e))?
+                    .role()
+                    .map(|r| r.arn().to_owned())
+            }
             Err(e) => return Err(sdk::map_err("CreateRole", endpoint, &e)),
         };
         let arn = arn.ok_or_else(|| ExchangeError::Store {
@@ -136,6 +204,52 @@ impl StsExchange {
             .await
             .map_err(|e| sdk::map_err("PutRolePolicy", endpoint, &e))?;
         Ok(arn)
+    }
+}
+
+impl StsExchange {
+    /// A configured fixed role must not trust every principal: whoever assumed it without the
+    /// hub's session policy would reach every user's space. Stores that do not let the hub read
+    /// the role (`iam:GetRole`) get a warning, not a refusal.
+    async fn check_fixed_role_trust(&self) -> Result<(), ExchangeError> {
+        let Some(arn) = &self.config.role_arn else {
+            return Ok(());
+        };
+        let name = arn.rsplit('/').next().unwrap_or(arn);
+        let endpoint = self.sts_endpoint();
+        let got = sdk::iam(&self.target(endpoint))
+            .get_role()
+            .role_name(name)
+            .send()
+            .await;
+        let doc = match got {
+            Ok(out) => out
+                .role()
+                .and_then(|r| r.assume_role_policy_document())
+                .map(str::to_owned),
+            Err(e) => {
+                if !self.trust_unchecked_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        role = %arn,
+                        error = %sdk::map_err("GetRole", endpoint, &e),
+                        "cannot read the fixed role's trust policy to check that it names its principals"
+                    );
+                }
+                return Ok(());
+            }
+        };
+        match doc.as_deref().and_then(trusts_any_principal) {
+            Some(true) => Err(ExchangeError::Config(format!(
+                "role {arn} trusts every principal (Principal \"*\"): its trust policy must name the hub's principal"
+            ))),
+            Some(false) => Ok(()),
+            None => {
+                if !self.trust_unchecked_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(role = %arn, "the fixed role's trust policy is unreadable");
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -171,9 +285,9 @@ impl Exchange for StsExchange {
 
     async fn provision(&self, user: &str) -> Result<Grant, ExchangeError> {
         let space = self.space(user)?;
+        let policy = confined_policy(&space.bucket, &space.prefix)?.to_string();
         let s3 = sdk::s3(&self.target(&self.config.endpoint));
         sdk::ensure_bucket(&s3, &self.config.endpoint, &space.bucket).await?;
-        let policy = confined_policy(&space.bucket, &space.prefix).to_string();
         let role_arn = match &self.config.role_arn {
             Some(arn) => arn.clone(),
             None => self.ensure_role(user, &policy).await?,
@@ -216,7 +330,8 @@ impl Exchange for StsExchange {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| sdk::map_err("ListBuckets", &self.config.endpoint, &e))
+            .map_err(|e| sdk::map_err("ListBuckets", &self.config.endpoint, &e))?;
+        self.check_fixed_role_trust().await
     }
 }
 
@@ -235,6 +350,7 @@ mod tests {
             secret_access_key: Secret::new("s"),
             role_arn: None,
             role_prefix: "stackhub-user-".into(),
+            trusted_principal: None,
             duration_secs: 3600,
         })
         .unwrap();

@@ -102,6 +102,9 @@ pub struct SiteS3Config {
     /// `sts`: name prefix of per-user roles.
     #[serde(default = "default_role_prefix")]
     pub role_prefix: String,
+    /// `sts`: the one principal (ARN) per-user roles trust (default: the hub key's identity).
+    #[serde(default)]
+    pub trusted_principal: Option<String>,
     /// `sts`: lifetime of credentials, seconds.
     #[serde(default = "default_duration")]
     pub duration_secs: i32,
@@ -199,6 +202,7 @@ pub fn default_sites() -> Vec<SiteConfig> {
             secret_env: None,
             role_arn: None,
             role_prefix: default_role_prefix(),
+            trusted_principal: None,
             duration_secs: default_duration(),
         }),
         dask_address: None,

@@ -266,6 +266,7 @@ fn build_site(
                                 secret_access_key: secret,
                                 role_arn: x.role_arn.clone(),
                                 role_prefix: x.role_prefix.clone(),
+                                trusted_principal: x.trusted_principal.clone(),
                                 duration_secs: x.duration_secs,
                             })
                             .map(|s| Arc::new(s) as Arc<dyn Exchange>)

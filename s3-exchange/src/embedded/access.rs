@@ -3,12 +3,13 @@
 
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::dto::{
-    DeleteObjectsInput, ListMultipartUploadsInput, ListObjectVersionsInput, ListObjectsInput,
-    ListObjectsV2Input,
+    CopyObjectInput, CopySource, DeleteObjectsInput, ListMultipartUploadsInput,
+    ListObjectVersionsInput, ListObjectsInput, ListObjectsV2Input, UploadPartCopyInput,
 };
 use s3s::path::S3Path;
 use s3s::{S3Request, S3Result, s3_error};
 
+use super::confine::{self, Refusal};
 use super::keys::{Confinement, KeyRing, TokenError};
 
 /// Operations on a bucket (not an object) a temporary key may call; listing and batch delete
@@ -32,6 +33,21 @@ impl PrefixAccess {
     pub(crate) fn new(keys: KeyRing) -> Self {
         Self { keys }
     }
+
+    /// The confinement [`S3Access::check`] left on the request; none only for the root key
+    /// (anything else, should `check` ever not have run, is refused).
+    fn confinement<'a, T>(&self, req: &'a S3Request<T>) -> S3Result<Option<&'a Confinement>> {
+        if let Some(c) = req.extensions.get::<Confinement>() {
+            return Ok(Some(c));
+        }
+        match &req.credentials {
+            Some(cred) if self.keys.is_root(&cred.access_key) => Ok(None),
+            _ => Err(s3_error!(
+                AccessDenied,
+                "the request's access was not checked"
+            )),
+        }
+    }
 }
 
 fn session_token<'a>(headers: &'a http::HeaderMap, uri: &'a http::Uri) -> Option<String> {
@@ -53,30 +69,36 @@ fn denied(c: &Confinement) -> s3s::S3Error {
     )
 }
 
-/// `key` lies under `c.prefix` once the file system resolves it: no `.` or `..` segments
-/// (`users/alice/../bob/x` starts with `users/alice/` but names bob's object).
-fn within(c: &Confinement, key: &str) -> bool {
-    key.starts_with(&c.prefix) && !key.split('/').any(|seg| seg == "." || seg == "..")
+fn refused(c: &Confinement, why: &Refusal) -> s3s::S3Error {
+    s3_error!(
+        AccessDenied,
+        "these credentials may only access {}/{}: {why}",
+        c.bucket,
+        c.prefix
+    )
+}
+
+/// An object key (or listing prefix) as s3s decoded it.
+fn check_key(c: &Confinement, key: &str) -> S3Result<()> {
+    confine::check_key(&c.prefix, key).map_err(|why| refused(c, &why))
 }
 
 fn check_prefix(c: Option<&Confinement>, prefix: Option<&str>) -> S3Result<()> {
-    match c {
-        None => Ok(()),
-        Some(c) if prefix.is_some_and(|p| within(c, p)) => Ok(()),
-        Some(c) => Err(denied(c)),
+    match (c, prefix) {
+        (None, _) => Ok(()),
+        (Some(c), Some(p)) => check_key(c, p),
+        (Some(c), None) => Err(denied(c)),
     }
 }
 
-/// `x-amz-copy-source`: `[/]bucket/key[?versionId=…]`, percent-encoded.
-fn copy_source(headers: &http::HeaderMap) -> Option<(String, String)> {
-    let raw = headers.get("x-amz-copy-source")?.to_str().ok()?;
-    let raw = raw.split('?').next().unwrap_or(raw);
-    let decoded = percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
-        .ok()?;
-    let decoded = decoded.trim_start_matches('/');
-    let (bucket, key) = decoded.split_once('/')?;
-    Some((bucket.to_owned(), key.to_owned()))
+/// The copy source as s3s parsed it from `x-amz-copy-source`: the very value s3s-fs reads.
+fn check_copy_source(c: Option<&Confinement>, source: &CopySource) -> S3Result<()> {
+    match c {
+        None => Ok(()),
+        Some(c) => {
+            confine::check_copy_source(&c.bucket, &c.prefix, source).map_err(|why| refused(c, &why))
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -112,45 +134,50 @@ impl S3Access for PrefixAccess {
                 }
             }
             S3Path::Object { bucket, key } => {
-                if **bucket != *c.bucket || !within(&c, key) {
+                if **bucket != *c.bucket {
                     return Err(denied(&c));
                 }
+                check_key(&c, key)?;
             }
         }
-        if matches!(cx.s3_op().name(), "CopyObject" | "UploadPartCopy") {
-            match copy_source(cx.headers()) {
-                Some((bucket, key)) if bucket == c.bucket && within(&c, &key) => {}
-                _ => return Err(denied(&c)),
-            }
-        }
+        // `CopyObject`/`UploadPartCopy`: the source is checked once s3s has parsed it
+        // (`copy_object`, `upload_part_copy` below), never by a parse of our own.
         cx.extensions_mut().insert(c);
         Ok(())
     }
 
+    async fn copy_object(&self, req: &mut S3Request<CopyObjectInput>) -> S3Result<()> {
+        check_copy_source(self.confinement(req)?, &req.input.copy_source)
+    }
+
+    async fn upload_part_copy(&self, req: &mut S3Request<UploadPartCopyInput>) -> S3Result<()> {
+        check_copy_source(self.confinement(req)?, &req.input.copy_source)
+    }
+
     async fn list_objects(&self, req: &mut S3Request<ListObjectsInput>) -> S3Result<()> {
-        check_prefix(req.extensions.get(), req.input.prefix.as_deref())
+        check_prefix(self.confinement(req)?, req.input.prefix.as_deref())
     }
 
     async fn list_objects_v2(&self, req: &mut S3Request<ListObjectsV2Input>) -> S3Result<()> {
-        check_prefix(req.extensions.get(), req.input.prefix.as_deref())
+        check_prefix(self.confinement(req)?, req.input.prefix.as_deref())
     }
 
     async fn list_object_versions(
         &self,
         req: &mut S3Request<ListObjectVersionsInput>,
     ) -> S3Result<()> {
-        check_prefix(req.extensions.get(), req.input.prefix.as_deref())
+        check_prefix(self.confinement(req)?, req.input.prefix.as_deref())
     }
 
     async fn list_multipart_uploads(
         &self,
         req: &mut S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<()> {
-        check_prefix(req.extensions.get(), req.input.prefix.as_deref())
+        check_prefix(self.confinement(req)?, req.input.prefix.as_deref())
     }
 
     async fn delete_objects(&self, req: &mut S3Request<DeleteObjectsInput>) -> S3Result<()> {
-        let c: Option<&Confinement> = req.extensions.get();
+        let c = self.confinement(req)?;
         for object in &req.input.delete.objects {
             check_prefix(c, Some(&object.key))?;
         }

@@ -7,6 +7,7 @@
 //! outlive a hub restart keep reaching the store at the endpoint they were given).
 
 mod access;
+mod confine;
 mod keys;
 mod store;
 mod sts;
