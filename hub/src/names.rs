@@ -5,12 +5,14 @@ use std::str::FromStr;
 
 /// A name was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Invalid {kind} name: {name:?}")]
+#[error("Invalid {kind} name: {name:?} ({rule})")]
 pub struct BadName {
     /// What kind of name.
     pub kind: &'static str,
     /// The rejected name (names are not secret).
     pub name: String,
+    /// The rule it breaks.
+    pub rule: &'static str,
 }
 
 fn plain_name_ok(s: &str) -> bool {
@@ -24,7 +26,7 @@ fn plain_name_ok(s: &str) -> bool {
 }
 
 macro_rules! name_type {
-    ($(#[$doc:meta])* $ty:ident, $kind:literal, $check:expr) => {
+    ($(#[$doc:meta])* $ty:ident, $kind:literal, $rule:literal, $check:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $ty(String);
@@ -47,6 +49,7 @@ macro_rules! name_type {
                     Err(BadName {
                         kind: $kind,
                         name: s.to_owned(),
+                        rule: $rule,
                     })
                 }
             }
@@ -71,7 +74,8 @@ name_type!(
     /// whitespace (JupyterHub's `validate_username`). Use [`UserName::normalized`] for names
     /// coming from a login or an API create, which lower-cases them as JupyterHub does.
     UserName,
-    "username",
+    "user",
+    "1-255 characters, no `/`, no control characters or surrounding whitespace",
     plain_name_ok
 );
 
@@ -79,6 +83,7 @@ name_type!(
     /// A group name (same rules as a user name, without normalization).
     GroupName,
     "group",
+    "1-255 characters, no `/`, no control characters or surrounding whitespace",
     plain_name_ok
 );
 
@@ -87,6 +92,7 @@ name_type!(
     /// letter, ending with a letter or digit, no `--`. The default server has no `ServerName`.
     ServerName,
     "server",
+    "1-30 of a-z, 0-9 and `-`, starting with a letter, not ending in `-`, no `--`",
     |s| {
         let b = s.as_bytes();
         !b.is_empty()
@@ -98,13 +104,41 @@ name_type!(
     }
 );
 
+/// What [`new_user_name_ok`] asks, for error messages.
+const NEW_USER_RULE: &str = "a new user name starts with a letter or digit and holds only \
+     letters, digits and `.` `_` `-` `@` `+`, at most 255 characters";
+
+/// Whether `s` may name a *new* user: it starts with a letter or digit and holds only letters,
+/// digits and `.` `_` `-` `@` `+`. User names become IAM policy resources (`*` and `?` are
+/// wildcards, `${…}` a variable), S3 keys (`users/NAME/`), Kubernetes label values, scope
+/// filters (`!user=NAME`, `server=NAME/SERVER`) and URL path segments, so wildcards,
+/// separators, quotes, whitespace and every other punctuation are refused.
+fn new_user_name_ok(s: &str) -> bool {
+    plain_name_ok(s)
+        && s.chars().next().is_some_and(char::is_alphanumeric)
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '+'))
+}
+
 impl UserName {
-    /// Normalize (lower-case, as JupyterHub's default authenticator) then validate.
+    /// Normalize (lower-case, as JupyterHub's default authenticator) then validate a name for
+    /// a user being created, renamed or logging in: the rules of [`UserName`] plus
+    /// [`new_user_name_ok`]'s character set. Existing users keep being addressable by the
+    /// lenient [`FromStr`] (so an admin can still delete one named before these rules).
     ///
     /// # Errors
     /// [`BadName`] if the normalized name is invalid.
     pub fn normalized(s: &str) -> Result<Self, BadName> {
-        s.to_lowercase().parse()
+        let lower = s.to_lowercase();
+        if new_user_name_ok(&lower) {
+            Ok(Self(lower))
+        } else {
+            Err(BadName {
+                kind: "user",
+                name: lower,
+                rule: NEW_USER_RULE,
+            })
+        }
     }
 }
 
@@ -120,6 +154,36 @@ mod tests {
             assert!(bad.parse::<UserName>().is_err(), "{bad:?}");
         }
         assert_eq!(UserName::normalized("Alice").unwrap().as_str(), "alice");
+        for good in ["a.b-c_d@example.org", "x+y", "jürgen", "0day"] {
+            assert!(UserName::normalized(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "*",
+            "a*",
+            "a?",
+            "a b",
+            "a:b",
+            "a!b",
+            "a=b",
+            "a,b",
+            "${aws:username}",
+            "a\\b",
+            "-a",
+            ".a",
+            "_a",
+            "a[1]",
+            "a{b}",
+            "a\"b",
+            "a'b",
+            "a#b",
+            "a%2f",
+            "a|b",
+            "a~b",
+            "a;b",
+            "a<b",
+        ] {
+            assert!(UserName::normalized(bad).is_err(), "{bad:?}");
+        }
         assert!("gpu-1".parse::<ServerName>().is_ok());
         for bad in ["", "1gpu", "gpu-", "g--pu", "GPU", "a_b", &"a".repeat(31)] {
             assert!(bad.parse::<ServerName>().is_err(), "{bad:?}");

@@ -21,6 +21,7 @@
 //   alice  stack-jupyter + stack-jupyter-medium, groups /services/dask/stack-dask-medium, /projects/eo-lab
 //   carol  stack-jupyter + stack-jupyter-low + stack-jupyter-high + stackhub-admin (admin), group /admins
 //   bob    no stack-jupyter role (refused by the hub)
+//   eve@x.org, eve+x.org  stack-jupyter; two accounts whose names normalize to one hub user
 import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import Provider from 'oidc-provider';
 
@@ -44,6 +45,9 @@ const USERS = {
     groups: ['/services/dask/stack-dask-low'],
     name: 'Bob Nojupyter',
   },
+  // Two different accounts whose names the hub normalizes to the same user `eve-x.org`.
+  'eve@x.org': { roles: ['offline_access', 'stack-jupyter'], groups: [], name: 'Eve At' },
+  'eve+x.org': { roles: ['offline_access', 'stack-jupyter'], groups: [], name: 'Eve Plus' },
 };
 
 function rsaJwk(kid) {

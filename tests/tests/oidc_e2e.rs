@@ -589,3 +589,82 @@ async fn wrong_issuer_audience_or_expiry_is_refused() {
     let p = Browser::new().login(&stack.hub, "carol", "carol-pw").await;
     assert_eq!(p.status, 200, "{p:?}");
 }
+
+/// Two provider accounts whose names normalize to the same hub user (`eve@x.org` and
+/// `eve+x.org` both become `eve-x.org`): the user is bound to the issuer and `sub` of the
+/// account that first logs in as them (here a user an admin created, bound at that first
+/// login), and the other account gets a 403 page saying the name is taken, showing nothing of
+/// the owner; the owner still logs in.
+#[tokio::test]
+async fn second_account_normalizing_to_a_taken_name_cannot_log_in_as_its_user() {
+    let dir = TestDir::new("binding");
+    let stack = Stack::start(&dir.0, 300, "").await;
+    let hub = &stack.hub;
+    let r = stack
+        .admin(reqwest::Method::POST, "/hub/api/users/eve-x.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let owner = Browser::new();
+    let home = owner.login(hub, "eve@x.org", "eve@x.org-pw").await;
+    assert_eq!(home.status, 200, "{home:?}");
+    assert!(home.body.contains("eve-x.org"), "{}", home.body);
+
+    let intruder = Browser::new();
+    let page = intruder.login(hub, "eve+x.org", "eve+x.org-pw").await;
+    assert_eq!(page.status, 403, "{page:?}");
+    assert!(
+        page.body.contains("already taken by another account"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("eve@x.org"), "{}", page.body);
+    // No hub session for the intruder.
+    let p = intruder.get(&format!("{hub}/hub/home")).await;
+    assert_eq!(p.status, 302, "{p:?}");
+    assert!(p.location.unwrap().contains("/hub/login"));
+    assert!(
+        stack
+            .hub_log()
+            .contains("identity-provider account does not own the user")
+    );
+
+    // The owner's account still logs in, and the user is unchanged.
+    let again = Browser::new().login(hub, "eve@x.org", "eve@x.org-pw").await;
+    assert_eq!(again.status, 200, "{again:?}");
+    let (status, users) = stack.admin_get("/hub/api/users").await;
+    assert_eq!(status, 200);
+    let eves: Vec<&Value> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["name"].as_str().unwrap().starts_with("eve"))
+        .collect();
+    assert_eq!(eves.len(), 1, "{users}");
+}
+
+/// `next=` values a browser turns into another host (`/\t/evil.example` is `//evil.example`
+/// once the tab is dropped) do not survive the OpenID Connect login: it ends on the hub.
+#[tokio::test]
+async fn oidc_login_next_cannot_leave_the_hub() {
+    let dir = TestDir::new("next");
+    let stack = Stack::start(&dir.0, 300, "").await;
+    let hub = &stack.hub;
+    for evil in [
+        "%2F%09%2Fevil.example",
+        "%2F%0A%2Fevil.example",
+        "%2F%5Cevil.example",
+    ] {
+        let b = Browser::new();
+        let p = b.get(&format!("{hub}/hub/oauth_login?next={evil}")).await;
+        assert_eq!(p.status, 302, "{p:?}");
+        let authorize = p.location.unwrap();
+        let callback = b.provider_login(hub, &authorize, "alice", "alice-pw").await;
+        let p = b.get(&callback).await;
+        assert_eq!(p.status, 302, "{p:?}");
+        let target = p.location.unwrap();
+        assert_eq!(target, format!("{hub}/hub/home"), "{evil}");
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -275,6 +276,9 @@ async fn create_many(
     ApiJson(body): ApiJson<CreateUsers>,
 ) -> Result<Response, ApiError> {
     caller.require(&["admin:users"], Resource::Hub)?;
+    if body.admin {
+        require_admin_flag(&caller)?;
+    }
     let mut names = Vec::new();
     for raw in &body.usernames {
         let name = UserName::normalized(raw)?;
@@ -325,6 +329,9 @@ async fn create_one(
     caller.require(&["admin:users"], Resource::Hub)?;
     let name = UserName::normalized(&name)?;
     let body = body.unwrap_or_default();
+    if body.admin {
+        require_admin_flag(&caller)?;
+    }
     let mut tx = state.db().begin().await?;
     let user = db::users::create(&mut tx, name.as_str(), body.admin, db::now_micros())
         .await?
@@ -387,6 +394,19 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     Value::deserialize(d).map(Some)
 }
 
+/// Only a holder of unfiltered `admin:users` (JupyterHub: only admins) may grant or revoke the
+/// admin flag, or change a user who is an admin: `admin:users!group=X` manages the users of X,
+/// it does not make anyone an admin.
+fn require_admin_flag(caller: &ApiCaller) -> Result<(), ApiError> {
+    if caller.allows("admin:users", Resource::Hub) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "Only admins (unfiltered admin:users) can grant or revoke admin permissions".into(),
+        ))
+    }
+}
+
 async fn patch(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -394,14 +414,46 @@ async fn patch(
     ApiJson(body): ApiJson<PatchUser>,
 ) -> Result<Json<Value>, ApiError> {
     let user = load_user(&state, &caller, &name, &["admin:users"]).await?;
+    if user.admin && !caller.allows("admin:users", Resource::Hub) {
+        return Err(ApiError::Forbidden(
+            "Only admins (unfiltered admin:users) can modify other admins".into(),
+        ));
+    }
+    if body.admin.is_some_and(|a| a || a != user.admin) {
+        require_admin_flag(&caller)?;
+    }
+    let new_name = match &body.name {
+        Some(new) => Some(UserName::normalized(new)?).filter(|n| n.as_str() != user.name),
+        None => None,
+    };
+    if new_name.is_some() {
+        // Routes, the server token and the OAuth client carry the name: a running server
+        // would stay reachable under the old name for its next holder. JupyterHub refuses too.
+        let active = active_servers(&state, user.id).await?;
+        if !active.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "Cannot rename {}: stop their servers first ({})",
+                user.name,
+                describe(&active)
+            )));
+        }
+    }
     let mut tx = state.db().begin().await?;
-    if let Some(new) = &body.name {
-        let new = UserName::normalized(new)?;
-        if new.as_str() != user.name && !db::users::rename(&mut tx, user.id, new.as_str()).await? {
+    if let Some(new) = &new_name {
+        if !db::users::rename(&mut tx, user.id, new.as_str()).await? {
             return Err(ApiError::BadRequest(format!(
                 "User {new} already exists, username must be unique"
             )));
         }
+        let (servers, clients) = servers_and_clients(&mut tx, &user).await?;
+        if servers.iter().any(db::ServerRow::active) {
+            return Err(ApiError::BadRequest(format!(
+                "A server of {} was started while renaming them; try again",
+                user.name
+            )));
+        }
+        // Clients a failed stop may have left under the old name.
+        db::users::delete_clients(&mut tx, &clients).await?;
     }
     if let Some(admin) = body.admin {
         db::users::set_admin(&mut tx, user.id, admin).await?;
@@ -414,10 +466,111 @@ async fn patch(
         .await?
         .ok_or_else(ApiError::no_access)?;
     tx.commit().await?;
-    tracing::info!(user = %user.name, "updated user");
+    if let Some(new) = &new_name {
+        let routes = state.orchestrator().forget_user(&user.name).await?;
+        tracing::info!(user = %user.name, new_name = %new, stale_routes = ?routes, "renamed user");
+    }
+    tracing::info!(user = %updated.name, "updated user");
     Ok(Json(
         model_of(&state, &caller, &updated, UserModelOpts::default()).await?,
     ))
+}
+
+/// How long a delete waits for the user's servers to finish stopping.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// The user's servers that are running or pending.
+async fn active_servers(state: &AppState, user_id: i64) -> Result<Vec<db::ServerRow>, ApiError> {
+    let mut conn = state.db().pool().acquire().await?;
+    Ok(db::servers::for_users(&mut conn, &[user_id])
+        .await?
+        .remove(&user_id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(db::ServerRow::active)
+        .collect())
+}
+
+/// `""` (default) and `gpu` as `default server, server gpu (pending stop)`.
+fn describe(servers: &[db::ServerRow]) -> String {
+    servers
+        .iter()
+        .map(|s| {
+            let name = if s.name.is_empty() {
+                "default server".to_owned()
+            } else {
+                format!("server {}", s.name)
+            };
+            match &s.pending {
+                Some(p) => format!("{name} (pending {p})"),
+                None => name,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// All of `user`'s servers (stopped ones included) and their OAuth client ids under the
+/// user's name (the default server's always among them).
+async fn servers_and_clients(
+    conn: &mut sqlx::AnyConnection,
+    user: &UserRow,
+) -> Result<(Vec<db::ServerRow>, Vec<String>), sqlx::Error> {
+    let servers = db::servers::for_users(conn, &[user.id])
+        .await?
+        .remove(&user.id)
+        .unwrap_or_default();
+    let mut ids: Vec<String> = servers
+        .iter()
+        .map(|s| crate::spawn::oauth_client_id(&user.name, &s.name))
+        .collect();
+    let default = crate::spawn::oauth_client_id(&user.name, "");
+    if !ids.contains(&default) {
+        ids.push(default);
+    }
+    Ok((servers, ids))
+}
+
+/// Stop every running or pending server of `user` through the spawn pipeline (proxy route,
+/// the process with its remote kernels, server token, OAuth client) and wait until all are
+/// stopped. Returns what was stopped.
+///
+/// # Errors
+/// 400 (as JupyterHub) when a server is still stopping after [`STOP_WAIT`] or its stop failed.
+async fn stop_all(state: &AppState, user: &UserRow) -> Result<String, ApiError> {
+    let active = active_servers(state, user.id).await?;
+    for s in &active {
+        let server = ServerRef {
+            user_id: user.id,
+            user: user.name.clone(),
+            server: s.name.clone(),
+        };
+        state.orchestrator().stop(&server, false).await?;
+    }
+    let deadline = tokio::time::Instant::now() + STOP_WAIT;
+    loop {
+        let left = active_servers(state, user.id).await?;
+        if left.is_empty() {
+            return Ok(describe(&active));
+        }
+        let stopping = left.iter().any(|s| s.pending.is_some());
+        if !stopping {
+            return Err(ApiError::BadRequest(format!(
+                "{}'s servers could not be stopped ({}); the user was not deleted, see the hub \
+                 log",
+                user.name,
+                describe(&left)
+            )));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::BadRequest(format!(
+                "{}'s servers are in the process of stopping ({}), please wait.",
+                user.name,
+                describe(&left)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn delete(
@@ -431,23 +584,24 @@ async fn delete(
     {
         return Err(ApiError::BadRequest("Cannot delete yourself!".to_owned()));
     }
-    let mut conn = state.db().pool().acquire().await?;
-    let servers = db::servers::for_users(&mut conn, &[user.id])
-        .await?
-        .remove(&user.id)
-        .unwrap_or_default();
-    drop(conn);
-    for s in servers.iter().filter(|s| s.active()) {
-        let server = ServerRef {
-            user_id: user.id,
-            user: user.name.clone(),
-            server: s.name.clone(),
-        };
-        state.orchestrator().stop(&server, false).await?;
-    }
+    let stopped = stop_all(&state, &user).await?;
+    let routes = state.orchestrator().forget_user(&user.name).await?;
     let mut tx = state.db().begin().await?;
-    db::users::delete(&mut tx, user.id).await?;
+    let (servers, clients) = servers_and_clients(&mut tx, &user).await?;
+    if servers.iter().any(db::ServerRow::active) {
+        return Err(ApiError::BadRequest(format!(
+            "A server of {} was started while deleting them; try again",
+            user.name
+        )));
+    }
+    let removed = db::users::delete(&mut tx, user.id, &clients).await?;
     tx.commit().await?;
-    tracing::info!(user = %user.name, "deleted user");
+    tracing::info!(
+        user = %user.name,
+        servers_stopped = %stopped,
+        routes = ?routes,
+        removed = ?removed,
+        "deleted user"
+    );
     Ok(StatusCode::NO_CONTENT)
 }

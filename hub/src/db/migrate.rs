@@ -24,6 +24,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0002_oidc_quota.sql"),
         include_str!("../../migrations/postgres/0002_oidc_quota.sql"),
     ),
+    (
+        3,
+        "identity binding",
+        include_str!("../../migrations/sqlite/0003_identity_binding.sql"),
+        include_str!("../../migrations/postgres/0003_identity_binding.sql"),
+    ),
 ];
 
 #[derive(Debug)]

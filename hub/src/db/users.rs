@@ -308,23 +308,146 @@ pub(crate) async fn set_auth_state(
     Ok(())
 }
 
-/// Delete a user (their servers, tokens, sessions and memberships go with them).
-pub(crate) async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), sqlx::Error> {
-    // Explicit deletes as well as ON DELETE CASCADE, so a database without foreign-key
-    // enforcement ends up in the same state.
-    for sql in [
-        "DELETE FROM api_tokens WHERE user_id = $1",
-        "DELETE FROM oauth_codes WHERE user_id = $1",
-        "DELETE FROM login_sessions WHERE user_id = $1",
-        "DELETE FROM servers WHERE user_id = $1",
-        "DELETE FROM user_groups WHERE user_id = $1",
-        "DELETE FROM user_roles WHERE user_id = $1",
-        "DELETE FROM oidc_tokens WHERE user_id = $1",
-        "DELETE FROM user_quotas WHERE user_id = $1",
-        "DELETE FROM users WHERE id = $1",
-    ] {
-        sqlx::query(sql).bind(id).execute(&mut *conn).await?;
+/// What deleting a user removed from the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Removed {
+    /// Server rows (all stopped by then).
+    pub servers: u64,
+    /// OAuth clients of the user's servers (`jupyterhub-user-NAME[-SERVER]`).
+    pub oauth_clients: u64,
+    /// API tokens: the user's own and those issued through their servers' OAuth clients.
+    pub tokens: u64,
+    /// Browser login sessions.
+    pub sessions: u64,
+    /// The identity provider's tokens kept for the user.
+    pub idp_tokens: u64,
+}
+
+/// Delete the OAuth clients `ids` with the tokens and codes issued through them; returns how
+/// many clients and tokens went.
+pub(crate) async fn delete_clients(
+    conn: &mut AnyConnection,
+    ids: &[String],
+) -> Result<(u64, u64), sqlx::Error> {
+    let (mut clients, mut tokens) = (0, 0);
+    for id in ids {
+        tokens += sqlx::query("DELETE FROM api_tokens WHERE oauth_client_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM oauth_codes WHERE client_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        clients += sqlx::query("DELETE FROM oauth_clients WHERE id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
     }
+    Ok((clients, tokens))
+}
+
+/// Delete a user with everything stored under them or their name: servers, tokens, login
+/// sessions, OAuth codes, memberships, the identity provider's tokens, the quota, and the OAuth
+/// clients `client_ids` of their servers (whose ids carry the user's name, so a later user of
+/// that name would otherwise inherit them), with the tokens and codes issued through them.
+pub(crate) async fn delete(
+    conn: &mut AnyConnection,
+    id: i64,
+    client_ids: &[String],
+) -> Result<Removed, sqlx::Error> {
+    let (clients, tokens) = delete_clients(conn, client_ids).await?;
+    let mut removed = Removed {
+        oauth_clients: clients,
+        tokens,
+        ..Removed::default()
+    };
+    // Explicit deletes as well as ON DELETE CASCADE, so a database without foreign-key
+    // enforcement ends up in the same state; each counted where the answer reports it.
+    type Count = Option<fn(&mut Removed) -> &mut u64>;
+    let steps: [(&str, Count); 9] = [
+        (
+            "DELETE FROM api_tokens WHERE user_id = $1",
+            Some(|r| &mut r.tokens),
+        ),
+        ("DELETE FROM oauth_codes WHERE user_id = $1", None),
+        (
+            "DELETE FROM login_sessions WHERE user_id = $1",
+            Some(|r| &mut r.sessions),
+        ),
+        (
+            "DELETE FROM servers WHERE user_id = $1",
+            Some(|r| &mut r.servers),
+        ),
+        ("DELETE FROM user_groups WHERE user_id = $1", None),
+        ("DELETE FROM user_roles WHERE user_id = $1", None),
+        (
+            "DELETE FROM oidc_tokens WHERE user_id = $1",
+            Some(|r| &mut r.idp_tokens),
+        ),
+        ("DELETE FROM user_quotas WHERE user_id = $1", None),
+        ("DELETE FROM users WHERE id = $1", None),
+    ];
+    for (sql, count) in steps {
+        let n = sqlx::query(sql)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if let Some(field) = count {
+            *field(&mut removed) += n;
+        }
+    }
+    Ok(removed)
+}
+
+/// The identity-provider account (issuer, subject) a user is bound to.
+pub(crate) async fn idp_account(
+    conn: &mut AnyConnection,
+    id: i64,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    let row = sqlx::query("SELECT idp_issuer, idp_subject FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let issuer: Option<String> = row.try_get("idp_issuer")?;
+    let subject: Option<String> = row.try_get("idp_subject")?;
+    Ok(issuer.zip(subject))
+}
+
+/// The name of the user bound to the identity-provider account (`issuer`, `subject`).
+pub(crate) async fn bound_to(
+    conn: &mut AnyConnection,
+    issuer: &str,
+    subject: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query("SELECT name FROM users WHERE idp_issuer = $1 AND idp_subject = $2")
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|row| row.try_get("name"))
+        .transpose()
+}
+
+/// Bind user `id` to the identity-provider account (`issuer`, `subject`).
+pub(crate) async fn bind_idp_account(
+    conn: &mut AnyConnection,
+    id: i64,
+    issuer: &str,
+    subject: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET idp_issuer = $1, idp_subject = $2 WHERE id = $3")
+        .bind(issuer)
+        .bind(subject)
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -195,8 +195,7 @@ async fn stop(
     tracing::info!(admin = %me.user.name, user = %user.name, server = %server, "admin stopped server");
     let back = form
         .get("back")
-        .filter(|b| b.starts_with('/') && !b.starts_with("//"))
-        .cloned()
+        .and_then(|b| super::local_path(b))
         .unwrap_or_else(|| format!("{}hub/admin", state.config().base_url));
     crate::found(&back)
 }

@@ -170,12 +170,35 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// Only local paths are allowed as `next`; anything else goes home.
+/// Only same-origin absolute paths ([`local_path`]) are allowed as `next`; anything else goes
+/// home.
 pub(crate) fn safe_next(state: &AppState, next: Option<&String>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.clone(),
-        _ => format!("{}hub/home", state.config().base_url),
+    next.and_then(|n| local_path(n))
+        .unwrap_or_else(|| format!("{}hub/home", state.config().base_url))
+}
+
+/// `next` if [`is_local_path`], with non-ASCII characters percent-encoded as a browser sends
+/// them (a `Location` header carries ASCII only).
+pub(crate) fn local_path(next: &str) -> Option<String> {
+    is_local_path(next).then(|| {
+        percent_encoding::utf8_percent_encode(next, percent_encoding::CONTROLS).to_string()
+    })
+}
+
+/// Whether a browser resolves `next` to a path on the hub's own origin. Browsers drop tab, CR
+/// and LF anywhere in a URL and read `\` as `/`, so `/\t/evil.example`, `/\n/evil.example` and
+/// `/\\evil.example` all become `//evil.example`, another host. Accepted: one leading `/`, and
+/// neither the value nor its percent-decoded form (which a server or proxy on the way may
+/// produce) holds whitespace, a control character or a backslash, or starts with `//`.
+fn is_local_path(next: &str) -> bool {
+    fn plain(s: &str) -> bool {
+        s.starts_with('/')
+            && !s.starts_with("//")
+            && !s
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
     }
+    plain(next) && plain(&percent_encoding::percent_decode_str(next).decode_utf8_lossy())
 }
 
 async fn login_page(

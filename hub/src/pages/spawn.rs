@@ -215,9 +215,9 @@ pub(super) fn next_or(
     user: &str,
     server: &str,
 ) -> String {
-    match q.get("next") {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.clone(),
-        _ => {
+    match q.get("next").and_then(|n| super::local_path(n)) {
+        Some(n) => n,
+        None => {
             let url = server_url(state, user, server);
             format!(
                 "{}hub{}",

@@ -79,6 +79,25 @@ pub trait Orchestrator: Send + Sync + Debug + 'static {
     async fn last_failure(&self, _server: &ServerRef) -> Option<String> {
         None
     }
+
+    /// Forget `user`, whose servers are all stopped, before the user is deleted: remove proxy
+    /// routes still naming them (left by a stop that failed half way) and the spawn records
+    /// kept under their name, so the next user of that name inherits nothing. Returns the
+    /// paths of the routes removed.
+    async fn forget_user(&self, _user: &str) -> Result<Vec<String>, ApiError> {
+        Ok(Vec::new())
+    }
+}
+
+/// The OAuth client id of `user`'s server `server` (`""` = the default server), as
+/// JupyterHub names it: `jupyterhub-user-NAME[-SERVER]`, URL-escaped.
+pub(crate) fn oauth_client_id(user: &str, server: &str) -> String {
+    use crate::api::models::seg;
+    if server.is_empty() {
+        format!("jupyterhub-user-{}", seg(user))
+    } else {
+        format!("jupyterhub-user-{}-{}", seg(user), seg(server))
+    }
 }
 
 /// The orchestrator of a hub without spawning: every call is a 501.

@@ -124,17 +124,12 @@ impl SpawnOrchestrator {
 
     fn names(&self, user: &str, server: &str) -> Names {
         let base = &self.inner.settings.base_url;
-        let (prefix, client_id) = if server.is_empty() {
-            (
-                format!("{base}user/{}/", seg(user)),
-                format!("jupyterhub-user-{}", seg(user)),
-            )
+        let prefix = if server.is_empty() {
+            format!("{base}user/{}/", seg(user))
         } else {
-            (
-                format!("{base}user/{}/{}/", seg(user), seg(server)),
-                format!("jupyterhub-user-{}-{}", seg(user), seg(server)),
-            )
+            format!("{base}user/{}/{}/", seg(user), seg(server))
         };
+        let client_id = super::oauth_client_id(user, server);
         Names {
             note: format!("Server at {prefix}"),
             prefix,
@@ -744,6 +739,29 @@ impl Orchestrator for SpawnOrchestrator {
 
     async fn last_failure(&self, server: &ServerRef) -> Option<String> {
         self.track(&server.user, &server.server).await?.failure()
+    }
+
+    async fn forget_user(&self, user: &str) -> Result<Vec<String>, ApiError> {
+        self.inner.tracks.lock().await.retain(|(u, _), _| u != user);
+        let routes = self
+            .inner
+            .proxy
+            .routes()
+            .await
+            .map_err(ApiError::internal)?;
+        let mut removed = Vec::new();
+        for (path, data) in routes {
+            if data.get("user").and_then(Value::as_str) == Some(user) {
+                self.inner
+                    .proxy
+                    .delete_route(&path)
+                    .await
+                    .map_err(ApiError::internal)?;
+                tracing::info!(route = %path, user, "removed a route of a deleted user");
+                removed.push(path);
+            }
+        }
+        Ok(removed)
     }
 
     async fn progress(&self, server: &ServerRef) -> Result<ProgressStream, ApiError> {

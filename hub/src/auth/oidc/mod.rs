@@ -7,6 +7,7 @@
 //! # Layout
 //! - `config`: `[auth.oidc]`.
 //! - `claims`: claims → user name, roles, groups, admin; the allowed-roles check.
+//! - `binding`: users bound to their provider account (issuer + `sub`), checked at each login.
 //! - `crypto`: tokens encrypted at rest.
 //! - `store`: the `oidc_logins` and `oidc_tokens` tables.
 //! - `tokens`: sealing, opening and refreshing the stored tokens.
@@ -16,6 +17,7 @@
 //! signature that does not verify triggers one re-fetch (key rotation) before the login is
 //! refused.
 
+pub(crate) mod binding;
 pub(crate) mod claims;
 pub(crate) mod config;
 mod crypto;

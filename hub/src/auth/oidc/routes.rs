@@ -3,8 +3,10 @@
 //!   next), set the `stackhub-oidc-state` cookie, 302 to the provider.
 //! - `GET /hub/oauth_callback?code&state`: the state must equal the cookie's and be a live,
 //!   unused pending login; then code exchange, id_token verification, claims → identity, the
-//!   allowed-roles check (403 page naming the lacking role and the held ones), and in one
-//!   transaction: user, admin flag, groups, quota, login session and the encrypted tokens.
+//!   allowed-roles check (403 page naming the lacking role and the held ones), the account
+//!   binding (`binding`: a user name owned by another provider account is a 403 page saying
+//!   so), and in one transaction: user, admin flag, groups, quota, login session and the
+//!   encrypted tokens.
 //!
 //! Every refusal is an error page plus a `warn` log line; nothing is written before the identity
 //! is fully checked.
@@ -19,6 +21,7 @@ use axum::routing::get;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde_json::{Value, json};
 
+use super::binding;
 use super::claims::{self, ClaimsError, Identity};
 use super::{LOGIN_TTL_SECS, OidcAuth, OidcError, store};
 use crate::auth::AuthOutcome;
@@ -247,8 +250,9 @@ async fn oauth_callback(
             tracing::info!(user = %user_name, roles = ?identity.roles, "logged in with OpenID Connect");
             pages::session_response(&state, jar, cookie_value, &session_id, &pending.next_url)
         }
-        Err(crate::auth::LoginError::Rejected) => {
+        Err(Refusal::Login(crate::auth::LoginError::Rejected)) => {
             tracing::warn!(user = %identity.name, "login refused by the hub's user rules");
+            oidc.revoke(&tokens).await;
             (
                 jar,
                 refuse(
@@ -259,7 +263,48 @@ async fn oauth_callback(
             )
                 .into_response()
         }
-        Err(crate::auth::LoginError::Db(e)) => ApiError::from(e).into_response(),
+        Err(Refusal::Name(e)) => {
+            tracing::warn!(user = %identity.name, error = %e, "login refused: user name not allowed");
+            oidc.revoke(&tokens).await;
+            let msg = format!("Your user name cannot be used on this hub: {e}.");
+            (jar, refuse(&state, StatusCode::FORBIDDEN, &msg)).into_response()
+        }
+        Err(Refusal::Binding(binding::BindingError::Db(e)))
+        | Err(Refusal::Login(crate::auth::LoginError::Db(e))) => ApiError::from(e).into_response(),
+        Err(Refusal::Binding(e)) => {
+            tracing::warn!(user = %identity.name, error = %e, "login refused: identity-provider account does not own the user");
+            oidc.revoke(&tokens).await;
+            (jar, refuse(&state, StatusCode::FORBIDDEN, &e.to_string())).into_response()
+        }
+    }
+}
+
+/// Why [`complete`] refused a login.
+#[derive(Debug)]
+enum Refusal {
+    /// The hub's user rules or the database.
+    Login(crate::auth::LoginError),
+    /// The name the claims give is not a legal new user name.
+    Name(crate::names::BadName),
+    /// The account does not own the user (or the database failed checking).
+    Binding(binding::BindingError),
+}
+
+impl From<sqlx::Error> for Refusal {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Login(e.into())
+    }
+}
+
+impl From<crate::auth::LoginError> for Refusal {
+    fn from(e: crate::auth::LoginError) -> Self {
+        Self::Login(e)
+    }
+}
+
+impl From<binding::BindingError> for Refusal {
+    fn from(e: binding::BindingError) -> Self {
+        Self::Binding(e)
     }
 }
 
@@ -271,8 +316,10 @@ async fn complete(
     identity: &Identity,
     claims_json: &Value,
     tokens: &super::TokenSet,
-) -> Result<(String, String, String), crate::auth::LoginError> {
+) -> Result<(String, String, String), Refusal> {
     let config = oidc.config();
+    let account = binding::account(config, claims_json)?;
+    let name = crate::names::UserName::normalized(&identity.name).map_err(Refusal::Name)?;
     let outcome = AuthOutcome {
         name: identity.name.clone(),
         admin: Some(identity.admin),
@@ -289,9 +336,11 @@ async fn complete(
         roles: None,
     };
     let mut tx = state.db().begin().await?;
+    binding::check(&mut tx, name.as_str(), &account).await?;
     let user =
         crate::auth::apply_outcome(state, &mut tx, &outcome, &identity.roles, &identity.groups)
             .await?;
+    binding::bind(&mut tx, user.id, &account).await?;
     let auth_state = json!({
         "oidc": {
             "sub": claims_json.get("sub"),
