@@ -269,6 +269,9 @@ pub struct Config {
     /// Server profiles (`[[profile_list]]`, KubeSpawner's schema plus access lists, kind, site
     /// and warning); default: the Data Lake's six options. Empty = no picker.
     pub profile_list: Vec<crate::profiles::Profile>,
+    /// `iss` of the gateway tokens the hub signs (env `STACKHUB_GATEWAY_TOKEN_ISSUER`); default:
+    /// `public_url` when set, else `stackhub`. A site's gateway expects it (`[jwt] issuer`).
+    pub gateway_token_issuer: Option<String>,
 }
 
 impl Default for Config {
@@ -294,6 +297,7 @@ impl Default for Config {
             s3: crate::sites::EmbeddedS3Config::default(),
             sites: crate::sites::default_sites(),
             profile_list: crate::profiles::default_profiles(),
+            gateway_token_issuer: None,
         }
     }
 }
@@ -428,6 +432,12 @@ impl Config {
             self.admin_token = Some(Secret(v));
         }
         crate::sites::apply_env(&mut self.sites, env).map_err(|(k, r)| invalid(&k, r))?;
+        if let Some(v) = env
+            .get("STACKHUB_GATEWAY_TOKEN_ISSUER")
+            .filter(|v| !v.is_empty())
+        {
+            self.gateway_token_issuer = Some(v);
+        }
         if let Some(oidc) = self.auth.oidc.as_mut() {
             if let Some(v) = env.get(ENV_OIDC_CLIENT_SECRET) {
                 oidc.client_secret = Some(Secret(v));

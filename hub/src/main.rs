@@ -136,6 +136,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot add the hub's default route")?;
 
     let spawner = build_spawner(&config).await?;
+    if let Some(warning) = hub::shared_account_warning(&config) {
+        tracing::warn!(mode = "spawner.kind = local", "{warning}");
+    }
     let connect_url = config
         .hub_connect_url
         .clone()

@@ -6,7 +6,8 @@
 //! 2. a per-user token maps to its user (roles from its `[[users]]` entry);
 //! 3. with `[jwt]` configured, anything else is validated as a JWT bearer ([`crate::jwt`]): the
 //!    user comes from the token's `username_claim`, and the `required_role` must be held (403
-//!    naming the role otherwise). Invalid, expired, wrongly signed or wrong-audience tokens get 401.
+//!    naming the role otherwise). Invalid, expired, wrongly signed, wrong- or no-issuer and wrong- or
+//!    no-audience tokens get 401 (a token minted for another site names another audience).
 //!
 //! With nothing configured the server is open. `KERNEL_USERNAME` is never used for identity. The
 //! caller's quota ([`crate::quota`]) is resolved from its roles here, once per request.

@@ -21,11 +21,15 @@
 //! token_sha256 = "<hex sha256 of the token>"
 //! roles = ["stack-jupyter-medium"] # optional: quota roles of a token user
 //!
+//! site_id = "lumi"                 # this site's id: the default JWT audience
+//!
 //! [jwt]                            # JWT bearers (absent = tokens only)
 //! jwks_url = "https://identity.example/auth/realms/dedl/protocol/openid-connect/certs"
-//! issuer = "https://identity.example/auth/realms/dedl"
-//! audience = ["account"]
+//! issuer = "https://identity.example/auth/realms/dedl"   # required (the hub's: its issuer)
+//! audience = ["account"]           # default: [site_id]; one of the two is required
 //! required_role = "stack-jupyter"  # "" = none
+//! # accept_any_issuer = false      # opt-outs of the iss / aud checks (unsafe: a token minted
+//! # accept_any_audience = false    # for another site or service is then accepted here)
 //!
 //! [[quota_roles]]                  # highest first; default: the Data Lake's stack-jupyter-*
 //! role = "stack-jupyter-high"
@@ -116,10 +120,19 @@ pub struct UserToken {
 pub struct JwtConfig {
     /// Where the signing keys are (`https`; `http` only for loopback hosts).
     pub jwks_url: String,
-    /// Expected `iss`; `None` = not checked.
+    /// Expected `iss`. Required: the gateway refuses to start without it unless
+    /// `accept_any_issuer` is set. Env `STACKHUB_GATEWAY_JWT_ISSUER`.
     pub issuer: Option<String>,
-    /// Accepted `aud` values; empty = not checked.
+    /// Accepted `aud` values (a token must name one); empty = `[site_id]`. Without either the
+    /// gateway refuses to start unless `accept_any_audience` is set. Env
+    /// `STACKHUB_GATEWAY_JWT_AUDIENCE` (comma-separated).
     pub audience: Vec<String>,
+    /// Opt-out: accept tokens of any issuer (or none). Unsafe: another issuer's tokens signed
+    /// by a key of the same JWKS get in.
+    pub accept_any_issuer: bool,
+    /// Opt-out: accept tokens for any audience (or none). Unsafe: a token minted for another
+    /// site is accepted here.
+    pub accept_any_audience: bool,
     /// Accepted signature algorithms (`RS256`, `RS384`, `RS512`, `PS256`, `ES256`, ...).
     pub algorithms: Vec<String>,
     /// Clock skew allowed on `exp` / `nbf`, seconds.
@@ -136,12 +149,54 @@ pub struct JwtConfig {
     pub required_role: String,
 }
 
+impl JwtConfig {
+    /// This config with `audience` defaulted to `[site_id]` when it names none.
+    #[must_use]
+    pub fn for_site(mut self, site_id: Option<&str>) -> Self {
+        if self.audience.is_empty()
+            && let Some(site) = site_id.filter(|s| !s.is_empty())
+        {
+            self.audience = vec![site.to_owned()];
+        }
+        self
+    }
+
+    /// Checks that `iss` and `aud` are verified unless explicitly opted out.
+    fn validate_claims(&self, site_id: Option<&str>) -> Result<(), ConfigError> {
+        if self.issuer.as_deref().is_none_or(str::is_empty) && !self.accept_any_issuer {
+            return Err(ConfigError::Invalid {
+                key: "jwt.issuer",
+                reason: "must name the issuer of the tokens this gateway accepts (the hub's \
+                         gateway_token_issuer, its public_url, or `stackhub`; or the identity \
+                         provider's realm URL); set jwt.accept_any_issuer = true to skip the \
+                         check (unsafe)"
+                    .into(),
+            });
+        }
+        if self.audience.is_empty()
+            && site_id.is_none_or(str::is_empty)
+            && !self.accept_any_audience
+        {
+            return Err(ConfigError::Invalid {
+                key: "jwt.audience",
+                reason: "must name this gateway (or set site_id, the default audience); set \
+                         jwt.accept_any_audience = true to skip the check (unsafe: tokens \
+                         minted for another site are then accepted)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Default for JwtConfig {
     fn default() -> Self {
         JwtConfig {
             jwks_url: String::new(),
             issuer: None,
             audience: Vec::new(),
+            accept_any_issuer: false,
+            accept_any_audience: false,
             algorithms: vec!["RS256".to_owned()],
             leeway_secs: 10,
             jwks_refresh_secs: 300,
@@ -249,6 +304,9 @@ pub struct Config {
     pub max_age: String,
     /// Slurm launcher for kernelspecs with `metadata.stackhub.launcher = "slurm"`; `None` = off.
     pub slurm: Option<crate::launcher::slurm::SlurmConfig>,
+    /// This site's id (`lumi`, as the hub's `[[sites]] id`): the default `[jwt] audience`.
+    /// Env `STACKHUB_GATEWAY_SITE_ID`.
+    pub site_id: Option<String>,
     /// A remote site (a Data Lake bridge): kernel starts must carry the S3 exchange
     /// configuration ([`crate::exchange`]), which reaches the kernel. Off = a plain Enterprise
     /// Gateway. Env `STACKHUB_GATEWAY_REMOTE_SITE`.
@@ -305,6 +363,7 @@ impl Default for Config {
             expose_headers: String::new(),
             max_age: String::new(),
             slurm: None,
+            site_id: None,
             remote_site: false,
             kubernetes_config: None,
             kubernetes: None,
@@ -330,6 +389,7 @@ impl std::fmt::Debug for Config {
             .field("jwt", &self.jwt)
             .field("quota_roles", &self.quota_roles)
             .field("allow_origin", &self.allow_origin)
+            .field("site_id", &self.site_id)
             .field("remote_site", &self.remote_site)
             .finish_non_exhaustive()
     }
@@ -414,6 +474,9 @@ impl Config {
         if let Some(v) = lookup("STACKHUB_GATEWAY_REMOTE_SITE") {
             self.remote_site = v.eq_ignore_ascii_case("true") || v == "1";
         }
+        if let Some(v) = lookup("STACKHUB_GATEWAY_SITE_ID").filter(|v| !v.is_empty()) {
+            self.site_id = Some(v);
+        }
         if let Some(url) = lookup("STACKHUB_GATEWAY_JWKS_URL").filter(|u| !u.is_empty()) {
             self.jwt.get_or_insert_with(JwtConfig::default).jwks_url = url;
         }
@@ -469,8 +532,20 @@ impl Config {
                 reason: "must be [0, 0] or [lo, hi) with at least 5 ports".into(),
             });
         }
+        if let Some(site) = &self.site_id
+            && (site.is_empty()
+                || !site
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return Err(ConfigError::Invalid {
+                key: "site_id",
+                reason: format!("{site:?} must be letters, digits, `-` or `_`"),
+            });
+        }
         if let Some(jwt) = &self.jwt {
             validate_jwks_url(&jwt.jwks_url)?;
+            jwt.validate_claims(self.site_id.as_deref())?;
             if jwt.algorithms.is_empty() {
                 return Err(ConfigError::Invalid {
                     key: "jwt.algorithms",
@@ -618,6 +693,7 @@ mod tests {
             allow_origin = "https://a.example"
             [jwt]
             jwks_url = "https://idp.example/certs"
+            issuer = "https://idp.example"
             audience = ["account"]
             [[quota_roles]]
             role = "big"
@@ -647,6 +723,39 @@ mod tests {
         assert!(defaults.is_open());
         assert_eq!(defaults.quota_roles[0].role, "stack-jupyter-high");
         assert_eq!(defaults.allowed_origins().count(), 0);
+    }
+
+    #[test]
+    fn jwt_without_issuer_or_audience_refuses_to_start_unless_opted_out() {
+        let load = |toml: &str| -> Result<Config, String> {
+            let c: Config = toml::from_str(toml).map_err(|e| e.to_string())?;
+            c.validate().map(|()| c).map_err(|e| e.to_string())
+        };
+        let jwks = "[jwt]\njwks_url = \"https://hub.example/hub/api/sites/jwks.json\"\n";
+        let e = load(&format!("site_id = \"lumi\"\n{jwks}")).unwrap_err();
+        assert!(
+            e.contains("jwt.issuer") && e.contains("accept_any_issuer"),
+            "{e}"
+        );
+        let e = load(&format!("{jwks}issuer = \"stackhub\"\n")).unwrap_err();
+        assert!(e.contains("jwt.audience") && e.contains("site_id"), "{e}");
+        let c = load(&format!(
+            "site_id = \"lumi\"\n{jwks}issuer = \"stackhub\"\n"
+        ))
+        .unwrap();
+        let jwt = c.jwt.clone().unwrap().for_site(c.site_id.as_deref());
+        assert_eq!(jwt.audience, ["lumi"]);
+        let jwt = c.jwt.clone().unwrap().for_site(None);
+        assert!(jwt.audience.is_empty());
+        load(&format!(
+            "{jwks}accept_any_issuer = true\naccept_any_audience = true\n"
+        ))
+        .unwrap();
+        let e = load("site_id = \"lu mi\"\n").unwrap_err();
+        assert!(e.contains("site_id"), "{e}");
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "STACKHUB_GATEWAY_SITE_ID").then(|| "leonardo".to_owned()));
+        assert_eq!(c.site_id.as_deref(), Some("leonardo"));
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! JWT bearer validation against the identity provider's JWKS (Keycloak-style tokens).
 //!
 //! A token is accepted when its signature verifies with a key of the JWKS (matched by `kid`), its
-//! algorithm is one of `algorithms`, it has not expired (with `leeway_secs`), and its `iss` / `aud`
-//! match when configured. The user is the `username_claim` (default `preferred_username`); roles
-//! are collected from every `role_claims` path (default `realm_access.roles`; add `groups` for
-//! Keycloak group paths). The required role is checked by the caller ([`crate::auth`]).
+//! algorithm is one of `algorithms`, it has not expired (with `leeway_secs`), and it carries an
+//! `iss` equal to `issuer` and an `aud` naming one of `audience` (both claims required; a check
+//! is skipped only with `accept_any_issuer` / `accept_any_audience`, and a validator with
+//! neither the value nor the opt-out refuses every token). The user is the `username_claim`
+//! (default `preferred_username`); roles are collected from every `role_claims` path (default
+//! `realm_access.roles`; add `groups` for Keycloak group paths). The required role is checked by
+//! the caller ([`crate::auth`]).
 //!
 //! JWKS caching: keys are fetched on first use, refetched when older than `jwks_refresh_secs`, and
 //! refetched early when a token names an unknown `kid` (key rotation), but never more often than
@@ -274,14 +277,24 @@ impl JwtValidator {
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.config.leeway_secs;
         validation.validate_nbf = true;
-        if let Some(iss) = &self.config.issuer {
-            validation.set_issuer(&[iss]);
+        let mut required = vec!["exp"];
+        match self.config.issuer.as_deref().filter(|i| !i.is_empty()) {
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            None if self.config.accept_any_issuer => {}
+            None => return Err(JwtError::Issuer),
         }
-        if self.config.audience.is_empty() {
+        if !self.config.audience.is_empty() {
+            validation.set_audience(&self.config.audience);
+            required.push("aud");
+        } else if self.config.accept_any_audience {
             validation.validate_aud = false;
         } else {
-            validation.set_audience(&self.config.audience);
+            return Err(JwtError::Audience);
         }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| match e
             .kind()
         {

@@ -65,6 +65,9 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
+    for warning in kernel_gateway::launcher::shared_account_warnings(&config) {
+        tracing::warn!("unsafe for more than one user: {warning}");
+    }
     let open = config.is_open();
     let jwt = config.jwt.as_ref().map(|j| j.jwks_url.clone());
     let local = LocalLauncher::with_defaults().with_port_range(config.kernel_port_range);

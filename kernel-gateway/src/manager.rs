@@ -108,7 +108,10 @@ impl KernelManager {
             .chain(config.inherited_envs.iter().cloned())
             .filter_map(|k| lookup(&k).map(|v| (k, v)))
             .collect();
-        let jwt = config.jwt.clone().map(JwtValidator::new);
+        let jwt = config
+            .jwt
+            .clone()
+            .map(|j| JwtValidator::new(j.for_site(config.site_id.as_deref())));
         KernelManager {
             config,
             launcher,

@@ -486,3 +486,75 @@ async fn cors_headers_preflight_and_websocket_origin_check() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     gw.stop().await;
 }
+
+/// A site gateway configured the way an operator writes it: `site_id` and the hub's issuer,
+/// no explicit audience (the site's id is the default).
+fn site_config(jwks: &Jwks, site: &str) -> Config {
+    let mut c: Config = toml::from_str(&format!(
+        "site_id = \"{site}\"\n[jwt]\njwks_url = \"{}\"\nissuer = \"{ISSUER}\"\n",
+        jwks.url
+    ))
+    .unwrap();
+    c.validate().unwrap();
+    c.auth_token = Some(ALICE.to_owned());
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_minted_for_one_site_is_refused_by_another() {
+    let key = TestKey::generate("k1");
+    let jwks = Jwks::serve(&[&key]).await;
+    let leonardo = Gateway::start(site_config(&jwks, "leonardo")).await;
+
+    // The hub's token for LUMI, replayed at LEONARDO: refused.
+    let for_lumi = key.token("mallory", &["stack-jupyter"], |c| c["aud"] = json!("lumi"));
+    let (s, body) = status_of(&leonardo, &for_lumi).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("audience"),
+        "{body}"
+    );
+    // The same user's token for LEONARDO gets in.
+    let for_leonardo = key.token("mallory", &["stack-jupyter"], |c| {
+        c["aud"] = json!("leonardo")
+    });
+    assert_eq!(status_of(&leonardo, &for_leonardo).await.0, StatusCode::OK);
+    leonardo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_without_audience_or_issuer_is_refused() {
+    let key = TestKey::generate("k1");
+    let jwks = Jwks::serve(&[&key]).await;
+    // Audience and issuer configured explicitly (as the hub's run script does).
+    let gw = Gateway::start(jwt_config(&jwks)).await;
+    for (what, claim) in [("no aud", "aud"), ("no iss", "iss")] {
+        let token = key.token("mallory", &["stack-jupyter"], |c| {
+            c.as_object_mut().unwrap().remove(claim);
+        });
+        let (s, body) = status_of(&gw, &token).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{what}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(claim),
+            "{what}: {body}"
+        );
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_without_expected_issuer_and_audience_refuses_every_token() {
+    // A validator reached without `validate` (an embedding that skipped it) fails closed.
+    let key = TestKey::generate("k1");
+    let jwks = Jwks::serve(&[&key]).await;
+    let mut config = jwt_config(&jwks);
+    if let Some(j) = config.jwt.as_mut() {
+        j.issuer = None;
+        j.audience.clear();
+    }
+    assert!(config.validate().is_err(), "validate refuses the config");
+    let gw = Gateway::start(config).await;
+    let token = key.token("mallory", &["stack-jupyter"], |_| {});
+    assert_eq!(status_of(&gw, &token).await.0, StatusCode::UNAUTHORIZED);
+    gw.stop().await;
+}

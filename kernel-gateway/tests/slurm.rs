@@ -491,3 +491,134 @@ async fn restarted_gateway_reattaches_running_kernels_and_cancels_orphans() {
     cluster.wait_no_job(&id, Duration::from_secs(15)).await;
     gw.stop().await;
 }
+
+/// Every process's argument list on this machine (the single node), NULs as spaces.
+fn all_argv() -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            out.push_str(&String::from_utf8_lossy(&raw).replace('\0', " "));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_users_jobs_cannot_read_kernel_and_s3_secrets_from_the_job() {
+    use hmac::{Hmac, Mac};
+    // Declared first, dropped last: the cluster (and its jobs writing there) stops first.
+    let dir = state_dir();
+    let cluster = Cluster::start();
+    let mut config = gateway_config(&cluster, &dir, free_ports(1)[0]);
+    config.remote_site = true;
+    let (gw, slurm) = start_gateway(config).await;
+
+    // The gateway says it shares one Unix account between users (no submit_prefix).
+    let (s, _, info) = gw.call(Method::GET, "/api", Some(ALICE), None).await;
+    assert_eq!(s, StatusCode::OK, "{info}");
+    let modes = info["unsafe_modes"].as_array().unwrap();
+    assert!(
+        modes
+            .iter()
+            .any(|m| m.as_str().unwrap().contains("submit_prefix"))
+            && modes
+                .iter()
+                .any(|m| m.as_str().unwrap().contains("local launcher")),
+        "{info}"
+    );
+
+    // A remote-site start carrying the user's S3 credentials, as the hub sends it.
+    let s3_secret = format!("s3secret{}", uuid::Uuid::new_v4().simple());
+    let session = format!("session{}", uuid::Uuid::new_v4().simple());
+    let env = json!({
+        "AWS_ACCESS_KEY_ID": "AKIAALICE",
+        "AWS_SECRET_ACCESS_KEY": s3_secret,
+        "AWS_SESSION_TOKEN": session,
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_DEFAULT_REGION": "local",
+        "STACKHUB_S3_BUCKET": "stackhub",
+        "STACKHUB_S3_PREFIX": "users/alice/",
+    });
+    let (s, _, m) = gw
+        .call(
+            Method::POST,
+            "/api/kernels",
+            Some(ALICE),
+            Some(&json!({"name": "slurm", "env": env}).to_string()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{m}");
+    let id = m["id"].as_str().unwrap().to_owned();
+    let (job_id, _) = cluster.job_of(&id).expect("the kernel's job is in squeue");
+    // The kernel's message key, as the gateway derives it from its master key.
+    let master = hex::decode(
+        std::fs::read_to_string(dir.join("slurm/gateway.key"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&master).unwrap();
+    mac.update(format!("kernel-key:{id}").as_bytes());
+    let kernel_key = hex::encode(mac.finalize().into_bytes());
+    let callback_secret = hex::encode(slurm.callback_secret(&id));
+    let secrets = [
+        ("kernel key", kernel_key.as_str()),
+        ("call-back secret", callback_secret.as_str()),
+        ("S3 secret key", s3_secret.as_str()),
+        ("S3 session token", session.as_str()),
+    ];
+
+    // What another job of the same cluster can read: the batch script, the job's record
+    // (with details), every process's argv, the job's output file.
+    let script = cluster.run("scontrol", &["write", "batch_script", &job_id, "-"]);
+    assert!(script.contains("stackhub-kernel-launcher"), "{script}");
+    let record = cluster.run("scontrol", &["-dd", "show", "job", &job_id]);
+    let argv = all_argv();
+    let output =
+        std::fs::read_to_string(dir.join(format!("slurm/jobs/{job_id}.out"))).unwrap_or_default();
+    for (what, secret) in secrets {
+        for (place, text) in [
+            ("the job script", &script),
+            ("scontrol show job", &record),
+            ("a process argv", &argv),
+            ("the job output", &output),
+        ] {
+            assert!(!text.contains(secret), "the {what} is in {place}");
+        }
+    }
+    // The one-time token file is gone, and the hand-over cannot be replayed.
+    let leftover: Vec<_> = std::fs::read_dir(dir.join("slurm/secrets"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftover.is_empty(), "token files left: {leftover:?}");
+    let addr: std::net::SocketAddr = slurm
+        .callback_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let status = raw_post(addr, &format!("/kernels/{id}/secrets"), "", "").await;
+    assert_eq!(status, 404, "the secrets were handed over once");
+
+    // The kernel still runs code and has its credentials.
+    let mut ws = gw.ws(ALICE, &id, "s1", false).await;
+    let out = ws
+        .execute(&format!(
+            "import os; print(os.environ['AWS_SECRET_ACCESS_KEY'] == '{s3_secret}', \
+             os.environ['AWS_SESSION_TOKEN'] == '{session}', \
+             'STACKHUB_SECRETS_FILE' in os.environ, 6 * 7)"
+        ))
+        .await;
+    assert_eq!(out.stdout.trim(), "True True False 42", "{out:?}");
+    let (s, _, _) = gw
+        .call(
+            Method::DELETE,
+            &format!("/api/kernels/{id}"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    cluster.wait_no_job(&id, Duration::from_secs(15)).await;
+    gw.stop().await;
+}

@@ -264,6 +264,13 @@ fn bridge_site_chart_renders_valid_manifests_and_a_config_the_gateway_accepts() 
         assert_eq!(config.port, 8888);
         assert_eq!(config.quota_roles.len(), 3);
         assert_eq!(config.jwt.is_some(), !sets.contains(&"jwt.enabled=false"));
+        // The site's id is the gateway's: the default audience of the tokens it accepts.
+        let site = if sets.contains(&"site=lumi") {
+            "lumi"
+        } else {
+            "central"
+        };
+        assert_eq!(config.site_id.as_deref(), Some(site));
         // Every kernel is a pod; the launcher's settings come from the mounted file.
         assert_eq!(config.default_launcher, "kubernetes");
         let launcher = config
@@ -326,6 +333,7 @@ fn values_schemas_refuse_bad_values_with_a_message_naming_them() {
             "maxKernelsPerUser",
         ),
         ("helm/bridge-site", "site=Central Site", "site"),
+        ("helm/bridge-site", "jwt.issuer=", "jwt.issuer is required"),
         (
             "helm/bridge-site",
             "kernels.specs.julia.argv={julia}",

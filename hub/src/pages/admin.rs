@@ -29,6 +29,18 @@ use crate::state::AppState;
 /// Users per page.
 const PAGE: i64 = 50;
 
+/// The operator warning of a spawner mode that runs every user's server under one Unix
+/// account (logged at start and shown on the admin page), if the configured one does.
+pub fn shared_account_warning(config: &crate::Config) -> Option<String> {
+    (config.spawner.kind == crate::SpawnerKind::Local).then(|| {
+        "Unsafe for more than one user: spawner.kind = \"local\" runs every user's server as \
+         the hub's own Unix account, so each user can read and change the others' files, \
+         tokens and processes. Use spawner.kind = \"kubernetes\" (a pod per user) when more \
+         than one user shares this hub."
+            .to_owned()
+    })
+}
+
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/hub/admin", get(admin))
@@ -147,6 +159,7 @@ async fn admin(
             prev, next, back,
             xsrf => xsrf_token(state.xsrf_key(), &me.session_id),
             base_url => base,
+            unsafe_mode => shared_account_warning(state.config()),
         },
     )
 }

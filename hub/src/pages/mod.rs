@@ -15,6 +15,7 @@
 //! - `admin`: `/hub/admin`, users and servers for admins.
 
 mod admin;
+pub use self::admin::shared_account_warning;
 mod picker;
 pub(crate) mod spawn;
 

@@ -5,7 +5,9 @@
 //! `POST /hub/api/sites/{id}/token`: a fresh gateway token for the caller's user at site `id`
 //! (`{"token", "token_type", "expires_at"}`); needs `users:activity` on the user, which a
 //! single-user server's own token holds. 404 for an unknown site, 400 for a site that takes no
-//! hub tokens.
+//! hub tokens, 403 when the user may use no profile that runs at the site (the profiles'
+//! `allowed_roles` / `allowed_groups`, checked at every request, so a user who loses the role
+//! gets no fresh token).
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
@@ -15,6 +17,7 @@ use serde_json::{Map, Value, json};
 use super::config::{GatewayAuth, SiteS3Mode};
 use crate::auth::ApiCaller;
 use crate::error::ApiError;
+use crate::profiles::{Identity, Profile, ProfileKind};
 use crate::state::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -53,6 +56,14 @@ async fn token(
             "site {id} does not take hub-issued gateway tokens"
         )));
     }
+    let identity = Identity::of(&state, &user);
+    if let Err(needs) = may_use_site(&state.config().profile_list, &identity, &id) {
+        tracing::warn!(user = %user.name, site = %id, "refused a gateway token: no profile at the site is allowed");
+        return Err(ApiError::Forbidden(format!(
+            "user {} may use no profile that runs at site {id}{needs}",
+            user.name
+        )));
+    }
     let quota = {
         let mut conn = state.db().pool().acquire().await?;
         crate::quota::of_user(&mut conn, user.id).await?
@@ -72,6 +83,43 @@ async fn token(
         "token_type": "Bearer",
         "expires_at": issued.expires_at,
     })))
+}
+
+/// Whether `id` may use a remote-kernels profile of `site`: `Err` with what would have allowed
+/// it (` (needs one of the roles ...)`, empty when no profile runs there).
+fn may_use_site(profiles: &[Profile], id: &Identity, site: &str) -> Result<(), String> {
+    let at_site: Vec<&Profile> = profiles
+        .iter()
+        .filter(|p| p.kind == ProfileKind::RemoteKernels && p.site.as_deref() == Some(site))
+        .collect();
+    if at_site
+        .iter()
+        .any(|p| id.allowed(&p.allowed_roles, &p.allowed_groups))
+    {
+        return Ok(());
+    }
+    let mut roles: Vec<&str> = Vec::new();
+    let mut groups: Vec<&str> = Vec::new();
+    for p in &at_site {
+        roles.extend(p.allowed_roles.iter().map(String::as_str));
+        groups.extend(p.allowed_groups.iter().map(String::as_str));
+    }
+    roles.sort_unstable();
+    roles.dedup();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut parts = Vec::new();
+    if !roles.is_empty() {
+        parts.push(format!("one of the roles {}", roles.join(", ")));
+    }
+    if !groups.is_empty() {
+        parts.push(format!("one of the groups {}", groups.join(", ")));
+    }
+    Err(if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" (needs {})", parts.join(" or "))
+    })
 }
 
 async fn list(State(state): State<AppState>, _caller: ApiCaller) -> Result<Json<Value>, ApiError> {

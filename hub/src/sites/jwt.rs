@@ -2,7 +2,8 @@
 //! gateway validates against the hub's JWKS (`GET /hub/api/sites/jwks.json`).
 //!
 //! A token names the user (`preferred_username`, `sub`), the site (`aud` = the site id), the
-//! issuer (`iss` = [`ISSUER`]) and the user's roles (`realm_access.roles`: the quota role and
+//! issuer (`iss` = the hub's `gateway_token_issuer`, else its `public_url`, else
+//! [`DEFAULT_ISSUER`]; see [`issuer_of`]) and the user's roles (`realm_access.roles`: the quota role and
 //! hub groups), the shape of a Keycloak access token, so a gateway configured for the
 //! identity provider's tokens takes the hub's the same way. Lifetime: the site's
 //! `gateway_token_lifetime_secs` (an hour by default); single-user servers fetch fresh ones
@@ -24,8 +25,23 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-/// `iss` of every token.
-pub const ISSUER: &str = "stackhub";
+/// `iss` of the tokens of a hub with neither `gateway_token_issuer` nor `public_url`.
+pub const DEFAULT_ISSUER: &str = "stackhub";
+
+/// The `iss` a hub configured with `configured` (`gateway_token_issuer`) and `public_url` signs:
+/// the first set of the two (without a trailing `/`), else [`DEFAULT_ISSUER`].
+pub fn issuer_of(configured: Option<&str>, public_url: Option<&str>) -> String {
+    configured
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            public_url
+                .map(|u| u.trim().trim_end_matches('/'))
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or(DEFAULT_ISSUER)
+        .to_owned()
+}
 
 /// Why the signing key could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +71,14 @@ pub struct GatewayTokens {
     key: EncodingKey,
     kid: String,
     jwk: Value,
+    issuer: String,
 }
 
 impl std::fmt::Debug for GatewayTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayTokens")
             .field("kid", &self.kid)
+            .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
 }
@@ -76,7 +94,7 @@ pub struct IssuedToken {
 
 #[derive(Serialize)]
 struct Claims<'a> {
-    iss: &'static str,
+    iss: &'a str,
     sub: &'a str,
     preferred_username: &'a str,
     aud: &'a str,
@@ -132,7 +150,20 @@ impl GatewayTokens {
             key: EncodingKey::from_ed_der(der.as_bytes()),
             kid,
             jwk,
+            issuer: DEFAULT_ISSUER.to_owned(),
         })
+    }
+
+    /// The same keys, signing tokens with `iss` = `issuer`.
+    #[must_use]
+    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = issuer.into();
+        self
+    }
+
+    /// The `iss` of the tokens.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     /// The public keys, as a JWKS document.
@@ -156,7 +187,7 @@ impl GatewayTokens {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         let claims = Claims {
-            iss: ISSUER,
+            iss: &self.issuer,
             sub: user,
             preferred_username: user,
             aud: site,
@@ -227,7 +258,7 @@ mod tests {
         let key = DecodingKey::from_jwk(&set.keys[0]).unwrap();
         let mut v = Validation::new(Algorithm::EdDSA);
         v.set_audience(&["lumi"]);
-        v.set_issuer(&[ISSUER]);
+        v.set_issuer(&[DEFAULT_ISSUER]);
         let data = jsonwebtoken::decode::<Value>(&issued.token, &key, &v).unwrap();
         assert_eq!(data.claims["preferred_username"], "alice");
         assert_eq!(
@@ -242,6 +273,32 @@ mod tests {
         let key = DecodingKey::from_jwk(&set.keys[0]).unwrap();
         v.set_audience(&["lumi"]);
         assert!(jsonwebtoken::decode::<Value>(&issued.token, &key, &v).is_err());
+    }
+
+    #[test]
+    fn the_issuer_is_the_configured_one_else_the_public_url_else_stackhub() {
+        assert_eq!(
+            issuer_of(Some("https://iss.example"), Some("https://hub.example/")),
+            "https://iss.example"
+        );
+        assert_eq!(
+            issuer_of(None, Some("https://hub.example/")),
+            "https://hub.example"
+        );
+        assert_eq!(issuer_of(Some(" "), None), DEFAULT_ISSUER);
+        let t = GatewayTokens::from_seed(&[7; 32])
+            .unwrap()
+            .with_issuer("https://hub.example");
+        let issued = t.issue("alice", "lumi", &[], 60).unwrap();
+        let set: JwkSet = serde_json::from_value(t.jwks()).unwrap();
+        let key = DecodingKey::from_jwk(&set.keys[0]).unwrap();
+        let mut v = Validation::new(Algorithm::EdDSA);
+        v.set_audience(&["lumi"]);
+        v.set_issuer(&["https://hub.example"]);
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let data = jsonwebtoken::decode::<Value>(&issued.token, &key, &v).unwrap();
+        assert_eq!(data.claims["iss"], "https://hub.example");
+        assert_eq!(data.claims["aud"], "lumi");
     }
 
     #[test]

@@ -325,7 +325,12 @@ impl SiteRegistry {
             .cookie_secret
             .as_ref()
             .and_then(|s| hex::decode(s.expose()).ok());
-        let tokens = Arc::new(GatewayTokens::load(secret.as_deref(), &config.data_dir)?);
+        let issuer = super::jwt::issuer_of(
+            config.gateway_token_issuer.as_deref(),
+            config.public_url.as_deref(),
+        );
+        let tokens =
+            Arc::new(GatewayTokens::load(secret.as_deref(), &config.data_dir)?.with_issuer(issuer));
         let sites = config
             .sites
             .iter()

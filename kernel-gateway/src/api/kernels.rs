@@ -26,10 +26,13 @@ pub(super) fn router() -> Router<Arc<KernelManager>> {
         .route("/api/kernels/{id}/restart", post(restart))
 }
 
-async fn api_info(_caller: Caller) -> Json<serde_json::Value> {
-    Json(
-        serde_json::json!({ "version": SERVER_API_VERSION, "gateway_version": env!("CARGO_PKG_VERSION") }),
-    )
+async fn api_info(State(m): State<Arc<KernelManager>>, _caller: Caller) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "version": SERVER_API_VERSION,
+        "gateway_version": env!("CARGO_PKG_VERSION"),
+        // Modes sharing one Unix account between users (see `launcher::shared_account_warnings`).
+        "unsafe_modes": crate::launcher::shared_account_warnings(&m.config),
+    }))
 }
 
 async fn list(State(m): State<Arc<KernelManager>>, caller: Caller) -> Json<Vec<serde_json::Value>> {

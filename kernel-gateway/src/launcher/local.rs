@@ -22,6 +22,38 @@
 //!   advisory (no device assignment locally).
 //!
 //! These are per-process limits, not cgroups: a kernel that forks can exceed them in total.
+//!
+//! Hazard: every local kernel runs as the gateway's own Unix account, whoever started it, so
+//! one user's kernel can read and change another's files, connection files and processes.
+//! Fine for one user (a laptop); for more, run kernels as pods or Slurm jobs under per-user
+//! accounts. The gateway logs [`shared_account_warnings`] at start and lists them on `GET /api`.
+
+/// The modes of `config` that run every user's kernels under one Unix account, each with why
+/// that is unsafe for more than one user (logged at start, listed as `unsafe_modes` on `/api`).
+pub fn shared_account_warnings(config: &crate::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.default_launcher == "local" {
+        out.push(
+            "local launcher (default_launcher = \"local\"): every user's kernel runs as the \
+             gateway's own Unix account, so users can read and change each other's files, \
+             kernel connection files and processes; unsafe for more than one user (use the \
+             Kubernetes launcher or Slurm with a per-user submit_prefix)"
+                .to_owned(),
+        );
+    }
+    if let Some(slurm) = &config.slurm
+        && slurm.submit_prefix.is_empty()
+    {
+        out.push(
+            "Slurm launcher without slurm.submit_prefix: every user's kernel job runs as the \
+             gateway's own Unix account, so one user's job can read another's job scripts, \
+             one-time secret files, kernel connection files and processes; unsafe for more \
+             than one user (set submit_prefix = [\"sudo\", \"-n\", \"-u\", \"{user}\", \"--\"])"
+                .to_owned(),
+        );
+    }
+    out
+}
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

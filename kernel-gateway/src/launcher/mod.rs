@@ -26,7 +26,7 @@ use thiserror::Error;
 use crate::config::MemoryLimitMode;
 use crate::kernelspec::KernelSpec;
 
-pub use self::local::{DEFAULT_PORT_RANGE, LocalLauncher};
+pub use self::local::{DEFAULT_PORT_RANGE, LocalLauncher, shared_account_warnings};
 pub use self::select::ByKernelSpec;
 
 /// Why a launch or a signal failed.

@@ -47,9 +47,9 @@ impl Gateway {
         std::fs::write(
             &config,
             format!(
-                "remote_site = true\nip = \"127.0.0.1\"\nport = {port}\n\n[jwt]\n\
-                 jwks_url = \"{hub}/hub/api/sites/jwks.json\"\nissuer = \"stackhub\"\n\
-                 audience = [\"{site}\"]\nalgorithms = [\"EdDSA\"]\n{jwt}\n"
+                "remote_site = true\nsite_id = \"{site}\"\nip = \"127.0.0.1\"\n\
+                 port = {port}\n\n[jwt]\njwks_url = \"{hub}/hub/api/sites/jwks.json\"\n\
+                 issuer = \"stackhub\"\nalgorithms = [\"EdDSA\"]\n{jwt}\n"
             ),
         )
         .unwrap();

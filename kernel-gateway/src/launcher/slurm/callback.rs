@@ -14,6 +14,18 @@
 //! in constant time (401), the body (400), `kernel_id` matching the path and `version` 1 (400),
 //! `ts` within [`MAX_SKEW_SECS`] of our clock and `seq` above the last accepted one (409, so a
 //! replayed call-back cannot re-point a kernel). Accepted: 204.
+//!
+//! Secrets hand-over (before the first call-back): the job script holds no secret. The gateway
+//! writes a one-time token (32 random bytes, hex) to a file only the job's user can read (mode
+//! 0600, `STACKHUB_SECRETS_FILE`), and the launcher trades it once for the kernel's secrets:
+//!
+//! ```text
+//! POST {callback_url}/kernels/{kernel_id}/secrets
+//! Authorization: Bearer <token>
+//! -> 200 {"version":1,"kernel_key":"<hex>","callback_secret":"<hex>","env":{"AWS_SECRET_ACCESS_KEY":..}}
+//! ```
+//! A wrong token gets 401, a kernel with nothing (left) to hand over 404: the token is spent by
+//! its first successful use, so a token read later (from a leftover file) is worth nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -103,6 +115,19 @@ struct Registration {
     secret: Vec<u8>,
     latest: watch::Sender<Option<CallBack>>,
     last_seq: std::sync::atomic::AtomicU64,
+    /// The secrets waiting for the launcher: SHA-256 of the one-time token, and the body.
+    delivery: Mutex<Option<([u8; 32], Vec<u8>)>>,
+}
+
+/// SHA-256 of a bearer token.
+fn token_digest(token: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    Sha256::digest(token).into()
+}
+
+/// Constant-time equality of two digests.
+fn digest_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Kernels waiting for (or having made) call-backs.
@@ -144,6 +169,7 @@ impl Registry {
             secret,
             latest: watch::channel(None).0,
             last_seq: last_seq.into(),
+            delivery: Mutex::new(None),
         });
         let rx = reg.latest.subscribe();
         self.map.lock().await.insert(kernel_id.to_owned(), reg);
@@ -156,6 +182,51 @@ impl Registry {
         kernel_id: &str,
     ) -> Option<watch::Receiver<Option<CallBack>>> {
         Some(self.map.lock().await.get(kernel_id)?.latest.subscribe())
+    }
+
+    /// Holds `body` (the kernel's secrets) for the one launcher presenting `token`.
+    pub(super) async fn offer(&self, kernel_id: &str, token: &str, body: Vec<u8>) {
+        let reg = self.map.lock().await.get(kernel_id).cloned();
+        if let Some(reg) = reg {
+            *reg.delivery.lock().await = Some((token_digest(token.as_bytes()), body));
+        }
+    }
+
+    /// The secrets of `kernel_id` for the bearer of its one-time token; spends the token.
+    async fn hand_over(&self, kernel_id: &str, headers: &HeaderMap) -> Result<Vec<u8>, Refusal> {
+        let none = || {
+            Refusal(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "kernel {kernel_id} has no secrets waiting (unknown kernel, or already fetched)"
+                ),
+            )
+        };
+        let reg = self
+            .map
+            .lock()
+            .await
+            .get(kernel_id)
+            .cloned()
+            .ok_or_else(none)?;
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| token_digest(t.trim().as_bytes()));
+        let mut slot = reg.delivery.lock().await;
+        let Some((expected, _)) = slot.as_ref() else {
+            return Err(none());
+        };
+        if !presented.is_some_and(|p| digest_eq(&p, expected)) {
+            return Err(Refusal(
+                StatusCode::UNAUTHORIZED,
+                format!("secrets of kernel {kernel_id}: missing or wrong bearer token"),
+            ));
+        }
+        let (_, body) = slot.take().ok_or_else(none)?;
+        tracing::info!(kernel_id, "kernel job fetched its secrets");
+        Ok(body)
     }
 
     pub(super) async fn remove(&self, kernel_id: &str) {
@@ -246,6 +317,28 @@ async fn connection(
     }
 }
 
+async fn secrets(
+    State(registry): State<Arc<Registry>>,
+    Path(kernel_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match registry.hand_over(&kernel_id, &headers).await {
+        Ok(body) => (
+            StatusCode::OK,
+            [
+                (axum::http::header::CONTENT_TYPE, "application/json"),
+                (axum::http::header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(refusal) => {
+            tracing::warn!(kernel_id = %kernel_id, status = refusal.0.as_u16(), reason = %refusal.1, "secrets hand-over refused");
+            refusal.into_response()
+        }
+    }
+}
+
 /// Serves call-backs on `listener` until `cancel`.
 pub(super) async fn serve(
     listener: tokio::net::TcpListener,
@@ -254,6 +347,7 @@ pub(super) async fn serve(
 ) {
     let app = Router::new()
         .route("/kernels/{id}/connection", post(connection))
+        .route("/kernels/{id}/secrets", post(secrets))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(registry);
     if let Err(e) = axum::serve(listener, app)
@@ -267,6 +361,45 @@ pub(super) async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("Bearer {token}")) {
+            h.insert(axum::http::header::AUTHORIZATION, v);
+        }
+        h
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn only_the_one_time_token_opens_the_secrets_and_only_once(
+            wrong in "\\PC{0,80}",
+            kernel in "[a-z0-9-]{1,12}",
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let reg = Registry::default();
+                let _rx = reg.register(&kernel, vec![1; 32], 0).await;
+                let token = "ab".repeat(32);
+                reg.offer(&kernel, &token, b"{\"version\":1}".to_vec()).await;
+                if wrong.trim() != token {
+                    let e = reg.hand_over(&kernel, &bearer(&wrong)).await.unwrap_err();
+                    assert_eq!(e.0, StatusCode::UNAUTHORIZED);
+                    assert!(!e.1.contains(&token));
+                    let e = reg.hand_over(&kernel, &HeaderMap::new()).await.unwrap_err();
+                    assert_eq!(e.0, StatusCode::UNAUTHORIZED);
+                }
+                // Another kernel's name with the right token: nothing.
+                let other = format!("{kernel}x");
+                let e = reg.hand_over(&other, &bearer(&token)).await.unwrap_err();
+                assert_eq!(e.0, StatusCode::NOT_FOUND);
+                let body = reg.hand_over(&kernel, &bearer(&token)).await.unwrap();
+                assert_eq!(body, b"{\"version\":1}");
+                let e = reg.hand_over(&kernel, &bearer(&token)).await.unwrap_err();
+                assert_eq!(e.0, StatusCode::NOT_FOUND, "the token is spent");
+            });
+        }
+    }
 
     #[test]
     fn signatures_cover_the_exact_bytes() {

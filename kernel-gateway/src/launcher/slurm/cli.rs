@@ -176,6 +176,28 @@ impl Slurm {
         Ok(id)
     }
 
+    /// Writes `data` to `path` as the user of `prefix` (`sudo -u USER`), mode 0600 in a
+    /// 0700 directory: `PREFIX sh -c 'umask 077 && mkdir -p DIR && cat > PATH'`, the data on
+    /// stdin (never in an argument).
+    pub(super) async fn write_private_as(
+        &self,
+        prefix: &[String],
+        path: &std::path::Path,
+        data: &[u8],
+    ) -> Result<(), LaunchError> {
+        let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+        let args = [
+            "-c".to_owned(),
+            r#"umask 077 && mkdir -p -- "$1" && cat > "$2""#.to_owned(),
+            "stackhub-secrets".to_owned(),
+            dir.to_string_lossy().into_owned(),
+            path.to_string_lossy().into_owned(),
+        ];
+        self.run("secrets file", prefix, "/bin/sh", &args, Some(data))
+            .await
+            .map(|_| ())
+    }
+
     /// `scancel [--batch --signal=SIG] job`.
     pub(super) async fn scancel(
         &self,

@@ -12,6 +12,7 @@
 //! launch_timeout = 600                      # seconds a job may queue + start (server-side)
 //! submit_prefix = ["sudo", "-n", "-u", "{user}", "--"]   # run sbatch/scancel as the mapped user
 //! user_map = { "alice@example.org" = "alice01" }          # identity -> site account
+//! secrets_dir = "/home/{user}/.stackhub/secrets"          # one-time tokens (see below)
 //! default_profile = "small"
 //! [slurm.profiles.small]
 //! partition = "debug"
@@ -22,6 +23,17 @@
 //! launch_timeout = 900                      # overrides the site-wide value
 //! extra_args = ["--constraint=cpu"]
 //! ```
+//! No secret goes into the job script, `sbatch`'s arguments or the job's `--export`
+//! environment: the job trades a one-time token, in a file only its user reads (mode 0600,
+//! written as that user through `submit_prefix` when one is set), for the kernel key, the
+//! call-back secret and the credentials of the kernel's environment. `secrets_dir` must be
+//! visible from the compute nodes (a shared filesystem on a real cluster).
+//!
+//! Hazard: without `submit_prefix` every user's job runs under the gateway's own Unix account,
+//! so one user's kernel can read another's files, tokens and processes; the gateway warns at
+//! start. Give each user their site account (`submit_prefix = ["sudo", "-n", "-u", "{user}",
+//! "--"]`) when more than one user shares the site.
+//!
 //! A kernelspec runs on Slurm with `"metadata": {"stackhub": {"launcher": "slurm",
 //! "slurm_profile": "small", "pending_start": true}}`.
 
@@ -61,6 +73,9 @@ pub struct SlurmConfig {
     pub submit_prefix: Vec<String>,
     /// Identity -> site account for `{user}`; unmapped users keep their name.
     pub user_map: BTreeMap<String, String>,
+    /// Directory of the jobs' one-time token files (`{user}` = the site account), visible from
+    /// the compute nodes; `None` = `<state_dir>/secrets`.
+    pub secrets_dir: Option<String>,
     /// Address the kernel reports (`STACKHUB_KERNEL_IP`); `None` = the node's resolved address.
     pub kernel_ip: Option<String>,
     /// `--output` of kernel jobs (`%j` = job id); `None` = `<state_dir>/jobs/%j.out`.
@@ -87,6 +102,7 @@ impl Default for SlurmConfig {
             restart_timeout: 60,
             submit_prefix: Vec::new(),
             user_map: BTreeMap::new(),
+            secrets_dir: None,
             kernel_ip: None,
             job_output: None,
             default_profile: None,

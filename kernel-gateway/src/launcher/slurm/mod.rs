@@ -12,7 +12,10 @@
 //! - Secrets: the kernel's message key and the call-back secret are derived per kernel from a
 //!   master key in `state_dir/gateway.key` (HMAC-SHA256 over a label and the kernel id), so the
 //!   kernel records in `state_dir/kernels/` hold no secret and a restarted gateway can talk to
-//!   its kernels again.
+//!   its kernels again. None of them, nor any credential of the kernel's environment (names
+//!   with SECRET, TOKEN, PASSWORD, CREDENTIAL or KEY), is in the job script, `sbatch`'s
+//!   arguments or the job's environment: the job fetches them once with a one-time token from
+//!   a 0600 file ([`callback`] documents the hand-over).
 //! - Signals: interrupt = `scancel --batch --signal=INT` (the launcher forwards it to the
 //!   kernel); in-place restart = `--signal=USR1` (new kernel process and ports in the same job,
 //!   a new call-back with a higher `seq`); stop = `scancel`.
@@ -377,6 +380,16 @@ impl Inner {
     }
 }
 
+/// Removes a file when dropped (best effort: a file written as another user through the
+/// submit prefix stays until the job's launcher removes it).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// `pending: Resources` -> `PENDING: Resources`: Slurm states read as squeue prints them.
 fn upper_state(description: &str) -> String {
     let end = description.find([':', ' ']).unwrap_or(description.len());
@@ -408,9 +421,19 @@ impl Launcher for SlurmLauncher {
             let (profile_name, profile) = inner.profile(&request)?;
             let prefix = inner.prefix(&user)?;
             let secret = inner.derive("callback", &kernel_id);
-            let script = inner.job_script(&request, &secret);
+            let secrets = inner.secrets_body(&request, &secret);
+            let token = hex::encode(rand::random::<[u8; 32]>());
+            let secrets_file = inner.secrets_file(&user, &kernel_id);
+            inner
+                .write_secrets_file(&prefix, &secrets_file, &token)
+                .await?;
+            // The file is spent (or useless) once the launch is over, whatever its outcome.
+            let _remove_file = RemoveOnDrop(secrets_file.clone());
+            let script = inner.job_script(&request, &secrets_file);
             let args = inner.sbatch_args(&request, &profile);
             let callbacks = inner.registry.register(&kernel_id, secret, 0).await;
+            inner.registry.offer(&kernel_id, &token, secrets).await;
+            drop(token);
             let submitted = Instant::now();
             let job_id = match inner.slurm.sbatch(&prefix, &args, &script).await {
                 Ok(id) => id,
@@ -442,10 +465,7 @@ impl Launcher for SlurmLauncher {
                 env: request
                     .env
                     .iter()
-                    .filter(|(k, _)| {
-                        let up = k.to_uppercase();
-                        !SECRET_MARKERS.iter().any(|m| up.contains(m))
-                    })
+                    .filter(|(k, _)| !submit::is_secret_name(k))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 working_dir: request.working_dir.clone(),

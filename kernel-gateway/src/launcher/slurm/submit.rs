@@ -1,15 +1,30 @@
-//! What `sbatch` gets: the job script (the kernel's environment and the launcher command), the
-//! options from the profile and the caller's quota, and the run-as prefix.
+//! What `sbatch` gets: the job script (the kernel's environment without its secrets, and the
+//! launcher command), the options from the profile and the caller's quota, and the run-as
+//! prefix; and what the job fetches once it runs (the secrets, see [`super::callback`]).
 
-use super::{Inner, SlurmConfig, SlurmProfile};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{Inner, SECRET_MARKERS, SlurmConfig, SlurmProfile};
 use crate::launcher::{LaunchError, LaunchRequest};
+
+/// Whether the variable `name` may hold a credential (kept out of job scripts and records).
+pub(super) fn is_secret_name(name: &str) -> bool {
+    let up = name.to_uppercase();
+    SECRET_MARKERS.iter().any(|m| up.contains(m))
+}
+
+/// The site account of `user` (`user_map`, else the name).
+fn account<'a>(config: &'a SlurmConfig, user: &'a str) -> &'a str {
+    config.user_map.get(user).map_or(user, String::as_str)
+}
 
 /// `submit_prefix` with `{user}` replaced by the user's site account (`user_map`, else the name).
 fn submit_prefix(config: &SlurmConfig, user: &str) -> Result<Vec<String>, LaunchError> {
     if config.submit_prefix.is_empty() {
         return Ok(Vec::new());
     }
-    let account = config.user_map.get(user).map_or(user, String::as_str);
+    let account = account(config, user);
     if account.is_empty()
         || account.starts_with('-')
         || !account
@@ -68,14 +83,77 @@ impl Inner {
         }
     }
 
-    pub(super) fn job_script(&self, request: &LaunchRequest, secret: &[u8]) -> String {
-        let mut env = request.env.clone();
+    /// Where the one-time token of `kernel_id` goes: `secrets_dir` (`{user}` = the site
+    /// account), else `<state_dir>/secrets`.
+    pub(super) fn secrets_file(&self, user: &str, kernel_id: &str) -> PathBuf {
+        let dir = match &self.config.secrets_dir {
+            Some(d) => PathBuf::from(d.replace("{user}", account(&self.config, user))),
+            None => self.config.state_dir.join("secrets"),
+        };
+        dir.join(format!("{kernel_id}.token"))
+    }
+
+    /// Writes `token` to `path`, readable by the job's user only (mode 0600 in a 0700
+    /// directory): directly when jobs run as the gateway's account, through the submit prefix
+    /// (as the mapped user) otherwise.
+    pub(super) async fn write_secrets_file(
+        &self,
+        prefix: &[String],
+        path: &Path,
+        token: &str,
+    ) -> Result<(), LaunchError> {
+        let fail = |detail: String| LaunchError::Scheduler {
+            what: "secrets file",
+            detail,
+        };
+        if !prefix.is_empty() {
+            return self
+                .slurm
+                .write_private_as(prefix, path, token.as_bytes())
+                .await;
+        }
+        if let Some(dir) = path.parent() {
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
+        }
+        super::write_private(path, token.as_bytes()).map_err(|e| fail(e.to_string()))
+    }
+
+    /// What the job fetches with its token: the kernel key, the call-back secret and the
+    /// secret variables of the kernel's environment (JSON).
+    pub(super) fn secrets_body(&self, request: &LaunchRequest, secret: &[u8]) -> Vec<u8> {
+        let env: BTreeMap<&String, &String> = request
+            .env
+            .iter()
+            .filter(|(k, _)| valid_env_name(k) && is_secret_name(k))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "version": 1,
+            "kernel_key": self.kernel_key(&request.kernel_id),
+            "callback_secret": hex::encode(secret),
+            "env": env,
+        }))
+        .unwrap_or_default()
+    }
+
+    /// The job script: the kernel's environment without any secret (those come from
+    /// [`Self::secrets_body`]), where the token is, and the launcher command.
+    pub(super) fn job_script(&self, request: &LaunchRequest, secrets_file: &Path) -> String {
+        let mut env: BTreeMap<String, String> = request
+            .env
+            .iter()
+            .filter(|(k, _)| !is_secret_name(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         env.insert("STACKHUB_KERNEL_ID".into(), request.kernel_id.clone());
         env.insert("STACKHUB_CALLBACK_URL".into(), self.callback_url.clone());
-        env.insert("STACKHUB_CALLBACK_SECRET".into(), hex::encode(secret));
         env.insert(
-            "STACKHUB_KERNEL_KEY".into(),
-            self.kernel_key(&request.kernel_id),
+            "STACKHUB_SECRETS_FILE".into(),
+            secrets_file.to_string_lossy().into_owned(),
         );
         if let Some(ip) = &self.config.kernel_ip {
             env.insert("STACKHUB_KERNEL_IP".into(), ip.clone());
@@ -161,6 +239,18 @@ mod tests {
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
         assert_eq!(shell_quote("{connection_file}"), "'{connection_file}'");
         assert!(valid_env_name("KERNEL_ID") && !valid_env_name("1X") && !valid_env_name("A-B"));
+        for name in [
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_ACCESS_KEY_ID",
+            "JUPYTERHUB_API_TOKEN",
+            "my_password",
+        ] {
+            assert!(is_secret_name(name), "{name}");
+        }
+        for name in ["KERNEL_ID", "KERNEL_USERNAME", "PATH", "STACKHUB_S3_BUCKET"] {
+            assert!(!is_secret_name(name), "{name}");
+        }
     }
 
     #[test]
