@@ -266,7 +266,7 @@ pub(crate) fn session_response(
     let hub_path = format!("{}hub/", state.config().base_url);
     let mut login_cookie = cookie(state, LOGIN_COOKIE, cookie_value, hub_path.clone());
     login_cookie.set_max_age(Some(cookie::time::Duration::seconds(max_age)));
-    let mut xsrf = cookie(
+    let xsrf = cookie(
         state,
         XSRF_COOKIE,
         xsrf_token(state.xsrf_key(), session_id),
