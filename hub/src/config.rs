@@ -22,6 +22,9 @@ pub(crate) const ENV_DATA_DIR: &str = "STACKHUB_DATA_DIR";
 pub(crate) const ENV_DB_URL: &str = "STACKHUB_DB_URL";
 /// Environment variable: public URL of the hub (`https://hub.example.org/`).
 pub(crate) const ENV_PUBLIC_URL: &str = "STACKHUB_PUBLIC_URL";
+/// Environment variable: serve each user's servers on a host of their own below this one
+/// (`https://hub.example` → `NAME.hub.example`).
+pub(crate) const ENV_SUBDOMAIN_HOST: &str = "STACKHUB_SUBDOMAIN_HOST";
 /// Environment variable: the cookie secret (hex).
 pub(crate) const ENV_COOKIE_SECRET: &str = "STACKHUB_COOKIE_SECRET";
 /// Environment variable: the development authenticator's shared password.
@@ -239,6 +242,13 @@ pub struct Config {
     /// Public URL of the hub (used for absolute URLs such as pagination links); default: derived
     /// from the request's `Host`.
     pub public_url: Option<String>,
+    /// Per-user origins (JupyterHub's `subdomain_host`): `https://hub.example[:port]` serves
+    /// each user's servers on `NAME.hub.example` (the name as a DNS label, see
+    /// [`crate::origins::dns_label`]) and the hub's pages on `hub.example` only; a page from one
+    /// user's server then cannot act on the hub or another server as its visitor. Needs a
+    /// wildcard DNS record (and certificate) for `*.hub.example`. Default: unset (every server
+    /// under the hub's origin, at `/user/NAME/`). When set, `public_url` defaults to it.
+    pub subdomain_host: Option<crate::origins::SubdomainHost>,
     /// Base URL path of the hub (`/`): the hub lives at `<base_url>hub/`.
     pub base_url: String,
     /// URL servers use to reach the hub's own listener (`http://hub-api:8081`; JupyterHub's
@@ -284,6 +294,7 @@ impl Default for Config {
             data_dir: PathBuf::from(".stackhub"),
             db_url: None,
             public_url: None,
+            subdomain_host: None,
             base_url: "/".to_owned(),
             hub_connect_url: None,
             cookie_secret: None,
@@ -327,6 +338,11 @@ impl Config {
         config.apply_env(env)?;
         crate::profiles::normalize(&mut config.profile_list);
         config.validate()?;
+        if let Some(sub) = &config.subdomain_host
+            && config.public_url.is_none()
+        {
+            config.public_url = Some(format!("{}{}", sub.hub_origin(), config.base_url));
+        }
         config.load_spawner_settings()?;
         Ok(config)
     }
@@ -422,6 +438,16 @@ impl Config {
         if let Some(v) = env.get(ENV_PUBLIC_URL) {
             self.public_url = Some(v);
         }
+        if let Some(v) = env.get(ENV_SUBDOMAIN_HOST) {
+            self.subdomain_host = if v.is_empty() {
+                None
+            } else {
+                Some(
+                    crate::origins::SubdomainHost::parse(&v)
+                        .map_err(|r| invalid(ENV_SUBDOMAIN_HOST, r))?,
+                )
+            };
+        }
         if let Some(v) = env.get(ENV_COOKIE_SECRET) {
             self.cookie_secret = Some(Secret(v));
         }
@@ -461,6 +487,16 @@ impl Config {
             let parsed = url::Url::parse(url).map_err(|_| invalid("public_url", "not a URL"))?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(invalid("public_url", "must be http or https"));
+            }
+            if let Some(sub) = &self.subdomain_host
+                && !parsed
+                    .host_str()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(sub.domain()))
+            {
+                return Err(invalid(
+                    "public_url",
+                    format!("must be on the subdomain_host's host `{}`", sub.domain()),
+                ));
             }
         }
         if let Some(db) = &self.db_url {
@@ -630,6 +666,37 @@ mod tests {
             err.contains("admin_token") && !err.contains("short-secret"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn subdomain_host_is_parsed_once_and_sets_the_public_url() {
+        let env = HashMap::<&str, &str>::new();
+        assert!(Config::load(None, &env).unwrap().subdomain_host.is_none());
+        let c = Config::from_toml("subdomain_host = \"https://hub.example\"\n").unwrap();
+        assert_eq!(c.subdomain_host.unwrap().domain(), "hub.example");
+        let err = Config::from_toml("subdomain_host = \"https://hub.example/x/\"\n").unwrap_err();
+        assert!(err.contains("subdomain_host"), "{err}");
+        let env = HashMap::from([(ENV_SUBDOMAIN_HOST, "http://hub.test:8000")]);
+        let c = Config::load(None, &env).unwrap();
+        assert_eq!(
+            c.subdomain_host.as_ref().unwrap().user_origin("alice"),
+            "http://alice.hub.test:8000"
+        );
+        assert_eq!(c.public_url.as_deref(), Some("http://hub.test:8000/"));
+        let env = HashMap::from([(ENV_SUBDOMAIN_HOST, "10.0.0.1")]);
+        let err = Config::load(None, &env).unwrap_err().to_string();
+        assert!(err.contains(ENV_SUBDOMAIN_HOST), "{err}");
+        let env = HashMap::from([
+            (ENV_SUBDOMAIN_HOST, "https://hub.example"),
+            (ENV_PUBLIC_URL, "https://other.example/"),
+        ]);
+        let err = Config::load(None, &env).unwrap_err().to_string();
+        assert!(
+            err.contains("public_url") && err.contains("hub.example"),
+            "{err}"
+        );
+        let env = HashMap::from([(ENV_SUBDOMAIN_HOST, "")]);
+        assert!(Config::load(None, &env).unwrap().subdomain_host.is_none());
     }
 
     #[test]

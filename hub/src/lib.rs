@@ -20,6 +20,8 @@
 //!   generation.
 //! - `metrics`: Prometheus metrics at `/hub/metrics`.
 //! - `error`: `ApiError` and the `{"status","message"}` body.
+//! - `origins`: per-user origins (`subdomain_host`) and the security headers and cookie flags
+//!   of every response.
 //!
 //! [`app`] builds the router; [`serve`] runs it on a listener until a shutdown future ends.
 //! Every response carries `X-JupyterHub-Version`.
@@ -34,6 +36,7 @@ mod error;
 mod metrics;
 mod names;
 mod oauth;
+mod origins;
 mod pages;
 mod profiles;
 pub mod proxy;
@@ -57,6 +60,7 @@ pub use self::db::{ClientRow, Db, DbError, ServerRow, Tx, hash_secret, new_secre
 pub use self::error::ApiError;
 pub use self::names::{BadName, GroupName, ServerName, UserName};
 pub use self::pages::shared_account_warning;
+pub use self::origins::{SubdomainHost, ViaPublicProxy, dns_label};
 pub use self::profiles::{
     Choice, Profile, ProfileKind, ProfileOption, SpawnerOverride, UnlistedChoice, default_profiles,
 };
@@ -89,6 +93,10 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics::router())
         .layer(axum::middleware::from_fn(metrics::track))
         .fallback(pages::spawn::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origins::guard,
+        ))
         .layer(axum::middleware::map_response(add_version))
         .with_state(state)
 }

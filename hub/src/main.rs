@@ -131,8 +131,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "target".to_owned(),
         serde_json::Value::String(hub_url.clone()),
     );
+    // With per-user origins the proxy routes by host and the hub's route is the catch-all `/`
+    // (JupyterHub's `hub_routespec`): requests for servers that are not running reach it.
+    let hub_route = if config.subdomain_host.is_some() {
+        "/"
+    } else {
+        config.base_url.as_str()
+    };
     routes
-        .add(&config.base_url, data)
+        .add(hub_route, data)
         .context("cannot add the hub's default route")?;
 
     let spawner = build_spawner(&config).await?;
@@ -181,6 +188,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }),
         kernel_auth: Some(Arc::new(hub::sites::HubKernelAuth::new(state.clone()))),
         upstream_tls: upstream_tls(&sites).context("cannot set up TLS toward site gateways")?,
+        host_routing: state.config().subdomain_host.is_some(),
         ..proxy::ProxyOptions::default()
     };
     let public = Arc::new(

@@ -127,7 +127,9 @@ impl InProcessHub {
 }
 
 impl ::proxy::LocalUpstream for InProcessHub {
-    fn call(&self, req: Request<Incoming>) -> BoxFuture<'static, Response<::proxy::LocalBody>> {
+    fn call(&self, mut req: Request<Incoming>) -> BoxFuture<'static, Response<::proxy::LocalBody>> {
+        // Browser traffic: the hub-host guard applies (see `crate::origins::guard`).
+        req.extensions_mut().insert(crate::origins::ViaPublicProxy);
         let mut router = self.0.clone();
         Box::pin(async move {
             // A Router is always ready and never fails (errors are responses).

@@ -99,6 +99,7 @@ async fn setup(recorder: Arc<Recorder>) -> Hub {
             hub_api_url: "http://127.0.0.1:8081/hub/api".to_owned(),
             base_url: "/".to_owned(),
             public_url: None,
+            subdomain_host: None,
             start_timeout: Duration::from_secs(10),
             slow_spawn_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(10),

@@ -256,7 +256,8 @@ impl Proxy {
         let decoded = decode_path(path)?;
         let found = if self.options.host_routing {
             let host = host.ok_or(ForwardError::BadRequest("missing Host header"))?;
-            let host = host.split(':').next().unwrap_or(host);
+            let host =
+                crate::routes::host_key(host).ok_or(ForwardError::BadRequest("bad Host header"))?;
             self.routes.lookup(&format!("/{host}{decoded}"))
         } else {
             self.routes.lookup(&decoded)

@@ -338,11 +338,15 @@ async fn splice_upgraded(
 
 /// The kernel id when the request's path below `route` is exactly `/api/kernels/{id}/channels`.
 fn channel_kernel_id(proxy: &Proxy, req: &Request<Incoming>, route: &Route) -> Option<String> {
-    if proxy.options().host_routing {
-        return None;
-    }
     let path = decode_path(req.uri().path()).ok()?;
-    let rest = match route.path() {
+    // A host-routed key is `/HOST/PATH`: the request's path is below `/PATH`.
+    let prefix = if proxy.options().host_routing {
+        let (_, below_host) = route.path().strip_prefix('/')?.split_once('/')?;
+        &route.path()[route.path().len() - below_host.len() - 1..]
+    } else {
+        route.path()
+    };
+    let rest = match prefix {
         "/" => path.as_ref(),
         prefix => path.strip_prefix(prefix)?,
     };

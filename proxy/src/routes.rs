@@ -277,6 +277,25 @@ impl RouteTable {
     }
 }
 
+/// The first segment of a host-routed lookup (`--host-routing`, configurable-http-proxy's
+/// `/HOST/PATH` keys): the `Host` header's name without its port, lower-cased (host names are
+/// case-insensitive; route keys are not). `None` for a value that is no host name: empty, or
+/// holding `/`, `\\`, `%`, whitespace or control characters, which could otherwise reach into
+/// another host's route.
+pub fn host_key(host: &str) -> Option<String> {
+    let name = if host.starts_with('[') {
+        // An IPv6 literal keeps its brackets.
+        &host[..=host.find(']')?]
+    } else {
+        host.split(':').next().unwrap_or(host)
+    };
+    let ok = !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_graphic() && !matches!(b, b'/' | b'\\' | b'%' | b'?' | b'#' | b'@')
+        });
+    ok.then(|| name.to_ascii_lowercase())
+}
+
 /// Normalise a route path as configurable-http-proxy does: leading `/`, no trailing `/` (except
 /// the root), and empty segments collapsed.
 pub fn normalize(path: &str) -> String {

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_fake::kubernetes_validate;
+
+mod hub_common;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -110,6 +112,7 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
             "ingress.host=jupyter.example.org",
             "ingress.tlsSecretName=jupyter-tls",
             "publicUrl=https://jupyter.example.org",
+            "subdomainHost=https://jupyter.example.org",
         ],
         &["persistence.enabled=false", "spawner.storage.enabled=false"],
     ];
@@ -189,6 +192,30 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
             assert_eq!(secret.expose(), "from-the-secret");
         } else {
             assert!(config.auth.oidc.is_none());
+        }
+        if sets.contains(&"subdomainHost=https://jupyter.example.org") {
+            let sub = config
+                .subdomain_host
+                .as_ref()
+                .expect("subdomain_host rendered");
+            assert_eq!(
+                sub.user_origin("alice"),
+                "https://alice.jupyter.example.org"
+            );
+            let ingress = find(&docs, "Ingress")[0];
+            let hosts: Vec<&str> = ingress["spec"]["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|r| r["host"].as_str())
+                .collect();
+            assert_eq!(hosts, ["jupyter.example.org", "*.jupyter.example.org"]);
+            assert_eq!(
+                ingress["spec"]["tls"][0]["hosts"],
+                serde_json::json!(["jupyter.example.org", "*.jupyter.example.org"])
+            );
+        } else {
+            assert!(config.subdomain_host.is_none(), "empty by default");
         }
         if sets.contains(&"spawner.namespace.mode=per_user") {
             assert!(matches!(
@@ -326,6 +353,11 @@ fn values_schemas_refuse_bad_values_with_a_message_naming_them() {
             "publicUrl=jupyter.example.org",
             "publicUrl",
         ),
+        (
+            "helm/stackhub",
+            "subdomainHost=https://jupyter.example.org/hub/",
+            "subdomainHost",
+        ),
         ("helm/stackhub", "spawner.storage.size=lots", "size"),
         (
             "helm/bridge-site",
@@ -350,4 +382,53 @@ fn values_schemas_refuse_bad_values_with_a_message_naming_them() {
         assert!(!ok, "{chart} accepted {set}");
         assert!(out.contains(needle), "{chart} {set}: {out}");
     }
+}
+
+/// The hub binary starts with the chart's `subdomain_host` (the rendered line, with the local
+/// spawner instead of the chart's Kubernetes one): it answers on the hub host and sends a
+/// user's host asking for the hub's pages to the hub host.
+#[tokio::test]
+async fn the_hub_starts_with_the_charts_subdomain_host() {
+    let [port, hub_port] = hub_common::free_ports::<2>();
+    let docs = template(
+        "helm/stackhub",
+        "hub",
+        &[&format!("subdomainHost=http://hub.example.org:{port}")],
+    );
+    let text = find(&docs, "ConfigMap")[0]["data"]["stackhub.toml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("subdomain_host = "))
+        .unwrap_or_else(|| panic!("no subdomain_host in the rendered config:\n{text}"));
+    let (dir, _cleanup) = hub_common::scratch_dir("helm-subdomain");
+    std::fs::write(dir.join("hub.toml"), format!("{line}\nprofile_list = []\n")).unwrap();
+    let config = dir.join("hub.toml").display().to_string();
+    let mut hub = hub_common::Hub::start_with(&dir, port, hub_port, &["--config", &config]).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("http://127.0.0.1:{port}/hub/api"))
+        .header("host", format!("hub.example.org:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .get(format!("http://127.0.0.1:{port}/hub/login"))
+        .header("host", format!("alice.hub.example.org:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()["location"],
+        format!("http://hub.example.org:{port}/hub/login").as_str()
+    );
+    hub.terminate();
 }

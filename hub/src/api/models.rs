@@ -27,8 +27,18 @@ pub(crate) fn seg(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
 
-/// The server's URL path: `<base>user/<name>/[<server>/]`.
+/// Where browsers open the server: its path, on the user's own host with per-user origins
+/// (`https://NAME.hub.example<path>`, as JupyterHub's `user.url` with `subdomain_host`).
 pub(crate) fn server_url(state: &AppState, user: &str, server: &str) -> String {
+    let path = server_path(state, user, server);
+    match &state.config().subdomain_host {
+        Some(sub) => format!("{}{path}", sub.user_origin(user)),
+        None => path,
+    }
+}
+
+/// The server's URL path: `<base>user/<name>/[<server>/]`.
+pub(crate) fn server_path(state: &AppState, user: &str, server: &str) -> String {
     let base = &state.config().base_url;
     if server.is_empty() {
         format!("{base}user/{}/", seg(user))
@@ -52,6 +62,9 @@ pub(crate) fn progress_url(state: &AppState, user: &str, server: &str) -> String
 }
 
 fn absolute(state: &AppState, path: &str) -> Value {
+    if path.contains("://") {
+        return Value::String(path.to_owned());
+    }
     match &state.config().public_url {
         Some(public) => match url::Url::parse(public) {
             Ok(u) => Value::String(format!("{}{path}", u.origin().ascii_serialization())),

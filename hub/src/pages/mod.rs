@@ -2,8 +2,10 @@
 //!
 //! Routes:
 //! - `GET /hub/login`, `POST /hub/login`: the login form; on success sets `jupyterhub-hub-login`
-//!   (path `/hub/`), `jupyterhub-session-id` (path `/`) and `_xsrf` (path `/hub/`), then
-//!   redirects to `next` (local paths only).
+//!   (path `/hub/`), `jupyterhub-session-id` (path `/`) and `_xsrf` (path `/hub/`), all
+//!   host-only, `HttpOnly` and `SameSite=Lax` (`Secure` behind https, see `crate::origins`;
+//!   pages hand the `_xsrf` token to their scripts in the HTML), then redirects to `next`
+//!   (local paths only).
 //! - `GET /hub/logout`: ends the login session and revokes everything issued to that browser
 //!   session (OAuth tokens and codes, the identity provider's tokens), then redirects to the
 //!   provider's end-session endpoint (OIDC) or the login page.
@@ -288,13 +290,12 @@ pub(crate) fn session_response(
     let hub_path = format!("{}hub/", state.config().base_url);
     let mut login_cookie = cookie(state, LOGIN_COOKIE, cookie_value, hub_path.clone());
     login_cookie.set_max_age(Some(cookie::time::Duration::seconds(max_age)));
-    let mut xsrf = cookie(
+    let xsrf = cookie(
         state,
         XSRF_COOKIE,
         xsrf_token(state.xsrf_key(), session_id),
         hub_path,
     );
-    xsrf.set_http_only(false);
     let jar = jar
         .add(login_cookie)
         .add(session_cookie(state, session_id))

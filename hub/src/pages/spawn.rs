@@ -19,7 +19,7 @@ use axum::routing::{any, get};
 use minijinja::context;
 
 use super::{enc, render, render_error};
-use crate::api::models::{progress_url, seg, server_url};
+use crate::api::models::{progress_url, seg};
 use crate::auth::{CurrentUser, xsrf_matches, xsrf_token};
 use crate::db::{self, ServerRow, UserRow};
 use crate::error::{ApiError, json_error};
@@ -168,8 +168,15 @@ async fn user_redirect(
                 q.append_pair(k, v);
             }
             q.append_pair("redirects", &(redirects + 1).to_string());
+            // With per-user origins the server lives on its user's host.
+            let origin = state
+                .config()
+                .subdomain_host
+                .as_ref()
+                .map(|sub| sub.user_origin(&name))
+                .unwrap_or_default();
             let target = format!(
-                "{base}{}?{}",
+                "{origin}{base}{}?{}",
                 &path[base.len() + "hub/".len()..],
                 q.finish()
             );
@@ -218,7 +225,7 @@ pub(super) fn next_or(
     match q.get("next").and_then(|n| super::local_path(n)) {
         Some(n) => n,
         None => {
-            let url = server_url(state, user, server);
+            let url = crate::api::models::server_path(state, user, server);
             format!(
                 "{}hub{}",
                 state.config().base_url,

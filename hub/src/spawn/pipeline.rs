@@ -46,6 +46,8 @@ pub struct SpawnSettings {
     pub base_url: String,
     /// The public URL of the hub, if configured.
     pub public_url: Option<String>,
+    /// Per-user origins (`subdomain_host`): servers routed and announced on their user's host.
+    pub subdomain_host: Option<crate::origins::SubdomainHost>,
     /// From launch until the server must answer (`spawner.start_timeout`).
     pub start_timeout: Duration,
     /// How long a start request waits for readiness before answering 202.
@@ -61,6 +63,7 @@ impl SpawnSettings {
             hub_api_url,
             base_url: config.base_url.clone(),
             public_url: config.public_url.clone(),
+            subdomain_host: config.subdomain_host.clone(),
             start_timeout: Duration::from_secs(config.spawner.start_timeout),
             slow_spawn_timeout: Duration::from_millis(config.spawner.slow_spawn_timeout_ms),
             poll_interval: Duration::from_millis(10),
@@ -86,10 +89,29 @@ struct Inner {
 
 /// Names derived from a server.
 struct Names {
+    /// The URL path, `<base>user/NAME/[SERVER/]`.
     prefix: String,
+    /// The proxy route: the prefix, or `/HOST<prefix>` with per-user origins.
+    route: String,
+    /// The server's origin with per-user origins (`https://NAME.hub.example`), else empty.
+    origin: String,
     client_id: String,
     note: String,
     id: ServerId,
+}
+
+impl Names {
+    /// Where browsers open the server: the prefix, absolute on the user's own host with
+    /// per-user origins.
+    fn url(&self) -> String {
+        format!("{}{}", self.origin, self.prefix)
+    }
+
+    /// The server's OAuth redirect URI (on its own host with per-user origins, so the server
+    /// sets its cookie there).
+    fn redirect_uri(&self) -> String {
+        format!("{}{}oauth_callback", self.origin, self.prefix)
+    }
 }
 
 impl SpawnOrchestrator {
@@ -130,8 +152,17 @@ impl SpawnOrchestrator {
             format!("{base}user/{}/{}/", seg(user), seg(server))
         };
         let client_id = super::oauth_client_id(user, server);
+        let (route, origin) = match &self.inner.settings.subdomain_host {
+            Some(sub) => (
+                format!("/{}{prefix}", sub.user_domain(user)),
+                sub.user_origin(user),
+            ),
+            None => (prefix.clone(), String::new()),
+        };
         Names {
             note: format!("Server at {prefix}"),
+            route,
+            origin,
             prefix,
             client_id,
             id: ServerId {
@@ -169,9 +200,14 @@ impl SpawnOrchestrator {
         let (host, public_url, public_hub) = match s.public_url.as_deref().map(url::Url::parse) {
             Some(Ok(u)) => {
                 let origin = u.origin().ascii_serialization();
+                let server_origin = if n.origin.is_empty() {
+                    &origin
+                } else {
+                    &n.origin
+                };
                 (
                     origin.clone(),
-                    format!("{origin}{}", n.prefix),
+                    format!("{server_origin}{}", n.prefix),
                     format!("{origin}{}hub/", s.base_url),
                 )
             }
@@ -185,10 +221,7 @@ impl SpawnOrchestrator {
             ("JUPYTERHUB_CLIENT_ID", n.client_id.clone()),
             ("JUPYTERHUB_API_URL", api.to_owned()),
             ("JUPYTERHUB_SERVICE_PREFIX", n.prefix.clone()),
-            (
-                "JUPYTERHUB_OAUTH_CALLBACK_URL",
-                format!("{}oauth_callback", n.prefix),
-            ),
+            ("JUPYTERHUB_OAUTH_CALLBACK_URL", n.redirect_uri()),
             ("JUPYTERHUB_OAUTH_ACCESS_SCOPES", access.clone()),
             ("JUPYTERHUB_OAUTH_SCOPES", access),
             ("JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES", allowed),
@@ -245,7 +278,7 @@ impl SpawnOrchestrator {
         };
         data.insert("user".to_owned(), Value::String(n.id.user.clone()));
         data.insert("server_name".to_owned(), Value::String(n.id.name.clone()));
-        self.inner.proxy.add_route(&n.prefix, url, data).await
+        self.inner.proxy.add_route(&n.route, url, data).await
     }
 
     /// The background part of a start: launch, wait for readiness, route, mark ready.
@@ -255,7 +288,7 @@ impl SpawnOrchestrator {
         crate::metrics::spawn_finished(began.elapsed().as_secs_f64(), outcome.is_ok()).await;
         match outcome {
             Ok(()) => {
-                let url = &n.prefix;
+                let url = &n.url();
                 track.push(json!({
                     "progress": 100,
                     "ready": true,
@@ -435,7 +468,7 @@ impl SpawnOrchestrator {
                 match self.add_route(&n, &url, &row.user_options).await {
                     Ok(()) => {
                         tracing::info!(server = %n.id, "re-attached to running server");
-                        live.insert(proxy_key(&n.prefix));
+                        live.insert(proxy_key(&n.route));
                         live_ids.push(n.id.clone());
                         continue;
                     }
@@ -479,7 +512,7 @@ impl SpawnOrchestrator {
     }
 
     async fn do_stop(&self, n: &Names, mut row: ServerRow, remove: bool) {
-        if let Err(e) = self.inner.proxy.delete_route(&n.prefix).await {
+        if let Err(e) = self.inner.proxy.delete_route(&n.route).await {
             tracing::error!(server = %n.id, error = %e, "cannot delete route");
         }
         if let Err(e) = self
@@ -618,7 +651,7 @@ impl Orchestrator for SpawnOrchestrator {
         let client = ClientRow {
             id: n.client_id.clone(),
             secret_hash: Some(db::hash_secret(&token)),
-            redirect_uri: format!("{}oauth_callback", n.prefix),
+            redirect_uri: n.redirect_uri(),
             description: n.note.clone(),
             allowed_scopes: vec![format!(
                 "access:servers!server={}/{}",
@@ -778,7 +811,7 @@ impl Orchestrator for SpawnOrchestrator {
             .map_err(db_err)?
             .ok_or_else(ApiError::no_access)?;
         if row.ready() {
-            let url = self.names(&server.user, &server.server).prefix;
+            let url = self.names(&server.user, &server.server).url();
             let ev = json!({
                 "progress": 100,
                 "ready": true,

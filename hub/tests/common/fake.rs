@@ -88,6 +88,7 @@ pub fn settings(start_timeout: Duration) -> SpawnSettings {
         hub_api_url: "http://127.0.0.1:8081/hub/api".to_owned(),
         base_url: "/".to_owned(),
         public_url: None,
+        subdomain_host: None,
         start_timeout,
         slow_spawn_timeout: Duration::from_secs(2),
         poll_interval: Duration::from_millis(10),

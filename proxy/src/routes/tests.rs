@@ -105,3 +105,81 @@ fn target_validation() {
     assert_eq!(t.origin(), "https://gateway.lumi.example");
     assert!(Target::parse("wss://127.0.0.1:8443").unwrap().is_tls());
 }
+
+#[test]
+fn host_keys_are_lower_case_names_without_ports() {
+    assert_eq!(
+        host_key("Alice.Hub.Test:8000").as_deref(),
+        Some("alice.hub.test")
+    );
+    assert_eq!(host_key("hub.test").as_deref(), Some("hub.test"));
+    assert_eq!(host_key("[::1]:8000").as_deref(), Some("[::1]"));
+    for bad in [
+        "",
+        ":80",
+        "a/b",
+        "alice.hub.test/user/bob",
+        "a b",
+        "a%2fb",
+        "a\\b",
+        "u@h",
+        "[::1",
+    ] {
+        assert_eq!(host_key(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn host_routes_keep_one_users_host_off_another_users_server() {
+    let table = RouteTable::new();
+    table.add("/", data("http://127.0.0.1:1")).unwrap();
+    table
+        .add("/alice.hub.test/user/alice/", data("http://127.0.0.1:2"))
+        .unwrap();
+    table
+        .add(
+            "/mallory.hub.test/user/mallory/",
+            data("http://127.0.0.1:3"),
+        )
+        .unwrap();
+    let hit = |host: &str, p: &str| {
+        let key = format!("/{}{p}", host_key(host).unwrap());
+        table.lookup(&key).unwrap().target().as_str().to_owned()
+    };
+    assert_eq!(
+        hit("alice.hub.test:8000", "/user/alice/lab"),
+        "http://127.0.0.1:2"
+    );
+    assert_eq!(
+        hit("ALICE.hub.test", "/user/alice/api"),
+        "http://127.0.0.1:2"
+    );
+    assert_eq!(
+        hit("mallory.hub.test", "/user/mallory/x"),
+        "http://127.0.0.1:3"
+    );
+    // Alice's path on mallory's host (or the hub's) is not alice's server: it goes to the hub.
+    assert_eq!(
+        hit("mallory.hub.test", "/user/alice/lab"),
+        "http://127.0.0.1:1"
+    );
+    assert_eq!(hit("hub.test", "/user/alice/lab"), "http://127.0.0.1:1");
+    assert_eq!(hit("hub.test", "/hub/api"), "http://127.0.0.1:1");
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_host_key_never_holds_a_path_and_never_changes_the_route_below_it(
+        host in "\\PC{0,40}",
+        path in "(/[a-z]{1,6}){0,4}",
+    ) {
+        if let Some(key) = host_key(&host) {
+            proptest::prop_assert!(!key.is_empty());
+            proptest::prop_assert!(!key.contains('/') && !key.contains('%'));
+            proptest::prop_assert_eq!(key.to_ascii_lowercase(), key.clone());
+            let full = format!("/{key}{path}");
+            // The host is exactly the first segment of the lookup key.
+            proptest::prop_assert_eq!(full.split('/').nth(1), Some(key.as_str()));
+        }
+    }
+}
