@@ -212,7 +212,8 @@ fn spec() -> &'static Value {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/jupyterhub-rest-api.yml"
         );
-        let text = std::fs::read_to_string(path).expect("hub/tests/fixtures/jupyterhub-rest-api.yml");
+        let text =
+            std::fs::read_to_string(path).expect("hub/tests/fixtures/jupyterhub-rest-api.yml");
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         serde_json::to_value(yaml).unwrap()
     })
