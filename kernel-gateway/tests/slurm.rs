@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use slurm_cluster::{
     ALICE, Cluster, INSTANCE, JOB_NAME, free_ports, gateway_config, raw_post, start_gateway,
 };
+use stackhub_e2e::secrets::{SecretScan, descendants};
 
 /// The gateway's state directory for one test, removed when the test ends.
 struct StateDir(std::path::PathBuf);
@@ -144,6 +145,37 @@ async fn kernel_job_runs_code_interrupts_restarts_in_place_and_shuts_down() {
         format!("{job_id} {}", host.trim()),
         "the kernel runs inside job {job_id}"
     );
+
+    // Secret hygiene: the kernel's message key, the call-back secret and the gateway's master
+    // key appear in no job script, argument list of the job's processes, or job output.
+    let out = ws
+        .execute("import os; print(get_ipython().kernel.session.key.decode(), os.getpid(), os.getppid())")
+        .await;
+    let fields: Vec<&str> = out.stdout.split_whitespace().collect();
+    let [key, pid, ppid] = fields[..] else {
+        panic!("kernel key and pids: {out:?}")
+    };
+    let (pid, ppid): (i64, i64) = (pid.parse().unwrap(), ppid.parse().unwrap());
+    let mut scan = SecretScan::new();
+    scan.add("the kernel's message key", key);
+    let master = std::fs::read_to_string(dir.join("slurm/gateway.key")).unwrap();
+    scan.add("the gateway's master key", &master);
+    let job_pids = descendants(&[ppid]);
+    assert!(job_pids.contains(&pid), "{job_pids:?}");
+    for p in &job_pids {
+        scan.add_environ(*p);
+    }
+    assert!(
+        scan.len() >= 3,
+        "the call-back secret in the job's environment"
+    );
+    let script = cluster.run("scontrol", &["write", "batch_script", &job_id, "-"]);
+    assert!(script.contains("exec "), "the job script: {script}");
+    scan.text(&format!("the job script of job {job_id}"), &script);
+    assert!(scan.cmdlines(&job_pids) >= 2, "the job's argument lists");
+    scan.logs_under(&cluster.dir);
+    scan.logs_under(&dir);
+    scan.assert_clean();
 
     // Interrupt (scancel --batch --signal=INT, forwarded by the launcher) keeps the namespace.
     assert_eq!(

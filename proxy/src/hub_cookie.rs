@@ -169,4 +169,103 @@ mod tests {
         assert_eq!(unquote("plain").as_deref(), Some("plain"));
         assert_eq!(unquote("\"dangling\\\""), None);
     }
+
+    mod props {
+        use base64::Engine as _;
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// A signed value as tornado writes it, with a made-up signature (not checked here).
+        fn signed(name: &str, token: &str, timestamp: u64, sig: &str) -> String {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(token);
+            let ts = timestamp.to_string();
+            format!(
+                "2|1:0|{}:{ts}|{}:{name}|{}:{encoded}|{sig}",
+                ts.len(),
+                name.len(),
+                encoded.len()
+            )
+        }
+
+        /// Python's cookie quoting: `\"`, `\\`, and `\ooo` for some other bytes (`escape`
+        /// picks which printable bytes are written as octal too).
+        fn python_quote(v: &str, escape: &[bool]) -> String {
+            let mut out = String::from("\"");
+            for (i, b) in v.bytes().enumerate() {
+                match b {
+                    b'"' | b'\\' => {
+                        out.push('\\');
+                        out.push(char::from(b));
+                    }
+                    _ if escape
+                        .get(i % escape.len().max(1))
+                        .copied()
+                        .unwrap_or(false) =>
+                    {
+                        out.push_str(&format!("\\{b:03o}"));
+                    }
+                    _ => out.push(char::from(b)),
+                }
+            }
+            out.push('"');
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn arbitrary_cookie_headers_never_panic(
+                headers in prop::collection::vec(any::<String>(), 0..4),
+                name in "[a-z-]{0,24}",
+            ) {
+                let _ = token_from_cookies(headers.iter().map(String::as_str), &name);
+                for h in &headers {
+                    let _ = unquote(h);
+                    let _ = token_from_signed_value(h, &name);
+                }
+            }
+
+            #[test]
+            fn mangled_signed_values_never_panic(
+                fields in prop::collection::vec(("[0-9]{0,3}", "[ -~]{0,12}"), 0..7),
+                tail in "[ -~]{0,8}",
+            ) {
+                let mut v = String::from("2|");
+                for (len, text) in &fields {
+                    v.push_str(&format!("{len}:{text}|"));
+                }
+                v.push_str(&tail);
+                let _ = token_from_signed_value(&v, "jupyterhub-user-alice");
+                let _ = token_from_cookies([format!("jupyterhub-user-alice={v}").as_str()], "jupyterhub-user-alice");
+            }
+
+            #[test]
+            fn the_token_of_the_named_cookie_is_read_back_whatever_the_quoting(
+                user in "[a-z0-9._-]{1,20}",
+                token in "[!-~]{1,48}",
+                timestamp in any::<u32>(),
+                sig in "[0-9a-f]{1,64}",
+                quoted in any::<bool>(),
+                host_prefix in any::<bool>(),
+                escape in prop::collection::vec(any::<bool>(), 1..8),
+                before in prop::collection::vec("[a-z_]{1,8}=[a-z0-9|]{0,8}", 0..3),
+            ) {
+                let name = format!("jupyterhub-user-{user}");
+                let cookie_name = if host_prefix { format!("__Host-{name}") } else { name.clone() };
+                let value = signed(&cookie_name, &token, u64::from(timestamp), &sig);
+                let value = if quoted { python_quote(&value, &escape) } else { value };
+                let mut pairs = before.clone();
+                pairs.push(format!("{cookie_name}={value}"));
+                let header = pairs.join("; ");
+                prop_assert_eq!(token_from_cookies([header.as_str()], &name), Some(token.clone()));
+                // Another user's server never gets it, under its own name or a renamed cookie.
+                let other = format!("jupyterhub-user-{user}x");
+                prop_assert_eq!(token_from_cookies([header.as_str()], &other), None);
+                let renamed = format!("{other}={value}");
+                prop_assert_eq!(token_from_cookies([renamed.as_str()], &other), None);
+            }
+        }
+    }
 }

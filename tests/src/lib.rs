@@ -1,1 +1,3 @@
 //! End-to-end test harness: starts real components and waits for them.
+
+pub mod secrets;

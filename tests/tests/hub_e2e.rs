@@ -13,8 +13,9 @@ use tokio_tungstenite::tungstenite::Message;
 mod hub_common;
 
 use hub_common::{
-    Cleanup, Hub, PASSWORD, admin, free_port, live_in_group, live_under, progress_of,
+    ADMIN_TOKEN, Cleanup, Hub, PASSWORD, admin, free_port, live_in_group, live_under, progress_of,
 };
+use stackhub_e2e::secrets::{SecretScan, descendants};
 
 /// Alice's progress stream.
 async fn progress(client: &reqwest::Client, base: &str) -> Vec<Value> {
@@ -250,6 +251,27 @@ async fn jupyterlab_through_stackhub() {
     let kernel_id = kernel["id"].as_str().unwrap().to_owned();
     assert_eq!(execute_one_plus_one(port, &kernel_id, &token).await, "2");
 
+    // The run's secrets, and the argument lists of the hub, its proxy, the server and the
+    // kernel while they run.
+    let mut scan = SecretScan::new();
+    scan.add("the admin token", ADMIN_TOKEN)
+        .add("bob's API token", &bob_token)
+        .add("alice's OAuth access token", &token);
+    let mut pids = descendants(&[i64::from(hub.child.as_ref().unwrap().id())]);
+    for pid in live_under(&dir) {
+        if !pids.contains(&pid) {
+            pids.push(pid);
+        }
+    }
+    let from_environ: usize = pids.iter().map(|pid| scan.add_environ(*pid)).sum();
+    assert!(
+        from_environ >= 1,
+        "the server's hub token in its environment"
+    );
+    assert_eq!(scan.add_kernel_keys(&pids), 1, "the kernel's message key");
+    let read = scan.cmdlines(&pids);
+    assert!(read >= 3, "argument lists read: {read} of {pids:?}");
+
     // Bob may not use Alice's server.
     let r = api
         .get(format!("{base}/user/alice/api/kernels"))
@@ -258,6 +280,7 @@ async fn jupyterlab_through_stackhub() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    scan.text("the 403 body", &r.text().await.unwrap());
 
     // Restart the hub while the server runs: it keeps running and is reachable again.
     hub.terminate();
@@ -331,7 +354,11 @@ async fn jupyterlab_through_stackhub() {
             .contains("/hub/spawn/alice"),
         "{body}"
     );
+    scan.text("the 424 body", &body.to_string());
 
     hub.terminate();
+    let logs = scan.logs_under(&dir);
+    assert!(logs >= 2, "logs searched: {logs}");
+    scan.assert_clean();
     drop(cleanup);
 }

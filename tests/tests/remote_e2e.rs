@@ -8,11 +8,17 @@
 mod hub_common;
 mod remote_common;
 
-use hub_common::{Hub, PASSWORD, free_ports, progress_of, scratch_dir, user_with_token};
+use hub_common::{
+    ADMIN_TOKEN, Hub, PASSWORD, free_ports, live_under, progress_of, scratch_dir, user_with_token,
+};
 use remote_common::{
     Gateway, open_channels, run, site_token, start_server, stop_server, wait_site,
 };
 use serde_json::{Value, json};
+use stackhub_e2e::secrets::{SecretScan, descendants};
+
+/// The hub's cookie secret in this run (hex, 32 bytes): registered as a secret to search for.
+const COOKIE_SECRET: &str = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
 
 fn hub_config(lumi: &str, leonardo: &str, unused: &str) -> String {
     let mut out =
@@ -75,14 +81,18 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
     .unwrap();
     let config = dir.join("hub.toml").display().to_string();
     // s3s logs whole requests at debug level; asking for it must not put credentials in the log.
-    let _hub = Hub::start_with_env(
+    let hub = Hub::start_with_env(
         &dir,
         port,
         hub_port,
         &["--config", &config],
-        &[("RUST_LOG", "info,s3s=trace")],
+        &[
+            ("RUST_LOG", "info,s3s=trace"),
+            ("STACKHUB_COOKIE_SECRET", COOKIE_SECRET),
+        ],
     )
     .await;
+    let hub_pid = i64::from(hub.child.as_ref().unwrap().id());
     let api = reqwest::Client::new();
     let token = user_with_token(&api, &base, "alice", "remote e2e").await;
     wait_site(&api, &base, "lumi", true).await;
@@ -96,6 +106,7 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
     let r = start_server(&api, &base, "alice", "remote-marenostrum").await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
+    let mut error_bodies = vec![body.to_string()];
     assert!(
         body["message"]
             .as_str()
@@ -230,6 +241,51 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
     assert!(out.contains("PREFIX users/alice/"), "{out}");
     assert!(out.contains("DENIED AccessDenied"), "{out}");
     assert!(!out.contains("LEAK"), "{out}");
+    // Every secret of the run so far, and the argument lists of every process it started
+    // (hub, proxy, gateways, the single-user server, the kernel), read while they run.
+    let mut scan = SecretScan::new();
+    scan.add("the admin token", ADMIN_TOKEN)
+        .add("alice's API token", &token)
+        .add("alice's LUMI gateway token", &jwt)
+        .add("the hub's cookie secret", COOKIE_SECRET);
+    let key = run(
+        &base,
+        "alice",
+        &kernel_id,
+        &[("authorization", &format!("token {token}"))],
+        "print('KEY=' + get_ipython().kernel.session.key.decode())",
+    )
+    .await;
+    let key = key.trim().strip_prefix("KEY=").expect("the kernel's key");
+    scan.add("the kernel's message key", key);
+    let root_key = std::fs::read_to_string(dir.join("data/s3/root-key")).unwrap();
+    let (root_id, root_secret) = root_key.trim().split_once(':').unwrap();
+    scan.add("the S3 root access key id", root_id)
+        .add("the S3 root secret key", root_secret);
+    // The credential cookies. `jupyterhub-session-id` is no credential (JupyterHub: "meaningless
+    // in itself", it only ties the OAuth cookies together for logout) and `_xsrf` is in every
+    // form.
+    for cookie in cookies.split("; ") {
+        if let Some((name, value)) = cookie.split_once('=')
+            && (name.starts_with("jupyterhub-user-") || name.starts_with("jupyterhub-hub-login"))
+        {
+            scan.add(&format!("cookie {name}"), value);
+        }
+    }
+    let mut pids = descendants(&[hub_pid]);
+    for pid in live_under(&dir) {
+        if !pids.contains(&pid) {
+            pids.push(pid);
+        }
+    }
+    let from_environ: usize = pids.iter().map(|pid| scan.add_environ(*pid)).sum();
+    // The server's hub token, the kernel's S3 key, secret and session token at least.
+    assert!(
+        from_environ >= 4,
+        "secrets from the processes' environments: {from_environ}"
+    );
+    let read = scan.cmdlines(&pids);
+    assert!(read >= 5, "argument lists read: {read} of {pids:?}");
     // That WebSocket took the short way: the proxy went straight to the LUMI gateway, so the
     // single-user server's relay (jupyter_server logs "Connecting to ws://…/channels") never
     // saw it.
@@ -361,6 +417,7 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
+    error_bodies.push(body.to_string());
     let message = body["message"].as_str().unwrap();
     assert!(
         message.contains("remote site") && message.contains("AWS_ACCESS_KEY_ID"),
@@ -396,4 +453,14 @@ async fn remote_kernels_at_a_bridge_site_exchange_through_s3() {
         message.contains("LEONARDO Bridge") && message.contains("not reachable"),
         "{body}"
     );
+    error_bodies.push(body.to_string());
+
+    // No secret in any log of the run (hub, proxy, S3, gateways, servers), error body or
+    // argument list.
+    for (i, body) in error_bodies.iter().enumerate() {
+        scan.text(&format!("error body {i}"), body);
+    }
+    let logs = scan.logs_under(&dir);
+    assert!(logs >= 4, "logs searched: {logs}");
+    scan.assert_clean();
 }

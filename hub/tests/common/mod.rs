@@ -1,6 +1,7 @@
 //! Test helpers: an app on a fresh database (in-memory SQLite, or a new PostgreSQL database when
 //! `STACKHUB_TEST_DB=postgres`), request helpers, and a validator for responses against the
-//! upstream OpenAPI file `shared/spec/jupyterhub-rest-api.yml`.
+//! upstream OpenAPI file, copied into the repository as
+//! `hub/tests/fixtures/jupyterhub-rest-api.yml` (JupyterHub's, BSD-3-Clause).
 
 // Test helpers panic on failure by design.
 #![allow(
@@ -209,9 +210,10 @@ fn spec() -> &'static Value {
     SPEC.get_or_init(|| {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/spec/jupyterhub-rest-api.yml"
+            "/tests/fixtures/jupyterhub-rest-api.yml"
         );
-        let text = std::fs::read_to_string(path).expect("shared/spec/jupyterhub-rest-api.yml");
+        let text =
+            std::fs::read_to_string(path).expect("hub/tests/fixtures/jupyterhub-rest-api.yml");
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         serde_json::to_value(yaml).unwrap()
     })

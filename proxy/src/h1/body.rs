@@ -245,7 +245,7 @@ impl Body for UpstreamBody {
     }
 }
 
-enum Step {
+pub(super) enum Step {
     /// Moved to another state; go on.
     Next(Chunked),
     /// Some chunk data, and the state after it.
@@ -257,7 +257,7 @@ enum Step {
 }
 
 /// One step of the chunked decoder over what is buffered.
-fn step_chunked(buf: &mut BytesMut, state: Chunked) -> io::Result<Step> {
+pub(super) fn step_chunked(buf: &mut BytesMut, state: Chunked) -> io::Result<Step> {
     match state {
         Chunked::Size => {
             let Some(eol) = find_crlf(buf) else {

@@ -483,4 +483,6 @@ pub(crate) fn put_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
