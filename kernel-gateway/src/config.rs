@@ -16,6 +16,11 @@
 //! allow_origin = ""                # CORS + WebSocket Origin check, see below
 //! local_memory_limit = "data"      # local kernels: RLIMIT_DATA ("as" = RLIMIT_AS, "off")
 //! kernel_port_range = [20000, 32000] # local kernels' ports; [0, 0] = ephemeral
+//! max_message_bytes = 67108864        # largest WebSocket message/frame from a client (1009 above)
+//! max_connection_queue_bytes = 67108864 # unread output per WebSocket before it is closed (1008)
+//! offline_buffer_bytes = 67108864     # per kernel: output kept for clients that went away
+//! offline_buffer_messages = 10000     # per session: the same, counted in messages
+//! detached_session_timeout = 600      # seconds a session without a client keeps its buffer
 //! [[users]]                          # token → user; the shared token maps to `shared_token_user`
 //! name = "alice"
 //! token_sha256 = "<hex sha256 of the token>"
@@ -269,10 +274,25 @@ pub struct Config {
     pub heartbeat_interval: f64,
     /// Missed heartbeats before a kernel is declared dead.
     pub heartbeat_misses: u32,
-    /// Largest WebSocket message accepted from a client, in bytes.
+    /// Largest WebSocket message (and frame) accepted from a client, in bytes; a larger one
+    /// closes the socket with 1009. Default 64 MiB: what a kernel message from a client really
+    /// carries (code, a comm message, a widget's binary buffers; files go through the REST
+    /// contents API, not here) fits with room to spare, and it is tungstenite's own default. A message is held about twice while it is decoded, so the limit also bounds what
+    /// one client can make the gateway allocate at once.
     pub max_message_bytes: usize,
+    /// Bytes of kernel output queued for one WebSocket (and of client messages queued for the
+    /// kernel) before the client counts as not reading: the socket is closed with 1008 and the
+    /// output is buffered offline for a reconnect. One message larger than this still goes to a
+    /// client whose queue is empty.
+    pub max_connection_queue_bytes: usize,
+    /// Bytes kept by all offline buffers of one kernel together (output for clients that went
+    /// away); past it a session drops its oldest buffered messages.
+    pub offline_buffer_bytes: usize,
     /// Messages kept per session while its client is away.
     pub offline_buffer_messages: usize,
+    /// Seconds a session keeps its buffered output after its client went away; then the session
+    /// is dropped (a client reconnecting later starts afresh).
+    pub detached_session_timeout: u64,
     /// Server environment variables passed to every kernel (besides `PATH`, `HOME`, `LANG`…).
     pub inherited_envs: Vec<String>,
     /// Extra environment set on every kernel.
@@ -346,8 +366,11 @@ impl Default for Config {
             kernel_launch_timeout: 60,
             heartbeat_interval: 3.0,
             heartbeat_misses: 3,
-            max_message_bytes: 256 << 20,
+            max_message_bytes: 64 << 20,
+            max_connection_queue_bytes: 64 << 20,
+            offline_buffer_bytes: 64 << 20,
             offline_buffer_messages: 10_000,
+            detached_session_timeout: 600,
             inherited_envs: Vec::new(),
             kernel_env: BTreeMap::new(),
             shared_token_roles: Vec::new(),
@@ -525,6 +548,7 @@ impl Config {
                 reason: "must be >= 1".into(),
             });
         }
+        self.validate_client_limits()?;
         let [lo, hi] = self.kernel_port_range;
         if !((lo == 0 && hi == 0) || (lo > 0 && hi >= lo.saturating_add(5))) {
             return Err(ConfigError::Invalid {
@@ -631,6 +655,40 @@ impl Config {
                     reason: format!("user {:?} has neither token nor token_sha256", u.name),
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// The byte limits of client WebSockets and buffers.
+    fn validate_client_limits(&self) -> Result<(), ConfigError> {
+        const MIN: usize = 64 << 10;
+        const MAX: usize = 1 << 30;
+        for (key, value) in [
+            ("max_message_bytes", self.max_message_bytes),
+            (
+                "max_connection_queue_bytes",
+                self.max_connection_queue_bytes,
+            ),
+            ("offline_buffer_bytes", self.offline_buffer_bytes),
+        ] {
+            if !(MIN..=MAX).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("{value} is not between {MIN} (64 KiB) and {MAX} (1 GiB)"),
+                });
+            }
+        }
+        if self.offline_buffer_messages == 0 {
+            return Err(ConfigError::Invalid {
+                key: "offline_buffer_messages",
+                reason: "must be >= 1".into(),
+            });
+        }
+        if self.detached_session_timeout == 0 {
+            return Err(ConfigError::Invalid {
+                key: "detached_session_timeout",
+                reason: "must be >= 1 (seconds)".into(),
+            });
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use crate::auth::Caller;
 use crate::config::{Config, MemoryLimitMode};
 use crate::error::GatewayError;
 use crate::jwt::JwtValidator;
-use crate::kernel::{Kernel, KernelSettings};
+use crate::kernel::{BufferGauges, Kernel, KernelSettings, SessionLimits};
 use crate::kernelspec::KernelSpecDirs;
 use crate::launcher::{LaunchRequest, Launcher, ResourceLimits};
 
@@ -84,6 +84,8 @@ pub struct KernelManager {
     server_env: BTreeMap<String, String>,
     /// Counters.
     pub metrics: Metrics,
+    /// What the kernels hold for their clients (shared with every kernel).
+    pub(crate) buffers: Arc<BufferGauges>,
 }
 
 impl std::fmt::Debug for KernelManager {
@@ -121,6 +123,7 @@ impl KernelManager {
             slots: Mutex::new(HashMap::new()),
             server_env,
             metrics: Metrics::default(),
+            buffers: Arc::default(),
         }
     }
 
@@ -417,7 +420,13 @@ impl KernelManager {
             launch_timeout: Duration::from_secs(launch_timeout),
             heartbeat_period: self.config.heartbeat_period(),
             heartbeat_misses: self.config.heartbeat_misses,
-            offline_buffer: self.config.offline_buffer_messages,
+            session_limits: SessionLimits {
+                queue_bytes: self.config.max_connection_queue_bytes,
+                offline_messages: self.config.offline_buffer_messages,
+                offline_bytes: self.config.offline_buffer_bytes,
+            },
+            detached_session_timeout: Duration::from_secs(self.config.detached_session_timeout),
+            gauges: self.buffers.clone(),
         }
     }
 

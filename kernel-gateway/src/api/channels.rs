@@ -6,13 +6,18 @@
 //! socket with the same session replaces the first; while no socket is attached the session
 //! buffers and replays on reconnect. Malformed frames are logged and dropped; the socket and the
 //! kernel carry on.
+//!
+//! Limits (see [`crate::config::Config`]): a message or frame larger than `max_message_bytes`
+//! closes the socket with 1009 (message too big); a client that lets more than
+//! `max_connection_queue_bytes` of kernel output pile up is closed with 1008 and its output
+//! buffers for a reconnect. Both close frames carry the reason and the setting's name.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::get;
@@ -21,7 +26,7 @@ use tracing::Instrument;
 
 use crate::auth::Caller;
 use crate::error::GatewayError;
-use crate::kernel::Kernel;
+use crate::kernel::{ClientQueue, Kernel, QueueEnd};
 use crate::manager::KernelManager;
 use crate::protocol::{
     FrameError, LegacyFrame, RawMessage, V1_SUBPROTOCOL, decode_legacy_binary, decode_legacy_text,
@@ -36,6 +41,8 @@ const MAX_BATCH: usize = 64;
 /// Most bytes queued for one flush: big outputs go out as they come, without piling up in the
 /// socket's write buffer.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// How long a close frame may take to reach a client (one that does not read gets dropped).
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 pub(super) fn router() -> Router<Arc<KernelManager>> {
     Router::new().route("/api/kernels/{id}/channels", get(channels))
@@ -58,10 +65,12 @@ async fn channels(
         }
     };
     let span = tracing::info_span!("channels", kernel_id = %id, session_id = %session_id, user = %caller.user);
+    let max_message = m.config.max_message_bytes;
     let ws = ws
         .protocols([V1_SUBPROTOCOL])
-        .max_message_size(m.config.max_message_bytes);
-    Ok(ws.on_upgrade(move |socket| run(socket, kernel, session_id).instrument(span)))
+        .max_message_size(max_message)
+        .max_frame_size(max_message);
+    Ok(ws.on_upgrade(move |socket| run(socket, kernel, session_id, max_message).instrument(span)))
 }
 
 fn decode(v1: bool, msg: &Message) -> Option<Result<RawMessage, FrameError>> {
@@ -91,10 +100,74 @@ fn encode(v1: bool, msg: &RawMessage) -> Option<Message> {
     }
 }
 
-async fn run(socket: WebSocket, kernel: Arc<Kernel>, session_id: String) {
+/// The close frame for a read error: 1009 with the limit when the client's message was too big.
+fn read_error_close(e: &axum::Error, max_message: usize) -> Option<Message> {
+    let too_big = std::error::Error::source(e)
+        .and_then(|inner| inner.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|inner| matches!(inner, tungstenite::Error::Capacity(_)));
+    if !too_big {
+        tracing::debug!(error = %e, "WebSocket read failed");
+        return None;
+    }
+    tracing::warn!(
+        limit = max_message,
+        "client sent a message over max_message_bytes; closing with 1009"
+    );
+    Some(Message::Close(Some(CloseFrame {
+        code: close_code::SIZE,
+        reason: format!("message too big: limit {max_message} bytes (max_message_bytes)").into(),
+    })))
+}
+
+/// The close frame for a client queue that ended.
+fn queue_end_close(end: QueueEnd) -> Message {
+    match end {
+        QueueEnd::Closed => Message::Close(None),
+        QueueEnd::Overflow { queued, limit } => Message::Close(Some(CloseFrame {
+            code: close_code::POLICY,
+            reason: format!(
+                "client too slow: {queued} bytes of output unread, limit {limit} \
+                 (max_connection_queue_bytes)"
+            )
+            .into(),
+        })),
+    }
+}
+
+/// Writes `first` and what else is already queued in one flush; false when the socket failed.
+async fn write_batch(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    v1: bool,
+    first: Arc<RawMessage>,
+    outbound: &ClientQueue,
+) -> bool {
+    // A reply is several messages in a burst (status, result, reply, idle): queue all that are
+    // already here, then write them in one flush.
+    let (mut frames, mut bytes) = (0usize, 0usize);
+    let mut next = Some(first);
+    while let Some(msg) = next.take() {
+        if let Some(frame) = encode(v1, &msg) {
+            bytes += match &frame {
+                Message::Text(t) => t.len(),
+                Message::Binary(b) => b.len(),
+                _ => 0,
+            };
+            if sink.feed(frame).await.is_err() {
+                return false;
+            }
+            frames += 1;
+        }
+        if frames >= MAX_BATCH || bytes >= MAX_BATCH_BYTES {
+            break;
+        }
+        next = outbound.try_recv();
+    }
+    sink.flush().await.is_ok()
+}
+
+async fn run(socket: WebSocket, kernel: Arc<Kernel>, session_id: String, max_message: usize) {
     let v1 = socket.protocol().is_some();
-    let session = kernel.session(&session_id).await;
-    let (conn, mut outbound) = session.attach().await;
+    let (session, conn, outbound) = kernel.attach_client(&session_id).await;
     kernel.connection_opened();
     tracing::info!(
         protocol = if v1 { V1_SUBPROTOCOL } else { "legacy" },
@@ -103,10 +176,11 @@ async fn run(socket: WebSocket, kernel: Arc<Kernel>, session_id: String) {
     let (mut sink, mut stream) = socket.split();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
-    loop {
+    let close = loop {
         tokio::select! {
             frame = stream.next() => match frame {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                None | Some(Ok(Message::Close(_))) => break None,
+                Some(Err(e)) => break read_error_close(&e, max_message),
                 Some(Ok(frame)) => {
                     let delivered = match decode(v1, &frame) {
                         Some(Ok(msg)) => session.send(msg).await,
@@ -117,51 +191,39 @@ async fn run(socket: WebSocket, kernel: Arc<Kernel>, session_id: String) {
                         None => true,
                     };
                     if !delivered {
-                        break;
+                        break None;
                     }
                 }
             },
             msg = outbound.recv() => match msg {
-                Some(msg) => {
-                    // A reply is several messages in a burst (status, result, reply, idle):
-                    // queue all that are already here, then write them in one flush.
-                    let (mut frames, mut bytes) = (0usize, 0usize);
-                    let mut failed = false;
-                    let mut next = Some(msg);
-                    while let Some(msg) = next.take() {
-                        if let Some(frame) = encode(v1, &msg) {
-                            bytes += match &frame {
-                                Message::Text(t) => t.len(),
-                                Message::Binary(b) => b.len(),
-                                _ => 0,
-                            };
-                            failed = sink.feed(frame).await.is_err();
-                            frames += 1;
-                        }
-                        if failed || frames >= MAX_BATCH || bytes >= MAX_BATCH_BYTES {
-                            break;
-                        }
-                        next = outbound.try_recv().ok();
-                    }
-                    if failed || sink.flush().await.is_err() {
-                        break;
+                Ok(msg) => {
+                    // A client that does not read blocks the write; the queue ending (it
+                    // overflowed, or another socket replaced this one) must still end it.
+                    tokio::select! {
+                        ok = write_batch(&mut sink, v1, msg, &outbound) => if !ok { break None },
+                        _ = outbound.ended() => {}
                     }
                 }
-                None => {
-                    // Replaced by a newer socket of this session, or the kernel is gone.
-                    let _ = sink.send(Message::Close(None)).await;
-                    break;
-                }
+                // Replaced by a newer socket of this session, the kernel is gone, or the client
+                // did not read.
+                Err(end) => break Some(queue_end_close(end)),
             },
             _ = ping.tick() => {
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break;
+                    break None;
                 }
             }
         }
-    }
-    session.detach(conn).await;
+    };
+    kernel.session_detached(&session, conn).await;
     kernel.connection_closed();
+    if let Some(close) = close
+        && tokio::time::timeout(CLOSE_WAIT, sink.send(close))
+            .await
+            .is_err()
+    {
+        tracing::info!("client did not take the close frame in time; dropping the connection");
+    }
     let attached = session.is_attached().await;
     tracing::info!(
         closed_kernel = kernel.is_closed(),

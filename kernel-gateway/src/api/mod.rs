@@ -14,7 +14,7 @@
 //! | POST | `/api/kernels/{id}/restart` | 200 KernelModel, once the new kernel answered |
 //! | GET | `/api/kernels/{id}/channels` | 101 WebSocket (see [`channels`]) |
 //! | GET | `/health` | 200 `{"status": "ok"}` (no auth) |
-//! | GET | `/metrics` | 200 Prometheus text (no auth): kernels by state, starts, failures, latency |
+//! | GET | `/metrics` | 200 Prometheus text (no auth): kernels by state, starts, failures, latency, bytes buffered for clients, slow clients closed, sessions reaped |
 
 mod channels;
 mod kernels;
@@ -73,6 +73,24 @@ async fn metrics(State(m): State<Arc<KernelManager>>) -> impl IntoResponse {
     );
     let secs = c.start_micros.load(Ordering::Relaxed) as f64 / 1e6;
     let _ = writeln!(out, "stackhub_gateway_kernel_start_seconds_sum {secs}");
+    let b = &m.buffers;
+    let _ = writeln!(out, "# TYPE stackhub_gateway_buffered_bytes gauge");
+    let _ = writeln!(out, "stackhub_gateway_buffered_bytes {}", b.buffered.get());
+    let _ = writeln!(
+        out,
+        "# TYPE stackhub_gateway_slow_clients_closed_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "stackhub_gateway_slow_clients_closed_total {}",
+        b.slow_clients_closed.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# TYPE stackhub_gateway_sessions_reaped_total counter");
+    let _ = writeln!(
+        out,
+        "stackhub_gateway_sessions_reaped_total {}",
+        b.sessions_reaped.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# TYPE stackhub_gateway_kernels_culled_total counter");
     let _ = writeln!(
         out,

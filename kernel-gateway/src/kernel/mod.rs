@@ -8,6 +8,7 @@
 //! messages are held until a restart. `restart` stops the process, launches a new one (new ports),
 //! repeats the handshake and re-points every session.
 
+mod queue;
 mod session;
 mod zmq;
 
@@ -25,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use zeromq::{DealerSocket, SubSocket};
 
-pub(crate) use self::session::Session;
+pub(crate) use self::queue::{BufferGauges, ClientQueue, QueueEnd};
+pub(crate) use self::session::{Session, SessionLimits};
 use self::zmq::{
     ZmqFailure, beat, dealer, heartbeat_socket, nudge, recv_message, request, subscriber,
 };
@@ -50,7 +52,12 @@ pub(crate) struct KernelSettings {
     pub(crate) launch_timeout: Duration,
     pub(crate) heartbeat_period: Duration,
     pub(crate) heartbeat_misses: u32,
-    pub(crate) offline_buffer: usize,
+    /// Byte and count limits of every session's queues.
+    pub(crate) session_limits: SessionLimits,
+    /// How long a session without a client keeps its buffer before it is dropped.
+    pub(crate) detached_session_timeout: Duration,
+    /// The gateway-wide buffering gauges.
+    pub(crate) gauges: Arc<BufferGauges>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +86,8 @@ pub(crate) struct Kernel {
     connections: AtomicUsize,
     generation: AtomicU64,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Bytes held by this kernel's offline buffers (bounded by `offline_buffer_bytes`).
+    offline: queue::Meter,
     endpoints: watch::Sender<Option<Arc<Endpoints>>>,
     runtime: Mutex<Option<Runtime>>,
     cancel: CancellationToken,
@@ -132,6 +141,7 @@ impl Kernel {
             connections: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             sessions: Mutex::new(HashMap::new()),
+            offline: queue::Meter::default(),
             endpoints,
             runtime: Mutex::new(None),
             cancel: CancellationToken::new(),
@@ -643,10 +653,15 @@ impl Kernel {
         }
     }
 
-    /// The session `session_id`, created (and connected) on first use.
-    pub(crate) async fn session(&self, session_id: &str) -> Arc<Session> {
+    /// Attaches a client to the session `session_id` (created and connected on first use); see
+    /// [`Session::attach`]. Done under the sessions lock, so the reaper cannot drop the session
+    /// between lookup and attach.
+    pub(crate) async fn attach_client(
+        &self,
+        session_id: &str,
+    ) -> (Arc<Session>, u64, Arc<ClientQueue>) {
         let mut sessions = self.sessions.lock().await;
-        sessions
+        let session = sessions
             .entry(session_id.to_owned())
             .or_insert_with(|| {
                 Session::spawn(
@@ -654,10 +669,65 @@ impl Kernel {
                     &self.id,
                     self.endpoints.subscribe(),
                     &self.cancel,
-                    self.settings.offline_buffer,
+                    self.settings.session_limits.clone(),
+                    self.offline.clone(),
+                    self.settings.gauges.clone(),
                 )
             })
-            .clone()
+            .clone();
+        let (conn, queue) = session.attach().await;
+        drop(sessions);
+        (session, conn, queue)
+    }
+
+    /// Client `conn` of `session` went away: unless a client attaches to the session again within
+    /// `detached_session_timeout`, the session is dropped with its buffered output (and its
+    /// ZeroMQ sockets), so abandoned sessions do not hold memory for ever.
+    pub(crate) async fn session_detached(self: &Arc<Self>, session: &Arc<Session>, conn: u64) {
+        if !session.detach(conn).await {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let session = Arc::downgrade(session);
+        let timeout = self.settings.detached_session_timeout;
+        let cancel = self.cancel.clone();
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(timeout) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                let (Some(kernel), Some(session)) = (weak.upgrade(), session.upgrade()) else {
+                    return;
+                };
+                kernel.reap(&session, conn, timeout).await;
+            }
+            .in_current_span(),
+        );
+    }
+
+    async fn reap(&self, session: &Arc<Session>, conn: u64, timeout: Duration) {
+        let mut sessions = self.sessions.lock().await;
+        if !session.abandoned_since(conn).await {
+            return;
+        }
+        if sessions
+            .get(&session.id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(&session.id);
+        }
+        drop(sessions);
+        session.close().await;
+        self.settings
+            .gauges
+            .sessions_reaped
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            session_id = %session.id,
+            secs = timeout.as_secs(),
+            "dropped a session left without a client (detached_session_timeout)"
+        );
     }
 
     /// Records an opened / closed WebSocket.

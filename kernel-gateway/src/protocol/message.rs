@@ -100,6 +100,21 @@ struct ParentInfo {
 }
 
 impl RawMessage {
+    /// Bytes the message occupies: its four JSON parts and its buffers (what a queue holding it
+    /// is charged).
+    pub fn wire_len(&self) -> usize {
+        [
+            &self.header,
+            &self.parent_header,
+            &self.metadata,
+            &self.content,
+        ]
+        .into_iter()
+        .chain(&self.buffers)
+        .map(Bytes::len)
+        .fold(0usize, usize::saturating_add)
+    }
+
     /// Parses the routing fields of the header.
     ///
     /// # Errors

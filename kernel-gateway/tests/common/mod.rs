@@ -359,3 +359,18 @@ impl Ws {
         self.collect(&id, Duration::from_secs(30)).await
     }
 }
+
+/// The value of `name` on the gateway's `/metrics` (Prometheus text), if it is there.
+pub async fn metric(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::builder()
+        .uri(format!("http://{addr}/metrics"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
