@@ -31,6 +31,7 @@ mod cache;
 mod config;
 mod db;
 mod error;
+mod limits;
 mod metrics;
 mod names;
 mod oauth;
@@ -79,7 +80,8 @@ pub const VERSION_HEADER: &str = "x-jupyterhub-version";
 
 /// The hub's router.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let max_body = state.config().max_body_bytes;
+    let routes = Router::new()
         .merge(api::router())
         .merge(sites::router())
         .merge(oauth::router())
@@ -87,7 +89,8 @@ pub fn app(state: AppState) -> Router {
         .merge(auth::oidc::routes::router())
         .merge(metrics::router())
         .layer(axum::middleware::from_fn(metrics::track))
-        .fallback(pages::spawn::fallback)
+        .fallback(pages::spawn::fallback);
+    limits::limit_bodies(routes, max_body)
         .layer(axum::middleware::map_response(add_version))
         .with_state(state)
 }
