@@ -39,6 +39,8 @@ pub(crate) const ENV_VENV: &str = "STACKHUB_VENV";
 pub(crate) const ENV_OIDC_CLIENT_SECRET: &str = "STACKHUB_OIDC_CLIENT_SECRET";
 /// Environment variable: the key encrypting identity-provider tokens at rest (hex, 32 bytes).
 pub(crate) const ENV_OIDC_TOKEN_KEY: &str = "STACKHUB_OIDC_TOKEN_KEY";
+/// Environment variable: the largest request body the hub reads, in bytes.
+pub(crate) const ENV_MAX_BODY_BYTES: &str = "STACKHUB_MAX_BODY_BYTES";
 /// Environment variable: the bootstrap admin API token (a service token with admin scopes).
 pub const ENV_ADMIN_TOKEN: &str = "STACKHUB_ADMIN_TOKEN";
 
@@ -282,7 +284,13 @@ pub struct Config {
     /// `iss` of the gateway tokens the hub signs (env `STACKHUB_GATEWAY_TOKEN_ISSUER`); default:
     /// `public_url` when set, else `stackhub`. A site's gateway expects it (`[jwt] issuer`).
     pub gateway_token_issuer: Option<String>,
+    /// The largest request body any hub route reads, in bytes (API JSON, login and picker
+    /// forms, OAuth); a larger one is refused with 413. Default 1 MiB.
+    pub max_body_bytes: usize,
 }
+
+/// The default of [`Config::max_body_bytes`]: 1 MiB.
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -309,6 +317,7 @@ impl Default for Config {
             sites: crate::sites::default_sites(),
             profile_list: crate::profiles::default_profiles(),
             gateway_token_issuer: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -457,6 +466,11 @@ impl Config {
         if let Some(v) = env.get(ENV_ADMIN_TOKEN) {
             self.admin_token = Some(Secret(v));
         }
+        if let Some(v) = env.get(ENV_MAX_BODY_BYTES) {
+            self.max_body_bytes = v
+                .parse()
+                .map_err(|_| invalid(ENV_MAX_BODY_BYTES, "not a number of bytes"))?;
+        }
         crate::sites::apply_env(&mut self.sites, env).map_err(|(k, r)| invalid(&k, r))?;
         if let Some(v) = env
             .get("STACKHUB_GATEWAY_TOKEN_ISSUER")
@@ -534,6 +548,9 @@ impl Config {
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(invalid("hub_connect_url", "must be http or https"));
             }
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "must be at least 1024"));
         }
         if self.cookie_max_age_days == 0 {
             return Err(invalid("cookie_max_age_days", "must be at least 1"));

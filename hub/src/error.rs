@@ -31,6 +31,9 @@ pub enum ApiError {
     /// 409: the resource already exists.
     #[error("{0}")]
     Conflict(String),
+    /// 413: the request body is larger than the hub reads.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// 501: the operation is not available in this build (spawn orchestration).
     #[error("{0}")]
     NotImplemented(String),
@@ -74,6 +77,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -109,6 +113,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A request body that could not be read: 413 when it is over the hub's body limit.
+pub(crate) fn body_error(e: axum::extract::rejection::BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(
+            "Request body too large: it is over the hub's body limit (max_body_bytes)".to_owned(),
+        )
+    } else {
+        ApiError::BadRequest("Cannot read request body".to_owned())
+    }
+}
+
 /// A JSON request body, parsed whatever its `Content-Type` (JupyterHub clients often send
 /// none), with failures as [`ApiError`]s. An empty body is `null`, so `ApiJson<Option<T>>`
 /// accepts it.
@@ -133,7 +148,7 @@ where
         }
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|_| ApiError::BadRequest("Cannot read request body".to_owned()))?;
+            .map_err(body_error)?;
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"null"
         } else {

@@ -33,6 +33,7 @@ mod cache;
 mod config;
 mod db;
 mod error;
+mod limits;
 mod metrics;
 mod names;
 mod oauth;
@@ -84,7 +85,8 @@ pub const VERSION_HEADER: &str = "x-jupyterhub-version";
 
 /// The hub's router.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let max_body = state.config().max_body_bytes;
+    let routes = Router::new()
         .merge(api::router())
         .merge(sites::router())
         .merge(oauth::router())
@@ -96,7 +98,8 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             origins::guard,
-        ))
+        ));
+    limits::limit_bodies(routes, max_body)
         .layer(axum::middleware::map_response(add_version))
         .with_state(state)
 }

@@ -457,7 +457,8 @@ async fn form_and_query_transports() {
     let env = s.spawner.envs.lock().await[0].clone();
     assert_eq!(env["IMAGE"], "python");
 
-    // A query spawn of a new named server (6.0 `opt-` prefix), with a display name; a
+    // A query naming options of a new named server (6.0 `opt-` prefix), with a display name,
+    // shows them selected on the form (a GET never starts a server) and its post starts it; a
     // disallowed profile by query is refused on the picker with 403.
     let r = h
         .send(req(
@@ -479,6 +480,30 @@ async fn form_and_query_transports() {
             String::new(),
         ))
         .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        r.text.contains("<option value=\"python\" selected>"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("value=\"Big one\""), "{}", r.text);
+    assert_eq!(
+        s.spawner.envs.lock().await.len(),
+        1,
+        "the GET started nothing"
+    );
+    let r = h
+        .send(req(
+            Method::POST,
+            "/hub/spawn/alice/big",
+            &cookie,
+            Some("application/x-www-form-urlencoded"),
+            format!(
+                "_xsrf={xsrf}&display_name=Big+one&profile=jupyterlab&\
+                 profile-option-jupyterlab--image=python"
+            ),
+        ))
+        .await;
     assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
     let model = h
         .admin(Method::GET, "/hub/api/users/alice/servers/big", None)
@@ -487,11 +512,11 @@ async fn form_and_query_transports() {
     // Two running of two allowed: a third named server is refused, on the page and by REST.
     let r = h
         .send(req(
-            Method::GET,
-            "/hub/spawn/alice/third?opt-profile=jupyterlab",
+            Method::POST,
+            "/hub/spawn/alice/third",
             &cookie,
-            None,
-            String::new(),
+            Some("application/x-www-form-urlencoded"),
+            format!("_xsrf={xsrf}&profile=jupyterlab"),
         ))
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);

@@ -241,7 +241,7 @@ fn page(path: &str, cookie: &str, accept: Option<&str>) -> Request<Body> {
 async fn browser_flow() {
     let s = setup(Arc::default(), Duration::from_secs(5)).await;
     let h = &s.hub;
-    let (cookie, _) = h.login("alice").await;
+    let (cookie, cookies) = h.login("alice").await;
 
     // Stopped: 424 page linking to the spawn page; JSON for API-like requests.
     let r = h.send(page("/hub/user/alice/lab", &cookie, None)).await;
@@ -266,8 +266,9 @@ async fn browser_flow() {
         r.text
     );
 
-    // The spawn page is the options picker; a query naming options spawns at once and
-    // redirects to the pending page, which goes on to `next` once ready.
+    // The spawn page is the options picker; a query naming options only selects them (a GET
+    // never starts a server); the form's post starts it and redirects to the pending page,
+    // which goes on to `next` once ready.
     let r = h
         .send(page(
             "/hub/spawn/alice?next=%2Fhub%2Fuser%2Falice%2Flab",
@@ -284,6 +285,18 @@ async fn browser_flow() {
             None,
         ))
         .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains("id=\"spawn-form\""), "{}", r.text);
+    assert!(s.spawner.envs.lock().await.is_empty(), "nothing started");
+    let req = Request::post("/hub/spawn/alice?next=%2Fhub%2Fuser%2Falice%2Flab")
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "_xsrf={}&profile=jupyterlab",
+            cookies["_xsrf"]
+        )))
+        .unwrap();
+    let r = h.send(req).await;
     assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
     assert_eq!(
         r.headers["location"],

@@ -84,6 +84,13 @@ impl Paging {
         }
         let default = if envelope { DEFAULT_LIMIT } else { MAX_LIMIT };
         let limit = int("limit")?.unwrap_or(default).clamp(1, MAX_LIMIT);
+        // The next page starts at `offset + limit`: refuse an offset where that does not fit.
+        if offset.checked_add(limit).is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "offset {offset} is too large (at most {})",
+                i64::MAX - limit
+            )));
+        }
         Ok(Self {
             offset,
             limit,
@@ -104,7 +111,7 @@ impl Paging {
         if !self.envelope {
             return Value::Array(items);
         }
-        let next_offset = self.offset + self.limit;
+        let next_offset = self.offset.saturating_add(self.limit);
         let next = if next_offset < total {
             let mut params: Vec<(&str, String)> = query
                 .iter()

@@ -71,16 +71,13 @@ async fn create(
     }
     scopes.sort();
     scopes.dedup();
-    let expires_in = match body.expires_in {
-        Some(s) if s <= 0 => {
-            return Err(ApiError::BadRequest(
-                "expires_in must be positive".to_owned(),
-            ));
-        }
-        other => other,
-    };
+    let now = db::now_micros();
+    let expires_at = body.expires_in.map(|secs| expiry(now, secs)).transpose()?;
     let owner_scopes = crate::auth::user_scopes(&state, &user);
-    let requested = ScopeSet::expand(&scopes, Owner::User(&user.name));
+    // `inherit` (also the `token` role) is everything the owner holds: the requester must hold
+    // all of it too.
+    let requested =
+        ScopeSet::expand(&scopes, Owner::User(&user.name)).resolve_inherit(&owner_scopes);
     if !owner_scopes.covers(&requested) {
         return Err(ApiError::BadRequest(format!(
             "Not assigning requested scopes {} not held by user {}",
@@ -99,7 +96,6 @@ async fn create(
         )));
     }
     let secret = db::new_secret();
-    let now = db::now_micros();
     let note = body.note.unwrap_or_else(|| match caller.user_name() {
         Some(n) if n == user.name => "Requested via api".to_owned(),
         Some(n) => format!("Requested via api by user {n}"),
@@ -116,7 +112,7 @@ async fn create(
             scopes: &scopes,
             note: &note,
             created: now,
-            expires_at: expires_in.map(|s| now + s * 1_000_000),
+            expires_at,
             session_id: None,
             oauth_client: None,
         },
@@ -130,6 +126,24 @@ async fn create(
     let mut model = token_model(&token);
     model["token"] = secret.into();
     Ok((StatusCode::CREATED, Json(model)).into_response())
+}
+
+/// The expiry time (µs) of a token made at `now` (µs) to live `secs` seconds; a 400 for a
+/// lifetime that is not positive or does not fit.
+fn expiry(now: i64, secs: i64) -> Result<i64, ApiError> {
+    if secs <= 0 {
+        return Err(ApiError::BadRequest(format!(
+            "expires_in must be positive, not {secs}"
+        )));
+    }
+    secs.checked_mul(1_000_000)
+        .and_then(|us| now.checked_add(us))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "expires_in {secs} is too large (at most {} seconds)",
+                (i64::MAX - now) / 1_000_000
+            ))
+        })
 }
 
 fn parse_id(id: &str) -> Result<i64, ApiError> {

@@ -235,11 +235,10 @@ pub(crate) async fn caller_for_token(
     Ok(Some(caller))
 }
 
+/// A token's own scopes, `inherit` resolved to its owner's (the effective scopes are these
+/// intersected with the owner's, so `inherit` gives exactly the owner's rights).
 fn token_scopes(token: &TokenRow, owner: &ScopeSet, who: Owner<'_>) -> ScopeSet {
-    if token.scopes.iter().any(|s| s == "inherit") {
-        return owner.clone();
-    }
-    ScopeSet::expand(&token.scopes, who)
+    ScopeSet::expand(&token.scopes, who).resolve_inherit(owner)
 }
 
 /// The login session of the request's cookie, with its user.

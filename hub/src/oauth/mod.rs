@@ -157,7 +157,9 @@ async fn check(
         requested
     };
     let me_owner = Owner::User(&me.user.name);
-    let allowed = ScopeSet::expand(&client.allowed_scopes, me_owner);
+    // `inherit` (also through the `token` role) is everything the user holds: granted only
+    // when the client may ask for all of it, as JupyterHub does.
+    let allowed = ScopeSet::expand(&client.allowed_scopes, me_owner).resolve_inherit(&user_scopes);
     let mut scopes = Vec::new();
     for s in requested.iter().filter(|s| *s != "identify") {
         let expanded = if validate_scope(s).is_ok() {
@@ -166,7 +168,7 @@ async fn check(
             role_scopes(state, s)
         };
         for e in expanded {
-            let one = ScopeSet::expand(&[e.as_str()], me_owner);
+            let one = ScopeSet::expand(&[e.as_str()], me_owner).resolve_inherit(&user_scopes);
             if allowed.covers(&one) && user_scopes.covers(&one) {
                 scopes.push(e);
             }

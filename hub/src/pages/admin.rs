@@ -144,7 +144,7 @@ async fn admin(
         l
     };
     let prev = (offset > 0).then(|| link((offset - PAGE).max(0)));
-    let next = (offset + PAGE < total).then(|| link(offset + PAGE));
+    let next = (offset.saturating_add(PAGE) < total).then(|| link(offset + PAGE));
     let back = link(offset);
     render(
         StatusCode::OK,
@@ -153,8 +153,8 @@ async fn admin(
             title => "Admin",
             users => rows,
             total,
-            first => if total == 0 { 0 } else { offset + 1 },
-            last => (offset + PAGE).min(total),
+            first => if total == 0 { 0 } else { offset.saturating_add(1) },
+            last => offset.saturating_add(PAGE).min(total),
             q => search_q,
             prev, next, back,
             xsrf => xsrf_token(state.xsrf_key(), &me.session_id),

@@ -1,12 +1,15 @@
 //! The server-options picker, `GET/POST /hub/spawn[/{user}[/{server}]]` (compat spec
 //! section 5's form transport):
 //! - `GET` shows the profiles the server's owner may use, with their quota (servers used / max)
-//!   and the options last used for this server selected. A query naming options
-//!   (`?profile=…`, `?opt-…`) spawns at once (`options_from_query`); with no choice to make
-//!   (no profiles, or one without options) the server starts directly. `?new_server=NAME`
-//!   (the home page's form) goes to that named server's picker.
+//!   and the options last used for this server selected. A GET never starts a server (a
+//!   cross-site `<img>` or link would start it as the visitor): a query naming options
+//!   (`?profile=…`, `?opt-…`, `options_from_query`) is checked and shown selected on the form
+//!   (403 / 400 with the message if refused); with no choice to make (no profiles, or one
+//!   without options) the page is a single Start button. `?new_server=NAME` (the home page's
+//!   form) goes to that named server's picker.
 //! - `POST` (form or `multipart/form-data`, `_xsrf` in the query, the form or `X-XSRFToken`)
-//!   turns the fields into `user_options` (`options_from_form`), checks them with the same
+//!   turns the fields into `user_options` (`options_from_form`; a post without `profile`, the
+//!   Start button's, starts with the server's saved options), checks them with the same
 //!   function as the REST API, creates a new named server (with `display_name`) within the
 //!   quota, starts it and redirects to the spawn-pending page. A refusal re-renders the form
 //!   with the message next to its field (403 / 400).
@@ -156,32 +159,46 @@ async fn show(
         return resp;
     }
     let display = map.get("display_name").cloned();
-    if profiles::has_query_options(&q) {
-        let options = profiles::from_query(&q);
-        return submit(&state, &me, &t, options, display).await;
-    }
     let list = &state.config().profile_list;
     let id = Identity::of(&state, &t.user);
-    let view = profiles::view(list, &id, &Value::Null);
-    let choices = view["profiles"].as_array().map_or(0, Vec::len);
-    let no_options = view["profiles"].as_array().is_some_and(|ps| {
-        ps.iter()
-            .all(|p| p["options"].as_array().is_none_or(Vec::is_empty))
-    });
-    if list.is_empty() || (choices == 1 && no_options) {
-        return submit(&state, &me, &t, Value::Null, display).await;
+    // Options named in the query are checked now and shown selected; starting takes a POST.
+    if profiles::has_query_options(&q) {
+        let options = profiles::from_query(&q);
+        let (refusal, status) = match profiles::resolve(list, &id, &options) {
+            Ok(_) => (None, StatusCode::OK),
+            Err(e @ OptionsError::Forbidden { .. }) => {
+                (Some(Refusal::Options(e)), StatusCode::FORBIDDEN)
+            }
+            Err(e) => (Some(Refusal::Options(e)), StatusCode::BAD_REQUEST),
+        };
+        let page = Page {
+            current: &options,
+            display: display.as_deref(),
+            refusal,
+            status,
+        };
+        return picker(&state, &me, &t, page).await;
     }
     let current = t.row().map_or(Value::Null, |r| r.user_options.clone());
-    picker(
-        &state,
-        &me,
-        &t,
-        &current,
-        display.as_deref(),
-        None,
-        StatusCode::OK,
-    )
-    .await
+    let page = Page {
+        current: &current,
+        display: display.as_deref(),
+        refusal: None,
+        status: StatusCode::OK,
+    };
+    picker(&state, &me, &t, page).await
+}
+
+/// What the form page shows besides the owner and server.
+struct Page<'a> {
+    /// The options shown selected.
+    current: &'a Value,
+    /// The display name of a new named server.
+    display: Option<&'a str>,
+    /// Why the last attempt was refused.
+    refusal: Option<Refusal>,
+    /// The page's status.
+    status: StatusCode,
 }
 
 /// Check, create (a new named server) and start; a redirect to the progress page, or the form
@@ -208,16 +225,13 @@ async fn submit(
             if let Refusal::Other(ApiError::Internal(e)) = &refusal {
                 tracing::error!(error = %e, "spawn from the picker failed");
             }
-            picker(
-                state,
-                me,
-                t,
-                &options,
-                display.as_deref(),
-                Some(refusal),
+            let page = Page {
+                current: &options,
+                display: display.as_deref(),
+                refusal: Some(refusal),
                 status,
-            )
-            .await
+            };
+            picker(state, me, t, page).await
         }
     }
 }
@@ -260,17 +274,24 @@ async fn try_submit(
 }
 
 /// Render the form.
-async fn picker(
-    state: &AppState,
-    me: &CurrentUser,
-    t: &Target,
-    current: &Value,
-    display: Option<&str>,
-    refusal: Option<Refusal>,
-    status: StatusCode,
-) -> Response {
+async fn picker(state: &AppState, me: &CurrentUser, t: &Target, page: Page<'_>) -> Response {
+    let Page {
+        current,
+        display,
+        refusal,
+        status,
+    } = page;
     let id = Identity::of(state, &t.user);
-    let mut view = profiles::view(&state.config().profile_list, &id, current);
+    let list = &state.config().profile_list;
+    let mut view = profiles::view(list, &id, current);
+    // No choice to make (no profiles, or one without options): a single Start button, whose
+    // post starts with the saved options.
+    let offered = view["profiles"].as_array().map_or(&[][..], Vec::as_slice);
+    let direct = list.is_empty()
+        || (offered.len() == 1
+            && offered
+                .iter()
+                .all(|p| p["options"].as_array().is_none_or(Vec::is_empty)));
     if let Some(sites) = state.sites() {
         sites.annotate(&mut view).await;
     }
@@ -322,7 +343,7 @@ async fn picker(
             display_name => display.unwrap_or_default(),
             profiles => view["profiles"],
             field, error,
-            xsrf, action,
+            xsrf, action, direct,
             quota => quota.as_ref().map(crate::quota::UserQuota::describe),
             used, max,
             base_url => state.config().base_url,
@@ -338,27 +359,32 @@ async fn form_pairs(state: &AppState, req: Request) -> Result<Pairs, ApiError> {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let bad =
-        |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("Cannot read the form: {e}"));
+    let bad = |status: StatusCode, e: &dyn std::fmt::Display| {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!("The form is too large: {e}"))
+        } else {
+            ApiError::BadRequest(format!("Cannot read the form: {e}"))
+        }
+    };
     if multipart {
         let mut mp = Multipart::from_request(req, state)
             .await
-            .map_err(|e| bad(&e))?;
+            .map_err(|e| bad(e.status(), &e))?;
         let mut out = Vec::new();
-        while let Some(field) = mp.next_field().await.map_err(|e| bad(&e))? {
+        while let Some(field) = mp.next_field().await.map_err(|e| bad(e.status(), &e))? {
             let name = field.name().unwrap_or_default().to_owned();
             if field.file_name().is_some() {
                 out.push((format!("{name}_file"), String::new()));
                 continue;
             }
-            let text = field.text().await.map_err(|e| bad(&e))?;
+            let text = field.text().await.map_err(|e| bad(e.status(), &e))?;
             out.push((name, text));
         }
         return Ok(out);
     }
     let bytes = axum::body::Bytes::from_request(req, state)
         .await
-        .map_err(|e| bad(&e))?;
+        .map_err(|e| bad(e.status(), &e))?;
     Ok(url::form_urlencoded::parse(&bytes).into_owned().collect())
 }
 
@@ -405,7 +431,12 @@ async fn post(
         .find(|(k, _)| k == "display_name")
         .map(|(_, v)| v.clone())
         .or_else(|| map.get("display_name").cloned());
-    let options = profiles::from_form(&pairs);
+    // The Start button (no choice to make) posts no profile: start with the saved options.
+    let options = if pairs.iter().any(|(k, _)| k == "profile") {
+        profiles::from_form(&pairs)
+    } else {
+        Value::Null
+    };
     submit(&state, &me, &t, options, display).await
 }
 
