@@ -103,7 +103,7 @@ proptest! {
     ) {
         for name in [&a, &b] {
             let label = dns_label(name);
-            prop_assert!(!label.is_empty() && label.len() <= 63, "{label}");
+            prop_assert!(!label.is_empty() && label.len() <= 63, "{}", label);
             prop_assert!(label.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'));
             prop_assert!(!label.starts_with('-') && !label.ends_with('-'));
             prop_assert!(!label.bytes().all(|c| c.is_ascii_digit()));
@@ -128,7 +128,8 @@ proptest! {
         let out = harden_cookie(&raw, secure);
         let lower = out.to_ascii_lowercase();
         let parts: Vec<&str> = lower.split("; ").collect();
-        prop_assert!(parts[0] == format!("{name}={value}").to_ascii_lowercase());
+        let head = format!("{}={}", name, value).to_ascii_lowercase();
+        prop_assert_eq!(parts[0], head.as_str());
         prop_assert!(parts.contains(&"httponly"));
         prop_assert!(parts.iter().any(|p| p.starts_with("samesite=")));
         prop_assert!(!parts.iter().any(|p| p.starts_with("domain=")));
