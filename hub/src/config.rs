@@ -194,7 +194,10 @@ pub struct SpawnerConfig {
     pub args: Vec<String>,
     /// Variables set last in the server's environment (may override anything).
     pub environment: std::collections::BTreeMap<String, String>,
-    /// Seconds a server gets from launch until it answers `GET {url}api`.
+    /// Seconds a server gets from launch until it answers `GET {url}api`; also the shortest
+    /// time its launch gets. A launch may take longer when the spawner's own start timeout
+    /// (the Kubernetes spawner's `start_timeout_secs`: scheduling, image pull) is longer: the
+    /// hub then waits that plus 10 s, so it never gives up on a pod whose state is not saved.
     pub start_timeout: u64,
     /// Milliseconds a start request waits for readiness before answering 202 instead of 201.
     pub slow_spawn_timeout_ms: u64,

@@ -67,8 +67,8 @@ pub use self::profiles::{
 };
 pub use self::quota::{QuotaRole, UserQuota, default_quota_roles};
 pub use self::spawn::{
-    HubPrepare, Orchestrator, PrepareSpawn, Prepared, ProgressStream, RouteOwner, ServerRef,
-    SpawnOrchestrator, SpawnSettings, StartOutcome, StopOutcome, Unavailable,
+    HubPrepare, LAUNCH_MARGIN, Orchestrator, PrepareSpawn, Prepared, ProgressStream, RouteOwner,
+    ServerRef, SpawnOrchestrator, SpawnSettings, StartOutcome, StopOutcome, Unavailable,
 };
 pub use self::state::AppState;
 

@@ -391,3 +391,51 @@ async fn an_image_pull_failure_fails_the_launch_and_cleans_up() {
     fake.run_pod(NS, "kernel-k-8");
     t.await.unwrap().unwrap();
 }
+
+/// The attack of a kernel id chosen to equal another's (clients may name the kernel id): a
+/// launch on another gateway sharing the namespace, or by another user, must not delete and
+/// replace the victim's kernel pod and its key Secret; it fails and leaves them alone.
+#[tokio::test]
+async fn a_kernel_id_taken_by_another_users_or_gateways_kernel_does_not_replace_it() {
+    let fake = FakeKube::start().await;
+    let id = "4f1a7c3e-0000-4000-8000-00000000000a";
+    let name = format!("kernel-{id}");
+    let victim = KubeLauncher::new(fake.client(), config());
+    let t = tokio::spawn(async move { victim.launch(request(id, "python3")).await });
+    let pod = fake.wait_for("pods", NS, &name).await;
+    fake.run_pod(NS, &name);
+    t.await.unwrap().unwrap();
+    let secret = fake.get("secrets", NS, &name).unwrap();
+    let mut attack = request(id, "python3");
+    attack
+        .env
+        .insert("KERNEL_USERNAME".to_owned(), "mallory".to_owned());
+    attack.key = "mallorys-key".to_owned();
+    let lumi = KubeLauncherConfig {
+        gateway_id: "lumi".to_owned(),
+        ..config()
+    };
+    for (launcher, req) in [
+        // Same user, another gateway in the namespace.
+        (
+            KubeLauncher::new(fake.client(), lumi),
+            request(id, "python3"),
+        ),
+        // Same gateway, another user.
+        (KubeLauncher::new(fake.client(), config()), attack),
+    ] {
+        let err = tokio::time::timeout(Duration::from_secs(10), launcher.launch(req))
+            .await
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("belongs to another kernel"), "{err}");
+        let now = fake.get("pods", NS, &name).expect("the victim's pod stays");
+        assert_eq!(now["metadata"]["uid"], pod["metadata"]["uid"]);
+        let s = fake
+            .get("secrets", NS, &name)
+            .expect("the victim's Secret stays");
+        assert_eq!(s["metadata"]["uid"], secret["metadata"]["uid"]);
+        assert_eq!(s["stringData"]["key"], "secret-hmac-key");
+    }
+}

@@ -19,6 +19,7 @@ pub use self::types::{
 };
 
 use std::fmt::Debug;
+use std::time::Duration;
 
 /// Starts and stops one kind of single-user server.
 ///
@@ -36,6 +37,22 @@ pub trait Spawner: Send + Sync + Debug + 'static {
     /// Launch the server described by `req`, reporting progress to `progress`.
     async fn start(&self, req: SpawnRequest, progress: ProgressSink)
     -> Result<Spawned, SpawnError>;
+
+    /// The longest [`start`](Spawner::start) takes before it fails on its own and has removed
+    /// what it launched (e.g. a pod still pulling its image); `None` when a start is quick.
+    /// The hub never gives up on a start before this.
+    fn start_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Ask the start of `server` in progress, if any, to give up: it removes what it launched
+    /// and its [`start`](Spawner::start) returns an error soon (or, if it had just finished,
+    /// its result, which the caller then stops). The hub calls this when it gives up on a
+    /// start (its own timeout, or the user stopped the server) and then awaits the start.
+    /// Default: nothing to cancel (the start is quick and its result is stopped).
+    async fn cancel_start(&self, server: &ServerId) {
+        let _ = server;
+    }
 
     /// Whether the server described by `state` still runs.
     async fn poll(&self, server: &ServerId, state: &State) -> Result<Status, SpawnError>;

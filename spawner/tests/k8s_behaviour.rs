@@ -428,10 +428,14 @@ async fn a_restarted_hub_reattaches_and_removes_orphans_only() {
 async fn a_stale_pod_of_the_same_name_is_replaced() {
     let fake = FakeKube::start().await;
     let spawner = KubeSpawner::new(fake.client(), config());
+    // Left by a crash: hal's own pod (this hub's labels, hal's owner annotations).
+    let hal = server("hal", "");
     let stale = fake.insert(
         "pods",
         NS,
-        json!({"metadata": {"name": "jupyter--hal"},
+        json!({"metadata": {"name": "jupyter--hal",
+            "labels": spawner::k8s::server_labels(&config(), &hal),
+            "annotations": spawner::k8s::owner_annotations(&hal)},
         "spec": {"containers": [{"name": "notebook", "image": "old"}]}}),
     );
     let start = tokio::spawn({

@@ -94,8 +94,9 @@ fn both_charts_lint_strictly() {
 
 #[test]
 fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
-    let variants: [&[&str]; 3] = [
+    let variants: [&[&str]; 4] = [
         &[],
+        &["spawner.startTimeoutSeconds=900"],
         &[
             "spawner.namespace.mode=per_user",
             "database.existingSecret=hub-db",
@@ -161,6 +162,23 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
                 .unwrap_or_else(|e| panic!("kubernetes-spawner.json ({sets:?}): {e}"));
         assert_eq!(spawner.hub_id, "rel-stackhub");
         assert!(spawner.profiles.contains_key("gpu"));
+        // Consistent timeouts: the hub never gives up on a start before the spawner does
+        // (else the pod is orphaned, its state never saved), and a server whose pod runs
+        // has as long to answer as the chart says.
+        let chart_timeout = if sets.contains(&"spawner.startTimeoutSeconds=900") {
+            900
+        } else {
+            300
+        };
+        assert_eq!(spawner.start_timeout_secs, chart_timeout);
+        assert_eq!(config.spawner.start_timeout, chart_timeout, "{sets:?}");
+        let hub_waits = hub::SpawnSettings::from_config(&config, String::new())
+            .launch_timeout(Some(spawner.start_timeout()));
+        assert!(
+            hub_waits >= spawner.start_timeout() + hub::LAUNCH_MARGIN,
+            "the hub gives up on a start after {hub_waits:?}, the spawner after {:?} ({sets:?})",
+            spawner.start_timeout()
+        );
         // No secret value anywhere: only references.
         let text = serde_json::to_string(&docs).unwrap();
         assert!(!text.contains("\"value\":\"postgres://"), "{text}");

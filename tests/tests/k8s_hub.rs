@@ -321,3 +321,89 @@ async fn hub_runs_servers_as_pods_and_reattaches_after_a_restart() {
         .collect();
     assert!(deletes.is_empty(), "{deletes:?}");
 }
+
+/// The attack of a slow cluster on the hub: a pod that never becomes ready, with the hub's
+/// own `spawner.start_timeout` (1 s) far shorter than the Kubernetes spawner's (4 s). The hub
+/// must not give up first and lose the pod's state (an orphaned pod, and its Secret holding
+/// the server's API token); when the start fails, nothing is left and the server is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_never_becomes_ready_is_not_orphaned_by_the_hubs_shorter_timeout() {
+    let dir = test_dir("k8s-hub-timeout");
+    let _cleanup = Cleanup(dir.clone());
+    let fake = FakeKube::start().await;
+    kubeconfig(&dir, &fake);
+    let spawner_config = json!({
+        "hub_id": "e2e-hub",
+        "namespace": {"mode": "hub", "namespace": NS},
+        "image": "stackhub/singleuser:0.1.0",
+        "start_timeout_secs": 4,
+    });
+    std::fs::write(
+        dir.join("kubernetes-spawner.json"),
+        serde_json::to_string_pretty(&spawner_config).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("stackhub.toml"),
+        format!(
+            "[spawner]\nkind = \"kubernetes\"\nstart_timeout = 1\nkubernetes_config = \"{}\"\n",
+            dir.join("kubernetes-spawner.json").display()
+        ),
+    )
+    .unwrap();
+    let hub = Hub::start(&dir, free_port(), free_port()).await;
+    let r = hub
+        .admin(reqwest::Method::POST, "/hub/api/users/bob")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = hub
+        .admin(reqwest::Method::POST, "/hub/api/users/bob/server")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "start");
+    let pod = wait_for_pod(&fake, NS, &[(LABEL_USER, "bob")]).await;
+    let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+    assert!(fake.get("secrets", NS, &name).is_some());
+    // Past the hub's own timeout, the start still runs: the pod may yet become ready.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        hub.user("bob").await["servers"][""]["pending"],
+        "spawn",
+        "the hub gave up before the spawner's timeout"
+    );
+    // The kubelet never runs it: at the spawner's timeout the start fails.
+    let log = hub.proc.log.clone();
+    wait_for(
+        &format!("bob's failed start to end; hub log:\n{}", log_tail(&log)),
+        40,
+        || async {
+            hub.user("bob").await["servers"]
+                .get("")
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        fake.get("pods", NS, &name).is_none(),
+        "the pod is orphaned: {}",
+        log_tail(&log)
+    );
+    assert!(
+        fake.get("secrets", NS, &name).is_none(),
+        "the Secret with the server's token is orphaned"
+    );
+    let r = hub
+        .admin(reqwest::Method::GET, "/hub/api/users/bob/server/progress")
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("did not start within 4 s") && text.contains("start_timeout_secs"),
+        "{text}"
+    );
+}

@@ -11,7 +11,7 @@ mod pipeline;
 mod prepare;
 mod track;
 
-pub use self::pipeline::{SpawnOrchestrator, SpawnSettings};
+pub use self::pipeline::{LAUNCH_MARGIN, SpawnOrchestrator, SpawnSettings};
 pub use self::prepare::{HubPrepare, PrepareSpawn, Prepared, RouteOwner};
 
 use std::fmt::Debug;

@@ -4,11 +4,14 @@
 //! Start (compat spec section 1): in one transaction, replace the server's `Server at …` token,
 //! upsert its OAuth client (secret = the token's hash, redirect URI = `<prefix>oauth_callback`),
 //! save `user_options` and mark the row `pending = "spawn"`. A background task owned by the
-//! orchestrator then calls [`spawner::Spawner::start`], saves the spawner state at once (so a
-//! restarted hub can find the process), polls `GET {url}{prefix}api` every
-//! [`SpawnSettings::poll_interval`] until any status below 500 (or `spawner.start_timeout`), adds
-//! the proxy route and marks the row ready. Progress events are kept per server for the SSE
-//! stream. A failure stops the process and removes token and client again.
+//! orchestrator then calls [`spawner::Spawner::start`] (waiting for it at least as long as the
+//! spawner's own start timeout: [`SpawnSettings::launch_timeout`]), saves the spawner state at
+//! once (so a restarted hub can find the process), polls `GET {url}{prefix}api` every
+//! [`SpawnSettings::poll_interval`] until any status below 500 (or `spawner.start_timeout` from
+//! launch), adds the proxy route and marks the row ready. Progress events are kept per server
+//! for the SSE stream. A failure stops the process and removes token and client again; a start
+//! the hub gives up on (timeout, or a stop while it launches) is cancelled through
+//! [`spawner::Spawner::cancel_start`], which removes what it launched.
 //!
 //! Stop: delete the route, stop the process, delete token and OAuth client, clear url/state.
 //!
@@ -48,7 +51,8 @@ pub struct SpawnSettings {
     pub public_url: Option<String>,
     /// Per-user origins (`subdomain_host`): servers routed and announced on their user's host.
     pub subdomain_host: Option<crate::origins::SubdomainHost>,
-    /// From launch until the server must answer (`spawner.start_timeout`).
+    /// From launch until the server must answer (`spawner.start_timeout`); also the shortest
+    /// time a launch gets (see [`SpawnSettings::launch_timeout`]).
     pub start_timeout: Duration,
     /// How long a start request waits for readiness before answering 202.
     pub slow_spawn_timeout: Duration,
@@ -68,6 +72,15 @@ impl SpawnSettings {
             slow_spawn_timeout: Duration::from_millis(config.spawner.slow_spawn_timeout_ms),
             poll_interval: Duration::from_millis(10),
         }
+    }
+
+    /// How long the hub waits for a spawner's start to return: `start_timeout`, or the
+    /// spawner's own start timeout plus [`LAUNCH_MARGIN`] when that is longer, so the hub never
+    /// gives up on (and loses the state of) a server the spawner is still launching.
+    pub fn launch_timeout(&self, spawner_timeout: Option<Duration>) -> Duration {
+        spawner_timeout.map_or(self.start_timeout, |t| {
+            self.start_timeout.max(t + LAUNCH_MARGIN)
+        })
     }
 }
 
@@ -333,12 +346,10 @@ impl SpawnOrchestrator {
         track: &Arc<Track>,
     ) -> Result<(), String> {
         let settings = &self.inner.settings;
-        let deadline = Instant::now() + settings.start_timeout;
-        let too_slow = || {
+        let too_slow = |secs: u64| {
             format!(
-                "Server at {} didn't respond in {} seconds (setting: spawner.start_timeout)",
+                "Server at {} didn't respond in {secs} seconds (setting: spawner.start_timeout)",
                 n.prefix,
-                settings.start_timeout.as_secs()
             )
         };
         let (sink, mut rx) = ProgressSink::channel();
@@ -353,11 +364,24 @@ impl SpawnOrchestrator {
                 fwd_track.push(v);
             }
         });
-        let started = tokio::time::timeout_at(deadline, self.inner.spawner.start(req, sink)).await;
-        let spawned = match started {
-            Err(_) => return Err(too_slow()),
-            Ok(Err(e)) => return Err(e.to_string()),
+        // The launch may take as long as the spawner's own timeout (a pod pulling its image):
+        // giving up earlier would lose the state of what it launches.
+        let launch_timeout = settings.launch_timeout(self.inner.spawner.start_timeout());
+        let launch_deadline = Instant::now() + launch_timeout;
+        // A boxed future (async_trait): polled by reference here, handed over below.
+        let mut start = self.inner.spawner.start(req, sink);
+        let first = tokio::select! {
+            r = &mut start => Ok(r),
+            () = tokio::time::sleep_until(launch_deadline) => Err(too_slow(launch_timeout.as_secs())),
+            () = track.cancelled() => Err(CANCELLED.to_owned()),
+        };
+        let spawned = match first {
             Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(reason) => {
+                self.give_up_start(n, start).await;
+                return Err(reason);
+            }
         };
         row.state = spawned.state.0.clone();
         self.inner
@@ -370,6 +394,8 @@ impl SpawnOrchestrator {
             return Err(CANCELLED.to_owned());
         }
         track.push(json!({"progress": 50, "message": "Waiting for the server to answer"}));
+        // From launch, the server has `spawner.start_timeout` to answer.
+        let deadline = Instant::now() + settings.start_timeout;
         let ready = self
             .wait_ready(n, &spawned.url, &spawned.state, deadline, track)
             .await;
@@ -382,7 +408,7 @@ impl SpawnOrchestrator {
                     None => "server process exited".to_owned(),
                 });
             }
-            Ready::Timeout => return Err(too_slow()),
+            Ready::Timeout => return Err(too_slow(settings.start_timeout.as_secs())),
             Ready::Cancelled => return Err(CANCELLED.to_owned()),
         }
         self.add_route(n, &spawned.url, &row.user_options)
@@ -397,6 +423,34 @@ impl SpawnOrchestrator {
             .map_err(|e| format!("database error: {e}"))?;
         tracing::info!(server = %n.id, prefix = %n.prefix, "server ready");
         Ok(())
+    }
+
+    /// The hub gave up on a start (timeout or cancel): cancel it through the spawner, which
+    /// removes what it launched, and await its end for a while; a start that completed
+    /// meanwhile is stopped. Nothing launched is left without a saved state to stop it by.
+    async fn give_up_start(
+        &self,
+        n: &Names,
+        start: impl Future<Output = Result<spawner::Spawned, spawner::SpawnError>>,
+    ) {
+        tracing::warn!(server = %n.id, "giving up on the start; cancelling it in the spawner");
+        self.inner.spawner.cancel_start(&n.id).await;
+        match tokio::time::timeout(CANCEL_GRACE, start).await {
+            Ok(Ok(spawned)) => {
+                if let Err(e) = self.inner.spawner.stop(&n.id, &spawned.state, true).await {
+                    tracing::error!(server = %n.id, error = %e, "cannot stop a server whose start was given up");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::info!(server = %n.id, error = %e, "the cancelled start ended");
+            }
+            Err(_) => tracing::error!(
+                server = %n.id,
+                "the spawner did not end the cancelled start within {} s; what it launched is \
+                 removed by the next hub start's orphan removal",
+                CANCEL_GRACE.as_secs()
+            ),
+        }
     }
 
     /// Poll `GET {url}{prefix}api` until any status below 500.
@@ -536,6 +590,12 @@ impl SpawnOrchestrator {
 fn proxy_key(path: &str) -> String {
     ::proxy::normalize(path)
 }
+
+/// How long the hub waits for a start it gave up on to end after cancelling it.
+const CANCEL_GRACE: Duration = Duration::from_secs(60);
+
+/// What the hub adds to a spawner's own start timeout before it gives up on a launch.
+pub const LAUNCH_MARGIN: Duration = Duration::from_secs(10);
 
 /// How long one readiness request may take (JupyterHub's `http_timeout`).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);

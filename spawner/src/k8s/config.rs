@@ -113,11 +113,25 @@ pub struct KubeSpawnerConfig {
     pub profiles: BTreeMap<String, Profile>,
     /// The profile used when the user names none.
     pub default_profile: Option<String>,
-    /// Seconds from pod creation to ready before the start fails.
+    /// Seconds from the start request until the pod runs (claim, Secret and pod created,
+    /// scheduled, image pulled) before the start fails and its pod and Secret are deleted.
+    /// The hub waits for a start at least this long (see [`Self::start_timeout`]).
     pub start_timeout_secs: u64,
     /// Default GPU resource name.
     pub gpu_resource: String,
 }
+
+impl KubeSpawnerConfig {
+    /// The longest a start takes, cleanup included: `start_timeout_secs` plus an allowance
+    /// for the API calls that delete what a failed start created.
+    pub fn start_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.start_timeout_secs) + CLEANUP_ALLOWANCE
+    }
+}
+
+/// What a start may take beyond `start_timeout_secs` (API calls after the deadline and
+/// deleting what it created).
+pub const CLEANUP_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl Default for KubeSpawnerConfig {
     fn default() -> Self {

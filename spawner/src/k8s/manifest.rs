@@ -31,6 +31,10 @@ pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 pub const ANNOTATION_USER: &str = "stackhub.io/user";
 /// Annotation: the server's exact name.
 pub const ANNOTATION_SERVER: &str = "stackhub.io/server";
+/// Annotation: the owner's exact name, as KubeSpawner (z2jh) writes it.
+pub const ANNOTATION_HUB_USERNAME: &str = "hub.jupyter.org/username";
+/// Annotation: the server's exact name, as KubeSpawner (z2jh) writes it.
+pub const ANNOTATION_HUB_SERVERNAME: &str = "hub.jupyter.org/servername";
 /// `app.kubernetes.io/managed-by` value.
 pub const MANAGED_BY: &str = "stackhub";
 
@@ -86,6 +90,17 @@ pub fn pod_name(server: &ServerId) -> String {
     } else {
         dns_label("jupyter", &[&server.user, &server.name])
     }
+}
+
+/// The annotations naming the owner of every object of `server` (ours and KubeSpawner's);
+/// checked before an existing object of the same name is reused or deleted.
+pub fn owner_annotations(server: &ServerId) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ANNOTATION_USER.to_owned(), server.user.clone()),
+        (ANNOTATION_SERVER.to_owned(), server.name.clone()),
+        (ANNOTATION_HUB_USERNAME.to_owned(), server.user.clone()),
+        (ANNOTATION_HUB_SERVERNAME.to_owned(), server.name.clone()),
+    ])
 }
 
 /// The labels every object of `server` carries (also the selector that finds it again).
@@ -211,17 +226,18 @@ pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Result<Manifests
     let profile = profile.map(|(_, p)| p);
     let ns = namespace_for(config, &req.server.user);
     let labels = server_labels(config, &req.server);
-    let annotations = BTreeMap::from([
-        (ANNOTATION_USER.to_owned(), req.server.user.clone()),
-        (ANNOTATION_SERVER.to_owned(), req.server.name.clone()),
-    ]);
+    let annotations = owner_annotations(&req.server);
 
     let namespace = Namespace {
         metadata: ObjectMeta {
             name: Some(ns.clone()),
             labels: Some(hub_labels(config)),
-            annotations: matches!(config.namespace, NamespaceMode::PerUser { .. })
-                .then(|| BTreeMap::from([(ANNOTATION_USER.to_owned(), req.server.user.clone())])),
+            annotations: matches!(config.namespace, NamespaceMode::PerUser { .. }).then(|| {
+                BTreeMap::from([
+                    (ANNOTATION_USER.to_owned(), req.server.user.clone()),
+                    (ANNOTATION_HUB_USERNAME.to_owned(), req.server.user.clone()),
+                ])
+            }),
             ..Default::default()
         },
         ..Default::default()

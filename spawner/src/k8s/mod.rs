@@ -1,35 +1,56 @@
 //! The Kubernetes spawner: each server is a pod (plus the user's PersistentVolumeClaim, kept
 //! across stops), found again after a hub restart by its labels.
 //!
+//! Object names are unique per (user, server) (`names`), and every object carries its owner
+//! in annotations (`stackhub.io/user`, `stackhub.io/server` and KubeSpawner's
+//! `hub.jupyter.org/username`, `hub.jupyter.org/servername`): an existing pod, Secret, claim
+//! or namespace is reused or deleted only when they name the server at hand (`owner`).
+//!
+//! A start runs in its own task with one deadline (`start_timeout_secs`): dropping the
+//! [`Spawner::start`] future does not orphan a pod, and [`Spawner::cancel_start`] (or the
+//! deadline) ends it with its pod and Secret deleted.
+//!
 //! # Layout
 //! - `config`: settings (image, namespace mode, storage, profiles).
 //! - `names`: Kubernetes-safe names and label values.
 //! - `manifest`: the pure function from a [`SpawnRequest`] to the manifests.
+//! - `owner`: whose an existing object is.
+//! - `objects`: creating, replacing and deleting objects after that check.
 //! - `progress`: events and pod status read as messages and failures.
 //! - `watch`: waiting for the pod with watches, reporting progress.
 
 mod config;
 mod manifest;
 mod names;
+mod objects;
+mod owner;
 mod progress;
 mod watch;
 
-pub use self::config::{KubeSpawnerConfig, NamespaceMode, Profile, StorageConfig};
+pub use self::config::{
+    CLEANUP_ALLOWANCE, KubeSpawnerConfig, NamespaceMode, Profile, StorageConfig,
+};
 pub use self::manifest::{
-    ANNOTATION_SERVER, ANNOTATION_USER, LABEL_COMPONENT, LABEL_HUB, LABEL_MANAGED_BY, LABEL_SERVER,
-    LABEL_USER, MANAGED_BY, ManifestError, Manifests, build, choose_profile, claim_name,
-    hub_labels, is_secret_env, namespace_for, pod_name, resources, selector, server_labels,
+    ANNOTATION_HUB_SERVERNAME, ANNOTATION_HUB_USERNAME, ANNOTATION_SERVER, ANNOTATION_USER,
+    LABEL_COMPONENT, LABEL_HUB, LABEL_MANAGED_BY, LABEL_SERVER, LABEL_USER, MANAGED_BY,
+    ManifestError, Manifests, build, choose_profile, claim_name, hub_labels, is_secret_env,
+    namespace_for, owner_annotations, pod_name, resources, selector, server_labels,
 };
 pub use self::progress::{PodCheck, Reading, check_pod, read_event};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch as signal;
+use tokio::time::Instant;
 
+use self::objects::{Created, Made, by_uid, cancelled};
+use self::owner::{Scope, foreign, owner_of};
 use crate::{
     ProgressEvent, ProgressSink, ServerId, SpawnError, SpawnRequest, Spawned, Spawner, State,
     Status,
@@ -58,11 +79,15 @@ impl KubeState {
     }
 }
 
+/// Starts in progress, by server: the flag that cancels each.
+type Starts = Arc<tokio::sync::Mutex<HashMap<ServerId, Arc<signal::Sender<bool>>>>>;
+
 /// Spawns single-user servers as pods.
 #[derive(Clone)]
 pub struct KubeSpawner {
     client: Client,
     config: KubeSpawnerConfig,
+    starts: Starts,
 }
 
 impl std::fmt::Debug for KubeSpawner {
@@ -88,7 +113,11 @@ fn launch(server: &ServerId, reason: impl Into<String>) -> SpawnError {
 impl KubeSpawner {
     /// A spawner talking to the cluster through `client`.
     pub fn new(client: Client, config: KubeSpawnerConfig) -> Self {
-        Self { client, config }
+        Self {
+            client,
+            config,
+            starts: Arc::default(),
+        }
     }
 
     /// A spawner with the in-cluster (or `KUBECONFIG`) client.
@@ -116,13 +145,18 @@ impl KubeSpawner {
         }
     }
 
-    /// Find the running pod of `server` by its labels (a restarted hub that lost the state).
+    /// Find the running pod of `server` (a restarted hub that lost the state): this hub's
+    /// server pods in the user's namespace whose owner annotations name `server` (pods of
+    /// earlier versions included, whatever their names).
     ///
     /// # Errors
     /// The API error.
     pub async fn find(&self, server: &ServerId) -> Result<Option<(Spawned, Pod)>, SpawnError> {
         let ns = namespace_for(&self.config, &server.user);
-        let lp = ListParams::default().labels(&selector(&server_labels(&self.config, server)));
+        let lp = ListParams::default().labels(&format!(
+            "{},{LABEL_COMPONENT}=singleuser-server",
+            selector(&hub_labels(&self.config))
+        ));
         let list = self
             .pods(&ns)
             .list(&lp)
@@ -132,7 +166,9 @@ impl KubeSpawner {
                 reason: format!("cannot list pods in namespace {ns}: {e}"),
             })?;
         for pod in list.items {
-            if !self.owns(&pod, server) || pod.metadata.deletion_timestamp.is_some() {
+            if foreign(&self.config, &pod.metadata, server, Scope::Server).is_some()
+                || pod.metadata.deletion_timestamp.is_some()
+            {
                 continue;
             }
             if let PodCheck::Ready(ip) = check_pod(&pod) {
@@ -152,12 +188,6 @@ impl KubeSpawner {
         Ok(None)
     }
 
-    /// Whether `pod` belongs to `server` of this hub (exact names from the annotations).
-    fn owns(&self, pod: &Pod, server: &ServerId) -> bool {
-        owner_of(pod).as_ref() == Some(server)
-            && pod.labels().get(LABEL_HUB) == hub_labels(&self.config).get(LABEL_HUB)
-    }
-
     /// Delete this hub's pods whose server is not in `known` (servers the hub believes run).
     /// Returns the servers whose pods were removed. Claims are never touched.
     ///
@@ -166,7 +196,7 @@ impl KubeSpawner {
     pub async fn remove_orphans(&self, known: &[ServerId]) -> Result<Vec<ServerId>, SpawnError> {
         let known: HashSet<&ServerId> = known.iter().collect();
         let lp = ListParams::default().labels(&format!(
-            "{},app.kubernetes.io/component=singleuser-server",
+            "{},{LABEL_COMPONENT}=singleuser-server",
             selector(&hub_labels(&self.config))
         ));
         let pods = self
@@ -182,24 +212,23 @@ impl KubeSpawner {
             })?;
         let mut removed = Vec::new();
         for pod in pods.items {
-            let Some(owner) = owner_of(&pod) else {
+            let Some(owner) = owner_of(&pod.metadata) else {
                 continue;
             };
-            if known.contains(&owner) {
+            if known.contains(&owner) || self.starting(&owner).await {
                 continue;
             }
             let ns = pod.namespace().unwrap_or_default();
-            match self
-                .pods(&ns)
-                .delete(&pod.name_any(), &DeleteParams::default())
-                .await
-            {
+            let uid = pod.uid().unwrap_or_default();
+            match self.pods(&ns).delete(&pod.name_any(), &by_uid(&uid)).await {
                 Ok(_) => {
                     tracing::info!(user = %owner.user, server = %owner.name, pod = %pod.name_any(), "removed orphaned pod");
-                    let _ = self.delete_secret(&ns, &pod.name_any()).await;
+                    if let Err(e) = self.delete_secret_of(&owner, &ns, &pod.name_any()).await {
+                        tracing::warn!(pod = %pod.name_any(), error = %e, "cannot remove an orphaned pod's Secret");
+                    }
                     removed.push(owner);
                 }
-                Err(e) if is_status(&e, 404) => {}
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
                 Err(e) => {
                     tracing::warn!(pod = %pod.name_any(), error = %e, "cannot remove orphaned pod")
                 }
@@ -208,135 +237,97 @@ impl KubeSpawner {
         Ok(removed)
     }
 
-    async fn ensure_namespace(&self, server: &ServerId, ns: &Namespace) -> Result<(), SpawnError> {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        match api.create(&PostParams::default(), ns).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 409) => Ok(()),
-            Err(e) => Err(launch(
-                server,
-                format!("cannot create namespace {}: {e}", ns.name_any()),
-            )),
-        }
+    /// Whether a start of `server` is in progress in this spawner.
+    async fn starting(&self, server: &ServerId) -> bool {
+        self.starts.lock().await.contains_key(server)
     }
 
-    async fn ensure_claim(
+    /// The start itself, in its own task: everything it created is deleted when it fails,
+    /// times out or is cancelled.
+    async fn run_start(
+        &self,
+        req: SpawnRequest,
+        m: Manifests,
+        progress: ProgressSink,
+        mut cancel: signal::Receiver<bool>,
+    ) -> Result<Spawned, SpawnError> {
+        let server = req.server.clone();
+        let deadline = Instant::now() + Duration::from_secs(self.config.start_timeout_secs);
+        let mut created = Created::default();
+        let result = self
+            .launch_steps(&server, &m, &progress, deadline, &mut cancel, &mut created)
+            .await;
+        if result.is_err() {
+            // Do not leave a pod behind that the user cannot use; the claim stays.
+            self.delete_created(&server, &created).await;
+        }
+        result
+    }
+
+    async fn launch_steps(
         &self,
         server: &ServerId,
-        claim: &PersistentVolumeClaim,
+        m: &Manifests,
         progress: &ProgressSink,
-    ) -> Result<(), SpawnError> {
-        let ns = claim.namespace().unwrap_or_default();
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
-        match api.create(&PostParams::default(), claim).await {
-            Ok(_) => {
-                progress.send(ProgressEvent::new(10, "Created your storage volume"));
+        deadline: Instant,
+        cancel: &mut signal::Receiver<bool>,
+        created: &mut Created,
+    ) -> Result<Spawned, SpawnError> {
+        let check = |cancel: &signal::Receiver<bool>| {
+            if *cancel.borrow() {
+                Err(cancelled(server))
+            } else {
                 Ok(())
             }
-            Err(e) if is_status(&e, 409) => {
-                progress.send(ProgressEvent::new(10, "Using your existing storage volume"));
-                Ok(())
-            }
-            Err(e) => Err(launch(
-                server,
-                format!(
-                    "cannot create the storage volume {}: {e}; check the spawner's \
-                     `storage.storage_class` and `storage.size` settings",
-                    claim.name_any()
-                ),
-            )),
+        };
+        progress.send(ProgressEvent::new(5, "Preparing your server"));
+        if matches!(self.config.namespace, NamespaceMode::PerUser { .. }) {
+            self.ensure_namespace(server, &m.namespace).await?;
         }
+        check(&*cancel)?;
+        if let Some(claim) = &m.claim {
+            self.ensure_claim(server, claim, progress).await?;
+        }
+        check(&*cancel)?;
+        created.secret = Some(self.put_secret(server, &m.secret, deadline, cancel).await?);
+        check(&*cancel)?;
+        let pod = self.create_pod(server, &m.pod, deadline, cancel).await?;
+        let made = Made {
+            namespace: pod.namespace().unwrap_or_default(),
+            name: pod.name_any(),
+            uid: pod.uid().unwrap_or_default(),
+        };
+        created.pod = Some(made.clone());
+        check(&*cancel)?;
+        tracing::info!(user = %server.user, server = %server.name, pod = %made.name, namespace = %made.namespace, "pod created");
+        progress.send(ProgressEvent::new(15, "Server requested from the cluster"));
+        let total = Duration::from_secs(self.config.start_timeout_secs);
+        let ip = watch::wait_ready(
+            &self.client,
+            &made,
+            watch::Limits {
+                deadline,
+                total,
+                cancel,
+            },
+            progress,
+        )
+        .await
+        .map_err(|reason| match reason {
+            watch::Stopped::Cancelled => cancelled(server),
+            watch::Stopped::Failed(reason) => launch(server, reason),
+        })?;
+        let state = KubeState {
+            namespace: made.namespace,
+            pod: made.name,
+            uid: made.uid,
+            claim: m.claim.as_ref().map(ResourceExt::name_any),
+        };
+        Ok(Spawned {
+            url: format!("http://{ip}:{}", self.config.port),
+            state: State(serde_json::to_value(state).unwrap_or_default()),
+        })
     }
-
-    /// Create or replace the server's Secret (a new token each start).
-    async fn put_secret(&self, server: &ServerId, secret: &Secret) -> Result<(), SpawnError> {
-        let ns = secret.namespace().unwrap_or_default();
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
-        let name = secret.name_any();
-        let err =
-            |e: kube::Error| launch(server, format!("cannot create the Secret {ns}/{name}: {e}"));
-        match api.create(&PostParams::default(), secret).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 409) => {
-                match api.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(e) if is_status(&e, 404) => {}
-                    Err(e) => return Err(err(e)),
-                }
-                api.create(&PostParams::default(), secret)
-                    .await
-                    .map(|_| ())
-                    .map_err(err)
-            }
-            Err(e) => Err(err(e)),
-        }
-    }
-
-    /// Delete the server's Secret (gone already is fine).
-    async fn delete_secret(&self, ns: &str, name: &str) -> Result<(), kube::Error> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Create the pod; a stale pod of the same name (left by a crash) is deleted first.
-    async fn create_pod(&self, server: &ServerId, pod: &Pod) -> Result<Pod, SpawnError> {
-        let ns = pod.namespace().unwrap_or_default();
-        let api = self.pods(&ns);
-        let name = pod.name_any();
-        match api.create(&PostParams::default(), pod).await {
-            Ok(p) => return Ok(p),
-            Err(e) if is_status(&e, 409) => {
-                tracing::info!(user = %server.user, server = %server.name, pod = %name, "deleting a stale pod of the same name");
-            }
-            Err(e) => return Err(launch(server, format!("cannot create pod {name}: {e}"))),
-        }
-        match api
-            .delete(&name, &DeleteParams::default().grace_period(0))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => {
-                return Err(launch(
-                    server,
-                    format!("cannot replace stale pod {name}: {e}"),
-                ));
-            }
-        }
-        // Wait for the old pod to be gone (its deletion can take its grace period).
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            match api.get_opt(&name).await {
-                Ok(None) => break,
-                Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Ok(Some(_)) => {
-                    return Err(launch(
-                        server,
-                        format!("the stale pod {name} is still terminating after 60 s"),
-                    ));
-                }
-                Err(e) => return Err(launch(server, format!("cannot read pod {name}: {e}"))),
-            }
-        }
-        api.create(&PostParams::default(), pod)
-            .await
-            .map_err(|e| launch(server, format!("cannot create pod {name}: {e}")))
-    }
-}
-
-/// The server a pod belongs to, from its annotations.
-fn owner_of(pod: &Pod) -> Option<ServerId> {
-    let a = pod.annotations();
-    Some(ServerId {
-        user: a.get(ANNOTATION_USER)?.clone(),
-        name: a.get(ANNOTATION_SERVER).cloned().unwrap_or_default(),
-    })
 }
 
 fn claim_of(pod: &Pod) -> Option<String> {
@@ -353,6 +344,10 @@ impl Spawner for KubeSpawner {
         "kubernetes"
     }
 
+    fn start_timeout(&self) -> Option<Duration> {
+        Some(self.config.start_timeout())
+    }
+
     async fn start(
         &self,
         req: SpawnRequest,
@@ -360,44 +355,36 @@ impl Spawner for KubeSpawner {
     ) -> Result<Spawned, SpawnError> {
         let server = req.server.clone();
         let m = build(&self.config, &req).map_err(|e| launch(&server, e.to_string()))?;
-        progress.send(ProgressEvent::new(5, "Preparing your server"));
-        if matches!(self.config.namespace, NamespaceMode::PerUser { .. }) {
-            self.ensure_namespace(&server, &m.namespace).await?;
-        }
-        if let Some(claim) = &m.claim {
-            self.ensure_claim(&server, claim, &progress).await?;
-        }
-        self.put_secret(&server, &m.secret).await?;
-        let pod = self.create_pod(&server, &m.pod).await?;
-        let ns = pod.namespace().unwrap_or_default();
-        let name = pod.name_any();
-        let uid = pod.uid().unwrap_or_default();
-        tracing::info!(user = %server.user, server = %server.name, pod = %name, namespace = %ns, "pod created");
-        progress.send(ProgressEvent::new(15, "Server requested from the cluster"));
-        let timeout = Duration::from_secs(self.config.start_timeout_secs);
-        let waited = watch::wait_ready(&self.client, &ns, &name, &uid, timeout, &progress).await;
-        match waited {
-            Ok(ip) => {
-                let state = KubeState {
-                    namespace: ns,
-                    pod: name,
-                    uid,
-                    claim: m.claim.as_ref().map(ResourceExt::name_any),
-                };
-                Ok(Spawned {
-                    url: format!("http://{ip}:{}", self.config.port),
-                    state: State(serde_json::to_value(state).unwrap_or_default()),
-                })
+        let (tx, rx) = signal::channel(false);
+        {
+            let mut starts = self.starts.lock().await;
+            if starts.contains_key(&server) {
+                return Err(launch(
+                    &server,
+                    "a start of this server is already in progress (or still being cancelled); \
+                     try again in a few seconds",
+                ));
             }
-            Err(reason) => {
-                // Do not leave a pod behind that the user cannot use; the claim stays.
-                let _ = self
-                    .pods(&ns)
-                    .delete(&name, &DeleteParams::default().grace_period(0))
-                    .await;
-                let _ = self.delete_secret(&ns, &name).await;
-                Err(launch(&server, reason))
-            }
+            starts.insert(server.clone(), Arc::new(tx));
+        }
+        // The task runs to its end even when this future is dropped: it owns the cleanup,
+        // then leaves the table of starts.
+        let this = self.clone();
+        let id = server.clone();
+        let task = tokio::spawn(async move {
+            let result = this.run_start(req, m, progress, rx).await;
+            this.starts.lock().await.remove(&id);
+            result
+        });
+        task.await
+            .map_err(|e| launch(&server, format!("the start task ended abnormally: {e}")))?
+    }
+
+    async fn cancel_start(&self, server: &ServerId) {
+        let flag = self.starts.lock().await.get(server).cloned();
+        if let Some(flag) = flag {
+            tracing::info!(user = %server.user, server = %server.name, "cancelling the start");
+            flag.send_replace(true);
         }
     }
 
@@ -436,33 +423,41 @@ impl Spawner for KubeSpawner {
 
     async fn stop(&self, server: &ServerId, state: &State, now: bool) -> Result<(), SpawnError> {
         let st = KubeState::parse(server, state)?;
-        let mut dp = DeleteParams::default();
-        if now {
-            dp = dp.grace_period(0);
-        }
-        // Only our pod: a newer pod with the same name is left alone.
-        dp.preconditions = Some(kube::api::Preconditions {
-            uid: Some(st.uid.clone()),
-            resource_version: None,
-        });
-        match self.pods(&st.namespace).delete(&st.pod, &dp).await {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 404) => {}
-            // A newer pod of the same name: its Secret is its own.
-            Err(e) if is_status(&e, 409) => return Ok(()),
-            Err(e) => {
-                return Err(SpawnError::Stop {
-                    server: server.clone(),
-                    reason: format!("cannot delete pod {}/{}: {e}", st.namespace, st.pod),
-                });
-            }
-        }
-        self.delete_secret(&st.namespace, &st.pod)
+        let stop_err = |what: &str, e: kube::Error| SpawnError::Stop {
+            server: server.clone(),
+            reason: format!("cannot {what} {}/{}: {e}", st.namespace, st.pod),
+        };
+        let api = self.pods(&st.namespace);
+        let pod = api
+            .get_opt(&st.pod)
             .await
-            .map_err(|e| SpawnError::Stop {
-                server: server.clone(),
-                reason: format!("cannot delete the Secret {}/{}: {e}", st.namespace, st.pod),
-            })
+            .map_err(|e| stop_err("read pod", e))?;
+        match pod {
+            // Only our pod: a newer pod of the same name, and its Secret, are left alone.
+            Some(p) if p.uid().as_deref() != Some(st.uid.as_str()) => return Ok(()),
+            Some(p) => {
+                if let Some(why) = foreign(&self.config, &p.metadata, server, Scope::Server) {
+                    // The state names a pod that is not this server's: it is not deleted, and
+                    // this server has no pod.
+                    tracing::warn!(user = %server.user, server = %server.name, pod = %st.pod, reason = %why, "not stopping a pod that is not this server's");
+                    return Ok(());
+                }
+                let mut dp = by_uid(&st.uid);
+                if now {
+                    dp = dp.grace_period(0);
+                }
+                match api.delete(&st.pod, &dp).await {
+                    Ok(_) => {}
+                    Err(e) if is_status(&e, 404) => {}
+                    Err(e) if is_status(&e, 409) => return Ok(()),
+                    Err(e) => return Err(stop_err("delete pod", e)),
+                }
+            }
+            None => {}
+        }
+        self.delete_secret_of(server, &st.namespace, &st.pod)
+            .await
+            .map_err(|e| stop_err("delete the Secret", e))
     }
 
     async fn remove_orphans(&self, known: &[ServerId]) -> Result<Vec<ServerId>, SpawnError> {

@@ -11,8 +11,27 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Api, Client, ResourceExt};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::objects::Made;
 use super::progress::{PodCheck, Reading, check_pod, read_event};
 use crate::{ProgressEvent, ProgressSink};
+
+/// When the wait ends without the pod running.
+pub(super) struct Limits<'a> {
+    /// The start's deadline.
+    pub(super) deadline: Instant,
+    /// The start's whole timeout (for the message).
+    pub(super) total: Duration,
+    /// Set when the start is cancelled.
+    pub(super) cancel: &'a mut tokio::sync::watch::Receiver<bool>,
+}
+
+/// Why the pod is not running.
+pub(super) enum Stopped {
+    /// The start was cancelled.
+    Cancelled,
+    /// A readable reason naming the cause and the setting to change.
+    Failed(String),
+}
 
 /// How often a running image download is reported.
 const PULL_REPORT_EVERY: Duration = Duration::from_secs(2);
@@ -36,16 +55,19 @@ impl Meter<'_> {
     }
 }
 
-/// Wait until pod `name` (uid `uid`) runs with an IP; returns the IP, or a readable reason
-/// naming the cause and the setting to change.
+/// Wait until pod `pod` (that uid) runs with an IP; returns the IP.
 pub(super) async fn wait_ready(
     client: &Client,
-    ns: &str,
-    name: &str,
-    uid: &str,
-    timeout: Duration,
+    pod: &Made,
+    limits: Limits<'_>,
     progress: &ProgressSink,
-) -> Result<String, String> {
+) -> Result<String, Stopped> {
+    let (ns, name, uid) = (pod.namespace.as_str(), pod.name.as_str(), pod.uid.as_str());
+    let Limits {
+        deadline,
+        total: timeout,
+        cancel,
+    } = limits;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     let mut pod_stream = watcher::watcher(
@@ -63,7 +85,7 @@ pub(super) async fn wait_ready(
     .boxed();
 
     let started = Instant::now();
-    let deadline = tokio::time::sleep(timeout);
+    let deadline = tokio::time::sleep_until(deadline);
     tokio::pin!(deadline);
     let mut ticker = tokio::time::interval(PULL_REPORT_EVERY);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -78,9 +100,10 @@ pub(super) async fn wait_ready(
 
     loop {
         tokio::select! {
+            Ok(_) = cancel.wait_for(|c| *c) => return Err(Stopped::Cancelled),
             () = &mut deadline => {
                 let secs = timeout.as_secs();
-                return Err(match &pulling {
+                return Err(Stopped::Failed(match &pulling {
                     Some((image, since)) => format!(
                         "the image {image} was still downloading after {} s and the server did not \
                          start within {secs} s: raise the spawner's `start_timeout_secs`, or pre-pull \
@@ -93,7 +116,7 @@ pub(super) async fn wait_ready(
                          is full",
                         if meter.last.is_empty() { "waiting for the cluster" } else { &meter.last }
                     ),
-                });
+                }));
             }
             _ = ticker.tick() => {
                 if let Some((image, since)) = &pulling {
@@ -107,15 +130,18 @@ pub(super) async fn wait_ready(
                 let pod = match ev {
                     Some(Ok(WatchEvent::Apply(p) | WatchEvent::InitApply(p))) => p,
                     Some(Ok(WatchEvent::Delete(p))) if p.uid().as_deref() == Some(uid) => {
-                        return Err("the pod was deleted while starting (by an operator, or the \
-                                    node went away); start the server again".to_owned());
+                        return Err(Stopped::Failed("the pod was deleted while starting (by an \
+                                    operator, or the node went away); start the server again"
+                                    .to_owned()));
                     }
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => {
                         tracing::warn!(pod = %name, error = %e, "pod watch error (retrying)");
                         continue;
                     }
-                    None => return Err(format!("the watch on pod {ns}/{name} ended")),
+                    None => {
+                        return Err(Stopped::Failed(format!("the watch on pod {ns}/{name} ended")));
+                    }
                 };
                 if pod.uid().as_deref() != Some(uid) {
                     continue;
@@ -126,7 +152,7 @@ pub(super) async fn wait_ready(
                         meter.say("Server is running; connecting".to_owned());
                         return Ok(ip);
                     }
-                    PodCheck::Failed(reason) => return Err(reason),
+                    PodCheck::Failed(reason) => return Err(Stopped::Failed(reason)),
                     PodCheck::Waiting => {}
                 }
             }

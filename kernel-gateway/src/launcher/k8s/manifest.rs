@@ -18,6 +18,12 @@ use crate::launcher::{LaunchRequest, ResourceLimits};
 pub const LABEL_GATEWAY: &str = "stackhub.io/gateway";
 /// Label: the kernel id.
 pub const LABEL_KERNEL: &str = "stackhub.io/kernel-id";
+/// Annotation: the kernel id, exactly.
+pub const ANNOTATION_KERNEL: &str = "stackhub.io/kernel-id";
+/// Annotation: the gateway's id, exactly (the label is a lossy label value).
+pub const ANNOTATION_GATEWAY: &str = "stackhub.io/gateway";
+/// Annotation: the kernel's user (`KERNEL_USERNAME`), exactly.
+pub const ANNOTATION_USER: &str = "stackhub.io/user";
 /// Where the kernel-side launcher writes the connection file in the pod.
 pub const CONNECTION_FILE: &str = "/tmp/stackhub-kernel/connection.json";
 /// The kernel-side launcher in the kernel images (`images/kernel-launcher`).
@@ -105,6 +111,22 @@ pub fn pod_name(kernel_id: &str) -> String {
     format!("kernel-{}", id.trim_end_matches('-'))
 }
 
+/// The annotations that name a kernel object's owner: this gateway, the kernel id and the
+/// user. An existing pod or Secret of the kernel's name is replaced only when all match.
+pub fn owner_annotations(
+    config: &KubeLauncherConfig,
+    req: &LaunchRequest,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ANNOTATION_KERNEL.to_owned(), req.kernel_id.clone()),
+        (ANNOTATION_GATEWAY.to_owned(), config.gateway_id.clone()),
+        (
+            ANNOTATION_USER.to_owned(),
+            req.env.get("KERNEL_USERNAME").cloned().unwrap_or_default(),
+        ),
+    ])
+}
+
 /// Labels of every object of this gateway's kernels.
 pub fn gateway_labels(config: &KubeLauncherConfig) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -176,10 +198,8 @@ pub fn build(
     if let Some(user) = req.env.get("KERNEL_USERNAME") {
         labels.insert("stackhub.io/user".to_owned(), label_value(user));
     }
-    let annotations = BTreeMap::from([
-        ("stackhub.io/kernel-id".to_owned(), req.kernel_id.clone()),
-        ("stackhub.io/kernelspec".to_owned(), req.spec.name.clone()),
-    ]);
+    let mut annotations = owner_annotations(config, req);
+    annotations.insert("stackhub.io/kernelspec".to_owned(), req.spec.name.clone());
     let meta = ObjectMeta {
         name: Some(name.clone()),
         namespace: Some(config.namespace.clone()),

@@ -11,8 +11,9 @@
 mod manifest;
 
 pub use self::manifest::{
-    CONNECTION_FILE, KERNEL_LAUNCHER, KubeLauncherConfig, LABEL_GATEWAY, LABEL_KERNEL,
-    ManifestError, build, gateway_labels, pod_name, resources,
+    ANNOTATION_GATEWAY, ANNOTATION_KERNEL, ANNOTATION_USER, CONNECTION_FILE, KERNEL_LAUNCHER,
+    KubeLauncherConfig, LABEL_GATEWAY, LABEL_KERNEL, ManifestError, build, gateway_labels,
+    owner_annotations, pod_name, resources,
 };
 
 use std::time::Duration;
@@ -21,7 +22,9 @@ use futures_util::future::BoxFuture;
 use jupyter_protocol::ConnectionInfo;
 use jupyter_protocol::connection_info::Transport;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use std::collections::BTreeMap;
+
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
 
@@ -46,6 +49,40 @@ impl std::fmt::Debug for KubeLauncher {
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// Delete parameters matching only the object with `uid`.
+fn by_uid(uid: &str) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
+}
+
+/// Why an existing kernel object is not the one `owner` describes (another gateway's, user's
+/// or kernel's), or `None` when it is: only then may a launch replace it.
+fn foreign(
+    config: &KubeLauncherConfig,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    owner: &BTreeMap<String, String>,
+) -> Option<String> {
+    let ours = gateway_labels(config).remove(LABEL_GATEWAY);
+    let label = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_GATEWAY))
+        .cloned();
+    if label != ours {
+        return Some(format!("its {LABEL_GATEWAY} label is {label:?}"));
+    }
+    let have = meta.annotations.clone().unwrap_or_default();
+    owner.iter().find_map(|(k, want)| {
+        let got = have.get(k);
+        (got != Some(want)).then(|| format!("its {k} annotation is {got:?}, not {want:?}"))
+    })
 }
 
 fn failed(what: String, reason: impl Into<String>) -> LaunchError {
@@ -148,43 +185,65 @@ impl KubeLauncher {
             .await
             .map_err(|e| failed(what(), e.to_string()))?;
         let mut removed = Vec::new();
+        // The label is a lossy label value: two gateway ids may share it, the annotation
+        // (when present) tells them apart.
+        let other_gateway = |a: &BTreeMap<String, String>| {
+            a.get(ANNOTATION_GATEWAY)
+                .is_some_and(|g| *g != self.config.gateway_id)
+        };
         for pod in pods.items {
-            let Some(id) = pod.annotations().get("stackhub.io/kernel-id").cloned() else {
+            if other_gateway(pod.annotations()) {
+                continue;
+            }
+            let Some(id) = pod.annotations().get(ANNOTATION_KERNEL).cloned() else {
                 continue;
             };
             if is_live(&id) {
                 continue;
             }
+            let uid = pod.uid().unwrap_or_default();
             match self
                 .pods()
-                .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+                .delete(&pod.name_any(), &by_uid(&uid).grace_period(0))
                 .await
             {
                 Ok(_) => {
                     tracing::info!(kernel_id = %id, pod = %pod.name_any(), "removed orphaned kernel pod");
                     removed.push(id);
                 }
-                Err(e) if is_status(&e, 404) => {}
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
                 Err(e) => {
                     tracing::warn!(kernel_id = %id, error = %e, "cannot remove orphaned kernel pod")
                 }
             }
         }
         for secret in secrets.items {
-            let Some(id) = secret.annotations().get("stackhub.io/kernel-id") else {
+            if other_gateway(secret.annotations()) {
+                continue;
+            }
+            let Some(id) = secret.annotations().get(ANNOTATION_KERNEL) else {
                 continue;
             };
             if !is_live(id) {
+                let uid = secret.uid().unwrap_or_default();
                 let _ = self
                     .secrets()
-                    .delete(&secret.name_any(), &DeleteParams::default())
+                    .delete(&secret.name_any(), &by_uid(&uid))
                     .await;
             }
         }
         Ok(removed)
     }
 
-    async fn create_replacing<K>(&self, api: &Api<K>, obj: &K) -> Result<K, kube::Error>
+    /// Create `obj`. An existing object of its name is replaced only when it is this
+    /// kernel's (a restart reuses the kernel id): same gateway, kernel id and user; another's
+    /// is left alone and the launch fails.
+    async fn create_replacing<K>(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        owner: &BTreeMap<String, String>,
+    ) -> Result<K, String>
     where
         K: kube::Resource
             + Clone
@@ -192,27 +251,43 @@ impl KubeLauncher {
             + serde::Serialize
             + std::fmt::Debug,
     {
+        let name = obj.meta().name.clone().unwrap_or_default();
         match api.create(&PostParams::default(), obj).await {
-            Err(e) if is_status(&e, 409) => {
-                // A restart reuses the kernel id: the previous pod/Secret goes first.
-                let name = obj.meta().name.clone().unwrap_or_default();
-                match api
-                    .delete(&name, &DeleteParams::default().grace_period(0))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if is_status(&e, 404) => {}
-                    Err(e) => return Err(e),
-                }
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-                while api.get_opt(&name).await?.is_some() && tokio::time::Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                api.create(&PostParams::default(), obj).await
-            }
-            other => other,
+            Err(e) if is_status(&e, 409) => {}
+            other => return other.map_err(|e| e.to_string()),
         }
+        let Some(old) = api.get_opt(&name).await.map_err(|e| e.to_string())? else {
+            return api
+                .create(&PostParams::default(), obj)
+                .await
+                .map_err(|e| e.to_string());
+        };
+        if let Some(why) = foreign(&self.config, old.meta(), owner) {
+            tracing::warn!(object = %name, namespace = %self.config.namespace, reason = %why, "refusing to replace a kernel object that is not this kernel's");
+            return Err(format!(
+                "{name} already exists and belongs to another kernel, user or gateway; it was \
+                 left alone: start the kernel with a new id"
+            ));
+        }
+        let uid = old.meta().uid.clone().unwrap_or_default();
+        match api.delete(&name, &by_uid(&uid).grace_period(0)).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while api
+            .get_opt(&name)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some_and(|o| o.meta().uid.as_deref() == Some(uid.as_str()))
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        api.create(&PostParams::default(), obj)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn launch_pod(&self, request: LaunchRequest) -> Result<Launched, LaunchError> {
@@ -221,13 +296,16 @@ impl KubeLauncher {
         let name = pod.name_any();
         let ns = self.config.namespace.clone();
         let what = || format!("kernel pod {ns}/{name}");
-        self.create_replacing(&self.secrets(), &secret)
+        let owner = owner_annotations(&self.config, &request);
+        let secret = self
+            .create_replacing(&self.secrets(), &secret, &owner)
             .await
             .map_err(|e| failed(what(), format!("cannot create its Secret: {e}")))?;
-        let created = match self.create_replacing(&self.pods(), &pod).await {
+        let secret_uid = secret.uid().unwrap_or_default();
+        let created = match self.create_replacing(&self.pods(), &pod, &owner).await {
             Ok(p) => p,
             Err(e) => {
-                let _ = self.secrets().delete(&name, &DeleteParams::default()).await;
+                let _ = self.secrets().delete(&name, &by_uid(&secret_uid)).await;
                 return Err(failed(what(), format!("cannot create the pod: {e}")));
             }
         };
@@ -268,9 +346,9 @@ impl KubeLauncher {
             Err(reason) => {
                 let _ = self
                     .pods()
-                    .delete(&name, &DeleteParams::default().grace_period(0))
+                    .delete(&name, &by_uid(&uid).grace_period(0))
                     .await;
-                let _ = self.secrets().delete(&name, &DeleteParams::default()).await;
+                let _ = self.secrets().delete(&name, &by_uid(&secret_uid)).await;
                 return Err(failed(what(), reason));
             }
         };
