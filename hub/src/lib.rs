@@ -60,8 +60,8 @@ pub use self::config::{
 pub use self::db::{ClientRow, Db, DbError, ServerRow, Tx, hash_secret, new_secret};
 pub use self::error::ApiError;
 pub use self::names::{BadName, GroupName, ServerName, UserName};
-pub use self::pages::shared_account_warning;
 pub use self::origins::{SubdomainHost, ViaPublicProxy, dns_label};
+pub use self::pages::shared_account_warning;
 pub use self::profiles::{
     Choice, Profile, ProfileKind, ProfileOption, SpawnerOverride, UnlistedChoice, default_profiles,
 };

@@ -527,7 +527,7 @@ async fn restarted_gateway_reattaches_running_kernels_and_cancels_orphans() {
 /// Every process's argument list on this machine (the single node), NULs as spaces.
 fn all_argv() -> String {
     let mut out = String::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+    for entry in std::fs::read_dir("/proc").expect("list /proc").flatten() {
         if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
             out.push_str(&String::from_utf8_lossy(&raw).replace('\0', " "));
             out.push('\n');

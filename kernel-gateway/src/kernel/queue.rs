@@ -12,8 +12,10 @@
 //! so the session can buffer them while the slow client is told why it was disconnected.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -120,9 +122,8 @@ impl ClientQueue {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        // A panic while holding this lock leaves the queue consistent (no multi-step updates).
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, QueueState> {
+        self.state.lock()
     }
 
     /// Appends `held`. Past the limit the queue ends with [`QueueEnd::Overflow`] and everything

@@ -232,7 +232,7 @@ impl Session {
     /// messages from now on are buffered. Returns whether `conn` was the attached client.
     pub(crate) async fn detach(&self, conn: u64) -> bool {
         let mut out = self.outbox.lock().await;
-        if !out.client.as_ref().is_some_and(|(c, _)| *c == conn) {
+        if out.client.as_ref().is_none_or(|(c, _)| *c != conn) {
             return false;
         }
         if let Some((_, queue)) = out.client.take() {
