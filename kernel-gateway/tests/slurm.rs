@@ -165,10 +165,9 @@ async fn kernel_job_runs_code_interrupts_restarts_in_place_and_shuts_down() {
     for p in &job_pids {
         scan.add_environ(*p);
     }
-    assert!(
-        scan.len() >= 3,
-        "the call-back secret in the job's environment"
-    );
+    // The call-back secret and the S3 credentials reach the job over the call-back (one-time
+    // token), not its environment: whatever secrets the job's processes do hold are added above.
+    assert!(scan.len() >= 2, "the kernel key and the master key");
     let script = cluster.run("scontrol", &["write", "batch_script", &job_id, "-"]);
     assert!(script.contains("exec "), "the job script: {script}");
     scan.text(&format!("the job script of job {job_id}"), &script);

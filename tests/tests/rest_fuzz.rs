@@ -120,9 +120,15 @@ async fn every_rest_operation_fuzzed_from_the_openapi_description_answers_withou
         generated >= 100,
         "schemathesis generated {generated} test cases:\n{stdout}\n{stderr}"
     );
+    // The hub's own account of each failure: every warning and error it logged.
+    let complaints: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect();
     assert!(
         out.status.success(),
-        "schemathesis found server errors (exit {}):\n{stdout}\n{stderr}",
-        out.status
+        "schemathesis found server errors (exit {}):\n{stdout}\n{stderr}\nthe hub's warnings and errors:\n{}",
+        out.status,
+        complaints.join("\n")
     );
 }
