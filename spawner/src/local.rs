@@ -121,6 +121,14 @@ impl LocalProcessSpawner {
             _ => Err(None),
         }
     }
+
+    /// Whether a stopped server is gone: its process and every other process of its group
+    /// (kernels, children that outlive the server's exit while their signal is pending or
+    /// ignored). Called only after a signal was sent to the group while its leader lived: no
+    /// other group can have that id while one of ours remains.
+    async fn gone(&self, st: &LocalState) -> bool {
+        self.alive(st).await.is_err() && !group_has_live_members(st.pid)
+    }
 }
 
 #[async_trait::async_trait]
@@ -274,7 +282,7 @@ impl Spawner for LocalProcessSpawner {
             let _ = killpg(group, Signal::SIGTERM);
         }
         while tokio::time::Instant::now() < deadline {
-            if self.alive(&st).await.is_err() {
+            if self.gone(&st).await {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -289,7 +297,7 @@ impl Spawner for LocalProcessSpawner {
             });
         }
         for _ in 0..250 {
-            if self.alive(&st).await.is_err() {
+            if self.gone(&st).await {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -309,6 +317,32 @@ fn running_as_root() -> bool {
 
 fn free_port(ip: IpAddr) -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+}
+
+/// Whether a live (non-zombie) process is in process group `pgid`, from `/proc`.
+fn group_has_live_members(pgid: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let Some(close) = stat.rfind(')') else {
+            return false;
+        };
+        // After ')': state (field 3) is index 0, the process group (field 5) index 2.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let zombie = fields.first().is_some_and(|s| *s == "Z" || *s == "X");
+        !zombie && fields.get(2).and_then(|s| s.parse::<i32>().ok()) == Some(pgid)
+    })
 }
 
 /// The start time (clock ticks since boot) of `pid` and whether it is a zombie, from `/proc`.

@@ -69,6 +69,17 @@ fn running_pod(name: &str, uid: &str) -> Value {
            "status": {"phase": "Running", "podIP": "10.1.2.3"}})
 }
 
+/// An object of `kind` with this hub's labels and owner annotations naming (`user`, `server`).
+fn owned(kind: &str, name: &str, uid: &str, user: &str, server: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": kind,
+           "metadata": {"name": name, "namespace": "hub", "uid": uid, "resourceVersion": "3",
+                        "labels": {"app.kubernetes.io/managed-by": "stackhub", "stackhub.io/hub": "stackhub",
+                                   "stackhub.io/user": user, "stackhub.io/server": server},
+                        "annotations": {"stackhub.io/user": user, "stackhub.io/server": server,
+                                        "hub.jupyter.org/username": user,
+                                        "hub.jupyter.org/servername": server}}})
+}
+
 fn state() -> State {
     State(json!({"namespace": "hub", "pod": "jupyter--ada", "uid": "u-1", "claim": "claim--ada"}))
 }
@@ -107,8 +118,22 @@ async fn start_creates_claim_then_pod_then_watches_it() {
     );
     assert_eq!(body["metadata"]["name"], "claim--ada");
     assert_eq!(body["spec"]["accessModes"], json!(["ReadWriteOnce"]));
-    // The claim exists from an earlier start: kept, not an error.
+    // The claim exists from an earlier start: kept, not an error, once it is read and its
+    // owner annotations name ada.
     reply(send, StatusCode::CONFLICT, &status(409, "AlreadyExists"));
+    let (m, uri, _, send) = next(&mut h).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::GET,
+            "/api/v1/namespaces/hub/persistentvolumeclaims/claim--ada"
+        )
+    );
+    reply(
+        send,
+        StatusCode::OK,
+        &owned("PersistentVolumeClaim", "claim--ada", "c-1", "ada", ""),
+    );
 
     // The token goes into the server's Secret, not into the pod spec.
     let (m, uri, body, send) = next(&mut h).await;
@@ -180,6 +205,45 @@ async fn start_creates_claim_then_pod_then_watches_it() {
 }
 
 #[tokio::test]
+async fn an_existing_claim_of_another_user_is_read_and_refused_before_anything_is_created() {
+    let (spawner, mut h) = spawner(hub_ns());
+    let req = SpawnRequest {
+        server: ada(),
+        prefix: "/user/ada/".to_owned(),
+        env: BTreeMap::from([("JUPYTERHUB_API_TOKEN".to_owned(), "t".to_owned())]),
+        user_options: json!({}),
+        quota: Quota::default(),
+        overrides: spawner::Overrides::default(),
+    };
+    let task = tokio::spawn(async move { spawner.start(req, ProgressSink::discard()).await });
+    let (m, uri, _, send) = next(&mut h).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::POST,
+            "/api/v1/namespaces/hub/persistentvolumeclaims?"
+        )
+    );
+    reply(send, StatusCode::CONFLICT, &status(409, "AlreadyExists"));
+    let (m, uri, _, send) = next(&mut h).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (
+            Method::GET,
+            "/api/v1/namespaces/hub/persistentvolumeclaims/claim--ada"
+        )
+    );
+    reply(
+        send,
+        StatusCode::OK,
+        &owned("PersistentVolumeClaim", "claim--ada", "c-9", "eve", ""),
+    );
+    // The start ends here: no Secret, no pod (the mock answers nothing more).
+    let err = task.await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("belongs to another user"), "{err}");
+}
+
+#[tokio::test]
 async fn per_user_mode_creates_the_namespace_first() {
     let (spawner, mut h) = spawner(NamespaceMode::PerUser {
         prefix: "u-".to_owned(),
@@ -235,6 +299,13 @@ async fn stop_deletes_by_uid_and_tolerates_gone() {
     let (spawner, mut h) = spawner(hub_ns());
     let s = spawner.clone();
     let t = tokio::spawn(async move { s.stop(&ada(), &state(), true).await });
+    // The pod is read first: its uid and owner annotations must be the state's and ada's.
+    let (m, uri, _, send) = next(&mut h).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (Method::GET, "/api/v1/namespaces/hub/pods/jupyter--ada")
+    );
+    reply(send, StatusCode::OK, &running_pod("jupyter--ada", "u-1"));
     let (m, uri, body, send) = next(&mut h).await;
     assert_eq!(
         (m, uri.as_str()),
@@ -243,7 +314,18 @@ async fn stop_deletes_by_uid_and_tolerates_gone() {
     assert_eq!(body["preconditions"]["uid"], "u-1");
     assert_eq!(body["gracePeriodSeconds"], 0);
     reply(send, StatusCode::OK, &running_pod("jupyter--ada", "u-1"));
+    // Then the Secret: read (owner check), deleted by its uid.
     let (m, uri, _, send) = next(&mut h).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (Method::GET, "/api/v1/namespaces/hub/secrets/jupyter--ada")
+    );
+    reply(
+        send,
+        StatusCode::OK,
+        &owned("Secret", "jupyter--ada", "s-1", "ada", ""),
+    );
+    let (m, uri, body, send) = next(&mut h).await;
     assert_eq!(
         (m, uri.as_str()),
         (
@@ -251,11 +333,16 @@ async fn stop_deletes_by_uid_and_tolerates_gone() {
             "/api/v1/namespaces/hub/secrets/jupyter--ada?"
         )
     );
+    assert_eq!(body["preconditions"]["uid"], "s-1");
     reply(send, StatusCode::OK, &status(200, "Success"));
     t.await.unwrap().unwrap();
 
+    // Graceful, and both objects vanish between the read and the delete: fine.
     let s = spawner.clone();
     let t = tokio::spawn(async move { s.stop(&ada(), &state(), false).await });
+    let (m, _, _, send) = next(&mut h).await;
+    assert_eq!(m, Method::GET);
+    reply(send, StatusCode::OK, &running_pod("jupyter--ada", "u-1"));
     let (m, _, body, send) = next(&mut h).await;
     assert_eq!(m, Method::DELETE);
     assert!(
@@ -266,6 +353,16 @@ async fn stop_deletes_by_uid_and_tolerates_gone() {
     let (m, uri, _, send) = next(&mut h).await;
     assert_eq!(
         (m, uri.as_str()),
+        (Method::GET, "/api/v1/namespaces/hub/secrets/jupyter--ada")
+    );
+    reply(
+        send,
+        StatusCode::OK,
+        &owned("Secret", "jupyter--ada", "s-1", "ada", ""),
+    );
+    let (m, uri, _, send) = next(&mut h).await;
+    assert_eq!(
+        (m, uri.as_str()),
         (
             Method::DELETE,
             "/api/v1/namespaces/hub/secrets/jupyter--ada?"
@@ -274,8 +371,28 @@ async fn stop_deletes_by_uid_and_tolerates_gone() {
     reply(send, StatusCode::NOT_FOUND, &status(404, "NotFound"));
     t.await.unwrap().unwrap();
 
+    // Both gone already: nothing to delete.
+    let s = spawner.clone();
+    let t = tokio::spawn(async move { s.stop(&ada(), &state(), false).await });
+    let (m, uri, _, send) = next(&mut h).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (Method::GET, "/api/v1/namespaces/hub/pods/jupyter--ada")
+    );
+    reply(send, StatusCode::NOT_FOUND, &status(404, "NotFound"));
+    let (m, uri, _, send) = next(&mut h).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (Method::GET, "/api/v1/namespaces/hub/secrets/jupyter--ada")
+    );
+    reply(send, StatusCode::NOT_FOUND, &status(404, "NotFound"));
+    t.await.unwrap().unwrap();
+
     let t = tokio::spawn(async move { spawner.stop(&ada(), &state(), false).await });
     let (_, _, _, send) = next(&mut h).await;
+    reply(send, StatusCode::OK, &running_pod("jupyter--ada", "u-1"));
+    let (m, _, _, send) = next(&mut h).await;
+    assert_eq!(m, Method::DELETE);
     reply(
         send,
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -296,20 +413,39 @@ async fn orphan_removal_lists_by_hub_labels_and_deletes_unknown_pods() {
     assert!(uri.starts_with("/api/v1/namespaces/hub/pods?"), "{uri}");
     assert!(uri.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dstackhub%2Cstackhub.io%2Fhub%3Dstackhub%2Capp.kubernetes.io%2Fcomponent%3Dsingleuser-server"), "{uri}");
     let mut bo = running_pod("jupyter--bo", "u-2");
+    bo["metadata"]["labels"]["stackhub.io/user"] = json!("bo");
+    bo["metadata"]["labels"]["stackhub.io/server"] = json!("x");
     bo["metadata"]["annotations"] = json!({"stackhub.io/user": "bo", "stackhub.io/server": "x"});
+    // Whose is this one? Its annotations disagree: not attributable to a server, left alone.
+    let mut cy = running_pod("jupyter--cy", "u-3");
+    cy["metadata"]["annotations"] = json!({"stackhub.io/user": "cy", "stackhub.io/server": "",
+                                           "hub.jupyter.org/username": "ada"});
     reply(
         send,
         StatusCode::OK,
         &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
-        "items": [running_pod("jupyter--ada", "u-1"), bo]}),
+        "items": [running_pod("jupyter--ada", "u-1"), cy, bo]}),
     );
-    let (m, uri, _, send) = next(&mut h).await;
+    // Only bo's pod (ada is known), by its uid.
+    let (m, uri, body, send) = next(&mut h).await;
     assert_eq!(
         (m, uri.as_str()),
         (Method::DELETE, "/api/v1/namespaces/hub/pods/jupyter--bo?")
     );
+    assert_eq!(body["preconditions"]["uid"], "u-2");
     reply(send, StatusCode::OK, &running_pod("jupyter--bo", "u-2"));
+    // Its Secret: read, its owner checked, deleted by its uid.
     let (m, uri, _, send) = next(&mut h).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (Method::GET, "/api/v1/namespaces/hub/secrets/jupyter--bo")
+    );
+    reply(
+        send,
+        StatusCode::OK,
+        &owned("Secret", "jupyter--bo", "s-2", "bo", "x"),
+    );
+    let (m, uri, body, send) = next(&mut h).await;
     assert_eq!(
         (m, uri.as_str()),
         (
@@ -317,6 +453,7 @@ async fn orphan_removal_lists_by_hub_labels_and_deletes_unknown_pods() {
             "/api/v1/namespaces/hub/secrets/jupyter--bo?"
         )
     );
+    assert_eq!(body["preconditions"]["uid"], "s-2");
     reply(send, StatusCode::OK, &status(200, "Success"));
     let removed = t.await.unwrap().unwrap();
     assert_eq!(

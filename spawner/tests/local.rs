@@ -91,9 +91,10 @@ async fn wait_for(path: &Path) -> String {
 #[tokio::test]
 async fn start_poll_stop_kills_the_group() {
     let dir = temp_dir("group");
-    // The "server" writes its environment and runs a child in its process group.
-    let script = "echo \"$JUPYTERHUB_SERVICE_URL $JUPYTERHUB_API_TOKEN $HOME\" > env.txt; \
-                  sleep 600 & wait";
+    // The "server" runs a child in its process group, then writes its environment: once
+    // env.txt exists the child has been forked (writing it first raced with the fork).
+    let script = "sleep 600 & \
+                  echo \"$JUPYTERHUB_SERVICE_URL $JUPYTERHUB_API_TOKEN $HOME\" > env.txt; wait";
     let sp = spawner_with(&dir, script, Duration::from_secs(5));
     let spawned = sp
         .start(request("alice"), ProgressSink::discard())

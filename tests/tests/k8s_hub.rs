@@ -250,17 +250,38 @@ async fn hub_runs_servers_as_pods_and_reattaches_after_a_restart() {
     assert_eq!(hub.server_api("alice").await, 200, "proxied to the pod");
     let uid = fake.get("pods", NS, &pod_name).unwrap()["metadata"]["uid"].clone();
 
-    // An orphan (ours by its labels, for a user the database does not know) and another hub's
-    // pod appear while the hub is down.
+    // An orphan (ours by its labels and owner annotations, as this hub makes them, for a user
+    // the database does not know), a pod with this hub's labels whose owner annotations
+    // disagree (no server's: not ours to delete) and another hub's pod appear while the hub
+    // is down.
     hub.proc.stop(Duration::from_secs(15));
+    let zed = ServerId {
+        user: "zed".to_owned(),
+        name: String::new(),
+    };
+    let zed_labels: Vec<(String, String)> = spawner::k8s::server_labels(&config, &zed)
+        .into_iter()
+        .collect();
+    let zed_annotations: Vec<(String, String)> =
+        spawner::k8s::owner_annotations(&zed).into_iter().collect();
     fake.insert(
         "pods",
         NS,
         pod_like(
             &pod,
             "jupyter-zed",
-            &[(LABEL_USER, "zed")],
-            &[(ANNOTATION_USER, "zed")],
+            &str_pairs(&zed_labels),
+            &str_pairs(&zed_annotations),
+        ),
+    );
+    fake.insert(
+        "pods",
+        NS,
+        pod_like(
+            &pod,
+            "jupyter-unattributable",
+            &[(LABEL_USER, "mal")],
+            &[(ANNOTATION_USER, "mal")],
         ),
     );
     fake.insert(
@@ -309,6 +330,11 @@ async fn hub_runs_servers_as_pods_and_reattaches_after_a_restart() {
     })
     .await;
     assert!(fake.get("secrets", NS, &pod_name).is_none());
+    // Checked long after the restart's orphan removal has run.
+    assert!(
+        fake.get("pods", NS, "jupyter-unattributable").is_some(),
+        "a pod whose owner annotations disagree is no server's and is left alone"
+    );
     assert!(
         fake.get("persistentvolumeclaims", NS, &claim_name)
             .is_some(),
@@ -320,6 +346,10 @@ async fn hub_runs_servers_as_pods_and_reattaches_after_a_restart() {
         .filter(|r| r.starts_with("DELETE") && r.contains("persistentvolumeclaims"))
         .collect();
     assert!(deletes.is_empty(), "{deletes:?}");
+}
+
+fn str_pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// The attack of a slow cluster on the hub: a pod that never becomes ready, with the hub's

@@ -213,6 +213,9 @@ impl KubeSpawner {
         let mut removed = Vec::new();
         for pod in pods.items {
             let Some(owner) = owner_of(&pod.metadata) else {
+                // This hub's labels, but no server it could be (no owner annotation, or ours
+                // and KubeSpawner's disagree): not made by this hub as it is, left alone.
+                tracing::warn!(pod = %pod.name_any(), namespace = ?pod.namespace(), "a pod with this hub's labels has no consistent owner annotations; not removed as an orphan");
                 continue;
             };
             if known.contains(&owner) || self.starting(&owner).await {
