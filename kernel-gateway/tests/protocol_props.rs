@@ -202,11 +202,13 @@ proptest! {
                 decode_legacy_binary(&b).unwrap()
             }
         };
+        // The JSON parts come back as the exact bytes sent, not merely equal JSON: serde_json
+        // reads floats approximately, so a decoder that re-serialized them would change numbers.
         prop_assert_eq!(back.channel, m.channel);
-        prop_assert_eq!(json_of(&back.header), json_of(&m.header));
-        prop_assert_eq!(json_of(&back.parent_header), json_of(&m.parent_header));
-        prop_assert_eq!(json_of(&back.metadata), json_of(&m.metadata));
-        prop_assert_eq!(json_of(&back.content), json_of(&m.content));
+        prop_assert_eq!(&back.header, &m.header);
+        prop_assert_eq!(&back.parent_header, &m.parent_header);
+        prop_assert_eq!(&back.metadata, &m.metadata);
+        prop_assert_eq!(&back.content, &m.content);
         prop_assert_eq!(back.buffers, m.buffers);
     }
 
@@ -272,6 +274,61 @@ fn v1_count_claiming_4096_parts_in_a_short_frame_is_an_error() {
     let frame = forged_v1(4096, &[8 * 4097], b"shell");
     let result = decode_v1(&frame);
     assert!(matches!(result, Err(FrameError::Layout(_))), "{result:?}");
+}
+
+/// Regression (proptest seed 0a0daa3d…): a middle offset past the end of the frame, followed by
+/// the true frame length, made `decode_v1` slice out of range and panic — a crash any client
+/// could trigger with one WebSocket frame.
+#[test]
+fn v1_middle_offset_past_the_end_is_an_error_not_a_panic() {
+    // channel "shell" + four "{}" parts: n = 6, table of 7 u64s, frame of 56 + 5 + 8 = 69 bytes.
+    let tail = b"shell{}{}{}{}";
+    let good = forged_v1(6, &[56, 61, 63, 65, 67, 69], tail);
+    assert!(decode_v1(&good).is_ok());
+    let past = forged_v1(6, &[56, 70, 63, 65, 67, 69], tail);
+    let result = decode_v1(&past);
+    assert!(matches!(result, Err(FrameError::Layout(_))), "{result:?}");
+    let past_then_short = forged_v1(6, &[56, 61, 63, 65, 1000, 69], tail);
+    let result = decode_v1(&past_then_short);
+    assert!(matches!(result, Err(FrameError::Layout(_))), "{result:?}");
+}
+
+/// Regression (proptest seed 1b10ea0c…): a legacy client's float reached the kernel one ulp off,
+/// because the decoder parsed the parts into `serde_json::Value` and printed them again.
+#[test]
+fn legacy_decoder_forwards_numbers_exactly_as_sent() {
+    let content = r#"{"":[8.086104253645383e+226]}"#;
+    let text = format!(r#"{{"header":{{"msg_id":"a","msg_type":"t"}},"content":{content}}}"#);
+    let m = decode_legacy_text(&text).unwrap();
+    assert_eq!(&m.content[..], content.as_bytes());
+    let mut frame = 2u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&12u32.to_be_bytes());
+    frame.extend_from_slice(&(12 + text.len() as u32).to_be_bytes());
+    frame.extend_from_slice(text.as_bytes());
+    frame.extend_from_slice(b"buf");
+    let m = decode_legacy_binary(&frame).unwrap();
+    assert_eq!(&m.content[..], content.as_bytes());
+    assert_eq!(m.buffers, vec![Bytes::from_static(b"buf")]);
+}
+
+/// Regression (proptest seed ce0406d8…): flipping the case of a signature's hex digit (`a` to
+/// `A`) left the message accepted, so one signed message had many valid signature frames.
+#[test]
+fn wire_signature_in_uppercase_hex_is_rejected() {
+    let signer = Signer::new(b"key", "hmac-sha256").unwrap();
+    let m = RawMessage {
+        channel: Channel::Shell,
+        header: Bytes::from_static(br#"{"msg_id":"a","msg_type":"t","session":"s"}"#),
+        parent_header: Bytes::from_static(b"{}"),
+        metadata: Bytes::from_static(b"{}"),
+        content: Bytes::from_static(b"{}"),
+        buffers: Vec::new(),
+    };
+    let mut frames = signer.to_frames(&m);
+    assert!(frames[1].iter().any(u8::is_ascii_lowercase));
+    frames[1] = Bytes::from(frames[1].to_ascii_uppercase());
+    let result = signer.from_frames(Channel::Shell, frames);
+    assert!(matches!(result, Err(WireError::BadSignature)), "{result:?}");
 }
 
 #[test]

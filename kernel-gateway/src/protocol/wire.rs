@@ -81,12 +81,23 @@ impl Signer {
 
     /// Constant-time check of `signature` against the parts.
     ///
+    /// The signature must be the exact lowercase hex digest, as Jupyter compares it
+    /// (`compare_digest` of the hex strings): `hex::decode` alone also accepts uppercase digits,
+    /// which would let a signed message be accepted under 2^k different signature frames.
+    ///
     /// # Errors
     /// [`WireError::BadSignature`] on mismatch or a missing signature while a key is set.
     pub fn verify(&self, signature: &[u8], parts: [&[u8]; 4]) -> Result<(), WireError> {
         let Some(mac) = self.mac_over(parts) else {
             return Ok(());
         };
+        // Depends only on the received bytes, not on the key: no timing leak.
+        if !signature
+            .iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(WireError::BadSignature);
+        }
         let expected = hex::decode(signature).map_err(|_| WireError::BadSignature)?;
         mac.verify_slice(&expected)
             .map_err(|_| WireError::BadSignature)
@@ -180,6 +191,18 @@ mod tests {
         let other = Signer::new(b"other", "hmac-sha256").unwrap();
         let frames = other.to_frames(&msg());
         assert!(signer.from_frames(Channel::Shell, frames).is_err());
+    }
+
+    #[test]
+    fn signature_with_uppercase_hex_digits_is_rejected() {
+        let signer = Signer::new(b"secret", "hmac-sha256").unwrap();
+        let mut frames = signer.to_frames(&msg());
+        assert!(signer.from_frames(Channel::Shell, frames.clone()).is_ok());
+        frames[1] = Bytes::from(frames[1].to_ascii_uppercase());
+        assert!(matches!(
+            signer.from_frames(Channel::Shell, frames),
+            Err(WireError::BadSignature)
+        ));
     }
 
     #[test]

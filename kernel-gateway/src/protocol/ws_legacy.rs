@@ -19,30 +19,39 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::message::ensure_object;
 use super::{Channel, FrameError, RawMessage};
 
+/// The incoming message with its four parts kept as the exact bytes received (as in v1): parsing
+/// them into `Value` and printing them again would change them (serde_json reads floats
+/// approximately, so a number the client sent could reach the kernel one ulp off).
 #[derive(Deserialize)]
 struct LegacyIn {
-    header: Value,
+    header: Box<RawValue>,
     #[serde(default)]
-    parent_header: Value,
+    parent_header: Option<Box<RawValue>>,
     #[serde(default)]
-    metadata: Value,
+    metadata: Option<Box<RawValue>>,
     #[serde(default)]
-    content: Value,
+    content: Option<Box<RawValue>>,
     #[serde(default)]
     channel: Option<String>,
 }
 
-fn object_bytes(part: &'static str, v: Value) -> Result<Bytes, FrameError> {
-    match v {
-        Value::Null => Ok(Bytes::from_static(b"{}")),
-        Value::Object(_) => Ok(Bytes::from(v.to_string())),
-        _ if part == "header" => Err(FrameError::Layout("header is not a JSON object")),
-        _ => Err(FrameError::Layout("message part is not a JSON object")),
+/// The raw bytes of an object part; a missing or `null` part is `{}`.
+fn object_bytes(part: &'static str, v: Option<Box<RawValue>>) -> Result<Bytes, FrameError> {
+    let Some(v) = v else {
+        return Ok(Bytes::from_static(b"{}"));
+    };
+    let raw = v.get();
+    if raw.trim_start().starts_with('{') {
+        Ok(Bytes::copy_from_slice(raw.as_bytes()))
+    } else if part == "header" {
+        Err(FrameError::Layout("header is not a JSON object"))
+    } else {
+        Err(FrameError::Layout("message part is not a JSON object"))
     }
 }
 
@@ -53,12 +62,9 @@ fn from_json(json: &[u8], buffers: Vec<Bytes>) -> Result<RawMessage, FrameError>
     })?;
     // Missing channel means shell (old clients); iopub/hb/unknown are refused.
     let channel = Channel::client_channel(m.channel.as_deref().unwrap_or("shell"))?;
-    if !m.header.is_object() {
-        return Err(FrameError::Layout("header is not a JSON object"));
-    }
     Ok(RawMessage {
         channel,
-        header: object_bytes("header", m.header)?,
+        header: object_bytes("header", Some(m.header))?,
         parent_header: object_bytes("parent_header", m.parent_header)?,
         metadata: object_bytes("metadata", m.metadata)?,
         content: object_bytes("content", m.content)?,
@@ -183,6 +189,7 @@ pub fn encode_legacy(msg: &RawMessage) -> Result<LegacyFrame, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn text_in_tolerates_missing_parts_and_object_buffers() {
@@ -214,6 +221,23 @@ mod tests {
         assert_eq!(back.buffers, m.buffers);
         assert_eq!(back.header_info().unwrap(), m.header_info().unwrap());
         assert!(decode_legacy_binary(&frame[..6]).is_err());
+    }
+
+    #[test]
+    fn text_in_keeps_the_exact_bytes_of_every_part() {
+        // serde_json (without `float_roundtrip`) reads this number one ulp off; printing the
+        // parsed value gave ...384e+226.
+        let content = r#"{"x": [8.086104253645383e+226, 1.0, "\u00e9"]}"#;
+        let m = decode_legacy_text(&format!(
+            r#"{{"header": {{"msg_id": "a"}}, "parent_header": null, "content": {content}}}"#
+        ))
+        .unwrap();
+        assert_eq!(&m.content[..], content.as_bytes());
+        assert_eq!(&m.header[..], br#"{"msg_id": "a"}"#);
+        assert_eq!(&m.parent_header[..], b"{}");
+        assert_eq!(&m.metadata[..], b"{}");
+        assert!(decode_legacy_text(r#"{"header":{},"content":[]}"#).is_err());
+        assert!(decode_legacy_text(r#"{"header":null}"#).is_err());
     }
 
     #[test]

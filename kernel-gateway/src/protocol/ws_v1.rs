@@ -45,12 +45,17 @@ pub fn decode_v1(frame: &[u8]) -> Result<RawMessage, FrameError> {
             "offset table does not match frame length",
         ));
     }
+    // The whole table is checked before any part is cut: a middle offset past the end of the
+    // frame (followed by the true length) is out of order, not a slice out of range.
+    if offsets.windows(2).any(|w| w[0] > w[1]) {
+        return Err(FrameError::Layout("offsets out of order"));
+    }
     let mut parts = Vec::with_capacity(n - 1);
     for w in offsets.windows(2) {
-        if w[0] > w[1] {
-            return Err(FrameError::Layout("offsets out of order"));
-        }
-        parts.push(Bytes::copy_from_slice(&frame[w[0]..w[1]]));
+        let part = frame
+            .get(w[0]..w[1])
+            .ok_or(FrameError::Layout("offset past the end of the frame"))?;
+        parts.push(Bytes::copy_from_slice(part));
     }
     let mut parts = parts.into_iter();
     let mut next = || parts.next().ok_or(FrameError::Layout("missing part"));
@@ -145,5 +150,16 @@ mod tests {
         .to_vec();
         frame.push(0);
         assert!(decode_v1(&frame).is_err());
+    }
+
+    #[test]
+    fn middle_offset_past_the_end_is_an_error_not_a_panic() {
+        let m = RawMessage::new_gateway(Channel::Shell, "x", "s", None, serde_json::json!({}));
+        let mut frame = encode_v1(&m).to_vec();
+        // offset[1] (end of the channel part) points one byte past the frame; the last offset
+        // still equals the frame length.
+        let past = frame.len() as u64 + 1;
+        frame[16..24].copy_from_slice(&past.to_le_bytes());
+        assert!(matches!(decode_v1(&frame), Err(FrameError::Layout(_))));
     }
 }
