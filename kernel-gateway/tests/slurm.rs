@@ -120,7 +120,11 @@ async fn kernel_job_runs_code_interrupts_restarts_in_place_and_shuts_down() {
     let (s, m) = start(&gw, "slurm").await;
     let start_ms = t0.elapsed().as_millis();
     assert_eq!(s, StatusCode::CREATED, "{m}");
-    assert_eq!(m["execution_state"], "idle");
+    // Ready: the start-up handshake's leftover kernel_info replies may still show as busy.
+    assert!(
+        matches!(m["execution_state"].as_str(), Some("idle" | "busy")),
+        "{m}"
+    );
     let id = m["id"].as_str().unwrap().to_owned();
     let (job_id, state) = cluster.job_of(&id).expect("the kernel's job is in squeue");
     assert_eq!(state, "RUNNING");

@@ -199,8 +199,14 @@ impl Db {
     /// # Errors
     /// The database error.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        // SQLite: take the write lock at BEGIN, so a second writer waits (busy timeout) instead
+        // of failing with SQLITE_BUSY when its read snapshot is upgraded after another commit.
+        let inner = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _ => self.pool.begin().await?,
+        };
         Ok(Tx {
-            inner: self.pool.begin().await?,
+            inner,
             generation: Arc::clone(&self.generation),
         })
     }
