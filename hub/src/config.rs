@@ -619,14 +619,6 @@ impl Config {
                 "must be at least 1 second",
             ));
         }
-        if let Some(p) = &k8s.default_profile
-            && !k8s.profiles.contains_key(p)
-        {
-            return Err(invalid(
-                "spawner.kubernetes_config: default_profile",
-                format!("`{p}` is not one of the profiles"),
-            ));
-        }
         self.spawner.kubernetes = Some(k8s);
         Ok(())
     }

@@ -63,12 +63,14 @@ pub use self::names::{BadName, GroupName, ServerName, UserName};
 pub use self::origins::{SubdomainHost, ViaPublicProxy, dns_label};
 pub use self::pages::shared_account_warning;
 pub use self::profiles::{
-    Choice, Profile, ProfileKind, ProfileOption, SpawnerOverride, UnlistedChoice, default_profiles,
+    Choice, OptionsError, Profile, ProfileKind, ProfileOption, SpawnerOverride, UnlistedChoice,
+    default_profiles,
 };
 pub use self::quota::{QuotaRole, UserQuota, default_quota_roles};
 pub use self::spawn::{
-    HubPrepare, LAUNCH_MARGIN, Orchestrator, PrepareSpawn, Prepared, ProgressStream, RouteOwner,
-    ServerRef, SpawnOrchestrator, SpawnSettings, StartOutcome, StopOutcome, Unavailable,
+    HubPrepare, LAUNCH_MARGIN, Orchestrator, Plan, Planner, PrepareSpawn, Prepared, ProgressStream,
+    Refusal, RouteOwner, ServerRef, SpawnFailure, SpawnOrchestrator, SpawnSettings, StartOutcome,
+    StartRequest, StopOutcome, Unavailable,
 };
 pub use self::state::AppState;
 

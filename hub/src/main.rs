@@ -169,7 +169,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .with_prepare(Arc::new(
         HubPrepare::new(db.clone(), oidc.clone(), hub_api_url)
-            .with_profiles(&config)
             .with_sites(Arc::clone(&sites), remote_config_dir),
     ));
     orchestrator.reconcile().await?;

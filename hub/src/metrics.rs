@@ -5,6 +5,8 @@
 //!   one grouped query each;
 //! - `stackhub_spawn_duration_seconds{status}` (histogram; `success` or `failure`), recorded by
 //!   the spawn pipeline;
+//! - `stackhub_spawn_refused_total{reason}` (counter; [`crate::spawn::Refusal::metric_label`]),
+//!   starts the planner refused;
 //! - `stackhub_request_duration_seconds{method,handler,code}` (histogram of every hub request,
 //!   by route pattern so the label set stays small), recorded by [`track`].
 
@@ -87,6 +89,7 @@ type RequestMap = HashMap<(Method, u16), HashMap<Box<str>, Histogram>>;
 #[derive(Debug, Default)]
 struct Registry {
     spawn: Mutex<BTreeMap<String, Histogram>>,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
     requests: Mutex<RequestMap>,
 }
 
@@ -125,6 +128,11 @@ pub(crate) async fn spawn_finished(seconds: f64, ok: bool) {
         seconds,
     )
     .await;
+}
+
+/// Count a start the planner refused, by reason.
+pub(crate) async fn spawn_refused(reason: &'static str) {
+    *registry().refused.lock().await.entry(reason).or_default() += 1;
 }
 
 /// Middleware: time every request by route pattern.
@@ -168,25 +176,18 @@ async fn metrics(State(state): State<AppState>, caller: ApiCaller) -> Result<Res
     out.push_str("# HELP stackhub_users Users known to the hub.\n# TYPE stackhub_users gauge\n");
     let _ = writeln!(out, "stackhub_users {users}");
     let rows = sqlx::query(
-        "SELECT pending, CASE WHEN url IS NULL THEN 0 ELSE 1 END AS up, user_options, \
+        "SELECT pending, CASE WHEN url IS NULL THEN 0 ELSE 1 END AS up, launch, \
          COUNT(*) AS n FROM servers GROUP BY pending, CASE WHEN url IS NULL THEN 0 ELSE 1 END, \
-         user_options",
+         launch",
     )
     .fetch_all(&mut *conn)
     .await?;
     drop(conn);
-    let default = state
-        .config()
-        .profile_list
-        .iter()
-        .find(|p| p.default)
-        .or_else(|| state.config().profile_list.first())
-        .map_or(String::new(), |p| p.slug.clone());
     let mut servers: BTreeMap<(String, String), i64> = BTreeMap::new();
     for row in rows {
         let pending: Option<String> = row.try_get("pending")?;
         let up: i64 = row.try_get("up")?;
-        let opts: String = row.try_get("user_options")?;
+        let launch: Option<String> = row.try_get("launch")?;
         let n: i64 = row.try_get("n")?;
         let st = match pending.as_deref() {
             Some("spawn") => "spawn_pending",
@@ -194,10 +195,11 @@ async fn metrics(State(state): State<AppState>, caller: ApiCaller) -> Result<Res
             None if up == 1 => "running",
             None => "stopped",
         };
-        let profile = serde_json::from_str::<serde_json::Value>(&opts)
-            .ok()
-            .and_then(|v| v.get("profile").and_then(|p| p.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| default.clone());
+        // The profile it was last launched with (empty: never started).
+        let profile = launch
+            .and_then(|l| serde_json::from_str::<spawner::LaunchSpec>(&l).ok())
+            .and_then(|l| l.profile.map(|p| p.slug))
+            .unwrap_or_default();
         *servers.entry((st.to_owned(), profile)).or_default() += n;
     }
     out.push_str(
@@ -213,6 +215,13 @@ async fn metrics(State(state): State<AppState>, caller: ApiCaller) -> Result<Res
     out.push_str("# HELP stackhub_spawn_duration_seconds Time from a start request to the server being ready or failed.\n# TYPE stackhub_spawn_duration_seconds histogram\n");
     for (labels, h) in registry().spawn.lock().await.iter() {
         h.write(&mut out, "stackhub_spawn_duration_seconds", labels);
+    }
+    out.push_str("# HELP stackhub_spawn_refused_total Starts refused before launch, by reason.\n# TYPE stackhub_spawn_refused_total counter\n");
+    for (reason, n) in registry().refused.lock().await.iter() {
+        let _ = writeln!(
+            out,
+            "stackhub_spawn_refused_total{{reason=\"{reason}\"}} {n}"
+        );
     }
     out.push_str("# HELP stackhub_request_duration_seconds Hub request latency by route.\n# TYPE stackhub_request_duration_seconds histogram\n");
     let requests = registry().requests.lock().await;

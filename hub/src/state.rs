@@ -6,7 +6,7 @@ use crate::auth::{Authenticator, DevAuthenticator, OidcAuth};
 use crate::cache::Caches;
 use crate::config::Config;
 use crate::db::Db;
-use crate::spawn::{Orchestrator, Unavailable};
+use crate::spawn::{Orchestrator, Planner, Unavailable};
 
 /// Everything handlers share. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -20,6 +20,7 @@ struct Inner {
     config: Config,
     authenticator: Arc<dyn Authenticator>,
     orchestrator: Arc<dyn Orchestrator>,
+    planner: Planner,
     oidc: Option<Arc<OidcAuth>>,
     sites: Option<Arc<crate::sites::SiteRegistry>>,
     xsrf_key: XsrfKey,
@@ -44,12 +45,14 @@ impl AppState {
             .and_then(|s| hex::decode(s.expose()).ok())
             .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
         let authenticator = Arc::new(DevAuthenticator::new(&config.auth));
+        let planner = Planner::new(db.clone(), &config, None);
         Self {
             inner: Arc::new(Inner {
                 db,
                 config,
                 authenticator,
                 orchestrator: Arc::new(Unavailable),
+                planner,
                 oidc: None,
                 sites: None,
                 xsrf_key: XsrfKey(key),
@@ -64,6 +67,7 @@ impl AppState {
             config: arc.config.clone(),
             authenticator: arc.authenticator.clone(),
             orchestrator: arc.orchestrator.clone(),
+            planner: arc.planner.clone(),
             oidc: arc.oidc.clone(),
             sites: arc.sites.clone(),
             xsrf_key: XsrfKey(arc.xsrf_key.0.clone()),
@@ -100,7 +104,10 @@ impl AppState {
     /// Use a site registry (remote kernels at the bridges).
     #[must_use]
     pub fn with_sites(self, sites: Arc<crate::sites::SiteRegistry>) -> Self {
-        self.rebuild(|i| i.sites = Some(sites))
+        self.rebuild(|i| {
+            i.planner = Planner::new(i.db.clone(), &i.config, Some(Arc::clone(&sites)));
+            i.sites = Some(sites);
+        })
     }
 
     /// The site registry, when configured.
@@ -131,6 +138,11 @@ impl AppState {
     /// The spawn orchestrator.
     pub fn orchestrator(&self) -> &dyn Orchestrator {
         self.inner.orchestrator.as_ref()
+    }
+
+    /// Plans every start (the picker, query spawns and the REST API).
+    pub fn planner(&self) -> &Planner {
+        &self.inner.planner
     }
 
     /// The caches of API reads (valid for the database's current generation).

@@ -103,9 +103,11 @@ async fn setup(db: Db) -> Setup {
         Arc::new(EmbeddedProxy::new(Arc::clone(&table))),
         settings(Duration::from_secs(5)),
     )
-    .with_prepare(Arc::new(
-        HubPrepare::new(base.state.db().clone(), None, api).with_profiles(base.state.config()),
-    ));
+    .with_prepare(Arc::new(HubPrepare::new(
+        base.state.db().clone(),
+        None,
+        api,
+    )));
     let state = base
         .state
         .clone()

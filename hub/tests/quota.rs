@@ -1,6 +1,6 @@
 //! Quota roles with the development login: a hub group grants a quota row; the quota is stored
 //! at login, shown on the home page, added to the REST user model (single and list), handed to
-//! the spawner (`SpawnRequest::quota` and the environment), and `max_servers` is enforced.
+//! the spawner (`SpawnRequest::spec` resources and the environment), and `max_servers` is enforced.
 
 #![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 /// Records each request and serves `GET <prefix>api` on a fresh port.
 #[derive(Debug, Default)]
 struct Recorder {
-    requests: Mutex<Vec<(BTreeMap<String, String>, spawner::Quota)>>,
+    requests: Mutex<Vec<(BTreeMap<String, String>, spawner::Resources)>>,
     running: Mutex<HashMap<u16, tokio::task::AbortHandle>>,
 }
 
@@ -36,7 +36,7 @@ impl spawner::Spawner for Recorder {
         self.requests
             .lock()
             .await
-            .push((req.env.clone(), req.quota.clone()));
+            .push((req.env.clone(), req.spec.resources.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let app = axum::Router::new().route(
@@ -173,9 +173,9 @@ async fn group_quota_is_stored_shown_exposed_and_enforced() {
         r.text
     );
     let (env, quota) = recorder.requests.lock().await[0].clone();
-    assert_eq!(quota.cpu, Some(4.0));
-    assert_eq!(quota.memory_bytes, Some(8 << 30));
-    assert_eq!(quota.gpus, Some(1));
+    assert_eq!(quota.cpu_limit, Some(4.0));
+    assert_eq!(quota.memory_limit, Some(8 << 30));
+    assert_eq!(quota.gpus, 1);
     assert_eq!(env["CPU_LIMIT"], "4");
     assert_eq!(env["MEM_LIMIT"], (8u64 << 30).to_string());
     assert_eq!(env["STACKHUB_QUOTA_ROLE"], "gpu-users");

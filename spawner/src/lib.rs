@@ -9,13 +9,17 @@
 //! the project's venv) and [`k8s::KubeSpawner`] (a pod per server, a claim per user).
 
 pub mod k8s;
+mod launch;
 mod local;
+pub mod profile;
+pub mod quantity;
 mod types;
+
+pub use self::launch::{ChosenProfile, LaunchError, LaunchSpec, Resources};
 
 pub use self::local::{LocalProcessConfig, LocalProcessSpawner};
 pub use self::types::{
-    Overrides, ProgressEvent, ProgressSink, Quota, ServerId, SpawnError, SpawnRequest, Spawned,
-    State, Status,
+    ProgressEvent, ProgressSink, Quota, ServerId, SpawnError, SpawnRequest, Spawned, State, Status,
 };
 
 use std::fmt::Debug;

@@ -148,14 +148,14 @@ impl Spawner for LocalProcessSpawner {
             reason,
             source,
         };
-        let command = req.overrides.cmd.as_ref().unwrap_or(&self.config.cmd);
-        let args = req.overrides.args.as_ref().unwrap_or(&self.config.args);
+        let command = req.spec.cmd.as_ref().unwrap_or(&self.config.cmd);
+        let args = req.spec.args.as_ref().unwrap_or(&self.config.args);
         let (program, rest) = command
             .split_first()
             .ok_or_else(|| launch_err("no command configured".into(), None))?;
         let port =
             free_port(self.config.ip).map_err(|e| launch_err("no free port".into(), Some(e)))?;
-        let work_dir = if req.overrides.no_home {
+        let work_dir = if req.spec.no_home {
             // Emptied at every start: nothing the server writes here survives it.
             let dir = self
                 .config

@@ -22,7 +22,8 @@ impl fmt::Display for ServerId {
     }
 }
 
-/// Resource limits the user's quota grants this server.
+/// Resource limits a user's quota grants each server (the input of
+/// [`crate::LaunchSpec::build`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quota {
     /// CPU cores.
@@ -44,28 +45,8 @@ pub struct SpawnRequest {
     /// without `JUPYTERHUB_SERVICE_URL`, which the spawner sets once it knows where it listens.
     /// Holds the server's API token: never log it.
     pub env: BTreeMap<String, String>,
-    /// The validated options the user chose.
-    pub user_options: Value,
-    /// Limits from the user's quota.
-    pub quota: Quota,
-    /// Settings of the chosen profile that replace the spawner's own.
-    pub overrides: Overrides,
-}
-
-/// Settings of the chosen profile (the hub's `spawner_override`) that replace the spawner's
-/// own; each spawner applies those it understands (the local one: `cmd`, `args`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Overrides {
-    /// Container image.
-    pub image: Option<String>,
-    /// The command.
-    pub cmd: Option<Vec<String>>,
-    /// The arguments.
-    pub args: Option<Vec<String>>,
-    /// No home: the server starts in an empty working directory that does not outlive it and
-    /// mounts no storage volume (remote-kernels servers keep files in S3).
-    #[serde(default)]
-    pub no_home: bool,
+    /// What to launch: the resolved profile, resources within the user's quota.
+    pub spec: crate::LaunchSpec,
 }
 
 impl fmt::Debug for SpawnRequest {
@@ -74,9 +55,7 @@ impl fmt::Debug for SpawnRequest {
             .field("server", &self.server)
             .field("prefix", &self.prefix)
             .field("env", &self.env.keys().collect::<Vec<_>>())
-            .field("user_options", &self.user_options)
-            .field("quota", &self.quota)
-            .field("overrides", &self.overrides)
+            .field("spec", &self.spec)
             .finish()
     }
 }

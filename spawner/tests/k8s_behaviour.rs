@@ -48,13 +48,17 @@ fn request(user: &str, name: &str) -> SpawnRequest {
             ),
             ("JUPYTERHUB_USER".to_owned(), user.to_owned()),
         ]),
-        user_options: json!({}),
-        quota: Quota {
-            cpu: Some(2.0),
-            memory_bytes: Some(4 << 30),
-            gpus: None,
-        },
-        overrides: spawner::Overrides::default(),
+        spec: spawner::LaunchSpec::build(
+            None,
+            vec![],
+            &spawner::profile::SpawnerOverride::default(),
+            &Quota {
+                cpu: Some(2.0),
+                memory_bytes: Some(4 << 30),
+                gpus: None,
+            },
+        )
+        .unwrap(),
     }
 }
 
@@ -511,20 +515,10 @@ async fn per_user_namespaces_are_created_once() {
 }
 
 #[tokio::test]
-async fn unknown_profile_is_refused_before_any_api_call() {
+async fn unusable_state_is_an_error_without_any_api_call() {
     let fake = FakeKube::start().await;
     let spawner = KubeSpawner::new(fake.client(), config());
-    let mut req = request("jo", "");
-    req.user_options = json!({"profile": "huge"});
-    let err = spawner
-        .start(req, ProgressSink::discard())
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("unknown profile \"huge\""),
-        "{err}"
-    );
-    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
     let bad = State(Value::String("nope".to_owned()));
     assert!(spawner.poll(&server("jo", ""), &bad).await.is_err());
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
 }

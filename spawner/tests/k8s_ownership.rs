@@ -56,9 +56,13 @@ fn request(user: &str) -> SpawnRequest {
             "JUPYTERHUB_API_TOKEN".to_owned(),
             format!("token-of-{user}"),
         )]),
-        user_options: json!({}),
-        quota: Quota::default(),
-        overrides: spawner::Overrides::default(),
+        spec: spawner::LaunchSpec::build(
+            None,
+            vec![],
+            &spawner::profile::SpawnerOverride::default(),
+            &Quota::default(),
+        )
+        .unwrap(),
     }
 }
 
@@ -108,7 +112,7 @@ async fn start_colliding_with_another_users_claim_does_not_mount_it() {
     let fake = FakeKube::start().await;
     let config = config();
     let attacker = server("mallory");
-    let claim = claim_name(&config, None, &attacker);
+    let claim = claim_name(&config, &spawner::LaunchSpec::default(), &attacker);
     let victims = fake.insert(
         "persistentvolumeclaims",
         NS,

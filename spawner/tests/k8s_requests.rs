@@ -98,13 +98,17 @@ async fn start_creates_claim_then_pod_then_watches_it() {
         server: ada(),
         prefix: "/user/ada/".to_owned(),
         env: BTreeMap::from([("JUPYTERHUB_API_TOKEN".to_owned(), "t".to_owned())]),
-        user_options: json!({}),
-        quota: Quota {
-            cpu: Some(0.5),
-            memory_bytes: Some(1 << 30),
-            gpus: Some(1),
-        },
-        overrides: spawner::Overrides::default(),
+        spec: spawner::LaunchSpec::build(
+            None,
+            vec![],
+            &spawner::profile::SpawnerOverride::default(),
+            &Quota {
+                cpu: Some(0.5),
+                memory_bytes: Some(1 << 30),
+                gpus: Some(1),
+            },
+        )
+        .unwrap(),
     };
     let task = tokio::spawn(async move { spawner.start(req, ProgressSink::discard()).await });
 
@@ -211,9 +215,13 @@ async fn an_existing_claim_of_another_user_is_read_and_refused_before_anything_i
         server: ada(),
         prefix: "/user/ada/".to_owned(),
         env: BTreeMap::from([("JUPYTERHUB_API_TOKEN".to_owned(), "t".to_owned())]),
-        user_options: json!({}),
-        quota: Quota::default(),
-        overrides: spawner::Overrides::default(),
+        spec: spawner::LaunchSpec::build(
+            None,
+            vec![],
+            &spawner::profile::SpawnerOverride::default(),
+            &Quota::default(),
+        )
+        .unwrap(),
     };
     let task = tokio::spawn(async move { spawner.start(req, ProgressSink::discard()).await });
     let (m, uri, _, send) = next(&mut h).await;
@@ -252,9 +260,13 @@ async fn per_user_mode_creates_the_namespace_first() {
         server: ada(),
         prefix: "/user/ada/".to_owned(),
         env: BTreeMap::new(),
-        user_options: json!({}),
-        quota: Quota::default(),
-        overrides: spawner::Overrides::default(),
+        spec: spawner::LaunchSpec::build(
+            None,
+            vec![],
+            &spawner::profile::SpawnerOverride::default(),
+            &Quota::default(),
+        )
+        .unwrap(),
     };
     let task = tokio::spawn(async move { spawner.start(req, ProgressSink::discard()).await });
     let (m, uri, body, send) = next(&mut h).await;

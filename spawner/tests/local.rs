@@ -37,9 +37,13 @@ fn request(user: &str) -> SpawnRequest {
         },
         prefix: format!("/user/{user}/"),
         env,
-        user_options: json!({}),
-        quota: spawner::Quota::default(),
-        overrides: spawner::Overrides::default(),
+        spec: spawner::LaunchSpec::build(
+            None,
+            vec![],
+            &spawner::profile::SpawnerOverride::default(),
+            &spawner::Quota::default(),
+        )
+        .unwrap(),
     }
 }
 
@@ -177,12 +181,12 @@ async fn a_profile_replaces_command_and_arguments() {
         Duration::from_secs(5),
     );
     let mut req = request("carl");
-    req.overrides.cmd = Some(vec![
+    req.spec.cmd = Some(vec![
         "/bin/sh".to_owned(),
         "-c".to_owned(),
         "echo \"profile $0 $1\" > which.txt; sleep 600".to_owned(),
     ]);
-    req.overrides.args = Some(vec!["first".to_owned(), "second".to_owned()]);
+    req.spec.args = Some(vec!["first".to_owned(), "second".to_owned()]);
     let spawned = sp.start(req, ProgressSink::discard()).await.unwrap();
     let which = wait_for(&dir.join("users/carl/which.txt")).await;
     // Running as root the spawner appends --allow-root after the arguments.

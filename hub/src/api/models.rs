@@ -1,6 +1,5 @@
 //! JSON models (compat spec section 3.1), with fields filtered by the caller's scopes.
 
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::{Map, Value, json};
 
 use crate::auth::ApiCaller;
@@ -8,24 +7,7 @@ use crate::db::{GroupRow, ServerRow, TokenOwner, TokenRow, UserRow, iso, iso_opt
 use crate::scopes::Resource;
 use crate::state::AppState;
 
-/// Characters escaped in a URL path segment.
-const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
-
-/// Escape one path segment.
-pub(crate) fn seg(s: &str) -> String {
-    utf8_percent_encode(s, SEGMENT).to_string()
-}
+pub(crate) use crate::names::seg;
 
 /// Where browsers open the server: its path, on the user's own host with per-user origins
 /// (`https://NAME.hub.example<path>`, as JupyterHub's `user.url` with `subdomain_host`).

@@ -28,7 +28,7 @@ use crate::db::{self, ServerRow, UserRow};
 use crate::error::{ApiError, ApiJson};
 use crate::names::{ServerName, UserName};
 use crate::scopes::Resource;
-use crate::spawn::{ServerRef, StartOutcome, StopOutcome};
+use crate::spawn::{ServerRef, StartOutcome, StartRequest, StopOutcome};
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
@@ -163,8 +163,8 @@ async fn start(
     server: String,
     body: Option<Value>,
 ) -> Result<Response, ApiError> {
-    let (options, display) = start_options(body)?;
-    let (user, row) = load_server(
+    let (options, display_name) = start_options(body)?;
+    let (user, _) = load_server(
         &state,
         &caller,
         &name,
@@ -172,30 +172,13 @@ async fn start(
         &["servers", "start:servers"],
     )
     .await?;
-    let label = if server.is_empty() {
-        format!("{}'s server", user.name)
-    } else {
-        format!("{}'s server {server}", user.name)
+    let req = StartRequest {
+        options,
+        display_name,
     };
-    if let Some(row) = &row {
-        if let Some(pending) = &row.pending {
-            return Err(ApiError::BadRequest(format!(
-                "{label} is pending {pending}"
-            )));
-        }
-        if row.ready() {
-            return Err(ApiError::BadRequest(format!("{label} is already running")));
-        }
-    }
-    let saved = row.as_ref().map(|r| r.user_options.clone());
-    let effective = options.clone().or(saved).unwrap_or(Value::Null);
-    check_options(&state, &user, &effective).await?;
-    if row.is_none() && !server.is_empty() {
-        create_server(&state, &user, &server, display.as_deref(), &effective).await?;
-    }
     let outcome = state
-        .orchestrator()
-        .start(&server_ref(&user, &server), options)
+        .planner()
+        .start(state.orchestrator(), &user, &server, req)
         .await?;
     let status = match outcome {
         StartOutcome::Started => StatusCode::CREATED,
@@ -319,73 +302,17 @@ async fn create_named(
         &["servers", "start:servers"],
     )
     .await?;
-    check_options(&state, &user, &options).await?;
-    let row = create_server(
-        &state,
-        &user,
-        &server,
-        body.display_name.as_deref(),
-        &options,
-    )
-    .await?;
+    // Checked as a start would be, so the server can start as created.
+    let plan = state.planner().plan(&user, &options).await?;
+    let row = state
+        .planner()
+        .create(&user, &server, body.display_name.as_deref(), &plan.options)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(server_model(&state, &caller, &user, &row)),
     )
         .into_response())
-}
-
-/// Check `options` against the profiles for the server's owner (whoever asks): 403 for a
-/// profile or choice they may not use, 400 for unknown or invalid ones or a profile that
-/// cannot start here.
-pub(crate) async fn check_options(
-    state: &AppState,
-    owner: &UserRow,
-    options: &Value,
-) -> Result<(), ApiError> {
-    let id = crate::profiles::Identity::of(state, owner);
-    let resolved = crate::profiles::resolve(&state.config().profile_list, &id, options)?;
-    crate::profiles::startable(&resolved, state.sites().map(|s| &**s)).await?;
-    Ok(())
-}
-
-/// Create a stopped named server within the owner's quota (`max_servers` named servers),
-/// atomically: 409 if it exists, 400 at the limit.
-pub(crate) async fn create_server(
-    state: &AppState,
-    owner: &UserRow,
-    server: &str,
-    display_name: Option<&str>,
-    options: &Value,
-) -> Result<ServerRow, ApiError> {
-    let mut tx = state.db().begin().await?;
-    let quota = crate::quota::of_user(&mut tx, owner.id).await?;
-    let limit = quota.as_ref().and_then(|q| q.max_servers);
-    let display_name = display_name.map(str::trim).filter(|d| !d.is_empty());
-    if display_name.is_some_and(|d| d.chars().count() > 255) {
-        return Err(ApiError::BadRequest(
-            "display_name is longer than 255 characters".to_owned(),
-        ));
-    }
-    let created =
-        db::servers::create_limited(&mut tx, owner.id, server, display_name, options, limit)
-            .await?;
-    match created {
-        Ok(row) => {
-            tx.commit().await?;
-            tracing::info!(user = %owner.name, server = %server, "created server");
-            Ok(row)
-        }
-        Err(db::servers::NotCreated::Exists) => Err(ApiError::Conflict(format!(
-            "Server {}/{server} already exists",
-            owner.name
-        ))),
-        Err(db::servers::NotCreated::Limit(n)) => Err(ApiError::BadRequest(format!(
-            "User {} already has {n} named servers, the most quota role {} allows",
-            owner.name,
-            quota.map(|q| q.role).unwrap_or_default()
-        ))),
-    }
 }
 
 async fn progress(

@@ -17,7 +17,7 @@ use crate::auth::ApiCaller;
 use crate::db;
 use crate::error::ApiError;
 use crate::names::{ServerName, UserName};
-use crate::profiles::{self, Identity};
+use crate::profiles::{self, UserOptions};
 use crate::scopes::Resource;
 use crate::state::AppState;
 
@@ -61,9 +61,10 @@ async fn spawn_options(
     let current = servers
         .iter()
         .find(|s| s.name == server)
-        .map_or(Value::Null, |s| s.user_options.clone());
-    let id = Identity::of(&state, &user);
-    let mut body = profiles::view(&state.config().profile_list, &id, &current);
+        .and_then(|s| UserOptions::parse(&s.user_options).ok())
+        .unwrap_or_default();
+    let id = state.planner().identity(&user);
+    let mut body = profiles::view(state.planner().profiles(), &id, &current);
     if let Some(sites) = state.sites() {
         sites.annotate(&mut body).await;
     }

@@ -30,6 +30,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_identity_binding.sql"),
         include_str!("../../migrations/postgres/0003_identity_binding.sql"),
     ),
+    (
+        4,
+        "server launch",
+        include_str!("../../migrations/sqlite/0004_server_launch.sql"),
+        include_str!("../../migrations/postgres/0004_server_launch.sql"),
+    ),
 ];
 
 #[derive(Debug)]

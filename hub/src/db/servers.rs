@@ -1,5 +1,6 @@
 //! Servers: a user's default server (name `""`) and named servers, with what the spawner
-//! needs persisted (`url`, `state`, `user_options`, `started`, `last_activity`, `pending`).
+//! needs persisted (`url`, `state`, `user_options`, `launch`, `started`, `last_activity`,
+//! `pending`).
 
 use std::collections::HashMap;
 
@@ -23,8 +24,11 @@ pub struct ServerRow {
     pub url: Option<String>,
     /// The spawner's opaque state.
     pub state: serde_json::Value,
-    /// The last user options.
+    /// The last user options, as the user gave them.
     pub user_options: serde_json::Value,
+    /// What the server was last started with: the options resolved against the profiles and
+    /// the owner's quota (`None` before its first start).
+    pub launch: Option<spawner::LaunchSpec>,
     /// Pending action: `spawn` or `stop`.
     pub pending: Option<String>,
     /// When it was last started (µs).
@@ -45,12 +49,13 @@ impl ServerRow {
     }
 }
 
-const COLUMNS: &str = "id, user_id, name, display_name, url, state, user_options, pending, \
-                       started, last_activity";
+const COLUMNS: &str = "id, user_id, name, display_name, url, state, user_options, launch, \
+                       pending, started, last_activity";
 
 fn from_row(row: &AnyRow) -> Result<ServerRow, sqlx::Error> {
     let state: String = row.try_get("state")?;
     let opts: String = row.try_get("user_options")?;
+    let launch: Option<String> = row.try_get("launch")?;
     Ok(ServerRow {
         id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
@@ -59,6 +64,7 @@ fn from_row(row: &AnyRow) -> Result<ServerRow, sqlx::Error> {
         url: row.try_get("url")?,
         state: json_value(&state, serde_json::json!({})),
         user_options: json_value(&opts, serde_json::json!({})),
+        launch: launch.as_deref().and_then(|l| serde_json::from_str(l).ok()),
         pending: row.try_get("pending")?,
         started: row.try_get("started")?,
         last_activity: row.try_get("last_activity")?,
@@ -147,7 +153,7 @@ pub(crate) async fn bump_activity(
 pub(crate) async fn save(conn: &mut AnyConnection, s: &ServerRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE servers SET display_name = $1, url = $2, state = $3, user_options = $4, \
-         pending = $5, started = $6, last_activity = $7, name = $8 WHERE id = $9",
+         pending = $5, started = $6, last_activity = $7, name = $8, launch = $9 WHERE id = $10",
     )
     .bind(s.display_name.clone())
     .bind(s.url.clone())
@@ -157,6 +163,11 @@ pub(crate) async fn save(conn: &mut AnyConnection, s: &ServerRow) -> Result<(), 
     .bind(s.started)
     .bind(s.last_activity)
     .bind(s.name.clone())
+    .bind(
+        s.launch
+            .as_ref()
+            .and_then(|l| serde_json::to_string(l).ok()),
+    )
     .bind(s.id)
     .execute(conn)
     .await?;

@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use minijinja::context;
-use serde_json::Value;
 
 use super::spawn::spawn_path;
 use super::{enc, render, render_error};
@@ -92,19 +91,14 @@ async fn admin(
         Ok(l) => l,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let profile_name = |opts: &Value| {
-        let slug = opts.get("profile").and_then(Value::as_str)?;
-        state
-            .config()
-            .profile_list
-            .iter()
-            .find(|p| p.slug == slug)
-            .map(|p| p.display_name.clone())
+    let profile_name = |s: &crate::db::ServerRow| {
+        let p = s.launch.as_ref()?.profile.as_ref()?;
+        Some(p.display_name.clone())
     };
     let rows: Vec<minijinja::Value> = users
         .iter()
         .map(|u| {
-            let id = crate::profiles::Identity::of(&state, u);
+            let id = state.planner().identity(u);
             let list = servers.remove(&u.id).unwrap_or_default();
             let servers: Vec<minijinja::Value> = list
                 .iter()
@@ -115,7 +109,7 @@ async fn admin(
                         status => if s.ready() { "running".to_owned() } else if let Some(p) = &s.pending { format!("{p} pending") } else { "stopped".to_owned() },
                         active => s.active(),
                         ready => s.ready(),
-                        profile => profile_name(&s.user_options),
+                        profile => profile_name(s),
                         url => server_url(&state, &u.name, &s.name),
                         spawn => spawn_path(&state, &u.name, &s.name),
                     }

@@ -370,38 +370,28 @@ async fn home(State(state): State<AppState>, me: CurrentUser) -> Response {
     let user = me.user.name.clone();
     let model = |name: &str, row: Option<&db::ServerRow>| {
         let api = if name.is_empty() {
-            format!(
-                "{base}hub/api/users/{}/server",
-                crate::api::models::seg(&user)
-            )
+            format!("{base}hub/api/users/{}/server", crate::names::seg(&user))
         } else {
             format!(
                 "{base}hub/api/users/{}/servers/{}",
-                crate::api::models::seg(&user),
-                crate::api::models::seg(name)
+                crate::names::seg(&user),
+                crate::names::seg(name)
             )
         };
         let spawn = if name.is_empty() {
-            format!("{base}hub/spawn/{}", crate::api::models::seg(&user))
+            format!("{base}hub/spawn/{}", crate::names::seg(&user))
         } else {
             format!(
                 "{base}hub/spawn/{}/{}",
-                crate::api::models::seg(&user),
-                crate::api::models::seg(name)
+                crate::names::seg(&user),
+                crate::names::seg(name)
             )
         };
         let pending_url = spawn.replacen("hub/spawn/", "hub/spawn-pending/", 1);
         let profile = row
-            .and_then(|r| r.user_options.get("profile"))
-            .and_then(serde_json::Value::as_str)
-            .and_then(|slug| {
-                state
-                    .config()
-                    .profile_list
-                    .iter()
-                    .find(|p| p.slug == slug)
-                    .map(|p| p.display_name.clone())
-            });
+            .and_then(|r| r.launch.as_ref())
+            .and_then(|l| l.profile.as_ref())
+            .map(|p| p.display_name.clone());
         context! {
             name,
             display_name => row.and_then(|r| r.display_name.clone()),
@@ -422,7 +412,7 @@ async fn home(State(state): State<AppState>, me: CurrentUser) -> Response {
     render(
         StatusCode::OK,
         "home.html",
-        context! { title => "Home", user_q => crate::api::models::seg(&user), user, admin => me.user.admin, default, named, xsrf, quota, used, max, base_url => base },
+        context! { title => "Home", user_q => crate::names::seg(&user), user, admin => me.user.admin, default, named, xsrf, quota, used, max, base_url => base },
     )
 }
 

@@ -23,7 +23,6 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use minijinja::context;
-use serde_json::Value;
 
 use super::spawn::{allowed, load, next_or, pending_path, spawn_path};
 use super::{enc, render, render_error};
@@ -31,8 +30,8 @@ use crate::auth::{CurrentUser, xsrf_matches, xsrf_token};
 use crate::db::{ServerRow, UserRow};
 use crate::error::ApiError;
 use crate::names::ServerName;
-use crate::profiles::{self, Identity, OptionsError};
-use crate::spawn::ServerRef;
+use crate::profiles::{self, UserOptions};
+use crate::spawn::{Refusal, StartRequest};
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
@@ -46,20 +45,6 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 type Pairs = Vec<(String, String)>;
-
-/// Why a spawn from the picker did not happen.
-enum Refusal {
-    /// Options refused: shown next to the field.
-    Options(OptionsError),
-    /// Anything else: shown above the form.
-    Other(ApiError),
-}
-
-impl From<ApiError> for Refusal {
-    fn from(e: ApiError) -> Self {
-        Self::Other(e)
-    }
-}
 
 /// What the page needs about the owner and the server.
 struct Target {
@@ -159,18 +144,11 @@ async fn show(
         return resp;
     }
     let display = map.get("display_name").cloned();
-    let list = &state.config().profile_list;
-    let id = Identity::of(&state, &t.user);
     // Options named in the query are checked now and shown selected; starting takes a POST.
     if profiles::has_query_options(&q) {
         let options = profiles::from_query(&q);
-        let (refusal, status) = match profiles::resolve(list, &id, &options) {
-            Ok(_) => (None, StatusCode::OK),
-            Err(e @ OptionsError::Forbidden { .. }) => {
-                (Some(Refusal::Options(e)), StatusCode::FORBIDDEN)
-            }
-            Err(e) => (Some(Refusal::Options(e)), StatusCode::BAD_REQUEST),
-        };
+        let refusal = state.planner().check(&t.user, &options).err();
+        let status = refusal.as_ref().map_or(StatusCode::OK, Refusal::status);
         let page = Page {
             current: &options,
             display: display.as_deref(),
@@ -179,7 +157,10 @@ async fn show(
         };
         return picker(&state, &me, &t, page).await;
     }
-    let current = t.row().map_or(Value::Null, |r| r.user_options.clone());
+    let current = t
+        .row()
+        .and_then(|r| UserOptions::parse(&r.user_options).ok())
+        .unwrap_or_default();
     let page = Page {
         current: &current,
         display: display.as_deref(),
@@ -192,7 +173,7 @@ async fn show(
 /// What the form page shows besides the owner and server.
 struct Page<'a> {
     /// The options shown selected.
-    current: &'a Value,
+    current: &'a UserOptions,
     /// The display name of a new named server.
     display: Option<&'a str>,
     /// Why the last attempt was refused.
@@ -201,76 +182,47 @@ struct Page<'a> {
     status: StatusCode,
 }
 
-/// Check, create (a new named server) and start; a redirect to the progress page, or the form
-/// again with the refusal.
+/// Plan, create (a new named server) and start, as the REST API does; a redirect to the
+/// progress page, or the form again with the refusal.
 async fn submit(
     state: &AppState,
     me: &CurrentUser,
     t: &Target,
-    options: Value,
+    options: Option<UserOptions>,
     display: Option<String>,
 ) -> Response {
-    match try_submit(state, t, &options, display.as_deref()).await {
-        Ok(()) => crate::found(&format!(
+    let req = StartRequest {
+        options: options.as_ref().map(UserOptions::to_value),
+        display_name: display.clone(),
+    };
+    let started = state
+        .planner()
+        .start(state.orchestrator(), &t.user, &t.server, req)
+        .await;
+    match started {
+        Ok(_) => crate::found(&format!(
             "{}?next={}",
             pending_path(state, &t.user.name, &t.server),
             enc(&t.next)
         )),
         Err(refusal) => {
-            let status = match &refusal {
-                Refusal::Options(OptionsError::Forbidden { .. }) => StatusCode::FORBIDDEN,
-                Refusal::Options(OptionsError::Invalid { .. }) => StatusCode::BAD_REQUEST,
-                Refusal::Other(e) => e.status(),
-            };
             if let Refusal::Other(ApiError::Internal(e)) = &refusal {
                 tracing::error!(error = %e, "spawn from the picker failed");
             }
+            let shown = options.unwrap_or_else(|| {
+                t.row()
+                    .and_then(|r| UserOptions::parse(&r.user_options).ok())
+                    .unwrap_or_default()
+            });
             let page = Page {
-                current: &options,
+                current: &shown,
                 display: display.as_deref(),
+                status: refusal.status(),
                 refusal: Some(refusal),
-                status,
             };
             picker(state, me, t, page).await
         }
     }
-}
-
-async fn try_submit(
-    state: &AppState,
-    t: &Target,
-    options: &Value,
-    display: Option<&str>,
-) -> Result<(), Refusal> {
-    if let Some(pending) = t.row().and_then(|r| r.pending.clone()) {
-        return Err(Refusal::Other(ApiError::BadRequest(format!(
-            "This server is {pending} pending; try again in a moment."
-        ))));
-    }
-    let saved = t.row().map(|r| r.user_options.clone());
-    // No options at all (direct start): the server's saved options, as the REST API does.
-    let effective = if options.is_null() {
-        saved.clone().unwrap_or(Value::Null)
-    } else {
-        options.clone()
-    };
-    let id = Identity::of(state, &t.user);
-    let resolved = profiles::resolve(&state.config().profile_list, &id, &effective)
-        .map_err(Refusal::Options)?;
-    profiles::startable(&resolved, state.sites().map(|s| &**s))
-        .await
-        .map_err(Refusal::Options)?;
-    if t.row().is_none() && !t.server.is_empty() {
-        crate::api::servers::create_server(state, &t.user, &t.server, display, &effective).await?;
-    }
-    let sref = ServerRef {
-        user_id: t.user.id,
-        user: t.user.name.clone(),
-        server: t.server.clone(),
-    };
-    let opts = (!options.is_null()).then(|| options.clone());
-    state.orchestrator().start(&sref, opts).await?;
-    Ok(())
 }
 
 /// Render the form.
@@ -281,8 +233,8 @@ async fn picker(state: &AppState, me: &CurrentUser, t: &Target, page: Page<'_>) 
         refusal,
         status,
     } = page;
-    let id = Identity::of(state, &t.user);
-    let list = &state.config().profile_list;
+    let id = state.planner().identity(&t.user);
+    let list = state.planner().profiles();
     let mut view = profiles::view(list, &id, current);
     // No choice to make (no profiles, or one without options): a single Start button, whose
     // post starts with the saved options.
@@ -308,13 +260,13 @@ async fn picker(state: &AppState, me: &CurrentUser, t: &Target, page: Page<'_>) 
     let used = t.servers.iter().filter(|s| s.active()).count();
     let max = quota.as_ref().and_then(|q| q.max_servers);
     let (field, error) = match refusal {
-        Some(Refusal::Options(e)) => (e.field().to_owned(), e.to_string()),
         Some(Refusal::Other(ApiError::Internal(_))) => (
             String::new(),
             "The server could not be started because of an error in the hub; try again later."
                 .to_owned(),
         ),
         Some(Refusal::Other(e)) => (String::new(), e.to_string()),
+        Some(r) => (r.field().to_owned(), r.to_string()),
         None => (String::new(), String::new()),
     };
     let xsrf = xsrf_token(state.xsrf_key(), &me.session_id);
@@ -432,11 +384,10 @@ async fn post(
         .map(|(_, v)| v.clone())
         .or_else(|| map.get("display_name").cloned());
     // The Start button (no choice to make) posts no profile: start with the saved options.
-    let options = if pairs.iter().any(|(k, _)| k == "profile") {
-        profiles::from_form(&pairs)
-    } else {
-        Value::Null
-    };
+    let options = pairs
+        .iter()
+        .any(|(k, _)| k == "profile")
+        .then(|| profiles::from_form(&pairs));
     submit(&state, &me, &t, options, display).await
 }
 

@@ -2,7 +2,6 @@
 
 use crate::config::RoleConfig;
 use crate::db::UserRow;
-use crate::state::AppState;
 
 /// A user's roles and groups as profiles see them: hub roles (built-in, assigned, through
 /// groups, from the config) plus the identity provider's roles from the last login, and hub
@@ -16,11 +15,6 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
-    /// The identity of `user` (loaded with its details).
-    pub(crate) fn of(state: &AppState, user: &UserRow) -> Self {
-        Self::with_roles(&state.config().roles, user)
-    }
-
     /// The identity of `user` given the configured roles.
     pub(crate) fn with_roles(configured: &[RoleConfig], user: &UserRow) -> Self {
         let mut roles = crate::auth::roles_of(configured, user);

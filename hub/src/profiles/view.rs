@@ -3,24 +3,19 @@
 
 use serde_json::{Value, json};
 
-use super::resolve::{UNLISTED, allowed, default_profile, option_field};
-use super::{Identity, Profile, ProfileKind};
+use spawner::profile::UNLISTED;
 
-fn kind(k: ProfileKind) -> &'static str {
-    match k {
-        ProfileKind::Lab => "lab",
-        ProfileKind::RemoteKernels => "remote-kernels",
-    }
-}
+use super::options::UserOptions;
+use super::resolve::{allowed, default_profile, option_field};
+use super::{Identity, Profile};
 
-/// The allowed profiles of `list` for `id`; `current` (submitted or saved `user_options`)
+/// The allowed profiles of `list` for `id`; `current` (the submitted or saved options)
 /// decides what is marked `selected` (falling back to the defaults).
-pub(crate) fn view(list: &[Profile], id: &Identity, current: &Value) -> Value {
+pub(crate) fn view(list: &[Profile], id: &Identity, current: &UserOptions) -> Value {
     let allowed = allowed(list, id);
     let default = default_profile(&allowed).map(|p| p.slug.clone());
     let wanted = current
-        .get("profile")
-        .and_then(Value::as_str)
+        .profile()
         .filter(|s| allowed.iter().any(|p| p.slug == *s))
         .map(str::to_owned)
         .or_else(|| default.clone());
@@ -43,7 +38,7 @@ pub(crate) fn view(list: &[Profile], id: &Identity, current: &Value) -> Value {
                         .or_else(|| usable.first())
                         .map(|(k, _)| k.as_str());
                     let picked = if here {
-                        current.get(key.as_str()).and_then(Value::as_str)
+                        current.choice(key).ok().flatten()
                     } else {
                         None
                     };
@@ -51,10 +46,7 @@ pub(crate) fn view(list: &[Profile], id: &Identity, current: &Value) -> Value {
                         .filter(|v| *v == UNLISTED || usable.iter().any(|(k, _)| k.as_str() == *v))
                         .or(fallback);
                     let text = if here {
-                        current
-                            .get(format!("{key}--unlisted-choice"))
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
+                        current.text(key).unwrap_or_default()
                     } else {
                         ""
                     };
@@ -92,7 +84,7 @@ pub(crate) fn view(list: &[Profile], id: &Identity, current: &Value) -> Value {
                 "description": p.description,
                 "default": default.as_deref() == Some(p.slug.as_str()),
                 "selected": here,
-                "kind": kind(p.kind),
+                "kind": p.kind.as_str(),
                 "site": p.site,
                 "warning": p.warning,
                 "options": options,

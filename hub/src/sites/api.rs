@@ -56,7 +56,7 @@ async fn token(
             "site {id} does not take hub-issued gateway tokens"
         )));
     }
-    let identity = Identity::of(&state, &user);
+    let identity = state.planner().identity(&user);
     if let Err(needs) = may_use_site(&state.config().profile_list, &identity, &id) {
         tracing::warn!(user = %user.name, site = %id, "refused a gateway token: no profile at the site is allowed");
         return Err(ApiError::Forbidden(format!(

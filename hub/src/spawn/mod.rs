@@ -1,17 +1,26 @@
 //! Spawn orchestration seam: what the API's server endpoints call to start, stop and watch
 //! servers.
 //!
-//! The hub's pipeline around the [`spawner::Spawner`] (server token, OAuth client, readiness
-//! check, proxy route, persisting `state`/`url`/`pending` in the `servers` table) lives behind
-//! [`Orchestrator`]. [`SpawnOrchestrator`] is the real pipeline (`pipeline.rs`);
+//! Every start goes through [`Planner`] (options parsed once, resolved against profiles, access
+//! rules, quota and site health into a [`Plan`]), then the [`Orchestrator`]. The hub's
+//! pipeline around the [`spawner::Spawner`] (server token, OAuth client, readiness check, proxy
+//! route, persisting `state`/`url`/`pending`/`launch` in the `servers` table) lives behind
+//! [`Orchestrator`]: `pipeline` (start and stop), `names` (prefix, routes, environment), `txn`
+//! (the transactions), `ready` (readiness), `reconcile` (hub start-up), `track` (progress). [`SpawnOrchestrator`] is the real pipeline (`pipeline.rs`);
 //! [`Unavailable`] answers 501 for a hub built without spawning. `main` plugs the real one in
 //! with [`crate::AppState::with_orchestrator`].
 
+mod names;
 mod pipeline;
+mod plan;
 mod prepare;
+mod ready;
+mod reconcile;
 mod track;
+mod txn;
 
-pub use self::pipeline::{LAUNCH_MARGIN, SpawnOrchestrator, SpawnSettings};
+pub use self::pipeline::{LAUNCH_MARGIN, SpawnFailure, SpawnOrchestrator, SpawnSettings};
+pub use self::plan::{Plan, Planner, Refusal, StartRequest};
 pub use self::prepare::{HubPrepare, PrepareSpawn, Prepared, RouteOwner};
 
 use std::fmt::Debug;
@@ -61,12 +70,9 @@ pub type ProgressStream = BoxStream<'static, Value>;
 /// per state change).
 #[async_trait::async_trait]
 pub trait Orchestrator: Send + Sync + Debug + 'static {
-    /// Start a server. `user_options`: `None` = reuse the saved options.
-    async fn start(
-        &self,
-        server: &ServerRef,
-        user_options: Option<Value>,
-    ) -> Result<StartOutcome, ApiError>;
+    /// Start a server as `plan` says (made by [`Planner::plan`], which every start path
+    /// calls first).
+    async fn start(&self, server: &ServerRef, plan: Plan) -> Result<StartOutcome, ApiError>;
 
     /// Stop a server; `remove` also deletes a named server.
     async fn stop(&self, server: &ServerRef, remove: bool) -> Result<StopOutcome, ApiError>;
@@ -92,7 +98,7 @@ pub trait Orchestrator: Send + Sync + Debug + 'static {
 /// The OAuth client id of `user`'s server `server` (`""` = the default server), as
 /// JupyterHub names it: `jupyterhub-user-NAME[-SERVER]`, URL-escaped.
 pub(crate) fn oauth_client_id(user: &str, server: &str) -> String {
-    use crate::api::models::seg;
+    use crate::names::seg;
     if server.is_empty() {
         format!("jupyterhub-user-{}", seg(user))
     } else {
@@ -112,7 +118,7 @@ fn not_implemented() -> ApiError {
 
 #[async_trait::async_trait]
 impl Orchestrator for Unavailable {
-    async fn start(&self, _: &ServerRef, _: Option<Value>) -> Result<StartOutcome, ApiError> {
+    async fn start(&self, _: &ServerRef, _: Plan) -> Result<StartOutcome, ApiError> {
         Err(not_implemented())
     }
 

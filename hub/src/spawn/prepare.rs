@@ -1,8 +1,8 @@
-//! What the hub adds to every spawn besides JupyterHub's environment: the chosen profile
-//! (checked against the profiles again, its `spawner_override` applied: environment, CPU and
-//! memory within the quota, image / cmd / args for the spawner, `STACKHUB_PROFILE*`), the
-//! user's quota (as `SpawnRequest::quota` and `CPU_LIMIT` / `MEM_LIMIT` / `STACKHUB_QUOTA*`,
-//! with `max_servers` for the pipeline to enforce in its transaction) and, for OpenID Connect users, a freshly refreshed access token
+//! What the hub adds to every spawn's environment besides JupyterHub's, from the [`Plan`]:
+//! the profile (`STACKHUB_PROFILE`), the limits of the launch and the owner's quota
+//! (`CPU_LIMIT` / `MEM_LIMIT` / `STACKHUB_QUOTA*`), a remote-kernels server's site (its S3
+//! space provisioned, the gateway token issued) and, for OpenID Connect users, a freshly
+//! refreshed access token
 //! (`STACKHUB_ACCESS_TOKEN`, `STACKHUB_ACCESS_TOKEN_EXPIRES_AT`) the server can hand to remote
 //! kernel gateways, with `STACKHUB_ACCESS_TOKEN_URL` (`GET …/users/{name}/oidc-token`, with the
 //! server's own API token) to fetch a fresh one later.
@@ -12,36 +12,25 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use serde_json::Value;
+use spawner::LaunchSpec;
 
-use super::ServerRef;
+use super::{Plan, ServerRef};
 use crate::auth::OidcAuth;
-use crate::config::RoleConfig;
 use crate::db::{self, Db};
 use crate::error::ApiError;
-use crate::profiles::{Identity, Profile, ProfileKind};
-use crate::quota::UserQuota;
 use crate::sites::{RemoteServer, SiteRegistry, remote_server_env};
 
-/// Extra environment and limits for one spawn.
+/// Extra environment for one spawn.
 #[derive(Default)]
 pub struct Prepared {
     /// Added to the server's environment (may hold tokens: never log values).
     pub env: BTreeMap<String, String>,
-    /// Limits for the spawner.
-    pub quota: spawner::Quota,
-    /// The profile's image / cmd / args.
-    pub overrides: spawner::Overrides,
-    /// Servers the owner may run at once, with the quota role saying so.
-    pub max_servers: Option<(u32, String)>,
 }
 
 impl Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prepared")
             .field("env", &self.env.keys().collect::<Vec<_>>())
-            .field("quota", &self.quota)
-            .field("overrides", &self.overrides)
-            .field("max_servers", &self.max_servers)
             .finish()
     }
 }
@@ -49,21 +38,19 @@ impl Debug for Prepared {
 /// Called by the spawn pipeline before each start.
 #[async_trait::async_trait]
 pub trait PrepareSpawn: Send + Sync + Debug + 'static {
-    /// The extra environment and the quota of `server`'s owner, for a start with
-    /// `user_options`.
+    /// The extra environment of `server` for a start as `plan` says.
     ///
     /// # Errors
-    /// An [`ApiError`] refusing the start (options not allowed, a profile that cannot start).
-    async fn prepare(&self, server: &ServerRef, user_options: &Value)
-    -> Result<Prepared, ApiError>;
+    /// An [`ApiError`] refusing the start (a site that cannot take it after all).
+    async fn prepare(&self, server: &ServerRef, plan: &Plan) -> Result<Prepared, ApiError>;
 
-    /// Extra proxy route data for `owner`'s server started with `user_options` (checked
-    /// when it started): a remote-kernels server's `kernel_gateway` (see
-    /// [`proxy::KERNEL_GATEWAY_KEY`]), so its kernel WebSockets go straight to the site.
+    /// Extra proxy route data for `owner`'s server launched as `launch`: a remote-kernels
+    /// server's `kernel_gateway` (see [`proxy::KERNEL_GATEWAY_KEY`]), so its kernel WebSockets
+    /// go straight to the site.
     fn route_data(
         &self,
         _owner: &RouteOwner<'_>,
-        _user_options: &Value,
+        _launch: &LaunchSpec,
     ) -> serde_json::Map<String, Value> {
         serde_json::Map::new()
     }
@@ -86,8 +73,6 @@ pub struct HubPrepare {
     db: Db,
     oidc: Option<Arc<OidcAuth>>,
     hub_api_url: String,
-    profiles: Vec<Profile>,
-    roles: Vec<RoleConfig>,
     sites: Option<Arc<SiteRegistry>>,
     /// `JUPYTER_CONFIG_PATH` of remote-kernels servers.
     remote_config_dir: String,
@@ -101,8 +86,6 @@ impl HubPrepare {
             db,
             oidc,
             hub_api_url,
-            profiles: Vec::new(),
-            roles: Vec::new(),
             sites: None,
             remote_config_dir: String::new(),
         }
@@ -117,69 +100,22 @@ impl HubPrepare {
         self
     }
 
-    /// Check and apply the config's profiles (`profile_list`, and `roles` for who may use
-    /// them).
-    #[must_use]
-    pub fn with_profiles(mut self, config: &crate::Config) -> Self {
-        self.profiles.clone_from(&config.profile_list);
-        self.roles.clone_from(&config.roles);
-        self
-    }
-
-    /// The profile's part: checked options, overrides applied to `out`.
-    async fn apply_profile(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-        server: &ServerRef,
-        user_options: &Value,
-        quota: Option<&UserQuota>,
-        out: &mut Prepared,
-    ) -> Result<(), ApiError> {
-        if self.profiles.is_empty() {
-            return Ok(());
+    /// The launch's part: the profile, the limits as the spawner applies them, the quota.
+    fn launch_env(plan: &Plan, out: &mut Prepared) {
+        if let Some(q) = &plan.quota {
+            out.env.extend(q.env());
         }
-        let user = db::users::get_by_id(conn, server.user_id)
-            .await?
-            .ok_or_else(ApiError::no_access)?;
-        let id = Identity::with_roles(&self.roles, &user);
-        let resolved = crate::profiles::resolve(&self.profiles, &id, user_options)?;
-        crate::profiles::startable(&resolved, self.sites.as_deref()).await?;
-        let Some(profile) = resolved.profile else {
-            return Ok(());
-        };
-        if profile.kind == ProfileKind::RemoteKernels {
-            self.remote(&user.name, &profile, quota, out).await?;
+        let spec = &plan.spec;
+        if let Some(slug) = spec.profile_slug() {
+            out.env
+                .insert("STACKHUB_PROFILE".to_owned(), slug.to_owned());
         }
-        let o = resolved.overrides;
-        out.env.extend(o.environment.clone());
-        out.env
-            .insert("STACKHUB_PROFILE".to_owned(), profile.slug.clone());
-        let mut cpu = quota.map(|q| q.cpus);
-        if let Some(c) = o.cpu_limit {
-            cpu = Some(cpu.map_or(c, |q| q.min(c)));
-        }
-        let mut mem = quota.map(|q| q.memory_bytes);
-        if let Some(m) = o.mem_limit.as_deref() {
-            let bytes = crate::quota::parse_memory(m).ok_or_else(|| {
-                ApiError::BadRequest(format!("'{m}' is not a memory quantity such as 2Gi"))
-            })?;
-            mem = Some(mem.map_or(bytes, |q| q.min(bytes)));
-        }
-        if let Some(c) = cpu {
-            out.quota.cpu = Some(c);
+        if let Some(c) = spec.resources.cpu_limit {
             out.env.insert("CPU_LIMIT".to_owned(), format!("{c}"));
         }
-        if let Some(m) = mem {
-            out.quota.memory_bytes = Some(m);
+        if let Some(m) = spec.resources.memory_limit {
             out.env.insert("MEM_LIMIT".to_owned(), m.to_string());
         }
-        out.overrides = spawner::Overrides {
-            image: o.image,
-            cmd: o.cmd,
-            args: o.args,
-            no_home: profile.kind == ProfileKind::RemoteKernels,
-        };
-        Ok(())
     }
 
     /// A remote-kernels server at the profile's site: the user's S3 space there is provisioned
@@ -187,26 +123,26 @@ impl HubPrepare {
     async fn remote(
         &self,
         user: &str,
-        profile: &Profile,
-        quota: Option<&UserQuota>,
+        site_id: &str,
+        plan: &Plan,
         out: &mut Prepared,
     ) -> Result<(), ApiError> {
-        let site_id = profile.site.as_deref().unwrap_or_default();
         let unavailable = |e: crate::sites::SiteUnavailable| {
             ApiError::BadRequest(format!(
-                "'{}' cannot start now: site '{}' is unavailable: {}",
-                profile.display_name, e.site, e.reason
+                "cannot start now: site '{}' is unavailable: {}",
+                e.site, e.reason
             ))
         };
-        let registry = self.sites.as_ref().ok_or_else(|| {
-            ApiError::BadRequest("no sites are configured on this hub".to_owned())
-        })?;
-        let site = registry
-            .site_available(site_id)
-            .await
-            .map_err(unavailable)?;
+        // The planner checked the site's health; the handle is looked up, not checked again.
+        let site = self
+            .sites
+            .as_ref()
+            .and_then(|registry| registry.site(site_id))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("site '{site_id}' is not configured on this hub"))
+            })?;
         let grant = site.provision(user).await.map_err(unavailable)?;
-        let roles: Vec<String> = quota.map(|q| q.role.clone()).into_iter().collect();
+        let roles: Vec<String> = plan.quota.iter().map(|q| q.role.clone()).collect();
         let authorization = site
             .gateway_authorization(user, &roles)
             .map_err(unavailable)?;
@@ -227,17 +163,11 @@ impl PrepareSpawn for HubPrepare {
     fn route_data(
         &self,
         owner: &RouteOwner<'_>,
-        user_options: &Value,
+        launch: &LaunchSpec,
     ) -> serde_json::Map<String, Value> {
         let mut data = serde_json::Map::new();
-        let slug = user_options.get("profile").and_then(Value::as_str);
-        let profile = match slug {
-            Some(slug) => self.profiles.iter().find(|p| p.slug == slug),
-            None => None,
-        };
-        if let (Some(p), Some(registry)) = (profile, &self.sites)
-            && p.kind == ProfileKind::RemoteKernels
-            && let Some(site) = p.site.as_deref().and_then(|id| registry.site(id))
+        if let (Some(id), Some(registry)) = (launch.remote_site(), &self.sites)
+            && let Some(site) = registry.site(id)
         {
             data.insert(
                 proxy::KERNEL_GATEWAY_KEY.to_owned(),
@@ -253,22 +183,12 @@ impl PrepareSpawn for HubPrepare {
         data
     }
 
-    async fn prepare(
-        &self,
-        server: &ServerRef,
-        user_options: &Value,
-    ) -> Result<Prepared, ApiError> {
+    async fn prepare(&self, server: &ServerRef, plan: &Plan) -> Result<Prepared, ApiError> {
         let mut out = Prepared::default();
-        let mut conn = self.db.pool().acquire().await?;
-        let quota = crate::quota::of_user(&mut conn, server.user_id).await?;
-        if let Some(q) = &quota {
-            out.max_servers = q.max_servers.map(|m| (m, q.role.clone()));
-            out.env.extend(q.env());
-            out.quota = q.spawner_quota();
+        Self::launch_env(plan, &mut out);
+        if let Some(site) = plan.spec.remote_site() {
+            self.remote(&server.user, site, plan, &mut out).await?;
         }
-        self.apply_profile(&mut conn, server, user_options, quota.as_ref(), &mut out)
-            .await?;
-        drop(conn);
         if let Some(oidc) = &self.oidc
             && let Some(tokens) = oidc.fresh_tokens(&self.db, server.user_id).await?
         {
@@ -283,7 +203,7 @@ impl PrepareSpawn for HubPrepare {
                 format!(
                     "{}/users/{}/oidc-token",
                     self.hub_api_url.trim_end_matches('/'),
-                    crate::api::models::seg(&server.user)
+                    crate::names::seg(&server.user)
                 ),
             );
         }

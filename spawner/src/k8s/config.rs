@@ -1,8 +1,7 @@
-//! The Kubernetes spawner's settings: image, namespace mode, storage and profiles.
+//! The Kubernetes spawner's cluster-wide settings: namespace mode, default image and command,
+//! pull policy, uid/gid, storage. What differs per server (image, command, resources, node
+//! selector, tolerations, storage) comes from the hub's profiles as a [`crate::LaunchSpec`].
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::Toleration;
 use serde::{Deserialize, Serialize};
 
 /// Where users' pods live.
@@ -60,30 +59,6 @@ impl Default for StorageConfig {
     }
 }
 
-/// A choice the user makes at spawn time (`user_options.profile`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Profile {
-    /// Shown on the spawn page.
-    pub display_name: String,
-    /// Image override.
-    pub image: Option<String>,
-    /// Node selector for the pod.
-    pub node_selector: BTreeMap<String, String>,
-    /// Tolerations for the pod.
-    pub tolerations: Vec<Toleration>,
-    /// CPU request (cores) when lower than the quota's limit; the limit when unset.
-    pub cpu_request: Option<f64>,
-    /// Memory request (bytes) when lower than the quota's limit; the limit when unset.
-    pub memory_request: Option<u64>,
-    /// Extended resource name for GPUs.
-    pub gpu_resource: Option<String>,
-    /// A claim per named server for this profile (overrides the storage setting).
-    pub per_named_server_storage: Option<bool>,
-    /// Extra environment.
-    pub env: BTreeMap<String, String>,
-}
-
 /// Settings of [`KubeSpawner`](super::KubeSpawner).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -93,11 +68,11 @@ pub struct KubeSpawnerConfig {
     pub hub_id: String,
     /// Namespace per hub or per user.
     pub namespace: NamespaceMode,
-    /// The single-user image.
+    /// The single-user image unless the profile gives one.
     pub image: String,
     /// `Always`, `IfNotPresent` or `Never`; Kubernetes' default when unset.
     pub image_pull_policy: Option<String>,
-    /// Command run in the container.
+    /// Command run in the container unless the profile gives one.
     pub cmd: Vec<String>,
     /// Port the server listens on in the pod.
     pub port: u16,
@@ -109,15 +84,11 @@ pub struct KubeSpawnerConfig {
     pub service_account: Option<String>,
     /// Storage.
     pub storage: StorageConfig,
-    /// Profiles by slug.
-    pub profiles: BTreeMap<String, Profile>,
-    /// The profile used when the user names none.
-    pub default_profile: Option<String>,
     /// Seconds from the start request until the pod runs (claim, Secret and pod created,
     /// scheduled, image pulled) before the start fails and its pod and Secret are deleted.
     /// The hub waits for a start at least this long (see [`Self::start_timeout`]).
     pub start_timeout_secs: u64,
-    /// Default GPU resource name.
+    /// The extended resource GPUs are requested as, unless the profile names another.
     pub gpu_resource: String,
 }
 
@@ -146,8 +117,6 @@ impl Default for KubeSpawnerConfig {
             gid: 100,
             service_account: None,
             storage: StorageConfig::default(),
-            profiles: BTreeMap::new(),
-            default_profile: None,
             start_timeout_secs: 300,
             gpu_resource: "nvidia.com/gpu".to_owned(),
         }

@@ -1,5 +1,5 @@
-//! The pure part: (user, server, profile, options, quota) → Pod, PersistentVolumeClaim and
-//! Namespace manifests. No I/O here, so every manifest can be checked against the official
+//! The pure part: (config, server, launch specification) → Pod, Secret, PersistentVolumeClaim
+//! and Namespace manifests. No I/O here, so every manifest can be checked against the official
 //! schemas in tests.
 
 use std::collections::BTreeMap;
@@ -13,9 +13,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::config::{KubeSpawnerConfig, NamespaceMode, Profile};
+use super::config::{KubeSpawnerConfig, NamespaceMode};
 use super::names::{dns_label, label_value};
-use crate::{Quota, ServerId, SpawnRequest};
+use crate::{LaunchSpec, ServerId, SpawnRequest};
 
 /// Label: who manages the object.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -37,18 +37,6 @@ pub const ANNOTATION_HUB_USERNAME: &str = "hub.jupyter.org/username";
 pub const ANNOTATION_HUB_SERVERNAME: &str = "hub.jupyter.org/servername";
 /// `app.kubernetes.io/managed-by` value.
 pub const MANAGED_BY: &str = "stackhub";
-
-/// Why a request cannot be turned into manifests (shown to the user).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ManifestError {
-    /// `user_options.profile` names no configured profile.
-    #[error("unknown profile {0:?}; choose one of: {1}")]
-    UnknownProfile(String, String),
-    /// `user_options.profile` is not a string.
-    #[error("user_options.profile must be a string, got {0}")]
-    BadProfile(String),
-}
 
 /// Everything generated for one server.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,40 +116,10 @@ pub fn selector(labels: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
-/// The profile chosen by `user_options.profile`, else the configured default, else none.
-///
-/// # Errors
-/// [`ManifestError`] for an unknown or malformed profile name.
-pub fn choose_profile<'a>(
-    config: &'a KubeSpawnerConfig,
-    user_options: &serde_json::Value,
-) -> Result<Option<(&'a str, &'a Profile)>, ManifestError> {
-    let wanted = match user_options.get("profile") {
-        None | Some(serde_json::Value::Null) => config.default_profile.as_deref(),
-        Some(serde_json::Value::String(s)) => Some(s.as_str()),
-        Some(other) => return Err(ManifestError::BadProfile(other.to_string())),
-    };
-    let Some(wanted) = wanted else {
-        return Ok(None);
-    };
-    config
-        .profiles
-        .get_key_value(wanted)
-        .map(|(k, p)| Some((k.as_str(), p)))
-        .ok_or_else(|| {
-            let known: Vec<&str> = config.profiles.keys().map(String::as_str).collect();
-            ManifestError::UnknownProfile(wanted.to_owned(), known.join(", "))
-        })
-}
-
-/// The claim's name: per user, or per named server when the profile or config asks.
-pub fn claim_name(
-    config: &KubeSpawnerConfig,
-    profile: Option<&Profile>,
-    server: &ServerId,
-) -> String {
-    let per_server = profile
-        .and_then(|p| p.per_named_server_storage)
+/// The claim's name: per user, or per named server when the launch or config asks.
+pub fn claim_name(config: &KubeSpawnerConfig, spec: &LaunchSpec, server: &ServerId) -> String {
+    let per_server = spec
+        .per_named_server_storage
         .unwrap_or(config.storage.per_named_server);
     if per_server && !server.name.is_empty() {
         dns_label("claim", &[&server.user, &server.name])
@@ -178,36 +136,32 @@ fn cpu_quantity(cores: f64) -> Quantity {
     Quantity(format!("{milli}m"))
 }
 
-/// Requests and limits from the quota; requests default to the limits (Guaranteed QoS), the
-/// profile may ask for less.
-pub fn resources(
-    config: &KubeSpawnerConfig,
-    profile: Option<&Profile>,
-    quota: &Quota,
-) -> ResourceRequirements {
+/// Requests and limits of the launch (limits within the user's quota, requests within the
+/// limits, as the hub resolved them).
+pub fn resources(config: &KubeSpawnerConfig, spec: &LaunchSpec) -> ResourceRequirements {
+    let r = &spec.resources;
     let mut limits = BTreeMap::new();
     let mut requests = BTreeMap::new();
-    if let Some(cpu) = quota.cpu {
+    if let Some(cpu) = r.cpu_limit {
         limits.insert("cpu".to_owned(), cpu_quantity(cpu));
-        let req = profile
-            .and_then(|p| p.cpu_request)
-            .map_or(cpu, |r| r.min(cpu));
-        requests.insert("cpu".to_owned(), cpu_quantity(req));
     }
-    if let Some(mem) = quota.memory_bytes {
+    if let Some(cpu) = r.cpu_request.or(r.cpu_limit) {
+        requests.insert("cpu".to_owned(), cpu_quantity(cpu));
+    }
+    if let Some(mem) = r.memory_limit {
         limits.insert("memory".to_owned(), Quantity(mem.to_string()));
-        let req = profile
-            .and_then(|p| p.memory_request)
-            .map_or(mem, |r| r.min(mem));
-        requests.insert("memory".to_owned(), Quantity(req.to_string()));
     }
-    if let Some(gpus) = quota.gpus.filter(|g| *g > 0) {
-        let name = profile
-            .and_then(|p| p.gpu_resource.clone())
+    if let Some(mem) = r.memory_request.or(r.memory_limit) {
+        requests.insert("memory".to_owned(), Quantity(mem.to_string()));
+    }
+    if r.gpus > 0 {
+        let name = r
+            .gpu_resource
+            .clone()
             .unwrap_or_else(|| config.gpu_resource.clone());
         // Extended resources: requests must equal limits.
-        limits.insert(name.clone(), Quantity(gpus.to_string()));
-        requests.insert(name, Quantity(gpus.to_string()));
+        limits.insert(name.clone(), Quantity(r.gpus.to_string()));
+        requests.insert(name, Quantity(r.gpus.to_string()));
     }
     ResourceRequirements {
         limits: (!limits.is_empty()).then_some(limits),
@@ -217,13 +171,8 @@ pub fn resources(
 }
 
 /// Build every manifest for `req`.
-///
-/// # Errors
-/// [`ManifestError`] when the user's options name no configured profile.
-pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Result<Manifests, ManifestError> {
-    let profile = choose_profile(config, &req.user_options)?;
-    let profile_slug = profile.map(|(s, _)| s);
-    let profile = profile.map(|(_, p)| p);
+pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Manifests {
+    let spec = &req.spec;
     let ns = namespace_for(config, &req.server.user);
     let labels = server_labels(config, &req.server);
     let annotations = owner_annotations(&req.server);
@@ -243,9 +192,9 @@ pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Result<Manifests
         ..Default::default()
     };
 
-    let claim_name = claim_name(config, profile, &req.server);
+    let claim_name = claim_name(config, spec, &req.server);
     // A server without a home (remote kernels: files live in S3) mounts no volume.
-    let storage = config.storage.enabled && !req.overrides.no_home;
+    let storage = config.storage.enabled && !spec.no_home;
     let claim = storage.then(|| {
         let mut l = labels.clone();
         l.insert(LABEL_COMPONENT.to_owned(), "user-storage".to_owned());
@@ -282,9 +231,6 @@ pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Result<Manifests
         "JUPYTERHUB_SERVICE_URL".to_owned(),
         format!("http://0.0.0.0:{}{}", config.port, req.prefix),
     );
-    if let Some(p) = profile {
-        env.extend(p.env.clone());
-    }
     let secret_name = pod_name(&req.server);
     let mut secret_data = BTreeMap::new();
     let env: Vec<EnvVar> = env
@@ -331,17 +277,16 @@ pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Result<Manifests
     let mut pod_labels = labels;
     pod_labels.insert(LABEL_COMPONENT.to_owned(), "singleuser-server".to_owned());
     let mut pod_annotations = annotations;
-    if let Some(slug) = profile_slug {
+    if let Some(slug) = spec.profile_slug() {
         pod_annotations.insert("stackhub.io/profile".to_owned(), slug.to_owned());
     }
-    let image = profile
-        .and_then(|p| p.image.clone())
-        .unwrap_or_else(|| config.image.clone());
+    let image = spec.image.clone().unwrap_or_else(|| config.image.clone());
     let container = Container {
         name: "notebook".to_owned(),
         image: Some(image),
         image_pull_policy: config.image_pull_policy.clone(),
-        command: Some(config.cmd.clone()),
+        command: Some(spec.cmd.clone().unwrap_or_else(|| config.cmd.clone())),
+        args: spec.args.clone().filter(|a| !a.is_empty()),
         env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("notebook".to_owned()),
@@ -349,7 +294,7 @@ pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Result<Manifests
             protocol: Some("TCP".to_owned()),
             ..Default::default()
         }]),
-        resources: Some(resources(config, profile, &req.quota)),
+        resources: Some(resources(config, spec)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             run_as_non_root: Some(true),
@@ -381,12 +326,8 @@ pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Result<Manifests
             restart_policy: Some("OnFailure".to_owned()),
             automount_service_account_token: Some(config.service_account.is_some()),
             service_account_name: config.service_account.clone(),
-            node_selector: profile
-                .map(|p| p.node_selector.clone())
-                .filter(|n| !n.is_empty()),
-            tolerations: profile
-                .map(|p| p.tolerations.clone())
-                .filter(|t| !t.is_empty()),
+            node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
+            tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(config.uid),
@@ -412,10 +353,10 @@ pub fn build(config: &KubeSpawnerConfig, req: &SpawnRequest) -> Result<Manifests
         }),
         ..Default::default()
     };
-    Ok(Manifests {
+    Manifests {
         namespace,
         claim,
         pod,
         secret,
-    })
+    }
 }

@@ -27,14 +27,12 @@ mod owner;
 mod progress;
 mod watch;
 
-pub use self::config::{
-    CLEANUP_ALLOWANCE, KubeSpawnerConfig, NamespaceMode, Profile, StorageConfig,
-};
+pub use self::config::{CLEANUP_ALLOWANCE, KubeSpawnerConfig, NamespaceMode, StorageConfig};
 pub use self::manifest::{
     ANNOTATION_HUB_SERVERNAME, ANNOTATION_HUB_USERNAME, ANNOTATION_SERVER, ANNOTATION_USER,
-    LABEL_COMPONENT, LABEL_HUB, LABEL_MANAGED_BY, LABEL_SERVER, LABEL_USER, MANAGED_BY,
-    ManifestError, Manifests, build, choose_profile, claim_name, hub_labels, is_secret_env,
-    namespace_for, owner_annotations, pod_name, resources, selector, server_labels,
+    LABEL_COMPONENT, LABEL_HUB, LABEL_MANAGED_BY, LABEL_SERVER, LABEL_USER, MANAGED_BY, Manifests,
+    build, claim_name, hub_labels, is_secret_env, namespace_for, owner_annotations, pod_name,
+    resources, selector, server_labels,
 };
 pub use self::progress::{PodCheck, Reading, check_pod, read_event};
 
@@ -357,7 +355,7 @@ impl Spawner for KubeSpawner {
         progress: ProgressSink,
     ) -> Result<Spawned, SpawnError> {
         let server = req.server.clone();
-        let m = build(&self.config, &req).map_err(|e| launch(&server, e.to_string()))?;
+        let m = build(&self.config, &req);
         let (tx, rx) = signal::channel(false);
         {
             let mut starts = self.starts.lock().await;
