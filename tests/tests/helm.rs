@@ -192,7 +192,7 @@ const SINGLEUSER_IMAGE: &str = "stackhub/singleuser:0.1.0";
 #[test]
 fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
     // (values file, --set): each rendered and run through the hub's own config loader.
-    let variants: [(&str, &[&str]); 6] = [
+    let variants: [(&str, &[&str]); 7] = [
         ("", &[]),
         ("", &["spawner.startTimeoutSeconds=900"]),
         (
@@ -219,6 +219,8 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
         ),
         (SITES_VALUES, &[]),
         (PROFILES_VALUES, &[]),
+        // No profiles: the hub's built-in list.
+        ("profileList: []\n", &[]),
     ];
     let dir = std::env::temp_dir().join(format!("helm-hub-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -378,6 +380,10 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
         // Profiles: the hub's six Data Lake profiles with an image each by default.
         if values == PROFILES_VALUES {
             check_profile_options(&config.profile_list);
+        } else if values.starts_with("profileList: []") {
+            let toml = cm["data"]["stackhub.toml"].as_str().unwrap();
+            assert!(!toml.contains("profile_list"), "{toml}");
+            assert_eq!(config.profile_list, hub::default_profiles());
         } else {
             let builtin = hub::default_profiles();
             assert_eq!(config.profile_list.len(), builtin.len());
