@@ -52,6 +52,43 @@ ensure_idp() {
   ln -sfn "$cache/node_modules" "$src/node_modules"
 }
 
+# ensure_jupyterhub_rest_api: JupyterHub's REST API description (OpenAPI 3.1, BSD-3-Clause),
+# which the hub's response-shape checks (hub/tests/common/mod.rs) and the REST fuzzing run
+# (tests/tests/rest_fuzz.rs) read: docs/source/_static/rest-api.yml of the `jupyterhub` source
+# distribution on PyPI, downloaded with the venv's pip (run ensure_venv first), checked against
+# its pinned SHA-256 and cached under the user cache. Exports STACKHUB_JUPYTERHUB_REST_API (the
+# tests fall back to the cache path when it is unset).
+JUPYTERHUB_REST_API_VERSION="6.0.0b2"
+JUPYTERHUB_SDIST_SHA256="81929cfe6690e36050ea4efac51ebb5b87060b63ce4dba02681bcc6a894f7bd1"
+ensure_jupyterhub_rest_api() {
+  local dir="${XDG_CACHE_HOME:-$HOME/.cache}/stackhub/jupyterhub"
+  local file="$dir/rest-api.yml" stamp="$dir/rest-api.version"
+  if [ ! -s "$file" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$JUPYTERHUB_REST_API_VERSION" ]; then
+    log "fetching JupyterHub $JUPYTERHUB_REST_API_VERSION's rest-api.yml from PyPI (the jupyterhub sdist)"
+    [ -x "$STACKHUB_VENV/bin/pip" ] || { echo "no pip in $STACKHUB_VENV: run ensure_venv first" >&2; return 1; }
+    local tmp sdist
+    tmp="$(mktemp -d)"
+    # --no-binary: the source distribution (the wheel has no docs/). pip prepares its metadata
+    # in an isolated build environment, which takes a few seconds.
+    "$STACKHUB_VENV/bin/pip" download -q --no-deps --no-binary :all: -d "$tmp" \
+      "jupyterhub==$JUPYTERHUB_REST_API_VERSION" >"$tmp/pip.log" 2>&1 \
+      || { cat "$tmp/pip.log" >&2; rm -rf "$tmp"; return 1; }
+    sdist="$tmp/jupyterhub-$JUPYTERHUB_REST_API_VERSION.tar.gz"
+    if ! echo "$JUPYTERHUB_SDIST_SHA256  $sdist" | sha256sum -c --quiet -; then
+      echo "$sdist does not have the pinned SHA-256 $JUPYTERHUB_SDIST_SHA256" >&2
+      rm -rf "$tmp"
+      return 1
+    fi
+    tar --no-same-owner -xzf "$sdist" -C "$tmp" "jupyterhub-$JUPYTERHUB_REST_API_VERSION/docs/source/_static/rest-api.yml"
+    mkdir -p "$dir"
+    mv "$tmp/jupyterhub-$JUPYTERHUB_REST_API_VERSION/docs/source/_static/rest-api.yml" "$file.tmp"
+    mv "$file.tmp" "$file"
+    printf '%s\n' "$JUPYTERHUB_REST_API_VERSION" >"$stamp"
+    rm -rf "$tmp"
+  fi
+  export STACKHUB_JUPYTERHUB_REST_API="$file"
+}
+
 # install_kernel_launcher: the kernel-side launcher of Slurm kernel jobs
 # (images/slurm/stackhub-kernel-launcher) into the venv's bin, bound to the venv's Python, so a
 # job on a node sharing the venv runs `stackhub-kernel-launcher` from PATH (config

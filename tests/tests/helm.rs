@@ -55,6 +55,11 @@ fn run_helm(args: &[&str]) -> (bool, String) {
 
 /// `helm template` → the rendered documents as JSON.
 fn template(chart: &str, ns: &str, sets: &[&str]) -> Vec<Value> {
+    template_with(chart, ns, &[], sets)
+}
+
+/// `helm template` with values files (`-f`) and `--set`s → the rendered documents as JSON.
+fn template_with(chart: &str, ns: &str, files: &[&Path], sets: &[&str]) -> Vec<Value> {
     let mut args = vec![
         "template",
         "rel",
@@ -64,12 +69,19 @@ fn template(chart: &str, ns: &str, sets: &[&str]) -> Vec<Value> {
         "--kube-version",
         "1.33.0",
     ];
+    for f in files {
+        args.push("--values");
+        args.push(f.to_str().unwrap());
+    }
     for s in sets {
         args.push("--set");
         args.push(s);
     }
     let (ok, out) = run_helm(&args);
-    assert!(ok, "helm template {chart} {sets:?} failed:\n{out}");
+    assert!(
+        ok,
+        "helm template {chart} {files:?} {sets:?} failed:\n{out}"
+    );
     serde_yaml::Deserializer::from_str(&out)
         .map(|d| {
             let v: serde_yaml::Value = serde::Deserialize::deserialize(d).unwrap();
@@ -92,38 +104,133 @@ fn both_charts_lint_strictly() {
     }
 }
 
+/// Values with sites (hub-jwt with STS S3 and a private CA, no auth with static S3, token auth
+/// without S3), the hub's gateway-token issuer and body limit, and a spawn timeout: from a
+/// values file, where Helm reads every number as a float.
+const SITES_VALUES: &str = r#"
+gatewayTokenIssuer: https://jupyter.example.org
+maxBodyBytes: 2097152
+spawner:
+  startTimeoutSeconds: 1200
+sites:
+  - id: lumi
+    name: LUMI Bridge
+    gateway_url: https://jeg.lumi.example.org/
+    gateway_auth: hub-jwt
+    token_roles: [stack-jupyter, lumi-users]
+    gateway_token_lifetime_secs: 1800
+    ca_config_map: {name: lumi-ca, key: ca.crt}
+    dask_address: https://dask.lumi.example.org
+    dask_proxy_address: tcp://dask.lumi.example.org:80
+    s3:
+      mode: sts
+      endpoint: https://s3.lumi.example.org
+      region: dedl-lumi
+      bucket: stackhub-users
+      access_key_id: HUBKEY
+      secret_access_key: {existingSecret: lumi-s3, key: secret-access-key}
+      role_prefix: dedl-user-
+      duration_secs: 7200
+  - id: central
+    name: Central Site
+    gateway_url: http://jeg.central.svc:8888/
+    s3:
+      mode: static
+      endpoint: https://s3.central.example.org
+      region: central
+      bucket: users
+      access_key_id: USERSKEY
+      secret_access_key: {existingSecret: central-s3, key: secret}
+  - id: eumetsat-2
+    name: EUMETSAT Bridge
+    gateway_url: https://jeg.eumetsat.example.org/
+    gateway_auth: token
+    token: {existingSecret: eumetsat-gateway, key: token}
+"#;
+
+/// A profile list with options, choices, an unlisted choice and access lists, using the
+/// override fields every spawner reads (image, cpu_limit, mem_limit, environment, cmd, args).
+const PROFILES_VALUES: &str = r#"
+profileList:
+  - display_name: Python (choose an image)
+    slug: python
+    default: true
+    allowed_groups: [/projects/ml]
+    kubespawner_override:
+      image: stackhub/singleuser:0.1.0
+      cpu_limit: 2
+      mem_limit: 4Gi
+      environment: {STACKHUB_PROFILE: python}
+      cmd: [jupyterhub-singleuser]
+      args: [--debug]
+    profile_options:
+      image:
+        display_name: Image
+        choices:
+          base:
+            display_name: Base
+            default: true
+            kubespawner_override: {image: stackhub/singleuser:0.1.0}
+          geo:
+            display_name: Geo
+            allowed_roles: [stack-jupyter-high]
+            kubespawner_override: {image: stackhub/singleuser-geo:0.1.0, mem_limit: 8Gi}
+        unlisted_choice:
+          enabled: true
+          display_name: Other image
+          validation_regex: "stackhub/[a-z-]+:[0-9.]+"
+          validation_message: an image of stackhub/
+          kubespawner_override: {image: "{value}"}
+  - display_name: Remote Compute Kernels - LUMI Bridge
+    kind: remote-kernels
+    site: lumi
+"#;
+
+/// The single-user image of the chart's default profiles.
+const SINGLEUSER_IMAGE: &str = "stackhub/singleuser:0.1.0";
+
 #[test]
 fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
-    let variants: [&[&str]; 4] = [
-        &[],
-        &["spawner.startTimeoutSeconds=900"],
-        &[
-            "spawner.namespace.mode=per_user",
-            "database.existingSecret=hub-db",
-            "adminToken.existingSecret=hub-admin",
-            "cookieSecret.existingSecret=hub-cookie",
-            "oidc.enabled=true",
-            "oidc.issuer=https://identity.example.org/realms/dedl",
-            "oidc.clientId=stackhub",
-            "oidc.clientSecret.existingSecret=hub-oidc",
-            "s3.endpoint=https://s3.example.org",
-            "s3.bucket=users",
-            "s3.credentials.existingSecret=hub-s3",
-            "ingress.enabled=true",
-            "ingress.host=jupyter.example.org",
-            "ingress.tlsSecretName=jupyter-tls",
-            "publicUrl=https://jupyter.example.org",
-            "subdomainHost=https://jupyter.example.org",
-        ],
-        &["persistence.enabled=false", "spawner.storage.enabled=false"],
+    // (values file, --set): each rendered and run through the hub's own config loader.
+    let variants: [(&str, &[&str]); 7] = [
+        ("", &[]),
+        ("", &["spawner.startTimeoutSeconds=900"]),
+        (
+            "",
+            &[
+                "spawner.namespace.mode=per_user",
+                "database.existingSecret=hub-db",
+                "adminToken.existingSecret=hub-admin",
+                "cookieSecret.existingSecret=hub-cookie",
+                "oidc.enabled=true",
+                "oidc.issuer=https://identity.example.org/realms/dedl",
+                "oidc.clientId=stackhub",
+                "oidc.clientSecret.existingSecret=hub-oidc",
+                "ingress.enabled=true",
+                "ingress.host=jupyter.example.org",
+                "ingress.tlsSecretName=jupyter-tls",
+                "publicUrl=https://jupyter.example.org",
+                "subdomainHost=https://jupyter.example.org",
+            ],
+        ),
+        (
+            "",
+            &["persistence.enabled=false", "spawner.storage.enabled=false"],
+        ),
+        (SITES_VALUES, &[]),
+        (PROFILES_VALUES, &[]),
+        // No profiles: the hub's built-in list.
+        ("profileList: []\n", &[]),
     ];
+    let dir = std::env::temp_dir().join(format!("helm-hub-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     let mut all = Vec::new();
-    for sets in variants {
-        let docs = template("helm/stackhub", "hub", sets);
+    for (i, (values, sets)) in variants.into_iter().enumerate() {
+        let values_file = dir.join(format!("values-{i}.yaml"));
+        std::fs::write(&values_file, values).unwrap();
+        let docs = template_with("helm/stackhub", "hub", &[&values_file], sets);
         let cm = find(&docs, "ConfigMap")[0];
         // The hub's own parser (deny_unknown_fields) accepts the rendered stackhub.toml.
-        let dir = std::env::temp_dir().join(format!("helm-hub-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         let toml = dir.join("stackhub.toml");
         let json = dir.join("kubernetes-spawner.json");
         std::fs::write(
@@ -141,10 +248,11 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
             "/etc/stackhub/kubernetes-spawner.json",
             json.to_str().unwrap(),
         );
-        std::fs::write(&toml, text).unwrap();
+        std::fs::write(&toml, &text).unwrap();
         let env: HashMap<String, String> = HashMap::new();
-        let config = hub::Config::load(Some(&toml), &env)
-            .unwrap_or_else(|e| panic!("the hub rejects the chart's config ({sets:?}): {e}"));
+        let config = hub::Config::load(Some(&toml), &env).unwrap_or_else(|e| {
+            panic!("the hub rejects the chart's config ({values}{sets:?}): {e}\n{text}")
+        });
         assert_eq!(config.port, 8000);
         // The chart selects the Kubernetes spawner, and the hub loads its settings.
         assert_eq!(config.spawner.kind, hub::SpawnerKind::Kubernetes);
@@ -156,22 +264,37 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
             config.hub_connect_url.as_deref(),
             Some("http://rel-stackhub-api:8081")
         );
-        // The spawner settings parse into the Kubernetes spawner's config (deny_unknown_fields).
-        let spawner: spawner::k8s::KubeSpawnerConfig =
-            serde_json::from_str(cm["data"]["kubernetes-spawner.json"].as_str().unwrap())
-                .unwrap_or_else(|e| panic!("kubernetes-spawner.json ({sets:?}): {e}"));
+        // The spawner settings parse into the Kubernetes spawner's config (deny_unknown_fields):
+        // cluster-wide defaults only, the profiles are the hub's.
+        let spawner_json: Value =
+            serde_json::from_str(cm["data"]["kubernetes-spawner.json"].as_str().unwrap()).unwrap();
+        for key in ["profiles", "default_profile"] {
+            assert!(spawner_json.get(key).is_none(), "{key}: {spawner_json}");
+        }
+        let spawner: spawner::k8s::KubeSpawnerConfig = serde_json::from_value(spawner_json)
+            .unwrap_or_else(|e| panic!("kubernetes-spawner.json ({sets:?}): {e}"));
         assert_eq!(spawner.hub_id, "rel-stackhub");
-        assert!(spawner.profiles.contains_key("gpu"));
-        // Consistent timeouts: the hub never gives up on a start before the spawner does
-        // (else the pod is orphaned, its state never saved), and a server whose pod runs
-        // has as long to answer as the chart says.
+        assert_eq!(spawner.image, SINGLEUSER_IMAGE);
+        assert_eq!(spawner.gpu_resource, "nvidia.com/gpu");
+        assert_eq!((spawner.uid, spawner.gid), (1000, 100));
+        // One timeout, from one value: the spawner's and the hub's agree. The hub never gives
+        // up on a start before the spawner does (else the pod is orphaned, its state never
+        // saved), and a server whose pod runs has as long to answer as the chart says.
         let chart_timeout = if sets.contains(&"spawner.startTimeoutSeconds=900") {
             900
+        } else if values == SITES_VALUES {
+            1200
         } else {
             300
         };
-        assert_eq!(spawner.start_timeout_secs, chart_timeout);
-        assert_eq!(config.spawner.start_timeout, chart_timeout, "{sets:?}");
+        assert_eq!(
+            spawner.start_timeout_secs, chart_timeout,
+            "{values}{sets:?}"
+        );
+        assert_eq!(
+            config.spawner.start_timeout, chart_timeout,
+            "{values}{sets:?}"
+        );
         let hub_waits = hub::SpawnSettings::from_config(&config, String::new())
             .launch_timeout(Some(spawner.start_timeout()));
         assert!(
@@ -179,16 +302,46 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
             "the hub gives up on a start after {hub_waits:?}, the spawner after {:?} ({sets:?})",
             spawner.start_timeout()
         );
-        // No secret value anywhere: only references.
+        // The embedded S3 store is off: it would listen on the pod's loopback only.
+        assert!(!config.s3.embedded, "{text}");
+        let (max_body, issuer) = if values == SITES_VALUES {
+            (2_097_152, Some("https://jupyter.example.org"))
+        } else {
+            (1_048_576, None)
+        };
+        assert_eq!(config.max_body_bytes, max_body);
+        assert_eq!(config.gateway_token_issuer.as_deref(), issuer);
+        // No secret value anywhere: only references. Every variable the hub's container gets
+        // comes from a Secret.
         let text = serde_json::to_string(&docs).unwrap();
         assert!(!text.contains("\"value\":\"postgres://"), "{text}");
+        let dep = find(&docs, "Deployment")[0];
+        let pod = &dep["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let env_vars: Vec<&Value> = container["env"]
+            .as_array()
+            .map(|e| e.iter().collect())
+            .unwrap_or_default();
+        for var in &env_vars {
+            assert!(
+                var["valueFrom"]["secretKeyRef"]["name"].is_string() && var.get("value").is_none(),
+                "not a Secret reference: {var}"
+            );
+        }
+        let secret_of = |name: &str| {
+            let var = env_vars
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap_or_else(|| panic!("the Deployment sets no {name}: {env_vars:?}"));
+            let r = &var["valueFrom"]["secretKeyRef"];
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["key"].as_str().unwrap().to_owned(),
+            )
+        };
         // OpenID Connect settings sit where the hub reads them ([auth.oidc]); the only OIDC
         // environment variable is the client secret's reference, which the hub reads too.
-        let dep = find(&docs, "Deployment")[0];
-        let env_names: Vec<&str> = dep["spec"]["template"]["spec"]["containers"][0]["env"]
-            .as_array()
-            .map(|e| e.iter().filter_map(|v| v["name"].as_str()).collect())
-            .unwrap_or_default();
+        let env_names: Vec<&str> = env_vars.iter().filter_map(|v| v["name"].as_str()).collect();
         for name in env_names.iter().filter(|n| n.contains("OIDC")) {
             assert!(
                 ["STACKHUB_OIDC_CLIENT_SECRET", "STACKHUB_OIDC_TOKEN_KEY"].contains(name),
@@ -210,6 +363,40 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
             assert_eq!(secret.expose(), "from-the-secret");
         } else {
             assert!(config.auth.oidc.is_none());
+        }
+        // Sites: none by default (not the hub's built-in local gateways); else each as
+        // given, its secrets named by variables the Deployment maps from the Secrets.
+        if values == SITES_VALUES {
+            check_sites(&config, pod, &secret_of);
+        } else {
+            assert!(
+                config.sites.is_empty(),
+                "{:?}",
+                config.sites.iter().map(|s| &s.id).collect::<Vec<_>>()
+            );
+            assert!(env_names.iter().all(|n| !n.starts_with("STACKHUB_SITE_")));
+            assert!(pod["volumes"].as_array().unwrap().len() == 2, "{pod}");
+        }
+        // Profiles: the hub's six Data Lake profiles with an image each by default.
+        if values == PROFILES_VALUES {
+            check_profile_options(&config.profile_list);
+        } else if values.starts_with("profileList: []") {
+            let toml = cm["data"]["stackhub.toml"].as_str().unwrap();
+            assert!(!toml.contains("profile_list"), "{toml}");
+            assert_eq!(config.profile_list, hub::default_profiles());
+        } else {
+            let builtin = hub::default_profiles();
+            assert_eq!(config.profile_list.len(), builtin.len());
+            for (chart, builtin) in config.profile_list.iter().zip(builtin) {
+                let mut chart = chart.clone();
+                assert_eq!(
+                    chart.spawner_override.image.take().as_deref(),
+                    Some(SINGLEUSER_IMAGE),
+                    "{}",
+                    chart.slug
+                );
+                assert_eq!(chart, builtin, "the chart's profile differs from the hub's");
+            }
         }
         if sets.contains(&"subdomainHost=https://jupyter.example.org") {
             let sub = config
@@ -246,20 +433,149 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
                 "per-user mode needs a ClusterRole"
             );
             assert_eq!(find(&docs, "Ingress").len(), 1);
-            let dep = find(&docs, "Deployment")[0];
-            let env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
-                .as_array()
-                .unwrap();
-            let db = env.iter().find(|e| e["name"] == "STACKHUB_DB_URL").unwrap();
-            assert_eq!(db["valueFrom"]["secretKeyRef"]["name"], "hub-db");
+            assert_eq!(
+                secret_of("STACKHUB_DB_URL"),
+                ("hub-db".to_owned(), "url".to_owned())
+            );
         } else {
             assert_eq!(find(&docs, "Role").len(), 1);
         }
         all.extend(docs);
     }
+    let _ = std::fs::remove_dir_all(&dir);
     if let Err(report) = kubernetes_validate(&all) {
         panic!("the hub chart renders invalid manifests:\n{report}");
     }
+}
+
+/// The sites of [`SITES_VALUES`] as the hub parsed them, with their secrets' variables and
+/// the private CA's mount.
+fn check_sites(config: &hub::Config, pod: &Value, secret_of: &dyn Fn(&str) -> (String, String)) {
+    use hub::sites::{GatewayAuth, SiteS3Mode};
+    let ids: Vec<&str> = config.sites.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["lumi", "central", "eumetsat-2"]);
+    let [lumi, central, eumetsat] = &config.sites[..] else {
+        unreachable!()
+    };
+    assert_eq!(lumi.name, "LUMI Bridge");
+    assert_eq!(lumi.gateway_url, "https://jeg.lumi.example.org/");
+    assert_eq!(lumi.gateway_auth, GatewayAuth::HubJwt);
+    assert_eq!(lumi.token_roles, ["stack-jupyter", "lumi-users"]);
+    assert_eq!(lumi.gateway_token_lifetime_secs, 1800);
+    assert_eq!(lumi.token_env, None);
+    assert_eq!(
+        lumi.dask_address.as_deref(),
+        Some("https://dask.lumi.example.org")
+    );
+    assert_eq!(
+        lumi.dask_proxy_address.as_deref(),
+        Some("tcp://dask.lumi.example.org:80")
+    );
+    let s3 = lumi.s3.as_ref().expect("lumi's S3");
+    assert_eq!(s3.mode, SiteS3Mode::Sts);
+    assert_eq!(s3.endpoint.as_deref(), Some("https://s3.lumi.example.org"));
+    assert_eq!(s3.region.as_deref(), Some("dedl-lumi"));
+    assert_eq!(s3.bucket.as_deref(), Some("stackhub-users"));
+    assert_eq!(s3.access_key_id.as_deref(), Some("HUBKEY"));
+    assert_eq!(s3.role_prefix, "dedl-user-");
+    assert_eq!(s3.duration_secs, 7200);
+    let var = s3.secret_env.as_deref().expect("lumi's secret_env");
+    assert_eq!(
+        secret_of(var),
+        ("lumi-s3".to_owned(), "secret-access-key".to_owned())
+    );
+    // The CA file the config names is the ConfigMap's key, mounted.
+    let ca = lumi.ca_file.as_deref().expect("lumi's ca_file");
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| Some(Path::new(m["mountPath"].as_str().unwrap())) == ca.parent())
+        .unwrap_or_else(|| panic!("nothing is mounted where {} is", ca.display()));
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    let source = &volume["projected"]["sources"][0]["configMap"];
+    assert_eq!(source["name"], "lumi-ca");
+    assert_eq!(source["items"][0]["key"], "ca.crt");
+    assert_eq!(
+        Some(std::ffi::OsStr::new(
+            source["items"][0]["path"].as_str().unwrap()
+        )),
+        ca.file_name()
+    );
+    assert_eq!(central.gateway_auth, GatewayAuth::None);
+    assert_eq!(central.ca_file, None);
+    let s3 = central.s3.as_ref().expect("central's S3");
+    assert_eq!(s3.mode, SiteS3Mode::Static);
+    assert_eq!(s3.access_key_id.as_deref(), Some("USERSKEY"));
+    assert_eq!(
+        secret_of(s3.secret_env.as_deref().unwrap()),
+        ("central-s3".to_owned(), "secret".to_owned())
+    );
+    assert_eq!(eumetsat.gateway_auth, GatewayAuth::Token);
+    assert!(eumetsat.s3.is_none());
+    let var = eumetsat.token_env.as_deref().expect("eumetsat's token_env");
+    assert_eq!(
+        secret_of(var),
+        ("eumetsat-gateway".to_owned(), "token".to_owned())
+    );
+    // The variables are not the hub's own per-site overrides.
+    for site in &config.sites {
+        let prefix = hub::sites::site_env_prefix(&site.id);
+        for own in ["GATEWAY_URL", "GATEWAY_TOKEN_LIFETIME_SECS"] {
+            let own = format!("{prefix}{own}");
+            assert_ne!(site.token_env.as_deref(), Some(own.as_str()));
+            assert_ne!(
+                site.s3.as_ref().and_then(|x| x.secret_env.as_deref()),
+                Some(own.as_str())
+            );
+        }
+    }
+}
+
+/// The profiles of [`PROFILES_VALUES`] as the hub parsed them.
+fn check_profile_options(list: &[hub::Profile]) {
+    assert_eq!(list.len(), 2);
+    let python = &list[0];
+    assert_eq!(python.slug, "python");
+    assert!(python.default);
+    assert_eq!(python.allowed_groups, ["/projects/ml"]);
+    let o = &python.spawner_override;
+    assert_eq!(o.image.as_deref(), Some(SINGLEUSER_IMAGE));
+    assert_eq!(o.cpu_limit, Some(2.0));
+    assert_eq!(o.mem_limit.as_deref(), Some("4Gi"));
+    assert_eq!(o.environment["STACKHUB_PROFILE"], "python");
+    assert_eq!(
+        o.cmd.as_deref(),
+        Some(&["jupyterhub-singleuser".to_owned()][..])
+    );
+    assert_eq!(o.args.as_deref(), Some(&["--debug".to_owned()][..]));
+    let image = &python.profile_options["image"];
+    assert_eq!(image.display_name, "Image");
+    assert_eq!(image.choices.keys().collect::<Vec<_>>(), ["base", "geo"]);
+    assert!(image.choices["base"].default);
+    let geo = &image.choices["geo"];
+    assert_eq!(geo.allowed_roles, ["stack-jupyter-high"]);
+    assert_eq!(
+        geo.spawner_override.image.as_deref(),
+        Some("stackhub/singleuser-geo:0.1.0")
+    );
+    assert_eq!(geo.spawner_override.mem_limit.as_deref(), Some("8Gi"));
+    let unlisted = image.unlisted_choice.as_ref().expect("unlisted_choice");
+    assert!(unlisted.enabled);
+    assert_eq!(
+        unlisted.validation_regex.as_deref(),
+        Some("stackhub/[a-z-]+:[0-9.]+")
+    );
+    assert_eq!(unlisted.spawner_override.image.as_deref(), Some("{value}"));
+    let remote = &list[1];
+    assert_eq!(remote.slug, "remote-compute-kernels-lumi-bridge");
+    assert_eq!(remote.kind, hub::ProfileKind::RemoteKernels);
+    assert_eq!(remote.site.as_deref(), Some("lumi"));
 }
 
 #[test]
@@ -400,6 +716,140 @@ fn values_schemas_refuse_bad_values_with_a_message_naming_them() {
         assert!(!ok, "{chart} accepted {set}");
         assert!(out.contains(needle), "{chart} {set}: {out}");
     }
+    // Profiles and sites, with the path of the bad value in the message.
+    let site = r#"{"id": "lumi", "name": "LUMI", "gateway_url": "https://jeg.lumi.example/""#;
+    for (set, needle) in [
+        (
+            r#"profileList=[{"display_name": "x", "kind": "remote"}]"#.to_owned(),
+            "at '/profileList/0/kind'",
+        ),
+        (
+            r#"profileList=[{"display_name": "x", "kubespawner_override": {"cpu_limt": 2}}]"#
+                .to_owned(),
+            "'cpu_limt' not allowed",
+        ),
+        (
+            r#"profileList=[{"display_name": "x", "profile_options": {"o": {"choices":
+               {"c": {"kubespawner_override": {"node_selectr": {}}}}}}}]"#
+                .to_owned(),
+            "'node_selectr' not allowed",
+        ),
+        (
+            r#"profileList=[{"display_name": "x", "slug": "my lab"}]"#.to_owned(),
+            "at '/profileList/0/slug'",
+        ),
+        (
+            r#"profileList=[{"display_name": "x", "kind": "remote-kernels"}]"#.to_owned(),
+            "missing property 'site'",
+        ),
+        (
+            r#"profileList=[{"display_name": "x", "kubespawner_override":
+               {"tolerations": [{"key": "k", "operator": "Exist"}]}}]"#
+                .to_owned(),
+            "at '/profileList/0/kubespawner_override/tolerations/0/operator'",
+        ),
+        (
+            r#"profileList=[{"display_name": "x", "kubespawner_override": {"gpus": 1.5}}]"#
+                .to_owned(),
+            "at '/profileList/0/kubespawner_override/gpus'",
+        ),
+        (
+            r#"profileList=[{"display_name": "x", "kubespawner_override": {"mem_limit": "lots"}}]"#
+                .to_owned(),
+            "at '/profileList/0/kubespawner_override/mem_limit'",
+        ),
+        (
+            format!(r#"sites=[{site}, "gateway_auth": "jwt"}}]"#),
+            "at '/sites/0/gateway_auth'",
+        ),
+        (
+            format!(r#"sites=[{site}, "gateway_auth": "token"}}]"#),
+            "missing property 'token'",
+        ),
+        (
+            format!(r#"sites=[{site}, "token": {{"existingSecret": "", "key": "token"}}}}]"#),
+            "at '/sites/0/token/existingSecret'",
+        ),
+        (
+            format!(r#"sites=[{site}, "s3": {{"mode": "embedded"}}}}]"#),
+            "at '/sites/0/s3/mode'",
+        ),
+        (
+            format!(r#"sites=[{site}, "gateway_token_lifetime_secs": 0}}]"#),
+            "at '/sites/0/gateway_token_lifetime_secs'",
+        ),
+        ("maxBodyBytes=100".to_owned(), "at '/maxBodyBytes'"),
+        // The spawner's own profile table is gone: its old values are refused, not ignored.
+        (
+            r#"spawner={"defaultProfile": "small"}"#.to_owned(),
+            "'defaultProfile' not allowed",
+        ),
+    ] {
+        let chart = "helm/stackhub";
+        let (ok, out) = run_helm(&["template", "rel", chart, "--set-json", &set]);
+        assert!(!ok, "{chart} accepted {set}");
+        assert!(out.contains(needle), "{chart} {set}: {out}");
+    }
+}
+
+/// The custom profile example (`ci/custom-profile-values.yaml`, every override field of the
+/// schema) renders, and whole numbers from a values file, which Helm reads as floats, reach
+/// the hub's TOML as integers wherever a profile, a choice or an unlisted choice sets them.
+#[test]
+fn profile_overrides_render_with_whole_numbers_as_integers() {
+    let toml_of = |docs: &[Value]| {
+        find(docs, "ConfigMap")[0]["data"]["stackhub.toml"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let example = repo().join("helm/stackhub/ci/custom-profile-values.yaml");
+    let text = toml_of(&template_with("helm/stackhub", "hub", &[&example], &[]));
+    for line in [
+        "slug = \"large-gpu\"",
+        "image = \"stackhub/singleuser-gpu:0.1.0\"",
+        "cmd = [\"jupyterhub-singleuser\"]",
+        "cpu_limit = 4.0",
+        "cpu_guarantee = 1.5",
+        "mem_limit = \"8Gi\"",
+        "mem_guarantee = \"2Gi\"",
+        "accelerator = \"nvidia-a100\"",
+        "[[profile_list.kubespawner_override.tolerations]]",
+        "tolerationSeconds = 300",
+    ] {
+        assert!(
+            text.lines().any(|l| l.trim() == line),
+            "no `{line}` in the rendered config:\n{text}"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("helm-ints-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let values = dir.join("values.yaml");
+    let o = "kubespawner_override: {gpus: 2, tolerations: \
+             [{key: k, operator: Exists, effect: NoExecute, tolerationSeconds: 60}]}";
+    std::fs::write(
+        &values,
+        format!(
+            "profileList:
+  - display_name: GPU
+    {o}
+    profile_options:
+      size:
+        choices:
+          one:
+            {o}
+        unlisted_choice:
+          enabled: true
+          {o}
+"
+        ),
+    )
+    .unwrap();
+    let text = toml_of(&template_with("helm/stackhub", "hub", &[&values], &[]));
+    let _ = std::fs::remove_dir_all(&dir);
+    let count = |line: &str| text.lines().filter(|l| l.trim() == line).count();
+    assert_eq!(count("gpus = 2"), 3, "{text}");
+    assert_eq!(count("tolerationSeconds = 60"), 3, "{text}");
 }
 
 /// The hub binary starts with the chart's `subdomain_host` (the rendered line, with the local

@@ -1,6 +1,7 @@
-//! A fuzzing run of the hub's REST API against JupyterHub's OpenAPI description
-//! (`hub/tests/fixtures/jupyterhub-rest-api.yml`) with schemathesis, a property-based API
-//! fuzzer from PyPI (pinned in `scripts/requirements-test.txt`). The real `stackhub` binary
+//! A fuzzing run of the hub's REST API against JupyterHub's OpenAPI description (`rest-api.yml`
+//! from the `jupyterhub` source distribution on PyPI, fetched by `scripts/lib.sh`
+//! `ensure_jupyterhub_rest_api`, named in `STACKHUB_JUPYTERHUB_REST_API`) with schemathesis, a
+//! property-based API fuzzer from PyPI (pinned in `scripts/requirements-test.txt`). The real `stackhub` binary
 //! runs with the development authenticator; schemathesis calls every operation of the
 //! description with the admin token, with valid and invalid data, and checks that no answer is
 //! a server error. The hub's log must then hold no panic.
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use hub_common::{ADMIN_TOKEN, Hub, free_ports, log_tail, scratch_dir, venv, workspace};
+use hub_common::{ADMIN_TOKEN, Hub, free_ports, log_tail, scratch_dir, venv};
 
 fn schemathesis() -> PathBuf {
     let bin = std::env::var_os("STACKHUB_SCHEMATHESIS")
@@ -33,16 +34,39 @@ fn schemathesis() -> PathBuf {
     bin
 }
 
+/// Where JupyterHub's REST API description is: `STACKHUB_JUPYTERHUB_REST_API`, else where
+/// `scripts/lib.sh` `ensure_jupyterhub_rest_api` caches it.
+fn jupyterhub_rest_api() -> PathBuf {
+    let path = std::env::var_os("STACKHUB_JUPYTERHUB_REST_API")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                })
+                .join("stackhub/jupyterhub/rest-api.yml")
+        });
+    assert!(
+        path.is_file(),
+        "JupyterHub's REST API description is not at {}: run scripts/test, or `source \
+         scripts/lib.sh; ensure_venv; ensure_jupyterhub_rest_api` (it fetches the jupyterhub \
+         sdist from PyPI), or set STACKHUB_JUPYTERHUB_REST_API",
+        path.display()
+    );
+    path
+}
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rest_operation_fuzzed_from_the_openapi_description_answers_without_a_5xx_or_panic() {
+    let spec = jupyterhub_rest_api();
     let (dir, _cleanup) = scratch_dir("rest-fuzz");
     let [port, hub_port] = free_ports();
     let mut hub = Hub::start(&dir, port, hub_port).await;
-    let spec = workspace().join("hub/tests/fixtures/jupyterhub-rest-api.yml");
     // The token reaches schemathesis through its environment, not its argument list.
     let config = dir.join("schemathesis.toml");
     std::fs::write(

@@ -1,7 +1,8 @@
 //! Test helpers: an app on a fresh database (in-memory SQLite, or a new PostgreSQL database when
 //! `STACKHUB_TEST_DB=postgres`), request helpers, and a validator for responses against the
-//! upstream OpenAPI file, copied into the repository as
-//! `hub/tests/fixtures/jupyterhub-rest-api.yml` (JupyterHub's, BSD-3-Clause).
+//! upstream OpenAPI file: JupyterHub's `rest-api.yml` (BSD-3-Clause), which `scripts/test`
+//! fetches from the `jupyterhub` source distribution on PyPI (`scripts/lib.sh`
+//! `ensure_jupyterhub_rest_api`) and names in `STACKHUB_JUPYTERHUB_REST_API`.
 
 // Test helpers panic on failure by design.
 #![allow(
@@ -204,16 +205,37 @@ impl Hub {
     }
 }
 
+/// Where JupyterHub's REST API description is: `STACKHUB_JUPYTERHUB_REST_API`, else where
+/// `scripts/lib.sh` `ensure_jupyterhub_rest_api` caches it.
+fn jupyterhub_rest_api() -> std::path::PathBuf {
+    let path = std::env::var_os("STACKHUB_JUPYTERHUB_REST_API")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache")
+                })
+                .join("stackhub/jupyterhub/rest-api.yml")
+        });
+    assert!(
+        path.is_file(),
+        "JupyterHub's REST API description is not at {}: run scripts/test, or `source \
+         scripts/lib.sh; ensure_venv; ensure_jupyterhub_rest_api` (it fetches the jupyterhub \
+         sdist from PyPI), or set STACKHUB_JUPYTERHUB_REST_API",
+        path.display()
+    );
+    path
+}
+
 /// The OpenAPI document as JSON.
 fn spec() -> &'static Value {
     static SPEC: OnceLock<Value> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/jupyterhub-rest-api.yml"
-        );
+        let path = jupyterhub_rest_api();
         let text =
-            std::fs::read_to_string(path).expect("hub/tests/fixtures/jupyterhub-rest-api.yml");
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         serde_json::to_value(yaml).unwrap()
     })
