@@ -233,7 +233,7 @@ async fn hub_runs_servers_as_pods_and_reattaches_after_a_restart() {
     );
     assert!(!pod.to_string().contains(ADMIN_TOKEN));
     // The user's claim, mounted as user_data.
-    let claim_name = spawner::k8s::claim_name(&config, None, &alice);
+    let claim_name = spawner::k8s::claim_name(&config, &spawner::LaunchSpec::default(), &alice);
     let claim = fake
         .get("persistentvolumeclaims", NS, &claim_name)
         .expect("alice's claim");
