@@ -591,23 +591,10 @@ impl Config {
                 });
             }
         }
-        for q in &self.quota_roles {
-            if crate::quota::parse_memory(&q.memory).is_none_or(|m| m == 0) {
-                return Err(ConfigError::Invalid {
-                    key: "quota_roles",
-                    reason: format!(
-                        "role {:?}: memory {:?} is not a quantity like 2Gi",
-                        q.role, q.memory
-                    ),
-                });
-            }
-            if !(q.cpus.is_finite() && q.cpus > 0.0) {
-                return Err(ConfigError::Invalid {
-                    key: "quota_roles",
-                    reason: format!("role {:?}: cpus must be > 0", q.role),
-                });
-            }
-        }
+        stackhub_common::quota::validate(&self.quota_roles).map_err(|e| ConfigError::Invalid {
+            key: "quota_roles",
+            reason: e.to_string(),
+        })?;
         if let Some(d) = &self.default_quota_role
             && !self.quota_roles.iter().any(|q| &q.role == d)
         {

@@ -295,6 +295,7 @@ async fn quota_role_reaches_the_real_kernel_and_is_enforced_locally() {
         cpus: 1.0,
         memory: "1Gi".into(),
         gpus: 0,
+        max_servers: None,
         max_kernels: Some(1),
     });
     let gw = Gateway::start(Config {
