@@ -497,7 +497,7 @@ fn site_config(jwks: &Jwks, site: &str) -> Config {
     ))
     .unwrap();
     c.validate().unwrap();
-    c.auth_token = Some(ALICE.to_owned());
+    c.auth_token = Some(ALICE.into());
     c
 }
 
