@@ -6,7 +6,6 @@
 //! never its value, and `main` exits with 64 (`EX_USAGE`).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -72,28 +71,8 @@ impl Lookup for HashMap<&str, &str> {
     }
 }
 
-/// A secret string: never printed by `Debug` or `Display`.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself; callers must not log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+/// A secret string: never printed by `Debug`, no `Display` (shared with the other crates).
+pub use stackhub_common::Secret;
 
 /// A configuration value is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -396,7 +375,7 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| e.message().to_owned())?;
         for (key, value) in secrets {
-            let value = Some(Secret(value));
+            let value = Some(Secret::new(value));
             match key {
                 "db_url" => config.db_url = value,
                 "cookie_secret" => config.cookie_secret = value,
@@ -404,14 +383,14 @@ impl Config {
             }
         }
         if let Some(p) = dev_password {
-            config.auth.dev_password = Some(Secret(p));
+            config.auth.dev_password = Some(Secret::new(p));
         }
         if let Some(oidc) = config.auth.oidc.as_mut() {
             if let Some(v) = oidc_secrets.0 {
-                oidc.client_secret = Some(Secret(v));
+                oidc.client_secret = Some(Secret::new(v));
             }
             if let Some(v) = oidc_secrets.1 {
-                oidc.token_key = Some(Secret(v));
+                oidc.token_key = Some(Secret::new(v));
             }
         }
         Ok(config)
@@ -445,7 +424,7 @@ impl Config {
             self.data_dir = PathBuf::from(v);
         }
         if let Some(v) = env.get(ENV_DB_URL) {
-            self.db_url = Some(Secret(v));
+            self.db_url = Some(Secret::new(v));
         }
         if let Some(v) = env.get(ENV_PUBLIC_URL) {
             self.public_url = Some(v);
@@ -461,13 +440,13 @@ impl Config {
             };
         }
         if let Some(v) = env.get(ENV_COOKIE_SECRET) {
-            self.cookie_secret = Some(Secret(v));
+            self.cookie_secret = Some(Secret::new(v));
         }
         if let Some(v) = env.get(ENV_DEV_PASSWORD) {
-            self.auth.dev_password = Some(Secret(v));
+            self.auth.dev_password = Some(Secret::new(v));
         }
         if let Some(v) = env.get(ENV_ADMIN_TOKEN) {
-            self.admin_token = Some(Secret(v));
+            self.admin_token = Some(Secret::new(v));
         }
         if let Some(v) = env.get(ENV_MAX_BODY_BYTES) {
             self.max_body_bytes = v
@@ -483,10 +462,10 @@ impl Config {
         }
         if let Some(oidc) = self.auth.oidc.as_mut() {
             if let Some(v) = env.get(ENV_OIDC_CLIENT_SECRET) {
-                oidc.client_secret = Some(Secret(v));
+                oidc.client_secret = Some(Secret::new(v));
             }
             if let Some(v) = env.get(ENV_OIDC_TOKEN_KEY) {
-                oidc.token_key = Some(Secret(v));
+                oidc.token_key = Some(Secret::new(v));
             }
         }
         Ok(())
@@ -627,7 +606,7 @@ impl Config {
     pub fn database_url(&self) -> Secret {
         match &self.db_url {
             Some(url) => url.clone(),
-            None => Secret(format!(
+            None => Secret::new(format!(
                 "sqlite://{}?mode=rwc",
                 self.data_dir.join("stackhub.sqlite").display()
             )),

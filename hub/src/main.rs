@@ -204,7 +204,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .instrument(tracing::info_span!("proxy")),
     );
     tokio::spawn(async move {
-        shutdown_signal().await;
+        stackhub_common::shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
     tracing::info!(%addr, hub = %hub_addr, "stackhub listening");
@@ -280,27 +280,5 @@ async fn build_spawner(config: &Config) -> anyhow::Result<Arc<dyn Spawner>> {
             tracing::info!(hub_id = %spawner.config().hub_id, "servers run as Kubernetes pods");
             Ok(Arc::new(spawner))
         }
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C, interactive use) or SIGTERM (service managers, Kubernetes).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

@@ -5,13 +5,15 @@
 //!   one grouped query each;
 //! - `stackhub_spawn_duration_seconds{status}` (histogram; `success` or `failure`), recorded by
 //!   the spawn pipeline;
-//! - `stackhub_spawn_refused_total{reason}` (counter; [`crate::spawn::Refusal::metric_label`]),
-//!   starts the planner refused;
+//! - `stackhub_spawn_refused{reason}` (counter, `_total` in the text; reasons from
+//!   [`crate::spawn::Refusal::metric_label`]): starts the planner refused;
 //! - `stackhub_request_duration_seconds{method,handler,code}` (histogram of every hub request,
 //!   by route pattern so the label set stays small), recorded by [`track`].
+//!
+//! Written by the Prometheus client crate (`prometheus-client`): the recorded histograms live in
+//! a process-wide registry, the database gauges in a registry built for each scrape.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -22,8 +24,14 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use sqlx::Row;
-use tokio::sync::Mutex;
 
 use crate::auth::ApiCaller;
 use crate::error::ApiError;
@@ -34,128 +42,145 @@ const REQUEST_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SpawnLabels {
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+/// The request method as a label (no allocation for the standard ones).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MethodLabel(Method);
+
+impl EncodeLabelValue for MethodLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+        fmt::Write::write_str(encoder, self.0.as_str())
+    }
+}
+
+/// The route pattern as a label (`MatchedPath` is shared, so cloning it allocates nothing).
 #[derive(Debug, Clone)]
-struct Histogram {
-    buckets: &'static [f64],
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+struct HandlerLabel(Option<MatchedPath>);
+
+impl HandlerLabel {
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
+    }
 }
 
-impl Histogram {
-    fn new(buckets: &'static [f64]) -> Self {
-        Self {
-            buckets,
-            counts: vec![0; buckets.len()],
-            sum: 0.0,
-            count: 0,
-        }
+impl PartialEq for HandlerLabel {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
     }
+}
 
-    fn observe(&mut self, v: f64) {
-        for (i, b) in self.buckets.iter().enumerate() {
-            if v <= *b {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += v;
-        self.count += 1;
+impl Eq for HandlerLabel {}
+
+impl std::hash::Hash for HandlerLabel {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
+}
 
-    fn write(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (b, c) in self.buckets.iter().zip(&self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
+impl EncodeLabelValue for HandlerLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: MethodLabel,
+    handler: HandlerLabel,
+    code: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ServerLabels {
+    state: &'static str,
+    profile: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The metrics recorded as things happen (the process's; the database ones are read per scrape).
+#[derive(Debug)]
+struct Recorded {
+    registry: Registry,
+    spawn: HistogramFamily<SpawnLabels>,
+    refused: Family<RefusalLabels, Counter>,
+    requests: HistogramFamily<RequestLabels>,
+}
+
+fn recorded() -> &'static Recorded {
+    static R: OnceLock<Recorded> = OnceLock::new();
+    R.get_or_init(|| {
+        let spawn: HistogramFamily<SpawnLabels> =
+            Family::new_with_constructor(|| Histogram::new(SPAWN_BUCKETS.iter().copied()));
+        let requests: HistogramFamily<RequestLabels> =
+            Family::new_with_constructor(|| Histogram::new(REQUEST_BUCKETS.iter().copied()));
+        let mut registry = Registry::default();
+        registry.register(
+            "stackhub_spawn_duration_seconds",
+            "Time from a start request to the server being ready or failed",
+            spawn.clone(),
         );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
-    }
-}
-
-/// Request histograms by method and status code, then by route pattern (looked up by `&str`,
-/// so recording a request allocates nothing once its labels have been seen).
-type RequestMap = HashMap<(Method, u16), HashMap<Box<str>, Histogram>>;
-
-#[derive(Debug, Default)]
-struct Registry {
-    spawn: Mutex<BTreeMap<String, Histogram>>,
-    refused: Mutex<BTreeMap<&'static str, u64>>,
-    requests: Mutex<RequestMap>,
-}
-
-fn registry() -> &'static Registry {
-    static R: OnceLock<Registry> = OnceLock::new();
-    R.get_or_init(Registry::default)
-}
-
-/// A label value with `\`, `"` and newlines escaped.
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-async fn observe(
-    map: &Mutex<BTreeMap<String, Histogram>>,
-    labels: String,
-    buckets: &'static [f64],
-    v: f64,
-) {
-    map.lock()
-        .await
-        .entry(labels)
-        .or_insert_with(|| Histogram::new(buckets))
-        .observe(v);
+        let refused: Family<RefusalLabels, Counter> = Family::default();
+        registry.register(
+            "stackhub_spawn_refused",
+            "Starts refused before launch, by reason",
+            refused.clone(),
+        );
+        registry.register(
+            "stackhub_request_duration_seconds",
+            "Hub request latency by route",
+            requests.clone(),
+        );
+        Recorded {
+            registry,
+            spawn,
+            refused,
+            requests,
+        }
+    })
 }
 
 /// Record how long a spawn took, from request to ready (or failure).
 pub(crate) async fn spawn_finished(seconds: f64, ok: bool) {
     let status = if ok { "success" } else { "failure" };
-    observe(
-        &registry().spawn,
-        format!("status=\"{status}\""),
-        SPAWN_BUCKETS,
-        seconds,
-    )
-    .await;
+    recorded()
+        .spawn
+        .get_or_create(&SpawnLabels { status })
+        .observe(seconds);
 }
 
 /// Count a start the planner refused, by reason.
 pub(crate) async fn spawn_refused(reason: &'static str) {
-    *registry().refused.lock().await.entry(reason).or_default() += 1;
+    recorded()
+        .refused
+        .get_or_create(&RefusalLabels { reason })
+        .inc();
 }
 
 /// Middleware: time every request by route pattern.
 pub(crate) async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().clone();
-    let handler = req.extensions().get::<MatchedPath>().cloned();
+    let method = MethodLabel(req.method().clone());
+    let handler = HandlerLabel(req.extensions().get::<MatchedPath>().cloned());
     let resp = next.run(req).await;
-    let elapsed = start.elapsed().as_secs_f64();
-    let handler = handler.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let mut requests = registry().requests.lock().await;
-    let by_handler = requests
-        .entry((method, resp.status().as_u16()))
-        .or_default();
-    match by_handler.get_mut(handler) {
-        Some(h) => h.observe(elapsed),
-        None => {
-            let mut h = Histogram::new(REQUEST_BUCKETS);
-            h.observe(elapsed);
-            by_handler.insert(handler.into(), h);
-        }
-    }
-    drop(requests);
+    let labels = RequestLabels {
+        method,
+        handler,
+        code: resp.status().as_u16(),
+    };
+    recorded()
+        .requests
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
     resp
 }
 
@@ -167,14 +192,11 @@ async fn metrics(State(state): State<AppState>, caller: ApiCaller) -> Result<Res
     if !caller.holds("read:metrics") {
         return Err(ApiError::requires_any_of(&["read:metrics"]));
     }
-    let mut out = String::new();
     let mut conn = state.db().pool().acquire().await?;
     let users: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users")
         .fetch_one(&mut *conn)
         .await?
         .try_get("n")?;
-    out.push_str("# HELP stackhub_users Users known to the hub.\n# TYPE stackhub_users gauge\n");
-    let _ = writeln!(out, "stackhub_users {users}");
     let rows = sqlx::query(
         "SELECT pending, CASE WHEN url IS NULL THEN 0 ELSE 1 END AS up, launch, \
          COUNT(*) AS n FROM servers GROUP BY pending, CASE WHEN url IS NULL THEN 0 ELSE 1 END, \
@@ -183,67 +205,103 @@ async fn metrics(State(state): State<AppState>, caller: ApiCaller) -> Result<Res
     .fetch_all(&mut *conn)
     .await?;
     drop(conn);
-    let mut servers: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let servers: Family<ServerLabels, Gauge> = Family::default();
     for row in rows {
         let pending: Option<String> = row.try_get("pending")?;
         let up: i64 = row.try_get("up")?;
         let launch: Option<String> = row.try_get("launch")?;
         let n: i64 = row.try_get("n")?;
-        let st = match pending.as_deref() {
+        let state_label = match pending.as_deref() {
             Some("spawn") => "spawn_pending",
             Some(_) => "stop_pending",
             None if up == 1 => "running",
             None => "stopped",
         };
-        // The profile it was last launched with (empty: never started).
-        let profile = launch
-            .and_then(|l| serde_json::from_str::<spawner::LaunchSpec>(&l).ok())
-            .and_then(|l| l.profile.map(|p| p.slug))
-            .unwrap_or_default();
-        *servers.entry((st.to_owned(), profile)).or_default() += n;
+        let labels = ServerLabels {
+            state: state_label,
+            profile: profile_of(launch.as_deref()),
+        };
+        servers.get_or_create(&labels).inc_by(n);
     }
-    out.push_str(
-        "# HELP stackhub_servers Servers by state and profile.\n# TYPE stackhub_servers gauge\n",
-    );
-    for ((st, profile), n) in &servers {
-        let _ = writeln!(
-            out,
-            "stackhub_servers{{state=\"{st}\",profile=\"{}\"}} {n}",
-            esc(profile)
-        );
+    // Read at scrape time: a registry of their own, encoded before the recorded ones.
+    let mut scraped = Registry::default();
+    let users_gauge: Gauge = Gauge::default();
+    users_gauge.set(users);
+    scraped.register("stackhub_users", "Users known to the hub", users_gauge);
+    scraped.register("stackhub_servers", "Servers by state and profile", servers);
+    let mut out = String::new();
+    prometheus_text::encode(&mut out, &scraped)
+        .and_then(|()| prometheus_text::encode(&mut out, &recorded().registry))
+        .map_err(|e| {
+            ApiError::internal(std::io::Error::other(format!(
+                "cannot encode the metrics: {e}"
+            )))
+        })?;
+    Ok(([(CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], out).into_response())
+}
+
+/// The `profile` label of a server: the profile of the launch specification it was last
+/// started with (resolved by the planner), empty before its first start.
+fn profile_of(launch: Option<&str>) -> String {
+    launch
+        .and_then(|l| serde_json::from_str::<spawner::LaunchSpec>(l).ok())
+        .and_then(|l| l.profile.map(|p| p.slug))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// The value of the sample named exactly `name` (with its labels) in `text`.
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
-    out.push_str("# HELP stackhub_spawn_duration_seconds Time from a start request to the server being ready or failed.\n# TYPE stackhub_spawn_duration_seconds histogram\n");
-    for (labels, h) in registry().spawn.lock().await.iter() {
-        h.write(&mut out, "stackhub_spawn_duration_seconds", labels);
-    }
-    out.push_str("# HELP stackhub_spawn_refused_total Starts refused before launch, by reason.\n# TYPE stackhub_spawn_refused_total counter\n");
-    for (reason, n) in registry().refused.lock().await.iter() {
-        let _ = writeln!(
-            out,
-            "stackhub_spawn_refused_total{{reason=\"{reason}\"}} {n}"
-        );
-    }
-    out.push_str("# HELP stackhub_request_duration_seconds Hub request latency by route.\n# TYPE stackhub_request_duration_seconds histogram\n");
-    let requests = registry().requests.lock().await;
-    let mut sorted = BTreeMap::new();
-    for ((method, code), by_handler) in requests.iter() {
-        for (handler, h) in by_handler {
-            let labels = format!(
-                "method=\"{}\",handler=\"{}\",code=\"{code}\"",
-                esc(method.as_str()),
-                esc(handler)
-            );
-            sorted.insert(labels, h);
+
+    #[tokio::test]
+    async fn recorded_histograms_keep_their_names_types_and_labels() {
+        spawn_finished(1.5, true).await;
+        spawn_finished(400.0, false).await;
+        let app = Router::new()
+            .route("/hub/api/users/{name}", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(track));
+        let req = axum::http::Request::builder()
+            .uri("/hub/api/users/alice")
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &recorded().registry).unwrap();
+        for ty in [
+            "# TYPE stackhub_spawn_duration_seconds histogram\n",
+            "# TYPE stackhub_request_duration_seconds histogram\n",
+        ] {
+            assert!(text.contains(ty), "{ty} in\n{text}");
         }
+        // Other tests of this process may record too: at least ours.
+        let at_least_one = |name: &str| {
+            assert!(
+                sample(&text, name).is_some_and(|n| n >= 1.0),
+                "{name} in\n{text}"
+            );
+        };
+        at_least_one("stackhub_spawn_duration_seconds_bucket{status=\"success\",le=\"2.5\"}");
+        at_least_one("stackhub_spawn_duration_seconds_bucket{status=\"failure\",le=\"+Inf\"}");
+        at_least_one("stackhub_spawn_duration_seconds_count{status=\"failure\"}");
+        at_least_one(
+            "stackhub_request_duration_seconds_count{method=\"GET\",handler=\"/hub/api/users/{name}\",code=\"200\"}",
+        );
+        // 400 s is above the last bucket: counted in +Inf only.
+        let failures = |le: &str| {
+            let name =
+                format!("stackhub_spawn_duration_seconds_bucket{{status=\"failure\",le=\"{le}\"}}");
+            sample(&text, &name).unwrap_or_else(|| panic!("{name} in\n{text}"))
+        };
+        assert!(failures("+Inf") >= failures("300") + 1.0, "{text}");
     }
-    for (labels, h) in &sorted {
-        h.write(&mut out, "stackhub_request_duration_seconds", labels);
-    }
-    drop(sorted);
-    drop(requests);
-    Ok((
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        out,
-    )
-        .into_response())
 }

@@ -2,8 +2,9 @@
 //! with `stack-jupyter-{low,medium,high}` (2 CPU / 2 GiB, 6 CPU / 18 GiB, 12 CPU / 32 GiB: the
 //! figures the gateway enforces for remote kernels, see `kernel-gateway/src/quota.rs`).
 //!
-//! The table is ordered highest first: the first row the user holds (a role, or a group by its
-//! hub name, its identity-provider path or the path's last segment) wins. The result is stored
+//! The table and its matching are shared with the gateway ([`stackhub_common::quota`]): ordered
+//! highest first, the first row the user holds (a role, or a group by its hub name, its
+//! identity-provider path or the path's last segment) wins. The result is stored
 //! with the user at every login (`user_quotas`), shown on the home page, added to the REST user
 //! model as an extra `quota` field (JupyterHub clients ignore unknown fields), and handed to
 //! spawners (`SpawnRequest::quota` plus `CPU_LIMIT` / `MEM_LIMIT` / `STACKHUB_QUOTA*`).
@@ -16,48 +17,7 @@ use sqlx::{AnyConnection, Row};
 
 use crate::db::placeholders;
 
-/// One row of the quota table (`[[quotas]]` in the config file).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuotaRole {
-    /// The role or group granting this quota.
-    pub role: String,
-    /// CPU cores per server.
-    pub cpus: f64,
-    /// Memory per server, a Kubernetes quantity (`2Gi`, `512Mi`, `1G`, bytes).
-    pub memory: String,
-    /// GPUs per server.
-    #[serde(default)]
-    pub gpus: u32,
-    /// Servers (default + named) the holder may run at once; absent = no limit.
-    #[serde(default)]
-    pub max_servers: Option<u32>,
-    /// Remote kernels the holder may run at once; absent = the gateway's default.
-    #[serde(default)]
-    pub max_kernels: Option<u32>,
-}
-
-impl QuotaRole {
-    fn new(role: &str, cpus: f64, memory: &str) -> Self {
-        Self {
-            role: role.to_owned(),
-            cpus,
-            memory: memory.to_owned(),
-            gpus: 0,
-            max_servers: None,
-            max_kernels: None,
-        }
-    }
-}
-
-/// The Data Lake's `stack-jupyter` quota roles, highest first (the default table).
-pub fn default_quota_roles() -> Vec<QuotaRole> {
-    vec![
-        QuotaRole::new("stack-jupyter-high", 12.0, "32Gi"),
-        QuotaRole::new("stack-jupyter-medium", 6.0, "18Gi"),
-        QuotaRole::new("stack-jupyter-low", 2.0, "2Gi"),
-    ]
-}
+pub use stackhub_common::quota::{QuotaRole, default_quota_roles};
 
 /// The quota a user holds, as stored and shown.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -131,66 +91,24 @@ fn trim_float(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// Parses a Kubernetes memory quantity (`2Gi`, `512Mi`, `1G`, `1024`) into bytes.
-pub(crate) fn parse_memory(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match unit {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        "k" | "K" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        _ => return None,
-    };
-    let bytes = n * mult;
-    (bytes.is_finite() && (0.0..1.8e19).contains(&bytes)).then_some(bytes as u64)
-}
-
 /// Check the table (called by `Config::validate`): the key and reason of the first bad row.
 pub(crate) fn validate(table: &[QuotaRole]) -> Result<(), (String, String)> {
-    for (i, q) in table.iter().enumerate() {
-        if q.role.is_empty() {
-            return Err((format!("quotas[{i}].role"), "must not be empty".to_owned()));
-        }
-        if !(q.cpus.is_finite() && q.cpus > 0.0) {
-            return Err((format!("quotas[{i}].cpus"), "must be above 0".to_owned()));
-        }
-        if parse_memory(&q.memory).is_none_or(|b| b == 0) {
-            return Err((
-                format!("quotas[{i}].memory"),
-                format!("`{}` is not a memory quantity such as 2Gi", q.memory),
-            ));
-        }
-    }
-    Ok(())
+    stackhub_common::quota::validate(table)
+        .map_err(|e| (format!("quotas[{}].{}", e.index, e.field()), e.to_string()))
 }
 
-/// The highest quota in `table` that `roles` or `groups` grant. Groups match by hub name, by
-/// identity-provider path (`/services/jupyter/stack-jupyter-high`) or by the path's last segment.
+/// The highest quota in `table` that `roles` (by name) or `groups` grant. Groups match by hub
+/// name, by identity-provider path (`/services/jupyter/stack-jupyter-high`) or by the path's
+/// last segment ([`stackhub_common::groups`]).
 pub(crate) fn resolve(
     table: &[QuotaRole],
     roles: &[String],
     groups: &[String],
 ) -> Option<UserQuota> {
-    let held = |name: &str| {
-        roles.iter().any(|r| r == name)
-            || groups.iter().any(|g| {
-                g == name
-                    || g.trim_start_matches('/') == name.trim_start_matches('/')
-                    || g.rsplit(['/', ':']).next() == Some(name)
-            })
-    };
-    table.iter().find(|q| held(&q.role)).map(|q| UserQuota {
+    stackhub_common::quota::highest_held(table, roles, groups).map(|q| UserQuota {
         role: q.role.clone(),
         cpus: q.cpus,
-        memory_bytes: parse_memory(&q.memory).unwrap_or(0),
+        memory_bytes: q.memory_bytes().unwrap_or(0),
         memory: q.memory.clone(),
         gpus: q.gpus,
         max_servers: q.max_servers,
@@ -285,24 +203,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn highest_held_wins_and_groups_count() {
+    fn resolved_quota_is_stored_and_described() {
         let table = default_quota_roles();
-        let roles = vec![
-            "stack-jupyter".to_owned(),
-            "stack-jupyter-low".to_owned(),
-            "stack-jupyter-high".to_owned(),
-        ];
-        let q = resolve(&table, &roles, &[]).unwrap();
-        assert_eq!(q.role, "stack-jupyter-high");
-        assert_eq!(q.memory_bytes, 32 << 30);
         let groups = vec!["/services/jupyter/stack-jupyter-medium".to_owned()];
-        let q = resolve(&table, &[], &groups).unwrap();
+        let q = resolve(&table, &["stack-jupyter".to_owned()], &groups).unwrap();
         assert_eq!((q.role.as_str(), q.cpus), ("stack-jupyter-medium", 6.0));
+        assert_eq!(q.memory_bytes, 18 << 30);
         assert!(resolve(&table, &["stack-jupyter".to_owned()], &[]).is_none());
         assert_eq!(
             q.describe(),
             "stack-jupyter-medium: 6 CPUs, 18 GiB memory, no GPU"
         );
+        assert_eq!(q.env()["MEM_LIMIT"], (18u64 << 30).to_string());
     }
 
     #[test]
@@ -311,8 +223,9 @@ mod tests {
         t[1].memory = "lots".into();
         let (key, reason) = validate(&t).unwrap_err();
         assert_eq!(key, "quotas[1].memory");
-        assert!(reason.contains("lots"));
-        assert_eq!(parse_memory("512Mi"), Some(512 << 20));
-        assert_eq!(parse_memory("1G"), Some(1_000_000_000));
+        assert!(reason.contains("lots"), "{reason}");
+        t[1].memory = "18Gi".into();
+        t[2].cpus = -1.0;
+        assert_eq!(validate(&t).unwrap_err().0, "quotas[2].cpus");
     }
 }

@@ -78,7 +78,7 @@ fn static_token(manager: &KernelManager, token: &str) -> Option<Caller> {
     let config = &manager.config;
     let presented = Sha256::digest(token.as_bytes());
     if let Some(shared) = &config.auth_token
-        && digest_eq(&presented, &Sha256::digest(shared.as_bytes()))
+        && digest_eq(&presented, &Sha256::digest(shared.expose().as_bytes()))
     {
         return Some(caller(
             manager,
@@ -89,7 +89,7 @@ fn static_token(manager: &KernelManager, token: &str) -> Option<Caller> {
     for u in &config.users {
         let expected = match (&u.token_sha256, &u.token) {
             (Some(hex_digest), _) => hex::decode(hex_digest.trim()).unwrap_or_default(),
-            (None, Some(t)) => Sha256::digest(t.as_bytes()).to_vec(),
+            (None, Some(t)) => Sha256::digest(t.expose().as_bytes()).to_vec(),
             (None, None) => continue,
         };
         if digest_eq(&presented, &expected) {

@@ -63,6 +63,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::quota::{QuotaRole, default_quota_roles};
+pub use stackhub_common::Secret;
 
 /// Environment variables read for the shared token, first match wins.
 pub const TOKEN_ENV_VARS: [&str; 3] = [
@@ -110,7 +111,7 @@ pub struct UserToken {
     pub name: String,
     /// The token in clear (discouraged; prefer `token_sha256`).
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Lowercase hex SHA-256 of the token.
     #[serde(default)]
     pub token_sha256: Option<String>,
@@ -244,7 +245,7 @@ pub struct Config {
     pub port: u16,
     /// Shared token (`Authorization: token …`); usually from the environment. `None` with no
     /// `users` = open server (every caller is `shared_token_user`).
-    pub auth_token: Option<String>,
+    pub auth_token: Option<Secret>,
     /// The user a caller presenting the shared token (or any caller of an open server) is.
     pub shared_token_user: String,
     /// Per-user tokens.
@@ -401,10 +402,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("ip", &self.ip)
             .field("port", &self.port)
-            .field(
-                "auth_token",
-                &self.auth_token.as_ref().map(|_| "<redacted>"),
-            )
+            .field("auth_token", &self.auth_token)
             .field("users", &self.users)
             .field("default_kernel_name", &self.default_kernel_name)
             .field("max_kernels_per_user", &self.max_kernels_per_user)
@@ -471,7 +469,7 @@ impl Config {
             .find_map(|k| lookup(k))
             .filter(|t| !t.is_empty())
         {
-            self.auth_token = Some(token);
+            self.auth_token = Some(Secret::new(token));
         }
         // EG spelling first, KG as fallback, as Enterprise Gateway itself does.
         let eg_kg =
@@ -591,23 +589,10 @@ impl Config {
                 });
             }
         }
-        for q in &self.quota_roles {
-            if crate::quota::parse_memory(&q.memory).is_none_or(|m| m == 0) {
-                return Err(ConfigError::Invalid {
-                    key: "quota_roles",
-                    reason: format!(
-                        "role {:?}: memory {:?} is not a quantity like 2Gi",
-                        q.role, q.memory
-                    ),
-                });
-            }
-            if !(q.cpus.is_finite() && q.cpus > 0.0) {
-                return Err(ConfigError::Invalid {
-                    key: "quota_roles",
-                    reason: format!("role {:?}: cpus must be > 0", q.role),
-                });
-            }
-        }
+        stackhub_common::quota::validate(&self.quota_roles).map_err(|e| ConfigError::Invalid {
+            key: "quota_roles",
+            reason: e.to_string(),
+        })?;
         if let Some(d) = &self.default_quota_role
             && !self.quota_roles.iter().any(|q| &q.role == d)
         {

@@ -6,6 +6,7 @@
 //! - `kernel/`: one kernel's ZeroMQ side, sessions, lifecycle (handshake, heartbeat, restart);
 //! - [`launcher`]: the `Launcher` seam, the local-process and Slurm launchers;
 //! - `manager`: the registry (limits, ownership, culling); `api/`: the HTTP routes;
+//! - `metrics`: the Prometheus metrics of `GET /metrics` (names, types and labels listed there);
 //! - `auth`: shared / per-user tokens and JWT bearers (`jwt`: JWKS cache and validation);
 //! - [`quota`]: quota roles → per-kernel CPU / memory / GPU limits and max kernels;
 //! - `cors`: Enterprise Gateway's `allow_origin` CORS headers and the WebSocket Origin check;
@@ -25,6 +26,7 @@ mod kernel;
 pub mod kernelspec;
 pub mod launcher;
 mod manager;
+mod metrics;
 pub mod protocol;
 pub mod quota;
 mod time;
@@ -41,7 +43,8 @@ pub use self::config::Config;
 pub use self::error::GatewayError;
 pub use self::jwt::{Identity, JwtError};
 pub use self::launcher::{ByKernelSpec, Launcher, LocalLauncher, ResourceLimits};
-pub use self::manager::{KernelManager, Metrics, StartRequest};
+pub use self::manager::{KernelManager, StartRequest};
+pub use self::metrics::Metrics;
 
 /// The router for `state` (tests can drive it without a socket).
 pub fn app(state: Arc<KernelManager>) -> Router {

@@ -110,23 +110,11 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(recovered, "re-attached kernels of the previous run");
     }
     tracing::info!(addr = %listener.local_addr()?, open, jwks = ?jwt, "stackhub-gateway listening");
-    kernel_gateway::serve(listener, manager, shutdown_signal()).await?;
+    // SIGINT (Ctrl-C) and SIGTERM (orchestrators) both start a graceful shutdown that stops
+    // kernels.
+    kernel_gateway::serve(listener, manager, async {
+        stackhub_common::shutdown_signal().await;
+    })
+    .await?;
     Ok(())
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM (orchestrators) both start a graceful shutdown that stops kernels.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
 }

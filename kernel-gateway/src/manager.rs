@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -20,6 +20,7 @@ use crate::jwt::JwtValidator;
 use crate::kernel::{BufferGauges, Kernel, KernelSettings, SessionLimits};
 use crate::kernelspec::KernelSpecDirs;
 use crate::launcher::{LaunchRequest, Launcher, ResourceLimits};
+use crate::metrics::Metrics;
 
 /// Server environment passed to every kernel in addition to `Config::inherited_envs`.
 const BASE_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ"];
@@ -41,19 +42,6 @@ pub struct StartRequest {
     /// Client-chosen kernel id (canonical UUID v4).
     #[serde(default)]
     pub kernel_id: Option<String>,
-}
-
-/// Counters for the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Kernels started successfully.
-    pub starts: AtomicU64,
-    /// Starts that failed.
-    pub start_failures: AtomicU64,
-    /// Sum of start-to-ready times, in microseconds.
-    pub start_micros: AtomicU64,
-    /// Kernels culled.
-    pub culled: AtomicU64,
 }
 
 /// A held per-user slot; released on drop.
@@ -114,7 +102,10 @@ impl KernelManager {
             .jwt
             .clone()
             .map(|j| JwtValidator::new(j.for_site(config.site_id.as_deref())));
+        let buffers: Arc<BufferGauges> = Arc::default();
         KernelManager {
+            metrics: Metrics::new(&buffers),
+            buffers,
             config,
             launcher,
             specs,
@@ -122,8 +113,6 @@ impl KernelManager {
             kernels: RwLock::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             server_env,
-            metrics: Metrics::default(),
-            buffers: Arc::default(),
         }
     }
 
@@ -347,13 +336,13 @@ impl KernelManager {
 
     fn count_start(&self, result: &Result<(), GatewayError>, started: std::time::Instant) {
         if result.is_err() {
-            self.metrics.start_failures.fetch_add(1, Ordering::Relaxed);
+            self.metrics.start_failures.inc();
             return;
         }
-        self.metrics.starts.fetch_add(1, Ordering::Relaxed);
+        self.metrics.starts.inc();
         self.metrics
-            .start_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .start_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Re-attaches the kernels the launcher finds still running from an earlier run of the
@@ -541,7 +530,7 @@ impl KernelManager {
         for k in candidates {
             if self.kernels.write().await.remove(&k.id).is_some() {
                 tracing::info!(kernel_id = %k.id, user = %k.user, "culling idle kernel");
-                self.metrics.culled.fetch_add(1, Ordering::Relaxed);
+                self.metrics.culled.inc();
                 k.shutdown(&format!("culled after {timeout}s idle")).await;
             }
         }

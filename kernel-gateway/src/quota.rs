@@ -15,46 +15,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use stackhub_common::{parse_cpus, parse_memory};
 
-/// One row of the quota table.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct QuotaRole {
-    /// The role (or group, or the last segment of a group path) that grants this quota.
-    pub role: String,
-    /// CPUs per kernel.
-    pub cpus: f64,
-    /// Memory per kernel, a Kubernetes quantity (`2Gi`).
-    pub memory: String,
-    /// GPUs per kernel.
-    #[serde(default)]
-    pub gpus: u32,
-    /// Kernels (running + starting) the holder may have; absent = `max_kernels_per_user`.
-    #[serde(default)]
-    pub max_kernels: Option<i64>,
-}
-
-impl QuotaRole {
-    fn new(role: &str, cpus: f64, memory: &str) -> Self {
-        QuotaRole {
-            role: role.to_owned(),
-            cpus,
-            memory: memory.to_owned(),
-            gpus: 0,
-            max_kernels: None,
-        }
-    }
-}
-
-/// The Data Lake's `stack-jupyter` quota roles, highest first.
-pub fn default_quota_roles() -> Vec<QuotaRole> {
-    vec![
-        QuotaRole::new("stack-jupyter-high", 12.0, "32Gi"),
-        QuotaRole::new("stack-jupyter-medium", 6.0, "18Gi"),
-        QuotaRole::new("stack-jupyter-low", 2.0, "2Gi"),
-    ]
-}
+pub use stackhub_common::quota::{QuotaRole, default_quota_roles};
 
 /// The limits that apply to one caller's kernels.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,62 +36,21 @@ pub struct Quota {
     pub max_kernels: Option<i64>,
 }
 
-/// Parses a Kubernetes memory quantity (`2Gi`, `512Mi`, `1G`, `1e9`, `1024`) into bytes.
-pub fn parse_memory(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
-    let mult: f64 = match unit {
-        "" => 1.0,
-        "k" | "K" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    let bytes = n * mult;
-    (bytes < u64::MAX as f64).then_some(bytes as u64)
-}
-
-/// Parses a CPU quantity (`2`, `0.5`, `500m`).
-pub fn parse_cpus(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let n = match s.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().ok()? / 1000.0,
-        None => s.parse::<f64>().ok()?,
-    };
-    (n.is_finite() && n > 0.0).then_some(n)
-}
-
-/// Whether `held` (a role, a group name or a group path like `/services/jupyter/x`) is `role`.
-fn holds(held: &str, role: &str) -> bool {
-    held == role || held.rsplit('/').next() == Some(role)
-}
-
-/// The first row of `table` (highest first) that one of `roles` grants, else the row named
-/// `fallback`.
-pub fn resolve(table: &[QuotaRole], roles: &[String], fallback: Option<&str>) -> Option<Quota> {
-    let row = table
-        .iter()
-        .find(|q| roles.iter().any(|r| holds(r, &q.role)))
+/// The first row of `table` (highest first) that one of `held` grants, else the row named
+/// `fallback`. The gateway cannot tell roles from groups (a token's role claims may carry
+/// Keycloak group paths, and the hub's tokens carry its group names), so each held name matches
+/// as a group does: by name, by path in any spelling, or by the path's last segment
+/// ([`stackhub_common::groups`]).
+pub fn resolve(table: &[QuotaRole], held: &[String], fallback: Option<&str>) -> Option<Quota> {
+    let row = stackhub_common::quota::highest_held::<&str, _>(table, &[], held)
         .or_else(|| fallback.and_then(|f| table.iter().find(|q| q.role == f)))?;
     Some(Quota {
         role: row.role.clone(),
         cpus: row.cpus,
-        memory_bytes: parse_memory(&row.memory)?,
+        memory_bytes: row.memory_bytes().ok()?,
         memory: row.memory.clone(),
         gpus: row.gpus,
-        max_kernels: row.max_kernels,
+        max_kernels: row.max_kernels.map(i64::from),
     })
 }
 
@@ -139,13 +61,15 @@ impl Quota {
         let cpus_limit = self.cpus.to_string();
         let cpus = env
             .get("KERNEL_CPUS")
-            .filter(|v| parse_cpus(v).is_some_and(|c| c <= self.cpus))
-            .cloned()
+            .map(|v| v.trim())
+            .filter(|v| parse_cpus(v).is_ok_and(|c| c > 0.0 && c <= self.cpus))
+            .map(str::to_owned)
             .unwrap_or_else(|| cpus_limit.clone());
         let memory = env
             .get("KERNEL_MEMORY")
-            .filter(|v| parse_memory(v).is_some_and(|m| m > 0 && m <= self.memory_bytes))
-            .cloned()
+            .map(|v| v.trim())
+            .filter(|v| parse_memory(v).is_ok_and(|m| m > 0 && m <= self.memory_bytes))
+            .map(str::to_owned)
             .unwrap_or_else(|| self.memory.clone());
         let gpus = env
             .get("KERNEL_GPUS")
@@ -171,21 +95,6 @@ mod tests {
     }
 
     #[test]
-    fn memory_and_cpu_quantities() {
-        assert_eq!(parse_memory("2Gi"), Some(2 << 30));
-        assert_eq!(parse_memory("512Mi"), Some(512 << 20));
-        assert_eq!(parse_memory("1G"), Some(1_000_000_000));
-        assert_eq!(parse_memory("1e3"), Some(1000));
-        assert_eq!(parse_memory("1024"), Some(1024));
-        assert_eq!(parse_memory("lots"), None);
-        assert_eq!(parse_memory("-1Gi"), None);
-        assert_eq!(parse_cpus("500m"), Some(0.5));
-        assert_eq!(parse_cpus("6"), Some(6.0));
-        assert_eq!(parse_cpus("0"), None);
-        assert_eq!(parse_cpus("x"), None);
-    }
-
-    #[test]
     fn highest_held_role_wins_and_groups_match_by_last_segment() {
         let t = default_quota_roles();
         let q = resolve(
@@ -197,6 +106,9 @@ mod tests {
         assert_eq!((q.role.as_str(), q.cpus), ("stack-jupyter-medium", 6.0));
         assert_eq!(q.memory_bytes, 18 << 30);
         let q = resolve(&t, &roles(&["/services/jupyter/stack-jupyter-high"]), None).unwrap();
+        assert_eq!(q.role, "stack-jupyter-high");
+        // The hub's group names (in the roles of the tokens it issues) match like paths.
+        let q = resolve(&t, &roles(&["services:jupyter:stack-jupyter-high"]), None).unwrap();
         assert_eq!(q.role, "stack-jupyter-high");
         assert!(resolve(&t, &roles(&["stack-jupyter"]), None).is_none());
         let q = resolve(&t, &roles(&["stack-jupyter"]), Some("stack-jupyter-low")).unwrap();
@@ -222,5 +134,30 @@ mod tests {
         assert_eq!(env["KERNEL_CPUS_LIMIT"], "2");
         assert_eq!(env["KERNEL_MEMORY_LIMIT"], "2Gi");
         assert_eq!(env["KERNEL_QUOTA_ROLE"], "stack-jupyter-low");
+        // Requests are read as Kubernetes quantities and passed on trimmed.
+        for (cpus, memory, kept) in [
+            (" 1500m ", "1.5Gi", true),
+            ("0.5", "1e9", true),
+            ("0", "0", false),
+            ("-1", "-1Gi", false),
+            ("2.001", "2049Mi", false),
+            ("1 500m", "1 Gi", false),
+        ] {
+            let mut env = BTreeMap::from([
+                ("KERNEL_CPUS".to_owned(), cpus.to_owned()),
+                ("KERNEL_MEMORY".to_owned(), memory.to_owned()),
+            ]);
+            q.apply_env(&mut env);
+            let want = if kept {
+                (cpus.trim(), memory)
+            } else {
+                ("2", "2Gi")
+            };
+            assert_eq!(
+                (env["KERNEL_CPUS"].as_str(), env["KERNEL_MEMORY"].as_str()),
+                want,
+                "{cpus} / {memory}"
+            );
+        }
     }
 }

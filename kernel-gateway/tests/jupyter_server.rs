@@ -23,7 +23,7 @@ impl Drop for ServerProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_jupyter_server_in_gateway_mode_runs_a_notebook_session() {
     let mut cfg = config();
-    cfg.auth_token = Some(GATEWAY_TOKEN.to_owned());
+    cfg.auth_token = Some(GATEWAY_TOKEN.into());
     cfg.shared_token_user = "hub-user".to_owned();
     let gw = Gateway::start(cfg).await;
 

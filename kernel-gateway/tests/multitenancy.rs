@@ -295,6 +295,7 @@ async fn quota_role_reaches_the_real_kernel_and_is_enforced_locally() {
         cpus: 1.0,
         memory: "1Gi".into(),
         gpus: 0,
+        max_servers: None,
         max_kernels: Some(1),
     });
     let gw = Gateway::start(Config {
@@ -496,7 +497,7 @@ fn site_config(jwks: &Jwks, site: &str) -> Config {
     ))
     .unwrap();
     c.validate().unwrap();
-    c.auth_token = Some(ALICE.to_owned());
+    c.auth_token = Some(ALICE.into());
     c
 }
 

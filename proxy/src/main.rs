@@ -119,8 +119,8 @@ async fn run(args: Args) -> ExitCode {
         api_tls,
         shutdown.clone().cancelled_owned(),
     ));
-    wait_for_signal().await;
-    tracing::info!("shutting down");
+    // SIGTERM is how JupyterHub and process supervisors stop us; SIGINT is Ctrl-C in a terminal.
+    stackhub_common::shutdown_signal().await;
     shutdown.cancel();
     let _ = api_task.await;
     let _ = tokio::task::spawn_blocking(move || workers.join()).await;
@@ -130,29 +130,6 @@ async fn run(args: Args) -> ExitCode {
 fn bind_failed(addr: std::net::SocketAddr, e: &std::io::Error) -> ExitCode {
     eprintln!("stackhub-proxy: cannot listen on {addr}: {e}");
     ExitCode::from(EX_UNAVAILABLE)
-}
-
-/// SIGTERM is how JupyterHub and process supervisors stop us; SIGINT is Ctrl-C in a terminal.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 fn init_tracing(level: &str) {

@@ -22,7 +22,6 @@ mod exchange;
 mod grant;
 mod policy;
 mod sdk;
-mod secret;
 mod static_creds;
 mod sts;
 
@@ -33,6 +32,6 @@ pub use self::grant::{
     ENV_SECRET_ACCESS_KEY, ENV_SESSION_TOKEN, Grant, REQUIRED_KERNEL_ENV, S3Credentials, Space,
 };
 pub use self::policy::{PolicyError, confined_policy, trust_policy};
-pub use self::secret::Secret;
 pub use self::static_creds::{StaticConfig, StaticExchange};
 pub use self::sts::{StsConfig, StsExchange};
+pub use stackhub_common::Secret;

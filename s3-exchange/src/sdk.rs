@@ -6,8 +6,8 @@ use aws_sdk_s3::config::{Credentials, Region, SharedHttpClient};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls;
 
+use crate::Secret;
 use crate::exchange::ExchangeError;
-use crate::secret::Secret;
 
 /// The endpoint, region and credentials a client talks with.
 #[derive(Debug, Clone)]

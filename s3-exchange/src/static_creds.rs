@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 
+use crate::Secret;
 use crate::exchange::{Exchange, ExchangeError, user_prefix};
 use crate::grant::{Grant, S3Credentials, Space};
 use crate::sdk;
-use crate::secret::Secret;
 
 /// A site's static S3 settings.
 #[derive(Debug, Clone)]

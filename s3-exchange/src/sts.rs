@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
+use crate::Secret;
 use crate::exchange::{Exchange, ExchangeError, user_prefix};
 use crate::grant::{Grant, S3Credentials, Space};
 use crate::policy::{confined_policy, trust_policy, trusts_any_principal};
 use crate::sdk;
-use crate::secret::Secret;
 
 /// A site's STS settings.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Quota;
 use crate::profile::{Profile, ProfileKind, SpawnerOverride};
-use crate::quantity::parse_memory;
+use stackhub_common::parse_memory;
 
 /// The profile a server was started with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +135,7 @@ impl LaunchSpec {
             v.as_deref()
                 .map(|m| {
                     parse_memory(m)
+                        .ok()
                         .filter(|b| *b > 0)
                         .ok_or(LaunchError::Quantity {
                             field,

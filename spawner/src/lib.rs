@@ -12,7 +12,6 @@ pub mod k8s;
 mod launch;
 mod local;
 pub mod profile;
-pub mod quantity;
 mod types;
 
 pub use self::launch::{ChosenProfile, LaunchError, LaunchSpec, Resources};

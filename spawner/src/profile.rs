@@ -285,7 +285,7 @@ fn check_override(key: &str, o: &SpawnerOverride) -> Result<(), (String, String)
     ] {
         if let Some(m) = mem
             && !m.contains("{value}")
-            && crate::quantity::parse_memory(m).is_none_or(|b| b == 0)
+            && !stackhub_common::parse_memory(m).is_ok_and(|b| b > 0)
         {
             return Err((
                 format!("{key}.{name}"),

@@ -1,5 +1,7 @@
 //! Who may use a profile or a choice: the roles and groups a user holds now.
 
+use stackhub_common::groups::group_matches;
+
 use crate::config::RoleConfig;
 use crate::db::UserRow;
 
@@ -43,16 +45,12 @@ impl Identity {
     }
 
     /// Holds `group`. Hub names (`projects:eo-lab`) and provider paths (`/projects/eo-lab`)
-    /// are the same group; a bare name (`eo-lab`) matches a path's last segment either way.
+    /// are the same group; a bare name (`eo-lab`) matches a path's last segment either way:
+    /// the shared rule ([`stackhub_common::groups`]) applied in both directions.
     fn in_group(&self, group: &str) -> bool {
-        let norm = |g: &str| g.trim().trim_start_matches('/').replace(':', "/");
-        let want = norm(group);
-        self.groups.iter().any(|g| {
-            let have = norm(g);
-            have == want
-                || (!want.contains('/') && have.rsplit('/').next() == Some(want.as_str()))
-                || (!have.contains('/') && want.rsplit('/').next() == Some(have.as_str()))
-        })
+        self.groups
+            .iter()
+            .any(|g| group_matches(g, group) || group_matches(group, g))
     }
 
     /// Allowed by these lists (both empty = everyone).

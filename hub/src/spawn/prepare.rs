@@ -148,7 +148,7 @@ impl HubPrepare {
             .map_err(unavailable)?;
         tracing::info!(user, site = %site.id, prefix = %grant.space.prefix, "provisioned a remote-kernels server");
         out.env.extend(remote_server_env(&RemoteServer {
-            site: &site,
+            site,
             grant: &grant,
             authorization,
             hub_api_url: &self.hub_api_url,

@@ -719,10 +719,7 @@ impl Kernel {
         }
         drop(sessions);
         session.close().await;
-        self.settings
-            .gauges
-            .sessions_reaped
-            .fetch_add(1, Ordering::Relaxed);
+        self.settings.gauges.sessions_reaped.inc();
         tracing::info!(
             session_id = %session.id,
             secs = timeout.as_secs(),

@@ -13,9 +13,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -61,9 +62,9 @@ pub(crate) struct BufferGauges {
     /// Bytes of kernel messages held for clients: WebSocket queues and offline buffers.
     pub(crate) buffered: Meter,
     /// WebSockets closed because their client read too slowly.
-    pub(crate) slow_clients_closed: AtomicU64,
+    pub(crate) slow_clients_closed: Counter,
     /// Detached sessions dropped after `detached_session_timeout`.
-    pub(crate) sessions_reaped: AtomicU64,
+    pub(crate) sessions_reaped: Counter,
 }
 
 /// A message waiting for a client, charged to the gateway-wide gauge.

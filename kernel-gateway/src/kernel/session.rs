@@ -17,7 +17,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -152,9 +151,7 @@ impl Session {
                 Ok(()) => return,
                 Err((end, back)) => {
                     if let QueueEnd::Overflow { queued, limit } = end {
-                        self.gauges
-                            .slow_clients_closed
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.gauges.slow_clients_closed.inc();
                         tracing::warn!(
                             conn,
                             queued,

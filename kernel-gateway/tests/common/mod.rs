@@ -109,7 +109,7 @@ pub fn config() -> Config {
             .zip([ALICE, BOB, BAD_GUY])
             .map(|(name, token)| UserToken {
                 name: (*name).to_owned(),
-                token: Some(token.to_owned()),
+                token: Some(token.into()),
                 token_sha256: None,
                 roles: Vec::new(),
             })

@@ -216,6 +216,7 @@ pub fn gateway_config(cluster: &Cluster, state_dir: &Path, callback_port: u16) -
             cpus: 2.0,
             memory: "200Mi".into(),
             gpus: 0,
+            max_servers: None,
             max_kernels: None,
         }],
         slurm: Some(SlurmConfig {

@@ -15,7 +15,7 @@ use s3s::{S3Result, s3_error};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::secret::Secret;
+use crate::Secret;
 
 /// What a temporary key may touch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,9 +27,9 @@ use self::access::PrefixAccess;
 use self::keys::KeyRing;
 use self::store::Store;
 use self::sts::StsRoute;
+use crate::Secret;
 use crate::exchange::{Exchange, ExchangeError, user_prefix};
 use crate::grant::{Grant, S3Credentials, Space};
-use crate::secret::Secret;
 
 /// Settings of the embedded store.
 #[derive(Debug, Clone)]

@@ -85,15 +85,10 @@ pub(crate) fn hub_group_name(group: &str) -> Option<String> {
     (!name.is_empty() && name.len() <= 255 && !name.chars().any(char::is_control)).then_some(name)
 }
 
-/// Whether `groups` (provider names) include `wanted` (a path, hub name or last segment).
+/// Whether `groups` (provider names) include `wanted` (a path, hub name or last segment; the
+/// shared rule, [`stackhub_common::groups`]).
 pub(crate) fn in_group(groups: &[String], wanted: &str) -> bool {
-    let wanted_path = wanted.trim_start_matches('/');
-    groups.iter().any(|g| {
-        let path = g.trim_start_matches('/');
-        path == wanted_path
-            || hub_group_name(g).as_deref() == Some(wanted)
-            || path.rsplit('/').next() == Some(wanted)
-    })
+    stackhub_common::groups::holds_group(groups, wanted)
 }
 
 /// Map verified claims to an identity, enforcing `allowed_roles` / `allowed_groups`.

@@ -205,14 +205,15 @@ impl Inner {
             if let Some(cpus) = request
                 .env
                 .get("KERNEL_CPUS")
-                .and_then(|v| crate::quota::parse_cpus(v))
+                .and_then(|v| stackhub_common::parse_cpus(v).ok())
+                .filter(|c| *c > 0.0)
             {
                 args.push(format!("--cpus-per-task={}", cpus.ceil().max(1.0) as u64));
             }
             if let Some(bytes) = request
                 .env
                 .get("KERNEL_MEMORY")
-                .and_then(|v| crate::quota::parse_memory(v))
+                .and_then(|v| stackhub_common::parse_memory(v).ok())
                 .filter(|b| *b > 0)
             {
                 args.push(format!("--mem={}M", bytes.div_ceil(1 << 20)));
