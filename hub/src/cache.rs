@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::auth::ApiCaller;
+use crate::auth::{ApiCaller, CallerKind};
 
 /// Entries per cache before it is emptied (a bound, not an eviction policy: a hub has a few
 /// callers and users per generation).
@@ -173,6 +173,17 @@ impl Caches {
     ) {
         let size = body.len();
         self.responses.put(read_at, current, key, body, size).await;
+    }
+}
+
+impl ApiCaller {
+    /// Who answers are cached for: the token, or the cookie's user.
+    pub(crate) fn cache_key(&self) -> Option<CallerKey> {
+        match (self.token_id, &self.kind) {
+            (Some(id), _) => Some(CallerKey::Token(id)),
+            (None, CallerKind::User(u)) if self.by_cookie => Some(CallerKey::Cookie(u.id)),
+            _ => None,
+        }
     }
 }
 

@@ -1,27 +1,27 @@
 //! The stackhub hub: users, servers, tokens, OAuth and the JupyterHub-compatible REST API.
 //!
-//! # Layout
-//! - `config`: the typed configuration (TOML file + environment through a lookup trait).
-//! - `db`: the database (sqlx `Any`: SQLite by default, PostgreSQL by URL) and migrations.
-//! - `scopes`: JupyterHub scopes, roles and filters.
-//! - `names`: validated `UserName`, `ServerName`, `GroupName`.
-//! - `auth`: the `Authenticator` seam, the login pipeline, and the `ApiCaller` / `CurrentUser`
-//!   extractors.
-//! - `api`: the REST API under `/hub/api` (one router per module).
-//! - `oauth`: the OAuth2 provider under `/hub/api/oauth2`.
-//! - `pages`: login, logout and home pages.
-//! - `profiles`: server profiles (KubeSpawner's `profile_list` plus access lists) and the one
-//!   check of `user_options` against them.
-//! - `quota`: quota roles → per-user limits (stored, shown, handed to spawners).
-//! - `sites`: the site registry (gateways + S3 exchanges, health, `GET /hub/api/sites`).
-//! - `spawn`: the `Orchestrator` seam the server endpoints call (spawning itself lives with
-//!   the spawn-orchestration work).
-//! - `cache`: write-through caches of token callers and user answers, valid for one database
-//!   generation.
-//! - `metrics`: Prometheus metrics at `/hub/metrics`.
-//! - `error`: `ApiError` and the `{"status","message"}` body.
-//! - `origins`: per-user origins (`subdomain_host`) and the security headers and cookie flags
-//!   of every response.
+//! # Layers
+//! Each module uses only the layers below it; no import cycle between the top-level modules.
+//!
+//! 1. Leaves: `names` (validated names, URL segments), `error` (`ApiError`), `scopes`
+//!    (JupyterHub scopes, roles, filters), `limits` (request body size).
+//! 2. `config`: the typed configuration (TOML file + environment through a lookup trait), with
+//!    every configured type: OpenID Connect (`config::oidc`), sites and the embedded S3 store
+//!    (`config::sites`), per-user origins (`config::host`); profiles and quota rows come from
+//!    the shared crates (`spawner::profile`, `stackhub_common`).
+//! 3. `db`: the database (sqlx `Any`: SQLite by default, PostgreSQL by URL) and migrations.
+//! 4. Domain, over config and db: `quota` (quota roles → per-user limits), `auth` (the
+//!    `Authenticator` seam, the login pipeline, the OpenID Connect client, [`ApiCaller`] as a
+//!    value), `profiles` (who may use which profile; the one parse of `user_options`), `sites`
+//!    (the site registry: gateways, S3 exchanges, health), `metrics` (what is recorded), `proxy`
+//!    (the route table seam), `cache`.
+//! 5. `spawn`: the `Planner` every start goes through, the `Orchestrator` seam and the spawn
+//!    pipeline over a `spawner::Spawner`.
+//! 6. `state`: [`AppState`], holding config, db, authenticator, planner, orchestrator, sites.
+//! 7. Web, over state: `extract` (the [`ApiCaller`] / [`CurrentUser`] extractors), `api` (the
+//!    REST API under `/hub/api`, sites, metrics), `oauth` (the OAuth2 provider), `pages` (login,
+//!    OpenID Connect login, home, picker, spawn progress, admin), `origins` (the hub-host guard,
+//!    security headers, cookie flags), `kernel_auth` (the proxy's kernel-channel check).
 //!
 //! [`app`] builds the router; [`serve`] runs it on a listener until a shutdown future ends.
 //! Every response carries `X-JupyterHub-Version`.
@@ -33,6 +33,8 @@ mod cache;
 mod config;
 mod db;
 mod error;
+mod extract;
+mod kernel_auth;
 mod limits;
 mod metrics;
 mod names;
@@ -49,8 +51,7 @@ mod state;
 
 pub use self::api::JUPYTERHUB_VERSION;
 pub use self::auth::{
-    ApiCaller, AuthOutcome, Authenticator, CallerKind, CurrentUser, DevAuthenticator, LOGIN_COOKIE,
-    LoginForm, OidcAuth, OidcConfig, SESSION_COOKIE, XSRF_COOKIE,
+    AuthOutcome, Authenticator, DevAuthenticator, LoginForm, OidcAuth, OidcConfig,
 };
 pub use self::bootstrap::{BootstrapError, bootstrap_admin_token};
 pub use self::config::{
@@ -59,6 +60,10 @@ pub use self::config::{
 };
 pub use self::db::{ClientRow, Db, DbError, ServerRow, Tx, hash_secret, new_secret};
 pub use self::error::ApiError;
+pub use self::extract::{
+    ApiCaller, CallerKind, CurrentUser, LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOKIE,
+};
+pub use self::kernel_auth::HubKernelAuth;
 pub use self::names::{BadName, GroupName, ServerName, UserName};
 pub use self::origins::{SubdomainHost, ViaPublicProxy, dns_label};
 pub use self::pages::shared_account_warning;
@@ -90,11 +95,11 @@ pub fn app(state: AppState) -> Router {
     let max_body = state.config().max_body_bytes;
     let routes = Router::new()
         .merge(api::router())
-        .merge(sites::router())
+        .merge(api::sites::router())
         .merge(oauth::router())
         .merge(pages::router())
-        .merge(auth::oidc::routes::router())
-        .merge(metrics::router())
+        .merge(pages::oidc_router())
+        .merge(api::metrics::router())
         .layer(axum::middleware::from_fn(metrics::track))
         .fallback(pages::spawn::fallback)
         .layer(axum::middleware::from_fn_with_state(

@@ -185,7 +185,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             authority: SocketAddr::new(connect_ip, hub_addr.port()).to_string(),
             upstream: Arc::new(InProcessHub::new(hub::app(state.clone()))),
         }),
-        kernel_auth: Some(Arc::new(hub::sites::HubKernelAuth::new(state.clone()))),
+        kernel_auth: Some(Arc::new(hub::HubKernelAuth::new(state.clone()))),
         upstream_tls: upstream_tls(&sites).context("cannot set up TLS toward site gateways")?,
         host_routing: state.config().subdomain_host.is_some(),
         ..proxy::ProxyOptions::default()

@@ -1,8 +1,5 @@
-//! Prometheus metrics at `GET /hub/metrics` (text format 0.0.4), readable with the
-//! `read:metrics` scope (a token, or the admin's browser session with `_xsrf`):
-//! - `stackhub_users` (gauge), `stackhub_servers{state,profile}` (gauge; state is `running`,
-//!   `spawn_pending`, `stop_pending` or `stopped`), read from the database at scrape time with
-//!   one grouped query each;
+//! The metrics the hub records as things happen (served with the database gauges by
+//! `crate::api::metrics` at `GET /hub/metrics`):
 //! - `stackhub_spawn_duration_seconds{status}` (histogram; `success` or `failure`), recorded by
 //!   the spawn pipeline;
 //! - `stackhub_spawn_refused{reason}` (counter, `_total` in the text; reasons from
@@ -17,25 +14,16 @@ use std::fmt;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::response::Response;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use sqlx::Row;
-
-use crate::auth::ApiCaller;
-use crate::error::ApiError;
-use crate::state::AppState;
 
 const SPAWN_BUCKETS: &[f64] = &[0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
 const REQUEST_BUCKETS: &[f64] = &[
@@ -97,12 +85,6 @@ struct RequestLabels {
     method: MethodLabel,
     handler: HandlerLabel,
     code: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ServerLabels {
-    state: &'static str,
-    profile: String,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -184,74 +166,19 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
     resp
 }
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/hub/metrics", get(metrics))
-}
-
-async fn metrics(State(state): State<AppState>, caller: ApiCaller) -> Result<Response, ApiError> {
-    if !caller.holds("read:metrics") {
-        return Err(ApiError::requires_any_of(&["read:metrics"]));
-    }
-    let mut conn = state.db().pool().acquire().await?;
-    let users: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users")
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("n")?;
-    let rows = sqlx::query(
-        "SELECT pending, CASE WHEN url IS NULL THEN 0 ELSE 1 END AS up, launch, \
-         COUNT(*) AS n FROM servers GROUP BY pending, CASE WHEN url IS NULL THEN 0 ELSE 1 END, \
-         launch",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    drop(conn);
-    let servers: Family<ServerLabels, Gauge> = Family::default();
-    for row in rows {
-        let pending: Option<String> = row.try_get("pending")?;
-        let up: i64 = row.try_get("up")?;
-        let launch: Option<String> = row.try_get("launch")?;
-        let n: i64 = row.try_get("n")?;
-        let state_label = match pending.as_deref() {
-            Some("spawn") => "spawn_pending",
-            Some(_) => "stop_pending",
-            None if up == 1 => "running",
-            None => "stopped",
-        };
-        let labels = ServerLabels {
-            state: state_label,
-            profile: profile_of(launch.as_deref()),
-        };
-        servers.get_or_create(&labels).inc_by(n);
-    }
-    // Read at scrape time: a registry of their own, encoded before the recorded ones.
-    let mut scraped = Registry::default();
-    let users_gauge: Gauge = Gauge::default();
-    users_gauge.set(users);
-    scraped.register("stackhub_users", "Users known to the hub", users_gauge);
-    scraped.register("stackhub_servers", "Servers by state and profile", servers);
-    let mut out = String::new();
-    prometheus_text::encode(&mut out, &scraped)
-        .and_then(|()| prometheus_text::encode(&mut out, &recorded().registry))
-        .map_err(|e| {
-            ApiError::internal(std::io::Error::other(format!(
-                "cannot encode the metrics: {e}"
-            )))
-        })?;
-    Ok(([(CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], out).into_response())
-}
-
-/// The `profile` label of a server: the profile of the launch specification it was last
-/// started with (resolved by the planner), empty before its first start.
-fn profile_of(launch: Option<&str>) -> String {
-    launch
-        .and_then(|l| serde_json::from_str::<spawner::LaunchSpec>(l).ok())
-        .and_then(|l| l.profile.map(|p| p.slug))
-        .unwrap_or_default()
+/// Write the recorded metrics (histograms and counters) in the text format after `out`.
+///
+/// # Errors
+/// When encoding fails.
+pub(crate) fn encode_recorded(out: &mut String) -> fmt::Result {
+    prometheus_text::encode(out, &recorded().registry)
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::Router;
     use axum::body::Body;
+    use axum::routing::get;
     use tower::ServiceExt;
 
     use super::*;

@@ -91,12 +91,6 @@ fn trim_float(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// Check the table (called by `Config::validate`): the key and reason of the first bad row.
-pub(crate) fn validate(table: &[QuotaRole]) -> Result<(), (String, String)> {
-    stackhub_common::quota::validate(table)
-        .map_err(|e| (format!("quotas[{}].{}", e.index, e.field()), e.to_string()))
-}
-
 /// The highest quota in `table` that `roles` (by name) or `groups` grant. Groups match by hub
 /// name, by identity-provider path (`/services/jupyter/stack-jupyter-high`) or by the path's
 /// last segment ([`stackhub_common::groups`]).
@@ -215,17 +209,5 @@ mod tests {
             "stack-jupyter-medium: 6 CPUs, 18 GiB memory, no GPU"
         );
         assert_eq!(q.env()["MEM_LIMIT"], (18u64 << 30).to_string());
-    }
-
-    #[test]
-    fn bad_rows_name_the_key() {
-        let mut t = default_quota_roles();
-        t[1].memory = "lots".into();
-        let (key, reason) = validate(&t).unwrap_err();
-        assert_eq!(key, "quotas[1].memory");
-        assert!(reason.contains("lots"), "{reason}");
-        t[1].memory = "18Gi".into();
-        t[2].cpus = -1.0;
-        assert_eq!(validate(&t).unwrap_err().0, "quotas[2].cpus");
     }
 }

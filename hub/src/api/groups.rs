@@ -13,9 +13,9 @@ use serde_json::Value;
 
 use super::Paging;
 use super::models::group_model;
-use crate::auth::ApiCaller;
 use crate::db::{self, GroupRow, Tx};
 use crate::error::{ApiError, ApiJson};
+use crate::extract::ApiCaller;
 use crate::names::{GroupName, UserName};
 use crate::scopes::{Filter, Resource};
 use crate::state::AppState;

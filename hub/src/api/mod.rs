@@ -9,12 +9,15 @@
 //! - `models`: the JSON models (User, Server, Token, Group), filtered by the caller's scopes.
 
 mod groups;
+pub(crate) mod metrics;
 pub(crate) mod models;
 mod oidc_token;
 mod root;
 pub(crate) mod servers;
+pub(crate) mod sites;
 mod spawn_options;
 mod tokens;
+mod user_delete;
 mod users;
 
 pub(crate) use self::users::load_user;

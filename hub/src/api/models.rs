@@ -2,8 +2,8 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::auth::ApiCaller;
 use crate::db::{GroupRow, ServerRow, TokenOwner, TokenRow, UserRow, iso, iso_opt};
+use crate::extract::ApiCaller;
 use crate::scopes::Resource;
 use crate::state::AppState;
 

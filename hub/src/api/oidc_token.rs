@@ -15,9 +15,9 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::users::load_user;
-use crate::auth::ApiCaller;
 use crate::db;
 use crate::error::ApiError;
+use crate::extract::ApiCaller;
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {

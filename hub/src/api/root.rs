@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 
 use super::JUPYTERHUB_VERSION;
 use super::models::{UserModelOpts, user_model};
-use crate::auth::{ApiCaller, CallerKind};
 use crate::db;
 use crate::error::ApiError;
+use crate::extract::{ApiCaller, CallerKind};
 use crate::scopes::Resource;
 use crate::state::AppState;
 
@@ -53,7 +53,7 @@ async fn whoami(State(state): State<AppState>, caller: ApiCaller) -> Result<Json
                 .await?
                 .remove(&user.id)
                 .unwrap_or_default();
-            let roles = crate::auth::user_roles(&state, user);
+            let roles = crate::auth::user_roles(state.config(), user);
             let opts = UserModelOpts {
                 identity: true,
                 ..UserModelOpts::default()

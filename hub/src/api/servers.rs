@@ -23,9 +23,9 @@ use serde_json::Value;
 
 use super::models::server_model;
 use super::users::load_user;
-use crate::auth::ApiCaller;
 use crate::db::{self, ServerRow, UserRow};
 use crate::error::{ApiError, ApiJson};
+use crate::extract::ApiCaller;
 use crate::names::{ServerName, UserName};
 use crate::scopes::Resource;
 use crate::spawn::{ServerRef, StartOutcome, StartRequest, StopOutcome};

@@ -13,9 +13,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::auth::ApiCaller;
 use crate::db;
 use crate::error::ApiError;
+use crate::extract::ApiCaller;
 use crate::names::{ServerName, UserName};
 use crate::profiles::{self, UserOptions};
 use crate::scopes::Resource;

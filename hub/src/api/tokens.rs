@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 
 use super::models::token_model;
 use super::users::load_user;
-use crate::auth::{ApiCaller, is_role, role_scopes};
+use crate::auth::{is_role, role_scopes};
 use crate::db::{self, NewToken};
 use crate::error::{ApiError, ApiJson};
+use crate::extract::ApiCaller;
 use crate::scopes::{Owner, ScopeSet, validate_scope};
 use crate::state::AppState;
 
@@ -61,10 +62,10 @@ async fn create(
         scopes.push(s.clone());
     }
     for r in body.roles.iter().flatten() {
-        if !is_role(&state, r) {
+        if !is_role(state.config(), r) {
             return Err(ApiError::BadRequest(format!("Role {r} does not exist")));
         }
-        scopes.extend(role_scopes(&state, r));
+        scopes.extend(role_scopes(state.config(), r));
     }
     if body.scopes.is_none() && body.roles.is_none() {
         scopes.push("inherit".to_owned());
@@ -73,7 +74,7 @@ async fn create(
     scopes.dedup();
     let now = db::now_micros();
     let expires_at = body.expires_in.map(|secs| expiry(now, secs)).transpose()?;
-    let owner_scopes = crate::auth::user_scopes(&state, &user);
+    let owner_scopes = crate::auth::user_scopes(state.config(), &user);
     // `inherit` (also the `token` role) is everything the owner holds: the requester must hold
     // all of it too.
     let requested =

@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -17,13 +16,13 @@ use serde_json::Value;
 
 use super::Paging;
 use super::models::{UserModelOpts, user_model};
-use crate::auth::{ApiCaller, CallerKind};
+use super::user_delete::{active_servers, delete, describe, servers_and_clients};
 use crate::cache::ResponseKey;
 use crate::db::{self, UserRow, UserSort, UserState, UsersQuery};
 use crate::error::{ApiError, ApiJson};
+use crate::extract::{ApiCaller, CallerKind};
 use crate::names::UserName;
 use crate::scopes::{Filter, Resource};
-use crate::spawn::ServerRef;
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
@@ -90,7 +89,7 @@ pub(crate) async fn model_of(
         .await?
         .remove(&user.id)
         .unwrap_or_default();
-    let roles = crate::auth::user_roles(state, user);
+    let roles = crate::auth::user_roles(state.config(), user);
     let mut model =
         user_model(state, caller, user, &roles, &servers, opts).ok_or_else(ApiError::no_access)?;
     crate::quota::attach(&mut conn, &mut [(user.id, &mut model)]).await?;
@@ -244,7 +243,7 @@ async fn list_page(
     let mut items = Vec::with_capacity(users.len());
     let mut ids = Vec::with_capacity(users.len());
     for user in &users {
-        let roles = crate::auth::user_roles(state, user);
+        let roles = crate::auth::user_roles(state.config(), user);
         let s = servers.remove(&user.id).unwrap_or_default();
         if let Some(m) = user_model(state, caller, user, &roles, &s, opts) {
             items.push(m);
@@ -474,134 +473,4 @@ async fn patch(
     Ok(Json(
         model_of(&state, &caller, &updated, UserModelOpts::default()).await?,
     ))
-}
-
-/// How long a delete waits for the user's servers to finish stopping.
-const STOP_WAIT: Duration = Duration::from_secs(30);
-
-/// The user's servers that are running or pending.
-async fn active_servers(state: &AppState, user_id: i64) -> Result<Vec<db::ServerRow>, ApiError> {
-    let mut conn = state.db().pool().acquire().await?;
-    Ok(db::servers::for_users(&mut conn, &[user_id])
-        .await?
-        .remove(&user_id)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(db::ServerRow::active)
-        .collect())
-}
-
-/// `""` (default) and `gpu` as `default server, server gpu (pending stop)`.
-fn describe(servers: &[db::ServerRow]) -> String {
-    servers
-        .iter()
-        .map(|s| {
-            let name = if s.name.is_empty() {
-                "default server".to_owned()
-            } else {
-                format!("server {}", s.name)
-            };
-            match &s.pending {
-                Some(p) => format!("{name} (pending {p})"),
-                None => name,
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// All of `user`'s servers (stopped ones included) and their OAuth client ids under the
-/// user's name (the default server's always among them).
-async fn servers_and_clients(
-    conn: &mut sqlx::AnyConnection,
-    user: &UserRow,
-) -> Result<(Vec<db::ServerRow>, Vec<String>), sqlx::Error> {
-    let servers = db::servers::for_users(conn, &[user.id])
-        .await?
-        .remove(&user.id)
-        .unwrap_or_default();
-    let mut ids: Vec<String> = servers
-        .iter()
-        .map(|s| crate::spawn::oauth_client_id(&user.name, &s.name))
-        .collect();
-    let default = crate::spawn::oauth_client_id(&user.name, "");
-    if !ids.contains(&default) {
-        ids.push(default);
-    }
-    Ok((servers, ids))
-}
-
-/// Stop every running or pending server of `user` through the spawn pipeline (proxy route,
-/// the process with its remote kernels, server token, OAuth client) and wait until all are
-/// stopped. Returns what was stopped.
-///
-/// # Errors
-/// 400 (as JupyterHub) when a server is still stopping after [`STOP_WAIT`] or its stop failed.
-async fn stop_all(state: &AppState, user: &UserRow) -> Result<String, ApiError> {
-    let active = active_servers(state, user.id).await?;
-    for s in &active {
-        let server = ServerRef {
-            user_id: user.id,
-            user: user.name.clone(),
-            server: s.name.clone(),
-        };
-        state.orchestrator().stop(&server, false).await?;
-    }
-    let deadline = tokio::time::Instant::now() + STOP_WAIT;
-    loop {
-        let left = active_servers(state, user.id).await?;
-        if left.is_empty() {
-            return Ok(describe(&active));
-        }
-        let stopping = left.iter().any(|s| s.pending.is_some());
-        if !stopping {
-            return Err(ApiError::BadRequest(format!(
-                "{}'s servers could not be stopped ({}); the user was not deleted, see the hub \
-                 log",
-                user.name,
-                describe(&left)
-            )));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::BadRequest(format!(
-                "{}'s servers are in the process of stopping ({}), please wait.",
-                user.name,
-                describe(&left)
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn delete(
-    State(state): State<AppState>,
-    caller: ApiCaller,
-    Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    let user = load_user(&state, &caller, &name, &["delete:users"]).await?;
-    if let CallerKind::User(me) = &caller.kind
-        && me.id == user.id
-    {
-        return Err(ApiError::BadRequest("Cannot delete yourself!".to_owned()));
-    }
-    let stopped = stop_all(&state, &user).await?;
-    let routes = state.orchestrator().forget_user(&user.name).await?;
-    let mut tx = state.db().begin().await?;
-    let (servers, clients) = servers_and_clients(&mut tx, &user).await?;
-    if servers.iter().any(db::ServerRow::active) {
-        return Err(ApiError::BadRequest(format!(
-            "A server of {} was started while deleting them; try again",
-            user.name
-        )));
-    }
-    let removed = db::users::delete(&mut tx, user.id, &clients).await?;
-    tx.commit().await?;
-    tracing::info!(
-        user = %user.name,
-        servers_stopped = %stopped,
-        routes = ?routes,
-        removed = ?removed,
-        "deleted user"
-    );
-    Ok(StatusCode::NO_CONTENT)
 }

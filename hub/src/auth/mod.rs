@@ -9,29 +9,22 @@
 //! - `extract`: [`ApiCaller`] (API auth: token or cookie + `_xsrf`) and [`CurrentUser`] (pages:
 //!   redirect to `/hub/login?next=`), the cookies and the `_xsrf` token.
 
-mod extract;
+mod caller;
 pub(crate) mod oidc;
 
+pub use self::caller::{ApiCaller, CallerKind};
 pub use self::oidc::OidcAuth;
 pub use self::oidc::config::OidcConfig;
-
-pub(crate) use self::extract::{caller_for_token, session_from_jar};
-
-pub use self::extract::{
-    ApiCaller, CallerKind, CurrentUser, LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOKIE,
-};
-pub(crate) use self::extract::{xsrf_matches, xsrf_token};
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 
 use sqlx::AnyConnection;
 
-use crate::config::{AuthConfig, Secret};
+use crate::config::{AuthConfig, Config, Secret};
 use crate::db::{self, UserRow};
 use crate::names::UserName;
 use crate::scopes::{Owner, ScopeSet, builtin_role};
-use crate::state::AppState;
 
 /// What a login form submitted (secrets redacted in `Debug`).
 #[derive(Clone)]
@@ -132,14 +125,18 @@ pub(crate) enum LoginError {
 ///
 /// # Errors
 /// [`LoginError::Rejected`] for any refusal, [`LoginError::Db`] if the database fails.
-pub(crate) async fn login(state: &AppState, form: &LoginForm) -> Result<UserRow, LoginError> {
-    let outcome = state
-        .authenticator()
+pub(crate) async fn login(
+    authenticator: &dyn Authenticator,
+    db: &crate::db::Db,
+    config: &Config,
+    form: &LoginForm,
+) -> Result<UserRow, LoginError> {
+    let outcome = authenticator
         .authenticate(form)
         .await
         .ok_or(LoginError::Rejected)?;
-    let mut tx = state.db().begin().await?;
-    let user = apply_outcome(state, &mut tx, &outcome, &[], &[]).await?;
+    let mut tx = db.begin().await?;
+    let user = apply_outcome(config, &mut tx, &outcome, &[], &[]).await?;
     tx.commit().await?;
     Ok(user)
 }
@@ -151,14 +148,14 @@ pub(crate) async fn login(state: &AppState, form: &LoginForm) -> Result<UserRow,
 /// # Errors
 /// [`LoginError::Rejected`] for an invalid or not allowed name, [`LoginError::Db`].
 pub(crate) async fn apply_outcome(
-    state: &AppState,
+    config: &Config,
     tx: &mut AnyConnection,
     outcome: &AuthOutcome,
     idp_roles: &[String],
     idp_groups: &[String],
 ) -> Result<UserRow, LoginError> {
     let name = UserName::normalized(&outcome.name).map_err(|_| LoginError::Rejected)?;
-    let auth = &state.config().auth;
+    let auth = &config.auth;
     if !auth.allowed_users.is_empty()
         && !auth.allowed_users.iter().any(|u| u == name.as_str())
         && !auth.admin_users.iter().any(|u| u == name.as_str())
@@ -187,22 +184,21 @@ pub(crate) async fn apply_outcome(
     let user = db::users::get_by_id(&mut *tx, user.id)
         .await?
         .ok_or(LoginError::Rejected)?;
-    let mut roles = user_roles(state, &user);
+    let mut roles = user_roles(config, &user);
     roles.extend(idp_roles.iter().cloned());
     let mut groups = user.groups.clone();
     groups.extend(idp_groups.iter().cloned());
-    let quota = crate::quota::resolve(&state.config().quotas, &roles, &groups);
+    let quota = crate::quota::resolve(&config.quotas, &roles, &groups);
     crate::quota::store(&mut *tx, user.id, quota.as_ref(), now).await?;
     Ok(user)
 }
 
 /// The scopes of a role, built in or from the config.
-pub(crate) fn role_scopes(state: &AppState, role: &str) -> Vec<String> {
+pub(crate) fn role_scopes(config: &Config, role: &str) -> Vec<String> {
     if let Some(scopes) = builtin_role(role) {
         return scopes;
     }
-    state
-        .config()
+    config
         .roles
         .iter()
         .filter(|r| r.name == role)
@@ -211,15 +207,15 @@ pub(crate) fn role_scopes(state: &AppState, role: &str) -> Vec<String> {
 }
 
 /// Whether `role` names a role (built in or configured).
-pub(crate) fn is_role(state: &AppState, role: &str) -> bool {
-    builtin_role(role).is_some() || state.config().roles.iter().any(|r| r.name == role)
+pub(crate) fn is_role(config: &Config, role: &str) -> bool {
+    builtin_role(role).is_some() || config.roles.iter().any(|r| r.name == role)
 }
 
 /// All roles a user holds now: `user`, `admin` if admin, assigned ones, group ones, and
 /// configured ones naming the user or one of their groups. `user` comes with its details
 /// loaded ([`db::users::load_details`]), so this reads no database.
-pub(crate) fn user_roles(state: &AppState, user: &UserRow) -> Vec<String> {
-    roles_of(&state.config().roles, user)
+pub(crate) fn user_roles(config: &Config, user: &UserRow) -> Vec<String> {
+    roles_of(&config.roles, user)
 }
 
 /// [`user_roles`] with the configured roles given directly.
@@ -241,10 +237,10 @@ pub(crate) fn roles_of(configured: &[crate::config::RoleConfig], user: &UserRow)
 }
 
 /// A user's current scopes (the owner side of every token check).
-pub(crate) fn user_scopes(state: &AppState, user: &UserRow) -> ScopeSet {
-    let scopes: Vec<String> = user_roles(state, user)
+pub(crate) fn user_scopes(config: &Config, user: &UserRow) -> ScopeSet {
+    let scopes: Vec<String> = user_roles(config, user)
         .iter()
-        .flat_map(|r| role_scopes(state, r))
+        .flat_map(|r| role_scopes(config, r))
         .collect();
     ScopeSet::expand(&scopes, Owner::User(&user.name))
 }

@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions};
 
-use crate::config::Secret;
+use stackhub_common::Secret;
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]

@@ -22,11 +22,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::auth::{
-    CurrentUser, SESSION_COOKIE, constant_time_eq, role_scopes, xsrf_matches, xsrf_token,
-};
+use crate::auth::{constant_time_eq, role_scopes};
 use crate::db::{self, ClientRow, CodeRow, NewCode, NewToken};
 use crate::error::ApiError;
+use crate::extract::{CurrentUser, SESSION_COOKIE, xsrf_matches, xsrf_token};
 use crate::pages::{render_error, session_cookie};
 use crate::scopes::{Owner, Resource, ScopeSet, validate_scope};
 use crate::state::AppState;
@@ -114,7 +113,7 @@ async fn check(
             "Unsupported code_challenge_method",
         ));
     }
-    let user_scopes = crate::auth::user_scopes(state, &me.user);
+    let user_scopes = crate::auth::user_scopes(state.config(), &me.user);
     let target = client_target(&client);
     if let Some((owner, server)) = &target {
         let groups = match db::users::get(&mut conn, owner).await.map_err(internal)? {
@@ -165,7 +164,7 @@ async fn check(
         let expanded = if validate_scope(s).is_ok() {
             vec![s.clone()]
         } else {
-            role_scopes(state, s)
+            role_scopes(state.config(), s)
         };
         for e in expanded {
             let one = ScopeSet::expand(&[e.as_str()], me_owner).resolve_inherit(&user_scopes);

@@ -19,9 +19,9 @@ use minijinja::context;
 use super::spawn::spawn_path;
 use super::{enc, render, render_error};
 use crate::api::models::server_url;
-use crate::auth::{CurrentUser, xsrf_matches, xsrf_token};
 use crate::db::{self, UserSort, UsersQuery};
 use crate::error::ApiError;
+use crate::extract::{CurrentUser, xsrf_matches, xsrf_token};
 use crate::spawn::ServerRef;
 use crate::state::AppState;
 
@@ -47,7 +47,7 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 fn may_admin(state: &AppState, me: &CurrentUser) -> bool {
-    crate::auth::user_scopes(state, &me.user).holds("admin-ui")
+    crate::auth::user_scopes(state.config(), &me.user).holds("admin-ui")
 }
 
 async fn admin(

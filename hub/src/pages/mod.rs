@@ -17,6 +17,7 @@
 //! - `admin`: `/hub/admin`, users and servers for admins.
 
 mod admin;
+pub(crate) mod oidc;
 pub use self::admin::shared_account_warning;
 mod picker;
 pub(crate) mod spawn;
@@ -34,13 +35,17 @@ use minijinja::{Environment, Value, context};
 
 use crate::api::models::server_url;
 use crate::auth::oidc::store as oidc_store;
-use crate::auth::{
-    CurrentUser, LOGIN_COOKIE, LoginForm, SESSION_COOKIE, XSRF_COOKIE, login, xsrf_token,
-};
+use crate::auth::{LoginForm, login};
 use crate::config::Secret;
 use crate::db;
 use crate::error::ApiError;
+use crate::extract::{CurrentUser, LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOKIE, xsrf_token};
 use crate::state::AppState;
+
+/// The OpenID Connect login routes (`/hub/oauth_login`, `/hub/oauth_callback`).
+pub(crate) fn oidc_router() -> Router<AppState> {
+    oidc::router()
+}
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -228,7 +233,14 @@ async fn login_submit(
         password: Secret::new(form.remove("password").unwrap_or_default()),
         extra: form,
     };
-    let user = match login(&state, &login_form).await {
+    let user = match login(
+        state.authenticator(),
+        state.db(),
+        state.config(),
+        &login_form,
+    )
+    .await
+    {
         Ok(user) => user,
         Err(crate::auth::LoginError::Rejected) => {
             tracing::info!(user = %login_form.username, "login rejected");
@@ -305,7 +317,7 @@ pub(crate) fn session_response(
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap, jar: CookieJar) -> Response {
     let mut idp_tokens = Vec::new();
-    if let Ok(Some((session, user))) = crate::auth::session_from_jar(&state, &jar).await {
+    if let Ok(Some((session, user))) = crate::extract::session_from_jar(&state, &jar).await {
         let done = async {
             let mut tx = state.db().begin().await?;
             let n = db::tokens::delete_for_session(&mut tx, user.id, &session.session_id).await?;
@@ -340,10 +352,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, jar: CookieJa
                 oidc.revoke(&set).await;
             }
         }
-        let back = format!(
-            "{}{base}hub/login",
-            crate::auth::oidc::routes::origin(&state, &headers)
-        );
+        let back = format!("{}{base}hub/login", oidc::origin(&state, &headers));
         if let Some(url) = oidc.end_session_url(&back).await {
             target = url;
         }

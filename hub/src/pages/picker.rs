@@ -26,9 +26,9 @@ use minijinja::context;
 
 use super::spawn::{allowed, load, next_or, pending_path, spawn_path};
 use super::{enc, render, render_error};
-use crate::auth::{CurrentUser, xsrf_matches, xsrf_token};
 use crate::db::{ServerRow, UserRow};
 use crate::error::ApiError;
+use crate::extract::{CurrentUser, xsrf_matches, xsrf_token};
 use crate::names::ServerName;
 use crate::profiles::{self, UserOptions};
 use crate::spawn::{Refusal, StartRequest};

@@ -20,9 +20,9 @@ use minijinja::context;
 
 use super::{enc, render, render_error};
 use crate::api::models::{progress_url, seg};
-use crate::auth::{CurrentUser, xsrf_matches, xsrf_token};
 use crate::db::{self, ServerRow, UserRow};
 use crate::error::{ApiError, json_error};
+use crate::extract::{CurrentUser, xsrf_matches, xsrf_token};
 use crate::spawn::ServerRef;
 use crate::state::AppState;
 

@@ -15,7 +15,6 @@ mod view;
 pub use spawner::profile::{
     Choice, Profile, ProfileKind, ProfileOption, SpawnerOverride, UnlistedChoice, default_profiles,
 };
-pub(crate) use spawner::profile::{normalize, validate};
 
 pub(crate) use self::access::Identity;
 pub(crate) use self::options::{UserOptions, from_form, from_query, has_query_options};

@@ -2,27 +2,23 @@
 //! and an S3 exchange.
 //!
 //! # Layout
-//! - `config`: `[s3]` (the embedded store) and `[[sites]]` in the hub config, with defaults.
+//! - the configuration (`[s3]`, `[[sites]]`) is `crate::config::sites`;
 //! - `registry`: [`SiteRegistry`]: the sites with their exchanges, periodic health checks, and
 //!   [`SiteRegistry::site_available`] for the profile picker.
-//! - `api`: `GET /hub/api/sites` and `GET /hub/api/sites/bridges.json`.
+//! - the routes (`GET /hub/api/sites`, `bridges.json`, site tokens) are `crate::api::sites`,
+//!   the proxy's kernel-channel check `crate::kernel_auth`;
 //! - `jwt`: the hub's per-user, per-site gateway tokens (EdDSA JWTs) and their JWKS.
 //! - `spawn_env`: the environment of a remote-kernels single-user server at a site.
 
-mod api;
-mod channel_auth;
-mod config;
+use crate::config::sites as config;
 pub mod jwt;
 mod registry;
 mod spawn_env;
 
-pub(crate) use self::api::router;
-pub use self::channel_auth::HubKernelAuth;
 pub use self::config::{
     DEFAULT_GATEWAY_TOKEN_LIFETIME_SECS, EmbeddedS3Config, GatewayAuth, SiteConfig, SiteS3Config,
     SiteS3Mode, default_sites, site_env_prefix,
 };
-pub(crate) use self::config::{apply_env, validate};
 pub use self::registry::{Site, SiteHealth, SiteRegistry, SiteUnavailable, StartSitesError};
 pub use self::spawn_env::{
     REMOTE_ENV_NAMES, REMOTE_SERVER_CONFIG, RemoteServer, remote_server_env,

@@ -545,7 +545,7 @@ impl SiteRegistry {
     }
 
     /// `(site, health, s3 mode, dask addresses)` for the API.
-    pub(super) async fn snapshot(&self) -> Vec<(Site, Option<SiteHealth>)> {
+    pub(crate) async fn snapshot(&self) -> Vec<(Site, Option<SiteHealth>)> {
         let health = self.health.read().await;
         self.sites
             .iter()
@@ -555,11 +555,11 @@ impl SiteRegistry {
 }
 
 impl Site {
-    pub(super) fn s3_mode(&self) -> Option<SiteS3Mode> {
+    pub(crate) fn s3_mode(&self) -> Option<SiteS3Mode> {
         self.s3_mode
     }
 
-    pub(super) fn dask(&self) -> (Option<&str>, Option<&str>) {
+    pub(crate) fn dask(&self) -> (Option<&str>, Option<&str>) {
         (
             self.dask_address.as_deref(),
             self.dask_proxy_address.as_deref(),

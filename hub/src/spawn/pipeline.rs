@@ -47,7 +47,7 @@ pub struct SpawnSettings {
     /// The public URL of the hub, if configured.
     pub public_url: Option<String>,
     /// Per-user origins (`subdomain_host`): servers routed and announced on their user's host.
-    pub subdomain_host: Option<crate::origins::SubdomainHost>,
+    pub subdomain_host: Option<crate::config::host::SubdomainHost>,
     /// From launch until the server must answer (`spawner.start_timeout`); also the shortest
     /// time a launch gets (see [`SpawnSettings::launch_timeout`]).
     pub start_timeout: Duration,

@@ -19,9 +19,8 @@
 
 pub(crate) mod binding;
 pub(crate) mod claims;
-pub(crate) mod config;
+pub(crate) use crate::config::oidc as config;
 mod crypto;
-pub(crate) mod routes;
 pub(crate) mod store;
 mod tokens;
 

@@ -21,10 +21,10 @@ use axum::routing::get;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde_json::{Value, json};
 
-use super::binding;
-use super::claims::{self, ClaimsError, Identity};
-use super::{LOGIN_TTL_SECS, OidcAuth, OidcError, store};
 use crate::auth::AuthOutcome;
+use crate::auth::oidc::binding;
+use crate::auth::oidc::claims::{self, ClaimsError, Identity};
+use crate::auth::oidc::{LOGIN_TTL_SECS, OidcAuth, OidcError, store};
 use crate::db;
 use crate::error::ApiError;
 use crate::pages;
@@ -315,7 +315,7 @@ async fn complete(
     oidc: &OidcAuth,
     identity: &Identity,
     claims_json: &Value,
-    tokens: &super::TokenSet,
+    tokens: &crate::auth::oidc::TokenSet,
 ) -> Result<(String, String, String), Refusal> {
     let config = oidc.config();
     let account = binding::account(config, claims_json)?;
@@ -337,9 +337,14 @@ async fn complete(
     };
     let mut tx = state.db().begin().await?;
     binding::check(&mut tx, name.as_str(), &account).await?;
-    let user =
-        crate::auth::apply_outcome(state, &mut tx, &outcome, &identity.roles, &identity.groups)
-            .await?;
+    let user = crate::auth::apply_outcome(
+        state.config(),
+        &mut tx,
+        &outcome,
+        &identity.roles,
+        &identity.groups,
+    )
+    .await?;
     binding::bind(&mut tx, user.id, &account).await?;
     let auth_state = json!({
         "oidc": {

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use proxy::{KernelAuthError, KernelChannelAuth};
 
-use crate::auth::caller_for_token;
+use crate::extract::caller_for_token;
 use crate::scopes::Resource;
 use crate::state::AppState;
 
@@ -41,7 +41,7 @@ impl HubKernelAuth {
         };
         let groups =
             match &caller.kind {
-                crate::auth::CallerKind::User(u) if u.name == user => u.groups.clone(),
+                crate::extract::CallerKind::User(u) if u.name == user => u.groups.clone(),
                 _ => {
                     let mut conn =
                         self.state.db().pool().acquire().await.map_err(|e| {

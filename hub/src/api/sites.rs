@@ -14,9 +14,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::config::{GatewayAuth, SiteS3Mode};
-use crate::auth::ApiCaller;
+use crate::config::sites::{GatewayAuth, SiteS3Mode};
 use crate::error::ApiError;
+use crate::extract::ApiCaller;
 use crate::profiles::{Identity, Profile, ProfileKind};
 use crate::state::AppState;
 

@@ -16,10 +16,11 @@ use axum_extra::extract::cookie::CookieJar;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::cache::{CachedCaller, CallerKey};
+pub use crate::auth::{ApiCaller, CallerKind};
+use crate::cache::CachedCaller;
 use crate::db::{self, SessionRow, TokenOwner, TokenRow, UserRow};
 use crate::error::ApiError;
-use crate::scopes::{Owner, Resource, ScopeSet};
+use crate::scopes::{Owner, ScopeSet};
 use crate::state::AppState;
 
 /// The hub's login cookie (opaque random id, stored hashed).
@@ -47,101 +48,6 @@ pub(crate) fn xsrf_token(key: &[u8], session_id: &str) -> String {
 pub(crate) fn xsrf_matches(key: &[u8], session_id: &str, given: Option<&str>) -> bool {
     let expected = xsrf_token(key, session_id);
     given.is_some_and(|g| crate::auth::constant_time_eq(g.as_bytes(), expected.as_bytes()))
-}
-
-/// Who is calling the API.
-#[derive(Debug, Clone)]
-pub enum CallerKind {
-    /// A user (with groups loaded).
-    User(UserRow),
-    /// A service.
-    Service {
-        /// Its name.
-        name: String,
-    },
-}
-
-/// An authenticated API caller and what it may do.
-#[derive(Debug, Clone)]
-pub struct ApiCaller {
-    /// The token's or session's owner.
-    pub kind: CallerKind,
-    token_scopes: Arc<ScopeSet>,
-    owner_scopes: Arc<ScopeSet>,
-    /// The database generation this caller was read at (answers cached from it must not be
-    /// newer).
-    pub(crate) generation: u64,
-    /// The token's id, when authenticated by token.
-    pub token_id: Option<i64>,
-    /// The browser session id bound to the token or cookie.
-    pub session_id: Option<String>,
-    /// Authenticated by cookie (POST bodies must then be JSON).
-    pub by_cookie: bool,
-}
-
-impl ApiCaller {
-    /// The caller's user name, if a user.
-    pub fn user_name(&self) -> Option<&str> {
-        match &self.kind {
-            CallerKind::User(u) => Some(&u.name),
-            CallerKind::Service { .. } => None,
-        }
-    }
-
-    /// Holds `name` for at least some resource (token and owner both).
-    pub fn holds(&self, name: &str) -> bool {
-        self.token_scopes.holds(name) && self.owner_scopes.holds(name)
-    }
-
-    /// May use `name` on `res` (token and owner both).
-    pub fn allows(&self, name: &str, res: Resource<'_>) -> bool {
-        self.token_scopes.allows(name, res) && self.owner_scopes.allows(name, res)
-    }
-
-    /// Require any of `scopes` on `res`: 403 if none is held at all, 404 if the held ones are
-    /// filtered away from `res`.
-    ///
-    /// # Errors
-    /// The 403 or 404 [`ApiError`].
-    pub fn require(&self, scopes: &[&str], res: Resource<'_>) -> Result<(), ApiError> {
-        if !scopes.iter().any(|s| self.holds(s)) {
-            return Err(ApiError::requires_any_of(scopes));
-        }
-        if scopes.iter().any(|s| self.allows(s, res)) {
-            Ok(())
-        } else {
-            Err(ApiError::no_access())
-        }
-    }
-
-    /// Who answers are cached for: the token, or the cookie's user.
-    pub(crate) fn cache_key(&self) -> Option<CallerKey> {
-        match (self.token_id, &self.kind) {
-            (Some(id), _) => Some(CallerKey::Token(id)),
-            (None, CallerKind::User(u)) if self.by_cookie => Some(CallerKey::Cookie(u.id)),
-            _ => None,
-        }
-    }
-
-    /// The effective scopes (token ∩ owner).
-    pub fn effective(&self) -> ScopeSet {
-        self.token_scopes.intersect(&self.owner_scopes)
-    }
-
-    /// The filters limiting `name` on the token or the owner side (`None` = unfiltered on
-    /// both), used to narrow list queries.
-    pub fn filters_for(
-        &self,
-        name: &str,
-    ) -> (
-        Option<Vec<crate::scopes::Filter>>,
-        Option<Vec<crate::scopes::Filter>>,
-    ) {
-        (
-            self.token_scopes.filters_for(name),
-            self.owner_scopes.filters_for(name),
-        )
-    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -182,7 +88,7 @@ pub(crate) async fn caller_for_token(
     };
     let caller = match (&token.owner, user) {
         (TokenOwner::User { .. }, Some(user)) => {
-            let owner_scopes = crate::auth::user_scopes(state, &user);
+            let owner_scopes = crate::auth::user_scopes(state.config(), &user);
             let token_scopes = token_scopes(&token, &owner_scopes, Owner::User(&user.name));
             ApiCaller {
                 kind: CallerKind::User(user),
@@ -286,7 +192,7 @@ impl FromRequestParts<AppState> for ApiCaller {
                 "'_xsrf' argument missing or incorrect".to_owned(),
             ));
         }
-        let owner_scopes = Arc::new(crate::auth::user_scopes(state, &user));
+        let owner_scopes = Arc::new(crate::auth::user_scopes(state.config(), &user));
         Ok(Self {
             kind: CallerKind::User(user),
             token_scopes: Arc::clone(&owner_scopes),

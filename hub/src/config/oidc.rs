@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::config::Secret;
+use super::Secret;
 
 /// OpenID Connect login settings. Present = OIDC login replaces the development login.
 #[derive(Debug, Clone, Deserialize)]

@@ -227,7 +227,7 @@ pub fn site_env_prefix(id: &str) -> String {
 /// bad value.
 pub(crate) fn apply_env(
     sites: &mut [SiteConfig],
-    env: &dyn crate::config::Lookup,
+    env: &dyn super::Lookup,
 ) -> Result<(), (String, String)> {
     for site in sites {
         let prefix = site_env_prefix(&site.id);
