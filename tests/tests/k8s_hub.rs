@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_common::{
-    Cleanup, Proc, binary, container_env, free_port, kubeconfig, log_tail, pod_like,
-    pod_running_on_loopback, test_dir, venv, wait_for, wait_for_pod,
+    Cleanup, Proc, binary, free_port, kubeconfig, log_tail, pod_like, pod_running_on_loopback,
+    test_dir, wait_for, wait_for_pod,
 };
 use k8s_fake::FakeKube;
 use serde_json::{Value, json};
@@ -113,28 +113,17 @@ impl Hub {
 
 /// The kubelet's part for a server pod: run its command from the venv with its environment.
 fn run_server_pod(fake: &FakeKube, pod: &Value, dir: &Path) -> Proc {
-    let command: Vec<&str> = pod["spec"]["containers"][0]["command"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(command, ["jupyterhub-singleuser"]);
-    let home = dir.join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let bin = venv().join("bin");
-    let mut cmd = Command::new(bin.join(command[0]));
-    // The image runs as uid 1000; this machine's test user may be root.
-    cmd.arg("--allow-root")
-        .env_clear()
-        .envs(container_env(fake, pod))
-        .env(
-            "PATH",
-            format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
-        )
-        .env("HOME", &home)
-        .current_dir(&home);
-    Proc::spawn(cmd, &dir.join("singleuser.log"))
+    assert_eq!(
+        pod["spec"]["containers"][0]["command"],
+        json!(["jupyterhub-singleuser"])
+    );
+    k8s_common::run_server_pod(
+        fake,
+        pod,
+        &dir.join("home"),
+        &dir.join("singleuser.log"),
+        |_, v| v,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,6 +247,12 @@ pub fn container_env(fake: &FakeKube, pod: &Value) -> Vec<(String, String)> {
 
 /// Report the pod running with IP 127.0.0.1 and its containers ready (the kubelet's update).
 pub fn pod_running_on_loopback(fake: &FakeKube, pod: &Value) {
+    pod_running_at(fake, pod, "127.0.0.1");
+}
+
+/// Report the pod running with IP `ip` (a loopback address: the pod's processes run here) and
+/// its containers ready.
+pub fn pod_running_at(fake: &FakeKube, pod: &Value, ip: &str) {
     let ns = pod["metadata"]["namespace"].as_str().unwrap();
     let name = pod["metadata"]["name"].as_str().unwrap();
     let statuses: Vec<Value> = pod["spec"]["containers"]
@@ -262,10 +268,52 @@ pub fn pod_running_on_loopback(fake: &FakeKube, pod: &Value) {
     fake.set_pod_status(
         ns,
         name,
-        json!({"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+        json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
                "conditions": [{"type": "Ready", "status": "True"}],
                "containerStatuses": statuses}),
     );
+}
+
+/// The kubelet's part for a server pod: run its container's command (from the venv's `bin`)
+/// and args in `home`, with the pod's environment ([`container_env`]) where `map_env` turns
+/// each `(name, value)` into what it means on this machine (the pod's network, the cluster's
+/// DNS, files of the image); logs to `log`. `--allow-root`: the image runs as uid 1000, this
+/// machine's test user may be root.
+pub fn run_server_pod(
+    fake: &FakeKube,
+    pod: &Value,
+    home: &Path,
+    log: &Path,
+    map_env: impl Fn(&str, String) -> String,
+) -> Proc {
+    let container = &pod["spec"]["containers"][0];
+    let words = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|w| w.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let command = words(&container["command"]);
+    std::fs::create_dir_all(home).unwrap();
+    let bin = venv().join("bin");
+    let mut cmd = Command::new(bin.join(&command[0]));
+    cmd.args(&command[1..])
+        .args(words(&container["args"]))
+        .arg("--allow-root")
+        .env_clear()
+        .envs(
+            container_env(fake, pod)
+                .into_iter()
+                .map(|(k, v)| (k.clone(), map_env(&k, v))),
+        )
+        .env(
+            "PATH",
+            format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
+        )
+        .env("HOME", home)
+        .current_dir(home);
+    Proc::spawn(cmd, log)
 }
 
 /// A copy of `pod` as another client would create it: new name, `changes` merged into the

@@ -43,13 +43,30 @@ impl Gateway {
 
     /// [`Gateway::start`] with `jwt` appended to the config's `[jwt]` table (`leeway_secs = 1`).
     pub fn start_with(dir: &Path, site: &str, port: u16, hub: &str, jwt: &str) -> Self {
+        Self::start_auth(
+            dir,
+            site,
+            port,
+            &format!(
+                "[jwt]\njwks_url = \"{hub}/hub/api/sites/jwks.json\"\n\
+                 issuer = \"stackhub\"\nalgorithms = [\"EdDSA\"]\n{jwt}\n"
+            ),
+        )
+    }
+
+    /// A site whose gateway takes the shared token `token` (the hub's `gateway_auth = "token"`).
+    pub fn start_token(dir: &Path, site: &str, port: u16, token: &str) -> Self {
+        Self::start_auth(dir, site, port, &format!("auth_token = \"{token}\"\n"))
+    }
+
+    /// A remote site `site` whose config ends with `auth` (how callers authenticate).
+    fn start_auth(dir: &Path, site: &str, port: u16, auth: &str) -> Self {
         let config = dir.join(format!("gateway-{site}.toml"));
         std::fs::write(
             &config,
             format!(
                 "remote_site = true\nsite_id = \"{site}\"\nip = \"127.0.0.1\"\n\
-                 port = {port}\n\n[jwt]\njwks_url = \"{hub}/hub/api/sites/jwks.json\"\n\
-                 issuer = \"stackhub\"\nalgorithms = [\"EdDSA\"]\n{jwt}\n"
+                 port = {port}\n\n{auth}"
             ),
         )
         .unwrap();
@@ -104,6 +121,62 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// moto's server (S3, IAM and STS; no authentication enforced) from the venv, with `buckets`
+/// created; killed on drop. It runs in `dir`, so `Cleanup` finds it after a failed run.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub async fn start(dir: &Path, port: u16, buckets: &[&str]) -> Self {
+        let log = std::fs::File::create(dir.join("moto.log")).unwrap();
+        let child = Command::new(venv().join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("run moto_server");
+        let moto = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        for bucket in buckets {
+            let url = format!("{}/{bucket}", moto.endpoint);
+            let mut tries = 0;
+            // `CreateBucket` unsigned (moto takes it), once the server answers.
+            loop {
+                match client.put(&url).send().await {
+                    Ok(r) => {
+                        assert!(
+                            r.status().is_success(),
+                            "create bucket {bucket}: {}",
+                            r.status()
+                        );
+                        break;
+                    }
+                    Err(e) => {
+                        tries += 1;
+                        assert!(tries < 400, "moto at {url} did not answer: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
