@@ -27,6 +27,7 @@ use crate::db::{self, ServerRow, UserRow};
 use crate::error::{ApiError, ApiJson};
 use crate::extract::ApiCaller;
 use crate::names::{ServerName, UserName};
+use crate::profiles;
 use crate::scopes::Resource;
 use crate::spawn::{ServerRef, StartOutcome, StartRequest, StopOutcome};
 use crate::state::AppState;
@@ -123,39 +124,6 @@ async fn get_named(
     read_server(state, caller, name, server).await
 }
 
-/// The user options of a start request: `None` = reuse the saved ones. 6.0 body
-/// `{display_name?, user_options?}`; otherwise (5.x) the whole body is the options.
-fn start_options(body: Option<Value>) -> Result<(Option<Value>, Option<String>), ApiError> {
-    match body {
-        None | Some(Value::Null) => Ok((None, None)),
-        Some(Value::Object(map))
-            if map.contains_key("user_options") || map.contains_key("display_name") =>
-        {
-            let display = match map.get("display_name") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(_) => {
-                    return Err(ApiError::BadRequest("display_name must be a string".into()));
-                }
-            };
-            let opts = match map.get("user_options") {
-                None | Some(Value::Null) => None,
-                Some(v @ Value::Object(_)) => Some(v.clone()),
-                Some(_) => {
-                    return Err(ApiError::BadRequest(
-                        "user_options must be an object".into(),
-                    ));
-                }
-            };
-            Ok((opts, display))
-        }
-        Some(v @ Value::Object(_)) => Ok((Some(v), None)),
-        Some(_) => Err(ApiError::BadRequest(
-            "Request body must be a JSON object".into(),
-        )),
-    }
-}
-
 async fn start(
     state: AppState,
     caller: ApiCaller,
@@ -163,7 +131,7 @@ async fn start(
     server: String,
     body: Option<Value>,
 ) -> Result<Response, ApiError> {
-    let (options, display_name) = start_options(body)?;
+    let (options, display_name) = profiles::from_rest_body(body)?;
     let (user, _) = load_server(
         &state,
         &caller,
@@ -271,29 +239,15 @@ async fn stop_named(
     stop(state, caller, name, server, body.unwrap_or_default().remove).await
 }
 
-#[derive(Debug, Deserialize, Default)]
-struct CreateServer {
-    display_name: Option<String>,
-    user_options: Option<Value>,
-}
-
 async fn create_named(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path((name, server)): Path<(String, String)>,
-    ApiJson(body): ApiJson<Option<CreateServer>>,
+    ApiJson(body): ApiJson<Option<Value>>,
 ) -> Result<Response, ApiError> {
     let server = server_name(&server)?;
-    let body = body.unwrap_or_default();
-    let options = match body.user_options {
-        None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
-        Some(v @ Value::Object(_)) => v,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "user_options must be an object".into(),
-            ));
-        }
-    };
+    let (options, display_name) = profiles::from_rest_body(body)?;
+    let options = options.unwrap_or_else(|| Value::Object(serde_json::Map::new()));
     let (user, _) = load_server(
         &state,
         &caller,
@@ -306,7 +260,7 @@ async fn create_named(
     let plan = state.planner().plan(&user, &options).await?;
     let row = state
         .planner()
-        .create(&user, &server, body.display_name.as_deref(), &plan.options)
+        .create(&user, &server, display_name.as_deref(), &plan.options)
         .await?;
     Ok((
         StatusCode::CREATED,

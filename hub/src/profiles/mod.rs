@@ -17,7 +17,9 @@ pub use spawner::profile::{
 };
 
 pub(crate) use self::access::Identity;
-pub(crate) use self::options::{UserOptions, from_form, from_query, has_query_options};
+pub(crate) use self::options::{
+    UserOptions, from_form, from_query, from_rest_body, has_query_options,
+};
 pub use self::resolve::OptionsError;
 pub(crate) use self::resolve::resolve;
 pub(crate) use self::view::view;

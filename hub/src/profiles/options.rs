@@ -1,5 +1,5 @@
-//! `user_options`: the one place their JSON is read, and the form / query transports that
-//! produce them.
+//! `user_options`: the one place their JSON is read, and the REST, form and query transports
+//! that produce them.
 //!
 //! They have KubeSpawner's shape (compat spec section 5):
 //! `{"profile": SLUG, OPTION: CHOICE_KEY, "OPTION--unlisted-choice": TEXT}`. Any other key is
@@ -8,6 +8,7 @@
 use serde_json::{Map, Value};
 
 use super::resolve::OptionsError;
+use crate::error::ApiError;
 use spawner::profile::UNLISTED;
 
 /// Suffix of the free-text field of an option.
@@ -126,6 +127,42 @@ pub(crate) fn from_form(pairs: &[(String, String)]) -> UserOptions {
     }
     m.insert("profile".to_owned(), Value::String(slug));
     UserOptions { fields: m }
+}
+
+/// The REST transport: the options of a start (or create) request and the display name of a
+/// new named server; `None` = reuse the saved options. 6.0 body
+/// `{display_name?, user_options?}`; otherwise (5.x) the whole body is the options.
+pub(crate) fn from_rest_body(
+    body: Option<Value>,
+) -> Result<(Option<Value>, Option<String>), ApiError> {
+    match body {
+        None | Some(Value::Null) => Ok((None, None)),
+        Some(Value::Object(map))
+            if map.contains_key("user_options") || map.contains_key("display_name") =>
+        {
+            let display = match map.get("display_name") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => {
+                    return Err(ApiError::BadRequest("display_name must be a string".into()));
+                }
+            };
+            let opts = match map.get("user_options") {
+                None | Some(Value::Null) => None,
+                Some(v @ Value::Object(_)) => Some(v.clone()),
+                Some(_) => {
+                    return Err(ApiError::BadRequest(
+                        "user_options must be an object".into(),
+                    ));
+                }
+            };
+            Ok((opts, display))
+        }
+        Some(v @ Value::Object(_)) => Ok((Some(v), None)),
+        Some(_) => Err(ApiError::BadRequest(
+            "Request body must be a JSON object".into(),
+        )),
+    }
 }
 
 /// Query parameters that are not options.
