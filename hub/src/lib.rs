@@ -22,6 +22,7 @@
 //!    REST API under `/hub/api`, sites, metrics), `oauth` (the OAuth2 provider), `pages` (login,
 //!    OpenID Connect login, home, picker, spawn progress, admin), `origins` (the hub-host guard,
 //!    security headers, cookie flags), `kernel_auth` (the proxy's kernel-channel check).
+//! 8. `builder`: config → app ([`HubBuilder`]), the wiring `main` and the tests share.
 //!
 //! [`app`] builds the router; [`serve`] runs it on a listener until a shutdown future ends.
 //! Every response carries `X-JupyterHub-Version`.
@@ -29,6 +30,7 @@
 mod api;
 mod auth;
 mod bootstrap;
+mod builder;
 mod cache;
 mod config;
 mod db;
@@ -54,6 +56,7 @@ pub use self::auth::{
     AuthOutcome, Authenticator, DevAuthenticator, LoginForm, OidcAuth, OidcConfig,
 };
 pub use self::bootstrap::{BootstrapError, bootstrap_admin_token};
+pub use self::builder::{BuiltHub, HubBuilder};
 pub use self::config::{
     AuthConfig, Config, ConfigError, ENV_ADMIN_TOKEN, Lookup, ProcessEnv, RoleConfig, Secret,
     SpawnerConfig, SpawnerKind,

@@ -12,9 +12,7 @@ use anyhow::Context;
 use clap::Parser;
 use hub::SpawnerKind;
 use hub::proxy::{EmbeddedProxy, InProcessHub};
-use hub::{
-    AppState, Config, Db, HubPrepare, OidcAuth, ProcessEnv, SpawnOrchestrator, SpawnSettings,
-};
+use hub::{BuiltHub, Config, Db, HubBuilder, OidcAuth, ProcessEnv};
 use spawner::k8s::KubeSpawner;
 use spawner::{LocalProcessConfig, LocalProcessSpawner, Spawner};
 use tokio::net::TcpListener;
@@ -160,30 +158,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot start the site registry")?;
     let remote_config_dir = remote_server_config_dir(&config)?;
-    let settings = SpawnSettings::from_config(&config, hub_api_url.clone());
-    let orchestrator = SpawnOrchestrator::new(
-        db.clone(),
-        spawner,
-        Arc::new(EmbeddedProxy::new(Arc::clone(&routes))),
-        settings,
-    )
-    .with_prepare(Arc::new(
-        HubPrepare::new(db.clone(), oidc.clone(), hub_api_url)
-            .with_sites(Arc::clone(&sites), remote_config_dir),
-    ));
+    let mut builder = HubBuilder::new(config, db)
+        .hub_api_url(hub_api_url)
+        .spawner(spawner, Arc::new(EmbeddedProxy::new(Arc::clone(&routes))))
+        .sites(Arc::clone(&sites), remote_config_dir);
+    if let Some(oidc) = oidc {
+        builder = builder.oidc(oidc);
+    }
+    let BuiltHub {
+        state,
+        orchestrator,
+        app,
+    } = builder.build();
+    let orchestrator = orchestrator.context("the hub was built without its spawner")?;
     orchestrator.reconcile().await?;
 
-    let mut state = AppState::new(config, db)
-        .with_orchestrator(Arc::new(orchestrator.clone()))
-        .with_sites(Arc::clone(&sites));
-    if let Some(oidc) = oidc {
-        state = state.with_oidc(oidc);
-    }
     // Requests for the hub's own route never leave the process (see `InProcessHub`).
     let options = proxy::ProxyOptions {
         local: Some(proxy::LocalTarget {
             authority: SocketAddr::new(connect_ip, hub_addr.port()).to_string(),
-            upstream: Arc::new(InProcessHub::new(hub::app(state.clone()))),
+            upstream: Arc::new(InProcessHub::new(app)),
         }),
         kernel_auth: Some(Arc::new(hub::HubKernelAuth::new(state.clone()))),
         upstream_tls: upstream_tls(&sites).context("cannot set up TLS toward site gateways")?,

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::fake::{FakeSpawner, setup_on};
-use common::{Hub, PASSWORD, hub_with, test_db};
+use common::fake::FakeSpawner;
+use common::{PASSWORD, hub_with, test_db};
 use hub::{SubdomainHost, ViaPublicProxy};
 
 fn sub() -> SubdomainHost {
@@ -212,26 +212,11 @@ async fn a_server_is_routed_announced_and_oauth_redirected_on_its_own_host() {
         c.public_url = Some("https://hub.example/".to_owned());
     })
     .await;
-    let mut s = setup_on(base, Arc::<FakeSpawner>::default(), Duration::from_secs(5));
-    // The setup's pipeline settings come from the test config of `fake`; give it the host.
+    // The pipeline's settings come from the test config of `fake`; give it the host.
     let mut settings = common::fake::settings(Duration::from_secs(5));
     settings.subdomain_host = Some(sub());
     settings.public_url = Some("https://hub.example/".to_owned());
-    let orchestrator = hub::SpawnOrchestrator::new(
-        s.hub.state.db().clone(),
-        s.spawner.clone(),
-        Arc::new(hub::proxy::EmbeddedProxy::new(Arc::clone(&s.table))),
-        settings,
-    );
-    let state = s
-        .hub
-        .state
-        .clone()
-        .with_orchestrator(Arc::new(orchestrator));
-    s.hub = Hub {
-        app: hub::app(state.clone()),
-        state,
-    };
+    let s = common::fake::setup_with(base, Arc::<FakeSpawner>::default(), settings);
     let h = &s.hub;
     for name in ["alice", "a.b"] {
         let r = h

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::fake::{FakeSpawner, Setup, settings};
+use common::fake::{FakeSpawner, Setup};
 use common::{Hub, hub_with, sqlite_db, test_db};
-use hub::proxy::EmbeddedProxy;
-use hub::{Config, Db, HubPrepare, Profile, QuotaRole, RoleConfig, Secret, SpawnOrchestrator};
+use hub::{Config, Db, Profile, QuotaRole, RoleConfig, Secret};
 use serde_json::{Value, json};
 
 const PROFILES: &str = r#"
@@ -94,33 +93,11 @@ fn configure(c: &mut Config) {
 /// (profile overrides, quota) over a fake spawner.
 async fn setup(db: Db) -> Setup {
     let base = hub_with(db, configure).await;
-    let spawner = Arc::new(FakeSpawner::default());
-    let table = Arc::new(proxy::RouteTable::new());
-    let api = "http://127.0.0.1:8081/hub/api".to_owned();
-    let orchestrator = SpawnOrchestrator::new(
-        base.state.db().clone(),
-        spawner.clone(),
-        Arc::new(EmbeddedProxy::new(Arc::clone(&table))),
-        settings(Duration::from_secs(5)),
+    common::fake::setup_on(
+        base,
+        Arc::new(FakeSpawner::default()),
+        Duration::from_secs(5),
     )
-    .with_prepare(Arc::new(HubPrepare::new(
-        base.state.db().clone(),
-        None,
-        api,
-    )));
-    let state = base
-        .state
-        .clone()
-        .with_orchestrator(Arc::new(orchestrator.clone()));
-    Setup {
-        hub: Hub {
-            app: hub::app(state.clone()),
-            state,
-        },
-        table,
-        spawner,
-        orchestrator,
-    }
 }
 
 fn req(

@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::{ADMIN_TOKEN, Hub, PASSWORD};
 use hub::proxy::EmbeddedProxy;
-use hub::{AppState, Config, Db, HubPrepare, QuotaRole, Secret, SpawnOrchestrator, SpawnSettings};
+use hub::{Config, Db, HubBuilder, QuotaRole, Secret, SpawnSettings};
 use serde_json::json;
 use spawner::{ProgressSink, ServerId, SpawnError, SpawnRequest, Spawned, State};
 use tokio::sync::Mutex;
@@ -91,11 +91,8 @@ async fn setup(recorder: Arc<Recorder>) -> Hub {
     hub::bootstrap_admin_token(&db, &config.admin_service_name, config.admin_token.as_ref())
         .await
         .unwrap();
-    let orchestrator = SpawnOrchestrator::new(
-        db.clone(),
-        recorder,
-        Arc::new(EmbeddedProxy::new(Arc::new(proxy::RouteTable::new()))),
-        SpawnSettings {
+    let built = HubBuilder::new(config, db)
+        .spawn_settings(SpawnSettings {
             hub_api_url: "http://127.0.0.1:8081/hub/api".to_owned(),
             base_url: "/".to_owned(),
             public_url: None,
@@ -103,17 +100,15 @@ async fn setup(recorder: Arc<Recorder>) -> Hub {
             start_timeout: Duration::from_secs(10),
             slow_spawn_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(10),
-        },
-    )
-    .with_prepare(Arc::new(HubPrepare::new(
-        db.clone(),
-        None,
-        "http://127.0.0.1:8081/hub/api".to_owned(),
-    )));
-    let state = AppState::new(config, db).with_orchestrator(Arc::new(orchestrator));
+        })
+        .spawner(
+            recorder,
+            Arc::new(EmbeddedProxy::new(Arc::new(proxy::RouteTable::new()))),
+        )
+        .build();
     Hub {
-        app: hub::app(state.clone()),
-        state,
+        app: built.app,
+        state: built.state,
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hub::proxy::EmbeddedProxy;
-use hub::{SpawnOrchestrator, SpawnSettings};
+use hub::{HubBuilder, SpawnOrchestrator, SpawnSettings};
 use serde_json::json;
 use spawner::{ProgressEvent, ProgressSink, ServerId, SpawnError, SpawnRequest, Spawned, State};
 use tokio::sync::Mutex;
@@ -101,24 +101,27 @@ pub async fn setup(spawner: Arc<FakeSpawner>, start_timeout: Duration) -> Setup 
 
 /// [`setup`] over a given hub.
 pub fn setup_on(base: Hub, spawner: Arc<FakeSpawner>, start_timeout: Duration) -> Setup {
+    setup_with(base, spawner, settings(start_timeout))
+}
+
+/// [`setup_on`] with the given pipeline settings, wired by the hub's own builder.
+pub fn setup_with(base: Hub, spawner: Arc<FakeSpawner>, settings: SpawnSettings) -> Setup {
     let table = Arc::new(proxy::RouteTable::new());
-    let orchestrator = SpawnOrchestrator::new(
-        base.state.db().clone(),
-        spawner.clone(),
-        Arc::new(EmbeddedProxy::new(Arc::clone(&table))),
-        settings(start_timeout),
-    );
-    let state = base
-        .state
-        .clone()
-        .with_orchestrator(Arc::new(orchestrator.clone()));
+    let built = HubBuilder::new(base.state.config().clone(), base.state.db().clone())
+        .hub_api_url(settings.hub_api_url.clone())
+        .spawn_settings(settings)
+        .spawner(
+            spawner.clone(),
+            Arc::new(EmbeddedProxy::new(Arc::clone(&table))),
+        )
+        .build();
     Setup {
         hub: Hub {
-            app: hub::app(state.clone()),
-            state,
+            app: built.app,
+            state: built.state,
         },
         table,
         spawner,
-        orchestrator,
+        orchestrator: built.orchestrator.expect("built with a spawner"),
     }
 }
