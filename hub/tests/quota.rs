@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,63 +14,9 @@ use axum::http::{Method, Request, StatusCode};
 use common::{ADMIN_TOKEN, Hub, PASSWORD};
 use hub::proxy::EmbeddedProxy;
 use hub::{Config, Db, HubBuilder, QuotaRole, Secret, SpawnSettings};
-use serde_json::json;
-use spawner::{ProgressSink, ServerId, SpawnError, SpawnRequest, Spawned, State};
-use tokio::sync::Mutex;
+use spawner::testing::FakeSpawner;
 
-/// Records each request and serves `GET <prefix>api` on a fresh port.
-#[derive(Debug, Default)]
-struct Recorder {
-    requests: Mutex<Vec<(BTreeMap<String, String>, spawner::Resources)>>,
-    running: Mutex<HashMap<u16, tokio::task::AbortHandle>>,
-}
-
-#[async_trait::async_trait]
-impl spawner::Spawner for Recorder {
-    fn kind(&self) -> &'static str {
-        "recorder"
-    }
-
-    async fn start(&self, req: SpawnRequest, _: ProgressSink) -> Result<Spawned, SpawnError> {
-        self.requests
-            .lock()
-            .await
-            .push((req.env.clone(), req.spec.resources.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let app = axum::Router::new().route(
-            &format!("{}api", req.prefix),
-            axum::routing::get(|| async { axum::Json(json!({"version": "2.0.0"})) }),
-        );
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        self.running.lock().await.insert(port, task.abort_handle());
-        Ok(Spawned {
-            url: format!("http://127.0.0.1:{port}"),
-            state: State(json!({"port": port})),
-        })
-    }
-
-    async fn poll(&self, _: &ServerId, state: &State) -> Result<spawner::Status, SpawnError> {
-        let port = u16::try_from(state.0["port"].as_u64().unwrap_or(0)).unwrap();
-        Ok(if self.running.lock().await.contains_key(&port) {
-            spawner::Status::Running
-        } else {
-            spawner::Status::Exited(Some(0))
-        })
-    }
-
-    async fn stop(&self, _: &ServerId, state: &State, _: bool) -> Result<(), SpawnError> {
-        let port = u16::try_from(state.0["port"].as_u64().unwrap_or(0)).unwrap();
-        if let Some(t) = self.running.lock().await.remove(&port) {
-            t.abort();
-        }
-        Ok(())
-    }
-}
-
-async fn setup(recorder: Arc<Recorder>) -> Hub {
+async fn setup(recorder: Arc<FakeSpawner>) -> Hub {
     let mut config = Config::default();
     config.admin_token = Some(Secret::new(ADMIN_TOKEN));
     config.auth.dev_password = Some(Secret::new(PASSWORD));
@@ -114,7 +59,7 @@ async fn setup(recorder: Arc<Recorder>) -> Hub {
 
 #[tokio::test]
 async fn group_quota_is_stored_shown_exposed_and_enforced() {
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Arc::new(FakeSpawner::default());
     let h = setup(Arc::clone(&recorder)).await;
     let r = h.admin(Method::POST, "/hub/api/users/alice", None).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
@@ -167,7 +112,8 @@ async fn group_quota_is_stored_shown_exposed_and_enforced() {
         r.status,
         r.text
     );
-    let (env, quota) = recorder.requests.lock().await[0].clone();
+    let env = recorder.envs.lock().await[0].clone();
+    let quota = recorder.specs.lock().await[0].resources.clone();
     assert_eq!(quota.cpu_limit, Some(4.0));
     assert_eq!(quota.memory_limit, Some(8 << 30));
     assert_eq!(quota.gpus, 1);
@@ -180,7 +126,7 @@ async fn group_quota_is_stored_shown_exposed_and_enforced() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert!(r.body["message"].as_str().unwrap().contains("gpu-users"));
-    assert_eq!(recorder.requests.lock().await.len(), 1);
+    assert_eq!(recorder.specs.lock().await.len(), 1);
 
     // Leaving the group removes the quota at the next login.
     let r = h

@@ -220,17 +220,7 @@ fn the_kernel_side_launcher_refuses_a_bad_environment_by_name() {
     }
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let mut out = Vec::new();
-    let mut p = 10_000 + (std::process::id() % 9_000) as u16;
-    while out.len() < n {
-        p = if p >= 19_990 { 10_000 } else { p + 1 };
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            out.push(p);
-        }
-    }
-    out
-}
+use stackhub_e2e::support::free_ports;
 
 #[test]
 fn the_kernel_side_launcher_starts_a_real_kernel_a_client_can_use() {

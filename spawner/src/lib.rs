@@ -12,6 +12,8 @@ pub mod k8s;
 mod launch;
 mod local;
 pub mod profile;
+#[cfg(feature = "test-util")]
+pub mod testing;
 mod types;
 
 pub use self::launch::{ChosenProfile, LaunchError, LaunchSpec, Resources};

@@ -24,25 +24,7 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Free ports in 10000..20000 (outside the ephemeral range; see the e2e tests).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id().rotate_left(16);
-    let mut out: Vec<u16> = Vec::new();
-    for i in 0..10_000u32 {
-        let p = 10_000 + u16::try_from(seed.wrapping_add(i.wrapping_mul(7919)) % 10_000).unwrap();
-        if !out.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            out.push(p);
-            if out.len() == n {
-                return out;
-            }
-        }
-    }
-    panic!("no {n} free ports in 10000..20000");
-}
+pub use stackhub_e2e::support::free_ports;
 
 /// One Slurm cluster under a temp dir; stopped on drop.
 pub struct Cluster {

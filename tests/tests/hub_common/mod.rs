@@ -15,16 +15,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::Value;
+// Not every test binary that includes this module uses each helper.
+#[allow(unused_imports)]
+pub use stackhub_e2e::support::{free_port, log_tail, venv, workspace};
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789abcdef";
 pub const PASSWORD: &str = "e2e-password";
-
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
 
 pub fn stackhub_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("STACKHUB_BIN") {
@@ -39,42 +35,6 @@ pub fn stackhub_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-pub fn venv() -> PathBuf {
-    let venv =
-        std::env::var_os("STACKHUB_VENV").map_or_else(|| workspace().join(".venv"), PathBuf::from);
-    assert!(
-        venv.join("bin/jupyterhub-singleuser").exists(),
-        "no jupyterhub-singleuser in {}: run scripts/test (it creates the venv) or set STACKHUB_VENV",
-        venv.display()
-    );
-    venv
-}
-
-/// A free port in 10000..20000: outside the ephemeral range (32768 and up), where every
-/// `bind(0)` of the tests running beside this one lands, and below the gateway's kernel port
-/// range (20000..32000). A port taken from `bind(0)` and released could be handed to another
-/// test before `stackhub` binds it.
-pub fn free_port() -> u16 {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id().rotate_left(16);
-    (0..10_000u32)
-        .map(|i| {
-            10_000 + u16::try_from((seed.wrapping_add(i.wrapping_mul(7919))) % 10_000).unwrap()
-        })
-        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("no free port in 10000..20000")
-}
-
-/// The end of a log file, for failure messages (the test's directory is removed afterwards).
-pub fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// A running `stackhub`; killed on drop.

@@ -18,13 +18,9 @@ use std::time::{Duration, Instant};
 
 use k8s_fake::FakeKube;
 use serde_json::{Value, json};
-
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
+// Not every test binary that includes this module uses each helper.
+#[allow(unused_imports)]
+pub use stackhub_e2e::support::{free_port, log_tail, venv, workspace};
 
 /// A binary of the workspace (`cargo build` puts it in the target dir).
 pub fn binary(name: &str) -> PathBuf {
@@ -37,17 +33,6 @@ pub fn binary(name: &str) -> PathBuf {
         bin.display()
     );
     bin
-}
-
-pub fn venv() -> PathBuf {
-    let venv =
-        std::env::var_os("STACKHUB_VENV").map_or_else(|| workspace().join(".venv"), PathBuf::from);
-    assert!(
-        venv.join("bin/jupyterhub-singleuser").exists(),
-        "no jupyterhub-singleuser in {}: run scripts/test (it creates the venv) or set STACKHUB_VENV",
-        venv.display()
-    );
-    venv
 }
 
 /// A fresh directory for one test, removed (with what still runs in it) by [`Cleanup`].
@@ -71,31 +56,6 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// A free port in 10000..20000 (outside the ephemeral range other tests' `bind(0)` uses).
-pub fn free_port() -> u16 {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id().rotate_left(16);
-    let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    (0..10_000u32)
-        .map(|i| {
-            let n = seed.wrapping_add((i + offset * 97).wrapping_mul(7919));
-            10_000 + u16::try_from(n % 10_000).unwrap()
-        })
-        .find(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
-        .expect("no free port in 10000..20000")
-}
-
-/// The end of a log file, for failure messages.
-pub fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// A kubeconfig pointing at the fake API server (plain HTTP, no credentials).

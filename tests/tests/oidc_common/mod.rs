@@ -21,6 +21,9 @@ use reqwest::cookie::Jar;
 pub const CLIENT_SECRET: &str = "oidc-e2e-client-secret";
 
 pub use crate::hub_common::{stackhub_bin, venv, workspace};
+// Not every test binary that includes this module uses each helper.
+#[allow(unused_imports)]
+pub use stackhub_e2e::support::{free_port, log_tail};
 
 fn idp_dir() -> PathBuf {
     let dir = workspace().join("tests/idp");
@@ -31,30 +34,6 @@ fn idp_dir() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-/// A free port in 10000..20000 (outside the ephemeral range; see hub_e2e.rs).
-pub fn free_port() -> u16 {
-    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let seed = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id().rotate_left(16))
-    .wrapping_add(call.wrapping_mul(104_729));
-    (0..10_000u32)
-        .map(|i| {
-            10_000 + u16::try_from((seed.wrapping_add(i.wrapping_mul(7919))) % 10_000).unwrap()
-        })
-        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("no free port in 10000..20000")
-}
-
-pub fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// A child process killed on drop.

@@ -1,0 +1,72 @@
+//! Helpers every end-to-end test uses, kept once: where the workspace and the project's venv
+//! are, free ports outside the ephemeral range, and the end of a log for failure messages.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The workspace root.
+///
+/// # Panics
+/// Never in practice: this crate lives one level below the root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_owned)
+}
+
+/// The project's Python venv (`STACKHUB_VENV`, else `<workspace>/.venv`).
+///
+/// # Panics
+/// When it holds no `jupyterhub-singleuser`: the tests that need it fail, never skip.
+pub fn venv() -> PathBuf {
+    let venv =
+        std::env::var_os("STACKHUB_VENV").map_or_else(|| workspace().join(".venv"), PathBuf::from);
+    assert!(
+        venv.join("bin/jupyterhub-singleuser").exists(),
+        "no jupyterhub-singleuser in {}: run scripts/test (it creates the venv) or set STACKHUB_VENV",
+        venv.display()
+    );
+    venv
+}
+
+/// A port in 10000..20000 that is free on every address: outside the ephemeral range
+/// (32768 and up), where every `bind(0)` of the tests running beside this one lands, and below
+/// the gateway's kernel port range (20000..32000). Each call starts the search elsewhere, so
+/// two calls before either port is bound rarely collide.
+///
+/// # Panics
+/// When no port in the range is free.
+pub fn free_port() -> u16 {
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let seed = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().rotate_left(16))
+    .wrapping_add(call.wrapping_mul(104_729));
+    (0..10_000u32)
+        .filter_map(|i| u16::try_from(seed.wrapping_add(i.wrapping_mul(7919)) % 10_000).ok())
+        .map(|p| 10_000 + p)
+        .find(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
+        .unwrap_or_else(|| panic!("no free port in 10000..20000"))
+}
+
+/// `n` distinct free ports.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let mut out: Vec<u16> = Vec::with_capacity(n);
+    while out.len() < n {
+        let p = free_port();
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The last 40 lines of a log file, for failure messages (the test's directory is removed
+/// afterwards).
+pub fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
