@@ -857,3 +857,25 @@ async fn login_page_renders() {
     );
     assert!(r.text.contains("For local use only"));
 }
+
+#[tokio::test]
+async fn health_answers_probes_without_credentials() {
+    let h = hub().await;
+    for method in [Method::GET, Method::HEAD] {
+        let req = Request::builder()
+            .method(method.clone())
+            .uri("/hub/health")
+            .body(Body::empty())
+            .unwrap();
+        let r = h.send(req).await;
+        assert_eq!(r.status, StatusCode::OK, "{method}: {}", r.text);
+        assert!(r.text.is_empty(), "{method}: {}", r.text);
+    }
+    // Only GET and HEAD: a probe path is not a way to change anything.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/hub/health")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::METHOD_NOT_ALLOWED);
+}

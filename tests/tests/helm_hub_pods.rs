@@ -121,6 +121,8 @@ struct Rendered {
     spawner: KubeSpawnerConfig,
     /// `name:port` of the Service single-user servers reach the hub's API by.
     hub_api_service: String,
+    /// The paths of the container's readiness and liveness probes (on the `hub-api` port).
+    probes: Vec<String>,
 }
 
 /// `helm template` with `files`, laid out in `dir`. The only change to what is rendered: the
@@ -201,11 +203,20 @@ fn render(dir: &Path, files: &[&Path], secrets: &Secrets) -> Rendered {
         api["metadata"]["name"].as_str().unwrap(),
         api["spec"]["ports"][0]["port"]
     );
+    let probes = ["readinessProbe", "livenessProbe"]
+        .iter()
+        .map(|probe| {
+            let get = &container[probe]["httpGet"];
+            assert_eq!(get["port"], "hub-api", "{probe}: {get}");
+            get["path"].as_str().unwrap().to_owned()
+        })
+        .collect();
     Rendered {
         args,
         env,
         spawner,
         hub_api_service,
+        probes,
     }
 }
 
@@ -574,6 +585,13 @@ async fn the_six_default_profiles_start_from_the_picker_as_pods() {
     // The admin token, EUMETSAT's gateway token and the five sites' S3 secrets.
     assert_eq!(env.len(), 1 + 1 + SITES.len(), "{env:?}");
     let hub = Hub::start(&dir, &r, &fake, port, hub_port).await;
+    // The kubelet's probes, as rendered, answer on the hub's API port without credentials.
+    for path in &r.probes {
+        let probe = reqwest::get(format!("http://127.0.0.1:{hub_port}{path}"))
+            .await
+            .unwrap();
+        assert_eq!(probe.status(), 200, "probe {path}");
+    }
     for (id, ..) in SITES {
         let s = wait_site(&hub.api, &base, id, true).await;
         assert_eq!(s["available"], true, "{s}");

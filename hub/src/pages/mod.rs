@@ -42,6 +42,12 @@ use crate::error::ApiError;
 use crate::extract::{CurrentUser, LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOKIE, xsrf_token};
 use crate::state::AppState;
 
+/// `GET`/`HEAD /hub/health`: 200 with an empty body, no credentials needed (JupyterHub's
+/// health check, what Kubernetes probes call).
+async fn health() -> StatusCode {
+    StatusCode::OK
+}
+
 /// The OpenID Connect login routes (`/hub/oauth_login`, `/hub/oauth_callback`).
 pub(crate) fn oidc_router() -> Router<AppState> {
     oidc::router()
@@ -49,6 +55,7 @@ pub(crate) fn oidc_router() -> Router<AppState> {
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
+        .route("/hub/health", get(health))
         .route("/hub/login", get(login_page).post(login_submit))
         .route("/hub/logout", get(logout))
         .route("/hub/home", get(home))
