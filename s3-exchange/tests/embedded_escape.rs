@@ -8,46 +8,17 @@
 
 mod common;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
-use s3_exchange::{EmbeddedConfig, EmbeddedS3, Exchange, Grant};
+use s3_exchange::{EmbeddedConfig, EmbeddedS3, Exchange};
 
-use common::Scratch;
+use common::{Scratch, grant_client};
 
 const BOBS: &[u8] = b"bob's secret";
 
+/// A client of the embedded store (region `dedl-lumi`) with the given keys.
 fn client(endpoint: &str, id: &str, secret: &str, token: Option<&str>) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("dedl-lumi"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(
-            id,
-            secret,
-            token.map(str::to_owned),
-            None,
-            "test",
-        ))
-        .force_path_style(true)
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-}
-
-fn grant_client(g: &Grant) -> aws_sdk_s3::Client {
-    client(
-        &g.space.endpoint,
-        &g.credentials.access_key_id,
-        g.credentials.secret_access_key.expose(),
-        g.credentials.session_token.as_ref().map(|t| t.expose()),
-    )
+    common::client("dedl-lumi", endpoint, id, secret, token)
 }
 
 type Raw = aws_sdk_s3::config::http::HttpResponse;

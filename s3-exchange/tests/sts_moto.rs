@@ -9,14 +9,13 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use s3_exchange::{
-    Exchange, ExchangeError, Grant, PolicyError, Secret, StaticConfig, StaticExchange, StsConfig,
+    Exchange, ExchangeError, PolicyError, Secret, StaticConfig, StaticExchange, StsConfig,
     StsExchange,
 };
 
-use common::{python, venv_bin};
+use common::{grant_client, python, venv_bin};
 
 struct Moto {
     child: Child,
@@ -78,33 +77,6 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
     (moto, id, secret)
 }
 
-fn client(g: &Grant) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(g.space.region.clone()))
-        .endpoint_url(&g.space.endpoint)
-        .credentials_provider(Credentials::new(
-            &g.credentials.access_key_id,
-            g.credentials.secret_access_key.expose(),
-            g.credentials
-                .session_token
-                .as_ref()
-                .map(|t| t.expose().to_owned()),
-            None,
-            "test",
-        ))
-        .force_path_style(true)
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-}
-
 async fn put(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<(), String> {
     c.put_object()
         .bucket(bucket)
@@ -142,14 +114,18 @@ async fn sts_per_user_roles_confine_credentials_to_the_prefix() {
     assert!(alice.credentials.expires_at.is_some());
     assert_eq!(alice.space.prefix, "users/alice/");
 
-    let a = client(&alice);
+    let a = grant_client(&alice);
     put(&a, "lumi-exchange", "users/alice/result.nc")
         .await
         .unwrap();
-    put(&client(&alice2), "lumi-exchange", "users/alice/again.nc")
-        .await
-        .unwrap();
-    put(&client(&bob), "lumi-exchange", "users/bob/own.nc")
+    put(
+        &grant_client(&alice2),
+        "lumi-exchange",
+        "users/alice/again.nc",
+    )
+    .await
+    .unwrap();
+    put(&grant_client(&bob), "lumi-exchange", "users/bob/own.nc")
         .await
         .unwrap();
     let got = a
@@ -319,7 +295,7 @@ async fn another_principal_cannot_assume_a_users_role() {
     for user in ["alice", "bob"] {
         let g = x.provision(user).await.unwrap();
         put(
-            &client(&g),
+            &grant_client(&g),
             "lumi-exchange",
             &format!("users/{user}/private.nc"),
         )
@@ -336,7 +312,7 @@ async fn another_principal_cannot_assume_a_users_role() {
     // The hub itself still assumes both.
     for user in ["alice", "bob"] {
         let g = x.provision(user).await.unwrap();
-        client(&g)
+        grant_client(&g)
             .get_object()
             .bucket("lumi-exchange")
             .key(format!("users/{user}/private.nc"))
@@ -374,13 +350,13 @@ async fn user_named_with_a_wildcard_cannot_read_another_users_space() {
     let (moto, id, secret) = moto().await;
     let x = per_user_roles(&moto, &id, &secret);
     let ab = x.provision("ab").await.unwrap();
-    put(&client(&ab), "lumi-exchange", "users/ab/private.nc")
+    put(&grant_client(&ab), "lumi-exchange", "users/ab/private.nc")
         .await
         .unwrap();
     for (attacker, character) in [("a*", '*'), ("a?", '?'), ("${aws:username}", '$')] {
         let got = x.provision(attacker).await;
         if let Ok(g) = &got {
-            let read = client(g)
+            let read = grant_client(g)
                 .get_object()
                 .bucket("lumi-exchange")
                 .key("users/ab/private.nc")

@@ -194,6 +194,22 @@ impl LaunchSpec {
         })
     }
 
+    /// A launch without a profile: the spawner's own image and command, limits and GPUs from
+    /// `quota` (what the hub plans when no profiles are configured).
+    pub fn within_quota(quota: &Quota) -> Self {
+        Self {
+            resources: Resources {
+                cpu_limit: quota.cpu,
+                cpu_request: quota.cpu,
+                memory_limit: quota.memory_bytes,
+                memory_request: quota.memory_bytes,
+                gpus: quota.gpus.unwrap_or(0),
+                gpu_resource: None,
+            },
+            ..Self::default()
+        }
+    }
+
     /// The profile's slug, if any.
     pub fn profile_slug(&self) -> Option<&str> {
         self.profile.as_ref().map(|p| p.slug.as_str())
@@ -306,6 +322,16 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_launch_without_profile_is_the_quota() {
+        for q in [quota(2.0, 2, 1), Quota::default()] {
+            assert_eq!(
+                LaunchSpec::within_quota(&q),
+                LaunchSpec::build(None, vec![], &SpawnerOverride::default(), &q).unwrap()
+            );
+        }
     }
 
     #[test]

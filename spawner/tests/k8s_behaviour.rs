@@ -48,17 +48,11 @@ fn request(user: &str, name: &str) -> SpawnRequest {
             ),
             ("JUPYTERHUB_USER".to_owned(), user.to_owned()),
         ]),
-        spec: spawner::LaunchSpec::build(
-            None,
-            vec![],
-            &spawner::profile::SpawnerOverride::default(),
-            &Quota {
-                cpu: Some(2.0),
-                memory_bytes: Some(4 << 30),
-                gpus: None,
-            },
-        )
-        .unwrap(),
+        spec: spawner::LaunchSpec::within_quota(&Quota {
+            cpu: Some(2.0),
+            memory_bytes: Some(4 << 30),
+            gpus: None,
+        }),
     }
 }
 

@@ -16,7 +16,7 @@ use spawner::k8s::{
     KubeSpawner, KubeSpawnerConfig, NamespaceMode, StorageConfig, claim_name, owner_annotations,
     pod_name, server_labels,
 };
-use spawner::{ProgressSink, Quota, ServerId, SpawnRequest, Spawner, State};
+use spawner::{ProgressSink, ServerId, SpawnRequest, Spawner, State};
 
 const NS: &str = "hub";
 
@@ -56,13 +56,7 @@ fn request(user: &str) -> SpawnRequest {
             "JUPYTERHUB_API_TOKEN".to_owned(),
             format!("token-of-{user}"),
         )]),
-        spec: spawner::LaunchSpec::build(
-            None,
-            vec![],
-            &spawner::profile::SpawnerOverride::default(),
-            &Quota::default(),
-        )
-        .unwrap(),
+        spec: spawner::LaunchSpec::default(),
     }
 }
 

@@ -98,17 +98,11 @@ async fn start_creates_claim_then_pod_then_watches_it() {
         server: ada(),
         prefix: "/user/ada/".to_owned(),
         env: BTreeMap::from([("JUPYTERHUB_API_TOKEN".to_owned(), "t".to_owned())]),
-        spec: spawner::LaunchSpec::build(
-            None,
-            vec![],
-            &spawner::profile::SpawnerOverride::default(),
-            &Quota {
-                cpu: Some(0.5),
-                memory_bytes: Some(1 << 30),
-                gpus: Some(1),
-            },
-        )
-        .unwrap(),
+        spec: spawner::LaunchSpec::within_quota(&Quota {
+            cpu: Some(0.5),
+            memory_bytes: Some(1 << 30),
+            gpus: Some(1),
+        }),
     };
     let task = tokio::spawn(async move { spawner.start(req, ProgressSink::discard()).await });
 
@@ -215,13 +209,7 @@ async fn an_existing_claim_of_another_user_is_read_and_refused_before_anything_i
         server: ada(),
         prefix: "/user/ada/".to_owned(),
         env: BTreeMap::from([("JUPYTERHUB_API_TOKEN".to_owned(), "t".to_owned())]),
-        spec: spawner::LaunchSpec::build(
-            None,
-            vec![],
-            &spawner::profile::SpawnerOverride::default(),
-            &Quota::default(),
-        )
-        .unwrap(),
+        spec: spawner::LaunchSpec::default(),
     };
     let task = tokio::spawn(async move { spawner.start(req, ProgressSink::discard()).await });
     let (m, uri, _, send) = next(&mut h).await;
@@ -260,13 +248,7 @@ async fn per_user_mode_creates_the_namespace_first() {
         server: ada(),
         prefix: "/user/ada/".to_owned(),
         env: BTreeMap::new(),
-        spec: spawner::LaunchSpec::build(
-            None,
-            vec![],
-            &spawner::profile::SpawnerOverride::default(),
-            &Quota::default(),
-        )
-        .unwrap(),
+        spec: spawner::LaunchSpec::default(),
     };
     let task = tokio::spawn(async move { spawner.start(req, ProgressSink::discard()).await });
     let (m, uri, body, send) = next(&mut h).await;

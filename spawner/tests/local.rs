@@ -37,13 +37,7 @@ fn request(user: &str) -> SpawnRequest {
         },
         prefix: format!("/user/{user}/"),
         env,
-        spec: spawner::LaunchSpec::build(
-            None,
-            vec![],
-            &spawner::profile::SpawnerOverride::default(),
-            &spawner::Quota::default(),
-        )
-        .unwrap(),
+        spec: spawner::LaunchSpec::default(),
     }
 }
 

@@ -249,25 +249,7 @@ impl Hub {
         let mut proc = Proc::spawn(cmd, &log);
         let base = format!("http://127.0.0.1:{port}");
         let api = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            assert!(
-                proc.running(),
-                "stackhub exited; its log:\n{}",
-                log_tail(&log)
-            );
-            if let Ok(r) = api.get(format!("{base}/hub/api")).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stackhub did not answer within 30 s; its log:\n{}",
-                log_tail(&log)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        proc.wait_for_hub(&base).await;
         Self {
             proc,
             base,

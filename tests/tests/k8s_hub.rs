@@ -12,7 +12,7 @@ mod k8s_common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_common::{
     Cleanup, Proc, binary, free_port, kubeconfig, log_tail, pod_like, pod_running_on_loopback,
@@ -49,26 +49,8 @@ impl Hub {
         let log = dir.join("hub.log");
         let mut proc = Proc::spawn(cmd, &log);
         let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            assert!(
-                proc.running(),
-                "stackhub exited before answering; its log:\n{}",
-                log_tail(&log)
-            );
-            if let Ok(r) = client.get(format!("{base}/hub/api")).send().await
-                && r.status() == 200
-            {
-                return Self { proc, base };
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stackhub did not answer within 30 s; its log:\n{}",
-                log_tail(&log)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        proc.wait_for_hub(&base).await;
+        Self { proc, base }
     }
 
     fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {

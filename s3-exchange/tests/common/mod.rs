@@ -5,6 +5,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use s3_exchange::Grant;
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct Scratch(pub PathBuf);
 
@@ -81,4 +84,46 @@ pub fn python(script: &str, env: &[(&str, &str)]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// An S3 client for `endpoint` in `region` with the given keys (path-style, rustls).
+pub fn client(
+    region: &str,
+    endpoint: &str,
+    id: &str,
+    secret: &str,
+    token: Option<&str>,
+) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(
+            id,
+            secret,
+            token.map(str::to_owned),
+            None,
+            "test",
+        ))
+        .force_path_style(true)
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// A client holding what a grant hands out, at its space's endpoint and region.
+pub fn grant_client(g: &Grant) -> aws_sdk_s3::Client {
+    client(
+        &g.space.region,
+        &g.space.endpoint,
+        &g.credentials.access_key_id,
+        g.credentials.secret_access_key.expose(),
+        g.credentials.session_token.as_ref().map(|t| t.expose()),
+    )
 }

@@ -79,6 +79,31 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Wait until this `stackhub` answers `GET {base}/hub/api` with 200 (30 s at most),
+    /// failing with its log if it exits or stays silent.
+    pub async fn wait_for_hub(&mut self, base: &str) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(
+                self.running(),
+                "stackhub exited before answering; its log:\n{}",
+                log_tail(&self.log)
+            );
+            if let Ok(r) = client.get(format!("{base}/hub/api")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stackhub did not answer within 30 s; its log:\n{}",
+                log_tail(&self.log)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Spawn `cmd` (already given its program, args and env) logging to `log`.
     pub fn spawn(mut cmd: Command, log: &Path) -> Self {
         use std::os::unix::process::CommandExt as _;
