@@ -14,7 +14,8 @@
 //!    `Authenticator` seam, the login pipeline, the OpenID Connect client, [`ApiCaller`] as a
 //!    value), `profiles` (who may use which profile; the one parse of `user_options`), `sites`
 //!    (the site registry: gateways, S3 exchanges, health), `metrics` (what is recorded), `proxy`
-//!    (the route table seam), `cache`.
+//!    (the route table seam), `cache`, `services` (configured services resolved with their
+//!    roles; start-up registration in the database and proxy; the managed-service supervisor).
 //! 5. `spawn`: the `Planner` every start goes through, the `Orchestrator` seam and the spawn
 //!    pipeline over a `spawner::Spawner`.
 //! 6. `state`: [`AppState`], holding config, db, authenticator, planner, orchestrator, sites.
@@ -47,6 +48,7 @@ mod profiles;
 pub mod proxy;
 mod quota;
 mod scopes;
+mod services;
 pub mod sites;
 mod spawn;
 mod state;
@@ -57,6 +59,7 @@ pub use self::auth::{
 };
 pub use self::bootstrap::{BootstrapError, bootstrap_admin_token};
 pub use self::builder::{BuiltHub, HubBuilder};
+pub use self::config::services::{CustomScope, IDLE_CULLER, IdleCullerConfig, ServiceConfig};
 pub use self::config::{
     AuthConfig, Config, ConfigError, ENV_ADMIN_TOKEN, Lookup, ProcessEnv, RoleConfig, Secret,
     SpawnerConfig, SpawnerKind,
@@ -75,6 +78,7 @@ pub use self::profiles::{
     default_profiles,
 };
 pub use self::quota::{QuotaRole, UserQuota, default_quota_roles};
+pub use self::services::{RegisterError, Service, Services, Supervisor};
 pub use self::spawn::{
     HubPrepare, LAUNCH_MARGIN, Orchestrator, Plan, Planner, PrepareSpawn, Prepared, ProgressStream,
     Refusal, RouteOwner, ServerRef, SpawnFailure, SpawnOrchestrator, SpawnSettings, StartOutcome,

@@ -159,7 +159,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the site registry")?;
     let remote_config_dir = remote_server_config_dir(&config)?;
     let mut builder = HubBuilder::new(config, db)
-        .hub_api_url(hub_api_url)
+        .hub_api_url(hub_api_url.clone())
         .spawner(spawner, Arc::new(EmbeddedProxy::new(Arc::clone(&routes))))
         .sites(Arc::clone(&sites), remote_config_dir);
     if let Some(oidc) = oidc {
@@ -172,6 +172,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     } = builder.build();
     let orchestrator = orchestrator.context("the hub was built without its spawner")?;
     orchestrator.reconcile().await?;
+    // Services: registered (tokens, roles, OAuth clients), routed, and the managed ones started.
+    let services = Arc::clone(state.services());
+    services
+        .register(state.db(), &state.config().admin_service_name)
+        .await?;
+    services
+        .add_routes(&EmbeddedProxy::new(Arc::clone(&routes)))
+        .await?;
+    let supervisor = hub::Supervisor::start(&services, state.config(), &hub_api_url);
 
     // Requests for the hub's own route never leave the process (see `InProcessHub`).
     let options = proxy::ProxyOptions {
@@ -203,6 +212,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
     tracing::info!(%addr, hub = %hub_addr, "stackhub listening");
     hub::serve(hub_listener, state, stopped(stop_rx)).await?;
+    supervisor.shutdown().await;
     orchestrator.shutdown().await;
     let _ = proxy_task.await;
     let _ = health_task.await;

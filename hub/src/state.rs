@@ -25,6 +25,7 @@ struct Inner {
     sites: Option<Arc<crate::sites::SiteRegistry>>,
     xsrf_key: XsrfKey,
     caches: Arc<Caches>,
+    services: Arc<crate::services::Services>,
 }
 
 /// The key `_xsrf` tokens are derived with (never printed).
@@ -46,6 +47,7 @@ impl AppState {
             .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
         let authenticator = Arc::new(DevAuthenticator::new(&config.auth));
         let planner = Planner::new(db.clone(), &config, None);
+        let services = Arc::new(crate::services::Services::from_config(&config));
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -57,6 +59,7 @@ impl AppState {
                 sites: None,
                 xsrf_key: XsrfKey(key),
                 caches: Arc::new(Caches::default()),
+                services,
             }),
         }
     }
@@ -72,6 +75,7 @@ impl AppState {
             sites: arc.sites.clone(),
             xsrf_key: XsrfKey(arc.xsrf_key.0.clone()),
             caches: Arc::clone(&arc.caches),
+            services: Arc::clone(&arc.services),
         });
         let mut inner = inner;
         f(&mut inner);
@@ -143,6 +147,11 @@ impl AppState {
     /// Plans every start (the picker, query spawns and the REST API).
     pub fn planner(&self) -> &Planner {
         &self.inner.planner
+    }
+
+    /// The configured services.
+    pub fn services(&self) -> &Arc<crate::services::Services> {
+        &self.inner.services
     }
 
     /// The caches of API reads (valid for the database's current generation).

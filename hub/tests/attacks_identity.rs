@@ -125,7 +125,7 @@ async fn group_admin_cannot_grant_or_revoke_admin() {
             name: "lab-manager".into(),
             scopes: vec!["admin:users!group=lab".into(), "list:users".into()],
             users: vec!["mallory".into()],
-            groups: vec![],
+            ..RoleConfig::default()
         });
     })
     .await;

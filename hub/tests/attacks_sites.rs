@@ -38,7 +38,7 @@ async fn hub_with_sites(dir: &TempDir, public_url: Option<&str>) -> Hub {
             name: "lumi-users".to_owned(),
             scopes: Vec::new(),
             users: vec!["alice".to_owned()],
-            groups: Vec::new(),
+            ..RoleConfig::default()
         });
         let lumi = c
             .profile_list

@@ -6,6 +6,7 @@
 //! - `tokens`: `GET/POST /hub/api/users/{name}/tokens`, `GET/DELETE …/tokens/{id}`.
 //! - `groups`: `/hub/api/groups…`.
 //! - `servers`: server start/stop/get/create/progress and `POST …/activity`.
+//! - `services`: `GET /hub/api/services[/{name}]`.
 //! - `models`: the JSON models (User, Server, Token, Group), filtered by the caller's scopes.
 
 mod groups;
@@ -14,6 +15,7 @@ pub(crate) mod models;
 mod oidc_token;
 mod root;
 pub(crate) mod servers;
+mod services;
 pub(crate) mod sites;
 mod spawn_options;
 mod tokens;
@@ -45,6 +47,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(oidc_token::router())
         .merge(servers::router())
         .merge(spawn_options::router())
+        .merge(services::router())
 }
 
 /// The pagination media type.

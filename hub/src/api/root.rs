@@ -61,12 +61,10 @@ async fn whoami(State(state): State<AppState>, caller: ApiCaller) -> Result<Json
             user_model(&state, &caller, user, &roles, &servers, opts)
                 .unwrap_or_else(|| json!({"kind": "user", "name": user.name}))
         }
-        CallerKind::Service { name } => json!({
-            "kind": "service",
-            "name": name,
-            "admin": false,
-            "roles": [],
-        }),
+        CallerKind::Service { name } => {
+            let (admin, roles) = super::services::roles_of(&state, name);
+            json!({"kind": "service", "name": name, "admin": admin, "roles": roles})
+        }
     };
     model["scopes"] = json!(scopes);
     model["token_id"] = json!(token_id);

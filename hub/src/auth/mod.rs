@@ -193,22 +193,54 @@ pub(crate) async fn apply_outcome(
     Ok(user)
 }
 
-/// The scopes of a role, built in or from the config.
+/// The scopes of a role: configured (a configured `user`, `server` or `token` role replaces the
+/// built-in one) or built in; defined custom scopes bring their subscopes.
 pub(crate) fn role_scopes(config: &Config, role: &str) -> Vec<String> {
-    if let Some(scopes) = builtin_role(role) {
-        return scopes;
+    let mut scopes: Vec<String> = if config.roles.iter().any(|r| r.name == role) {
+        config
+            .roles
+            .iter()
+            .filter(|r| r.name == role)
+            .flat_map(|r| r.scopes.iter().cloned())
+            .collect()
+    } else {
+        builtin_role(role).unwrap_or_default()
+    };
+    let mut i = 0;
+    while i < scopes.len() {
+        let (name, filter) = match scopes[i].split_once('!') {
+            Some((n, f)) => (n.to_owned(), Some(f.to_owned())),
+            None => (scopes[i].clone(), None),
+        };
+        if let Some(custom) = config.custom_scopes.get(&name) {
+            for sub in &custom.subscopes {
+                let sub = match &filter {
+                    Some(f) => format!("{sub}!{f}"),
+                    None => sub.clone(),
+                };
+                if !scopes.contains(&sub) {
+                    scopes.push(sub);
+                }
+            }
+        }
+        i += 1;
     }
-    config
-        .roles
-        .iter()
-        .filter(|r| r.name == role)
-        .flat_map(|r| r.scopes.iter().cloned())
-        .collect()
+    scopes
 }
 
 /// Whether `role` names a role (built in or configured).
 pub(crate) fn is_role(config: &Config, role: &str) -> bool {
     builtin_role(role).is_some() || config.roles.iter().any(|r| r.name == role)
+}
+
+/// The configured roles service `name` holds.
+pub(crate) fn service_roles(config: &Config, name: &str) -> Vec<String> {
+    config
+        .roles
+        .iter()
+        .filter(|r| r.services.iter().any(|s| s == name))
+        .map(|r| r.name.clone())
+        .collect()
 }
 
 /// All roles a user holds now: `user`, `admin` if admin, assigned ones, group ones, and

@@ -13,6 +13,7 @@ use serde::Deserialize;
 mod env;
 pub(crate) mod host;
 pub(crate) mod oidc;
+pub(crate) mod services;
 pub(crate) mod sites;
 mod validate;
 
@@ -78,14 +79,19 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoleConfig {
-    /// The role's name.
+    /// The role's name (`user`, `server` and `token` redefine those built-in roles; `admin`
+    /// cannot be redefined).
     pub name: String,
+    /// What it is for (for people).
+    pub description: String,
     /// The scopes it grants.
     pub scopes: Vec<String>,
     /// Users holding it.
     pub users: Vec<String>,
     /// Groups holding it (their members get its scopes).
     pub groups: Vec<String>,
+    /// Services holding it (names from `[[services]]`).
+    pub services: Vec<String>,
 }
 
 /// Which spawner starts single-user servers (`spawner.kind`).
@@ -195,8 +201,16 @@ pub struct Config {
     pub admin_service_name: String,
     /// Login settings.
     pub auth: AuthConfig,
-    /// Extra roles.
+    /// Extra roles (`[[roles]]`, JupyterHub's `load_roles`).
     pub roles: Vec<RoleConfig>,
+    /// Scopes defined here (`[custom_scopes."custom:NAME"]`, JupyterHub's `custom_scopes`).
+    pub custom_scopes: std::collections::BTreeMap<String, services::CustomScope>,
+    /// Services (`[[services]]`, JupyterHub's `services`): managed (a `command` the hub runs)
+    /// and/or proxied (a `url` the proxy routes `/services/NAME/` to), with API tokens, roles
+    /// and OAuth login through the hub.
+    pub services: Vec<services::ServiceConfig>,
+    /// The idle culler (`[idle_culler]`), a managed service when enabled.
+    pub idle_culler: services::IdleCullerConfig,
     /// Spawner settings.
     pub spawner: SpawnerConfig,
     /// Quota roles (`[[quotas]]`), highest first; default: the Data Lake's
@@ -240,6 +254,9 @@ impl Default for Config {
             admin_service_name: "admin-bootstrap".to_owned(),
             auth: AuthConfig::default(),
             roles: Vec::new(),
+            custom_scopes: std::collections::BTreeMap::new(),
+            services: Vec::new(),
+            idle_culler: services::IdleCullerConfig::default(),
             spawner: SpawnerConfig::default(),
             quotas: stackhub_common::quota::default_quota_roles(),
             s3: sites::EmbeddedS3Config::default(),
@@ -274,6 +291,8 @@ impl Config {
             None => Self::default(),
         };
         config.apply_env(env)?;
+        config.apply_service_env(env)?;
+        config.expand_idle_culler()?;
         spawner::profile::normalize(&mut config.profile_list);
         config.validate()?;
         if let Some(sub) = &config.subdomain_host
@@ -303,6 +322,7 @@ impl Config {
                 secrets.push((*key, secret_string(key, v)?));
             }
         }
+        let service_tokens = services::take_tokens(&mut table)?;
         let mut dev_password = None;
         let mut oidc_secrets = (None, None);
         if let Some(toml::Value::Table(auth)) = table.get_mut("auth") {
@@ -327,6 +347,11 @@ impl Config {
                 "db_url" => config.db_url = value,
                 "cookie_secret" => config.cookie_secret = value,
                 _ => config.admin_token = value,
+            }
+        }
+        for (i, token) in service_tokens {
+            if let Some(s) = config.services.get_mut(i) {
+                s.api_token = Some(Secret::new(token));
             }
         }
         if let Some(p) = dev_password {

@@ -133,3 +133,176 @@ fn bad_quota_rows_name_the_key() {
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("quotas[2].cpus"), "{e}");
 }
+
+/// Load `toml` as a config file, with `env`.
+fn load_toml(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let path = std::env::temp_dir().join(format!(
+        "stackhub-config-{}-{}.toml",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::write(&path, toml).unwrap();
+    let env: HashMap<&str, &str> = env.iter().copied().collect();
+    let loaded = Config::load(Some(&path), &env);
+    let _ = std::fs::remove_file(&path);
+    loaded
+}
+
+fn load_err(toml: &str) -> String {
+    load_toml(toml, &[]).unwrap_err().to_string()
+}
+
+#[test]
+fn services_load_with_tokens_kept_secret() {
+    let c = load_toml(
+        r#"
+[[services]]
+name = "grafana"
+url = "http://127.0.0.1:3000"
+api_token = "grafana-token-0123456789"
+info = { description = "dashboards" }
+
+[[services]]
+name = "announce"
+url = "http://127.0.0.1:8888"
+
+[[roles]]
+name = "readers"
+scopes = ["list:users", "read:users:activity"]
+services = ["grafana"]
+"#,
+        &[(
+            "STACKHUB_SERVICE_ANNOUNCE_API_TOKEN",
+            "announce-token-0123456789",
+        )],
+    )
+    .unwrap();
+    assert_eq!(c.services.len(), 2);
+    assert_eq!(
+        c.services[0].api_token.as_ref().unwrap().expose(),
+        "grafana-token-0123456789"
+    );
+    assert_eq!(
+        c.services[1].api_token.as_ref().unwrap().expose(),
+        "announce-token-0123456789",
+        "the environment gives a service its token"
+    );
+    assert!(!format!("{c:?}").contains("grafana-token"));
+    // A type error on a token never echoes it.
+    let err = load_err("[[services]]\nname = \"x\"\napi_token = 12345678901234\n");
+    assert!(
+        err.contains("services[0].api_token") && !err.contains("12345678901234"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_services_are_start_up_errors_naming_the_service_and_field() {
+    let cases = [
+        (
+            "[[services]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\napi_token = \"t0123456789abcdef\"\n[[services]]\nname = \"a\"\nurl = \"http://127.0.0.1:2\"\napi_token = \"t0123456789abcdef\"\n",
+            &["services[1].name", "`a`", "twice"][..],
+        ),
+        (
+            "[[services]]\nname = \"cull\"\ncommand = [\"/nonexistent/jupyterhub-idle-culler\"]\n",
+            &[
+                "services[0].command",
+                "`cull`",
+                "/nonexistent/jupyterhub-idle-culler",
+            ],
+        ),
+        (
+            "[[services]]\nname = \"cull\"\ncommand = [\"no-such-program-anywhere\"]\n",
+            &["services[0].command", "no-such-program-anywhere"],
+        ),
+        (
+            "[[services]]\nname = \"s\"\n[[roles]]\nname = \"r\"\nscopes = [\"read:everything\"]\nservices = [\"s\"]\n",
+            &["roles[0].scopes", "`r`", "read:everything"],
+        ),
+        (
+            "[[roles]]\nname = \"r\"\nscopes = [\"list:users\"]\nservices = [\"ghost\"]\n",
+            &["roles[0].services", "ghost"],
+        ),
+        (
+            "[[roles]]\nname = \"r\"\nscopes = [\"custom:grades:read\"]\n",
+            &["roles[0].scopes", "custom:grades:read"],
+        ),
+        (
+            "[[services]]\nname = \"bad/name\"\n",
+            &["services[0].name", "bad/name"],
+        ),
+        (
+            "[[services]]\nname = \"s\"\nurl = \"ftp://x\"\napi_token = \"t0123456789abcdef\"\n",
+            &["services[0].url", "ftp://x"],
+        ),
+        (
+            "[[services]]\nname = \"s\"\nurl = \"http://127.0.0.1:1\"\noauth_client_id = \"grafana\"\napi_token = \"t0123456789abcdef\"\n",
+            &["services[0].oauth_client_id", "service-"],
+        ),
+        (
+            "[[services]]\nname = \"s\"\nurl = \"http://127.0.0.1:1\"\n",
+            &["services[0].api_token", "`s`"],
+        ),
+        (
+            "[[roles]]\nname = \"admin\"\nscopes = [\"list:users\"]\n",
+            &["roles[0].name", "admin"],
+        ),
+        (
+            "[custom_scopes.\"custom:grades\"]\nsubscopes = [\"custom:nope\"]\n",
+            &["custom_scopes", "custom:nope"],
+        ),
+        (
+            "[idle_culler]\nenabled = true\ncommand = [\"/nonexistent/culler\"]\n",
+            &["services[0].command", "idle-culler", "/nonexistent/culler"],
+        ),
+    ];
+    for (toml, wanted) in cases {
+        let err = load_err(toml);
+        for w in wanted {
+            assert!(err.contains(w), "{toml}\n=> {err}\n(expected {w:?})");
+        }
+        assert!(!err.contains("t0123456789abcdef"), "{err}");
+    }
+}
+
+#[test]
+fn the_idle_culler_becomes_a_managed_service_with_a_narrow_role() {
+    let c = load_toml(
+        "[idle_culler]\nenabled = true\ntimeout = 600\ncommand = [\"/bin/true\"]\n",
+        &[],
+    )
+    .unwrap();
+    let s = c.services.iter().find(|s| s.name == "idle-culler").unwrap();
+    assert_eq!(
+        s.command,
+        [
+            "/bin/true",
+            "--timeout=600",
+            "--cull-every=60",
+            "--concurrency=10"
+        ]
+    );
+    let role = c.roles.iter().find(|r| r.name == "idle-culler").unwrap();
+    assert_eq!(role.services, ["idle-culler"]);
+    assert_eq!(
+        role.scopes,
+        [
+            "list:users",
+            "read:users:activity",
+            "read:servers",
+            "delete:servers"
+        ]
+    );
+    // Off by default, and the environment turns it off or on.
+    assert!(load_toml("", &[]).unwrap().services.is_empty());
+    let off = load_toml(
+        "[idle_culler]\nenabled = true\ncommand = [\"/bin/true\"]\n",
+        &[("STACKHUB_IDLE_CULLER", "false")],
+    )
+    .unwrap();
+    assert!(off.services.is_empty());
+    let err = load_toml("", &[("STACKHUB_IDLE_CULLER", "maybe")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("STACKHUB_IDLE_CULLER"), "{err}");
+}

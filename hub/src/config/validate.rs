@@ -76,19 +76,7 @@ impl Config {
             .map_err(|e| invalid(&format!("quotas[{}].{}", e.index, e.field()), e.to_string()))?;
         super::sites::validate(&self.s3, &self.sites).map_err(|(k, r)| invalid(&k, r))?;
         spawner::profile::validate(&self.profile_list).map_err(|(k, r)| invalid(&k, r))?;
-        for (i, role) in self.roles.iter().enumerate() {
-            if role.name.is_empty() {
-                return Err(invalid(&format!("roles[{i}].name"), "must not be empty"));
-            }
-            for scope in &role.scopes {
-                if crate::scopes::validate_scope(scope).is_err() {
-                    return Err(invalid(
-                        &format!("roles[{i}].scopes"),
-                        format!("unknown scope `{scope}`"),
-                    ));
-                }
-            }
-        }
+        super::services::validate(self).map_err(|(k, r)| invalid(&k, r))?;
         Ok(())
     }
 

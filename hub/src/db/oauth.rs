@@ -101,6 +101,24 @@ pub(crate) async fn upsert_client(
     Ok(())
 }
 
+/// The ids of clients whose id starts with `prefix`.
+pub(crate) async fn client_ids_with_prefix(
+    conn: &mut AnyConnection,
+    prefix: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id FROM oauth_clients ORDER BY id")
+        .fetch_all(conn)
+        .await?;
+    let mut ids = Vec::new();
+    for r in &rows {
+        let id: String = r.try_get("id")?;
+        if id.starts_with(prefix) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
 /// Delete a client with its codes and tokens.
 pub(crate) async fn delete_client(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
     for sql in [

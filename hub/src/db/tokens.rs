@@ -302,6 +302,26 @@ pub(crate) async fn ensure_service(
     .try_get("id")
 }
 
+/// Every service: id and name.
+pub(crate) async fn services(conn: &mut AnyConnection) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, name FROM services ORDER BY id")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+        .collect()
+}
+
+/// Delete a service with its tokens.
+pub(crate) async fn delete_service(conn: &mut AnyConnection, id: i64) -> Result<(), sqlx::Error> {
+    delete_for_service(&mut *conn, id).await?;
+    sqlx::query("DELETE FROM services WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Delete every token of a service.
 pub(crate) async fn delete_for_service(
     conn: &mut AnyConnection,

@@ -3,7 +3,7 @@
 //! Routes:
 //! - `GET /hub/api/oauth2/authorize`: cookie-authenticated page. Checks the client and its exact
 //!   redirect URI (relative URIs allowed) and the user's `access:servers` on the client's
-//!   server, then redirects with a code (300 s, single use, bound to the browser session, with
+//!   server (or `access:services` on the client's service), then redirects with a code (300 s, single use, bound to the browser session, with
 //!   an optional PKCE challenge), or shows a consent form for someone else's server.
 //! - `POST /hub/api/oauth2/authorize`: the consent form's submission (`_xsrf` checked).
 //! - `POST /hub/api/oauth2/token`: code → access token (`client_secret_post` only), stored as an
@@ -60,6 +60,16 @@ struct Checked {
     redirect_uri: String,
     scopes: Vec<String>,
     owner: Option<String>,
+    /// The service the client belongs to, if any.
+    service: Option<String>,
+}
+
+/// The service a client belongs to, from its allowed `access:services!service=NAME` scope.
+fn client_service(client: &ClientRow) -> Option<String> {
+    client.allowed_scopes.iter().find_map(|s| {
+        s.strip_prefix("access:services!service=")
+            .map(str::to_owned)
+    })
 }
 
 /// The server a client belongs to, from its allowed `access:servers!server=U/S` scope.
@@ -140,6 +150,19 @@ async fn check(
             ));
         }
     }
+    let service = client_service(&client);
+    if let Some(name) = &service
+        && !user_scopes.allows("access:services", Resource::Service { name })
+    {
+        return Err(render_error(
+            state,
+            StatusCode::FORBIDDEN,
+            &format!(
+                "You do not have permission to access {}",
+                client.description
+            ),
+        ));
+    }
     // Requested scopes (none → the client's), role names expanded, `identify` ignored, cut
     // down to what the client may ask for and what the user holds.
     let requested: Vec<String> = match param(p, "scope") {
@@ -178,6 +201,9 @@ async fn check(
     if let Some((owner, server)) = &target {
         scopes.push(format!("access:servers!server={owner}/{server}"));
     }
+    if let Some(name) = &service {
+        scopes.push(format!("access:services!service={name}"));
+    }
     scopes.sort();
     scopes.dedup();
     Ok(Checked {
@@ -185,6 +211,7 @@ async fn check(
         client,
         scopes,
         owner: target.map(|(u, _)| u),
+        service,
     })
 }
 
@@ -257,7 +284,16 @@ async fn authorize_get(
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    if checked.owner.as_deref() == Some(me.user.name.as_str()) {
+    // No confirmation for the user's own server or a service configured with
+    // `oauth_no_confirm` (JupyterHub's `needs_oauth_confirm`).
+    let no_confirm = checked.service.as_deref().is_some_and(|name| {
+        state
+            .services()
+            .get(name)
+            .and_then(|s| s.oauth.as_ref())
+            .is_some_and(|o| o.no_confirm && o.client_id == checked.client.id)
+    });
+    if no_confirm || checked.owner.as_deref() == Some(me.user.name.as_str()) {
         return issue_code(&state, &me, jar, &p, checked).await;
     }
     let xsrf = xsrf_token(state.xsrf_key(), &me.session_id);

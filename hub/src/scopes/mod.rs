@@ -147,7 +147,8 @@ pub(crate) fn validate_scope(scope: &str) -> Result<(), BadScope> {
         None => (scope, None),
     };
     let known = matches!(name, "self" | "inherit" | "identify")
-        || HIERARCHY.iter().any(|(n, _)| *n == name);
+        || HIERARCHY.iter().any(|(n, _)| *n == name)
+        || is_custom(name);
     if !known {
         return Err(bad());
     }
@@ -160,6 +161,22 @@ pub(crate) fn validate_scope(scope: &str) -> Result<(), BadScope> {
         }
     }
     Ok(())
+}
+
+/// Whether `name` is a well-formed custom scope name (JupyterHub's rule: `custom:` then
+/// lower-case letters, digits, `_`, `-`, `*` and `:`, starting with a letter or digit, not
+/// ending with `-` or `:`).
+pub(crate) fn is_custom(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("custom:") else {
+        return false;
+    };
+    let ok = |c: char| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '*' | ':')
+    };
+    rest.len() >= 2
+        && rest.chars().all(ok)
+        && rest.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && !rest.ends_with(['-', ':'])
 }
 
 /// What a filter restricts a scope to.
@@ -212,6 +229,11 @@ pub enum Resource<'a> {
         /// Name.
         name: &'a str,
     },
+    /// A service.
+    Service {
+        /// Name.
+        name: &'a str,
+    },
 }
 
 impl Filter {
@@ -223,6 +245,7 @@ impl Filter {
             (Self::Group(g), Resource::User { groups, .. })
             | (Self::Group(g), Resource::Server { groups, .. }) => groups.contains(g),
             (Self::Group(g), Resource::Group { name }) => g == name,
+            (Self::Service(s), Resource::Service { name }) => s == name,
             _ => false,
         }
     }
@@ -330,6 +353,16 @@ impl ScopeSet {
 
     fn add(&mut self, name: &str, filter: Option<Filter>) {
         let Some((_, children)) = HIERARCHY.iter().find(|(n, _)| *n == name) else {
+            // A custom scope is a leaf here: its subscopes are added where roles are resolved.
+            if is_custom(name) {
+                let access = self.map.entry(name.to_owned()).or_default();
+                match filter {
+                    None => access.all = true,
+                    Some(f) => {
+                        access.filters.insert(f);
+                    }
+                }
+            }
             return;
         };
         let access = self.map.entry(name.to_owned()).or_default();

@@ -52,7 +52,13 @@ pub async fn hub_with(db: Db, f: impl FnOnce(&mut Config)) -> Hub {
     hub::bootstrap_admin_token(&db, &config.admin_service_name, config.admin_token.as_ref())
         .await
         .unwrap();
+    let admin_service = config.admin_service_name.clone();
     let state = AppState::new(config, db);
+    state
+        .services()
+        .register(state.db(), &admin_service)
+        .await
+        .unwrap();
     Hub {
         app: hub::app(state.clone()),
         state,
