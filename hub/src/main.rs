@@ -159,7 +159,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the site registry")?;
     let remote_config_dir = remote_server_config_dir(&config)?;
     let mut builder = HubBuilder::new(config, db)
-        .hub_api_url(hub_api_url.clone())
+        .hub_api_url(hub_api_url)
         .spawner(spawner, Arc::new(EmbeddedProxy::new(Arc::clone(&routes))))
         .sites(Arc::clone(&sites), remote_config_dir);
     if let Some(oidc) = oidc {
@@ -180,7 +180,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     services
         .add_routes(&EmbeddedProxy::new(Arc::clone(&routes)))
         .await?;
-    let supervisor = hub::Supervisor::start(&services, state.config(), &hub_api_url);
+    // Managed services run beside the hub (same host, same pod): they call its API over
+    // loopback, not through `hub_connect_url` (a Service name single-user pods resolve).
+    let local_api_url = format!("{hub_url}{}hub/api", state.config().base_url);
+    let supervisor = hub::Supervisor::start(&services, state.config(), &local_api_url);
 
     // Requests for the hub's own route never leave the process (see `InProcessHub`).
     let options = proxy::ProxyOptions {

@@ -368,3 +368,32 @@ async fn a_managed_service_gets_a_fresh_token_at_every_start() {
         "the last run's token is revoked"
     );
 }
+
+async fn home_page(h: &Hub, user: &str) -> String {
+    h.user_token(user, None).await;
+    let (cookie, _) = h.login(user).await;
+    let req = Request::get("/hub/home")
+        .header("cookie", cookie)
+        .body(Body::empty())
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.text
+}
+
+#[tokio::test]
+async fn the_home_page_menu_lists_only_services_the_user_may_access() {
+    let h = services_hub().await;
+    // alice holds access to grades: its link, to its prefix. The culler has no URL.
+    let page = home_page(&h, "alice").await;
+    // (minijinja escapes `/` in attributes.)
+    assert!(
+        page.contains(r#"<a href="&#x2f;services&#x2f;grades&#x2f;" data-service="grades">"#),
+        "{page}"
+    );
+    assert!(!page.contains(r#"data-service="culler""#), "{page}");
+    // mallory holds no access to any service: no menu at all.
+    let page = home_page(&h, "mallory").await;
+    assert!(!page.contains(r#"id="services""#), "{page}");
+    assert!(!page.contains("grades"), "{page}");
+}

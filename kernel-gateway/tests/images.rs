@@ -166,21 +166,24 @@ fn image_pins_satisfy_what_the_scripts_install() {
     );
     let single = requirements(&read("singleuser/requirements.txt"));
     let kernel = requirements(&read("kernel-python/requirements.txt"));
+    // The hub image's services environment (the idle culler).
+    let services = requirements(&read("hub/requirements.txt"));
     for (pkg, range) in &scripts {
         let pin = single
             .iter()
+            .chain(&services)
             .find(|(p, _)| p == pkg)
-            .unwrap_or_else(|| panic!("singleuser image lacks {pkg}"));
+            .unwrap_or_else(|| panic!("neither the singleuser nor the hub image pins {pkg}"));
         let v = pin
             .1
             .strip_prefix("==")
             .unwrap_or_else(|| panic!("{pkg} not pinned with =="));
         assert!(
             satisfies(v, range),
-            "singleuser pins {pkg}=={v}, scripts install {range}"
+            "an image pins {pkg}=={v}, scripts install {range}"
         );
     }
-    for (pkg, pin) in single.iter().chain(&kernel) {
+    for (pkg, pin) in single.iter().chain(&kernel).chain(&services) {
         assert!(pin.starts_with("=="), "{pkg} {pin} not pinned");
     }
     // The kernel image's ipykernel is the single-user image's.

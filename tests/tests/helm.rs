@@ -118,7 +118,7 @@ const SINGLEUSER_IMAGE: &str = "stackhub/singleuser:0.1.0";
 #[test]
 fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
     // (values file, --set): each rendered and run through the hub's own config loader.
-    let variants: [(&str, &[&str]); 7] = [
+    let variants: [(&str, &[&str]); 9] = [
         ("", &[]),
         ("", &["spawner.startTimeoutSeconds=900"]),
         (
@@ -147,6 +147,8 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
         (PROFILES_VALUES, &[]),
         // No profiles: the hub's built-in list.
         ("profileList: []\n", &[]),
+        (SERVICES_VALUES, &["cull.users=true", "cull.maxAge=86400"]),
+        ("", &["cull.enabled=false"]),
     ];
     let dir = std::env::temp_dir().join(format!("helm-hub-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -174,8 +176,22 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
             "/etc/stackhub/kubernetes-spawner.json",
             json.to_str().unwrap(),
         );
+        // The idle culler's command is the hub image's services environment; here the same
+        // release of jupyterhub-idle-culler is in the project's venv.
+        let culler_on = !sets.contains(&"cull.enabled=false");
+        assert!(text.contains(IMAGE_CULLER), "{text}");
+        let text = text.replace(IMAGE_CULLER, &venv_culler());
         std::fs::write(&toml, &text).unwrap();
-        let env: HashMap<String, String> = HashMap::new();
+        let mut env: HashMap<String, String> = HashMap::new();
+        if values == SERVICES_VALUES {
+            // A proxied service logs users in with its token as the OAuth client secret:
+            // without the Secret's value the hub refuses to start, naming the variable.
+            let err = hub::Config::load(Some(&toml), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(SERVICE_TOKEN_VAR), "{err}");
+            env.insert(SERVICE_TOKEN_VAR.to_owned(), "from-the-secret".to_owned());
+        }
         let config = hub::Config::load(Some(&toml), &env).unwrap_or_else(|e| {
             panic!("the hub rejects the chart's config ({values}{sets:?}): {e}\n{text}")
         });
@@ -324,6 +340,7 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
                 assert_eq!(chart, builtin, "the chart's profile differs from the hub's");
             }
         }
+        check_services(&config, values, sets, culler_on, &env_names, &secret_of);
         if sets.contains(&"subdomainHost=https://jupyter.example.org") {
             let sub = config
                 .subdomain_host
@@ -373,6 +390,113 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
         panic!("the hub chart renders invalid manifests:\n{report}");
     }
 }
+
+/// Where the hub image keeps the idle culler (images/hub/Dockerfile), the chart's default.
+const IMAGE_CULLER: &str = "/opt/stackhub-services/bin/jupyterhub-idle-culler";
+
+fn venv_culler() -> String {
+    hub_common::venv()
+        .join("bin/jupyterhub-idle-culler")
+        .display()
+        .to_string()
+}
+
+/// A proxied service with a token from a Secret, a managed one, a role for both and a custom
+/// scope.
+const SERVICES_VALUES: &str = r#"
+services:
+  announcement:
+    url: http://announcement.jhub.svc:8888
+    api_token: {existingSecret: announcement, key: token}
+    oauth_no_confirm: true
+    info: {description: Announcements}
+  stats-exporter:
+    command: [python3, /srv/exporter/main.py]
+    environment: {EXPORT_EVERY: "30"}
+    display: false
+roles:
+  - name: announcer
+    description: posts announcements
+    scopes: [read:users:name, "custom:announcements:post"]
+    services: [announcement]
+    groups: [stack-admins]
+  - name: stats
+    scopes: [list:users, read:users:activity]
+    services: [stats-exporter]
+customScopes:
+  "custom:announcements:post":
+    description: Post announcements
+"#;
+
+/// The culler as the chart renders it (on unless `cull.enabled=false`), and the services,
+/// roles and custom scopes of [`SERVICES_VALUES`] with the token from its Secret.
+fn check_services(
+    config: &hub::Config,
+    values: &str,
+    sets: &[&str],
+    culler_on: bool,
+    env_names: &[&str],
+    secret_of: &dyn Fn(&str) -> (String, String),
+) {
+    let culler = config.services.iter().find(|s| s.name == hub::IDLE_CULLER);
+    let role = config.roles.iter().find(|r| r.name == hub::IDLE_CULLER);
+    if !culler_on {
+        assert!(culler.is_none() && role.is_none(), "cull.enabled=false");
+        return;
+    }
+    let culler = culler.expect("the chart runs the idle culler");
+    assert_eq!(culler.command[0], venv_culler());
+    assert!(culler.command.contains(&"--timeout=600".to_owned()));
+    let role = role.expect("the idle culler's role");
+    assert_eq!(role.services, [hub::IDLE_CULLER]);
+    assert!(
+        !role.scopes.iter().any(|s| s == "admin"),
+        "{:?}",
+        role.scopes
+    );
+    if values != SERVICES_VALUES {
+        assert_eq!(config.services.len(), 1);
+        assert!(
+            env_names
+                .iter()
+                .all(|n| !n.starts_with("STACKHUB_SERVICE_"))
+        );
+        return;
+    }
+    assert!(culler.command.contains(&"--cull-users".to_owned()));
+    assert!(culler.command.contains(&"--max-age=86400".to_owned()));
+    assert!(role.scopes.contains(&"admin:users".to_owned()), "{sets:?}");
+    let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["announcement", "stats-exporter", hub::IDLE_CULLER]);
+    let ann = &config.services[0];
+    assert_eq!(
+        ann.url.as_deref(),
+        Some("http://announcement.jhub.svc:8888")
+    );
+    assert!(ann.oauth_no_confirm && ann.display);
+    assert_eq!(ann.info["description"], "Announcements");
+    // The token: from the variable the Deployment maps from the Secret (the ConfigMap has
+    // no value).
+    assert_eq!(ann.api_token.as_ref().unwrap().expose(), "from-the-secret");
+    let stats = &config.services[1];
+    assert_eq!(stats.environment["EXPORT_EVERY"], "30");
+    assert!(!stats.display);
+    let announcer = config.roles.iter().find(|r| r.name == "announcer").unwrap();
+    assert_eq!(announcer.services, ["announcement"]);
+    assert_eq!(announcer.groups, ["stack-admins"]);
+    assert!(
+        config
+            .custom_scopes
+            .contains_key("custom:announcements:post")
+    );
+    assert_eq!(
+        secret_of(SERVICE_TOKEN_VAR),
+        ("announcement".to_owned(), "token".to_owned())
+    );
+}
+
+/// The variable the hub reads the `announcement` service's token from.
+const SERVICE_TOKEN_VAR: &str = "STACKHUB_SERVICE_ANNOUNCEMENT_API_TOKEN";
 
 /// The sites of [`SITES_VALUES`] as the hub parsed them, with their secrets' variables and
 /// the private CA's mount.
@@ -619,6 +743,19 @@ fn values_schemas_refuse_bad_values_with_a_message_naming_them() {
             "subdomainHost",
         ),
         ("helm/stackhub", "spawner.storage.size=lots", "size"),
+        ("helm/stackhub", "cull.timeout=0", "cull/timeout"),
+        ("helm/stackhub", "cull.enabled=sometimes", "cull/enabled"),
+        (
+            "helm/stackhub",
+            "services.dashboard.oauth_client_id=dashboard",
+            "oauth_client_id",
+        ),
+        (
+            "helm/stackhub",
+            "services.dashboard.commnd={x}",
+            "'commnd' not allowed",
+        ),
+        ("helm/stackhub", "roles[0].scopes={admin}", "name"),
         (
             "helm/bridge-site",
             "gateway.maxKernelsPerUser=-5",

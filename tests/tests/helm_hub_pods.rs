@@ -29,7 +29,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use helm_common::{find, repo, template_with};
-use hub_common::{ADMIN_TOKEN, PASSWORD, free_ports, scratch_dir};
+use hub_common::{ADMIN_TOKEN, PASSWORD, free_ports, scratch_dir, venv};
 use k8s_common::{
     Proc, binary, container_env, kubeconfig, log_tail, pod_running_at, run_server_pod, wait_for,
     wait_for_pod,
@@ -75,7 +75,13 @@ fn site_values(gateways: &[u16], s3: &str) -> (String, Secrets) {
         ("hub-admin".to_owned(), "token".to_owned()),
         ADMIN_TOKEN.to_owned(),
     )]);
-    let mut values = String::from("adminToken:\n  existingSecret: hub-admin\nsites:\n");
+    // The idle culler runs as the chart configures it, from the venv's copy of the release the
+    // hub image installs (the one value moved from the image's path).
+    let culler = venv().join("bin/jupyterhub-idle-culler");
+    let mut values = format!(
+        "adminToken:\n  existingSecret: hub-admin\ncull:\n  command: [{}]\nsites:\n",
+        culler.display()
+    );
     for ((id, name, auth, mode), port) in SITES.iter().zip(gateways) {
         values.push_str(&format!(
             "  - id: {id}\n    name: {name}\n    gateway_url: http://127.0.0.1:{port}/\n    \
@@ -578,6 +584,18 @@ async fn the_six_default_profiles_start_from_the_picker_as_pods() {
         let s = wait_site(&hub.api, &base, id, true).await;
         assert_eq!(s["available"], true, "{s}");
     }
+    // The chart's idle culler runs as a managed service with its own role, not admin.
+    let culler: Value = hub
+        .admin(reqwest::Method::GET, "/hub/api/services/idle-culler")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(culler["roles"], json!(["idle-culler"]), "{culler}");
+    assert_eq!(culler["admin"], false, "{culler}");
+    assert!(culler["pid"].as_u64().is_some_and(|p| p > 0), "{culler}");
 
     // alice holds stack-jupyter-medium (a group named like the quota role) and logs in; the
     // picker offers the six profiles, none unavailable.

@@ -1,7 +1,8 @@
 //! `scripts/run`, the newcomer's command, run as it is (on free ports, a scratch data directory
 //! and the workspace's debug binaries): the hub comes up with its embedded proxy and S3 store,
-//! the five local bridge sites (`stackhub-gateway` on 127.0.0.2 … 127.0.0.6) are healthy, and a
-//! "Remote Compute Kernels - LUMI Bridge" server runs code in a kernel at the LUMI gateway.
+//! the five local bridge sites (`stackhub-gateway` on 127.0.0.2 … 127.0.0.6) are healthy, the
+//! idle culler runs as a managed service, and a "Remote Compute Kernels - LUMI Bridge" server
+//! runs code in a kernel at the LUMI gateway.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -136,6 +137,29 @@ async fn scripts_run_brings_up_the_hub_and_five_healthy_sites_running_remote_ker
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
         0o600
+    );
+
+    // The idle culler runs by default as a managed service with its own narrow role.
+    let r = admin(
+        &api,
+        reqwest::Method::GET,
+        format!("{base}/hub/api/services/idle-culler"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "the idle culler is a service");
+    let culler: Value = r.json().await.unwrap();
+    assert_eq!(culler["roles"], json!(["idle-culler"]), "{culler}");
+    assert!(
+        culler["command"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|a| a == "--timeout=600")),
+        "{culler}"
+    );
+    assert!(
+        culler["pid"].as_u64().is_some_and(|p| p > 0),
+        "the culler process runs: {culler}"
     );
 
     // A newcomer's first remote kernel: "Remote Compute Kernels - LUMI Bridge".

@@ -141,3 +141,26 @@ Deployment maps to the variables that `token_env` and `secret_env` name. */}}
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* The environment variable holding service NAME's API token (the hub's token_env_var):
+upper case, anything but letters and digits as `_`. */}}
+{{- define "stackhub.serviceTokenEnv" -}}
+STACKHUB_SERVICE_{{ regexReplaceAll "[^A-Z0-9]" (upper .) "_" }}_API_TOKEN
+{{- end -}}
+
+{{/* `[[services]]`, `[[roles]]` and `[custom_scopes]` from values `services` (keyed by name,
+sorted), `roles` and `customScopes`, as TOML. API tokens are not here: the Deployment maps
+their Secret references to the environment variables the hub reads. */}}
+{{- define "stackhub.services" -}}
+{{- $services := list -}}
+{{- range $name := keys .Values.services | sortAlpha -}}
+{{- $t := omit (get $.Values.services $name) "api_token" "name" -}}
+{{- $_ := set $t "name" $name -}}
+{{- $services = append $services $t -}}
+{{- end -}}
+{{- $out := dict -}}
+{{- if $services }}{{ $_ := set $out "services" $services }}{{ end -}}
+{{- if .Values.roles }}{{ $_ := set $out "roles" .Values.roles }}{{ end -}}
+{{- if .Values.customScopes }}{{ $_ := set $out "custom_scopes" .Values.customScopes }}{{ end -}}
+{{- if $out }}{{ toToml $out }}{{ end -}}
+{{- end -}}

@@ -425,11 +425,33 @@ async fn home(State(state): State<AppState>, me: CurrentUser) -> Response {
         .map(|s| model(&s.name, Some(s)))
         .collect();
     let xsrf = xsrf_token(state.xsrf_key(), &me.session_id);
+    let services = services_menu(&state, &me);
     render(
         StatusCode::OK,
         "home.html",
-        context! { title => "Home", user_q => crate::names::seg(&user), user, admin => me.user.admin, default, named, xsrf, quota, used, max, base_url => base },
+        context! { title => "Home", user_q => crate::names::seg(&user), user, admin => me.user.admin, default, named, xsrf, quota, used, max, services, base_url => base },
     )
+}
+
+/// The services menu (JupyterHub's): services with a `url` and `display` that the user may
+/// access, each linking to its prefix.
+fn services_menu(state: &AppState, me: &CurrentUser) -> Vec<Value> {
+    let scopes = crate::auth::user_scopes(state.config(), &me.user);
+    state
+        .services()
+        .iter()
+        .filter(|s| s.config.url.is_some() && s.config.display)
+        .filter(|s| {
+            scopes.allows(
+                "access:services",
+                crate::scopes::Resource::Service { name: s.name() },
+            )
+        })
+        .map(|s| {
+            let description = s.config.info.get("description").and_then(|d| d.as_str());
+            context! { name => s.name(), url => s.prefix.clone(), description }
+        })
+        .collect()
 }
 
 async fn hub_root(State(state): State<AppState>) -> Response {
