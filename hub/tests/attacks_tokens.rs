@@ -129,23 +129,14 @@ async fn oauth_client_cannot_get_an_admins_inherit_consent() {
         let r = h.send(req).await;
         assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
         let location = r.headers["location"].to_str().unwrap().to_owned();
-        let code = url::form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes())
-            .find(|(k, _)| k == "code")
-            .unwrap()
-            .1
-            .into_owned();
-        let form = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("client_id", "jupyterhub-user-alice")
-            .append_pair("client_secret", secret)
-            .append_pair("grant_type", "authorization_code")
-            .append_pair("code", &code)
-            .append_pair("redirect_uri", "/user/alice/oauth_callback")
-            .finish();
-        let req = Request::post("/hub/api/oauth2/token")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Body::from(form))
-            .unwrap();
-        let r = h.send(req).await;
+        let r = h
+            .exchange_code(
+                &location,
+                "jupyterhub-user-alice",
+                secret,
+                "/user/alice/oauth_callback",
+            )
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         assert!(
             !r.body["scope"].as_str().unwrap().contains("inherit"),

@@ -8,7 +8,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use base64::Engine;
-use common::{Hub, hub};
+use common::{Hub, code_of, hub};
 use hub::ClientRow;
 use sha2::{Digest, Sha256};
 
@@ -48,21 +48,8 @@ async fn authorize(h: &Hub, cookie: &str, extra: &str) -> (StatusCode, String) {
     (r.status, loc)
 }
 
-fn code_of(location: &str) -> String {
-    let q = location.split_once('?').unwrap().1;
-    url::form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned()
-}
-
 async fn exchange(h: &Hub, form: &str) -> common::Resp {
-    let req = Request::post("/hub/api/oauth2/token")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from(form.to_owned()))
-        .unwrap();
-    h.send(req).await
+    h.token_request(form).await
 }
 
 fn form(code: &str, secret: &str, redirect: &str) -> String {

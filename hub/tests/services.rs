@@ -252,24 +252,15 @@ async fn a_user_with_access_logs_in_to_a_service_and_gets_only_its_access_scope(
     assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
     let location = r.headers["location"].to_str().unwrap().to_owned();
     assert!(location.starts_with("/services/grades/oauth_callback?"));
-    let code = url::form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes())
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
     // The client secret is the service's API token (JupyterHub's HubOAuth sends it).
-    let form = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("client_id", "service-grades")
-        .append_pair("client_secret", GRADES_TOKEN)
-        .append_pair("grant_type", "authorization_code")
-        .append_pair("code", &code)
-        .append_pair("redirect_uri", "/services/grades/oauth_callback")
-        .finish();
-    let req = Request::post("/hub/api/oauth2/token")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from(form))
-        .unwrap();
-    let r = h.send(req).await;
+    let r = h
+        .exchange_code(
+            &location,
+            "service-grades",
+            GRADES_TOKEN,
+            "/services/grades/oauth_callback",
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let token = r.body["access_token"].as_str().unwrap().to_owned();
     let r = h

@@ -13,7 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 mod hub_common;
 
 use hub_common::{
-    ADMIN_TOKEN, Cleanup, Hub, PASSWORD, admin, free_port, live_in_group, live_under, progress_of,
+    ADMIN_TOKEN, Cleanup, Hub, admin, free_port, live_in_group, live_under, logged_in_browser,
+    progress_of,
 };
 use stackhub_e2e::secrets::{SecretScan, descendants};
 
@@ -150,18 +151,7 @@ async fn jupyterlab_through_stackhub() {
     let bob_token = bob["token"].as_str().expect("bob's token").to_owned();
 
     // Alice logs in with a cookie-keeping client.
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap();
-    let r = browser
-        .post(format!("{base}/hub/login?next=%2Fhub%2Fhome"))
-        .form(&[("username", "alice"), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.url().path(), "/hub/home");
+    let browser = logged_in_browser(&base, "alice").await;
 
     // A stopped server: the browser flow ends in the 424 page linking to the spawn page.
     let r = browser

@@ -186,6 +186,34 @@ impl Hub {
         r.body["token"].as_str().unwrap().to_owned()
     }
 
+    /// `POST /hub/api/oauth2/token` with the form `form`.
+    pub async fn token_request(&self, form: &str) -> Resp {
+        let req = Request::post("/hub/api/oauth2/token")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_owned()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// Exchange the code of the OAuth redirect `location` for a token, as a client with
+    /// `client_secret_post`.
+    pub async fn exchange_code(
+        &self,
+        location: &str,
+        client_id: &str,
+        secret: &str,
+        redirect_uri: &str,
+    ) -> Resp {
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", client_id)
+            .append_pair("client_secret", secret)
+            .append_pair("grant_type", "authorization_code")
+            .append_pair("code", &code_of(location))
+            .append_pair("redirect_uri", redirect_uri)
+            .finish();
+        self.token_request(&form).await
+    }
+
     /// Log in through the form; returns the `Cookie` header value for later requests.
     pub async fn login(&self, name: &str) -> (String, HashMap<String, String>) {
         let req = Request::post("/hub/login?next=%2Fhub%2Fhome")
@@ -209,6 +237,16 @@ impl Hub {
             .join("; ");
         (header, cookies)
     }
+}
+
+/// The `code` of an OAuth redirect's `location`.
+pub fn code_of(location: &str) -> String {
+    let q = location.split_once('?').unwrap().1;
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned()
 }
 
 /// Where JupyterHub's REST API description is: `STACKHUB_JUPYTERHUB_REST_API`, else where

@@ -266,6 +266,24 @@ pub fn admin(
         .header("Authorization", format!("token {ADMIN_TOKEN}"))
 }
 
+/// A browser-like client (cookie jar, redirects followed) logged in as `user` with the
+/// development password, on the home page.
+pub async fn logged_in_browser(base: &str, user: &str) -> reqwest::Client {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let r = browser
+        .post(format!("{base}/hub/login?next=%2Fhub%2Fhome"))
+        .form(&[("username", user), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{user}'s login");
+    assert_eq!(r.url().path(), "/hub/home", "{user}'s login");
+    browser
+}
+
 /// Read the progress stream until the final event; returns every event.
 pub async fn progress_of(client: &reqwest::Client, base: &str, user: &str) -> Vec<Value> {
     let resp = admin(
