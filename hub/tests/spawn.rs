@@ -333,3 +333,81 @@ async fn browser_flow() {
         r.text
     );
 }
+
+/// `/hub/user-redirect/PATH`: login first, the picker when nothing runs, then the visitor's own
+/// server; a link cannot lead out of it.
+#[tokio::test]
+async fn user_redirect_deep_links_land_in_the_visitors_own_server() {
+    let s = setup(Arc::default(), Duration::from_secs(5)).await;
+    let h = &s.hub;
+    let link = "/hub/user-redirect/lab/tree/examples/x.ipynb?kernel=python3";
+
+    // Never logged in: the login page, coming back to the link.
+    let r = h.send(page(link, "", None)).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
+    assert_eq!(
+        r.headers["location"],
+        "/hub/login?next=%2Fhub%2Fuser-redirect%2Flab%2Ftree%2Fexamples%2Fx.ipynb%3Fkernel%3Dpython3"
+    );
+
+    // Logged in, no server: the picker first, with the server's path as `next`.
+    let (cookie, cookies) = h.login("alice").await;
+    let r = h.send(page(link, &cookie, None)).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
+    let next = "%2Fhub%2Fuser%2Falice%2Flab%2Ftree%2Fexamples%2Fx.ipynb%3Fkernel%3Dpython3";
+    assert_eq!(
+        r.headers["location"],
+        format!("/hub/spawn/alice?next={next}").as_str()
+    );
+    let req = Request::post(format!("/hub/spawn/alice?next={next}"))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "_xsrf={}&profile=jupyterlab",
+            cookies["_xsrf"]
+        )))
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text);
+    let r = h
+        .send(page(
+            &format!("/hub/spawn-pending/alice?next={next}"),
+            &cookie,
+            None,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(
+        r.headers["location"],
+        "/hub/user/alice/lab/tree/examples/x.ipynb?kernel=python3"
+    );
+
+    // Running: straight to the server, for alice and for bob alike: each to their own.
+    let r = h.send(page(link, &cookie, None)).await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(
+        r.headers["location"],
+        "/hub/user/alice/lab/tree/examples/x.ipynb?kernel=python3"
+    );
+    let (bob, _) = h.login("bob").await;
+    let r = h.send(page(link, &bob, None)).await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert!(
+        r.headers["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/hub/spawn/bob?next=%2Fhub%2Fuser%2Fbob%2F"),
+        "bob's link leads to bob's server: {:?}",
+        r.headers["location"]
+    );
+
+    // A crafted link cannot climb out of the server onto the hub (its token page, say).
+    for bad in [
+        "/hub/user-redirect/../../hub/token",
+        "/hub/user-redirect/lab/%2e%2e/%2e%2e/%2e%2e/hub/token",
+    ] {
+        let r = h.send(page(bad, &cookie, None)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+        assert!(r.headers.get("location").is_none());
+    }
+}

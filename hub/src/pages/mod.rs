@@ -15,12 +15,14 @@
 //! - `picker`: the server-options picker `/hub/spawn[/{user}[/{server}]]`.
 //! - `spawn`: the browser flow around servers and the spawn-pending page (with cancel).
 //! - `admin`: `/hub/admin`, users and servers for admins.
+//! - `user_redirect`: `/hub/user-redirect/PATH`, deep links into the visitor's own server.
 
 mod admin;
 pub(crate) mod oidc;
 pub use self::admin::shared_account_warning;
 mod picker;
 pub(crate) mod spawn;
+mod user_redirect;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -64,6 +66,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(spawn::router())
         .merge(picker::router())
         .merge(admin::router())
+        .merge(user_redirect::router())
 }
 
 fn env() -> &'static Environment<'static> {
