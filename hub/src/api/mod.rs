@@ -7,8 +7,10 @@
 //! - `groups`: `/hub/api/groups…`.
 //! - `servers`: server start/stop/get/create/progress and `POST …/activity`.
 //! - `services`: `GET /hub/api/services[/{name}]`.
+//! - `authorizations`: the deprecated `GET /hub/api/authorizations/token/{token}`.
 //! - `models`: the JSON models (User, Server, Token, Group), filtered by the caller's scopes.
 
+mod authorizations;
 mod groups;
 pub(crate) mod metrics;
 pub(crate) mod models;
@@ -48,6 +50,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(servers::router())
         .merge(spawn_options::router())
         .merge(services::router())
+        .merge(authorizations::router())
 }
 
 /// The pagination media type.
