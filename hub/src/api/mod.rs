@@ -8,6 +8,7 @@
 //! - `servers`: server start/stop/get/create/progress and `POST …/activity`.
 //! - `services`: `GET /hub/api/services[/{name}]`.
 //! - `authorizations`: the deprecated `GET /hub/api/authorizations/token/{token}`.
+//! - `proxy`: `GET/POST/PATCH /hub/api/proxy` (routing table, resync, move).
 //! - `models`: the JSON models (User, Server, Token, Group), filtered by the caller's scopes.
 
 mod authorizations;
@@ -15,6 +16,7 @@ mod groups;
 pub(crate) mod metrics;
 pub(crate) mod models;
 mod oidc_token;
+mod proxy;
 mod root;
 pub(crate) mod servers;
 mod services;
@@ -51,6 +53,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(spawn_options::router())
         .merge(services::router())
         .merge(authorizations::router())
+        .merge(proxy::router())
 }
 
 /// The pagination media type.
