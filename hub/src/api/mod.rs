@@ -22,7 +22,7 @@ pub(crate) mod servers;
 mod services;
 pub(crate) mod sites;
 mod spawn_options;
-mod tokens;
+pub(crate) mod tokens;
 mod user_delete;
 mod users;
 

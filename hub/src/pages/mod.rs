@@ -15,12 +15,14 @@
 //! - `picker`: the server-options picker `/hub/spawn[/{user}[/{server}]]`.
 //! - `spawn`: the browser flow around servers and the spawn-pending page (with cancel).
 //! - `admin`: `/hub/admin`, users and servers for admins.
+//! - `token`: `/hub/token`, the user's API tokens and authorized applications.
 
 mod admin;
 pub(crate) mod oidc;
 pub use self::admin::shared_account_warning;
 mod picker;
 pub(crate) mod spawn;
+mod token;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -64,6 +66,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(spawn::router())
         .merge(picker::router())
         .merge(admin::router())
+        .merge(token::router())
 }
 
 fn env() -> &'static Environment<'static> {
@@ -90,6 +93,7 @@ fn env() -> &'static Environment<'static> {
             ),
             ("picker.html", include_str!("../../templates/picker.html")),
             ("admin.html", include_str!("../../templates/admin.html")),
+            ("token.html", include_str!("../../templates/token.html")),
         ] {
             if let Err(e) = env.add_template(name, src) {
                 tracing::error!(template = name, error = %e, "bad template");
