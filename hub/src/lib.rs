@@ -81,8 +81,8 @@ pub use self::quota::{QuotaRole, UserQuota, default_quota_roles};
 pub use self::services::{RegisterError, Service, Services, Supervisor};
 pub use self::spawn::{
     HubPrepare, LAUNCH_MARGIN, Orchestrator, Plan, Planner, PrepareSpawn, Prepared, ProgressStream,
-    Refusal, RouteOwner, ServerRef, SpawnFailure, SpawnOrchestrator, SpawnSettings, StartOutcome,
-    StartRequest, StopOutcome, Unavailable,
+    Refusal, RouteCheck, RouteOwner, ServerRef, SpawnFailure, SpawnOrchestrator, SpawnSettings,
+    StartOutcome, StartRequest, StopOutcome, Unavailable,
 };
 pub use self::state::AppState;
 

@@ -9,7 +9,9 @@
 //!    naming the role otherwise). Invalid, expired, wrongly signed, wrong- or no-issuer and wrong- or
 //!    no-audience tokens get 401 (a token minted for another site names another audience).
 //!
-//! With nothing configured the server is open. `KERNEL_USERNAME` is never used for identity. The
+//! With nothing configured the server is open: every caller is `shared_token_user`, and a kernel
+//! start's `KERNEL_USERNAME` names the kernel's user, as in Enterprise Gateway (see
+//! `KernelManager::start`). With authentication `KERNEL_USERNAME` is never used for identity. The
 //! caller's quota ([`crate::quota`]) is resolved from its roles here, once per request.
 
 use std::sync::Arc;

@@ -138,6 +138,32 @@ impl KernelManager {
         Ok(UserSlot(Some(counter)))
     }
 
+    /// Whose kernel a start makes: the caller's, except on an open gateway (no authentication
+    /// configured), where, as in Enterprise Gateway, the client's `KERNEL_USERNAME` names the
+    /// user (kernelspec `authorized_users`/`unauthorized_users` and per-user limits apply to it).
+    /// With authentication a different `KERNEL_USERNAME` is ignored (and overwritten).
+    ///
+    /// # Errors
+    /// [`GatewayError::BadRequest`] for an open gateway's `KERNEL_USERNAME` that is not a
+    /// plausible user name.
+    fn kernel_user<'a>(
+        &self,
+        caller: &'a Caller,
+        client_env: &'a BTreeMap<String, String>,
+    ) -> Result<&'a str, GatewayError> {
+        if !self.config.is_open() {
+            return Ok(&caller.user);
+        }
+        match client_env.get("KERNEL_USERNAME").map(String::as_str) {
+            None | Some("") => Ok(&caller.user),
+            Some(name) if valid_user_name(name) => Ok(name),
+            Some(name) => Err(GatewayError::BadRequest(format!(
+                "KERNEL_USERNAME {name:?} is not a user name (at most {MAX_USER_NAME} \
+                 characters, no whitespace, control characters or slashes)"
+            ))),
+        }
+    }
+
     fn kernel_env(
         &self,
         request_env: Option<serde_json::Value>,
@@ -198,7 +224,10 @@ impl KernelManager {
         caller: &Caller,
         req: StartRequest,
     ) -> Result<serde_json::Value, GatewayError> {
-        let user = caller.user.as_str();
+        let client_env = self.kernel_env(req.env)?;
+        let user = self.kernel_user(caller, &client_env)?.to_owned();
+        let user = user.as_str();
+        tracing::Span::current().record("user", tracing::field::display(user));
         let name = req
             .name
             .filter(|n| !n.is_empty())
@@ -217,7 +246,6 @@ impl KernelManager {
                 kernel_name: name,
             });
         }
-        let client_env = self.kernel_env(req.env)?;
         let kernel_id = match req
             .kernel_id
             .as_deref()
@@ -276,7 +304,7 @@ impl KernelManager {
             }
             None => ResourceLimits::default(),
         };
-        // Identity comes from the token, never from the client.
+        // Identity comes from the token; only an open gateway takes the client's word.
         env.insert("KERNEL_USERNAME".into(), user.to_owned());
         env.insert("KERNEL_ID".into(), kernel_id.clone());
         env.insert("KERNEL_GATEWAY".into(), "1".into());
@@ -429,7 +457,7 @@ impl KernelManager {
             .await
             .get(id)
             .map(|e| e.kernel.clone())
-            .filter(|k| k.user == user)
+            .filter(|k| self.config.is_open() || k.user == user)
             .ok_or_else(|| GatewayError::KernelNotFound {
                 kernel_id: id.to_owned(),
             })
@@ -440,7 +468,7 @@ impl KernelManager {
         let kernels = self.kernels.read().await;
         let mut out: Vec<_> = kernels
             .values()
-            .filter(|e| e.kernel.user == user)
+            .filter(|e| self.config.is_open() || e.kernel.user == user)
             .map(|e| e.kernel.model())
             .collect();
         out.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
@@ -535,4 +563,17 @@ impl KernelManager {
             }
         }
     }
+}
+
+/// Longest `KERNEL_USERNAME` an open gateway takes.
+const MAX_USER_NAME: usize = 255;
+
+/// Whether `name` can name a user: 1 to [`MAX_USER_NAME`] characters, none of them whitespace,
+/// control characters or slashes (the name ends up in labels, paths and job names).
+fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= MAX_USER_NAME
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '\\')
 }

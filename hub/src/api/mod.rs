@@ -7,18 +7,22 @@
 //! - `groups`: `/hub/api/groups…`.
 //! - `servers`: server start/stop/get/create/progress and `POST …/activity`.
 //! - `services`: `GET /hub/api/services[/{name}]`.
+//! - `authorizations`: the deprecated `GET /hub/api/authorizations/token/{token}`.
+//! - `proxy`: `GET/POST/PATCH /hub/api/proxy` (routing table, resync, move).
 //! - `models`: the JSON models (User, Server, Token, Group), filtered by the caller's scopes.
 
+mod authorizations;
 mod groups;
 pub(crate) mod metrics;
 pub(crate) mod models;
 mod oidc_token;
+mod proxy;
 mod root;
 pub(crate) mod servers;
 mod services;
 pub(crate) mod sites;
 mod spawn_options;
-mod tokens;
+pub(crate) mod tokens;
 mod user_delete;
 mod users;
 
@@ -48,6 +52,8 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(servers::router())
         .merge(spawn_options::router())
         .merge(services::router())
+        .merge(authorizations::router())
+        .merge(proxy::router())
 }
 
 /// The pagination media type.

@@ -46,8 +46,18 @@ fn full_model(s: &Service) -> Value {
 
 /// Keep the fields the caller's scopes on service `name` show (JupyterHub's access map).
 fn filtered(caller: &ApiCaller, name: &str, full: Value) -> Option<Value> {
+    filtered_with(caller, name, full, &[])
+}
+
+/// [`filtered`], with `extra` fields shown whatever the caller's scopes.
+fn filtered_with(
+    caller: &ApiCaller,
+    name: &str,
+    full: Value,
+    extra: &[&'static str],
+) -> Option<Value> {
     let res = Resource::Service { name };
-    let mut keys: Vec<&str> = Vec::new();
+    let mut keys: Vec<&str> = extra.to_vec();
     if caller.allows("read:services", res) {
         keys.extend([
             "kind", "name", "admin", "url", "prefix", "command", "pid", "info", "display",
@@ -115,6 +125,18 @@ async fn one(
     filtered(&caller, &name, full)
         .map(Json)
         .ok_or_else(ApiError::no_access)
+}
+
+/// Service `name` as the holder of one of its tokens sees it: the caller's own view plus the
+/// identify fields (`read:services:name`: kind, name, admin). A service known only from its
+/// token (no longer configured) shows just those.
+pub(super) fn identify_model(state: &AppState, caller: &ApiCaller, name: &str) -> Value {
+    let identify = ["kind", "name", "admin"];
+    models(state)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, full)| filtered_with(caller, name, full, &identify))
+        .unwrap_or_else(|| json!({"kind": "service", "name": name, "admin": false}))
 }
 
 /// The service's roles, for `GET /hub/api/user` with a service's token.

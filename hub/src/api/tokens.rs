@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::models::token_model;
 use super::users::load_user;
 use crate::auth::{is_role, role_scopes};
-use crate::db::{self, NewToken};
+use crate::db::{self, NewToken, TokenRow, UserRow};
 use crate::error::{ApiError, ApiJson};
 use crate::extract::ApiCaller;
 use crate::scopes::{Owner, ScopeSet, validate_scope};
@@ -56,25 +56,70 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let user = load_user(&state, &caller, &name, &["tokens"]).await?;
     let body = body.unwrap_or_default();
+    let note = body
+        .note
+        .clone()
+        .unwrap_or_else(|| match caller.user_name() {
+            Some(n) if n == user.name => "Requested via api".to_owned(),
+            Some(n) => format!("Requested via api by user {n}"),
+            None => "Requested via api by service".to_owned(),
+        });
+    let request = TokenRequest {
+        note: &note,
+        expires_in: body.expires_in,
+        scopes: body.scopes.as_deref(),
+        roles: body.roles.as_deref(),
+    };
+    let (token, secret) = mint(&state, &caller.effective(), &user, &request).await?;
+    let mut model = token_model(&token);
+    model["token"] = secret.into();
+    Ok((StatusCode::CREATED, Json(model)).into_response())
+}
+
+/// A token to make for a user: what `POST /users/{name}/tokens` and the token page ask for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TokenRequest<'a> {
+    /// Note.
+    pub(crate) note: &'a str,
+    /// Lifetime in seconds; `None` = never expires.
+    pub(crate) expires_in: Option<i64>,
+    /// Scopes; with `roles`, `None` for both means `inherit`.
+    pub(crate) scopes: Option<&'a [String]>,
+    /// Roles whose scopes the token gets.
+    pub(crate) roles: Option<&'a [String]>,
+}
+
+/// Make a token for `user` as `request` says, on behalf of a requester holding `requester`:
+/// 400 for scopes or roles that do not exist or that the owner does not hold, 403 for scopes
+/// the requester does not hold. Returns the stored token and its secret (shown once).
+pub(crate) async fn mint(
+    state: &AppState,
+    requester: &ScopeSet,
+    user: &UserRow,
+    request: &TokenRequest<'_>,
+) -> Result<(TokenRow, String), ApiError> {
     let mut scopes: Vec<String> = Vec::new();
-    for s in body.scopes.iter().flatten() {
+    for s in request.scopes.iter().copied().flatten() {
         validate_scope(s).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         scopes.push(s.clone());
     }
-    for r in body.roles.iter().flatten() {
+    for r in request.roles.iter().copied().flatten() {
         if !is_role(state.config(), r) {
             return Err(ApiError::BadRequest(format!("Role {r} does not exist")));
         }
         scopes.extend(role_scopes(state.config(), r));
     }
-    if body.scopes.is_none() && body.roles.is_none() {
+    if request.scopes.is_none() && request.roles.is_none() {
         scopes.push("inherit".to_owned());
     }
     scopes.sort();
     scopes.dedup();
     let now = db::now_micros();
-    let expires_at = body.expires_in.map(|secs| expiry(now, secs)).transpose()?;
-    let owner_scopes = crate::auth::user_scopes(state.config(), &user);
+    let expires_at = request
+        .expires_in
+        .map(|secs| expiry(now, secs))
+        .transpose()?;
+    let owner_scopes = crate::auth::user_scopes(state.config(), user);
     // `inherit` (also the `token` role) is everything the owner holds: the requester must hold
     // all of it too.
     let requested =
@@ -86,22 +131,14 @@ async fn create(
             user.name
         )));
     }
-    // The caller may not hand out more than it holds either.
-    if !caller
-        .effective()
-        .covers(&requested.intersect(&owner_scopes))
-    {
+    // The requester may not hand out more than it holds either.
+    if !requester.covers(&requested.intersect(&owner_scopes)) {
         return Err(ApiError::Forbidden(format!(
             "Not assigning requested scopes {} not held by the requester",
             scopes.join(", ")
         )));
     }
     let secret = db::new_secret();
-    let note = body.note.unwrap_or_else(|| match caller.user_name() {
-        Some(n) if n == user.name => "Requested via api".to_owned(),
-        Some(n) => format!("Requested via api by user {n}"),
-        None => "Requested via api by service".to_owned(),
-    });
     let mut tx = state.db().begin().await?;
     let id = db::tokens::insert(
         &mut tx,
@@ -111,7 +148,7 @@ async fn create(
             user_id: Some(user.id),
             service_id: None,
             scopes: &scopes,
-            note: &note,
+            note: request.note,
             created: now,
             expires_at,
             session_id: None,
@@ -124,9 +161,7 @@ async fn create(
         .ok_or_else(ApiError::no_access)?;
     tx.commit().await?;
     tracing::info!(user = %user.name, token = %format!("a{id}"), "created token");
-    let mut model = token_model(&token);
-    model["token"] = secret.into();
-    Ok((StatusCode::CREATED, Json(model)).into_response())
+    Ok((token, secret))
 }
 
 /// The expiry time (µs) of a token made at `now` (µs) to live `secs` seconds; a 400 for a
@@ -147,7 +182,7 @@ fn expiry(now: i64, secs: i64) -> Result<i64, ApiError> {
         })
 }
 
-fn parse_id(id: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_id(id: &str) -> Result<i64, ApiError> {
     id.strip_prefix('a')
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| ApiError::NotFound(format!("No such token: {id}")))
@@ -174,6 +209,13 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let user = load_user(&state, &caller, &name, &["tokens"]).await?;
     let id = parse_id(&id)?;
+    revoke(&state, &user, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revoke `user`'s token `id` (404 if `user` has no such token); an OAuth token takes every
+/// token of its client for `user` with it.
+pub(crate) async fn revoke(state: &AppState, user: &UserRow, id: i64) -> Result<(), ApiError> {
     let mut tx = state.db().begin().await?;
     let token = db::tokens::get_for_user(&mut tx, user.id, id, db::now_micros())
         .await?
@@ -184,5 +226,5 @@ async fn delete(
     }
     tx.commit().await?;
     tracing::info!(user = %user.name, token = %format!("a{id}"), "deleted token");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

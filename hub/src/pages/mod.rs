@@ -16,12 +16,14 @@
 //! - `spawn`: the browser flow around servers and the spawn-pending page (with cancel).
 //! - `admin`: `/hub/admin`, users and servers for admins.
 //! - `user_redirect`: `/hub/user-redirect/PATH`, deep links into the visitor's own server.
+//! - `token`: `/hub/token`, the user's API tokens and authorized applications.
 
 mod admin;
 pub(crate) mod oidc;
 pub use self::admin::shared_account_warning;
 mod picker;
 pub(crate) mod spawn;
+mod token;
 mod user_redirect;
 
 use std::collections::HashMap;
@@ -67,6 +69,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(picker::router())
         .merge(admin::router())
         .merge(user_redirect::router())
+        .merge(token::router())
 }
 
 fn env() -> &'static Environment<'static> {
@@ -93,6 +96,7 @@ fn env() -> &'static Environment<'static> {
             ),
             ("picker.html", include_str!("../../templates/picker.html")),
             ("admin.html", include_str!("../../templates/admin.html")),
+            ("token.html", include_str!("../../templates/token.html")),
         ] {
             if let Err(e) = env.add_template(name, src) {
                 tracing::error!(template = name, error = %e, "bad template");

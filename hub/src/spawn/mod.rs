@@ -22,13 +22,17 @@ mod txn;
 pub use self::pipeline::{LAUNCH_MARGIN, SpawnFailure, SpawnOrchestrator, SpawnSettings};
 pub use self::plan::{Plan, Planner, Refusal, StartRequest};
 pub use self::prepare::{HubPrepare, PrepareSpawn, Prepared, RouteOwner};
+pub use self::reconcile::RouteCheck;
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use futures_util::stream::BoxStream;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::proxy::Proxy;
+use crate::services::Services;
 
 /// The server an operation is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +96,17 @@ pub trait Orchestrator: Send + Sync + Debug + 'static {
     /// paths of the routes removed.
     async fn forget_user(&self, _user: &str) -> Result<Vec<String>, ApiError> {
         Ok(Vec::new())
+    }
+
+    /// The proxy servers are routed through; `None` for a hub without one.
+    fn proxy(&self) -> Option<Arc<dyn Proxy>> {
+        None
+    }
+
+    /// Bring the proxy in line with the database and `services` (JupyterHub's
+    /// `check_routes`, `POST /hub/api/proxy`).
+    async fn check_routes(&self, _services: &Services) -> Result<RouteCheck, ApiError> {
+        Err(not_implemented())
     }
 }
 

@@ -504,6 +504,17 @@ impl Orchestrator for SpawnOrchestrator {
         self.track(&server.user, &server.server).await?.failure()
     }
 
+    fn proxy(&self) -> Option<Arc<dyn Proxy>> {
+        Some(Arc::clone(&self.inner.proxy))
+    }
+
+    async fn check_routes(
+        &self,
+        services: &crate::services::Services,
+    ) -> Result<super::RouteCheck, ApiError> {
+        self.resync_routes(services).await
+    }
+
     async fn forget_user(&self, user: &str) -> Result<Vec<String>, ApiError> {
         self.inner.tracks.lock().await.retain(|(u, _), _| u != user);
         let routes = self

@@ -1,15 +1,28 @@
 //! Hub start-up: servers marked running are polled and get their routes back, or are cleaned
 //! up when gone; spawns or stops cut short by a hub exit are stopped; pods (or other servers)
 //! the spawner finds of its own that no row re-attached to are removed; stale `/user/…` routes
-//! are dropped.
+//! are dropped. [`SpawnOrchestrator::resync_routes`] is JupyterHub's `check_routes` (`POST
+//! /hub/api/proxy`): the proxy is brought back in line with the database and the services.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use serde_json::{Map, Value};
 use spawner::{State, Status};
 
 use super::pipeline::SpawnOrchestrator;
 use super::txn;
 use crate::db;
+use crate::error::ApiError;
+use crate::services::Services;
+
+/// What a route check changed: the route paths added (or re-pointed) and deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteCheck {
+    /// Routes added because they were missing or pointed elsewhere.
+    pub added: Vec<String>,
+    /// Stale routes deleted.
+    pub deleted: Vec<String>,
+}
 
 impl SpawnOrchestrator {
     /// Start-up reconciliation: re-attach to running servers, clean up the rest, drop stale
@@ -67,6 +80,87 @@ impl SpawnOrchestrator {
             }
         }
         Ok(())
+    }
+}
+
+impl SpawnOrchestrator {
+    /// JupyterHub's `check_routes`: every ready server in the database and every service with
+    /// a `url` gets its route back when it is missing or points elsewhere (a route already
+    /// right is left alone, keeping its activity); routes of servers or services the hub no
+    /// longer knows are deleted. Pending servers keep whatever route they have. The hub's own
+    /// route and routes the hub did not make (no `user` or `service` data) are never touched.
+    ///
+    /// # Errors
+    /// A database or proxy failure (500).
+    pub async fn resync_routes(&self, services: &Services) -> Result<RouteCheck, ApiError> {
+        let current: HashMap<String, (String, Map<String, Value>)> = self
+            .inner
+            .proxy
+            .routes()
+            .await
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .map(|(path, data)| (proxy_key(&path), (path, data)))
+            .collect();
+        let points_at = |key: &str, url: &str| {
+            current
+                .get(key)
+                .and_then(|(_, d)| d.get("target"))
+                .and_then(Value::as_str)
+                == Some(url)
+        };
+        let active = {
+            let mut conn = self.inner.db.pool().acquire().await?;
+            db::servers::active_all(&mut conn).await?
+        };
+        let mut check = RouteCheck::default();
+        let mut good = HashSet::new();
+        for (user, row) in active {
+            let n = self.names(&user, &row.name);
+            let key = proxy_key(&n.route);
+            good.insert(key.clone());
+            let Some(url) = row.url.as_deref().filter(|_| row.ready()) else {
+                continue;
+            };
+            if !points_at(&key, url) {
+                tracing::warn!(server = %n.id, route = %n.route, "adding missing route");
+                self.add_route(&n, url, row.launch.as_ref())
+                    .await
+                    .map_err(ApiError::internal)?;
+                check.added.push(n.route.clone());
+            }
+        }
+        for s in services.iter() {
+            let Some(url) = &s.config.url else { continue };
+            let key = proxy_key(&s.prefix);
+            good.insert(key.clone());
+            if !points_at(&key, url) {
+                tracing::warn!(service = %s.name(), route = %s.prefix, "adding missing route");
+                let mut data = Map::new();
+                data.insert("service".to_owned(), Value::String(s.name().to_owned()));
+                self.inner
+                    .proxy
+                    .add_route(&s.prefix, url, data)
+                    .await
+                    .map_err(ApiError::internal)?;
+                check.added.push(s.prefix.clone());
+            }
+        }
+        for (key, (path, data)) in &current {
+            let ours = data.contains_key("user") || data.contains_key("service");
+            if ours && !data.contains_key("hub") && !good.contains(key) {
+                tracing::warn!(route = %path, "deleting stale route");
+                self.inner
+                    .proxy
+                    .delete_route(path)
+                    .await
+                    .map_err(ApiError::internal)?;
+                check.deleted.push(path.clone());
+            }
+        }
+        check.added.sort();
+        check.deleted.sort();
+        Ok(check)
     }
 }
 
