@@ -11,6 +11,7 @@
 //! - [`quota`]: quota roles → per-kernel CPU / memory / GPU limits and max kernels;
 //! - `cors`: Enterprise Gateway's `allow_origin` CORS headers and the WebSocket Origin check;
 //! - [`exchange`]: the S3 exchange a remote site requires of kernel starts (`remote_site`);
+//! - `workdir`: where a kernel runs (the site's per-user working area, not the client's path);
 //! - [`config`]: TOML config + environment overrides.
 //!
 //! Routes are listed in the `api` module docs.
@@ -30,6 +31,7 @@ mod metrics;
 pub mod protocol;
 pub mod quota;
 mod time;
+mod workdir;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,7 +5,6 @@
 //! counter (running + starting kernels), and gives it back when the start fails or the kernel goes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -282,10 +281,11 @@ impl KernelManager {
             .map_or(self.config.kernel_launch_timeout, |t| {
                 (t.ceil() as u64).min(self.config.kernel_launch_timeout)
             });
-        let working_dir = client_env
-            .get("KERNEL_WORKING_DIR")
-            .map(PathBuf::from)
-            .filter(|d| d.is_dir());
+        let working_dir = crate::workdir::kernel_working_dir(
+            &self.config,
+            user,
+            client_env.get("KERNEL_WORKING_DIR").map(String::as_str),
+        )?;
         let mut env = self.server_env.clone();
         env.extend(self.config.kernel_env.clone());
         env.extend(spec.env.clone());
@@ -306,6 +306,12 @@ impl KernelManager {
         };
         // Identity comes from the token; only an open gateway takes the client's word.
         env.insert("KERNEL_USERNAME".into(), user.to_owned());
+        // A kernel in the site's working area has it as its home too (not the gateway's).
+        if let (Some(dir), Some(root)) = (&working_dir, &self.config.kernel_working_root)
+            && dir.starts_with(root)
+        {
+            env.insert("HOME".into(), dir.display().to_string());
+        }
         env.insert("KERNEL_ID".into(), kernel_id.clone());
         env.insert("KERNEL_GATEWAY".into(), "1".into());
         env.insert("KERNEL_LANGUAGE".into(), spec.language.clone());

@@ -194,8 +194,9 @@ async fn scripts_run_brings_up_the_hub_and_five_healthy_sites_running_remote_ker
     )
     .await;
     assert!(out.contains("sum 2"), "{out}");
-    // The kernel runs at the LUMI site, in its working directory, with ada's S3 space.
-    let lumi_work = dir.join("data/sites/lumi/work");
+    // The kernel runs at the LUMI site, in ada's working area there (not the Lab's directory),
+    // with ada's S3 space.
+    let lumi_work = dir.join("data/sites/lumi/work/ada");
     assert!(
         out.contains(&format!("cwd {}", lumi_work.display())),
         "{out}"

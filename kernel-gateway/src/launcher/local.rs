@@ -371,6 +371,10 @@ impl Launcher for LocalLauncher {
                 .process_group(0)
                 .kill_on_drop(true);
             if let Some(dir) = &request.working_dir {
+                crate::workdir::ensure(dir).map_err(|source| LaunchError::Prepare {
+                    what: "the kernel's working directory",
+                    source,
+                })?;
                 cmd.current_dir(dir);
             }
             let mut child = cmd.spawn().map_err(|source| LaunchError::Spawn {

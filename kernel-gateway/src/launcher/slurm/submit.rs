@@ -174,6 +174,12 @@ impl Inner {
             .chain(request.spec.resolved_argv())
             .map(|a| shell_quote(&a))
             .collect();
+        // The job makes its user's working area itself (as that user, owner-only): the
+        // gateway may not be able to write it, and it must exist on the node.
+        if let Some(dir) = &request.working_dir {
+            let dir = shell_quote(&dir.to_string_lossy());
+            script.push_str(&format!("mkdir -p -m 700 {dir} && cd {dir} || exit 1\n"));
+        }
         script.push_str(&format!("exec {}\n", argv.join(" ")));
         script
     }
@@ -196,9 +202,6 @@ impl Inner {
             format!("--output={output}"),
             "--export=NONE".to_owned(),
         ];
-        if let Some(dir) = &request.working_dir {
-            args.push(format!("--chdir={}", dir.display()));
-        }
         args.extend(profile.sbatch_args());
         // Resources only where a quota applied (the manager then forced these variables).
         if request.limits.cpus.is_some() {

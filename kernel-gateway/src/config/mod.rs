@@ -63,6 +63,9 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::quota::{QuotaRole, default_quota_roles};
+
+mod auth;
+pub use self::auth::{JwtConfig, UserToken};
 pub use stackhub_common::Secret;
 
 /// Environment variables read for the shared token, first match wins.
@@ -103,117 +106,6 @@ pub enum ConfigError {
     },
 }
 
-/// A user that authenticates with its own token.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserToken {
-    /// The user's name (what kernels are owned by and limits count against).
-    pub name: String,
-    /// The token in clear (discouraged; prefer `token_sha256`).
-    #[serde(default)]
-    pub token: Option<Secret>,
-    /// Lowercase hex SHA-256 of the token.
-    #[serde(default)]
-    pub token_sha256: Option<String>,
-    /// Roles of this user (for the quota table).
-    #[serde(default)]
-    pub roles: Vec<String>,
-}
-
-/// JWT bearer authentication against an identity provider's JWKS.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct JwtConfig {
-    /// Where the signing keys are (`https`; `http` only for loopback hosts).
-    pub jwks_url: String,
-    /// Expected `iss`. Required: the gateway refuses to start without it unless
-    /// `accept_any_issuer` is set. Env `STACKHUB_GATEWAY_JWT_ISSUER`.
-    pub issuer: Option<String>,
-    /// Accepted `aud` values (a token must name one); empty = `[site_id]`. Without either the
-    /// gateway refuses to start unless `accept_any_audience` is set. Env
-    /// `STACKHUB_GATEWAY_JWT_AUDIENCE` (comma-separated).
-    pub audience: Vec<String>,
-    /// Opt-out: accept tokens of any issuer (or none). Unsafe: another issuer's tokens signed
-    /// by a key of the same JWKS get in.
-    pub accept_any_issuer: bool,
-    /// Opt-out: accept tokens for any audience (or none). Unsafe: a token minted for another
-    /// site is accepted here.
-    pub accept_any_audience: bool,
-    /// Accepted signature algorithms (`RS256`, `RS384`, `RS512`, `PS256`, `ES256`, ...).
-    pub algorithms: Vec<String>,
-    /// Clock skew allowed on `exp` / `nbf`, seconds.
-    pub leeway_secs: u64,
-    /// Seconds before cached keys are refetched.
-    pub jwks_refresh_secs: u64,
-    /// Minimum seconds between two fetches (an unknown `kid` triggers one early).
-    pub jwks_min_refresh_secs: u64,
-    /// Dotted claim paths holding roles or groups (lists or space/comma-separated strings).
-    pub role_claims: Vec<String>,
-    /// Dotted claim path of the user name.
-    pub username_claim: String,
-    /// Role every JWT caller must hold (403 otherwise); empty = none.
-    pub required_role: String,
-}
-
-impl JwtConfig {
-    /// This config with `audience` defaulted to `[site_id]` when it names none.
-    #[must_use]
-    pub fn for_site(mut self, site_id: Option<&str>) -> Self {
-        if self.audience.is_empty()
-            && let Some(site) = site_id.filter(|s| !s.is_empty())
-        {
-            self.audience = vec![site.to_owned()];
-        }
-        self
-    }
-
-    /// Checks that `iss` and `aud` are verified unless explicitly opted out.
-    fn validate_claims(&self, site_id: Option<&str>) -> Result<(), ConfigError> {
-        if self.issuer.as_deref().is_none_or(str::is_empty) && !self.accept_any_issuer {
-            return Err(ConfigError::Invalid {
-                key: "jwt.issuer",
-                reason: "must name the issuer of the tokens this gateway accepts (the hub's \
-                         gateway_token_issuer, its public_url, or `stackhub`; or the identity \
-                         provider's realm URL); set jwt.accept_any_issuer = true to skip the \
-                         check (unsafe)"
-                    .into(),
-            });
-        }
-        if self.audience.is_empty()
-            && site_id.is_none_or(str::is_empty)
-            && !self.accept_any_audience
-        {
-            return Err(ConfigError::Invalid {
-                key: "jwt.audience",
-                reason: "must name this gateway (or set site_id, the default audience); set \
-                         jwt.accept_any_audience = true to skip the check (unsafe: tokens \
-                         minted for another site are then accepted)"
-                    .into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-impl Default for JwtConfig {
-    fn default() -> Self {
-        JwtConfig {
-            jwks_url: String::new(),
-            issuer: None,
-            audience: Vec::new(),
-            accept_any_issuer: false,
-            accept_any_audience: false,
-            algorithms: vec!["RS256".to_owned()],
-            leeway_secs: 10,
-            jwks_refresh_secs: 300,
-            jwks_min_refresh_secs: 10,
-            role_claims: vec!["realm_access.roles".to_owned()],
-            username_claim: "preferred_username".to_owned(),
-            required_role: "stack-jupyter".to_owned(),
-        }
-    }
-}
-
 /// How local kernels get their memory quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -225,14 +117,6 @@ pub enum MemoryLimitMode {
     As,
     /// No limit: the quota is advisory for local kernels.
     Off,
-}
-
-impl std::fmt::Debug for UserToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserToken")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Everything the gateway can be configured with.
@@ -345,6 +229,15 @@ pub struct Config {
     pub default_launcher: String,
     /// Seconds between passes removing launcher resources (kernel pods) whose kernel is gone.
     pub orphan_cleanup_interval: u64,
+    /// The site's working area: each user's kernels run in (and have as `HOME`)
+    /// `<kernel_working_root>/<user>`, made owner-only for local and Slurm kernels; a pod starts
+    /// there. Unset: the gateway's own working directory. Env
+    /// `STACKHUB_GATEWAY_KERNEL_WORKING_ROOT`.
+    pub kernel_working_root: Option<PathBuf>,
+    /// Run kernels in the client's `KERNEL_WORKING_DIR` (Enterprise Gateway's
+    /// `mirror_working_dirs`, env `EG_MIRROR_WORKING_DIRS`), for a gateway sharing the Lab's
+    /// file system. Off: a kernel never runs in a path the client names.
+    pub mirror_working_dirs: bool,
 }
 
 impl Default for Config {
@@ -393,6 +286,8 @@ impl Default for Config {
             kubernetes: None,
             default_launcher: "local".to_owned(),
             orphan_cleanup_interval: 300,
+            kernel_working_root: None,
+            mirror_working_dirs: false,
         }
     }
 }
@@ -492,6 +387,12 @@ impl Config {
         if let Some(v) = eg_kg("MAX_AGE") {
             self.max_age = v;
         }
+        if let Some(v) = eg_kg("MIRROR_WORKING_DIRS") {
+            self.mirror_working_dirs = v.eq_ignore_ascii_case("true") || v == "1";
+        }
+        if let Some(v) = lookup("STACKHUB_GATEWAY_KERNEL_WORKING_ROOT").filter(|v| !v.is_empty()) {
+            self.kernel_working_root = Some(PathBuf::from(v));
+        }
         if let Some(v) = lookup("STACKHUB_GATEWAY_REMOTE_SITE") {
             self.remote_site = v.eq_ignore_ascii_case("true") || v == "1";
         }
@@ -532,6 +433,14 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "heartbeat_interval",
                 reason: "must be > 0".into(),
+            });
+        }
+        if let Some(root) = &self.kernel_working_root
+            && !root.is_absolute()
+        {
+            return Err(ConfigError::Invalid {
+                key: "kernel_working_root",
+                reason: format!("{} is not an absolute path", root.display()),
             });
         }
         if self.heartbeat_misses == 0 {
@@ -716,128 +625,4 @@ fn validate_jwks_url(url: &str) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jwks_url_must_be_https_except_loopback() {
-        assert!(validate_jwks_url("https://idp.example/certs").is_ok());
-        assert!(validate_jwks_url("http://127.0.0.1:8080/certs").is_ok());
-        assert!(validate_jwks_url("http://[::1]:8080/certs").is_ok());
-        assert!(validate_jwks_url("http://localhost/certs").is_ok());
-        assert!(validate_jwks_url("http://idp.example/certs").is_err());
-        assert!(validate_jwks_url("not a url").is_err());
-    }
-
-    #[test]
-    fn toml_jwt_quota_and_cors_with_eg_env_overrides() {
-        let mut c: Config = toml::from_str(
-            r#"
-            allow_origin = "https://a.example"
-            [jwt]
-            jwks_url = "https://idp.example/certs"
-            issuer = "https://idp.example"
-            audience = ["account"]
-            [[quota_roles]]
-            role = "big"
-            cpus = 1.5
-            memory = "3Gi"
-            max_kernels = 2
-            "#,
-        )
-        .unwrap();
-        c.validate().unwrap();
-        let jwt = c.jwt.as_ref().unwrap();
-        assert_eq!(jwt.required_role, "stack-jupyter");
-        assert_eq!(jwt.role_claims, ["realm_access.roles"]);
-        assert_eq!(jwt.username_claim, "preferred_username");
-        assert_eq!(c.quota_roles.len(), 1);
-        assert!(!c.is_open());
-        let env = BTreeMap::from([
-            ("KG_ALLOW_ORIGIN", "*"),
-            ("EG_ALLOW_CREDENTIALS", "true"),
-            ("STACKHUB_GATEWAY_JWT_AUDIENCE", "a, b"),
-        ]);
-        c.apply_env(|k| env.get(k).map(|v| (*v).to_owned()));
-        assert_eq!(c.allow_origin, "*");
-        assert!(c.allow_credentials);
-        assert_eq!(c.jwt.as_ref().unwrap().audience, ["a", "b"]);
-        let defaults = Config::default();
-        assert!(defaults.is_open());
-        assert_eq!(defaults.quota_roles[0].role, "stack-jupyter-high");
-        assert_eq!(defaults.allowed_origins().count(), 0);
-    }
-
-    #[test]
-    fn jwt_without_issuer_or_audience_refuses_to_start_unless_opted_out() {
-        let load = |toml: &str| -> Result<Config, String> {
-            let c: Config = toml::from_str(toml).map_err(|e| e.to_string())?;
-            c.validate().map(|()| c).map_err(|e| e.to_string())
-        };
-        let jwks = "[jwt]\njwks_url = \"https://hub.example/hub/api/sites/jwks.json\"\n";
-        let e = load(&format!("site_id = \"lumi\"\n{jwks}")).unwrap_err();
-        assert!(
-            e.contains("jwt.issuer") && e.contains("accept_any_issuer"),
-            "{e}"
-        );
-        let e = load(&format!("{jwks}issuer = \"stackhub\"\n")).unwrap_err();
-        assert!(e.contains("jwt.audience") && e.contains("site_id"), "{e}");
-        let c = load(&format!(
-            "site_id = \"lumi\"\n{jwks}issuer = \"stackhub\"\n"
-        ))
-        .unwrap();
-        let jwt = c.jwt.clone().unwrap().for_site(c.site_id.as_deref());
-        assert_eq!(jwt.audience, ["lumi"]);
-        let jwt = c.jwt.clone().unwrap().for_site(None);
-        assert!(jwt.audience.is_empty());
-        load(&format!(
-            "{jwks}accept_any_issuer = true\naccept_any_audience = true\n"
-        ))
-        .unwrap();
-        let e = load("site_id = \"lu mi\"\n").unwrap_err();
-        assert!(e.contains("site_id"), "{e}");
-        let mut c = Config::default();
-        c.apply_env(|k| (k == "STACKHUB_GATEWAY_SITE_ID").then(|| "leonardo".to_owned()));
-        assert_eq!(c.site_id.as_deref(), Some("leonardo"));
-    }
-
-    #[test]
-    fn bad_quota_rows_are_rejected_by_key() {
-        let c: Config =
-            toml::from_str("[[quota_roles]]\nrole = \"x\"\ncpus = 1\nmemory = \"lots\"\n").unwrap();
-        let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("quota_roles"), "{e}");
-    }
-
-    #[test]
-    fn default_launcher_and_kubernetes_settings_are_checked() {
-        let dir = std::env::temp_dir().join(format!("gw-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let c: Config = toml::from_str("default_launcher = \"docker\"\n").unwrap();
-        let e = c.validate().unwrap_err().to_string();
-        assert!(
-            e.contains("default_launcher") && e.contains("docker"),
-            "{e}"
-        );
-        let c: Config = toml::from_str("default_launcher = \"kubernetes\"\n").unwrap();
-        let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("kubernetes_config"), "{e}");
-        let json = dir.join("k8s.json");
-        let toml = format!(
-            "default_launcher = \"kubernetes\"\nkubernetes_config = \"{}\"\n",
-            json.display()
-        );
-        std::fs::write(&json, r#"{"namespace": "kernels", "uid": 0}"#).unwrap();
-        let mut c: Config = toml::from_str(&toml).unwrap();
-        let e = c.load_launcher_settings().unwrap_err().to_string();
-        assert!(e.contains("uid") && e.contains("k8s.json"), "{e}");
-        std::fs::write(&json, r#"{"namespace": "kernels", "imagez": {}}"#).unwrap();
-        let e = c.load_launcher_settings().unwrap_err().to_string();
-        assert!(e.contains("imagez"), "{e}");
-        std::fs::write(&json, r#"{"namespace": "kernels", "gateway_id": "lumi"}"#).unwrap();
-        c.load_launcher_settings().unwrap();
-        c.validate().unwrap();
-        assert_eq!(c.kubernetes.as_ref().unwrap().gateway_id, "lumi");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;
