@@ -113,7 +113,10 @@ async fn kernel_job_runs_code_interrupts_restarts_in_place_and_shuts_down() {
     // Declared first, dropped last: the cluster (and its jobs writing there) stops first.
     let dir = state_dir();
     let cluster = Cluster::start();
-    let config = gateway_config(&cluster, &dir, free_ports(1)[0]);
+    let mut config = gateway_config(&cluster, &dir, free_ports(1)[0]);
+    // The job makes alice's working area itself and runs there.
+    let work_root = dir.join("work");
+    config.kernel_working_root = Some(work_root.clone());
     let (gw, _slurm) = start_gateway(config).await;
 
     let t0 = Instant::now();
@@ -148,6 +151,12 @@ async fn kernel_job_runs_code_interrupts_restarts_in_place_and_shuts_down() {
         out.stdout.trim(),
         format!("{job_id} {}", host.trim()),
         "the kernel runs inside job {job_id}"
+    );
+    let out = ws.execute("import os; print(os.getcwd())").await;
+    assert_eq!(
+        out.stdout.trim(),
+        work_root.join("alice").display().to_string(),
+        "the job runs in alice's working area"
     );
 
     // Secret hygiene: the kernel's message key, the call-back secret and the gateway's master
