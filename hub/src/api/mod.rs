@@ -7,6 +7,7 @@
 //! - `groups`: `/hub/api/groups…`.
 //! - `servers`: server start/stop/get/create/progress and `POST …/activity`.
 //! - `services`: `GET /hub/api/services[/{name}]`.
+//! - `shares`: sharing a server with users and groups, share codes (JupyterHub 5.0+).
 //! - `models`: the JSON models (User, Server, Token, Group), filtered by the caller's scopes.
 
 mod groups;
@@ -16,6 +17,7 @@ mod oidc_token;
 mod root;
 pub(crate) mod servers;
 mod services;
+mod shares;
 pub(crate) mod sites;
 mod spawn_options;
 mod tokens;
@@ -48,6 +50,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(servers::router())
         .merge(spawn_options::router())
         .merge(services::router())
+        .merge(shares::router())
 }
 
 /// The pagination media type.

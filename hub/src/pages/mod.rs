@@ -15,7 +15,9 @@
 //! - `picker`: the server-options picker `/hub/spawn[/{user}[/{server}]]`.
 //! - `spawn`: the browser flow around servers and the spawn-pending page (with cancel).
 //! - `admin`: `/hub/admin`, users and servers for admins.
+//! - `accept_share`: `/hub/accept-share?code=…`, exchanging a share code for a share.
 
+mod accept_share;
 mod admin;
 pub(crate) mod oidc;
 pub use self::admin::shared_account_warning;
@@ -64,6 +66,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(spawn::router())
         .merge(picker::router())
         .merge(admin::router())
+        .merge(accept_share::router())
 }
 
 fn env() -> &'static Environment<'static> {
@@ -90,6 +93,10 @@ fn env() -> &'static Environment<'static> {
             ),
             ("picker.html", include_str!("../../templates/picker.html")),
             ("admin.html", include_str!("../../templates/admin.html")),
+            (
+                "accept_share.html",
+                include_str!("../../templates/accept_share.html"),
+            ),
         ] {
             if let Err(e) = env.add_template(name, src) {
                 tracing::error!(template = name, error = %e, "bad template");
