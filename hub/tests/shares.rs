@@ -607,3 +607,58 @@ async fn named_servers_are_shared_separately() {
         .await;
     assert_eq!(items(&r).len(), 1);
 }
+
+/// With `shares!user` alone (no right to read names), users share by code only, as the
+/// JupyterHub docs describe.
+#[tokio::test]
+async fn naming_a_recipient_needs_the_right_to_read_names() {
+    let h = common::hub_with(common::test_db().await, |c| {
+        c.roles.push(hub::RoleConfig {
+            name: "user".into(),
+            scopes: vec!["self".into(), "shares!user".into()],
+            ..hub::RoleConfig::default()
+        });
+    })
+    .await;
+    let alice = h.user_token("alice", None).await;
+    h.user_token("bob", None).await;
+    h.admin(Method::POST, "/hub/api/groups/team", Some("{}"))
+        .await;
+    let r = h
+        .json(
+            Method::POST,
+            "/hub/api/shares/alice/",
+            &alice,
+            to_user("bob"),
+        )
+        .await;
+    assert_json_error(&r, StatusCode::FORBIDDEN, "read:users:name");
+    // Nor may she probe which names exist: an unknown user is refused the same way.
+    let r = h
+        .json(
+            Method::POST,
+            "/hub/api/shares/alice/",
+            &alice,
+            to_user("nobody"),
+        )
+        .await;
+    assert_json_error(&r, StatusCode::FORBIDDEN, "read:users:name");
+    let r = h
+        .json(
+            Method::POST,
+            "/hub/api/shares/alice/",
+            &alice,
+            json!({"group": "team"}),
+        )
+        .await;
+    assert_json_error(&r, StatusCode::FORBIDDEN, "read:groups:name");
+    let r = h
+        .json(
+            Method::POST,
+            "/hub/api/share-codes/alice/",
+            &alice,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
