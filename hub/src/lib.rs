@@ -70,7 +70,7 @@ pub use self::extract::{
     ApiCaller, CallerKind, CurrentUser, LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOKIE,
 };
 pub use self::kernel_auth::HubKernelAuth;
-pub use self::names::{BadName, GroupName, ServerName, UserName};
+pub use self::names::{BadName, DisplayName, GroupName, ServerName, UserName};
 pub use self::origins::{SubdomainHost, ViaPublicProxy, dns_label};
 pub use self::pages::shared_account_warning;
 pub use self::profiles::{

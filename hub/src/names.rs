@@ -1,4 +1,5 @@
-//! Validated names: [`UserName`], [`ServerName`], [`GroupName`]. Handlers never see raw strings.
+//! Validated names: [`UserName`], [`ServerName`], [`GroupName`], [`DisplayName`]. Handlers never
+//! see raw strings.
 
 use std::fmt;
 use std::str::FromStr;
@@ -163,9 +164,106 @@ impl UserName {
     }
 }
 
+/// What [`DisplayName`] asks, for error messages.
+const DISPLAY_NAME_RULE: &str = "1-255 printable characters (letters, marks, numbers, \
+     punctuation, symbols) and single spaces, not starting or ending with a space";
+
+/// A server's display name (JupyterHub 6.0): NFC-normalized, then 1–255 characters, each a
+/// letter, mark, number, punctuation or symbol, or a single space not at either end
+/// (`jupyterhub.slugs.is_valid_display_name`). Kept apart from the [`ServerName`] in URLs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn display_name_ok(s: &str) -> bool {
+    use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+    let n = s.chars().count();
+    (1..=255).contains(&n)
+        && !s.starts_with(' ')
+        && !s.ends_with(' ')
+        && !s.contains("  ")
+        && s.chars().all(|c| {
+            c == ' '
+                || matches!(
+                    c.general_category_group(),
+                    GeneralCategoryGroup::Letter
+                        | GeneralCategoryGroup::Mark
+                        | GeneralCategoryGroup::Number
+                        | GeneralCategoryGroup::Punctuation
+                        | GeneralCategoryGroup::Symbol
+                )
+        })
+}
+
+impl FromStr for DisplayName {
+    type Err = BadName;
+
+    fn from_str(s: &str) -> Result<Self, BadName> {
+        use unicode_normalization::UnicodeNormalization;
+        let normalized: String = s.nfc().collect();
+        if display_name_ok(&normalized) {
+            Ok(Self(normalized))
+        } else {
+            Err(BadName {
+                kind: "display",
+                name: s.to_owned(),
+                rule: DISPLAY_NAME_RULE,
+            })
+        }
+    }
+}
+
+impl fmt::Display for DisplayName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_names() {
+        for good in [
+            "My Lab",
+            "Analyse (GPU) #2",
+            "日本語のサーバー",
+            "a",
+            "😀 fun",
+            "x-y_z.1",
+        ] {
+            assert_eq!(good.parse::<DisplayName>().unwrap().as_str(), good);
+        }
+        // NFC: `e` + combining acute becomes `é`.
+        assert_eq!(
+            "cafe\u{301}".parse::<DisplayName>().unwrap().as_str(),
+            "caf\u{e9}"
+        );
+        let long = "x".repeat(256);
+        for bad in [
+            "",
+            " lab",
+            "lab ",
+            "my  lab",
+            "tab\there",
+            "new\nline",
+            "nul\0",
+            "\u{200b}zero",
+            "\u{a0}nbsp",
+            long.as_str(),
+        ] {
+            let e = bad.parse::<DisplayName>().unwrap_err();
+            assert!(e.to_string().contains("display"), "{bad:?}: {e}");
+        }
+        assert!("x".repeat(255).parse::<DisplayName>().is_ok());
+    }
 
     #[test]
     fn rules() {

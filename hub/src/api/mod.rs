@@ -9,6 +9,7 @@
 //! - `services`: `GET /hub/api/services[/{name}]`.
 //! - `authorizations`: the deprecated `GET /hub/api/authorizations/token/{token}`.
 //! - `proxy`: `GET/POST/PATCH /hub/api/proxy` (routing table, resync, move).
+//! - `shares`: sharing a server with users and groups, share codes (JupyterHub 5.0+).
 //! - `models`: the JSON models (User, Server, Token, Group), filtered by the caller's scopes.
 
 mod authorizations;
@@ -20,6 +21,7 @@ mod proxy;
 mod root;
 pub(crate) mod servers;
 mod services;
+mod shares;
 pub(crate) mod sites;
 mod spawn_options;
 pub(crate) mod tokens;
@@ -54,6 +56,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(services::router())
         .merge(authorizations::router())
         .merge(proxy::router())
+        .merge(shares::router())
 }
 
 /// The pagination media type.

@@ -43,7 +43,8 @@ pub(crate) fn progress_url(state: &AppState, user: &str, server: &str) -> String
     }
 }
 
-fn absolute(state: &AppState, path: &str) -> Value {
+/// `path` made absolute on the public URL (`null` without one); absolute URLs stay.
+pub(crate) fn absolute(state: &AppState, path: &str) -> Value {
     if path.contains("://") {
         return Value::String(path.to_owned());
     }

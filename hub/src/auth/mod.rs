@@ -268,11 +268,13 @@ pub(crate) fn roles_of(configured: &[crate::config::RoleConfig], user: &UserRow)
     roles
 }
 
-/// A user's current scopes (the owner side of every token check).
+/// A user's current scopes (the owner side of every token check): their roles' scopes and
+/// what shares grant them (loaded with the user, each limited to one server).
 pub(crate) fn user_scopes(config: &Config, user: &UserRow) -> ScopeSet {
     let scopes: Vec<String> = user_roles(config, user)
         .iter()
         .flat_map(|r| role_scopes(config, r))
+        .chain(user.shared_scopes.iter().cloned())
         .collect();
     ScopeSet::expand(&scopes, Owner::User(&user.name))
 }

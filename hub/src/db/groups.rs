@@ -140,6 +140,7 @@ pub(crate) async fn ensure(conn: &mut AnyConnection, name: &str) -> Result<i64, 
 /// Delete a group.
 pub(crate) async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), sqlx::Error> {
     for sql in [
+        super::shares::DELETE_FOR_GROUP,
         "DELETE FROM user_groups WHERE group_id = $1",
         "DELETE FROM group_roles WHERE group_id = $1",
         "DELETE FROM groups WHERE id = $1",

@@ -36,6 +36,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0004_server_launch.sql"),
         include_str!("../../migrations/postgres/0004_server_launch.sql"),
     ),
+    (
+        5,
+        "shares",
+        include_str!("../../migrations/sqlite/0005_shares.sql"),
+        include_str!("../../migrations/postgres/0005_shares.sql"),
+    ),
 ];
 
 #[derive(Debug)]

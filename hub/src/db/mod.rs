@@ -6,13 +6,15 @@
 //!
 //! # Layout
 //! - `migrate`: the embedded migrations, one directory per database (only id columns differ).
-//! - `users`, `groups`, `servers`, `tokens`, `oauth`, `sessions`: queries per table family.
+//! - `users`, `groups`, `servers`, `tokens`, `oauth`, `sessions`, `shares`: queries per table
+//!   family.
 
 pub(crate) mod groups;
 mod migrate;
 pub(crate) mod oauth;
 pub(crate) mod servers;
 pub(crate) mod sessions;
+pub(crate) mod shares;
 pub(crate) mod tokens;
 pub(crate) mod users;
 

@@ -176,6 +176,9 @@ pub(crate) async fn save(conn: &mut AnyConnection, s: &ServerRow) -> Result<(), 
 
 /// Delete a server row.
 pub(crate) async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), sqlx::Error> {
+    for sql in super::shares::DELETE_FOR_SERVER {
+        sqlx::query(sql).bind(id).execute(&mut *conn).await?;
+    }
     sqlx::query("DELETE FROM servers WHERE id = $1")
         .bind(id)
         .execute(conn)

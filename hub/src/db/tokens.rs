@@ -162,6 +162,7 @@ pub(crate) async fn by_hash_with_user(
         groups: Vec::new(),
         roles: Vec::new(),
         group_roles: Vec::new(),
+        shared_scopes: Vec::new(),
     }];
     super::users::load_details(conn, &mut users).await?;
     let [user] = users;

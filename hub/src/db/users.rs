@@ -28,6 +28,9 @@ pub struct UserRow {
     pub roles: Vec<String>,
     /// Roles held through the user's groups.
     pub group_roles: Vec<String>,
+    /// Scopes granted to the user by shares, directly or through their groups (each limited
+    /// to one server, `!server=OWNER/NAME`).
+    pub shared_scopes: Vec<String>,
 }
 
 const COLUMNS: &str = "id, name, admin, created, last_activity, auth_state";
@@ -43,6 +46,7 @@ fn from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
         groups: Vec::new(),
         roles: Vec::new(),
         group_roles: Vec::new(),
+        shared_scopes: Vec::new(),
     })
 }
 
@@ -173,6 +177,9 @@ pub(crate) async fn load_details(
          UNION ALL SELECT user_id, 'r', role FROM user_roles WHERE user_id IN ({ids}) \
          UNION ALL SELECT ug.user_id, 'x', gr.role FROM user_groups ug \
          JOIN group_roles gr ON gr.group_id = ug.group_id WHERE ug.user_id IN ({ids}) \
+         UNION ALL SELECT user_id, 's', scopes FROM shares WHERE user_id IN ({ids}) \
+         UNION ALL SELECT ug.user_id, 's', sh.scopes FROM user_groups ug \
+         JOIN shares sh ON sh.group_id = ug.group_id WHERE ug.user_id IN ({ids}) \
          ORDER BY 3"
     );
     let mut q = sqlx::query(&sql);
@@ -187,6 +194,10 @@ pub(crate) async fn load_details(
         let kind: String = row.try_get("kind")?;
         let value: String = row.try_get("value")?;
         let user = &mut users[i];
+        if kind == "s" {
+            user.shared_scopes.extend(super::json_strings(&value));
+            continue;
+        }
         let list = match kind.as_str() {
             "g" => &mut user.groups,
             "r" => &mut user.roles,
@@ -195,6 +206,10 @@ pub(crate) async fn load_details(
         if list.last() != Some(&value) {
             list.push(value);
         }
+    }
+    for user in users.iter_mut() {
+        user.shared_scopes.sort();
+        user.shared_scopes.dedup();
     }
     Ok(())
 }
@@ -367,7 +382,9 @@ pub(crate) async fn delete(
     // Explicit deletes as well as ON DELETE CASCADE, so a database without foreign-key
     // enforcement ends up in the same state; each counted where the answer reports it.
     type Count = Option<fn(&mut Removed) -> &mut u64>;
-    let steps: [(&str, Count); 9] = [
+    let steps: [(&str, Count); 11] = [
+        (super::shares::DELETE_FOR_USER[0], None),
+        (super::shares::DELETE_FOR_USER[1], None),
         (
             "DELETE FROM api_tokens WHERE user_id = $1",
             Some(|r| &mut r.tokens),

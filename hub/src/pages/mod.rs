@@ -17,7 +17,9 @@
 //! - `admin`: `/hub/admin`, users and servers for admins.
 //! - `user_redirect`: `/hub/user-redirect/PATH`, deep links into the visitor's own server.
 //! - `token`: `/hub/token`, the user's API tokens and authorized applications.
+//! - `accept_share`: `/hub/accept-share?code=…`, exchanging a share code for a share.
 
+mod accept_share;
 mod admin;
 pub(crate) mod oidc;
 pub use self::admin::shared_account_warning;
@@ -70,6 +72,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(admin::router())
         .merge(user_redirect::router())
         .merge(token::router())
+        .merge(accept_share::router())
 }
 
 fn env() -> &'static Environment<'static> {
@@ -97,6 +100,10 @@ fn env() -> &'static Environment<'static> {
             ("picker.html", include_str!("../../templates/picker.html")),
             ("admin.html", include_str!("../../templates/admin.html")),
             ("token.html", include_str!("../../templates/token.html")),
+            (
+                "accept_share.html",
+                include_str!("../../templates/accept_share.html"),
+            ),
         ] {
             if let Err(e) = env.add_template(name, src) {
                 tracing::error!(template = name, error = %e, "bad template");

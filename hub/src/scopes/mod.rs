@@ -80,7 +80,15 @@ const HIERARCHY: &[(&str, &[&str])] = &[
     ("shutdown", &[]),
     ("read:metrics", &[]),
     ("admin-ui", &[]),
-    ("shares", &["read:shares", "users:shares", "groups:shares"]),
+    (
+        "shares",
+        &[
+            "access:servers",
+            "read:shares",
+            "users:shares",
+            "groups:shares",
+        ],
+    ),
     ("read:shares", &[]),
     ("users:shares", &["read:users:shares"]),
     ("read:users:shares", &[]),

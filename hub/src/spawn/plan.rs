@@ -295,15 +295,21 @@ impl Planner {
         let mut tx = self.inner.db.begin().await?;
         let quota = crate::quota::of_user(&mut tx, owner.id).await?;
         let limit = quota.as_ref().and_then(|q| q.max_servers);
-        let display_name = display_name.map(str::trim).filter(|d| !d.is_empty());
-        if display_name.is_some_and(|d| d.chars().count() > 255) {
-            return Err(ApiError::BadRequest(
-                "display_name is longer than 255 characters".to_owned(),
-            ));
-        }
-        let created =
-            db::servers::create_limited(&mut tx, owner.id, server, display_name, options, limit)
-                .await?;
+        // JupyterHub 6.0: an empty display name means the server's name; any other must be a
+        // valid display name (parsed once here, for the REST API and the picker alike).
+        let display_name = display_name
+            .filter(|d| !d.is_empty())
+            .map(str::parse::<crate::names::DisplayName>)
+            .transpose()?;
+        let created = db::servers::create_limited(
+            &mut tx,
+            owner.id,
+            server,
+            display_name.as_ref().map(crate::names::DisplayName::as_str),
+            options,
+            limit,
+        )
+        .await?;
         match created {
             Ok(row) => {
                 tx.commit().await?;

@@ -24,6 +24,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 pub mod fake;
+pub mod shares;
 
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 pub const PASSWORD: &str = "dev-password";
