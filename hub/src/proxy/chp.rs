@@ -258,7 +258,26 @@ impl Proxy for ChpProxy {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Whatever arrives in a PATCH body: no panic, and an accepted URL is a plain
+        /// `http(s)://host…` without credentials, query or trailing `/`.
+        #[test]
+        fn any_api_url_is_refused_or_plain(raw in "\\PC{0,60}", host in "[a-z0-9.-]{1,20}", tail in "[ -~]{0,20}") {
+            for candidate in [raw.clone(), format!("http://{host}{tail}"), format!("https://{host}:8001/{tail}")] {
+                if let Ok(url) = parse_api_url(&candidate) {
+                    prop_assert!(url.starts_with("http://") || url.starts_with("https://"), "{}", url);
+                    let parsed = url::Url::parse(&url).unwrap();
+                    prop_assert!(parsed.username().is_empty() && parsed.password().is_none());
+                    prop_assert!(parsed.query().is_none() && parsed.fragment().is_none());
+                    prop_assert!(!url.ends_with('/'));
+                }
+            }
+        }
+    }
 
     #[test]
     fn api_urls_are_checked_and_never_carry_credentials() {
