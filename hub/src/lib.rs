@@ -61,8 +61,8 @@ pub use self::bootstrap::{BootstrapError, bootstrap_admin_token};
 pub use self::builder::{BuiltHub, HubBuilder};
 pub use self::config::services::{CustomScope, IDLE_CULLER, IdleCullerConfig, ServiceConfig};
 pub use self::config::{
-    AuthConfig, Config, ConfigError, ENV_ADMIN_TOKEN, Lookup, ProcessEnv, RoleConfig, Secret,
-    SpawnerConfig, SpawnerKind,
+    AuthConfig, Config, ConfigError, ENV_ADMIN_TOKEN, Lookup, ProcessEnv, ProxyConfig, RoleConfig,
+    Secret, SpawnerConfig, SpawnerKind,
 };
 pub use self::db::{ClientRow, Db, DbError, ServerRow, Tx, hash_secret, new_secret};
 pub use self::error::ApiError;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use hub::SpawnerKind;
-use hub::proxy::{EmbeddedProxy, InProcessHub};
+use hub::proxy::{ChpProxy, EmbeddedProxy, InProcessHub, Proxy};
 use hub::{BuiltHub, Config, Db, HubBuilder, OidcAuth, ProcessEnv};
 use spawner::k8s::KubeSpawner;
 use spawner::{LocalProcessConfig, LocalProcessSpawner, Spawner};
@@ -109,11 +109,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {hub_addr} (hub_ip/hub_port)"))?;
     let hub_addr = hub_listener.local_addr()?;
-    let addr = SocketAddr::new(config.ip, config.port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let addr = listener.local_addr()?;
+    // With `[proxy] api_url` an external proxy serves the public port.
+    let listener = match &config.proxy.api_url {
+        Some(_) => None,
+        None => {
+            let addr = SocketAddr::new(config.ip, config.port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            Some(listener)
+        }
+    };
 
     // The embedded proxy: the hub is the default route, servers get `/user/NAME[/SERVER]`.
     let routes = Arc::new(proxy::RouteTable::new());
@@ -123,12 +129,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         hub_addr.ip()
     };
     let hub_url = format!("http://{}", SocketAddr::new(connect_ip, hub_addr.port()));
-    let mut data = serde_json::Map::new();
-    data.insert("hub".to_owned(), serde_json::Value::Bool(true));
-    data.insert(
-        "target".to_owned(),
-        serde_json::Value::String(hub_url.clone()),
-    );
     // With per-user origins the proxy routes by host and the hub's route is the catch-all `/`
     // (JupyterHub's `hub_routespec`): requests for servers that are not running reach it.
     let hub_route = if config.subdomain_host.is_some() {
@@ -136,9 +136,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         config.base_url.as_str()
     };
-    routes
-        .add(hub_route, data)
-        .context("cannot add the hub's default route")?;
+    let route_proxy: Arc<dyn Proxy> = match &config.proxy.api_url {
+        Some(api_url) => {
+            let external = ChpProxy::new(
+                api_url,
+                config.proxy.auth_token.clone(),
+                Some((hub_route.to_owned(), hub_url.clone())),
+            )
+            .context("cannot use the proxy API ([proxy] api_url)")?;
+            external
+                .ensure_hub_route()
+                .await
+                .context("cannot add the hub's route on the external proxy")?;
+            tracing::info!(api_url = %api_url, "routing through an external proxy");
+            Arc::new(external)
+        }
+        None => {
+            let mut data = serde_json::Map::new();
+            data.insert("hub".to_owned(), serde_json::Value::Bool(true));
+            data.insert(
+                "target".to_owned(),
+                serde_json::Value::String(hub_url.clone()),
+            );
+            routes
+                .add(hub_route, data)
+                .context("cannot add the hub's default route")?;
+            Arc::new(EmbeddedProxy::new(Arc::clone(&routes)))
+        }
+    };
 
     let spawner = build_spawner(&config).await?;
     if let Some(warning) = hub::shared_account_warning(&config) {
@@ -160,7 +185,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let remote_config_dir = remote_server_config_dir(&config)?;
     let mut builder = HubBuilder::new(config, db)
         .hub_api_url(hub_api_url)
-        .spawner(spawner, Arc::new(EmbeddedProxy::new(Arc::clone(&routes))))
+        .spawner(spawner, Arc::clone(&route_proxy))
         .sites(Arc::clone(&sites), remote_config_dir);
     if let Some(oidc) = oidc {
         builder = builder.oidc(oidc);
@@ -177,47 +202,57 @@ async fn run(config: Config) -> anyhow::Result<()> {
     services
         .register(state.db(), &state.config().admin_service_name)
         .await?;
-    services
-        .add_routes(&EmbeddedProxy::new(Arc::clone(&routes)))
-        .await?;
+    services.add_routes(route_proxy.as_ref()).await?;
     // Managed services run beside the hub (same host, same pod): they call its API over
     // loopback, not through `hub_connect_url` (a Service name single-user pods resolve).
     let local_api_url = format!("{hub_url}{}hub/api", state.config().base_url);
     let supervisor = hub::Supervisor::start(&services, state.config(), &local_api_url);
-
-    // Requests for the hub's own route never leave the process (see `InProcessHub`).
-    let options = proxy::ProxyOptions {
-        local: Some(proxy::LocalTarget {
-            authority: SocketAddr::new(connect_ip, hub_addr.port()).to_string(),
-            upstream: Arc::new(InProcessHub::new(app)),
-        }),
-        kernel_auth: Some(Arc::new(hub::HubKernelAuth::new(state.clone()))),
-        upstream_tls: upstream_tls(&sites).context("cannot set up TLS toward site gateways")?,
-        host_routing: state.config().subdomain_host.is_some(),
-        ..proxy::ProxyOptions::default()
-    };
-    let public = Arc::new(
-        proxy::Proxy::new(Arc::clone(&routes), options).context("cannot set up the proxy")?,
-    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
     let health_task = sites.spawn_health_checks(stopped(stop_rx.clone()));
-    let proxy_task = tokio::spawn(
-        proxy::serve(listener, public, None, stopped(stop_rx.clone()))
-            .instrument(tracing::info_span!("proxy")),
-    );
+    let proxy_task = match listener {
+        Some(listener) => {
+            // Requests for the hub's own route never leave the process (see `InProcessHub`).
+            let addr = listener.local_addr()?;
+            let options = proxy::ProxyOptions {
+                local: Some(proxy::LocalTarget {
+                    authority: SocketAddr::new(connect_ip, hub_addr.port()).to_string(),
+                    upstream: Arc::new(InProcessHub::new(app)),
+                }),
+                kernel_auth: Some(Arc::new(hub::HubKernelAuth::new(state.clone()))),
+                upstream_tls: upstream_tls(&sites)
+                    .context("cannot set up TLS toward site gateways")?,
+                host_routing: state.config().subdomain_host.is_some(),
+                ..proxy::ProxyOptions::default()
+            };
+            let public = Arc::new(
+                proxy::Proxy::new(Arc::clone(&routes), options)
+                    .context("cannot set up the proxy")?,
+            );
+            tracing::info!(%addr, hub = %hub_addr, "stackhub listening");
+            Some(tokio::spawn(
+                proxy::serve(listener, public, None, stopped(stop_rx.clone()))
+                    .instrument(tracing::info_span!("proxy")),
+            ))
+        }
+        None => {
+            tracing::info!(hub = %hub_addr, "stackhub listening behind the external proxy");
+            None
+        }
+    };
     tokio::spawn(async move {
         stackhub_common::shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    tracing::info!(%addr, hub = %hub_addr, "stackhub listening");
     hub::serve(hub_listener, state, stopped(stop_rx)).await?;
     supervisor.shutdown().await;
     orchestrator.shutdown().await;
-    let _ = proxy_task.await;
+    if let Some(task) = proxy_task {
+        let _ = task.await;
+    }
     let _ = health_task.await;
     sites.shutdown().await;
     tracing::info!("stackhub stopped");

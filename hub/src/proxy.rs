@@ -2,8 +2,12 @@
 //!
 //! [`EmbeddedProxy`] edits the in-process [`::proxy::RouteTable`] that the public listener serves
 //! (the embedded default), and [`InProcessHub`] lets that listener hand the hub's own requests
-//! to the hub's router directly. An implementation over configurable-http-proxy's REST API (external
-//! `stackhub-proxy` or CHP) can come later behind the same trait.
+//! to the hub's router directly. [`ChpProxy`] is the same seam over configurable-http-proxy's
+//! REST API (CHP or an external `stackhub-proxy`), which can be moved at run time.
+
+mod chp;
+
+pub use self::chp::ChpProxy;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -25,6 +29,35 @@ pub struct ProxyError {
     pub reason: String,
 }
 
+/// The proxy could not be moved (`PATCH /hub/api/proxy`). Never holds the proxy's token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelocateError {
+    /// The proxy runs inside the hub process.
+    #[error(
+        "The embedded proxy cannot be moved: stackhub's proxy runs inside the hub process, so \
+         there is no proxy API to point at another place; the routes were left as they are \
+         (configure [proxy] api_url to run with an external proxy)"
+    )]
+    Embedded,
+    /// The new API URL is not usable.
+    #[error("Invalid proxy api_url {url:?}: {why}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// Why it was refused.
+        why: String,
+    },
+    /// The new place did not answer a route listing (with the token given); nothing changed.
+    #[error("Cannot use the proxy API at {url}: {why}; the hub keeps its current proxy")]
+    Unreachable {
+        /// The API URL.
+        url: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
 /// Adds, deletes and lists proxy routes.
 #[async_trait::async_trait]
 pub trait Proxy: Send + Sync + Debug + 'static {
@@ -41,6 +74,28 @@ pub trait Proxy: Send + Sync + Debug + 'static {
 
     /// Every route: path and its data (including `target`).
     async fn routes(&self) -> Result<Vec<(String, Map<String, Value>)>, ProxyError>;
+
+    /// Point at another proxy API (`api_url`, `token`: the ones given change); JupyterHub's
+    /// `PATCH /hub/api/proxy`. The embedded proxy cannot move.
+    ///
+    /// # Errors
+    /// [`RelocateError`]; the proxy in use stays as it was.
+    async fn relocate(
+        &self,
+        _api_url: Option<&str>,
+        _token: Option<crate::config::Secret>,
+    ) -> Result<(), RelocateError> {
+        Err(RelocateError::Embedded)
+    }
+
+    /// Make sure the hub's own route is in the table (a route check, a move). The embedded
+    /// table gets it at start-up and keeps it.
+    ///
+    /// # Errors
+    /// [`ProxyError`] when the route cannot be read or added.
+    async fn ensure_hub_route(&self) -> Result<(), ProxyError> {
+        Ok(())
+    }
 }
 
 /// The proxy embedded in the hub process: edits the shared route table directly.

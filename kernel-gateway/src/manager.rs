@@ -583,3 +583,23 @@ fn valid_user_name(name: &str) -> bool {
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '\\')
 }
+
+#[cfg(test)]
+mod user_name_tests {
+    use proptest::prelude::*;
+
+    use super::{MAX_USER_NAME, valid_user_name};
+
+    proptest! {
+        /// An open gateway's `KERNEL_USERNAME`: any string is judged without panic, and an
+        /// accepted one fits in labels, paths and job names.
+        #[test]
+        fn accepted_kernel_usernames_are_plain(name in "\\PC{0,300}", plain in "[a-z0-9._@-]{1,64}") {
+            if valid_user_name(&name) {
+                prop_assert!(!name.is_empty() && name.chars().count() <= MAX_USER_NAME);
+                prop_assert!(!name.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '\\'));
+            }
+            prop_assert!(valid_user_name(&plain));
+        }
+    }
+}

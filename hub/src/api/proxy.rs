@@ -5,10 +5,11 @@
 //!   application/jupyterhub-pagination+json`, its `items` being the same object).
 //! - `POST`: resync the proxy with the database and the services (JupyterHub's
 //!   `check_routes`; see [`crate::spawn::RouteCheck`]) → 200, empty.
-//! - `PATCH`: JupyterHub points its proxy client at a new `api_url`/`auth_token` and resyncs.
-//!   The proxy embedded in the hub process has no API URL to move, so after the body is checked
-//!   (a JSON object, as JupyterHub requires) the answer is a 400 saying so; the body's
-//!   `auth_token` is never echoed or logged.
+//! - `PATCH` `{api_url?, auth_token?}`: as JupyterHub, point the proxy client at a new proxy
+//!   and resync (the hub's route, servers and services are added there) → 200, empty. With
+//!   [`crate::proxy::ChpProxy`] the new place must answer a route listing with the new token
+//!   first (else 400, and the old proxy stays); the proxy embedded in the hub process cannot
+//!   move (400 saying so). The `auth_token` is never echoed or logged.
 
 use std::collections::HashMap;
 
@@ -19,6 +20,7 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
 use super::Paging;
+use crate::config::Secret;
 use crate::error::{ApiError, ApiJson};
 use crate::extract::ApiCaller;
 use crate::proxy::Proxy;
@@ -96,25 +98,36 @@ async fn move_proxy(
     let Some(body) = body else {
         return Err(ApiError::BadRequest("need JSON body".to_owned()));
     };
-    let Value::Object(model) = body else {
+    let Value::Object(mut model) = body else {
         return Err(ApiError::BadRequest(
             "Request body must be JSON dict".to_owned(),
         ));
     };
-    the_proxy(&state)?;
-    let keys: Vec<&str> = model
-        .keys()
-        .map(String::as_str)
-        .filter(|k| matches!(*k, "api_url" | "auth_token"))
-        .collect();
-    Err(ApiError::BadRequest(format!(
-        "The embedded proxy cannot be moved: stackhub's proxy runs inside the hub process, so \
-         there is no proxy API to point at another place (got {}); the routes were left as they \
-         are",
-        if keys.is_empty() {
-            "no api_url or auth_token".to_owned()
-        } else {
-            keys.join(" and ")
+    let api_url = match model.remove("api_url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) => Some(u),
+        Some(_) => return Err(ApiError::BadRequest("api_url must be a string".to_owned())),
+    };
+    let token = match model.remove("auth_token") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(Secret::new(t)),
+        // Never echo what was sent in place of a token.
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "auth_token must be a string".to_owned(),
+            ));
         }
-    )))
+    };
+    let proxy = the_proxy(&state)?;
+    proxy
+        .relocate(api_url.as_deref(), token)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let check = state.orchestrator().check_routes(state.services()).await?;
+    tracing::info!(
+        added = check.added.len(),
+        deleted = check.deleted.len(),
+        "proxy moved and routes restored"
+    );
+    Ok(())
 }

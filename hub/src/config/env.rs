@@ -34,6 +34,10 @@ pub(crate) const ENV_OIDC_CLIENT_SECRET: &str = "STACKHUB_OIDC_CLIENT_SECRET";
 pub(crate) const ENV_OIDC_TOKEN_KEY: &str = "STACKHUB_OIDC_TOKEN_KEY";
 /// Environment variable: the largest request body the hub reads, in bytes.
 pub(crate) const ENV_MAX_BODY_BYTES: &str = "STACKHUB_MAX_BODY_BYTES";
+/// Environment variable: an external proxy's REST API URL (`[proxy] api_url`).
+pub(crate) const ENV_PROXY_API_URL: &str = "STACKHUB_PROXY_API_URL";
+/// Environment variable: the external proxy's API token (configurable-http-proxy's name).
+pub(crate) const ENV_PROXY_AUTH_TOKEN: &str = "CONFIGPROXY_AUTH_TOKEN";
 /// Environment variable: the bootstrap admin API token (a service token with admin scopes).
 pub const ENV_ADMIN_TOKEN: &str = "STACKHUB_ADMIN_TOKEN";
 
@@ -95,6 +99,12 @@ impl Config {
         }
         if let Some(v) = env.get(ENV_DB_URL) {
             self.db_url = Some(Secret::new(v));
+        }
+        if let Some(v) = env.get(ENV_PROXY_API_URL) {
+            self.proxy.api_url = Some(v);
+        }
+        if let Some(v) = env.get(ENV_PROXY_AUTH_TOKEN).filter(|v| !v.is_empty()) {
+            self.proxy.auth_token = Some(Secret::new(v));
         }
         if let Some(v) = env.get(ENV_PUBLIC_URL) {
             self.public_url = Some(v);

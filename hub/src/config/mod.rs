@@ -230,6 +230,23 @@ pub struct Config {
     /// The largest request body any hub route reads, in bytes (API JSON, login and picker
     /// forms, OAuth); a larger one is refused with 413. Default 1 MiB.
     pub max_body_bytes: usize,
+    /// An external proxy (`[proxy]`); default: the proxy embedded in the hub process.
+    pub proxy: ProxyConfig,
+}
+
+/// `[proxy]`: route through an external configurable-http-proxy (or `stackhub-proxy`) instead
+/// of the embedded one. The hub then serves only its own listener (`hub_ip`/`hub_port`) and
+/// edits the external proxy's routes through its REST API; `PATCH /hub/api/proxy` can move it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// The proxy's REST API (`http://127.0.0.1:8001`; env `STACKHUB_PROXY_API_URL`); unset =
+    /// the embedded proxy.
+    pub api_url: Option<String>,
+    /// The API's token: only from the environment, `CONFIGPROXY_AUTH_TOKEN` (as
+    /// configurable-http-proxy reads it), never from the file.
+    #[serde(skip)]
+    pub auth_token: Option<Secret>,
 }
 
 /// The default of [`Config::max_body_bytes`]: 1 MiB.
@@ -264,6 +281,7 @@ impl Default for Config {
             profile_list: spawner::profile::default_profiles(),
             gateway_token_issuer: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            proxy: ProxyConfig::default(),
         }
     }
 }

@@ -306,3 +306,29 @@ fn the_idle_culler_becomes_a_managed_service_with_a_narrow_role() {
         .to_string();
     assert!(err.contains("STACKHUB_IDLE_CULLER"), "{err}");
 }
+
+#[test]
+fn an_external_proxy_is_configured_by_url_and_its_token_comes_from_the_environment() {
+    let env = HashMap::<&str, &str>::new();
+    assert!(Config::load(None, &env).unwrap().proxy.api_url.is_none());
+    let c = Config::from_toml("[proxy]\napi_url = \"http://127.0.0.1:8001\"\n").unwrap();
+    assert_eq!(c.proxy.api_url.as_deref(), Some("http://127.0.0.1:8001"));
+    // The token is never read from the file.
+    assert!(Config::from_toml("[proxy]\nauth_token = \"in-the-file-0123456789\"\n").is_err());
+    let env = HashMap::from([
+        (ENV_PROXY_API_URL, "http://chp:8001"),
+        (ENV_PROXY_AUTH_TOKEN, "proxy-token-0123456789abcdef"),
+    ]);
+    let c = Config::load(None, &env).unwrap();
+    assert_eq!(c.proxy.api_url.as_deref(), Some("http://chp:8001"));
+    assert_eq!(
+        format!("{:?}", c.proxy),
+        "ProxyConfig { api_url: Some(\"http://chp:8001\"), auth_token: Some(Secret(***)) }"
+    );
+    for bad in ["chp:8001", "ftp://chp", "http://user:pw@chp:8001"] {
+        let env = HashMap::from([(ENV_PROXY_API_URL, bad)]);
+        let err = Config::load(None, &env).unwrap_err().to_string();
+        assert!(err.contains("proxy.api_url"), "{bad}: {err}");
+        assert!(!err.contains("pw@"), "{err}");
+    }
+}

@@ -27,6 +27,18 @@ impl Config {
                 ));
             }
         }
+        if let Some(url) = &self.proxy.api_url {
+            let parsed = url::Url::parse(url).map_err(|_| invalid("proxy.api_url", "not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                return Err(invalid("proxy.api_url", "must be http(s)://host[:port]"));
+            }
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                return Err(invalid(
+                    "proxy.api_url",
+                    "must not hold credentials (the token comes from CONFIGPROXY_AUTH_TOKEN)",
+                ));
+            }
+        }
         if let Some(db) = &self.db_url {
             let db = db.expose();
             if !(db.starts_with("sqlite:")

@@ -260,3 +260,29 @@ async fn revoke_one(
         Err(e) => render_page(&state, &me, e.status(), None, Some(e.to_string())).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Form fields as a browser (or a forger) sends them: no panic, scopes come out as
+        /// non-empty words, an accepted lifetime is exactly the number given.
+        #[test]
+        fn form_fields_parse_or_are_refused(scopes in "\\PC{0,80}", expiry in "\\PC{0,20}", n in any::<i64>()) {
+            if let Some(list) = parse_scopes(&scopes) {
+                prop_assert!(!list.is_empty());
+                for s in &list {
+                    prop_assert!(!s.is_empty() && !s.contains(',') && !s.chars().any(char::is_whitespace));
+                }
+            } else {
+                prop_assert!(scopes.split(|c: char| c.is_whitespace() || c == ',').all(str::is_empty));
+            }
+            let _ = parse_expiry(&expiry);
+            prop_assert_eq!(parse_expiry(&n.to_string()), Ok(Some(n)));
+            prop_assert_eq!(parse_expiry("  "), Ok(None));
+        }
+    }
+}

@@ -88,11 +88,17 @@ impl SpawnOrchestrator {
     /// a `url` gets its route back when it is missing or points elsewhere (a route already
     /// right is left alone, keeping its activity); routes of servers or services the hub no
     /// longer knows are deleted. Pending servers keep whatever route they have. The hub's own
-    /// route and routes the hub did not make (no `user` or `service` data) are never touched.
+    /// route is added when missing ([`crate::proxy::Proxy::ensure_hub_route`]) and never
+    /// deleted, nor are routes the hub did not make (no `user` or `service` data).
     ///
     /// # Errors
     /// A database or proxy failure (500).
     pub async fn resync_routes(&self, services: &Services) -> Result<RouteCheck, ApiError> {
+        self.inner
+            .proxy
+            .ensure_hub_route()
+            .await
+            .map_err(ApiError::internal)?;
         let current: HashMap<String, (String, Map<String, Value>)> = self
             .inner
             .proxy
