@@ -45,6 +45,7 @@ async fn setup(recorder: Arc<FakeSpawner>) -> Hub {
             start_timeout: Duration::from_secs(10),
             slow_spawn_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(10),
+            oauth_client_allowed_scopes: Vec::new(),
         })
         .spawner(
             recorder,

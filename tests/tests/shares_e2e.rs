@@ -120,6 +120,11 @@ async fn share_with_a_user_revoke_and_share_codes() {
     std::fs::write(
         &config,
         r#"
+[spawner]
+# What the Lab's own token may do besides opening the server (JupyterHub's
+# Spawner.oauth_client_allowed_scopes), so the share dialog works with it.
+oauth_client_allowed_scopes = ["shares!user", "read:users:name", "read:groups:name", "list:users", "list:groups"]
+
 [[roles]]
 name = "user"
 scopes = ["self", "shares!user", "read:users:name", "read:groups:name", "list:users", "list:groups"]
@@ -134,7 +139,7 @@ scopes = ["self", "shares!user", "read:users:name", "read:groups:name", "list:us
     )
     .await;
     let api = reqwest::Client::new();
-    let alice = user_with_token(&api, &base, "alice", "share dialog").await;
+    let alice_api = user_with_token(&api, &base, "alice", "e2e").await;
     let bob = user_with_token(&api, &base, "bob", "e2e").await;
 
     // alice's server runs.
@@ -159,7 +164,24 @@ scopes = ["self", "shares!user", "read:users:name", "read:groups:name", "list:us
     let r = open_alices_lab(&bob_browser, &base).await;
     assert_eq!(r.status(), 403, "{}", r.url());
 
-    // The share dialog's calls, with alice's token.
+    // alice opens her Lab: the dialog calls the hub with the Lab page's token (its OAuth
+    // token), which carries the sharing scopes the spawner allows and nothing more.
+    let alice_browser = browser_for(&base, "alice").await;
+    let r = alice_browser
+        .get(format!("{base}/user/alice/lab"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.url());
+    let lab = page_config(&r.text().await.unwrap());
+    assert_eq!(lab["hubUser"], "alice");
+    let alice = lab["token"]
+        .as_str()
+        .expect("the Lab page's token")
+        .to_owned();
+    assert_ne!(alice, alice_api);
+
+    // The share dialog's calls, with the Lab's token.
     let (status, root) = get_json(&api, format!("{base}/hub/api"), &alice).await;
     assert_eq!(status, 200);
     let major: u32 = root["version"]
@@ -177,6 +199,12 @@ scopes = ["self", "shares!user", "read:users:name", "read:groups:name", "list:us
     assert!(
         scopes.contains(&"shares!user=alice".to_owned()),
         "{scopes:?}"
+    );
+    assert!(
+        !scopes
+            .iter()
+            .any(|s| s == "tokens!user=alice" || s.starts_with("servers")),
+        "the Lab's token cannot act as alice beyond sharing: {scopes:?}"
     );
     let (status, users) = get_json(
         &api,
@@ -219,6 +247,23 @@ scopes = ["self", "shares!user", "read:users:name", "read:groups:name", "list:us
             .to_string()
             .contains("access:servers!server=alice/"),
         "{whoami}"
+    );
+    // A visitor's token for alice's server gets no power over alice's shares.
+    assert!(
+        !whoami["scopes"].to_string().contains("shares!user=alice"),
+        "{whoami}"
+    );
+    let r = api
+        .post(format!("{base}/hub/api/shares/alice/"))
+        .header("Authorization", format!("token {bob_oauth}"))
+        .json(&json!({"user": "bob"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(r.status().as_u16(), 403 | 404),
+        "bob re-shares alice's server: {}",
+        r.status()
     );
 
     // alice revokes: bob's old OAuth token no longer reports access, a new login is refused.
@@ -320,7 +365,8 @@ scopes = ["self", "shares!user", "read:users:name", "read:groups:name", "list:us
     hub.terminate();
     let mut scan = SecretScan::new();
     scan.add("the admin token", ADMIN_TOKEN)
-        .add("alice's token", &alice)
+        .add("alice's Lab token", &alice)
+        .add("alice's token", &alice_api)
         .add("bob's token", &bob)
         .add("carol's token", &carol_token)
         .add("bob's OAuth token", &bob_oauth)

@@ -140,6 +140,12 @@ pub struct SpawnerConfig {
     /// singleuser image has it in `/etc/stackhub/remote-server`). Unset: the hub writes the
     /// file under its data directory (local servers).
     pub remote_config_dir: Option<String>,
+    /// Scopes users' OAuth tokens for their servers may carry besides access to the server
+    /// (JupyterHub's `Spawner.oauth_client_allowed_scopes`), e.g. `["shares!user",
+    /// "read:users:name", "read:groups:name"]` so JupyterLab's share dialog works with the
+    /// Lab's own token. `!user` means the server's owner, `!server` the server. A token gets
+    /// only what its user holds.
+    pub oauth_client_allowed_scopes: Vec<String>,
 }
 
 impl Default for SpawnerConfig {
@@ -156,6 +162,7 @@ impl Default for SpawnerConfig {
             slow_spawn_timeout_ms: 500,
             stop_grace: 5,
             remote_config_dir: None,
+            oauth_client_allowed_scopes: Vec::new(),
         }
     }
 }

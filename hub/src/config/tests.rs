@@ -332,3 +332,29 @@ fn an_external_proxy_is_configured_by_url_and_its_token_comes_from_the_environme
         assert!(!err.contains("pw@"), "{err}");
     }
 }
+
+#[test]
+fn a_servers_token_may_carry_only_real_narrow_scopes() {
+    let ok = Config::from_toml(
+        "[spawner]\noauth_client_allowed_scopes = [\"shares!user\", \"read:users:name\", \"access:servers!server\"]\n",
+    )
+    .unwrap();
+    ok.validate().unwrap();
+    for bad in [
+        "admin",
+        "inherit",
+        "shares!usr",
+        "no-such-scope",
+        "custom:undefined",
+    ] {
+        let c = Config::from_toml(&format!(
+            "[spawner]\noauth_client_allowed_scopes = [\"{bad}\"]\n"
+        ))
+        .unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("spawner.oauth_client_allowed_scopes") && err.contains(bad),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -67,6 +67,26 @@ impl Names {
         format!("{}{}oauth_callback", self.origin, self.prefix)
     }
 
+    /// What the server's OAuth client may grant: access to the server, and
+    /// `spawner.oauth_client_allowed_scopes` with `!user` as its owner and `!server` as it.
+    pub(super) fn client_allowed_scopes(&self, s: &SpawnSettings) -> Vec<String> {
+        let (user, server) = (&self.id.user, &self.id.name);
+        let mut scopes = vec![format!("access:servers!server={user}/{server}")];
+        for scope in &s.oauth_client_allowed_scopes {
+            let scope = if let Some(name) = scope.strip_suffix("!user") {
+                format!("{name}!user={user}")
+            } else if let Some(name) = scope.strip_suffix("!server") {
+                format!("{name}!server={user}/{server}")
+            } else {
+                scope.clone()
+            };
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+        scopes
+    }
+
     /// The environment of compat spec section 1 (without `JUPYTERHUB_SERVICE_URL`, which the
     /// spawner adds once it knows its port); `token` is the server's API token.
     pub(super) fn environment(&self, s: &SpawnSettings, token: &str) -> BTreeMap<String, String> {
@@ -76,7 +96,7 @@ impl Names {
             format!("access:servers!user={user}"),
         ])
         .to_string();
-        let allowed = json!([format!("access:servers!server={user}/{server}")]).to_string();
+        let allowed = json!(self.client_allowed_scopes(s)).to_string();
         let (host, public_url, public_hub) = match s.public_url.as_deref().map(url::Url::parse) {
             Some(Ok(u)) => {
                 let origin = u.origin().ascii_serialization();
@@ -120,5 +140,45 @@ impl Names {
             env.insert(k.to_owned(), v);
         }
         env
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_servers_client_may_grant_the_allowed_scopes_for_its_owner_only() {
+        let s = SpawnSettings {
+            hub_api_url: "http://127.0.0.1:8081/hub/api".to_owned(),
+            base_url: "/".to_owned(),
+            public_url: None,
+            subdomain_host: None,
+            start_timeout: Duration::from_secs(5),
+            slow_spawn_timeout: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(10),
+            oauth_client_allowed_scopes: vec![
+                "shares!user".to_owned(),
+                "read:servers!server".to_owned(),
+                "read:users:name".to_owned(),
+                "access:servers!server".to_owned(),
+            ],
+        };
+        let n = Names::new(&s, "alice", "lab");
+        assert_eq!(
+            n.client_allowed_scopes(&s),
+            [
+                "access:servers!server=alice/lab",
+                "shares!user=alice",
+                "read:servers!server=alice/lab",
+                "read:users:name",
+            ]
+        );
+        let env = n.environment(&s, "t");
+        let allowed: Vec<String> =
+            serde_json::from_str(&env["JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES"]).unwrap();
+        assert_eq!(allowed, n.client_allowed_scopes(&s));
     }
 }

@@ -55,6 +55,8 @@ pub struct SpawnSettings {
     pub slow_spawn_timeout: Duration,
     /// Readiness poll interval.
     pub poll_interval: Duration,
+    /// `spawner.oauth_client_allowed_scopes`, unexpanded (`!user`, `!server`).
+    pub oauth_client_allowed_scopes: Vec<String>,
 }
 
 impl SpawnSettings {
@@ -68,6 +70,7 @@ impl SpawnSettings {
             start_timeout: Duration::from_secs(config.spawner.start_timeout),
             slow_spawn_timeout: Duration::from_millis(config.spawner.slow_spawn_timeout_ms),
             poll_interval: Duration::from_millis(10),
+            oauth_client_allowed_scopes: config.spawner.oauth_client_allowed_scopes.clone(),
         }
     }
 
@@ -429,7 +432,8 @@ impl Orchestrator for SpawnOrchestrator {
             .quota
             .as_ref()
             .and_then(|q| q.max_servers.map(|m| (m, q.role.as_str())));
-        match txn::begin_start(&self.inner.db, &n, &row, &token, max_servers).await {
+        let allowed = n.client_allowed_scopes(&self.inner.settings);
+        match txn::begin_start(&self.inner.db, &n, &row, &token, &allowed, max_servers).await {
             Ok(()) => {}
             Err(e @ StartTxError::MaxServers { .. }) => {
                 return Err(ApiError::BadRequest(e.to_string()));

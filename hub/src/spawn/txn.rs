@@ -32,6 +32,7 @@ pub(super) async fn begin_start(
     n: &Names,
     row: &ServerRow,
     token: &str,
+    allowed_scopes: &[String],
     max_servers: Option<(u32, &str)>,
 ) -> Result<(), StartTxError> {
     let (user, server) = (&n.id.user, &n.id.name);
@@ -45,7 +46,7 @@ pub(super) async fn begin_start(
         secret_hash: Some(db::hash_secret(token)),
         redirect_uri: n.redirect_uri(),
         description: n.note.clone(),
-        allowed_scopes: vec![format!("access:servers!server={user}/{server}")],
+        allowed_scopes: allowed_scopes.to_vec(),
     };
     let hash = db::hash_secret(token);
     let mut tx = db.begin().await?;

@@ -29,6 +29,7 @@ pub fn settings(start_timeout: Duration) -> SpawnSettings {
         start_timeout,
         slow_spawn_timeout: Duration::from_secs(2),
         poll_interval: Duration::from_millis(10),
+        oauth_client_allowed_scopes: Vec::new(),
     }
 }
 
