@@ -26,20 +26,20 @@ pub(super) fn router() -> Router<AppState> {
         .route("/hub/api/users/{name}/shared", get(user_list))
         .route(
             "/hub/api/users/{name}/shared/{owner}/",
-            get(user_get_default).delete(user_leave_default),
+            get(user_get).delete(user_leave),
         )
         .route(
             "/hub/api/users/{name}/shared/{owner}/{server}",
-            get(user_get_named).delete(user_leave_named),
+            get(user_get).delete(user_leave),
         )
         .route("/hub/api/groups/{name}/shared", get(group_list))
         .route(
             "/hub/api/groups/{name}/shared/{owner}/",
-            get(group_get_default).delete(group_leave_default),
+            get(group_get).delete(group_leave),
         )
         .route(
             "/hub/api/groups/{name}/shared/{owner}/{server}",
-            get(group_get_named).delete(group_leave_named),
+            get(group_get).delete(group_leave),
         )
 }
 
@@ -140,27 +140,23 @@ async fn find_share(
 async fn user_share(
     state: &AppState,
     caller: &ApiCaller,
-    name: &str,
-    owner: &str,
-    server: &str,
+    p: &SharedPath,
     scopes: &[&str],
 ) -> Result<ShareRow, ApiError> {
-    let user = load_user(state, caller, name, scopes).await?;
+    let user = load_user(state, caller, &p.name, scopes).await?;
     let who = format!("user {}", user.name);
-    find_share(state, Recipient::User(user.id), &who, owner, server).await
+    find_share(state, Recipient::User(user.id), &who, &p.owner, &p.server).await
 }
 
 async fn group_share(
     state: &AppState,
     caller: &ApiCaller,
-    name: &str,
-    owner: &str,
-    server: &str,
+    p: &SharedPath,
     scopes: &[&str],
 ) -> Result<ShareRow, ApiError> {
-    let group = load_group(state, caller, name, scopes).await?;
+    let group = load_group(state, caller, &p.name, scopes).await?;
     let who = format!("group {}", group.name);
-    find_share(state, Recipient::Group(group.id), &who, owner, server).await
+    find_share(state, Recipient::Group(group.id), &who, &p.owner, &p.server).await
 }
 
 async fn leave(state: &AppState, share: &ShareRow) -> Result<Response, ApiError> {
@@ -174,90 +170,47 @@ async fn leave(state: &AppState, share: &ShareRow) -> Result<Response, ApiError>
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn user_get_default(
+/// `{name}/shared/{owner}/` (the default server) or `{name}/shared/{owner}/{server}`.
+#[derive(Debug, serde::Deserialize)]
+struct SharedPath {
+    name: String,
+    owner: String,
+    #[serde(default)]
+    server: String,
+}
+
+async fn user_get(
     State(state): State<AppState>,
     caller: ApiCaller,
-    Path((name, owner)): Path<(String, String)>,
+    Path(p): Path<SharedPath>,
 ) -> Result<Json<Value>, ApiError> {
-    let s = user_share(&state, &caller, &name, &owner, "", &["read:users:shares"]).await?;
+    let s = user_share(&state, &caller, &p, &["read:users:shares"]).await?;
     Ok(Json(share_json(&state, &s)))
 }
 
-async fn user_get_named(
+async fn user_leave(
     State(state): State<AppState>,
     caller: ApiCaller,
-    Path((name, owner, server)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let s = user_share(
-        &state,
-        &caller,
-        &name,
-        &owner,
-        &server,
-        &["read:users:shares"],
-    )
-    .await?;
-    Ok(Json(share_json(&state, &s)))
-}
-
-async fn user_leave_default(
-    State(state): State<AppState>,
-    caller: ApiCaller,
-    Path((name, owner)): Path<(String, String)>,
+    Path(p): Path<SharedPath>,
 ) -> Result<Response, ApiError> {
-    let s = user_share(&state, &caller, &name, &owner, "", &["users:shares"]).await?;
+    let s = user_share(&state, &caller, &p, &["users:shares"]).await?;
     leave(&state, &s).await
 }
 
-async fn user_leave_named(
+async fn group_get(
     State(state): State<AppState>,
     caller: ApiCaller,
-    Path((name, owner, server)): Path<(String, String, String)>,
-) -> Result<Response, ApiError> {
-    let s = user_share(&state, &caller, &name, &owner, &server, &["users:shares"]).await?;
-    leave(&state, &s).await
-}
-
-async fn group_get_default(
-    State(state): State<AppState>,
-    caller: ApiCaller,
-    Path((name, owner)): Path<(String, String)>,
+    Path(p): Path<SharedPath>,
 ) -> Result<Json<Value>, ApiError> {
-    let s = group_share(&state, &caller, &name, &owner, "", &["read:groups:shares"]).await?;
+    let s = group_share(&state, &caller, &p, &["read:groups:shares"]).await?;
     Ok(Json(share_json(&state, &s)))
 }
 
-async fn group_get_named(
+async fn group_leave(
     State(state): State<AppState>,
     caller: ApiCaller,
-    Path((name, owner, server)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let s = group_share(
-        &state,
-        &caller,
-        &name,
-        &owner,
-        &server,
-        &["read:groups:shares"],
-    )
-    .await?;
-    Ok(Json(share_json(&state, &s)))
-}
-
-async fn group_leave_default(
-    State(state): State<AppState>,
-    caller: ApiCaller,
-    Path((name, owner)): Path<(String, String)>,
+    Path(p): Path<SharedPath>,
 ) -> Result<Response, ApiError> {
-    let s = group_share(&state, &caller, &name, &owner, "", &["groups:shares"]).await?;
-    leave(&state, &s).await
-}
-
-async fn group_leave_named(
-    State(state): State<AppState>,
-    caller: ApiCaller,
-    Path((name, owner, server)): Path<(String, String, String)>,
-) -> Result<Response, ApiError> {
-    let s = group_share(&state, &caller, &name, &owner, &server, &["groups:shares"]).await?;
+    let s = group_share(&state, &caller, &p, &["groups:shares"]).await?;
     leave(&state, &s).await
 }
