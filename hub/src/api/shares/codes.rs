@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use super::request::{CodeRequest, ShareScopes};
 use super::{
-    code_json, method_not_allowed, owner_checked, page, paging, require_grantable, server_row,
-    server_segment,
+    ServerPath, code_json, method_not_allowed, owner_checked, page, paging, require_grantable,
+    server_row, server_segment,
 };
 use crate::db::shares::{self, NewCode, Scope};
 use crate::db::{hash_secret, now_micros};
@@ -35,11 +35,11 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route(
             "/hub/api/share-codes/{owner}/",
-            get(list_default).post(issue_default).delete(revoke_default),
+            get(list_at).post(issue_at).delete(revoke_at),
         )
         .route(
             "/hub/api/share-codes/{owner}/{server}",
-            get(list_named).post(issue_named).delete(revoke_named),
+            get(list_at).post(issue_at).delete(revoke_at),
         )
 }
 
@@ -102,24 +102,14 @@ async fn list_server(
     )))
 }
 
-async fn list_default(
+async fn list_at(
     State(state): State<AppState>,
     caller: ApiCaller,
     headers: HeaderMap,
-    Path(owner): Path<String>,
+    Path(p): Path<ServerPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    list_server(state, caller, headers, owner, String::new(), query).await
-}
-
-async fn list_named(
-    State(state): State<AppState>,
-    caller: ApiCaller,
-    headers: HeaderMap,
-    Path((owner, server)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    list_server(state, caller, headers, owner, server, query).await
+    list_server(state, caller, headers, p.owner, p.server, query).await
 }
 
 async fn issue(
@@ -167,22 +157,13 @@ async fn issue(
     Ok(Json(code_json(&state, &stored, Some(&code))))
 }
 
-async fn issue_default(
+async fn issue_at(
     State(state): State<AppState>,
     caller: ApiCaller,
-    Path(owner): Path<String>,
+    Path(p): Path<ServerPath>,
     ApiJson(body): ApiJson<Option<Value>>,
 ) -> Result<Json<Value>, ApiError> {
-    issue(state, caller, owner, String::new(), body).await
-}
-
-async fn issue_named(
-    State(state): State<AppState>,
-    caller: ApiCaller,
-    Path((owner, server)): Path<(String, String)>,
-    ApiJson(body): ApiJson<Option<Value>>,
-) -> Result<Json<Value>, ApiError> {
-    issue(state, caller, owner, server, body).await
+    issue(state, caller, p.owner, p.server, body).await
 }
 
 async fn revoke(
@@ -223,20 +204,11 @@ async fn revoke(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn revoke_default(
+async fn revoke_at(
     State(state): State<AppState>,
     caller: ApiCaller,
-    Path(owner): Path<String>,
+    Path(p): Path<ServerPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    revoke(state, caller, owner, String::new(), query).await
-}
-
-async fn revoke_named(
-    State(state): State<AppState>,
-    caller: ApiCaller,
-    Path((owner, server)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    revoke(state, caller, owner, server, query).await
+    revoke(state, caller, p.owner, p.server, query).await
 }

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::request::{GrantRequest, ShareScopes, Target};
 use super::{
-    method_not_allowed, owner_checked, page, paging, require_grantable, server_row, server_segment,
-    share_json,
+    ServerPath, method_not_allowed, owner_checked, page, paging, require_grantable, server_row,
+    server_segment, share_json,
 };
 use crate::db::shares::{self, Recipient, Scope};
 use crate::db::{self, now_micros};
@@ -35,17 +35,17 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route(
             "/hub/api/shares/{owner}/",
-            get(list_default)
-                .post(grant_default)
-                .patch(revoke_default)
-                .delete(delete_default),
+            get(list_at)
+                .post(grant_at)
+                .patch(revoke_at)
+                .delete(delete_at),
         )
         .route(
             "/hub/api/shares/{owner}/{server}",
-            get(list_named)
-                .post(grant_named)
-                .patch(revoke_named)
-                .delete(delete_named),
+            get(list_at)
+                .post(grant_at)
+                .patch(revoke_at)
+                .delete(delete_at),
         )
 }
 
@@ -100,24 +100,14 @@ async fn list_server(
     )))
 }
 
-async fn list_default(
+async fn list_at(
     State(state): State<AppState>,
     caller: ApiCaller,
     headers: HeaderMap,
-    Path(owner): Path<String>,
+    Path(p): Path<ServerPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    list_server(state, caller, headers, owner, String::new(), query).await
-}
-
-async fn list_named(
-    State(state): State<AppState>,
-    caller: ApiCaller,
-    headers: HeaderMap,
-    Path((owner, server)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    list_server(state, caller, headers, owner, server, query).await
+    list_server(state, caller, headers, p.owner, p.server, query).await
 }
 
 /// The recipient a grant names, checked as JupyterHub does: naming a user or group needs
@@ -207,22 +197,13 @@ async fn grant(
     Ok(Json(share_json(&state, &share)))
 }
 
-async fn grant_default(
+async fn grant_at(
     State(state): State<AppState>,
     caller: ApiCaller,
-    Path(owner): Path<String>,
+    Path(p): Path<ServerPath>,
     ApiJson(body): ApiJson<Option<Value>>,
 ) -> Result<Json<Value>, ApiError> {
-    grant(state, caller, owner, String::new(), body).await
-}
-
-async fn grant_named(
-    State(state): State<AppState>,
-    caller: ApiCaller,
-    Path((owner, server)): Path<(String, String)>,
-    ApiJson(body): ApiJson<Option<Value>>,
-) -> Result<Json<Value>, ApiError> {
-    grant(state, caller, owner, server, body).await
+    grant(state, caller, p.owner, p.server, body).await
 }
 
 /// Scopes to revoke, as stored: an unfiltered scope means the one on this server.
@@ -286,22 +267,13 @@ async fn revoke(
     ))
 }
 
-async fn revoke_default(
+async fn revoke_at(
     State(state): State<AppState>,
     caller: ApiCaller,
-    Path(owner): Path<String>,
+    Path(p): Path<ServerPath>,
     ApiJson(body): ApiJson<Option<Value>>,
 ) -> Result<Json<Value>, ApiError> {
-    revoke(state, caller, owner, String::new(), body).await
-}
-
-async fn revoke_named(
-    State(state): State<AppState>,
-    caller: ApiCaller,
-    Path((owner, server)): Path<(String, String)>,
-    ApiJson(body): ApiJson<Option<Value>>,
-) -> Result<Json<Value>, ApiError> {
-    revoke(state, caller, owner, server, body).await
+    revoke(state, caller, p.owner, p.server, body).await
 }
 
 async fn delete_all(
@@ -320,18 +292,10 @@ async fn delete_all(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn delete_default(
+async fn delete_at(
     State(state): State<AppState>,
     caller: ApiCaller,
-    Path(owner): Path<String>,
+    Path(p): Path<ServerPath>,
 ) -> Result<Response, ApiError> {
-    delete_all(state, caller, owner, String::new()).await
-}
-
-async fn delete_named(
-    State(state): State<AppState>,
-    caller: ApiCaller,
-    Path((owner, server)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    delete_all(state, caller, owner, server).await
+    delete_all(state, caller, p.owner, p.server).await
 }

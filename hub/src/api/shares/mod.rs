@@ -37,6 +37,14 @@ use crate::names::{ServerName, UserName};
 use crate::scopes::{Owner, Resource, ScopeSet};
 use crate::state::AppState;
 
+/// `{owner}/` (the default server) or `{owner}/{server}` in a route.
+#[derive(Debug, serde::Deserialize)]
+struct ServerPath {
+    owner: String,
+    #[serde(default)]
+    server: String,
+}
+
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .merge(grants::router())
