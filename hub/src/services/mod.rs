@@ -67,6 +67,16 @@ impl Service {
         self.token.as_ref()
     }
 
+    /// The data stored with its proxy route (`{"service": NAME}`, as JupyterHub's).
+    pub(crate) fn route_data(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut data = serde_json::Map::new();
+        data.insert(
+            "service".to_owned(),
+            serde_json::Value::String(self.name().to_owned()),
+        );
+        data
+    }
+
     /// The managed process's pid, if running.
     pub fn pid(&self) -> Option<u32> {
         match self.pid.load(Ordering::Relaxed) {

@@ -101,13 +101,8 @@ impl Services {
     pub async fn add_routes(&self, proxy: &dyn Proxy) -> Result<(), RegisterError> {
         for s in self.iter() {
             let Some(url) = &s.config.url else { continue };
-            let mut data = serde_json::Map::new();
-            data.insert(
-                "service".to_owned(),
-                serde_json::Value::String(s.name().to_owned()),
-            );
             proxy
-                .add_route(&s.prefix, url, data)
+                .add_route(&s.prefix, url, s.route_data())
                 .await
                 .map_err(|source| RegisterError::Route {
                     service: s.name().to_owned(),

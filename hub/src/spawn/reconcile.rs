@@ -142,11 +142,9 @@ impl SpawnOrchestrator {
             good.insert(key.clone());
             if !points_at(&key, url) {
                 tracing::warn!(service = %s.name(), route = %s.prefix, "adding missing route");
-                let mut data = Map::new();
-                data.insert("service".to_owned(), Value::String(s.name().to_owned()));
                 self.inner
                     .proxy
-                    .add_route(&s.prefix, url, data)
+                    .add_route(&s.prefix, url, s.route_data())
                     .await
                     .map_err(ApiError::internal)?;
                 check.added.push(s.prefix.clone());
