@@ -147,7 +147,14 @@ fn hub_chart_renders_valid_manifests_and_configs_the_hub_accepts() {
         (PROFILES_VALUES, &[]),
         // No profiles: the hub's built-in list.
         ("profileList: []\n", &[]),
-        (SERVICES_VALUES, &["cull.users=true", "cull.maxAge=86400"]),
+        (
+            SERVICES_VALUES,
+            &[
+                "cull.users=true",
+                "cull.maxAge=86400",
+                "spawner.oauthClientAllowedScopes={shares!user,read:users:name}",
+            ],
+        ),
         ("", &["cull.enabled=false"]),
     ];
     let dir = std::env::temp_dir().join(format!("helm-hub-{}", std::process::id()));
@@ -455,6 +462,7 @@ fn check_services(
         role.scopes
     );
     if values != SERVICES_VALUES {
+        assert!(config.spawner.oauth_client_allowed_scopes.is_empty());
         assert_eq!(config.services.len(), 1);
         assert!(
             env_names
@@ -468,6 +476,11 @@ fn check_services(
     assert!(role.scopes.contains(&"admin:users".to_owned()), "{sets:?}");
     let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["announcement", "stats-exporter", hub::IDLE_CULLER]);
+    // The Lab's own token may carry what the chart allows (the share dialog).
+    assert_eq!(
+        config.spawner.oauth_client_allowed_scopes,
+        ["shares!user", "read:users:name"]
+    );
     let ann = &config.services[0];
     assert_eq!(
         ann.url.as_deref(),
@@ -756,6 +769,11 @@ fn values_schemas_refuse_bad_values_with_a_message_naming_them() {
             "'commnd' not allowed",
         ),
         ("helm/stackhub", "roles[0].scopes={admin}", "name"),
+        (
+            "helm/stackhub",
+            "spawner.oauthClientAllowedScopes=shares",
+            "oauthClientAllowedScopes",
+        ),
         (
             "helm/bridge-site",
             "gateway.maxKernelsPerUser=-5",
