@@ -70,8 +70,17 @@ impl Proxy {
     }
 }
 
-fn path_only(pq: &str) -> &str {
-    pq.split('?').next().unwrap_or(pq)
+/// The request path as the log shows it: no query, and no token where JupyterHub's deprecated
+/// `GET /hub/api/authorizations/token/{token}` carries one in the path.
+fn path_only(pq: &str) -> std::borrow::Cow<'_, str> {
+    const TOKEN_IN_PATH: &str = "/api/authorizations/token/";
+    let path = pq.split('?').next().unwrap_or(pq);
+    match path.find(TOKEN_IN_PATH) {
+        Some(i) if path.len() > i + TOKEN_IN_PATH.len() => {
+            format!("{}[redacted]", &path[..i + TOKEN_IN_PATH.len()]).into()
+        }
+        _ => path.into(),
+    }
 }
 
 fn default_error(status: StatusCode, err: &ForwardError) -> Response<ProxyBody> {
@@ -104,4 +113,26 @@ pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Respo
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::path_only;
+
+    #[test]
+    fn logged_paths_carry_no_query_and_no_token() {
+        assert_eq!(path_only("/user/alice/lab?token=abc"), "/user/alice/lab");
+        assert_eq!(
+            path_only("/hub/api/authorizations/token/s3cr3t-token?x=1"),
+            "/hub/api/authorizations/token/[redacted]"
+        );
+        assert_eq!(
+            path_only("/base/hub/api/authorizations/token/s3cr3t"),
+            "/base/hub/api/authorizations/token/[redacted]"
+        );
+        assert_eq!(
+            path_only("/hub/api/authorizations/token/"),
+            "/hub/api/authorizations/token/"
+        );
+    }
 }
