@@ -174,6 +174,19 @@ impl KernelSpec {
         json!({ "name": self.name, "spec": self.raw, "resources": self.resources(base_url) })
     }
 
+    /// [`Self::model`] with the display name saying where the kernel runs (`… at SITE`), unless
+    /// it names the site already.
+    pub fn model_at(&self, base_url: &str, site: Option<&str>) -> Value {
+        let mut model = self.model(base_url);
+        if let Some(site) = site
+            && let Some(name) = model["spec"]["display_name"].as_str()
+            && !name.contains(site)
+        {
+            model["spec"]["display_name"] = Value::String(format!("{name} at {site}"));
+        }
+        model
+    }
+
     /// argv with `python`/`python3` resolved to the interpreter of the prefix the spec lives in
     /// (`<prefix>/share/jupyter/kernels/<name>` → `<prefix>/bin/python3`), as jupyter_client does
     /// for its native kernel; other commands are left for `PATH`.
@@ -290,6 +303,25 @@ mod tests {
         assert!(open.allows("carol", &root, &[]));
         assert!(!open.allows("root", &root, &[]));
         assert!(!open.allows("carol", &root, &["dave".to_owned()]));
+    }
+
+    #[test]
+    fn display_names_say_where_the_kernel_runs() {
+        let mut s = spec(json!({}));
+        s.raw["display_name"] = json!("Python 3 (ipykernel)");
+        assert_eq!(
+            s.model_at("", Some("LUMI Bridge"))["spec"]["display_name"],
+            "Python 3 (ipykernel) at LUMI Bridge"
+        );
+        assert_eq!(
+            s.model_at("", None)["spec"]["display_name"],
+            "Python 3 (ipykernel)"
+        );
+        s.raw["display_name"] = json!("Python on LUMI Bridge");
+        assert_eq!(
+            s.model_at("", Some("LUMI Bridge"))["spec"]["display_name"],
+            "Python on LUMI Bridge"
+        );
     }
 
     #[test]

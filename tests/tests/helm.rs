@@ -649,6 +649,7 @@ fn bridge_site_chart_renders_valid_manifests_and_a_config_the_gateway_accepts() 
             "jwt.enabled=false",
             "kernels.namespace=kernels",
             "site=lumi",
+            "siteName=LUMI Bridge",
         ],
     ];
     let mut all = Vec::new();
@@ -695,6 +696,11 @@ fn bridge_site_chart_renders_valid_manifests_and_a_config_the_gateway_accepts() 
             "central"
         };
         assert_eq!(config.site_id.as_deref(), Some(site));
+        // Its name, when given, labels the kernels in the Lab's launcher.
+        let site_name = sets
+            .contains(&"siteName=LUMI Bridge")
+            .then_some("LUMI Bridge");
+        assert_eq!(config.site_name.as_deref(), site_name);
         // Every kernel is a pod; the launcher's settings come from the mounted file.
         assert_eq!(config.default_launcher, "kubernetes");
         let launcher = config

@@ -176,6 +176,19 @@ async fn scripts_run_brings_up_the_hub_and_five_healthy_sites_running_remote_ker
         api.request(method, format!("{base}/user/ada/{path}"))
             .header("Authorization", format!("token {token}"))
     };
+    // The Lab's launcher says where its kernels run.
+    let specs: Value = user_api(reqwest::Method::GET, "api/kernelspecs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        specs["kernelspecs"]["python3"]["spec"]["display_name"],
+        "Python 3 (ipykernel) at LUMI Bridge",
+        "{specs}"
+    );
     let r = user_api(reqwest::Method::POST, "api/kernels")
         .json(&json!({"name": "python3"}))
         .send()

@@ -29,7 +29,7 @@ async fn list(State(m): State<Arc<KernelManager>>, caller: Caller) -> Json<serde
         .all()
         .into_values()
         .filter(|s| s.allows(&caller.user, &c.unauthorized_users, &c.authorized_users))
-        .map(|s| (s.name.clone(), s.model("")))
+        .map(|s| (s.name.clone(), s.model_at("", c.site_name.as_deref())))
         .collect();
     let default = if specs.contains_key(&c.default_kernel_name) {
         c.default_kernel_name.clone()
@@ -62,7 +62,7 @@ async fn get_one(
             kernel_name: name,
         });
     }
-    Ok(Json(spec.model("")))
+    Ok(Json(spec.model_at("", m.config.site_name.as_deref())))
 }
 
 async fn resource(

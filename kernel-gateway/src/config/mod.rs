@@ -212,6 +212,10 @@ pub struct Config {
     /// This site's id (`lumi`, as the hub's `[[sites]] id`): the default `[jwt] audience`.
     /// Env `STACKHUB_GATEWAY_SITE_ID`.
     pub site_id: Option<String>,
+    /// This site's name as users know it (`LUMI Bridge`): kernelspecs' display names say where
+    /// their kernels run (`Python 3 (ipykernel) at LUMI Bridge`), unless they name it already.
+    /// Env `STACKHUB_GATEWAY_SITE_NAME`.
+    pub site_name: Option<String>,
     /// A remote site (a Data Lake bridge): kernel starts must carry the S3 exchange
     /// configuration ([`crate::exchange`]), which reaches the kernel. Off = a plain Enterprise
     /// Gateway. Env `STACKHUB_GATEWAY_REMOTE_SITE`.
@@ -281,6 +285,7 @@ impl Default for Config {
             max_age: String::new(),
             slurm: None,
             site_id: None,
+            site_name: None,
             remote_site: false,
             kubernetes_config: None,
             kubernetes: None,
@@ -395,6 +400,9 @@ impl Config {
         }
         if let Some(v) = lookup("STACKHUB_GATEWAY_REMOTE_SITE") {
             self.remote_site = v.eq_ignore_ascii_case("true") || v == "1";
+        }
+        if let Some(v) = lookup("STACKHUB_GATEWAY_SITE_NAME").filter(|v| !v.is_empty()) {
+            self.site_name = Some(v);
         }
         if let Some(v) = lookup("STACKHUB_GATEWAY_SITE_ID").filter(|v| !v.is_empty()) {
             self.site_id = Some(v);
