@@ -357,6 +357,15 @@ async fn form_and_query_transports() {
     assert!(!r.text.contains("Secret project"), "{}", r.text);
     assert!(!r.text.contains("value=\"gpu\""), "no gpu choice offered");
     assert!(r.text.contains("id=\"max\">2<"), "{}", r.text);
+    // What survives a restart: said for the Lab (a local server keeps its home); the remote
+    // profile's own warning says it has no home.
+    assert!(
+        r.text
+            .contains("JupyterLab servers keep your home directory when they stop or restart."),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.text.matches("data-kept").count(), 1, "{}", r.text);
 
     // A form post without `_xsrf` is refused.
     let form = "profile=jupyterlab&profile-option-jupyterlab--image=python".to_owned();

@@ -298,9 +298,28 @@ async fn picker(state: &AppState, me: &CurrentUser, t: &Target, page: Page<'_>) 
             xsrf, action, direct,
             quota => quota.as_ref().map(crate::quota::UserQuota::describe),
             used, max,
+            kept => kept_note(state.config()),
             base_url => state.config().base_url,
         },
     )
+}
+
+/// What of a JupyterLab server survives its restart, as the picker says it (remote-kernels
+/// profiles carry their own warning: no home at all).
+fn kept_note(config: &crate::Config) -> String {
+    match (config.spawner.kind, &config.spawner.kubernetes) {
+        (crate::SpawnerKind::Kubernetes, Some(k)) if k.storage.enabled => format!(
+            "JupyterLab servers keep only what is under {} when they stop or restart; \
+             everything else in the server starts afresh.",
+            k.storage.mount_path
+        ),
+        (crate::SpawnerKind::Kubernetes, _) => "JupyterLab servers keep nothing when they stop \
+             or restart: save your work to S3."
+            .to_owned(),
+        (crate::SpawnerKind::Local, _) => {
+            "JupyterLab servers keep your home directory when they stop or restart.".to_owned()
+        }
+    }
 }
 
 /// The fields of a form post, `multipart/form-data` or URL-encoded (files become
@@ -446,4 +465,28 @@ async fn post_named(
     req: Request,
 ) -> Response {
     post(state, me, name, server, q, req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept_note;
+
+    #[test]
+    fn the_picker_says_what_survives_a_restart_on_each_spawner() {
+        let mut c = crate::Config::default();
+        assert!(kept_note(&c).contains("keep your home directory"));
+        c.spawner.kind = crate::SpawnerKind::Kubernetes;
+        let mut k = spawner::k8s::KubeSpawnerConfig::default();
+        k.storage.enabled = true;
+        k.storage.mount_path = "/home/jovyan/user_data".to_owned();
+        c.spawner.kubernetes = Some(k.clone());
+        assert!(
+            kept_note(&c).contains("only what is under /home/jovyan/user_data"),
+            "{}",
+            kept_note(&c)
+        );
+        k.storage.enabled = false;
+        c.spawner.kubernetes = Some(k);
+        assert!(kept_note(&c).contains("keep nothing"), "{}", kept_note(&c));
+    }
 }
