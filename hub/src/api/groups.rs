@@ -34,7 +34,8 @@ pub(super) fn router() -> Router<AppState> {
         .route("/hub/api/groups/{name}/properties", put(set_properties))
 }
 
-async fn load(
+/// The group `name` after checking `scopes` on it (403 not held, 404 filtered away or missing).
+pub(crate) async fn load_group(
     state: &AppState,
     caller: &ApiCaller,
     name: &str,
@@ -183,7 +184,7 @@ async fn get_one(
     caller: ApiCaller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let g = load(&state, &caller, &name, &["read:groups", "read:groups:name"]).await?;
+    let g = load_group(&state, &caller, &name, &["read:groups", "read:groups:name"]).await?;
     Ok(Json(group_model(&caller, &g)))
 }
 
@@ -192,7 +193,7 @@ async fn delete(
     caller: ApiCaller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let g = load(&state, &caller, &name, &["delete:groups"]).await?;
+    let g = load_group(&state, &caller, &name, &["delete:groups"]).await?;
     let mut tx = state.db().begin().await?;
     db::groups::delete(&mut tx, g.id).await?;
     tx.commit().await?;
@@ -206,7 +207,7 @@ async fn change_members(
     users: &[String],
     add: bool,
 ) -> Result<Json<Value>, ApiError> {
-    let g = load(state, caller, name, &["groups"]).await?;
+    let g = load_group(state, caller, name, &["groups"]).await?;
     let mut tx = state.db().begin().await?;
     for uid in user_ids(&mut tx, users).await? {
         if add {
@@ -251,7 +252,7 @@ async fn set_properties(
             "Group properties must be a JSON object".into(),
         ));
     }
-    let g = load(&state, &caller, &name, &["groups"]).await?;
+    let g = load_group(&state, &caller, &name, &["groups"]).await?;
     let mut tx = state.db().begin().await?;
     db::groups::set_properties(&mut tx, g.id, &props).await?;
     let g = db::groups::get(&mut tx, &g.name)

@@ -13,7 +13,7 @@
 //! - `models`: the JSON models (User, Server, Token, Group), filtered by the caller's scopes.
 
 mod authorizations;
-mod groups;
+pub(crate) mod groups;
 pub(crate) mod metrics;
 pub(crate) mod models;
 mod oidc_token;

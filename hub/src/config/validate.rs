@@ -41,13 +41,7 @@ impl Config {
         }
         for scope in &self.spawner.oauth_client_allowed_scopes {
             // `!user` and `!server` stand for the server's owner and the server.
-            let filled = if scope.ends_with("!user") {
-                format!("{scope}=owner")
-            } else if scope.ends_with("!server") {
-                format!("{scope}=owner/server")
-            } else {
-                scope.clone()
-            };
+            let filled = crate::scopes::fill_server_placeholders(scope, "owner", "server");
             let (name, _) = filled.split_once('!').unwrap_or((&filled, ""));
             if crate::scopes::validate_scope(&filled).is_err()
                 || (crate::scopes::is_custom(name) && !self.custom_scopes.contains_key(name))

@@ -16,12 +16,12 @@ use axum::routing::get;
 use minijinja::context;
 use serde::Serialize;
 
-use super::{local_path, render, render_error};
+use super::{form_xsrf, local_path, render, render_error};
 use crate::api::models::server_url;
 use crate::db::shares::{self, CodeRow, Recipient};
 use crate::db::{self, hash_secret, now_micros};
 use crate::error::ApiError;
-use crate::extract::{CurrentUser, xsrf_matches, xsrf_token};
+use crate::extract::{CurrentUser, xsrf_token};
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
@@ -144,16 +144,8 @@ async fn accept(
     me: CurrentUser,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if !xsrf_matches(
-        state.xsrf_key(),
-        &me.session_id,
-        form.get("_xsrf").map(String::as_str),
-    ) {
-        return render_error(
-            &state,
-            StatusCode::FORBIDDEN,
-            "'_xsrf' argument missing or incorrect: reload the page and try again.",
-        );
+    if let Some(refused) = form_xsrf(&state, &me, &form) {
+        return refused;
     }
     let row = match lookup(&state, &me, form.get("code")).await {
         Ok(Ok(row)) => row,

@@ -17,11 +17,11 @@ use axum::routing::{get, post};
 use minijinja::context;
 
 use super::spawn::spawn_path;
-use super::{enc, render, render_error};
+use super::{enc, form_xsrf, render, render_error};
 use crate::api::models::server_url;
 use crate::db::{self, UserSort, UsersQuery};
 use crate::error::ApiError;
-use crate::extract::{CurrentUser, xsrf_matches, xsrf_token};
+use crate::extract::{CurrentUser, xsrf_token};
 use crate::spawn::ServerRef;
 use crate::state::AppState;
 
@@ -163,16 +163,8 @@ async fn stop(
     me: CurrentUser,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if !xsrf_matches(
-        state.xsrf_key(),
-        &me.session_id,
-        form.get("_xsrf").map(String::as_str),
-    ) {
-        return render_error(
-            &state,
-            StatusCode::FORBIDDEN,
-            "'_xsrf' argument missing or incorrect: reload the page and try again.",
-        );
+    if let Some(refused) = form_xsrf(&state, &me, &form) {
+        return refused;
     }
     if !may_admin(&state, &me) {
         return render_error(

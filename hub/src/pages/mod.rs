@@ -195,6 +195,28 @@ pub(crate) fn session_cookie(state: &AppState, session_id: &str) -> Cookie<'stat
     )
 }
 
+/// A page form's `_xsrf` field checked against the session: the 403 page to answer when it
+/// is missing or wrong.
+fn form_xsrf(
+    state: &AppState,
+    me: &CurrentUser,
+    form: &HashMap<String, String>,
+) -> Option<Response> {
+    if crate::extract::xsrf_matches(
+        state.xsrf_key(),
+        &me.session_id,
+        form.get("_xsrf").map(String::as_str),
+    ) {
+        None
+    } else {
+        Some(render_error(
+            state,
+            StatusCode::FORBIDDEN,
+            "'_xsrf' argument missing or incorrect: reload the page and try again.",
+        ))
+    }
+}
+
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

@@ -18,11 +18,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use minijinja::context;
 
-use super::{enc, render, render_error};
+use super::{enc, form_xsrf, render, render_error};
 use crate::api::models::{progress_url, seg};
 use crate::db::{self, ServerRow, UserRow};
 use crate::error::{ApiError, json_error};
-use crate::extract::{CurrentUser, xsrf_matches, xsrf_token};
+use crate::extract::{CurrentUser, xsrf_token};
 use crate::spawn::ServerRef;
 use crate::state::AppState;
 
@@ -326,16 +326,8 @@ async fn cancel(
     server: String,
     form: HashMap<String, String>,
 ) -> Response {
-    if !xsrf_matches(
-        state.xsrf_key(),
-        &me.session_id,
-        form.get("_xsrf").map(String::as_str),
-    ) {
-        return render_error(
-            &state,
-            StatusCode::FORBIDDEN,
-            "'_xsrf' argument missing or incorrect: reload the page and try again.",
-        );
+    if let Some(refused) = form_xsrf(&state, &me, &form) {
+        return refused;
     }
     if !allowed(&me, &name) {
         return render_error(

@@ -25,11 +25,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use minijinja::{Value, context};
 
-use super::{render, render_error};
+use super::{form_xsrf, render};
 use crate::api::tokens::{TokenRequest, mint, parse_id, revoke};
 use crate::db::{self, TokenRow, iso};
 use crate::error::ApiError;
-use crate::extract::{CurrentUser, xsrf_matches, xsrf_token};
+use crate::extract::{CurrentUser, xsrf_token};
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
@@ -166,14 +166,6 @@ async fn page(State(state): State<AppState>, me: CurrentUser) -> Response {
     render_page(&state, &me, StatusCode::OK, None, None).await
 }
 
-fn xsrf_refused(state: &AppState) -> Response {
-    render_error(
-        state,
-        StatusCode::FORBIDDEN,
-        "'_xsrf' argument missing or incorrect: reload the page and try again.",
-    )
-}
-
 /// The form's scopes: `None` (all the user's permissions) when blank.
 fn parse_scopes(raw: &str) -> Option<Vec<String>> {
     let scopes: Vec<String> = raw
@@ -200,12 +192,8 @@ async fn create(
     me: CurrentUser,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if !xsrf_matches(
-        state.xsrf_key(),
-        &me.session_id,
-        form.get("_xsrf").map(String::as_str),
-    ) {
-        return xsrf_refused(&state);
+    if let Some(refused) = form_xsrf(&state, &me, &form) {
+        return refused;
     }
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
     let expires_in = match parse_expiry(field("expires_in")) {
@@ -242,12 +230,8 @@ async fn revoke_one(
     me: CurrentUser,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if !xsrf_matches(
-        state.xsrf_key(),
-        &me.session_id,
-        form.get("_xsrf").map(String::as_str),
-    ) {
-        return xsrf_refused(&state);
+    if let Some(refused) = form_xsrf(&state, &me, &form) {
+        return refused;
     }
     let id = form.get("id").map(String::as_str).unwrap_or_default();
     let done = match parse_id(id) {

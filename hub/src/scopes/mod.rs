@@ -171,6 +171,18 @@ pub(crate) fn validate_scope(scope: &str) -> Result<(), BadScope> {
     Ok(())
 }
 
+/// A scope of a server's OAuth client (`spawner.oauth_client_allowed_scopes`) with its
+/// placeholders filled: `!user` is the server's owner, `!server` the server.
+pub(crate) fn fill_server_placeholders(scope: &str, user: &str, server: &str) -> String {
+    if let Some(name) = scope.strip_suffix("!user") {
+        format!("{name}!user={user}")
+    } else if let Some(name) = scope.strip_suffix("!server") {
+        format!("{name}!server={user}/{server}")
+    } else {
+        scope.to_owned()
+    }
+}
+
 /// Whether `name` is a well-formed custom scope name (JupyterHub's rule: `custom:` then
 /// lower-case letters, digits, `_`, `-`, `*` and `:`, starting with a letter or digit, not
 /// ending with `-` or `:`).

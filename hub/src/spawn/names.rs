@@ -73,13 +73,7 @@ impl Names {
         let (user, server) = (&self.id.user, &self.id.name);
         let mut scopes = vec![format!("access:servers!server={user}/{server}")];
         for scope in &s.oauth_client_allowed_scopes {
-            let scope = if let Some(name) = scope.strip_suffix("!user") {
-                format!("{name}!user={user}")
-            } else if let Some(name) = scope.strip_suffix("!server") {
-                format!("{name}!server={user}/{server}")
-            } else {
-                scope.clone()
-            };
+            let scope = crate::scopes::fill_server_placeholders(scope, user, server);
             if !scopes.contains(&scope) {
                 scopes.push(scope);
             }

@@ -12,13 +12,13 @@ use axum::{Json, Router};
 use serde_json::Value;
 
 use super::{page, paging, server_segment, share_json};
+use crate::api::groups::load_group;
 use crate::api::load_user;
+use crate::db;
 use crate::db::shares::{self, Recipient, Scope, ShareRow};
-use crate::db::{self, GroupRow};
 use crate::error::ApiError;
 use crate::extract::ApiCaller;
-use crate::names::{GroupName, UserName, seg};
-use crate::scopes::Resource;
+use crate::names::{UserName, seg};
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
@@ -41,29 +41,6 @@ pub(super) fn router() -> Router<AppState> {
             "/hub/api/groups/{name}/shared/{owner}/{server}",
             get(group_get).delete(group_leave),
         )
-}
-
-/// The group `name` after checking `scopes` on it (403 not held, 404 filtered away or missing).
-async fn load_group(
-    state: &AppState,
-    caller: &ApiCaller,
-    name: &str,
-    scopes: &[&str],
-) -> Result<GroupRow, ApiError> {
-    if !scopes.iter().any(|s| caller.holds(s)) {
-        return Err(ApiError::requires_any_of(scopes));
-    }
-    let name: GroupName = name.parse()?;
-    caller.require(
-        scopes,
-        Resource::Group {
-            name: name.as_str(),
-        },
-    )?;
-    let mut conn = state.db().pool().acquire().await?;
-    db::groups::get(&mut conn, name.as_str())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("No such group: {name}")))
 }
 
 async fn user_list(
