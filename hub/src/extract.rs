@@ -115,19 +115,7 @@ pub(crate) async fn caller_for_token(
             }
         }
     };
-    if token
-        .last_activity
-        .is_none_or(|t| now - t > ACTIVITY_RESOLUTION)
-    {
-        db::tokens::touch(&mut conn, token.id, now).await?;
-        // Server tokens report activity explicitly; they must not count as the user's.
-        if let TokenOwner::User { id, .. } = &token.owner
-            && !token.note.starts_with("Server at ")
-        {
-            db::users::bump_activity(&mut conn, *id, now).await?;
-        }
-        state.db().changed();
-    } else {
+    if !record_token_use(state, &mut conn, &token, now).await? {
         let cached = CachedCaller {
             caller: caller.clone(),
             expires_at: token.expires_at,
@@ -143,6 +131,31 @@ pub(crate) async fn caller_for_token(
 
 /// A token's own scopes, `inherit` resolved to its owner's (the effective scopes are these
 /// intersected with the owner's, so `inherit` gives exactly the owner's rights).
+/// Record a use of `token` at `now`, at most once per [`ACTIVITY_RESOLUTION`]: its last
+/// activity, and its user's unless it is a server's token (servers report their activity
+/// themselves). Whether anything was written (the caches then follow the change).
+pub(crate) async fn record_token_use(
+    state: &AppState,
+    conn: &mut sqlx::AnyConnection,
+    token: &TokenRow,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    if token
+        .last_activity
+        .is_some_and(|t| now - t <= ACTIVITY_RESOLUTION)
+    {
+        return Ok(false);
+    }
+    db::tokens::touch(conn, token.id, now).await?;
+    if let TokenOwner::User { id, .. } = &token.owner
+        && !token.note.starts_with("Server at ")
+    {
+        db::users::bump_activity(conn, *id, now).await?;
+    }
+    state.db().changed();
+    Ok(true)
+}
+
 fn token_scopes(token: &TokenRow, owner: &ScopeSet, who: Owner<'_>) -> ScopeSet {
     ScopeSet::expand(&token.scopes, who).resolve_inherit(owner)
 }

@@ -48,13 +48,9 @@ async fn lookup(
     let Some((row, user)) = found else {
         return Err(ApiError::NotFound("Not Found".to_owned()));
     };
-    db::tokens::touch(&mut conn, row.id, now).await?;
+    crate::extract::record_token_use(&state, &mut conn, &row, now).await?;
     let model = match (&row.owner, user) {
-        (TokenOwner::User { id, .. }, Some(user)) => {
-            // Server tokens report activity explicitly; they must not count as the user's.
-            if !row.note.starts_with("Server at ") {
-                db::users::bump_activity(&mut conn, *id, now).await?;
-            }
+        (TokenOwner::User { .. }, Some(user)) => {
             let servers = db::servers::for_users(&mut conn, &[user.id])
                 .await?
                 .remove(&user.id)
@@ -73,7 +69,6 @@ async fn lookup(
         // A user token without its user (deleted meanwhile) identifies no one.
         (TokenOwner::User { .. }, None) => return Err(ApiError::NotFound("Not Found".to_owned())),
     };
-    state.db().changed();
     Ok(Json(model))
 }
 
