@@ -24,7 +24,8 @@ pub struct HubBuilder {
     config: Config,
     db: Db,
     spawner: Option<(Arc<dyn Spawner>, Arc<dyn Proxy>)>,
-    sites: Option<(Arc<SiteRegistry>, String)>,
+    sites: Option<Arc<SiteRegistry>>,
+    server_config_dir: Option<String>,
     oidc: Option<Arc<OidcAuth>>,
     hub_api_url: String,
     settings: Option<SpawnSettings>,
@@ -54,6 +55,7 @@ impl HubBuilder {
             db,
             spawner: None,
             sites: None,
+            server_config_dir: None,
             oidc: None,
             hub_api_url,
             settings: None,
@@ -67,11 +69,18 @@ impl HubBuilder {
         self
     }
 
-    /// Remote-kernels profiles start at `sites`; their servers read the config in
-    /// `remote_config_dir`.
+    /// Remote-kernels profiles start at `sites`.
     #[must_use]
-    pub fn sites(mut self, sites: Arc<SiteRegistry>, remote_config_dir: String) -> Self {
-        self.sites = Some((sites, remote_config_dir));
+    pub fn sites(mut self, sites: Arc<SiteRegistry>) -> Self {
+        self.sites = Some(sites);
+        self
+    }
+
+    /// Servers read the hub's jupyter_server configuration in `dir` (as they see it:
+    /// [`crate::spawn::write_server_config`]'s directory, or a path in their image).
+    #[must_use]
+    pub fn server_config_dir(mut self, dir: String) -> Self {
+        self.server_config_dir = Some(dir);
         self
     }
 
@@ -104,8 +113,11 @@ impl HubBuilder {
         let orchestrator = self.spawner.map(|(spawner, proxy)| {
             let mut prepare =
                 HubPrepare::new(self.db.clone(), self.oidc.clone(), self.hub_api_url.clone());
-            if let Some((sites, dir)) = &self.sites {
-                prepare = prepare.with_sites(Arc::clone(sites), dir.clone());
+            if let Some(sites) = &self.sites {
+                prepare = prepare.with_sites(Arc::clone(sites));
+            }
+            if let Some(dir) = &self.server_config_dir {
+                prepare = prepare.with_server_config_dir(dir.clone());
             }
             SpawnOrchestrator::new(self.db.clone(), spawner, proxy, settings)
                 .with_prepare(Arc::new(prepare))
@@ -114,7 +126,7 @@ impl HubBuilder {
         if let Some(o) = &orchestrator {
             state = state.with_orchestrator(Arc::new(o.clone()));
         }
-        if let Some((sites, _)) = self.sites {
+        if let Some(sites) = self.sites {
             state = state.with_sites(sites);
         }
         if let Some(oidc) = self.oidc {

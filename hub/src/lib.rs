@@ -81,8 +81,9 @@ pub use self::quota::{QuotaRole, UserQuota, default_quota_roles};
 pub use self::services::{RegisterError, Service, Services, Supervisor};
 pub use self::spawn::{
     HubPrepare, LAUNCH_MARGIN, Orchestrator, Plan, Planner, PrepareSpawn, Prepared, ProgressStream,
-    Refusal, RouteCheck, RouteOwner, ServerRef, SpawnFailure, SpawnOrchestrator, SpawnSettings,
-    StartOutcome, StartRequest, StopOutcome, Unavailable,
+    Refusal, RouteCheck, RouteOwner, SERVER_CONFIG_FILES, ServerRef, SpawnFailure,
+    SpawnOrchestrator, SpawnSettings, StartOutcome, StartRequest, StopOutcome, Unavailable,
+    write_server_config,
 };
 pub use self::state::AppState;
 

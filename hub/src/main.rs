@@ -182,11 +182,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let sites = hub::sites::SiteRegistry::start(&config, &ProcessEnv)
         .await
         .context("cannot start the site registry")?;
-    let remote_config_dir = remote_server_config_dir(&config)?;
+    let server_config_dir = server_config_dir(&config)?;
     let mut builder = HubBuilder::new(config, db)
         .hub_api_url(hub_api_url)
         .spawner(spawner, Arc::clone(&route_proxy))
-        .sites(Arc::clone(&sites), remote_config_dir);
+        .sites(Arc::clone(&sites))
+        .server_config_dir(server_config_dir);
     if let Some(oidc) = oidc {
         builder = builder.oidc(oidc);
     }
@@ -278,17 +279,17 @@ fn upstream_tls(
     }
 }
 
-/// Where remote-kernels servers find their jupyter_server config: `spawner.remote_config_dir`
+/// Where single-user servers find the hub's jupyter_server config: `spawner.server_config_dir`
 /// when set (a path inside the server's image), else written under the data directory (local
 /// servers share the hub's file system).
-fn remote_server_config_dir(config: &Config) -> anyhow::Result<String> {
-    if let Some(dir) = &config.spawner.remote_config_dir {
+fn server_config_dir(config: &Config) -> anyhow::Result<String> {
+    if let Some(dir) = &config.spawner.server_config_dir {
         return Ok(dir.clone());
     }
-    let dir = std::path::absolute(config.data_dir.join("remote-server"))
+    let dir = std::path::absolute(config.data_dir.join("server-config"))
         .context("cannot resolve the data directory")?;
-    let dir = hub::sites::write_remote_server_config(&dir)
-        .with_context(|| format!("cannot write the remote server config in {}", dir.display()))?;
+    let dir = hub::write_server_config(&dir)
+        .with_context(|| format!("cannot write the servers' config in {}", dir.display()))?;
     Ok(dir.display().to_string())
 }
 

@@ -135,7 +135,7 @@ struct Rendered {
 /// ConfigMap's files sit in `<dir>/etc-stackhub/` instead of the Deployment's mount
 /// `/etc/stackhub/`, so every `/etc/stackhub/<key>` of a ConfigMap key (that is
 /// `kubernetes_config` in `stackhub.toml`, and `--config` in the container's args) names
-/// that directory. Nothing else is rewritten. `remote_config_dir = "/etc/stackhub/remote-server"`
+/// that directory. Nothing else is rewritten. `server_config_dir = "/etc/stackhub/server"`
 /// names no ConfigMap key: it is a path in the single-user image, which the kubelet maps
 /// ([`Kubelet`]).
 fn render(dir: &Path, files: &[&Path], secrets: &Secrets) -> Rendered {
@@ -677,7 +677,7 @@ async fn the_six_default_profiles_start_from_the_picker_as_pods() {
             assert_eq!(env["JUPYTER_GATEWAY_URL"], format!("{}/", gateway.url));
             assert_eq!(env["STACKHUB_SITE"], id);
             assert_eq!(env["STACKHUB_SITE_NAME"], name);
-            assert_eq!(env["JUPYTER_CONFIG_PATH"], "/etc/stackhub/remote-server");
+            assert_eq!(env["JUPYTER_CONFIG_PATH"], "/etc/stackhub/server");
             assert_eq!(env["AWS_ENDPOINT_URL"], moto.endpoint);
             assert_eq!(env["STACKHUB_S3_BUCKET"], format!("{id}-users"));
             if auth == "token" {

@@ -135,11 +135,12 @@ pub struct SpawnerConfig {
     pub slow_spawn_timeout_ms: u64,
     /// Seconds a server gets after SIGTERM before SIGKILL.
     pub stop_grace: u64,
-    /// `JUPYTER_CONFIG_PATH` of remote-kernels servers: a directory in the server's image
-    /// holding `hub/share/remote_server_config.py` as `jupyter_server_config.py` (the
-    /// singleuser image has it in `/etc/stackhub/remote-server`). Unset: the hub writes the
-    /// file under its data directory (local servers).
-    pub remote_config_dir: Option<String>,
+    /// `JUPYTER_CONFIG_PATH` of every server: a directory in the server's image holding the
+    /// files of `hub/share/server/` (the singleuser image has them in
+    /// `/etc/stackhub/server`). Unset: the hub writes them under its data directory (local
+    /// servers). `remote_config_dir` is the old name.
+    #[serde(alias = "remote_config_dir")]
+    pub server_config_dir: Option<String>,
     /// Scopes users' OAuth tokens for their servers may carry besides access to the server
     /// (JupyterHub's `Spawner.oauth_client_allowed_scopes`), e.g. `["shares!user",
     /// "read:users:name", "read:groups:name"]` so JupyterLab's share dialog works with the
@@ -161,7 +162,7 @@ impl Default for SpawnerConfig {
             start_timeout: 60,
             slow_spawn_timeout_ms: 500,
             stop_grace: 5,
-            remote_config_dir: None,
+            server_config_dir: None,
             oauth_client_allowed_scopes: Vec::new(),
         }
     }

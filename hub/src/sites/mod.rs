@@ -20,7 +20,4 @@ pub use self::config::{
     SiteS3Mode, default_sites, site_env_prefix,
 };
 pub use self::registry::{Site, SiteHealth, SiteRegistry, SiteUnavailable, StartSitesError};
-pub use self::spawn_env::{
-    REMOTE_ENV_NAMES, REMOTE_SERVER_CONFIG, RemoteServer, remote_server_env,
-    write_remote_server_config,
-};
+pub use self::spawn_env::{REMOTE_ENV_NAMES, RemoteServer, remote_server_env};

@@ -1,11 +1,10 @@
 //! The environment of a remote-kernels single-user server (a stock `jupyterhub-singleuser` in
 //! gateway mode): jupyter_server's `GatewayClient` settings with the hub's token for this user
 //! and site, the user's S3 grant at the site (which `GatewayClient` forwards in every kernel
-//! start, `JUPYTER_GATEWAY_ALLOWED_ENVS`, and which the S3 contents manager uses), and
-//! `JUPYTER_CONFIG_PATH` pointing at [`REMOTE_SERVER_CONFIG`] (token renewal, contents manager).
+//! start, `JUPYTER_GATEWAY_ALLOWED_ENVS`, and which the S3 contents manager of
+//! `hub/share/server/stackhub_remote.py` uses).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use s3_exchange::{
     ENV_ACCESS_KEY_ID, ENV_BUCKET, ENV_DEFAULT_REGION, ENV_ENDPOINT_URL, ENV_PREFIX, ENV_REGION,
@@ -26,23 +25,6 @@ pub const REMOTE_ENV_NAMES: &[&str] = &[
     ENV_PREFIX,
 ];
 
-/// The jupyter_server config file of remote-kernels servers.
-pub const REMOTE_SERVER_CONFIG: &str = include_str!("../../share/remote_server_config.py");
-
-/// Write [`REMOTE_SERVER_CONFIG`] as `jupyter_server_config.py` into `dir` (created if
-/// needed); returns `dir` for `JUPYTER_CONFIG_PATH`.
-///
-/// # Errors
-/// The directory or file cannot be written.
-pub fn write_remote_server_config(dir: &Path) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join("jupyter_server_config.py");
-    if std::fs::read_to_string(&path).ok().as_deref() != Some(REMOTE_SERVER_CONFIG) {
-        std::fs::write(&path, REMOTE_SERVER_CONFIG)?;
-    }
-    Ok(dir.to_path_buf())
-}
-
 /// What a remote-kernels server needs besides JupyterHub's environment.
 #[derive(Debug)]
 pub struct RemoteServer<'a> {
@@ -54,8 +36,6 @@ pub struct RemoteServer<'a> {
     pub authorization: Option<(String, Option<i64>)>,
     /// The hub API as the server reaches it (`http://127.0.0.1:8081/hub/api`).
     pub hub_api_url: &'a str,
-    /// Directory holding [`REMOTE_SERVER_CONFIG`] as the server sees it.
-    pub config_dir: &'a str,
 }
 
 /// The environment for `r`. The values hold credentials: pass them to the process environment
@@ -70,7 +50,6 @@ pub fn remote_server_env(r: &RemoteServer<'_>) -> BTreeMap<String, String> {
         set("JUPYTER_GATEWAY_CA_CERTS", ca.display().to_string());
     }
     set("JUPYTER_GATEWAY_ALLOWED_ENVS", REMOTE_ENV_NAMES.join(","));
-    set("JUPYTER_CONFIG_PATH", r.config_dir.to_owned());
     set("STACKHUB_SITE", r.site.id.clone());
     set("STACKHUB_SITE_NAME", r.site.name.clone());
     if let Some((auth, expires_at)) = &r.authorization {

@@ -74,8 +74,8 @@ pub struct HubPrepare {
     oidc: Option<Arc<OidcAuth>>,
     hub_api_url: String,
     sites: Option<Arc<SiteRegistry>>,
-    /// `JUPYTER_CONFIG_PATH` of remote-kernels servers.
-    remote_config_dir: String,
+    /// `JUPYTER_CONFIG_PATH` of every server (empty: not set).
+    server_config_dir: String,
 }
 
 impl HubPrepare {
@@ -87,16 +87,22 @@ impl HubPrepare {
             oidc,
             hub_api_url,
             sites: None,
-            remote_config_dir: String::new(),
+            server_config_dir: String::new(),
         }
     }
 
-    /// Start remote-kernels profiles at `sites`; their servers read the config in
-    /// `remote_config_dir` ([`crate::sites::write_remote_server_config`]).
+    /// Start remote-kernels profiles at `sites`.
     #[must_use]
-    pub fn with_sites(mut self, sites: Arc<SiteRegistry>, remote_config_dir: String) -> Self {
+    pub fn with_sites(mut self, sites: Arc<SiteRegistry>) -> Self {
         self.sites = Some(sites);
-        self.remote_config_dir = remote_config_dir;
+        self
+    }
+
+    /// Servers read the hub's jupyter_server configuration in `dir`
+    /// ([`super::write_server_config`]) as the server sees it.
+    #[must_use]
+    pub fn with_server_config_dir(mut self, dir: String) -> Self {
+        self.server_config_dir = dir;
         self
     }
 
@@ -152,7 +158,6 @@ impl HubPrepare {
             grant: &grant,
             authorization,
             hub_api_url: &self.hub_api_url,
-            config_dir: &self.remote_config_dir,
         }));
         Ok(())
     }
@@ -186,6 +191,12 @@ impl PrepareSpawn for HubPrepare {
     async fn prepare(&self, server: &ServerRef, plan: &Plan) -> Result<Prepared, ApiError> {
         let mut out = Prepared::default();
         Self::launch_env(plan, &mut out);
+        if !self.server_config_dir.is_empty() {
+            out.env.insert(
+                "JUPYTER_CONFIG_PATH".to_owned(),
+                self.server_config_dir.clone(),
+            );
+        }
         if let Some(site) = plan.spec.remote_site() {
             self.remote(&server.user, site, plan, &mut out).await?;
         }

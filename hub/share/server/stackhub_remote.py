@@ -1,7 +1,7 @@
-# jupyter_server configuration of a stackhub "Remote Compute Kernels" server: a stock
-# jupyterhub-singleuser in gateway mode whose kernels run at a site and whose files live in the
-# user's S3 space at that site. The hub writes this file and points JUPYTER_CONFIG_PATH at its
-# directory; everything user-specific comes from the environment the hub sets:
+# The "Remote Compute Kernels" part of the single-user servers' configuration (loaded by
+# jupyter_server_config.py beside it): a stock jupyterhub-singleuser in gateway mode whose kernels
+# run at a site and whose files live in the user's S3 space at that site. Everything
+# user-specific comes from the environment the hub sets:
 #
 #   JUPYTER_GATEWAY_URL / _AUTH_SCHEME / _AUTH_TOKEN / _ALLOWED_ENVS  GatewayClient (stock)
 #   STACKHUB_GATEWAY_TOKEN_URL, STACKHUB_GATEWAY_TOKEN_EXPIRES_AT     renewal of the hub token
@@ -67,7 +67,9 @@ class HubGatewayTokenRenewer(GatewayTokenRenewerBase):
 if os.environ.get("JUPYTER_GATEWAY_URL"):
     c.GatewayClient.gateway_token_renewer_class = HubGatewayTokenRenewer
 
-if os.environ.get("STACKHUB_S3_BUCKET"):
+# Remote-kernels servers only: a full Lab keeps its home as its contents (its S3 space is a
+# second place, not the file browser's root).
+if os.environ.get("JUPYTER_GATEWAY_URL") and os.environ.get("STACKHUB_S3_BUCKET"):
     c.ServerApp.contents_manager_class = "s3contents.S3ContentsManager"
     s3 = c.S3ContentsManager
     s3.bucket = os.environ["STACKHUB_S3_BUCKET"]
