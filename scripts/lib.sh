@@ -10,9 +10,10 @@ export STACKHUB_VENV="${STACKHUB_VENV:-$ROOT/.venv}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# apt_install PKG...: install Debian packages that are not there yet.
+# apt_install [--no-install-recommends] PKG...: install Debian packages that are not there yet.
 apt_install() {
-  local missing=()
+  local missing=() opts=()
+  if [ "${1:-}" = "--no-install-recommends" ]; then opts+=("$1"); shift; fi
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
@@ -21,7 +22,17 @@ apt_install() {
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${opts[@]}" "${missing[@]}" >/dev/null
+}
+
+# ensure_r_kernel: the R kernel the sites offer, IRkernel from Debian (r-cran-irkernel; without
+# recommends: 30 packages, R's compilers and docs left out). Debian installs its kernelspec `ir`
+# (display name "R") in /usr/share/jupyter/kernels, which jupyter_client and the gateways search
+# (a site's gateway adds its site name: "R at LUMI Bridge"). More R packages: Debian's r-cran-*.
+ensure_r_kernel() {
+  apt_install --no-install-recommends r-base-core r-cran-irkernel
+  [ -f /usr/share/jupyter/kernels/ir/kernel.json ] \
+    || { echo "r-cran-irkernel installed no kernelspec at /usr/share/jupyter/kernels/ir" >&2; return 1; }
 }
 
 # ensure_venv: the project-local Python environment with the real Jupyter components.
