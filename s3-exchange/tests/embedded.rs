@@ -87,6 +87,29 @@ async fn sdk_reaches_its_own_prefix_only() {
         listed.contents()[0].storage_class().map(|c| c.as_str()),
         Some("STANDARD")
     );
+    // An empty delimiter (s3fs's recursive listings) is no delimiter, as on AWS.
+    let recursive = a
+        .list_objects_v2()
+        .bucket("stackhub")
+        .prefix("users/alice/")
+        .delimiter("")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<_> = recursive
+        .contents()
+        .iter()
+        .filter_map(|o| o.key())
+        .collect();
+    assert_eq!(keys, ["users/alice/data/x.txt"]);
+    assert!(recursive.common_prefixes().is_empty());
+    // A "directory" (a prefix of other keys, as a Zarr store is) is no object: 404, as on AWS.
+    for key in ["users/alice/data", "users/alice/data/"] {
+        let head = a.head_object().bucket("stackhub").key(key).send().await;
+        assert_eq!(status(head), 404, "HEAD {key}");
+        let get = a.get_object().bucket("stackhub").key(key).send().await;
+        assert_eq!(status(get), 404, "GET {key}");
+    }
 
     // Another user's prefix: read, write, list, copy, path tricks.
     let get_bob = a

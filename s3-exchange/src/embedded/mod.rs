@@ -199,7 +199,9 @@ impl EmbeddedS3 {
             path: objects.clone(),
             source: std::io::Error::other(format!("{e:?}")),
         })?;
-        let mut builder = s3s::service::S3ServiceBuilder::new(Store(fs));
+        // The tree as s3s-fs resolves it (canonical).
+        let root = objects.canonicalize().map_err(io("open", &objects))?;
+        let mut builder = s3s::service::S3ServiceBuilder::new(Store { fs, root });
         builder.set_auth(keys.clone());
         builder.set_access(PrefixAccess::new(keys.clone()));
         builder.set_route(StsRoute {

@@ -2,7 +2,15 @@
 //!
 //! `s3s-fs` lists objects without a storage class; AWS, MinIO and Ceph always send one, and
 //! clients rely on it (`s3contents`, the Lab's S3 file browser, reads `StorageClass` of every
-//! entry and fails on a listing without it). Everything else is passed through unchanged.
+//! entry and fails on a listing without it). An empty delimiter (`delimiter=`, which `s3fs`
+//! sends for a recursive listing: `find`, `get(recursive=True)`, `du`) means no delimiter, as on
+//! AWS; `s3s-fs` would split every key after its prefix's first character. A key that is only a
+//! "directory" (a prefix of other keys, e.g. a Zarr store `cube.zarr`) is no object, as on AWS:
+//! HEAD and GET answer `NoSuchKey` (`s3s-fs` fails with 500 opening the directory, which breaks
+//! `s3fs.exists`, `xarray.open_zarr` and every client probing a prefix). Everything else is
+//! passed through unchanged.
+
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use s3s::dto::{
@@ -17,11 +25,24 @@ use s3s::dto::{
     PutObjectInput, PutObjectOutput, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput,
     UploadPartOutput,
 };
-use s3s::{S3, S3Request, S3Response, S3Result};
+use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
-/// The embedded store's objects: a directory tree served by `s3s-fs`.
+/// The embedded store's objects: a directory tree (`root`) served by `s3s-fs`.
 #[derive(Debug)]
-pub(crate) struct Store(pub(crate) s3s_fs::FileSystem);
+pub(crate) struct Store {
+    pub(crate) fs: s3s_fs::FileSystem,
+    pub(crate) root: PathBuf,
+}
+
+impl Store {
+    /// `bucket/key` is a directory of the tree, not an object. (Keys that leave the caller's
+    /// prefix never get here: the access check refused them.)
+    async fn is_directory(&self, bucket: &str, key: &str) -> bool {
+        tokio::fs::metadata(self.root.join(bucket).join(key))
+            .await
+            .is_ok_and(|m| m.is_dir())
+    }
+}
 
 fn with_storage_class(objects: Option<&mut Vec<Object>>) {
     for o in objects.into_iter().flatten() {
@@ -37,26 +58,48 @@ macro_rules! store_impl {
         impl S3 for Store {
             $(
                 async fn $op(&self, req: S3Request<$input>) -> S3Result<S3Response<$output>> {
-                    self.0.$op(req).await
+                    self.fs.$op(req).await
                 }
             )*
 
             async fn list_objects(
                 &self,
-                req: S3Request<ListObjectsInput>,
+                mut req: S3Request<ListObjectsInput>,
             ) -> S3Result<S3Response<ListObjectsOutput>> {
-                let mut resp = self.0.list_objects(req).await?;
+                req.input.delimiter = req.input.delimiter.filter(|d| !d.is_empty());
+                let mut resp = self.fs.list_objects(req).await?;
                 with_storage_class(resp.output.contents.as_mut());
                 Ok(resp)
             }
 
             async fn list_objects_v2(
                 &self,
-                req: S3Request<ListObjectsV2Input>,
+                mut req: S3Request<ListObjectsV2Input>,
             ) -> S3Result<S3Response<ListObjectsV2Output>> {
-                let mut resp = self.0.list_objects_v2(req).await?;
+                req.input.delimiter = req.input.delimiter.filter(|d| !d.is_empty());
+                let mut resp = self.fs.list_objects_v2(req).await?;
                 with_storage_class(resp.output.contents.as_mut());
                 Ok(resp)
+            }
+
+            async fn head_object(
+                &self,
+                req: S3Request<HeadObjectInput>,
+            ) -> S3Result<S3Response<HeadObjectOutput>> {
+                if self.is_directory(&req.input.bucket, &req.input.key).await {
+                    return Err(s3_error!(NoSuchKey));
+                }
+                self.fs.head_object(req).await
+            }
+
+            async fn get_object(
+                &self,
+                req: S3Request<GetObjectInput>,
+            ) -> S3Result<S3Response<GetObjectOutput>> {
+                if self.is_directory(&req.input.bucket, &req.input.key).await {
+                    return Err(s3_error!(NoSuchKey));
+                }
+                self.fs.get_object(req).await
             }
         }
     };
@@ -69,9 +112,7 @@ store_impl! {
     delete_object(DeleteObjectInput) -> DeleteObjectOutput;
     delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput;
     get_bucket_location(GetBucketLocationInput) -> GetBucketLocationOutput;
-    get_object(GetObjectInput) -> GetObjectOutput;
     head_bucket(HeadBucketInput) -> HeadBucketOutput;
-    head_object(HeadObjectInput) -> HeadObjectOutput;
     list_buckets(ListBucketsInput) -> ListBucketsOutput;
     put_object(PutObjectInput) -> PutObjectOutput;
     create_multipart_upload(CreateMultipartUploadInput) -> CreateMultipartUploadOutput;
