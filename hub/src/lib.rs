@@ -80,8 +80,8 @@ pub use self::profiles::{
 pub use self::quota::{QuotaRole, UserQuota, default_quota_roles};
 pub use self::services::{RegisterError, Service, Services, Supervisor};
 pub use self::spawn::{
-    HubPrepare, LAUNCH_MARGIN, Orchestrator, Plan, Planner, PrepareSpawn, Prepared, ProgressStream,
-    Refusal, RouteCheck, RouteOwner, SERVER_CONFIG_FILES, ServerRef, SpawnFailure,
+    EXAMPLE_FILES, HubPrepare, LAUNCH_MARGIN, Orchestrator, Plan, Planner, PrepareSpawn, Prepared,
+    ProgressStream, Refusal, RouteCheck, RouteOwner, SERVER_CONFIG_FILES, ServerRef, SpawnFailure,
     SpawnOrchestrator, SpawnSettings, StartOutcome, StartRequest, StopOutcome, Unavailable,
     write_server_config,
 };

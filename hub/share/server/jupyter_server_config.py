@@ -6,6 +6,9 @@
 #
 #   stackhub_remote.py   "Remote Compute Kernels": gateway mode, gateway-token renewal, the S3
 #                        contents manager (JUPYTER_GATEWAY_URL, STACKHUB_S3_BUCKET without a home)
+#   stackhub_examples.py the example notebooks (examples/ here) copied into a new home or S3 space
+#                        on first start (off with STACKHUB_EXAMPLES=0)
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
 load_subconfig("stackhub_remote.py")  # noqa: F821
+load_subconfig("stackhub_examples.py")  # noqa: F821

@@ -24,7 +24,7 @@ pub use self::pipeline::{LAUNCH_MARGIN, SpawnFailure, SpawnOrchestrator, SpawnSe
 pub use self::plan::{Plan, Planner, Refusal, StartRequest};
 pub use self::prepare::{HubPrepare, PrepareSpawn, Prepared, RouteOwner};
 pub use self::reconcile::RouteCheck;
-pub use self::server_config::{SERVER_CONFIG_FILES, write_server_config};
+pub use self::server_config::{EXAMPLE_FILES, SERVER_CONFIG_FILES, write_server_config};
 
 use std::fmt::Debug;
 use std::sync::Arc;
