@@ -15,6 +15,19 @@ pub const SERVER_CONFIG_FILES: &[(&str, &str)] = &[
         "stackhub_remote.py",
         include_str!("../../share/server/stackhub_remote.py"),
     ),
+    (
+        "stackhub_s3.py",
+        include_str!("../../share/server/stackhub_s3.py"),
+    ),
+    (
+        "stackhub_s3_credentials.py",
+        include_str!("../../share/server/stackhub_s3_credentials.py"),
+    ),
+    (
+        "stackhub_lab.py",
+        include_str!("../../share/server/stackhub_lab.py"),
+    ),
+    ("overrides.json", include_str!("../../share/server/overrides.json")),
 ];
 
 /// Write [`SERVER_CONFIG_FILES`] into `dir` (created if needed; files that differ are
