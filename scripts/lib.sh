@@ -10,9 +10,10 @@ export STACKHUB_VENV="${STACKHUB_VENV:-$ROOT/.venv}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# apt_install PKG...: install Debian packages that are not there yet.
+# apt_install [--no-install-recommends] PKG...: install Debian packages that are not there yet.
 apt_install() {
-  local missing=()
+  local missing=() opts=()
+  if [ "${1:-}" = "--no-install-recommends" ]; then opts+=("$1"); shift; fi
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
@@ -21,7 +22,17 @@ apt_install() {
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${opts[@]}" "${missing[@]}" >/dev/null
+}
+
+# ensure_r_kernel: the R kernel the sites offer, IRkernel from Debian (r-cran-irkernel; without
+# recommends: 30 packages, R's compilers and docs left out). Debian installs its kernelspec `ir`
+# (display name "R") in /usr/share/jupyter/kernels, which jupyter_client and the gateways search
+# (a site's gateway adds its site name: "R at LUMI Bridge"). More R packages: Debian's r-cran-*.
+ensure_r_kernel() {
+  apt_install --no-install-recommends r-base-core r-cran-irkernel
+  [ -f /usr/share/jupyter/kernels/ir/kernel.json ] \
+    || { echo "r-cran-irkernel installed no kernelspec at /usr/share/jupyter/kernels/ir" >&2; return 1; }
 }
 
 # ensure_venv: the project-local Python environment with the real Jupyter components.
@@ -35,6 +46,56 @@ ensure_venv() {
   "$STACKHUB_VENV/bin/pip" install -q -r "$ROOT/scripts/requirements.txt" \
     -r "$ROOT/scripts/requirements-test.txt"
   printf '%s\n' "$want" >"$stamp"
+}
+
+# ensure_dedl_env: the "Python DEDL" kernel's environment (scripts/requirements-dedl.txt: the
+# Data Lake's libraries) in its own venv under the user cache, keyed by the requirements' content,
+# so fresh clones reuse it and a changed file builds a new one (STACKHUB_DEDL_VENV overrides the
+# place). Then the kernelspec `python_dedl` ("Python DEDL") in $STACKHUB_VENV/share/jupyter/kernels,
+# where the full Lab (run from $STACKHUB_VENV) and the local sites' gateways (VIRTUAL_ENV) find it;
+# rewritten when the environment's path changes. Run ensure_venv first. Exports STACKHUB_DEDL_VENV.
+ensure_dedl_env() {
+  local req="$ROOT/scripts/requirements-dedl.txt" hash venv
+  hash="$(sha256sum "$req" | cut -c1-16)"
+  venv="${STACKHUB_DEDL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/stackhub/venvs/python-dedl-$hash}"
+  local stamp="$venv/.stackhub-requirements"
+  if [ -x "$venv/bin/python" ] && cmp -s "$req" "$stamp"; then
+    log "Python DEDL environment: $venv (cached)"
+  else
+    mkdir -p "$(dirname "$venv")"
+    # One builder at a time (parallel runs of the scripts share the cache).
+    exec 9>"$venv.lock"
+    flock 9
+    if [ -x "$venv/bin/python" ] && cmp -s "$req" "$stamp"; then
+      log "Python DEDL environment: $venv (built by a parallel run)"
+    else
+      log "creating the Python DEDL environment in $venv (scripts/requirements-dedl.txt; a few minutes)"
+      local start=$SECONDS
+      rm -rf "$venv"
+      python3 -m venv "$venv"
+      "$venv/bin/pip" install -q --upgrade pip >/dev/null
+      "$venv/bin/pip" install -q -r "$req"
+      cp "$req" "$stamp"
+      log "Python DEDL environment ready in $((SECONDS - start)) s ($(du -sh "$venv" | cut -f1))"
+    fi
+    flock -u 9
+    exec 9>&-
+  fi
+  export STACKHUB_DEDL_VENV="$venv"
+  install_dedl_kernelspec "$venv" "$STACKHUB_VENV/share/jupyter/kernels/python_dedl"
+}
+
+# install_dedl_kernelspec VENV DIR: the kernelspec `python_dedl` running VENV's Python, in DIR
+# (with ipykernel's logos); left alone when it already says the same.
+install_dedl_kernelspec() {
+  local venv="$1" dir="$2" json
+  json="$(printf '{\n  "argv": ["%s/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],\n  "display_name": "Python DEDL",\n  "language": "python",\n  "metadata": {"debugger": true}\n}\n' "$venv")"
+  if [ "$json" = "$(cat "$dir/kernel.json" 2>/dev/null)" ]; then return 0; fi
+  log "installing the kernelspec python_dedl (Python DEDL: $venv) in $dir"
+  mkdir -p "$dir"
+  cp "$venv"/share/jupyter/kernels/python3/logo-* "$dir/" 2>/dev/null || true
+  printf '%s\n' "$json" >"$dir/kernel.json.tmp"
+  mv "$dir/kernel.json.tmp" "$dir/kernel.json"
 }
 
 # ensure_idp: the test OpenID Connect provider's npm packages (tests/idp/package-lock.json:

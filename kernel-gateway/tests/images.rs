@@ -193,6 +193,130 @@ fn image_pins_satisfy_what_the_scripts_install() {
     assert!(satisfies("6.30.0", ">=6.29,<8") && !satisfies("8.0", ">=6.29,<8"));
 }
 
+/// The Python DEDL pins: the kernel-python image's are scripts/requirements-dedl.txt's, one for
+/// one; the singleuser image installs that file as /opt/python-dedl with a kernelspec
+/// `python_dedl` like the one `scripts/lib.sh` (ensure_dedl_env) writes into the project venv.
+#[test]
+fn the_python_dedl_environment_is_the_same_in_scripts_and_images() {
+    let scripts = requirements(
+        &std::fs::read_to_string(images().join("../scripts/requirements-dedl.txt")).unwrap(),
+    );
+    let kernel = requirements(&read("kernel-python/requirements.txt"));
+    for (pkg, pin) in &scripts {
+        assert!(
+            pin.starts_with("==") && !pin.contains(','),
+            "scripts/requirements-dedl.txt: {pkg}{pin} is not pinned with =="
+        );
+    }
+    let mut a = scripts.clone();
+    let mut b = kernel.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(
+        a, b,
+        "images/kernel-python/requirements.txt and scripts/requirements-dedl.txt pin different versions"
+    );
+    for need in [
+        "destinelab",
+        "earthkit_data",
+        "pystac_client",
+        "xarray",
+        "zarr",
+        "s3fs",
+        "boto3",
+        "dask[distributed]",
+        "dask_gateway",
+        "matplotlib",
+        "ipykernel",
+    ] {
+        assert!(
+            scripts.iter().any(|(p, _)| p == need),
+            "scripts/requirements-dedl.txt lacks {need}"
+        );
+    }
+    let single = read("singleuser/Dockerfile");
+    for line in [
+        "COPY images/kernel-python/requirements.txt /tmp/requirements-dedl.txt",
+        "/opt/python-dedl/bin/pip install --no-cache-dir -r /tmp/requirements-dedl.txt",
+        "COPY --from=build /opt/python-dedl /opt/python-dedl",
+        "COPY images/singleuser/python_dedl/kernel.json /opt/venv/share/jupyter/kernels/python_dedl/kernel.json",
+    ] {
+        assert!(
+            single.contains(line),
+            "singleuser/Dockerfile lacks {line:?}"
+        );
+    }
+    let image_spec: serde_json::Value =
+        serde_json::from_str(&read("singleuser/python_dedl/kernel.json")).unwrap();
+    assert_eq!(image_spec["argv"][0], "/opt/python-dedl/bin/python");
+    // What scripts/test installed (ensure_dedl_env): the same spec but for the environment's path.
+    let venv = std::env::var_os("STACKHUB_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| images().join("../.venv"));
+    let installed = venv.join("share/jupyter/kernels/python_dedl/kernel.json");
+    let text = std::fs::read_to_string(&installed).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; scripts/test installs it (scripts/lib.sh ensure_dedl_env)",
+            installed.display()
+        )
+    });
+    let mut local: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let python = local["argv"][0].as_str().unwrap().to_owned();
+    assert!(
+        python.ends_with("/bin/python") && Path::new(&python).exists(),
+        "{}: argv[0] {python} is no environment's python",
+        installed.display()
+    );
+    local["argv"][0] = image_spec["argv"][0].clone();
+    assert_eq!(local, image_spec, "{}", installed.display());
+    assert_eq!(image_spec["display_name"], "Python DEDL");
+}
+
+/// images/kernel-r pins the Debian packages scripts/lib.sh (ensure_r_kernel) installs, at the
+/// versions installed here (scripts/test installs them from the same Debian release).
+#[test]
+fn the_r_kernel_image_pins_the_debian_packages_the_scripts_install() {
+    let lib = std::fs::read_to_string(images().join("../scripts/lib.sh")).unwrap();
+    let wanted: Vec<&str> = lib
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("apt_install --no-install-recommends r-base-core")
+        })
+        .map(|rest| {
+            std::iter::once("r-base-core")
+                .chain(rest.split_whitespace())
+                .collect()
+        })
+        .expect("scripts/lib.sh installs no r-base-core");
+    let text = read("kernel-r/Dockerfile");
+    let pins: Vec<(&str, &str)> = text
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .filter(|(p, _)| p.starts_with("r-"))
+        .collect();
+    let mut pinned: Vec<&str> = pins.iter().map(|(p, _)| *p).collect();
+    pinned.sort_unstable();
+    let mut want = wanted.clone();
+    want.sort_unstable();
+    assert_eq!(pinned, want, "kernel-r/Dockerfile and scripts/lib.sh");
+    for (pkg, pin) in pins {
+        let out = Command::new("dpkg-query")
+            .args(["-W", "-f=${Version}", pkg])
+            .output()
+            .unwrap();
+        let installed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && !installed.is_empty(),
+            "{pkg} is not installed here (scripts/test installs it: scripts/lib.sh ensure_r_kernel)"
+        );
+        assert_eq!(
+            installed, pin,
+            "kernel-r/Dockerfile pins {pkg}={pin}, Debian here has {installed}"
+        );
+    }
+}
+
 fn launcher_script() -> PathBuf {
     images().join("kernel-launcher").join(KERNEL_LAUNCHER)
 }

@@ -22,16 +22,33 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Start a python3 kernel as `token` asking for `dir`; its `os.getcwd()` and `HOME`.
 async fn where_it_runs(gw: &Gateway, token: &str, dir: &Path) -> (String, String) {
-    let body = json!({"name": "python3", "env": {"KERNEL_WORKING_DIR": dir}}).to_string();
+    where_kernel_runs(
+        gw,
+        "python3",
+        token,
+        dir,
+        "import os; print(os.getcwd()); print(os.environ.get('HOME'))",
+    )
+    .await
+}
+
+/// Start a `kernel` kernel as `token` asking for `dir`; the first two lines `code` prints
+/// (its working directory and `HOME`).
+async fn where_kernel_runs(
+    gw: &Gateway,
+    kernel: &str,
+    token: &str,
+    dir: &Path,
+    code: &str,
+) -> (String, String) {
+    let body = json!({"name": kernel, "env": {"KERNEL_WORKING_DIR": dir}}).to_string();
     let (status, _, body) = gw
         .call(Method::POST, "/api/kernels", Some(token), Some(&body))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let id = body["id"].as_str().unwrap();
     let mut ws = gw.ws(token, id, "s", false).await;
-    let outcome = ws
-        .execute("import os; print(os.getcwd()); print(os.environ.get('HOME'))")
-        .await;
+    let outcome = ws.execute(code).await;
     let mut lines = outcome.stdout.lines().map(str::to_owned);
     match (lines.next(), lines.next()) {
         (Some(cwd), Some(home)) => (cwd, home),
@@ -90,4 +107,46 @@ async fn a_mirroring_gateway_runs_kernels_where_the_lab_is() {
     gw.stop().await;
     std::fs::remove_dir_all(&root).unwrap();
     std::fs::remove_dir_all(&lab).unwrap();
+}
+
+/// The sites' R kernel (IRkernel from Debian: `scripts/test` installs `r-cran-irkernel`, whose
+/// kernelspec `ir` the gateway finds in `/usr/share/jupyter/kernels` by the standard search)
+/// lives by the same rules: in the user's area, with it as `HOME`, not where the client says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r_kernel_runs_in_its_users_area_too() {
+    let debian_spec = Path::new("/usr/share/jupyter/kernels/ir/kernel.json");
+    assert!(
+        debian_spec.is_file(),
+        "no {}: install Debian's r-cran-irkernel (scripts/test does)",
+        debian_spec.display()
+    );
+    let root = scratch("r-root");
+    let mut c = config();
+    c.kernel_working_root = Some(root.clone());
+    c.site_name = Some("LUMI Bridge".into());
+    let gw = Gateway::start(c).await;
+    let (status, _, specs) = gw
+        .call(Method::GET, "/api/kernelspecs", Some(ALICE), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{specs}");
+    assert_eq!(
+        specs["kernelspecs"]["ir"]["spec"]["display_name"], "R at LUMI Bridge",
+        "{specs}"
+    );
+    assert_eq!(
+        specs["kernelspecs"]["ir"]["spec"]["language"], "R",
+        "{specs}"
+    );
+    let (cwd, home) = where_kernel_runs(
+        &gw,
+        "ir",
+        ALICE,
+        Path::new("/"),
+        r#"cat(getwd(), Sys.getenv("HOME"), sep = "\n")"#,
+    )
+    .await;
+    assert_eq!(Path::new(&cwd), root.join("alice"));
+    assert_eq!(Path::new(&home), root.join("alice"));
+    gw.stop().await;
+    std::fs::remove_dir_all(&root).unwrap();
 }

@@ -4,12 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The workspace root.
+/// The workspace root: the parent of this crate's directory as the test runner gives it
+/// (`cargo test` and nextest set `CARGO_MANIFEST_DIR` when they run a test), else as it was at
+/// build time. The run-time value matters when one build directory serves several clones
+/// (`CARGO_TARGET_DIR` outside the clone): cargo may reuse this library built from another clone.
 ///
 /// # Panics
 /// Never in practice: this crate lives one level below the root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_owned)
 }

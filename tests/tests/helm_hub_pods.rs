@@ -398,6 +398,20 @@ impl Hub {
     }
 }
 
+/// Docker's `COPY FROM TO`: a file to the path `to`, a directory's contents (recursively) into
+/// the directory `to`.
+fn copy_into_image(from: &Path, to: &Path) {
+    if from.is_dir() {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_into_image(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
 /// The test's kubelet and cluster, for servers' pods: a pod's processes run on this machine in
 /// `dir` at the pod's own loopback address `ip` (its network namespace: the server's
 /// `0.0.0.0` is that address), the hub API's Service name resolves to the hub's port here
@@ -421,9 +435,10 @@ impl Kubelet {
             if let ["COPY", from, to] = words[..]
                 && !from.starts_with("--")
             {
-                let to = image_root.join(to.trim_start_matches('/'));
-                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-                std::fs::copy(repo().join(from), to).unwrap();
+                copy_into_image(
+                    &repo().join(from),
+                    &image_root.join(to.trim_start_matches('/')),
+                );
             }
         }
         Self {
