@@ -13,14 +13,11 @@
 # environment so every kernel inherits it) names stackhub_s3_credentials.py as its
 # credential_process; botocore, boto3, s3fs (aiobotocore) in kernels and the S3 browser run it
 # when they need credentials and again before they expire. Nothing here logs a credential.
-import logging
 import os
 import shlex
 import sys
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
-
-log = logging.getLogger("ServerApp")
 
 
 def _write_aws_config(here):
@@ -45,20 +42,23 @@ def _write_aws_config(here):
 
 
 def _ensure_space_marker(bucket, prefix):
-    """A new user's space has no object yet; the S3 browser opens only on a prefix that exists,
-    so put the prefix's folder marker (an empty object named PREFIX, as S3 consoles do). Failing
-    here never stops the server: the browser then says the space cannot be opened."""
+    """A new user's space holds no object, and an S3 prefix without objects cannot be listed as
+    a folder (s3fs then looks at the parent, which the credentials may not list), so the S3
+    browser could not open it: put an empty hidden object PREFIX.keep (the browser hides dot
+    files). A marker named PREFIX itself would not do: some stores (the embedded one) keep such
+    a key as a directory that no listing shows. Failing here never stops the server."""
     try:
         import boto3
         from botocore.config import Config
 
-        s3 = boto3.client("s3", config=Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2}))
+        config = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2})
+        s3 = boto3.client("s3", config=config)
         listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
         if not listed.get("KeyCount"):
-            s3.put_object(Bucket=bucket, Key=prefix, Body=b"")
+            s3.put_object(Bucket=bucket, Key=prefix + ".keep", Body=b"")
     except Exception as e:  # noqa: BLE001 (the server starts without the marker)
         # botocore's messages name the operation and the error code, never the credentials.
-        log.warning("could not prepare the S3 space s3://%s/%s: %s", bucket, prefix, e)
+        print(f"stackhub: could not prepare the S3 space s3://{bucket}/{prefix}: {e}", file=sys.stderr)
 
 
 _bucket = os.environ.get("STACKHUB_S3_BUCKET", "")
@@ -78,15 +78,21 @@ if (
         _ensure_space_marker(_bucket, _prefix + "/")
     # jupyter-fs: its contents manager serves the home (the default file browser, unchanged) and
     # each resource under its own drive; the one resource is the user's S3 space, named as the
-    # Data Lake's Lab names its browser. Users cannot add resources (no credential forms).
+    # Data Lake's Lab names its browser. Users cannot add resources (no credential forms). The
+    # space is an fsspec DirFileSystem rooted at s3://BUCKET/PREFIX: with the plain s3:// URL
+    # jupyter-fs checks the root with a HeadObject on "PREFIX" without its slash, which
+    # credentials confined to PREFIX/ may not do (403).
     c.ServerApp.contents_manager_class = "jupyterfs.metamanager.MetaManager"
+    # (jupyter-fs ships no jupyter_server_config.d entry: its server extension is enabled here.)
+    c.ServerApp.jpserver_extensions.update({"jupyterfs.extension": True})
     c.JupyterFs.resources = [
         {
             "name": f"S3 Object Storage - {_site}" if _site else "S3 Object Storage",
-            "url": f"s3://{_bucket}/{_prefix}" if _prefix else f"s3://{_bucket}",
+            "url": "dir://",
             "type": "fsspec",
             "auth": "none",
             "defaultWritable": True,
+            "kwargs": {"path": f"{_bucket}/{_prefix}".rstrip("/"), "target_protocol": "s3"},
         }
     ]
     c.JupyterFs.allow_user_resources = False

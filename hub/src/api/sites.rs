@@ -152,10 +152,7 @@ async fn s3_credentials(
         expires_at = ?c.expires_at,
         "issued S3 credentials"
     );
-    Ok((
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(body),
-    ))
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)))
 }
 
 /// Whether a server of profile `p` has its S3 space at site `id`.

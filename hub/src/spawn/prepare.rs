@@ -181,14 +181,16 @@ impl HubPrepare {
             return;
         };
         match site.exchange().map(|x| x.space(user)) {
-            Some(Ok(space)) => out
-                .env
-                .extend(lab_s3_env(site, &space, &self.hub_api_url)),
+            Some(Ok(space)) => out.env.extend(lab_s3_env(site, &space, &self.hub_api_url)),
             Some(Err(e)) => {
                 tracing::warn!(user, site = id, error = %e, "no S3 space in the Lab");
             }
             None => {
-                tracing::warn!(user, site = id, "the profile's S3 site has no S3 store: no S3 space in the Lab");
+                tracing::warn!(
+                    user,
+                    site = id,
+                    "the profile's S3 site has no S3 store: no S3 space in the Lab"
+                );
             }
         }
     }

@@ -27,7 +27,10 @@ pub const SERVER_CONFIG_FILES: &[(&str, &str)] = &[
         "stackhub_lab.py",
         include_str!("../../share/server/stackhub_lab.py"),
     ),
-    ("overrides.json", include_str!("../../share/server/overrides.json")),
+    (
+        "overrides.json",
+        include_str!("../../share/server/overrides.json"),
+    ),
 ];
 
 /// Write [`SERVER_CONFIG_FILES`] into `dir` (created if needed; files that differ are
