@@ -8,7 +8,7 @@
 // REPO is a directory of the home holding a git repository whose history has COMMIT_MESSAGE;
 // OBJECT is the name of an object in the user's S3 space; CODE is run in a Python DEDL notebook
 // and the script waits for an output containing MARKER.
-// Prints one JSON line: {"lab_url", "launcher", "git_repository", "git_history", "s3_title",
+// Prints one JSON line: {"lab_url", "launcher", "settings", "toasts", "git_repository", "git_history", "s3_title",
 // "s3_listing", "dask_panel", "output"}.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
@@ -61,6 +61,23 @@ try {
   await page.goto(`${hub}${prefix}/lab/tree/${repo}`);
   await page.waitForSelector('.jp-Launcher', { timeout: 120000 });
   const launcher = await page.$$eval('.jp-LauncherCard', (cs) => cs.map((c) => `${c.dataset.category}: ${c.title}`));
+  // The hub's settings: the defaults the Lab's settings API gives (the schemas with the hub's
+  // overrides applied), and no news toast.
+  const settings = await page.evaluate(async (p) => {
+    const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || '';
+    const defaults = async (id) => {
+      const r = await fetch(`${p}/lab/api/settings/${id}`,
+        { credentials: 'same-origin', headers: { 'X-XSRFToken': decodeURIComponent(xsrf) } });
+      if (!r.ok) return { error: r.status };
+      const props = (await r.json()).schema.properties;
+      return Object.fromEntries(Object.entries(props).map(([k, v]) => [k, v.default]));
+    };
+    return {
+      notification: await defaults('@jupyterlab/apputils-extension:notification'),
+      git: await defaults('@jupyterlab/git:plugin'),
+    };
+  }, prefix);
+  const toasts = await page.$$eval('.Toastify__toast', (ts) => ts.map((t) => t.innerText));
 
   // The Git panel: the repository and its history.
   const git = await openPanel('[data-id="jp-git-sessions"]');
@@ -117,7 +134,7 @@ try {
   const output = (await out.textContent()).trim();
   await shot('full-lab-notebook.png');
   console.log(JSON.stringify({
-    lab_url: labUrl, launcher, git_repository: gitRepository, git_history: gitHistory,
+    lab_url: labUrl, launcher, settings, toasts, git_repository: gitRepository, git_history: gitHistory,
     s3_title: s3Title, s3_listing: s3Listing, dask_panel: daskPanel, output,
   }));
 } catch (e) {

@@ -196,6 +196,16 @@ async fn the_full_lab_has_git_the_s3_browser_dask_and_python_dedl() {
         launcher.contains(&"Notebook: Python DEDL"),
         "{launcher:?} ({dedl})"
     );
+    // The hub's JupyterLab settings (hub/share/server/overrides.json) are the Lab's defaults: no
+    // news, no update checks (no toast asked about them), the Git panel's polling.
+    let settings = &seen["settings"];
+    assert_eq!(settings["notification"]["fetchNews"], "false", "{seen}");
+    assert_eq!(settings["notification"]["checkForUpdates"], false, "{seen}");
+    assert_eq!(settings["git"]["refreshInterval"], 10000, "{seen}");
+    assert!(
+        !seen["toasts"].to_string().contains("news"),
+        "a news toast: {seen}"
+    );
     // The Git panel shows the repository of the home and its commit.
     assert_eq!(text("git_repository"), REPO, "{seen}");
     assert!(text("git_history").contains(COMMIT), "{seen}");
