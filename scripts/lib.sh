@@ -71,8 +71,10 @@ ensure_dedl_env() {
     else
       log "creating the Python DEDL environment in $venv (scripts/requirements-dedl.txt; a few minutes)"
       local start=$SECONDS
-      rm -rf "$venv"
-      python3 -m venv "$venv"
+      # A half-built cache entry is started over; a directory named by STACKHUB_DEDL_VENV is
+      # never removed (pip only adds or changes what the requirements ask for).
+      [ -n "${STACKHUB_DEDL_VENV:-}" ] || rm -rf "$venv"
+      [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
       "$venv/bin/pip" install -q --upgrade pip >/dev/null
       "$venv/bin/pip" install -q -r "$req"
       cp "$req" "$stamp"

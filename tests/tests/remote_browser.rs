@@ -4,7 +4,9 @@
 //! real `stackhub-gateway` as the LUMI site, a stock `jupyterhub-singleuser` in gateway mode with
 //! `s3contents`, and ipykernel. The browser's cookie-authenticated kernel WebSocket must take the
 //! proxy's direct route to the gateway (the single-user server never relays it) with JupyterLab's
-//! binary v1 kernel protocol, and the saved notebook must be in S3.
+//! binary v1 kernel protocol, and the saved notebook must be in S3. The launcher lists the site's
+//! Python DEDL and R kernels with the site in their names; an R notebook and a Python DEDL one
+//! (the Data Lake's libraries) run at the site, in alice's working area there.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,7 +24,26 @@ async fn a_browser_runs_a_notebook_at_the_lumi_gateway_over_the_direct_route() {
     let (dir, _cleanup) = scratch_dir("remote-browser");
     let [port, hub_port, lumi_port] = free_ports();
     let base = format!("http://127.0.0.1:{port}");
-    let lumi = Gateway::start(&dir, "lumi", lumi_port, &base);
+    // The site's kernels: the venv's python3, Python DEDL (scripts/lib.sh ensure_dedl_env puts
+    // its kernelspec in the venv) and Debian's IRkernel (/usr/share/jupyter/kernels/ir).
+    let dedl_spec = hub_common::venv().join("share/jupyter/kernels/python_dedl/kernel.json");
+    assert!(
+        dedl_spec.is_file(),
+        "no {}: scripts/test installs it (scripts/lib.sh ensure_dedl_env)",
+        dedl_spec.display()
+    );
+    let area = dir.join("lumi-area");
+    let lumi = Gateway::start_site(
+        &dir,
+        "lumi",
+        lumi_port,
+        &base,
+        "",
+        &format!(
+            "site_name = \"LUMI Bridge\"\nkernel_working_root = \"{}\"",
+            area.display()
+        ),
+    );
     lumi.wait_ready().await;
     std::fs::write(
         dir.join("hub.toml"),
@@ -46,6 +67,17 @@ async fn a_browser_runs_a_notebook_at_the_lumi_gateway_over_the_direct_route() {
     let art = artifacts().display().to_string();
     let b = base.clone();
     let code = "import os; print('AT', os.environ['STACKHUB_S3_PREFIX'], 6 * 7)";
+    let more = serde_json::json!([
+        {"card": "R at LUMI Bridge", "kernel": "ir", "shot": "remote-r.png", "marker": "RAT ",
+         "code": "cat(\"RAT\", getwd(), Sys.getenv(\"HOME\"), 1 + 1, \
+                  Sys.getenv(\"STACKHUB_S3_PREFIX\"), \
+                  nzchar(Sys.getenv(\"AWS_SECRET_ACCESS_KEY\")), \"\\n\")"},
+        {"card": "Python DEDL at LUMI Bridge", "kernel": "python_dedl", "shot": "remote-dedl.png",
+         "marker": "DEDL ",
+         "code": "import os, destinelab, earthkit.data, pystac_client, xarray, zarr, s3fs, \
+                  dask_gateway; print('DEDL', os.getcwd(), xarray.__version__, zarr.__version__)"},
+    ])
+    .to_string();
     let seen = tokio::task::spawn_blocking(move || {
         node(
             "browser_remote_lab.mjs",
@@ -57,6 +89,7 @@ async fn a_browser_runs_a_notebook_at_the_lumi_gateway_over_the_direct_route() {
                 "remote-lumi",
                 code,
                 "AT users/alice/ 42",
+                &more,
             ],
         )
     })
@@ -81,6 +114,52 @@ async fn a_browser_runs_a_notebook_at_the_lumi_gateway_over_the_direct_route() {
             .as_str()
             .unwrap()
             .contains("AT users/alice/ 42"),
+        "{seen}"
+    );
+
+    // The launcher offers the site's kernels, saying where they run; R and Python DEDL run there,
+    // in alice's working area (also their HOME), R with the S3 exchange in its environment (the
+    // secret's presence, not its value), Python DEDL with the pinned Data Lake libraries.
+    let cards: Vec<&str> = seen["launcher"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{seen}"))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for want in [
+        "Python 3 (ipykernel) at LUMI Bridge",
+        "Python DEDL at LUMI Bridge",
+        "R at LUMI Bridge",
+    ] {
+        assert!(
+            cards.contains(&want),
+            "{want:?} not in the launcher: {cards:?}"
+        );
+    }
+    let alice_area = area.join("alice");
+    assert_eq!(
+        seen["more"][0].as_str().unwrap_or_default(),
+        format!("RAT {0} {0} 2 users/alice/ TRUE", alice_area.display()),
+        "{seen}"
+    );
+    let pins = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/requirements-dedl.txt"),
+    )
+    .unwrap();
+    let pin = |pkg: &str| {
+        pins.lines()
+            .find_map(|l| l.strip_prefix(&format!("{pkg}==")))
+            .unwrap_or_else(|| panic!("{pkg} not pinned in scripts/requirements-dedl.txt"))
+            .to_owned()
+    };
+    assert_eq!(
+        seen["more"][1].as_str().unwrap_or_default(),
+        format!(
+            "DEDL {} {} {}",
+            alice_area.display(),
+            pin("xarray"),
+            pin("zarr")
+        ),
         "{seen}"
     );
 

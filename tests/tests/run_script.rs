@@ -189,6 +189,16 @@ async fn scripts_run_brings_up_the_hub_and_five_healthy_sites_running_remote_ker
         "Python 3 (ipykernel) at LUMI Bridge",
         "{specs}"
     );
+    // The site's Python DEDL (scripts/lib.sh ensure_dedl_env) and R (Debian's IRkernel) kernels.
+    for (name, display) in [
+        ("python_dedl", "Python DEDL at LUMI Bridge"),
+        ("ir", "R at LUMI Bridge"),
+    ] {
+        assert_eq!(
+            specs["kernelspecs"][name]["spec"]["display_name"], display,
+            "{specs}"
+        );
+    }
     let r = user_api(reqwest::Method::POST, "api/kernels")
         .json(&json!({"name": "python3"}))
         .send()

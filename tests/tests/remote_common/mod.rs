@@ -43,12 +43,19 @@ impl Gateway {
 
     /// [`Gateway::start`] with `jwt` appended to the config's `[jwt]` table (`leeway_secs = 1`).
     pub fn start_with(dir: &Path, site: &str, port: u16, hub: &str, jwt: &str) -> Self {
+        Self::start_site(dir, site, port, hub, jwt, "")
+    }
+
+    /// [`Gateway::start_with`] with `top` (top-level config lines, e.g. `site_name`,
+    /// `kernel_working_root`) before the `[jwt]` table.
+    pub fn start_site(dir: &Path, site: &str, port: u16, hub: &str, jwt: &str, top: &str) -> Self {
         Self::start_auth(
             dir,
             site,
             port,
             &format!(
-                "[jwt]\njwks_url = \"{hub}/hub/api/sites/jwks.json\"\n\
+                "{top}\n\n\
+                 [jwt]\njwks_url = \"{hub}/hub/api/sites/jwks.json\"\n\
                  issuer = \"stackhub\"\nalgorithms = [\"EdDSA\"]\n{jwt}\n"
             ),
         )
