@@ -48,3 +48,34 @@ pub fn write_server_config(dir: &Path) -> std::io::Result<PathBuf> {
     }
     Ok(dir.to_path_buf())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The single-user image copies the whole of `hub/share/server/`; local servers get
+    /// [`SERVER_CONFIG_FILES`]: the two must hold the same files, or local servers and the image
+    /// run different configurations.
+    #[test]
+    fn every_file_of_share_server_is_written_for_local_servers() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("share/server");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".pyc"))
+            .collect();
+        on_disk.sort();
+        let mut listed: Vec<String> = SERVER_CONFIG_FILES
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .collect();
+        listed.sort();
+        assert_eq!(on_disk, listed);
+        for (name, content) in SERVER_CONFIG_FILES {
+            let file = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            assert_eq!(&file, content, "{name}");
+        }
+    }
+}
