@@ -193,6 +193,61 @@ fn image_pins_satisfy_what_the_scripts_install() {
     assert!(satisfies("6.30.0", ">=6.29,<8") && !satisfies("8.0", ">=6.29,<8"));
 }
 
+/// The full Lab's extensions (issue 21): the scripts' venv and the singleuser image carry the Git
+/// panel, the S3 browser (jupyter-fs with fsspec/s3fs), the Dask panel and its server proxy, at
+/// the same versions (checked above); the image has `git` for the Git panel and the hub's server
+/// configuration (its Lab settings and the S3 credential_process among it) where the hub points
+/// servers.
+#[test]
+fn the_singleuser_image_carries_the_full_labs_extensions_git_and_settings() {
+    let scripts = requirements(
+        &std::fs::read_to_string(images().join("../scripts/requirements.txt")).unwrap(),
+    );
+    let single = requirements(&read("singleuser/requirements.txt"));
+    for pkg in [
+        "jupyterlab_git",
+        "jupyter_fs[fsspec]",
+        "s3fs",
+        "dask_labextension",
+        "jupyter_server_proxy",
+    ] {
+        assert!(
+            scripts.iter().any(|(p, _)| p == pkg),
+            "scripts/requirements.txt lacks {pkg}"
+        );
+        assert!(
+            single.iter().any(|(p, _)| p == pkg),
+            "singleuser/requirements.txt lacks {pkg}"
+        );
+    }
+    let docker = read("singleuser/Dockerfile");
+    assert!(
+        docker
+            .lines()
+            .any(|l| l.contains("apt-get install") && l.contains(" git=")),
+        "singleuser/Dockerfile does not install a pinned git"
+    );
+    assert!(
+        docker.contains("COPY hub/share/server/ /etc/stackhub/server/"),
+        "singleuser/Dockerfile does not carry the hub's server configuration"
+    );
+    let server = images().join("../hub/share/server");
+    for f in [
+        "stackhub_s3.py",
+        "stackhub_s3_credentials.py",
+        "stackhub_lab.py",
+        "overrides.json",
+    ] {
+        assert!(server.join(f).exists(), "hub/share/server/{f} missing");
+    }
+    let overrides: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(server.join("overrides.json")).unwrap())
+            .unwrap();
+    let notification = &overrides["@jupyterlab/apputils-extension:notification"];
+    assert_eq!(notification["fetchNews"], "false");
+    assert_eq!(notification["checkForUpdates"], false);
+}
+
 /// The Python DEDL pins: the kernel-python image's are scripts/requirements-dedl.txt's, one for
 /// one; the singleuser image installs that file as /opt/python-dedl with a kernelspec
 /// `python_dedl` like the one `scripts/lib.sh` (ensure_dedl_env) writes into the project venv.

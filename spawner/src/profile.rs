@@ -7,7 +7,8 @@
 //! overrides (`spawner_override`, also read as `kubespawner_override`) and `profile_options`
 //! with `choices` and an optional validated free-text `unlisted_choice`. Added here:
 //! `allowed_roles` / `allowed_groups` on profiles and on choices, a `kind` (`lab` or
-//! `remote-kernels`), a `site` for remote-kernel profiles and a `warning` shown with the profile.
+//! `remote-kernels`), a `site` (where a remote-kernels profile's kernels run; a full Lab's S3
+//! space) and a `warning` shown with the profile.
 
 use std::collections::BTreeMap;
 
@@ -190,7 +191,9 @@ pub struct Profile {
     pub default: bool,
     /// What it starts.
     pub kind: ProfileKind,
-    /// The site of a remote-kernels profile (`central`, `lumi`, …).
+    /// The site of a remote-kernels profile (`central`, `lumi`, …): where its kernels run. For
+    /// a full JupyterLab, the site of the user's S3 space in its S3 browser (unset: `central`
+    /// when the hub has such a site; empty: none).
     pub site: Option<String>,
     /// Shown with the profile (e.g. no home directory).
     pub warning: Option<String>,

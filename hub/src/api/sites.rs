@@ -8,8 +8,18 @@
 //! hub tokens, 403 when the user may use no profile that runs at the site (the profiles'
 //! `allowed_roles` / `allowed_groups`, checked at every request, so a user who loses the role
 //! gets no fresh token).
+//! `POST /hub/api/sites/{id}/s3-credentials`: fresh temporary credentials for the caller's
+//! user's S3 space at site `id`, in the JSON an AWS `credential_process` prints (`Version` 1,
+//! `AccessKeyId`, `SecretAccessKey`, `SessionToken`, `Expiration`), so botocore, s3fs and the
+//! Lab's S3 browser refresh them on their own. Same rules as the token: the caller's own user
+//! only (`users:activity` on it, which a server's own token holds), 404 for an unknown site, 400
+//! for a site without S3, 403 when the user may use no profile whose S3 space is at the site (a
+//! remote-kernels profile there, or a full Lab profile whose S3 site it is, see
+//! `crate::sites::s3_site_of`); never cached, never logged.
 
 use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
@@ -18,6 +28,7 @@ use crate::config::sites::{GatewayAuth, SiteS3Mode};
 use crate::error::ApiError;
 use crate::extract::ApiCaller;
 use crate::profiles::{Identity, Profile, ProfileKind};
+use crate::sites::{SiteRegistry, s3_site_of};
 use crate::state::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -26,6 +37,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/hub/api/sites/bridges.json", get(bridges))
         .route("/hub/api/sites/jwks.json", get(jwks))
         .route("/hub/api/sites/{id}/token", post(token))
+        .route("/hub/api/sites/{id}/s3-credentials", post(s3_credentials))
 }
 
 async fn jwks(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -57,7 +69,9 @@ async fn token(
         )));
     }
     let identity = state.planner().identity(&user);
-    if let Err(needs) = may_use_site(&state.config().profile_list, &identity, &id) {
+    let runs_there =
+        |p: &Profile| p.kind == ProfileKind::RemoteKernels && p.site.as_deref() == Some(&id);
+    if let Err(needs) = may_use_any(&state.config().profile_list, &identity, runs_there) {
         tracing::warn!(user = %user.name, site = %id, "refused a gateway token: no profile at the site is allowed");
         return Err(ApiError::Forbidden(format!(
             "user {} may use no profile that runs at site {id}{needs}",
@@ -85,13 +99,75 @@ async fn token(
     })))
 }
 
-/// Whether `id` may use a remote-kernels profile of `site`: `Err` with what would have allowed
-/// it (` (needs one of the roles ...)`, empty when no profile runs there).
-fn may_use_site(profiles: &[Profile], id: &Identity, site: &str) -> Result<(), String> {
-    let at_site: Vec<&Profile> = profiles
-        .iter()
-        .filter(|p| p.kind == ProfileKind::RemoteKernels && p.site.as_deref() == Some(site))
-        .collect();
+async fn s3_credentials(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = caller
+        .user_name()
+        .ok_or_else(|| ApiError::Forbidden("S3 credentials are issued to users only".to_owned()))?
+        .to_owned();
+    let user = crate::api::load_user(&state, &caller, &name, &["users:activity"]).await?;
+    let registry = state
+        .sites()
+        .ok_or_else(|| ApiError::NotFound("no sites are configured on this hub".to_owned()))?;
+    let site = registry
+        .site(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("no such site: {id}")))?;
+    if site.exchange().is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "site {id} has no S3 store configured"
+        )));
+    }
+    let identity = state.planner().identity(&user);
+    let space_there = |p: &Profile| s3_at(p, &id, registry);
+    if let Err(needs) = may_use_any(&state.config().profile_list, &identity, space_there) {
+        tracing::warn!(user = %user.name, site = %id, "refused S3 credentials: no profile with an S3 space at the site is allowed");
+        return Err(ApiError::Forbidden(format!(
+            "user {} may use no profile with an S3 space at site {id}{needs}",
+            user.name
+        )));
+    }
+    let grant = site.provision(&user.name).await.map_err(|e| {
+        tracing::warn!(user = %user.name, site = %id, reason = %e.reason, "could not issue S3 credentials");
+        ApiError::BadRequest(format!("cannot issue S3 credentials now: {e}"))
+    })?;
+    let c = &grant.credentials;
+    let mut body = json!({
+        "Version": 1,
+        "AccessKeyId": c.access_key_id,
+        "SecretAccessKey": c.secret_access_key.expose(),
+    });
+    if let Some(t) = &c.session_token {
+        body["SessionToken"] = json!(t.expose());
+    }
+    if let Some(exp) = c.expires_at {
+        body["Expiration"] = json!(exp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    tracing::info!(
+        user = %user.name,
+        site = %id,
+        prefix = %grant.space.prefix,
+        expires_at = ?c.expires_at,
+        "issued S3 credentials"
+    );
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)))
+}
+
+/// Whether a server of profile `p` has its S3 space at site `id`.
+fn s3_at(p: &Profile, id: &str, registry: &SiteRegistry) -> bool {
+    s3_site_of(p.kind, p.site.as_deref(), registry) == Some(id)
+}
+
+/// Whether `id` may use one of the `profiles` that `applies`: `Err` with what would have
+/// allowed it (` (needs one of the roles ...)`, empty when none applies).
+fn may_use_any(
+    profiles: &[Profile],
+    id: &Identity,
+    applies: impl Fn(&Profile) -> bool,
+) -> Result<(), String> {
+    let at_site: Vec<&Profile> = profiles.iter().filter(|p| applies(p)).collect();
     if at_site
         .iter()
         .any(|p| id.allowed(&p.allowed_roles, &p.allowed_groups))

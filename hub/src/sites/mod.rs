@@ -8,7 +8,8 @@
 //! - the routes (`GET /hub/api/sites`, `bridges.json`, site tokens) are `crate::api::sites`,
 //!   the proxy's kernel-channel check `crate::kernel_auth`;
 //! - `jwt`: the hub's per-user, per-site gateway tokens (EdDSA JWTs) and their JWKS.
-//! - `spawn_env`: the environment of a remote-kernels single-user server at a site.
+//! - `spawn_env`: the environment of a remote-kernels single-user server at a site, and the S3
+//!   part of a full JupyterLab's (the site of its user's S3 space).
 
 use crate::config::sites as config;
 pub mod jwt;
@@ -20,4 +21,7 @@ pub use self::config::{
     SiteS3Mode, default_sites, site_env_prefix,
 };
 pub use self::registry::{Site, SiteHealth, SiteRegistry, SiteUnavailable, StartSitesError};
-pub use self::spawn_env::{REMOTE_ENV_NAMES, RemoteServer, remote_server_env};
+pub use self::spawn_env::{
+    DEFAULT_LAB_S3_SITE, ENV_S3_CREDENTIALS_URL, REMOTE_ENV_NAMES, RemoteServer, lab_s3_env,
+    remote_server_env, s3_site_of,
+};

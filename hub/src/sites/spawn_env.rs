@@ -2,16 +2,25 @@
 //! gateway mode): jupyter_server's `GatewayClient` settings with the hub's token for this user
 //! and site, the user's S3 grant at the site (which `GatewayClient` forwards in every kernel
 //! start, `JUPYTER_GATEWAY_ALLOWED_ENVS`, and which the S3 contents manager of
-//! `hub/share/server/stackhub_remote.py` uses).
+//! `hub/share/server/stackhub_remote.py` uses); and the S3 part of a full JupyterLab's
+//! environment: where the user's space is, and where the server fetches temporary credentials
+//! for it (never the credentials themselves; `hub/share/server/stackhub_s3.py`).
 
 use std::collections::BTreeMap;
 
 use s3_exchange::{
     ENV_ACCESS_KEY_ID, ENV_BUCKET, ENV_DEFAULT_REGION, ENV_ENDPOINT_URL, ENV_PREFIX, ENV_REGION,
-    ENV_SECRET_ACCESS_KEY, ENV_SESSION_TOKEN, Grant,
+    ENV_SECRET_ACCESS_KEY, ENV_SESSION_TOKEN, Grant, Space,
 };
+use spawner::profile::ProfileKind;
 
-use super::registry::Site;
+use super::registry::{Site, SiteRegistry};
+
+/// The site a full JupyterLab gets its user's S3 space at when its profile names none.
+pub const DEFAULT_LAB_S3_SITE: &str = "central";
+
+/// A full Lab's environment: the URL its `credential_process` asks for credentials at.
+pub const ENV_S3_CREDENTIALS_URL: &str = "STACKHUB_S3_CREDENTIALS_URL";
 
 /// The variables forwarded to kernels.
 pub const REMOTE_ENV_NAMES: &[&str] = &[
@@ -68,5 +77,51 @@ pub fn remote_server_env(r: &RemoteServer<'_>) -> BTreeMap<String, String> {
             );
         }
     }
+    env
+}
+
+/// The id of the site whose S3 space a server of a profile of `kind` with `site` uses: a
+/// remote-kernels profile's own site; for a full JupyterLab the profile's `site` when set (an
+/// empty `site` means none), else [`DEFAULT_LAB_S3_SITE`] when such a site is configured.
+pub fn s3_site_of<'a>(
+    kind: ProfileKind,
+    site: Option<&'a str>,
+    registry: &SiteRegistry,
+) -> Option<&'a str> {
+    match (kind, site) {
+        (_, Some("")) => None,
+        (_, Some(id)) => Some(id),
+        (ProfileKind::RemoteKernels, None) => None,
+        (ProfileKind::Lab, None) => registry
+            .site(DEFAULT_LAB_S3_SITE)
+            .map(|_| DEFAULT_LAB_S3_SITE),
+    }
+}
+
+/// The S3 part of a full JupyterLab's environment: the user's `space` at `site` (endpoint,
+/// region, bucket, prefix; botocore and s3fs read `AWS_ENDPOINT_URL` and the region), the site,
+/// and [`ENV_S3_CREDENTIALS_URL`] (`POST …/sites/{id}/s3-credentials`), from which the server's
+/// `credential_process` fetches temporary credentials with its own API token. No credential is
+/// in it.
+pub fn lab_s3_env(site: &Site, space: &Space, hub_api_url: &str) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        env.insert(k.to_owned(), v);
+    };
+    set(ENV_ENDPOINT_URL, space.endpoint.clone());
+    set(ENV_DEFAULT_REGION, space.region.clone());
+    set(ENV_REGION, space.region.clone());
+    set(ENV_BUCKET, space.bucket.clone());
+    set(ENV_PREFIX, space.prefix.clone());
+    set("STACKHUB_S3_SITE", site.id.clone());
+    set("STACKHUB_S3_SITE_NAME", site.name.clone());
+    set(
+        ENV_S3_CREDENTIALS_URL,
+        format!(
+            "{}/sites/{}/s3-credentials",
+            hub_api_url.trim_end_matches('/'),
+            site.id
+        ),
+    );
     env
 }

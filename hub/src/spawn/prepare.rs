@@ -1,7 +1,8 @@
 //! What the hub adds to every spawn's environment besides JupyterHub's, from the [`Plan`]:
 //! the profile (`STACKHUB_PROFILE`), the limits of the launch and the owner's quota
 //! (`CPU_LIMIT` / `MEM_LIMIT` / `STACKHUB_QUOTA*`), a remote-kernels server's site (its S3
-//! space provisioned, the gateway token issued) and, for OpenID Connect users, a freshly
+//! space provisioned, the gateway token issued), a full JupyterLab's S3 space (where it is and
+//! where to fetch credentials for it: `crate::sites::lab_s3_env`) and, for OpenID Connect users, a freshly
 //! refreshed access token
 //! (`STACKHUB_ACCESS_TOKEN`, `STACKHUB_ACCESS_TOKEN_EXPIRES_AT`) the server can hand to remote
 //! kernel gateways, with `STACKHUB_ACCESS_TOKEN_URL` (`GET …/users/{name}/oidc-token`, with the
@@ -18,7 +19,7 @@ use super::{Plan, ServerRef};
 use crate::auth::OidcAuth;
 use crate::db::{self, Db};
 use crate::error::ApiError;
-use crate::sites::{RemoteServer, SiteRegistry, remote_server_env};
+use crate::sites::{RemoteServer, SiteRegistry, lab_s3_env, remote_server_env, s3_site_of};
 
 /// Extra environment for one spawn.
 #[derive(Default)]
@@ -161,6 +162,38 @@ impl HubPrepare {
         }));
         Ok(())
     }
+
+    /// A full JupyterLab: the user's S3 space at the profile's S3 site (see
+    /// [`s3_site_of`]), without credentials (the server fetches them from the hub). A site
+    /// without S3 or not configured leaves the Lab without its S3 browser, never unstartable.
+    fn lab_s3(&self, user: &str, plan: &Plan, out: &mut Prepared) {
+        let (Some(profile), Some(registry)) = (&plan.spec.profile, &self.sites) else {
+            return;
+        };
+        if profile.kind != spawner::profile::ProfileKind::Lab {
+            return;
+        }
+        let Some(id) = s3_site_of(profile.kind, profile.site.as_deref(), registry) else {
+            return;
+        };
+        let Some(site) = registry.site(id) else {
+            tracing::warn!(user, site = id, profile = %profile.slug, "the profile's S3 site is not configured: no S3 space in the Lab");
+            return;
+        };
+        match site.exchange().map(|x| x.space(user)) {
+            Some(Ok(space)) => out.env.extend(lab_s3_env(site, &space, &self.hub_api_url)),
+            Some(Err(e)) => {
+                tracing::warn!(user, site = id, error = %e, "no S3 space in the Lab");
+            }
+            None => {
+                tracing::warn!(
+                    user,
+                    site = id,
+                    "the profile's S3 site has no S3 store: no S3 space in the Lab"
+                );
+            }
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -199,6 +232,8 @@ impl PrepareSpawn for HubPrepare {
         }
         if let Some(site) = plan.spec.remote_site() {
             self.remote(&server.user, site, plan, &mut out).await?;
+        } else {
+            self.lab_s3(&server.user, plan, &mut out);
         }
         if let Some(oidc) = &self.oidc
             && let Some(tokens) = oidc.fresh_tokens(&self.db, server.user_id).await?

@@ -16,6 +16,22 @@ pub const SERVER_CONFIG_FILES: &[(&str, &str)] = &[
         include_str!("../../share/server/stackhub_remote.py"),
     ),
     (
+        "stackhub_s3.py",
+        include_str!("../../share/server/stackhub_s3.py"),
+    ),
+    (
+        "stackhub_s3_credentials.py",
+        include_str!("../../share/server/stackhub_s3_credentials.py"),
+    ),
+    (
+        "stackhub_lab.py",
+        include_str!("../../share/server/stackhub_lab.py"),
+    ),
+    (
+        "overrides.json",
+        include_str!("../../share/server/overrides.json"),
+    ),
+    (
         "stackhub_examples.py",
         include_str!("../../share/server/stackhub_examples.py"),
     ),
@@ -166,5 +182,31 @@ mod tests {
         );
         assert!(dir.join("stackhub_examples.py").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The single-user image copies the whole of `hub/share/server/`; local servers get
+    /// [`SERVER_CONFIG_FILES`]: the two must hold the same files, or local servers and the image
+    /// run different configurations.
+    #[test]
+    fn every_file_of_share_server_is_written_for_local_servers() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("share/server");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".pyc"))
+            .collect();
+        on_disk.sort();
+        let mut listed: Vec<String> = SERVER_CONFIG_FILES
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .collect();
+        listed.sort();
+        assert_eq!(on_disk, listed);
+        for (name, content) in SERVER_CONFIG_FILES {
+            let file = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            assert_eq!(&file, content, "{name}");
+        }
     }
 }
