@@ -42,6 +42,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0005_shares.sql"),
         include_str!("../../migrations/postgres/0005_shares.sql"),
     ),
+    (
+        6,
+        "change feed",
+        include_str!("../../migrations/sqlite/0006_change_feed.sql"),
+        include_str!("../../migrations/postgres/0006_change_feed.sql"),
+    ),
 ];
 
 #[derive(Debug)]
