@@ -1,12 +1,15 @@
 //! Write-through caches of what every API request reads: the caller behind a token, and the
 //! serialized answers of `GET /hub/api/users/{name}` and `GET /hub/api/users`.
 //!
-//! The hub is its database's only writer, and every write moves the database's generation on
-//! ([`crate::db::Db::generation`]). An entry is stored with the generation read *before* the
-//! data it was built from, only if that generation is still current when it is stored, and is
-//! used only while it is current: the first write after it makes every entry stale. So a cached
-//! answer is always one the database would give now, and a write is visible to the next read
-//! (deleted tokens, users, role, group and admin changes, server state and activity alike).
+//! Every write moves the database's generation on ([`crate::db::Db::generation`]): this
+//! replica's own, and on PostgreSQL every other replica's, heard through the change feed (while
+//! the feed is not heard, the generation changes at every read and nothing cached is used). An
+//! entry is stored with the generation read *before* the data it was built from, only if that
+//! generation is still current when it is stored, and is used only while it is current: the
+//! first write after it makes every entry stale. So a cached answer is always one the database
+//! would give now (another replica's write: once its notification is heard, within
+//! milliseconds), and a write is visible to the next read (deleted tokens, users, role, group
+//! and admin changes, server state and activity alike).
 //! Token expiry is checked on every hit; a token due for its `last_activity` write misses, so
 //! the write happens as before.
 

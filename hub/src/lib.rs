@@ -64,7 +64,10 @@ pub use self::config::{
     AuthConfig, Config, ConfigError, ENV_ADMIN_TOKEN, Lookup, ProcessEnv, ProxyConfig, RoleConfig,
     Secret, SpawnerConfig, SpawnerKind,
 };
-pub use self::db::{ClientRow, Db, DbError, ServerRow, Tx, hash_secret, new_secret};
+pub use self::db::{
+    Backend, ClientRow, Db, DbError, FEED_APPLICATION_NAME, FeedStatus, ServerRow, Tx, hash_secret,
+    new_secret,
+};
 pub use self::error::ApiError;
 pub use self::extract::{
     ApiCaller, CallerKind, CurrentUser, LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOKIE,

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Parser;
 use hub::SpawnerKind;
 use hub::proxy::{ChpProxy, EmbeddedProxy, InProcessHub, Proxy};
-use hub::{BuiltHub, Config, Db, HubBuilder, OidcAuth, ProcessEnv};
+use hub::{Backend, BuiltHub, Config, Db, HubBuilder, OidcAuth, ProcessEnv};
 use spawner::k8s::KubeSpawner;
 use spawner::{LocalProcessConfig, LocalProcessSpawner, Spawner};
 use tokio::net::TcpListener;
@@ -214,6 +214,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let _ = rx.wait_for(|v| *v).await;
     };
     let health_task = sites.spawn_health_checks(stopped(stop_rx.clone()));
+    // Replicas: the routes follow servers started and stopped through any of them.
+    let route_task = (state.db().backend() == Backend::Postgres)
+        .then(|| orchestrator.follow_routes(Arc::clone(&services), stopped(stop_rx.clone())));
     let proxy_task = match listener {
         Some(listener) => {
             // Requests for the hub's own route never leave the process (see `InProcessHub`).
@@ -248,7 +251,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         stackhub_common::shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
+    let db = state.db().clone();
     hub::serve(hub_listener, state, stopped(stop_rx)).await?;
+    if let Some(task) = route_task {
+        let _ = task.await;
+    }
     supervisor.shutdown().await;
     orchestrator.shutdown().await;
     if let Some(task) = proxy_task {
@@ -256,6 +263,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = health_task.await;
     sites.shutdown().await;
+    db.close().await;
     tracing::info!("stackhub stopped");
     Ok(())
 }

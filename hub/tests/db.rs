@@ -1,6 +1,9 @@
 //! Database-level tests, each run on SQLite and on PostgreSQL in the same test (so a missing
 //! PostgreSQL server fails them): migrations, the row round trips the spawner relies on,
-//! upserts, cascades, concurrent creation, and durability across a reconnect ("hub restart").
+//! upserts, cascades, concurrent creation, durability across a reconnect ("hub restart"), and
+//! the change feed between two connections to one PostgreSQL database (two replicas).
+
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -209,4 +212,111 @@ async fn postgres_survives_a_reconnect_and_migrates_once() {
         db2.server("dee", "").await.unwrap().unwrap().state,
         row.state
     );
+}
+
+/// The URL of `db`'s PostgreSQL database (a second connection to it: another replica).
+async fn url_of(db: &Db) -> String {
+    let (name,): (String,) = sqlx::query_as("SELECT current_database()::TEXT")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let mut u = url::Url::parse(&common::postgres_admin_url()).unwrap();
+    u.set_path(&format!("/{name}"));
+    u.into()
+}
+
+async fn until_listening(db: &Db) {
+    let start = std::time::Instant::now();
+    while !db.feed_status().listening {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "the change feed is not heard"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_replicas_hear_each_others_writes() {
+    // Two `Db`s on one database are two replicas: a write committed through one moves the
+    // other's generation on (its caches go stale) and, for servers, wakes its route follower;
+    // a rolled-back write announces nothing. Every table announces its writes.
+    let a = postgres_db().await;
+    let b = Db::connect(&hub::Secret::new(url_of(&a).await))
+        .await
+        .unwrap();
+    until_listening(&a).await;
+    until_listening(&b).await;
+    let wait = |g: u64| {
+        let b = b.clone();
+        async move {
+            let start = std::time::Instant::now();
+            while b.generation() == g {
+                assert!(
+                    start.elapsed().as_secs() < 1,
+                    "a write through A not heard by B within 1 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            start.elapsed()
+        }
+    };
+    let h = hub_on(a.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let g = b.generation();
+    assert_eq!(b.generation(), g, "heard: stable");
+    h.user_token("eve", None).await;
+    wait(g).await;
+    // One commit: from its return to B's generation moving on.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let g = b.generation();
+    let mut tx = a.begin().await.unwrap();
+    sqlx::query("UPDATE users SET admin = 1 WHERE name = 'eve'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let heard = wait(g).await;
+    eprintln!("a commit through A moved B's generation {heard:?} after it returned");
+    // A rollback announces nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (g, heard_before) = (b.generation(), b.feed_status().heard);
+    let mut tx = a.begin().await.unwrap();
+    sqlx::query("UPDATE users SET admin = 1 WHERE name = 'eve'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(b.generation(), g, "a rolled-back write is not announced");
+    assert_eq!(b.feed_status().heard, heard_before);
+    // A server written through A wakes B's route follower.
+    let woke = tokio::spawn({
+        let b = b.clone();
+        async move { b.servers_changed().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    a.server("eve", "").await.unwrap().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(1), woke)
+        .await
+        .expect("B's route follower woken within 1 s")
+        .unwrap();
+    // Every table (but sqlx's own) carries the trigger: a new table must add it.
+    let (untriggered,): (String,) = sqlx::query_as(
+        "SELECT COALESCE(string_agg(t.tablename::TEXT, ' '), '') FROM pg_tables t \
+         WHERE t.schemaname = current_schema() AND t.tablename NOT LIKE '\\_sqlx%' \
+         AND NOT EXISTS (SELECT 1 FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid \
+         WHERE c.relname = t.tablename AND g.tgname = 'stackhub_change_feed')",
+    )
+    .fetch_one(a.pool())
+    .await
+    .unwrap();
+    assert!(
+        untriggered.is_empty(),
+        "tables without the change feed trigger: {untriggered:?}"
+    );
+    b.close().await;
+    assert!(!b.feed_status().listening, "closed: caches off");
+    let g = b.generation();
+    assert_ne!(b.generation(), g);
 }

@@ -1,8 +1,9 @@
 //! Prometheus metrics at `GET /hub/metrics` (text format 0.0.4), readable with the
 //! `read:metrics` scope (a token, or the admin's browser session with `_xsrf`): the gauges read
 //! from the database at scrape time (`stackhub_users`, `stackhub_servers{state,profile}`;
-//! state is `running`, `spawn_pending`, `stop_pending` or `stopped`), then what
-//! [`crate::metrics`] recorded.
+//! state is `running`, `spawn_pending`, `stop_pending` or `stopped`), the change feed's state
+//! (`stackhub_change_feed_listening`, `_heard`, `_losses`), then what [`crate::metrics`]
+//! recorded.
 
 use axum::Router;
 use axum::extract::State;
@@ -70,6 +71,30 @@ async fn metrics(State(state): State<AppState>, caller: ApiCaller) -> Result<Res
     users_gauge.set(users);
     scraped.register("stackhub_users", "Users known to the hub", users_gauge);
     scraped.register("stackhub_servers", "Servers by state and profile", servers);
+    let feed = state.db().feed_status();
+    let listening: Gauge = Gauge::default();
+    listening.set(i64::from(feed.listening));
+    scraped.register(
+        "stackhub_change_feed_listening",
+        "Whether this replica hears the database's change feed (1; its caches are in use) or not \
+         (0; every request reads the database). Always 1 on SQLite",
+        listening,
+    );
+    let counter = |n: u64| {
+        let g: Gauge = Gauge::default();
+        g.set(i64::try_from(n).unwrap_or(i64::MAX));
+        g
+    };
+    scraped.register(
+        "stackhub_change_feed_heard",
+        "Change notifications this replica heard from the database",
+        counter(feed.heard),
+    );
+    scraped.register(
+        "stackhub_change_feed_losses",
+        "Times this replica lost the database's change feed",
+        counter(feed.losses),
+    );
     let mut out = String::new();
     prometheus_text::encode(&mut out, &scraped)
         .and_then(|()| crate::metrics::encode_recorded(&mut out))

@@ -1,5 +1,7 @@
 //! Embedded migrations: `migrations/sqlite/*.sql` and `migrations/postgres/*.sql`, applied by
-//! sqlx's migrator (tracked in `_sqlx_migrations`). Add a migration to both directories.
+//! sqlx's migrator (tracked in `_sqlx_migrations`). Add a migration to both directories. On
+//! PostgreSQL every table carries the change feed's trigger (`0006_change_feed.sql`): a migration
+//! that adds a table adds the trigger to it (`hub/tests/db.rs` checks).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -41,6 +43,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "shares",
         include_str!("../../migrations/sqlite/0005_shares.sql"),
         include_str!("../../migrations/postgres/0005_shares.sql"),
+    ),
+    (
+        6,
+        "change feed",
+        include_str!("../../migrations/sqlite/0006_change_feed.sql"),
+        include_str!("../../migrations/postgres/0006_change_feed.sql"),
     ),
 ];
 

@@ -6,10 +6,14 @@
 //!
 //! # Layout
 //! - `migrate`: the embedded migrations, one directory per database (only id columns differ).
+//! - `feed`: the change feed that keeps replicas' caches true on PostgreSQL; `lock`: SQLite's
+//!   one-replica lock.
 //! - `users`, `groups`, `servers`, `tokens`, `oauth`, `sessions`, `shares`: queries per table
 //!   family.
 
+mod feed;
 pub(crate) mod groups;
+mod lock;
 mod migrate;
 pub(crate) mod oauth;
 pub(crate) mod servers;
@@ -18,6 +22,7 @@ pub(crate) mod shares;
 pub(crate) mod tokens;
 pub(crate) mod users;
 
+pub use self::feed::{APPLICATION_NAME as FEED_APPLICATION_NAME, FeedStatus};
 pub(crate) use self::groups::GroupRow;
 pub use self::oauth::ClientRow;
 pub(crate) use self::oauth::{CodeRow, NewCode};
@@ -29,7 +34,6 @@ pub(crate) use self::users::{UserRow, UserSort, UserState, UsersQuery};
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -49,6 +53,27 @@ pub enum DbError {
     /// Migrating failed.
     #[error("cannot migrate the database: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The SQLite database is in use by another `stackhub`.
+    #[error(
+        "another stackhub is using the SQLite database {db} (it holds the lock {lock}): SQLite \
+         serves a single hub; stop the other one, or run several replicas on one PostgreSQL \
+         database (db_url = \"postgres://...\" with the same cookie_secret on each)"
+    )]
+    InUse {
+        /// The database file.
+        db: String,
+        /// The lock file beside it.
+        lock: String,
+    },
+    /// The lock file beside the SQLite database cannot be opened or locked.
+    #[error("cannot lock the SQLite database with {lock}: {source}")]
+    Lock {
+        /// The lock file.
+        lock: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Which database the pool talks to.
@@ -62,15 +87,17 @@ pub enum Backend {
 
 /// The hub's database.
 ///
-/// The hub is its database's only writer, so it knows when the data changes: every committed
-/// transaction ([`Tx::commit`]) and every write outside one ([`Db::changed`]) moves the
-/// [generation](Db::generation) on. Caches of what was read tag their entries with the
+/// Every committed transaction ([`Tx::commit`]) and every write outside one ([`Db::changed`])
+/// moves the [generation](Db::generation) on; on PostgreSQL so does every write another replica
+/// commits (the change feed, see `feed`). Caches of what was read tag their entries with the
 /// generation read *before* reading, and use them only while it is still current.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
-    generation: Arc<AtomicU64>,
+    feed: Arc<feed::Feed>,
+    /// SQLite files: the lock held while any clone lives (one hub per file).
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 impl Db {
@@ -89,10 +116,14 @@ impl Db {
         } else {
             Backend::Postgres
         };
-        if backend == Backend::Sqlite {
-            create_sqlite_parent(url);
-        }
         let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let lock = match (backend, sqlite_path(url)) {
+            (Backend::Sqlite, Some(path)) if !memory => {
+                create_sqlite_parent(&path);
+                Some(Arc::new(lock::exclusive(&path)?))
+            }
+            _ => None,
+        };
         let options = AnyConnectOptions::from_str(url)
             .map_err(DbError::Connect)?
             .disable_statement_logging();
@@ -132,9 +163,18 @@ impl Db {
         let db = Self {
             pool,
             backend,
-            generation: Arc::new(AtomicU64::new(0)),
+            // SQLite: one replica, whose writes are all local. PostgreSQL: not heard until the
+            // feed listens.
+            feed: Arc::new(feed::Feed::new(backend == Backend::Sqlite)),
+            _lock: lock,
         };
         migrate::run(&db).await.map_err(DbError::Migrate)?;
+        if backend == Backend::Postgres {
+            let options = sqlx::postgres::PgConnectOptions::from_str(url)
+                .map_err(DbError::Connect)?
+                .disable_statement_logging();
+            feed::start(&db.feed, options).await;
+        }
         Ok(db)
     }
 
@@ -209,18 +249,36 @@ impl Db {
         };
         Ok(Tx {
             inner,
-            generation: Arc::clone(&self.generation),
+            feed: Arc::clone(&self.feed),
         })
     }
 
-    /// The data's generation: it changes after every write (see [`Db`]).
+    /// The data's generation: it changes after every write (see [`Db`]), and at every call
+    /// while this replica cannot hear the change feed (nothing cached is then used).
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.feed.generation()
     }
 
     /// Record a write made outside [`Tx`] (call it after the write, before answering).
     pub fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.feed.bump();
+    }
+
+    /// The change feed's state (always listening on SQLite).
+    pub fn feed_status(&self) -> FeedStatus {
+        self.feed.status()
+    }
+
+    /// Wait until another replica (or this one) changed servers, or the feed was heard again
+    /// after a loss; changes while nobody waits wake the next call once. Never returns on
+    /// SQLite.
+    pub async fn servers_changed(&self) {
+        self.feed.servers_changed().await;
+    }
+
+    /// Stop listening to the change feed (on shutdown; caches stay off afterwards).
+    pub async fn close(&self) {
+        self.feed.stop().await;
     }
 }
 
@@ -229,7 +287,7 @@ impl Db {
 #[derive(Debug)]
 pub struct Tx {
     inner: sqlx::Transaction<'static, sqlx::Any>,
-    generation: Arc<AtomicU64>,
+    feed: Arc<feed::Feed>,
 }
 
 impl Tx {
@@ -240,7 +298,7 @@ impl Tx {
     /// The database error.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         let result = self.inner.commit().await;
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.feed.bump();
         result
     }
 
@@ -267,15 +325,20 @@ impl DerefMut for Tx {
     }
 }
 
-fn create_sqlite_parent(url: &str) {
+/// The file of a SQLite URL; `None` for memory databases.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or_default();
     if path.is_empty() || path.contains(":memory:") {
-        return;
+        return None;
     }
-    if let Some(parent) = std::path::Path::new(path).parent()
+    Some(std::path::PathBuf::from(path))
+}
+
+fn create_sqlite_parent(path: &std::path::Path) {
+    if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
         let _ = std::fs::create_dir_all(parent);

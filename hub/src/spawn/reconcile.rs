@@ -3,8 +3,14 @@
 //! the spawner finds of its own that no row re-attached to are removed; stale `/user/…` routes
 //! are dropped. [`SpawnOrchestrator::resync_routes`] is JupyterHub's `check_routes` (`POST
 //! /hub/api/proxy`): the proxy is brought back in line with the database and the services.
+//! [`SpawnOrchestrator::follow_routes`] runs it whenever the change feed says servers changed,
+//! so a replica's routes follow servers other replicas start and stop.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use serde_json::{Map, Value};
 use spawner::{State, Status};
@@ -165,6 +171,38 @@ impl SpawnOrchestrator {
         check.added.sort();
         check.deleted.sort();
         Ok(check)
+    }
+}
+
+impl SpawnOrchestrator {
+    /// Replicas on PostgreSQL: re-sync the routes ([`Self::resync_routes`]) each time the change
+    /// feed says servers changed (written by any replica) or was heard again after a loss, until
+    /// `stop` resolves. Changes during a re-sync make one more. The task is owned by the caller.
+    pub fn follow_routes(
+        &self,
+        services: Arc<Services>,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let this = self.clone();
+        let db = self.inner.db.clone();
+        let task = async move {
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    () = &mut stop => break,
+                    () = db.servers_changed() => {}
+                }
+                match this.resync_routes(&services).await {
+                    Ok(check) if check != RouteCheck::default() => {
+                        tracing::info!(added = ?check.added, deleted = ?check.deleted,
+                            "routes follow the database");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot re-sync the routes"),
+                }
+            }
+        };
+        tokio::spawn(task.instrument(tracing::info_span!("route_follower")))
     }
 }
 
