@@ -194,13 +194,19 @@ async fn postgres_survives_a_reconnect_and_migrates_once() {
         .await
         .unwrap();
     // Each migration recorded once: none ran again on the reconnect.
-    let shipped = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql"))
-        })
-        .count();
+    let shipped = std::fs::read_dir(
+        std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("migrations/postgres"),
+    )
+    .unwrap()
+    .filter(|e| {
+        e.as_ref()
+            .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql"))
+    })
+    .count();
     assert_eq!(migrations, i64::try_from(shipped).unwrap());
     let h2 = hub_on(db2.clone()).await;
     let r = h2

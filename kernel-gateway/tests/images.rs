@@ -15,7 +15,10 @@ use std::time::Duration;
 use kernel_gateway::launcher::k8s::{CONNECTION_FILE, KERNEL_LAUNCHER};
 
 fn images() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../images")
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../images")
 }
 
 fn read(rel: &str) -> String {
@@ -69,9 +72,14 @@ fn requirements(text: &str) -> Vec<(String, String)> {
 
 #[test]
 fn dockerfiles_pin_bases_and_packages_and_run_as_non_root() {
-    let workspace =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
-            .unwrap();
+    let workspace = std::fs::read_to_string(
+        std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../Cargo.toml"),
+    )
+    .unwrap();
     for name in ["hub", "gateway", "singleuser", "kernel-python", "kernel-r"] {
         let text = read(&format!("{name}/Dockerfile"));
         let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();

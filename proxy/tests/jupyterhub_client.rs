@@ -13,7 +13,13 @@ use tokio::process::Command;
 fn venv_python() -> PathBuf {
     let venv = std::env::var_os("STACKHUB_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv"));
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(
+                std::env::var_os("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+            )
+            .join("../.venv")
+        });
     let python = venv.join("bin/python");
     assert!(
         python.exists(),
@@ -52,7 +58,10 @@ async fn jupyterhub_proxy_class_manages_routes() {
     }
     assert!(ready, "stackhub-proxy did not start");
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/jupyterhub_proxy_client.py");
+    let script = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/jupyterhub_proxy_client.py");
     let out = tokio::time::timeout(
         Duration::from_secs(120),
         Command::new(python)

@@ -143,7 +143,11 @@ async fn a_browser_runs_a_notebook_at_the_lumi_gateway_over_the_direct_route() {
         "{seen}"
     );
     let pins = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/requirements-dedl.txt"),
+        std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../scripts/requirements-dedl.txt"),
     )
     .unwrap();
     let pin = |pkg: &str| {

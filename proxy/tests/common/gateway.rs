@@ -110,7 +110,13 @@ pub fn gateway_binary() -> PathBuf {
 
 pub fn venv_python() -> PathBuf {
     let venv = std::env::var_os("STACKHUB_VENV").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv"),
+        || {
+            std::path::PathBuf::from(
+                std::env::var_os("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+            )
+            .join("../.venv")
+        },
         PathBuf::from,
     );
     let python = venv.join("bin/python3");

@@ -42,7 +42,13 @@ fn rand_suffix() -> u64 {
 pub fn venv_bin(name: &str) -> PathBuf {
     let venv = std::env::var_os("STACKHUB_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv"));
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(
+                std::env::var_os("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+            )
+            .join("../.venv")
+        });
     let python = venv.join("bin/python3");
     let ok = python.exists()
         && Command::new(&python)
