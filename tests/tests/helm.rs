@@ -719,7 +719,7 @@ fn bridge_site_chart_renders_valid_manifests_and_a_config_the_gateway_accepts() 
             kernel_gateway::kernelspec::KernelSpecDirs(config.kernelspec_dirs.clone()).all();
         assert_eq!(
             specs.keys().map(String::as_str).collect::<Vec<_>>(),
-            ["ir", "python3"]
+            ["ir", "python_dedl"]
         );
         for (name, spec) in &specs {
             assert_eq!(spec.launcher_name(), Some("kubernetes"), "{name}");
