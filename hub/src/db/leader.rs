@@ -1,5 +1,5 @@
-//! Leader election: work that must happen once (managed services, start-up reconciliation)
-//! runs on one replica, the leader.
+//! Leader election: work that must happen once (managed services, the sites' health checks,
+//! the start-up reconciliation) runs on one replica, the leader.
 //!
 //! On PostgreSQL each replica keeps a dedicated connection (`application_name =
 //! stackhub-leader`) and tries `pg_try_advisory_lock(LOCK_KEY)` on it every [`TRY_EVERY`]; the
