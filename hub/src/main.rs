@@ -225,6 +225,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Services: registered (tokens, roles, OAuth clients) by the leader, routed by every
     // replica, and the managed ones started by the leader (see `lead`).
     let services = Arc::clone(state.services());
+    let leadership = db.leadership();
     let registered = db.is_leader();
     if registered {
         services
@@ -241,7 +242,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // loopback, not through `hub_connect_url` (a Service name single-user pods resolve).
     let local_api_url = format!("{hub_url}{}hub/api", state.config().base_url);
     let lead_task = tokio::spawn(
-        lead(state.clone(), local_api_url, stop_rx.clone(), registered).instrument(replica_span),
+        lead(
+            state.clone(),
+            local_api_url,
+            stop_rx.clone(),
+            (leadership, registered),
+        )
+        .instrument(replica_span),
     );
     // Sites' health: checked by the leader, read from the database by the other replicas.
     let health_task = sites.spawn_health_checks(db.clone(), stopped(stop_rx.clone()));
@@ -300,15 +307,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 /// What only the leader does, for as long as it leads: run the managed services. A replica
 /// that starts leading later (the leader died) registers the services first: a managed
-/// service's token made at start-up is the leader's (`registered`: done at start-up already).
+/// service's token made at start-up is the leader's (`registered`: done at start-up already,
+/// as the leader, and still valid unless the leadership changed since `leading` was taken).
 async fn lead(
     state: hub::AppState,
     local_api_url: String,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    mut registered: bool,
+    (mut leading, mut registered): (tokio::sync::watch::Receiver<bool>, bool),
 ) {
     let db = state.db().clone();
-    let mut leading = db.leadership();
+    if leading.has_changed().unwrap_or(true) {
+        registered = false;
+    }
     loop {
         tokio::select! {
             _ = stop.wait_for(|v| *v) => return,
