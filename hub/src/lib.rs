@@ -65,8 +65,8 @@ pub use self::config::{
     Secret, SpawnerConfig, SpawnerKind,
 };
 pub use self::db::{
-    Backend, ClientRow, Db, DbError, FEED_APPLICATION_NAME, FeedStatus, ServerRow, Tx, hash_secret,
-    new_secret,
+    Backend, ClientRow, Db, DbError, FEED_APPLICATION_NAME, FeedStatus, LEADER_APPLICATION_NAME,
+    ServerRow, Tx, hash_secret, new_secret,
 };
 pub use self::error::ApiError;
 pub use self::extract::{

@@ -197,23 +197,61 @@ async fn run(config: Config) -> anyhow::Result<()> {
         app,
     } = builder.build();
     let orchestrator = orchestrator.context("the hub was built without its spawner")?;
-    orchestrator.reconcile().await?;
-    // Services: registered (tokens, roles, OAuth clients), routed, and the managed ones started.
+    let db = state.db().clone();
+    let replica_span = tracing::info_span!("replica", replica = %db.replica());
+    // Start-up reconciliation runs on the leader only, and stops the pending spawns it finds
+    // only when no other replica is alive (they may be another replica's, in flight).
+    if db.is_leader() {
+        match db.other_replicas().await? {
+            0 => {
+                orchestrator
+                    .reconcile()
+                    .instrument(replica_span.clone())
+                    .await?
+            }
+            others => {
+                tracing::info!(parent: &replica_span, others,
+                    "other replicas are alive: their pending spawns and stops are left alone");
+                orchestrator
+                    .reconcile_beside_replicas()
+                    .instrument(replica_span.clone())
+                    .await?;
+            }
+        }
+    } else {
+        tracing::info!(parent: &replica_span,
+            "another replica leads: no start-up reconciliation (routes follow the database)");
+    }
+    // Services: registered (tokens, roles, OAuth clients) by the leader, routed by every
+    // replica, and the managed ones started by the leader (see `lead`).
     let services = Arc::clone(state.services());
-    services
-        .register(state.db(), &state.config().admin_service_name)
-        .await?;
+    let leadership = db.leadership();
+    let registered = db.is_leader();
+    if registered {
+        services
+            .register(state.db(), &state.config().admin_service_name)
+            .await?;
+    }
     services.add_routes(route_proxy.as_ref()).await?;
-    // Managed services run beside the hub (same host, same pod): they call its API over
-    // loopback, not through `hub_connect_url` (a Service name single-user pods resolve).
-    let local_api_url = format!("{hub_url}{}hub/api", state.config().base_url);
-    let supervisor = hub::Supervisor::start(&services, state.config(), &local_api_url);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let health_task = sites.spawn_health_checks(stopped(stop_rx.clone()));
+    // Managed services run beside the hub (same host, same pod): they call its API over
+    // loopback, not through `hub_connect_url` (a Service name single-user pods resolve).
+    let local_api_url = format!("{hub_url}{}hub/api", state.config().base_url);
+    let lead_task = tokio::spawn(
+        lead(
+            state.clone(),
+            local_api_url,
+            stop_rx.clone(),
+            (leadership, registered),
+        )
+        .instrument(replica_span),
+    );
+    // Sites' health: checked by the leader, read from the database by the other replicas.
+    let health_task = sites.spawn_health_checks(db.clone(), stopped(stop_rx.clone()));
     // Replicas: the routes follow servers started and stopped through any of them.
     let route_task = (state.db().backend() == Backend::Postgres)
         .then(|| orchestrator.follow_routes(Arc::clone(&services), stopped(stop_rx.clone())));
@@ -251,12 +289,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         stackhub_common::shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    let db = state.db().clone();
     hub::serve(hub_listener, state, stopped(stop_rx)).await?;
     if let Some(task) = route_task {
         let _ = task.await;
     }
-    supervisor.shutdown().await;
+    let _ = lead_task.await;
     orchestrator.shutdown().await;
     if let Some(task) = proxy_task {
         let _ = task.await;
@@ -266,6 +303,53 @@ async fn run(config: Config) -> anyhow::Result<()> {
     db.close().await;
     tracing::info!("stackhub stopped");
     Ok(())
+}
+
+/// What only the leader does, for as long as it leads: run the managed services. A replica
+/// that starts leading later (the leader died) registers the services first: a managed
+/// service's token made at start-up is the leader's (`registered`: done at start-up already,
+/// as the leader, and still valid unless the leadership changed since `leading` was taken).
+async fn lead(
+    state: hub::AppState,
+    local_api_url: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    (mut leading, mut registered): (tokio::sync::watch::Receiver<bool>, bool),
+) {
+    let db = state.db().clone();
+    if leading.has_changed().unwrap_or(true) {
+        registered = false;
+    }
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|v| *v) => return,
+            gone = async { leading.wait_for(|v| *v).await.is_err() } => if gone { return },
+        }
+        if !registered {
+            let services = state.services();
+            if let Err(e) = services
+                .register(&db, &state.config().admin_service_name)
+                .await
+            {
+                tracing::error!(error = %e, "leading, but cannot register the services; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        registered = false;
+        tracing::info!("leading: starting the managed services");
+        let supervisor = hub::Supervisor::start(state.services(), state.config(), &local_api_url);
+        let stopping = tokio::select! {
+            _ = stop.wait_for(|v| *v) => true,
+            _ = leading.wait_for(|v| !*v) => false,
+        };
+        if !stopping {
+            tracing::warn!("no longer leading: stopping the managed services");
+        }
+        supervisor.shutdown().await;
+        if stopping {
+            return;
+        }
+    }
 }
 
 /// The proxy's trust for https upstreams: the system roots plus every site's private CA.

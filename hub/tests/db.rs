@@ -326,3 +326,38 @@ async fn postgres_replicas_hear_each_others_writes() {
     let g = b.generation();
     assert_ne!(b.generation(), g);
 }
+
+#[tokio::test]
+async fn postgres_replicas_elect_one_leader_and_another_takes_over() {
+    // Two `Db`s on one database are two replicas: the first leads (it tried at connect), the
+    // second follows and counts as alive; the leader gone, the second leads within seconds.
+    let a = postgres_db().await;
+    let b = Db::connect(&hub::Secret::new(url_of(&a).await))
+        .await
+        .unwrap();
+    assert!(a.is_leader(), "the first replica leads");
+    assert!(!b.is_leader(), "two leaders");
+    assert_eq!(a.other_replicas().await.unwrap(), 1);
+    assert_ne!(a.replica(), b.replica());
+    let mut leading = b.leadership();
+    a.close().await;
+    assert!(!a.is_leader(), "closed: no longer leads");
+    let start = std::time::Instant::now();
+    tokio::time::timeout(std::time::Duration::from_secs(5), leading.wait_for(|v| *v))
+        .await
+        .expect("B leads within 5 s of A leaving")
+        .unwrap();
+    eprintln!("A left, B led after {:?}", start.elapsed());
+    assert_eq!(b.other_replicas().await.unwrap(), 0);
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_sqlite_hub_always_leads_alone() {
+    let db = Db::connect(&hub::Secret::new("sqlite::memory:".to_owned()))
+        .await
+        .unwrap();
+    assert!(db.is_leader());
+    assert!(*db.leadership().borrow());
+    assert_eq!(db.other_replicas().await.unwrap(), 0);
+}

@@ -185,6 +185,39 @@ async fn reconcile_reattaches_and_cleans_up() {
 }
 
 #[tokio::test]
+async fn reconcile_beside_live_replicas_leaves_pending_spawns_alone() {
+    // A pending spawn (the fake listens but never answers) seen by another replica's
+    // start-up: beside live replicas it may be theirs, in flight, and is left alone; a hub
+    // alone on the database stops it.
+    let s = setup(Arc::default(), Duration::from_secs(30)).await;
+    let h = &s.hub;
+    h.admin(Method::POST, "/hub/api/users/mute", None).await;
+    let r = h
+        .admin(Method::POST, "/hub/api/users/mute/server", None)
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let other = SpawnOrchestrator::new(
+        h.state.db().clone(),
+        s.spawner.clone(),
+        Arc::new(EmbeddedProxy::new(Arc::new(proxy::RouteTable::new()))),
+        settings(Duration::from_secs(30)),
+    );
+    let model = async || {
+        h.admin(Method::GET, "/hub/api/users/mute/server", None)
+            .await
+            .body
+    };
+    other.reconcile_beside_replicas().await.unwrap();
+    let m = model().await;
+    assert_eq!(m["pending"], "spawn", "left alone: {m}");
+    other.reconcile().await.unwrap();
+    let m = model().await;
+    assert_eq!(m["stopped"], true, "stopped when alone: {m}");
+    assert_eq!(m["pending"], Value::Null, "{m}");
+    drop(s.orchestrator);
+}
+
+#[tokio::test]
 async fn start_timeout_fails_the_spawn() {
     let s = setup(Arc::default(), Duration::from_millis(300)).await;
     let h = &s.hub;

@@ -2,7 +2,8 @@
 //! `read:metrics` scope (a token, or the admin's browser session with `_xsrf`): the gauges read
 //! from the database at scrape time (`stackhub_users`, `stackhub_servers{state,profile}`;
 //! state is `running`, `spawn_pending`, `stop_pending` or `stopped`), the change feed's state
-//! (`stackhub_change_feed_listening`, `_heard`, `_losses`), then what [`crate::metrics`]
+//! (`stackhub_change_feed_listening`, `_heard`, `_losses`), whether this replica leads
+//! (`stackhub_leader`), then what [`crate::metrics`]
 //! recorded.
 
 use axum::Router;
@@ -94,6 +95,14 @@ async fn metrics(State(state): State<AppState>, caller: ApiCaller) -> Result<Res
         "stackhub_change_feed_losses",
         "Times this replica lost the database's change feed",
         counter(feed.losses),
+    );
+    let leader: Gauge = Gauge::default();
+    leader.set(i64::from(state.db().is_leader()));
+    scraped.register(
+        "stackhub_leader",
+        "Whether this replica leads (1: it runs the managed services and the start-up \
+         reconciliation) or follows (0). Always 1 on SQLite",
+        leader,
     );
     let mut out = String::new();
     prometheus_text::encode(&mut out, &scraped)

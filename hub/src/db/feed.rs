@@ -93,6 +93,10 @@ impl Feed {
     /// A notification about `table` arrived.
     fn heard(&self, table: &str) {
         self.heard.fetch_add(1, Ordering::Relaxed);
+        // Nothing cached comes from the sites' health (written by the leader at every check).
+        if table == "site_health" {
+            return;
+        }
         self.bump();
         if table == "servers" {
             self.servers.notify_one();
@@ -137,8 +141,8 @@ impl Feed {
 }
 
 /// Start listening to the feed of the database at `options`, in a task owned by `feed`.
-pub(crate) async fn start(feed: &Arc<Feed>, options: PgConnectOptions) {
-    let replica = hex::encode(rand::random::<[u8; 4]>());
+pub(crate) async fn start(feed: &Arc<Feed>, options: PgConnectOptions, replica: &str) {
+    let replica = replica.to_owned();
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .min_connections(0)

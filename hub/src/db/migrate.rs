@@ -50,6 +50,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0006_change_feed.sql"),
         include_str!("../../migrations/postgres/0006_change_feed.sql"),
     ),
+    (
+        7,
+        "site health",
+        include_str!("../../migrations/sqlite/0007_site_health.sql"),
+        include_str!("../../migrations/postgres/0007_site_health.sql"),
+    ),
 ];
 
 #[derive(Debug)]

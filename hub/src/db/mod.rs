@@ -7,23 +7,26 @@
 //! # Layout
 //! - `migrate`: the embedded migrations, one directory per database (only id columns differ).
 //! - `feed`: the change feed that keeps replicas' caches true on PostgreSQL; `lock`: SQLite's
-//!   one-replica lock.
-//! - `users`, `groups`, `servers`, `tokens`, `oauth`, `sessions`, `shares`: queries per table
-//!   family.
+//!   one-replica lock; `leader`: the election of the replica that does what must happen once.
+//! - `users`, `groups`, `servers`, `tokens`, `oauth`, `sessions`, `shares`, `site_health`:
+//!   queries per table family.
 
 mod feed;
 pub(crate) mod groups;
+mod leader;
 mod lock;
 mod migrate;
 pub(crate) mod oauth;
 pub(crate) mod servers;
 pub(crate) mod sessions;
 pub(crate) mod shares;
+pub(crate) mod site_health;
 pub(crate) mod tokens;
 pub(crate) mod users;
 
 pub use self::feed::{APPLICATION_NAME as FEED_APPLICATION_NAME, FeedStatus};
 pub(crate) use self::groups::GroupRow;
+pub use self::leader::APPLICATION_NAME as LEADER_APPLICATION_NAME;
 pub use self::oauth::ClientRow;
 pub(crate) use self::oauth::{CodeRow, NewCode};
 pub use self::servers::ServerRow;
@@ -96,6 +99,10 @@ pub struct Db {
     pool: AnyPool,
     backend: Backend,
     feed: Arc<feed::Feed>,
+    /// Whether this replica leads (always on SQLite).
+    leader: Arc<leader::Leader>,
+    /// This replica's id (random, for the log).
+    replica: Arc<str>,
     /// SQLite files: the lock held while any clone lives (one hub per file).
     _lock: Option<Arc<std::fs::File>>,
 }
@@ -166,6 +173,8 @@ impl Db {
             // SQLite: one replica, whose writes are all local. PostgreSQL: not heard until the
             // feed listens.
             feed: Arc::new(feed::Feed::new(backend == Backend::Sqlite)),
+            leader: Arc::new(leader::Leader::new(backend == Backend::Sqlite)),
+            replica: hex::encode(rand::random::<[u8; 4]>()).into(),
             _lock: lock,
         };
         migrate::run(&db).await.map_err(DbError::Migrate)?;
@@ -173,7 +182,8 @@ impl Db {
             let options = sqlx::postgres::PgConnectOptions::from_str(url)
                 .map_err(DbError::Connect)?
                 .disable_statement_logging();
-            feed::start(&db.feed, options).await;
+            feed::start(&db.feed, options.clone(), &db.replica).await;
+            leader::start(&db.leader, options, &db.replica).await;
         }
         Ok(db)
     }
@@ -276,8 +286,45 @@ impl Db {
         self.feed.servers_changed().await;
     }
 
+    /// This replica's id (random at each start; in the log's `change_feed` and `leader` spans).
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Whether this replica leads: runs what must happen once (always true on SQLite).
+    pub fn is_leader(&self) -> bool {
+        self.leader.is_leader()
+    }
+
+    /// Follow [`Self::is_leader`].
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leader.watch()
+    }
+
+    /// How many other replicas are alive: the leader-election connections of this database
+    /// other than this replica's, as the leader counts them (0 on SQLite, which has one
+    /// replica).
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn other_replicas(&self) -> Result<i64, sqlx::Error> {
+        if self.backend == Backend::Sqlite {
+            return Ok(0);
+        }
+        let all: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1",
+        )
+        .bind(leader::APPLICATION_NAME)
+        .fetch_one(&self.pool)
+        .await?;
+        // This replica's own connection, when it has one (a leader always does).
+        Ok(all.saturating_sub(i64::from(self.is_leader())))
+    }
+
     /// Stop listening to the change feed (on shutdown; caches stay off afterwards).
     pub async fn close(&self) {
+        self.leader.stop().await;
         self.feed.stop().await;
     }
 }

@@ -14,6 +14,7 @@
 use crate::config::sites as config;
 pub mod jwt;
 mod registry;
+mod shared_health;
 mod spawn_env;
 
 pub use self::config::{

@@ -2,7 +2,8 @@
 //!
 //! A site is available when its gateway answers `GET {gateway_url}api` with 200 to the hub's
 //! credentials AND its S3 exchange is configured and reachable. Checks run at start and every
-//! `[s3] health_interval_secs`; [`SiteRegistry::site_available`] reads the last result.
+//! `[s3] health_interval_secs` on the leading replica (see `shared_health`);
+//! [`SiteRegistry::site_available`] reads the last result.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -196,10 +197,10 @@ pub enum StartSitesError {
 /// The sites, their health, and the embedded S3 store when it runs.
 #[derive(Debug)]
 pub struct SiteRegistry {
-    sites: Vec<Site>,
-    health: RwLock<HashMap<String, SiteHealth>>,
+    pub(super) sites: Vec<Site>,
+    pub(super) health: RwLock<HashMap<String, SiteHealth>>,
     http: reqwest::Client,
-    interval: Duration,
+    pub(super) interval: Duration,
     embedded: Mutex<Option<EmbeddedS3>>,
     embedded_endpoint: Option<String>,
     tokens: Arc<GatewayTokens>,
@@ -517,24 +518,6 @@ impl SiteRegistry {
             }
             health.insert(site.id.clone(), h);
         }
-    }
-
-    /// Check now and then every interval until `stop` resolves.
-    pub fn spawn_health_checks(
-        self: &Arc<Self>,
-        stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> tokio::task::JoinHandle<()> {
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            tokio::pin!(stop);
-            loop {
-                this.check_all().await;
-                tokio::select! {
-                    () = &mut stop => break,
-                    () = tokio::time::sleep(this.interval) => {}
-                }
-            }
-        })
     }
 
     /// Stop the embedded S3 store.

@@ -32,11 +32,26 @@ pub struct RouteCheck {
 
 impl SpawnOrchestrator {
     /// Start-up reconciliation: re-attach to running servers, clean up the rest, drop stale
-    /// routes.
+    /// routes. Only for a hub alone on its database (SQLite, or the leader seeing no other
+    /// replica): pending spawns and stops it finds are stopped.
     ///
     /// # Errors
     /// A database error.
     pub async fn reconcile(&self) -> Result<(), sqlx::Error> {
+        self.reconcile_rows(true).await
+    }
+
+    /// Start-up reconciliation of a leader beside other live replicas: as
+    /// [`Self::reconcile`], but pending spawns and stops (maybe another replica's, in flight)
+    /// are left alone, and the servers they start are not removed as orphans.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn reconcile_beside_replicas(&self) -> Result<(), sqlx::Error> {
+        self.reconcile_rows(false).await
+    }
+
+    async fn reconcile_rows(&self, stop_pending: bool) -> Result<(), sqlx::Error> {
         let active = {
             let mut conn = self.inner.db.pool().acquire().await?;
             db::servers::active_all(&mut conn).await?
@@ -45,6 +60,12 @@ impl SpawnOrchestrator {
         let mut live_ids = Vec::new();
         for (user, mut row) in active {
             let n = self.names(&user, &row.name);
+            if !stop_pending && row.pending.is_some() {
+                tracing::info!(server = %n.id, pending = ?row.pending,
+                    "left alone: pending, maybe on another live replica");
+                live_ids.push(n.id.clone());
+                continue;
+            }
             let state = State(row.state.clone());
             let running = row.pending.is_none()
                 && row.url.is_some()
