@@ -516,7 +516,8 @@ impl Orchestrator for SpawnOrchestrator {
         &self,
         services: &crate::services::Services,
     ) -> Result<super::RouteCheck, ApiError> {
-        self.resync_routes(services).await
+        self.resync_routes(services, super::reconcile::Resync::Repair)
+            .await
     }
 
     async fn forget_user(&self, user: &str) -> Result<Vec<String>, ApiError> {

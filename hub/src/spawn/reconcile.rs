@@ -120,7 +120,11 @@ impl SpawnOrchestrator {
     ///
     /// # Errors
     /// A database or proxy failure (500).
-    pub async fn resync_routes(&self, services: &Services) -> Result<RouteCheck, ApiError> {
+    pub async fn resync_routes(
+        &self,
+        services: &Services,
+        why: Resync,
+    ) -> Result<RouteCheck, ApiError> {
         self.inner
             .proxy
             .ensure_hub_route()
@@ -156,7 +160,7 @@ impl SpawnOrchestrator {
                 continue;
             };
             if !points_at(&key, url) {
-                tracing::warn!(server = %n.id, route = %n.route, "adding missing route");
+                why.note(&n.route, "adding missing route");
                 self.add_route(&n, url, row.launch.as_ref())
                     .await
                     .map_err(ApiError::internal)?;
@@ -168,7 +172,7 @@ impl SpawnOrchestrator {
             let key = proxy_key(&s.prefix);
             good.insert(key.clone());
             if !points_at(&key, url) {
-                tracing::warn!(service = %s.name(), route = %s.prefix, "adding missing route");
+                why.note(&s.prefix, "adding missing route");
                 self.inner
                     .proxy
                     .add_route(&s.prefix, url, s.route_data())
@@ -180,7 +184,7 @@ impl SpawnOrchestrator {
         for (key, (path, data)) in &current {
             let ours = data.contains_key("user") || data.contains_key("service");
             if ours && !data.contains_key("hub") && !good.contains(key) {
-                tracing::warn!(route = %path, "deleting stale route");
+                why.note(path, "deleting stale route");
                 self.inner
                     .proxy
                     .delete_route(path)
@@ -192,6 +196,25 @@ impl SpawnOrchestrator {
         check.added.sort();
         check.deleted.sort();
         Ok(check)
+    }
+}
+
+/// Why the routes are re-synced, which decides how loudly each change is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resync {
+    /// A check or repair (`POST /hub/api/proxy`): a change means the proxy had drifted (warn).
+    Repair,
+    /// Following the change feed: changes are other replicas' routine work (debug; the
+    /// follower logs a summary).
+    FollowFeed,
+}
+
+impl Resync {
+    fn note(self, route: &str, what: &str) {
+        match self {
+            Self::Repair => tracing::warn!(route, "{what}"),
+            Self::FollowFeed => tracing::debug!(route, "{what}"),
+        }
     }
 }
 
@@ -213,7 +236,7 @@ impl SpawnOrchestrator {
                     () = &mut stop => break,
                     () = db.servers_changed() => {}
                 }
-                match this.resync_routes(&services).await {
+                match this.resync_routes(&services, Resync::FollowFeed).await {
                     Ok(check) if check != RouteCheck::default() => {
                         tracing::info!(added = ?check.added, deleted = ?check.deleted,
                             "routes follow the database");
