@@ -46,6 +46,24 @@ pub struct Space {
     pub prefix: String,
 }
 
+impl Space {
+    /// Where the space is, as environment: [`ENV_ENDPOINT_URL`], the region (both
+    /// [`ENV_DEFAULT_REGION`] and [`ENV_REGION`]), [`ENV_BUCKET`] and [`ENV_PREFIX`]. No
+    /// credential.
+    pub fn env(&self) -> BTreeMap<String, String> {
+        [
+            (ENV_ENDPOINT_URL, &self.endpoint),
+            (ENV_DEFAULT_REGION, &self.region),
+            (ENV_REGION, &self.region),
+            (ENV_BUCKET, &self.bucket),
+            (ENV_PREFIX, &self.prefix),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect()
+    }
+}
+
 /// Credentials for a [`Space`]. `Debug` shows the access key id only.
 #[derive(Clone)]
 pub struct S3Credentials {
@@ -95,11 +113,7 @@ impl Grant {
         if let Some(token) = &self.credentials.session_token {
             put(ENV_SESSION_TOKEN, token.expose());
         }
-        put(ENV_ENDPOINT_URL, &self.space.endpoint);
-        put(ENV_DEFAULT_REGION, &self.space.region);
-        put(ENV_REGION, &self.space.region);
-        put(ENV_BUCKET, &self.space.bucket);
-        put(ENV_PREFIX, &self.space.prefix);
+        env.extend(self.space.env());
         env
     }
 }

@@ -17,6 +17,8 @@
 //! remote-kernels profile there, or a full Lab profile whose S3 site it is, see
 //! `crate::sites::s3_site_of`); never cached, never logged.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -25,10 +27,11 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
 use crate::config::sites::{GatewayAuth, SiteS3Mode};
+use crate::db::UserRow;
 use crate::error::ApiError;
 use crate::extract::ApiCaller;
 use crate::profiles::{Identity, Profile, ProfileKind};
-use crate::sites::{SiteRegistry, s3_site_of};
+use crate::sites::{Site, SiteRegistry, s3_site_of};
 use crate::state::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -41,10 +44,7 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 async fn jwks(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let registry = state
-        .sites()
-        .ok_or_else(|| ApiError::NotFound("no sites are configured on this hub".to_owned()))?;
-    Ok(Json(registry.tokens().jwks()))
+    Ok(Json(configured_sites(&state)?.tokens().jwks()))
 }
 
 async fn token(
@@ -52,17 +52,8 @@ async fn token(
     caller: ApiCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let name = caller
-        .user_name()
-        .ok_or_else(|| ApiError::Forbidden("gateway tokens are issued to users only".to_owned()))?
-        .to_owned();
-    let user = crate::api::load_user(&state, &caller, &name, &["users:activity"]).await?;
-    let registry = state
-        .sites()
-        .ok_or_else(|| ApiError::NotFound("no sites are configured on this hub".to_owned()))?;
-    let site = registry
-        .site(&id)
-        .ok_or_else(|| ApiError::NotFound(format!("no such site: {id}")))?;
+    let (user, registry) = own_user_and_sites(&state, &caller, "gateway tokens").await?;
+    let site = site_of(registry, &id)?;
     if *site.gateway_auth() != GatewayAuth::HubJwt {
         return Err(ApiError::BadRequest(format!(
             "site {id} does not take hub-issued gateway tokens"
@@ -104,17 +95,8 @@ async fn s3_credentials(
     caller: ApiCaller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let name = caller
-        .user_name()
-        .ok_or_else(|| ApiError::Forbidden("S3 credentials are issued to users only".to_owned()))?
-        .to_owned();
-    let user = crate::api::load_user(&state, &caller, &name, &["users:activity"]).await?;
-    let registry = state
-        .sites()
-        .ok_or_else(|| ApiError::NotFound("no sites are configured on this hub".to_owned()))?;
-    let site = registry
-        .site(&id)
-        .ok_or_else(|| ApiError::NotFound(format!("no such site: {id}")))?;
+    let (user, registry) = own_user_and_sites(&state, &caller, "S3 credentials").await?;
+    let site = site_of(registry, &id)?;
     if site.exchange().is_none() {
         return Err(ApiError::BadRequest(format!(
             "site {id} has no S3 store configured"
@@ -153,6 +135,35 @@ async fn s3_credentials(
         "issued S3 credentials"
     );
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)))
+}
+
+/// The hub's sites, or 404 when none are configured.
+fn configured_sites(state: &AppState) -> Result<&Arc<SiteRegistry>, ApiError> {
+    state
+        .sites()
+        .ok_or_else(|| ApiError::NotFound("no sites are configured on this hub".to_owned()))
+}
+
+/// Site `id`, or 404.
+fn site_of<'a>(registry: &'a SiteRegistry, id: &str) -> Result<&'a Site, ApiError> {
+    registry
+        .site(id)
+        .ok_or_else(|| ApiError::NotFound(format!("no such site: {id}")))
+}
+
+/// The caller's own user (`what` is issued to users only, with `users:activity` on
+/// themselves, which a server's own token holds) and the hub's sites.
+async fn own_user_and_sites<'a>(
+    state: &'a AppState,
+    caller: &ApiCaller,
+    what: &str,
+) -> Result<(UserRow, &'a Arc<SiteRegistry>), ApiError> {
+    let name = caller
+        .user_name()
+        .ok_or_else(|| ApiError::Forbidden(format!("{what} are issued to users only")))?
+        .to_owned();
+    let user = crate::api::load_user(state, caller, &name, &["users:activity"]).await?;
+    Ok((user, configured_sites(state)?))
 }
 
 /// Whether a server of profile `p` has its S3 space at site `id`.

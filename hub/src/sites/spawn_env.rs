@@ -104,15 +104,10 @@ pub fn s3_site_of<'a>(
 /// `credential_process` fetches temporary credentials with its own API token. No credential is
 /// in it.
 pub fn lab_s3_env(site: &Site, space: &Space, hub_api_url: &str) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
+    let mut env = space.env();
     let mut set = |k: &str, v: String| {
         env.insert(k.to_owned(), v);
     };
-    set(ENV_ENDPOINT_URL, space.endpoint.clone());
-    set(ENV_DEFAULT_REGION, space.region.clone());
-    set(ENV_REGION, space.region.clone());
-    set(ENV_BUCKET, space.bucket.clone());
-    set(ENV_PREFIX, space.prefix.clone());
     set("STACKHUB_S3_SITE", site.id.clone());
     set("STACKHUB_S3_SITE_NAME", site.name.clone());
     set(
