@@ -5,11 +5,11 @@
 //! with a kernel.
 //!
 //! Under a steady API load (each request retried once by its client) and while 20 spawns are
-//! in flight, the replica that carries the kernel's WebSocket is killed with SIGKILL. Then:
-//! every spawn completes on the survivor and its server answers at `/user/NAME/`; a spawn's
-//! progress stream, read through the survivor, ends `ready`; no API request failed twice; a
-//! login cookie still reaches `/hub/home`; the kernel's WebSocket reconnects through the
-//! survivor and the kernel still holds `x = 42`. The killed replica restarted rejoins (HAProxy
+//! in flight, the replica that leads and carries the kernel's WebSocket is killed with SIGKILL.
+//! Then: every spawn completes on the survivor and its server answers at `/user/NAME/`; a
+//! spawn's progress stream, read through the survivor, ends `ready`; no API request failed
+//! twice; a login cookie still reaches `/hub/home`; the kernel's WebSocket reconnects through
+//! the survivor and the kernel still holds `x = 42`. The killed replica restarted rejoins (HAProxy
 //! sends it requests again) with no duplicate work: each stand-in started once, and every
 //! stand-in process running is one a ready server points to.
 //!
@@ -166,12 +166,28 @@ async fn a_replica_killed_under_load_loses_no_spawn_session_kernel_or_request() 
     assert_eq!(r.status(), StatusCode::CREATED, "start a kernel in the Lab");
     let kernel: Value = r.json().await.unwrap();
     let kernel = kernel["id"].as_str().unwrap().to_owned();
-    let (mut ws, carrier) = kernel_socket(&base, "alice", &kernel, &token).await;
+    // The WebSocket to be cut goes through the leader (HAProxy alternates: reconnect until
+    // it does), so the kill also moves the leadership, which takes the orphaned spawns over.
+    let leader = if a.leads(&api).await { "a" } else { "b" };
+    let mut tries = 0;
+    let mut ws = loop {
+        let (mut ws, carrier) = kernel_socket(&base, "alice", &kernel, &token).await;
+        if carrier == leader {
+            break ws;
+        }
+        assert!(
+            carrier == "a" || carrier == "b",
+            "no replica named: {carrier:?}"
+        );
+        tries += 1;
+        assert!(tries < 4, "HAProxy never sends the WebSocket to {leader}");
+        let _ = ws.close(None).await;
+    };
     assert_eq!(execute(&mut ws, "x = 42").await, "");
-    let (victim, survivor) = match carrier.as_str() {
-        "a" => (&mut a, &mut b),
-        "b" => (&mut b, &mut a),
-        other => panic!("the kernel's WebSocket names no replica: {other:?}"),
+    let (victim, survivor) = if leader == "a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
     };
 
     // 20 stand-in spawns at once, through HAProxy's round robin: about half on each replica.
@@ -214,10 +230,11 @@ async fn a_replica_killed_under_load_loses_no_spawn_session_kernel_or_request() 
         victim.name
     );
 
+    assert!(victim.leads(&api).await && !survivor.leads(&api).await);
     let killed = Instant::now();
     victim.kill();
     eprintln!(
-        "killed replica {} (its spawns in flight: {in_flight:?}); survivor {}",
+        "killed replica {}, the leader (its spawns in flight: {in_flight:?}); survivor {}",
         victim.name, survivor.name
     );
     // The progress of one of them, through the survivor.

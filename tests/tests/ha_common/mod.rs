@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::hub_common::{Hub, log_tail};
+use reqwest::Method;
+
+use crate::hub_common::{Hub, admin, log_tail};
 
 pub mod load;
 
@@ -127,6 +129,21 @@ impl Replica {
 
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether it leads (`stackhub_leader` in its metrics, asked directly).
+    pub async fn leads(&self, api: &reqwest::Client) -> bool {
+        let text = admin(api, Method::GET, format!("{}/hub/metrics", self.base()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("stackhub_leader "))
+            .unwrap_or_else(|| panic!("no stackhub_leader in {}'s metrics", self.name))
+            == "1"
     }
 }
 
