@@ -38,7 +38,7 @@ use sqlx::Executor;
 /// How many stand-in servers start at once.
 const SPAWNS: usize = 20;
 /// Seconds a stand-in waits before it listens: its spawn is in flight meanwhile.
-const STANDIN_DELAY: &str = "3";
+const STANDIN_DELAY: &str = "4";
 
 fn standin_users() -> Vec<String> {
     (0..SPAWNS).map(|i| format!("u{i:02}")).collect()
