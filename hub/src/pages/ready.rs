@@ -7,7 +7,8 @@
 //! is heard (always on SQLite, whose one replica makes every change itself). A replica that
 //! cannot hear the feed still answers correctly (it reads the database for everything), but
 //! slower, and it may be the one cut off from the database: the others serve better. The body
-//! names what was checked, never a URL, a credential or a host.
+//! names every check that failed, with the database's SQLSTATE or the kind of I/O error, never
+//! the error's text (it may name the database's user or host): that goes to the log.
 
 use std::time::Duration;
 
@@ -28,21 +29,31 @@ pub(crate) const DB_DEADLINE: Duration = Duration::from_secs(2);
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     let db = state.db();
     let query = sqlx::query("SELECT 1").execute(db.pool());
-    let problem = match tokio::time::timeout(DB_DEADLINE, query).await {
-        Ok(Ok(_)) => None,
-        Ok(Err(e)) => Some(format!("the database refused the readiness query: {e}")),
-        Err(_) => Some(format!(
+    let mut problems = Vec::new();
+    // The database's own words, for the log only.
+    let mut error = None;
+    match tokio::time::timeout(DB_DEADLINE, query).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            problems.push(format!(
+                "the database refused the readiness query ({})",
+                refusal(&e)
+            ));
+            error = Some(e.to_string());
+        }
+        Err(_) => problems.push(format!(
             "the database did not answer the readiness query within {DB_DEADLINE:?}"
         )),
-    };
-    let problem = problem.or_else(|| {
-        (!db.feed_status().listening).then(|| {
+    }
+    if !db.feed_status().listening {
+        problems.push(
             "not hearing the database's change feed (caches are off; it reconnects by itself)"
-                .to_owned()
-        })
-    });
-    if let Some(message) = problem {
-        tracing::warn!(%message, "not ready");
+                .to_owned(),
+        );
+    }
+    if !problems.is_empty() {
+        let message = problems.join("; ");
+        tracing::warn!(%message, error = error.as_deref().unwrap_or(""), "not ready");
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"ready": false, "message": message})),
@@ -60,4 +71,19 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
         "leader": db.is_leader(),
     }))
     .into_response()
+}
+
+/// What kind of failure `e` is, for an answer anyone may read: the database's SQLSTATE or the
+/// I/O error's kind, never its text (which may name the database's user or host).
+fn refusal(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => match d.code() {
+            Some(code) => format!("SQLSTATE {code}"),
+            None => "a database error".to_owned(),
+        },
+        sqlx::Error::Io(io) => format!("connection: {}", io.kind()),
+        sqlx::Error::PoolTimedOut => "no connection free".to_owned(),
+        sqlx::Error::PoolClosed => "the connection pool is closed".to_owned(),
+        _ => "see the hub's log".to_owned(),
+    }
 }
