@@ -30,7 +30,7 @@ use ha_common::{
     Haproxy, Replica, closes_within, execute, kernel_socket, postgres_database, served_by,
     standin_pids, starts,
 };
-use hub_common::{admin, free_ports, issue_token, logged_in_browser, progress_of, scratch_dir};
+use hub_common::{admin, free_ports, issue_token, logged_in_browser, read_progress, scratch_dir};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::Executor;
@@ -237,10 +237,21 @@ async fn a_replica_killed_under_load_loses_no_spawn_session_kernel_or_request() 
         "killed replica {}, the leader (its spawns in flight: {in_flight:?}); survivor {}",
         victim.name, survivor.name
     );
-    // The progress of one of them, through the survivor.
+    // The progress of one of them, through the survivor (its request retried once, as every
+    // client's: it may meet a connection to the dead replica).
     let progress = tokio::spawn({
         let (api, base, user) = (api.clone(), base.clone(), in_flight[0].clone());
-        async move { progress_of(&api, &base, &user).await }
+        async move {
+            let url = format!("{base}/hub/api/users/{user}/server/progress");
+            let resp = match admin(&api, Method::GET, url.clone()).send().await {
+                Ok(r) if r.status() == StatusCode::OK => r,
+                first => {
+                    eprintln!("{user}'s progress stream, retried once after: {first:?}");
+                    admin(&api, Method::GET, url).send().await.unwrap()
+                }
+            };
+            read_progress(resp).await
+        }
     });
 
     // The kernel's WebSocket went through the dead replica: it is cut; it reconnects through
@@ -270,9 +281,15 @@ async fn a_replica_killed_under_load_loses_no_spawn_session_kernel_or_request() 
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "/user/{user}/ through HAProxy");
-        let body: Value = r.json().await.unwrap();
-        assert_eq!(body["standin"], user.as_str(), "{body}");
+        let (status, url, by) = (r.status(), r.url().clone(), served_by(r.headers()));
+        let text = r.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or_default();
+        assert!(
+            status == StatusCode::OK && body["standin"] == user.as_str(),
+            "/user/{user}/ through HAProxy: {status} from {url} by {by}: {text:.300}\n\
+             the survivor's log: {}",
+            survivor.log()
+        );
         assert_eq!(
             body["pid"], pids[user],
             "{user}'s server is another process"

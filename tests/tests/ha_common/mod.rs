@@ -32,8 +32,9 @@ pub const COOKIE_SECRET: &str = "5f1c0d9e8b7a69584736251403f2e1d0c1b2a3948576675
 /// The header HAProxy adds to every answer: the name of the replica that served it.
 pub const REPLICA_HEADER: &str = "x-stackhub-replica";
 
-/// The replicas' readiness check, HAProxy's health check.
-pub const HEALTH_CHECK: &str = "/hub/api";
+/// The replicas' readiness check (200 while the database answers and the change feed is
+/// heard), HAProxy's health check.
+pub const HEALTH_CHECK: &str = "/hub/ready";
 
 /// A database of its own on `STACKHUB_TEST_POSTGRES_URL`: the admin connection (to drop it
 /// afterwards), its name and its URL.

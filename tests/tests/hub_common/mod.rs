@@ -294,6 +294,11 @@ pub async fn progress_of(client: &reqwest::Client, base: &str, user: &str) -> Ve
     .send()
     .await
     .unwrap();
+    read_progress(resp).await
+}
+
+/// Read a progress stream's answer until the final event; returns every event.
+pub async fn read_progress(resp: reqwest::Response) -> Vec<Value> {
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers()["content-type"].to_str().unwrap(),
