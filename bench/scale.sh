@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Scale benchmark (`bench/run scale`): stackhub ("ours", its public port with the embedded proxy,
-# SQLite) against JupyterHub 6 + the configurable-http-proxy it starts ("jh"), one after the
+# on SQLite; "ours-pg": the same on PostgreSQL from scripts/lib.sh start_postgres) against
+# JupyterHub 6 + the configurable-http-proxy it starts ("jh"), one after the
 # other on 127.0.0.1, each with BENCH_USERS users and BENCH_SERVERS running servers. The servers
 # are `standin-server` (bench/src/bin/standin-server.rs, a few hundred KiB each), run by both
 # hubs' local-process spawners through their command setting (`spawner.cmd`, `c.Spawner.cmd`).
@@ -29,7 +30,7 @@
 #   BENCH_STARTS=20           timed single server starts (of users past the fleet)
 #   BENCH_REQUESTS=2000       requests per REST latency test
 #   BENCH_SPAWN_CONC=20       start / stop requests in flight during the fleet start and stop
-#   BENCH_TARGETS="ours jh"   which hubs, in this order
+#   BENCH_TARGETS="ours ours-pg jh"   which hubs, in this order
 #   BENCH_STRICT=1            exit 1 when a target is missed
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -45,7 +46,7 @@ SERVERS=${BENCH_SERVERS:-1000}
 STARTS=${BENCH_STARTS:-20}
 REQUESTS=${BENCH_REQUESTS:-2000}
 SPAWN_CONC=${BENCH_SPAWN_CONC:-20}
-read -r -a TARGETS <<<"${BENCH_TARGETS:-ours jh}"
+read -r -a TARGETS <<<"${BENCH_TARGETS:-ours ours-pg jh}"
 TOKEN="bench-token-$RANDOM$RANDOM$RANDOM$RANDOM"
 PAGE=100
 
@@ -56,7 +57,7 @@ done
   die "BENCH_USERS ($USERS) must be at least BENCH_SERVERS + BENCH_STARTS ($((SERVERS + STARTS)))"
 [ "$USERS" -gt "$PAGE" ] || die "BENCH_USERS ($USERS) must be more than one page ($PAGE)"
 for t in "${TARGETS[@]}"; do
-  case $t in ours | jh) ;; *) die "BENCH_TARGETS: unknown hub '$t' (known: ours jh)" ;; esac
+  case $t in ours | ours-pg | jh) ;; *) die "BENCH_TARGETS: unknown hub '$t' (known: ours ours-pg jh)" ;; esac
 done
 
 # Room for the fleet: one stand-in is ~0.5 MiB RSS; each hub holds a socket or two per server.
@@ -69,6 +70,13 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -u)" = unlimited ] || [ "$(ulimit -u)" -gt $((SERVERS * 2 + 1000)) ] ||
   die "process limit $(ulimit -u) is too low for $SERVERS servers (ulimit -u)"
 
+PG_URL=""
+if [[ " ${TARGETS[*]} " == *" ours-pg "* ]]; then
+  start_postgres # sets an EXIT trap of its own: hubs_init replaces it, cleanup_extra stops PostgreSQL
+  psql -q "$STACKHUB_TEST_POSTGRES_URL" -c 'CREATE DATABASE bench_scale' >/dev/null ||
+    die "cannot create the database bench_scale"
+  PG_URL="${STACKHUB_TEST_POSTGRES_URL%/*}/bench_scale"
+fi
 hubs_init scale
 build_hubs
 LOAD="$BENCH_BIN/http-load"
@@ -80,6 +88,7 @@ cleanup_extra() {
   local f
   for f in "$WORK"/*/proxy.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null; done
   kill_exe "$STANDIN"
+  [ -z "$PG_URL" ] || stop_postgres
 }
 # What JupyterHub needs to hold the fleet and keep it over a restart.
 JH_EXTRA='c.JupyterHub.concurrent_spawn_limit = 0  # no limit (default 100)
@@ -147,7 +156,9 @@ log "JupyterHub settings: $JH_SETTINGS"
 for t in "${TARGETS[@]}"; do
   dir="$WORK/$t"
   read -r "PORT[$t]" < <(free_ports 1)
-  mapfile -d '' -t cmd < <(hub_cmd "$t" "$dir" "${PORT[$t]}")
+  OURS_ENV=()
+  [ "$t" = ours-pg ] && OURS_ENV=("STACKHUB_DB_URL=$PG_URL")
+  mapfile -d '' -t cmd < <(hub_cmd "${t%-pg}" "$dir" "${PORT[$t]}")
   log "$t: starting the hub"
   cd "$dir"
   start "$t" "${cmd[@]}"
