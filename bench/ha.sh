@@ -8,7 +8,7 @@
 #   1. API req/s with 1 vs 2 replicas: GET /hub/api/users/NAME (BENCH_USERS users, random) with
 #      BENCH_CONNECTIONS connections for BENCH_DURATION s through an HAProxy with replica a only
 #      and through one with a and b (same settings), alternated, BENCH_ROUNDS rounds; medians.
-#   2. failover, BENCH_KILLS times (the victim alternates a / b): under a steady API load
+#   2. failover, BENCH_KILLS times (odd rounds kill the leader, even ones the other replica): under a steady API load
 #      through HAProxy (http-load, 8 connections), with one spawn in flight on the victim (its
 #      stand-in waits BENCH_SLOW_MS before it listens), SIGKILL the victim; then time (from the
 #      kill, through HAProxy) the first successful API call, the first spawn of a new user to
@@ -22,7 +22,7 @@
 # Knobs (environment):
 #   BENCH_OURS_BIN          measure this binary as "ours" instead of building stackhub
 #   BENCH_USERS=1000        users
-#   BENCH_ROUNDS=3          req/s rounds (1 and 2 replicas each)
+#   BENCH_ROUNDS=5          req/s rounds (1 and 2 replicas each)
 #   BENCH_DURATION=5        seconds per req/s run
 #   BENCH_CONNECTIONS=32    connections of the req/s runs
 #   BENCH_KILLS=5           failovers (and JupyterHub restarts)
@@ -37,7 +37,7 @@ source "$ROOT/bench/hubs.sh"
 as_subreaper "$0" "$@"
 
 USERS=${BENCH_USERS:-1000}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 DURATION=${BENCH_DURATION:-5}
 CONNS=${BENCH_CONNECTIONS:-32}
 KILLS=${BENCH_KILLS:-5}
@@ -218,9 +218,11 @@ leader() { # the replica that leads now (its stackhub_leader gauge), or "?"
 }
 log "failover: $KILLS SIGKILLs under load, one spawn in flight on the victim each time"
 for ((k = 1; k <= KILLS; k++)); do
-  victim=a
-  [ $((k % 2)) -eq 0 ] && victim=b
+  # Odd rounds kill the leader, even rounds the other replica.
   lead=$(leader)
+  case $lead in a) other=b ;; b) other=a ;; *) die "no replica says it leads (stackhub_leader)" ;; esac
+  victim=$lead
+  [ $((k % 2)) -eq 0 ] && victim=$other
   "$LOAD" -H "Authorization: token $TOKEN" --url "$(lb lb2)/hub/api/users/u{i}" --modulo "$USERS" \
     --concurrency 8 --duration 8 --timeout-ms 5000 >"$WORK/bg-$k.json" 2>>"$LOGS/http-load-bg.log" &
   bg=$!
