@@ -110,6 +110,10 @@ impl HubBuilder {
         let settings = self
             .settings
             .unwrap_or_else(|| SpawnSettings::from_config(&self.config, self.hub_api_url.clone()));
+        let mut state = AppState::new(self.config, self.db.clone());
+        if let Some(sites) = &self.sites {
+            state = state.with_sites(Arc::clone(sites));
+        }
         let orchestrator = self.spawner.map(|(spawner, proxy)| {
             let mut prepare =
                 HubPrepare::new(self.db.clone(), self.oidc.clone(), self.hub_api_url.clone());
@@ -119,15 +123,13 @@ impl HubBuilder {
             if let Some(dir) = &self.server_config_dir {
                 prepare = prepare.with_server_config_dir(dir.clone());
             }
-            SpawnOrchestrator::new(self.db.clone(), spawner, proxy, settings)
+            // The planner the API's starts use also plans a spawn taken over again.
+            SpawnOrchestrator::new(self.db, spawner, proxy, settings)
                 .with_prepare(Arc::new(prepare))
+                .with_planner(state.planner().clone())
         });
-        let mut state = AppState::new(self.config, self.db);
         if let Some(o) = &orchestrator {
             state = state.with_orchestrator(Arc::new(o.clone()));
-        }
-        if let Some(sites) = self.sites {
-            state = state.with_sites(sites);
         }
         if let Some(oidc) = self.oidc {
             state = state.with_oidc(oidc);

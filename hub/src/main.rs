@@ -199,24 +199,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let orchestrator = orchestrator.context("the hub was built without its spawner")?;
     let db = state.db().clone();
     let replica_span = tracing::info_span!("replica", replica = %db.replica());
-    // Start-up reconciliation runs on the leader only, and stops the pending spawns it finds
-    // only when no other replica is alive (they may be another replica's, in flight).
+    // Start-up reconciliation runs on the leader only. On PostgreSQL pending spawns and stops
+    // are left to their leases (another replica's, in flight, or taken over by the leader when
+    // their replica died); a SQLite hub is alone and stops those it finds.
     if db.is_leader() {
-        match db.other_replicas().await? {
-            0 => {
-                orchestrator
-                    .reconcile()
-                    .instrument(replica_span.clone())
-                    .await?
-            }
-            others => {
-                tracing::info!(parent: &replica_span, others,
-                    "other replicas are alive: their pending spawns and stops are left alone");
-                orchestrator
-                    .reconcile_beside_replicas()
-                    .instrument(replica_span.clone())
-                    .await?;
-            }
+        if db.backend() == Backend::Postgres {
+            tracing::info!(parent: &replica_span, others = db.other_replicas().await?,
+                "reconciling; pending spawns and stops are left to their leases");
+            orchestrator
+                .reconcile_beside_replicas()
+                .instrument(replica_span.clone())
+                .await?;
+        } else {
+            orchestrator
+                .reconcile()
+                .instrument(replica_span.clone())
+                .await?;
         }
     } else {
         tracing::info!(parent: &replica_span,
@@ -255,6 +253,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Replicas: the routes follow servers started and stopped through any of them.
     let route_task = (state.db().backend() == Backend::Postgres)
         .then(|| orchestrator.follow_routes(Arc::clone(&services), stopped(stop_rx.clone())));
+    // Replicas: leases on pending spawns and stops, taken over from replicas that die.
+    let lease_task = (state.db().backend() == Backend::Postgres)
+        .then(|| orchestrator.keep_leases(stopped(stop_rx.clone())));
     let proxy_task = match listener {
         Some(listener) => {
             // Requests for the hub's own route never leave the process (see `InProcessHub`).
@@ -290,7 +291,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     hub::serve(hub_listener, state, stopped(stop_rx)).await?;
-    if let Some(task) = route_task {
+    for task in [route_task, lease_task].into_iter().flatten() {
         let _ = task.await;
     }
     let _ = lead_task.await;

@@ -879,3 +879,64 @@ async fn health_answers_probes_without_credentials() {
         .unwrap();
     assert_eq!(h.send(req).await.status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn ready_says_whether_the_database_answers_and_its_feed_is_heard() {
+    let h = hub().await;
+    let db = h.state.db().clone();
+    let postgres = db.backend() == hub::Backend::Postgres;
+    let ready = |method: Method| {
+        Request::builder()
+            .method(method)
+            .uri("/hub/ready")
+            .body(Body::empty())
+            .unwrap()
+    };
+    // PostgreSQL: ready once the change feed listens (its connection opens after start-up).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let r = loop {
+        let r = h.send(ready(Method::GET)).await;
+        if r.status == StatusCode::OK || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let feed = if postgres { "listening" } else { "local" };
+    assert_eq!(
+        r.body,
+        json!({"ready": true, "database": "ok", "change_feed": feed, "leader": db.is_leader()})
+    );
+    assert!(postgres || db.is_leader(), "SQLite's one hub leads");
+    let r = h.send(ready(Method::HEAD)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text.is_empty(), "{}", r.text);
+    assert_eq!(
+        h.send(ready(Method::POST)).await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    let unready = async |why: &str| {
+        let r = h.send(ready(Method::GET)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{why}: {}",
+            r.text
+        );
+        assert_eq!(r.body["ready"], false, "{why}: {}", r.text);
+        let message = r.body["message"].as_str().unwrap().to_owned();
+        assert!(!message.contains("://"), "{why}: a URL in {message}");
+        message
+    };
+    if postgres {
+        // The feed stops (as when its connection is lost): not ready, though the database
+        // answers.
+        db.close().await;
+        let message = unready("feed stopped").await;
+        assert!(message.contains("change feed"), "{message}");
+    }
+    // The database is gone: not ready, saying so.
+    db.pool().close().await;
+    let message = unready("pool closed").await;
+    assert!(message.contains("database refused"), "{message}");
+}

@@ -11,6 +11,7 @@
 pub mod k8s;
 mod launch;
 mod local;
+mod local_records;
 pub mod profile;
 #[cfg(feature = "test-util")]
 pub mod testing;
@@ -64,6 +65,14 @@ pub trait Spawner: Send + Sync + Debug + 'static {
 
     /// Stop the server described by `state`; `now` skips the graceful period.
     async fn stop(&self, server: &ServerId, state: &State, now: bool) -> Result<(), SpawnError>;
+
+    /// Find the running server of `server` whose start's result was lost (the hub replica that
+    /// ran the start died before saving the state): its URL and state, so another replica can
+    /// re-attach instead of launching it twice. Default: nothing can be found.
+    async fn find(&self, server: &ServerId) -> Result<Option<Spawned>, SpawnError> {
+        let _ = server;
+        Ok(None)
+    }
 
     /// Hub start-up, after re-attaching: remove servers this spawner finds of its own (pods left
     /// by an earlier run) that are not in `known`, the servers the hub re-attached to. Returns

@@ -25,6 +25,7 @@ use tokio::process::Command;
 use tokio::sync::Mutex;
 
 use crate::Spawner;
+use crate::local_records;
 use crate::types::{
     ProgressEvent, ProgressSink, ServerId, SpawnError, SpawnRequest, Spawned, State, Status,
 };
@@ -80,7 +81,7 @@ impl LocalProcessConfig {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct LocalState {
     pid: i32,
     port: u16,
@@ -243,6 +244,18 @@ impl Spawner for LocalProcessSpawner {
             exits.lock().await.insert(pid, code);
         });
         tracing::info!(server = %req.server, pid, port, log = %log_path.display(), "server process started");
+        let url = format!("http://{host}:{port}");
+        let record = local_records::Record {
+            user: req.server.user.clone(),
+            server: req.server.name.clone(),
+            pid,
+            port,
+            start_time,
+            url: url.clone(),
+        };
+        if let Err(e) = local_records::write(&self.config.work_root, &record) {
+            tracing::warn!(server = %req.server, error = %e, "cannot write the server's record");
+        }
         let state = serde_json::to_value(LocalState {
             pid,
             port,
@@ -250,9 +263,53 @@ impl Spawner for LocalProcessSpawner {
         })
         .unwrap_or(Value::Null);
         Ok(Spawned {
-            url: format!("http://{host}:{port}"),
+            url,
             state: State(state),
         })
+    }
+
+    async fn find(&self, server: &ServerId) -> Result<Option<Spawned>, SpawnError> {
+        let Some(r) = local_records::read(&self.config.work_root, server) else {
+            return Ok(None);
+        };
+        let st = LocalState {
+            pid: r.pid,
+            port: r.port,
+            start_time: r.start_time,
+        };
+        if self.alive(&st).await.is_err() {
+            return Ok(None);
+        }
+        Ok(Some(Spawned {
+            url: r.url,
+            state: State(serde_json::to_value(st).unwrap_or(Value::Null)),
+        }))
+    }
+
+    async fn remove_orphans(&self, known: &[ServerId]) -> Result<Vec<ServerId>, SpawnError> {
+        let mut removed = Vec::new();
+        for r in local_records::all(&self.config.work_root) {
+            let id = ServerId {
+                user: r.user.clone(),
+                name: r.server.clone(),
+            };
+            if known.contains(&id) {
+                continue;
+            }
+            let st = LocalState {
+                pid: r.pid,
+                port: r.port,
+                start_time: r.start_time,
+            };
+            if self.alive(&st).await.is_ok() {
+                tracing::info!(server = %id, pid = r.pid, "stopping an orphaned server process");
+                let state = State(serde_json::to_value(&st).unwrap_or(Value::Null));
+                self.stop(&id, &state, false).await?;
+                removed.push(id.clone());
+            }
+            local_records::remove_if(&self.config.work_root, &id, r.pid);
+        }
+        Ok(removed)
     }
 
     async fn poll(&self, server: &ServerId, state: &State) -> Result<Status, SpawnError> {
@@ -264,10 +321,26 @@ impl Spawner for LocalProcessSpawner {
     }
 
     async fn stop(&self, server: &ServerId, state: &State, now: bool) -> Result<(), SpawnError> {
-        if state.0.is_null() {
+        if state.0.is_null() || state.0.as_object().is_some_and(serde_json::Map::is_empty) {
             return Ok(());
         }
         let st = Self::state_of(server, state)?;
+        let stopped = self.stop_process(server, &st, now).await;
+        if stopped.is_ok() {
+            local_records::remove_if(&self.config.work_root, server, st.pid);
+        }
+        stopped
+    }
+}
+
+impl LocalProcessSpawner {
+    async fn stop_process(
+        &self,
+        server: &ServerId,
+        st: &LocalState,
+        now: bool,
+    ) -> Result<(), SpawnError> {
+        let st = st.clone();
         if self.alive(&st).await.is_err() {
             return Ok(());
         }

@@ -13,9 +13,12 @@ use crate::{
 };
 
 /// Serves `GET <prefix>api` on a fresh loopback port per start, except for the user `mute`
-/// (its port accepts connections and never answers). Records what each start was given.
+/// (its port accepts connections and never answers) and users whose names start with `slow`
+/// (answer 503 until [`FakeSpawner::open_slow`] is set). Records what each start was given.
 #[derive(Debug, Default)]
 pub struct FakeSpawner {
+    /// Once set, the servers of `slow…` users answer.
+    pub open_slow: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The servers running, by port.
     pub running: Mutex<HashMap<u16, tokio::task::AbortHandle>>,
     /// The environment of every start, in order (holds tokens: test use only).
@@ -65,9 +68,18 @@ impl Spawner for FakeSpawner {
                 std::future::pending::<()>().await;
             })
         } else {
+            let open = std::sync::Arc::clone(&self.open_slow);
+            let slow = req.server.user.starts_with("slow");
             let app = axum::Router::new().route(
                 &format!("{}api", req.prefix),
-                axum::routing::get(|| async { axum::Json(json!({"version": "2.0.0"})) }),
+                axum::routing::get(move || async move {
+                    use axum::response::IntoResponse;
+                    if slow && !open.load(std::sync::atomic::Ordering::SeqCst) {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+                    } else {
+                        axum::Json(json!({"version": "2.0.0"})).into_response()
+                    }
+                }),
             );
             tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;

@@ -190,3 +190,68 @@ async fn a_profile_replaces_command_and_arguments() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn another_replica_finds_a_launched_server_and_removes_orphans() {
+    // Two spawners on one work root, as two hub replicas on one host: the second never saw the
+    // first's start result, yet finds the server through the record it left.
+    let dir = temp_dir("find");
+    let script = "sleep 600";
+    let first = spawner_with(&dir, script, Duration::from_secs(5));
+    let other = spawner_with(&dir, script, Duration::from_secs(5));
+    let alice = request("alice").server;
+    let bob = request("bob").server;
+    assert!(other.find(&alice).await.unwrap().is_none(), "nothing yet");
+    let spawned = first
+        .start(request("alice"), ProgressSink::discard())
+        .await
+        .unwrap();
+    let found = other
+        .find(&alice)
+        .await
+        .unwrap()
+        .expect("found by the record");
+    assert_eq!(found.url, spawned.url);
+    assert_eq!(found.state.0, spawned.state.0);
+    assert_eq!(
+        other.poll(&alice, &found.state).await.unwrap(),
+        Status::Running
+    );
+    let record = std::fs::read_to_string(
+        std::fs::read_dir(dir.join("users/.servers"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
+    assert!(
+        !record.contains("secret-token"),
+        "no secret in the record: {record}"
+    );
+
+    // bob's server is an orphan (no hub row names it): removed; alice's is known: kept.
+    let orphan = first
+        .start(request("bob"), ProgressSink::discard())
+        .await
+        .unwrap();
+    let bob_pid = orphan.state.0["pid"].as_i64().unwrap();
+    let removed = other
+        .remove_orphans(std::slice::from_ref(&alice))
+        .await
+        .unwrap();
+    assert_eq!(removed, vec![bob.clone()]);
+    assert_eq!(live_in_group(bob_pid), 0, "the orphan's group is gone");
+    assert!(other.find(&bob).await.unwrap().is_none());
+    assert_eq!(
+        other.poll(&alice, &found.state).await.unwrap(),
+        Status::Running
+    );
+
+    // A stopped server is not found again (its record goes with it).
+    other.stop(&alice, &found.state, true).await.unwrap();
+    assert!(other.find(&alice).await.unwrap().is_none());
+    assert!(first.remove_orphans(&[]).await.unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -19,20 +19,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod helm_common;
+mod helm_rendered;
 mod hub_common;
 mod k8s_common;
 mod remote_common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use helm_common::{find, repo, template_with};
+use helm_common::repo;
+use helm_rendered::{Hub, NS, Rendered, Secrets, render};
 use hub_common::{ADMIN_TOKEN, PASSWORD, free_ports, scratch_dir, venv};
 use k8s_common::{
-    Proc, binary, container_env, kubeconfig, log_tail, pod_running_at, run_server_pod, wait_for,
-    wait_for_pod,
+    Proc, container_env, log_tail, pod_running_at, run_server_pod, wait_for, wait_for_pod,
 };
 use k8s_fake::FakeKube;
 use remote_common::{Gateway, Moto, wait_site};
@@ -40,10 +40,6 @@ use serde_json::{Value, json};
 use spawner::ServerId;
 use spawner::k8s::{KubeSpawnerConfig, LABEL_SERVER, LABEL_USER, server_labels};
 
-/// The release's namespace (`helm template --namespace`): the spawner's pods go there.
-const NS: &str = "hub";
-/// Where the rendered Deployment mounts the ConfigMap.
-const CONFIG_MOUNT: &str = "/etc/stackhub";
 /// The token the `token`-auth site's gateway takes.
 const EUMETSAT_TOKEN: &str = "eumetsat-gateway-token-0123456789";
 /// `stack-jupyter-medium` of the hub's default quota table: 6 CPUs, 18 GiB.
@@ -57,10 +53,6 @@ const SITES: [(&str, &str, &str, &str); 5] = [
     ("eumetsat", "EUMETSAT Bridge", "token", "static"),
     ("marenostrum", "MareNostrum Bridge", "hub-jwt", "sts"),
 ];
-
-/// The Secrets in the release's namespace, by (name, key): what the Deployment's
-/// `secretKeyRef`s resolve to.
-type Secrets = HashMap<(String, String), String>;
 
 fn site_secret(id: &str) -> String {
     format!("{id}-s3-secret-key-0123456789")
@@ -117,157 +109,7 @@ fn access_key(site: &str) -> String {
     format!("{}HUBKEY", site.to_uppercase())
 }
 
-/// The chart rendered and laid out as the hub's pod sees it.
-struct Rendered {
-    /// The hub container's args, paths moved (`--config <dir>/etc-stackhub/stackhub.toml`).
-    args: Vec<String>,
-    /// The container's environment, every Secret reference resolved.
-    env: Vec<(String, String)>,
-    /// `kubernetes-spawner.json` as the spawner parses it.
-    spawner: KubeSpawnerConfig,
-    /// `name:port` of the Service single-user servers reach the hub's API by.
-    hub_api_service: String,
-    /// The paths of the container's readiness and liveness probes (on the `hub-api` port).
-    probes: Vec<String>,
-}
-
-/// `helm template` with `files`, laid out in `dir`. The only change to what is rendered: the
-/// ConfigMap's files sit in `<dir>/etc-stackhub/` instead of the Deployment's mount
-/// `/etc/stackhub/`, so every `/etc/stackhub/<key>` of a ConfigMap key (that is
-/// `kubernetes_config` in `stackhub.toml`, and `--config` in the container's args) names
-/// that directory. Nothing else is rewritten. `server_config_dir = "/etc/stackhub/server"`
-/// names no ConfigMap key: it is a path in the single-user image, which the kubelet maps
-/// ([`Kubelet`]).
-fn render(dir: &Path, files: &[&Path], secrets: &Secrets) -> Rendered {
-    let docs = template_with("helm/stackhub", NS, files, &[]);
-    let cm = find(&docs, "ConfigMap")[0];
-    let pod = &find(&docs, "Deployment")[0]["spec"]["template"]["spec"];
-    let container = &pod["containers"][0];
-    let volume = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["configMap"]["name"] == cm["metadata"]["name"])
-        .expect("the ConfigMap's volume");
-    let mount = container["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == volume["name"])
-        .expect("the ConfigMap's mount");
-    assert_eq!(mount["mountPath"], CONFIG_MOUNT);
-    let here = dir.join("etc-stackhub");
-    std::fs::create_dir_all(&here).unwrap();
-    let data = cm["data"].as_object().unwrap();
-    let moved = |text: &str| {
-        data.keys().fold(text.to_owned(), |t, key| {
-            t.replace(
-                &format!("{CONFIG_MOUNT}/{key}"),
-                here.join(key).to_str().unwrap(),
-            )
-        })
-    };
-    for (key, text) in data {
-        std::fs::write(here.join(key), moved(text.as_str().unwrap())).unwrap();
-    }
-    let args: Vec<String> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| moved(a.as_str().unwrap()))
-        .collect();
-    assert_eq!(
-        args,
-        [
-            "--config".to_owned(),
-            here.join("stackhub.toml").display().to_string()
-        ]
-    );
-    let env = container["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            let r = &e["valueFrom"]["secretKeyRef"];
-            let name = r["name"]
-                .as_str()
-                .unwrap_or_else(|| panic!("not a Secret reference: {e}"));
-            let key = (name.to_owned(), r["key"].as_str().unwrap().to_owned());
-            let value = secrets.get(&key).unwrap_or_else(|| {
-                panic!("the Deployment reads Secret {key:?}, which the test does not hold")
-            });
-            (e["name"].as_str().unwrap().to_owned(), value.clone())
-        })
-        .collect();
-    let spawner = serde_json::from_str(data["kubernetes-spawner.json"].as_str().unwrap()).unwrap();
-    let api = find(&docs, "Service")
-        .into_iter()
-        .find(|s| s["spec"]["ports"][0]["name"] == "hub-api")
-        .expect("the hub API's Service");
-    let hub_api_service = format!(
-        "{}:{}",
-        api["metadata"]["name"].as_str().unwrap(),
-        api["spec"]["ports"][0]["port"]
-    );
-    let probes = ["readinessProbe", "livenessProbe"]
-        .iter()
-        .map(|probe| {
-            let get = &container[probe]["httpGet"];
-            assert_eq!(get["port"], "hub-api", "{probe}: {get}");
-            get["path"].as_str().unwrap().to_owned()
-        })
-        .collect();
-    Rendered {
-        args,
-        env,
-        spawner,
-        hub_api_service,
-        probes,
-    }
-}
-
-/// The real `stackhub` with the rendered args and environment; killed on drop.
-struct Hub {
-    proc: Proc,
-    base: String,
-    hub_port: u16,
-    api: reqwest::Client,
-}
-
 impl Hub {
-    /// The environment is only the Deployment's (its Secret references resolved), plus what
-    /// stands in for the pod: ports (the container's 8000 and 8081 are taken here), the data
-    /// volume (mounted at the config's `data_dir`), the kubeconfig of the in-memory API server
-    /// (in place of the service account), the development login, and logging.
-    async fn start(dir: &Path, r: &Rendered, fake: &FakeKube, port: u16, hub_port: u16) -> Self {
-        let mut cmd = Command::new(binary("stackhub"));
-        cmd.args(&r.args)
-            .env_clear()
-            .envs(r.env.iter().cloned())
-            .env("STACKHUB_PORT", port.to_string())
-            .env("STACKHUB_HUB_PORT", hub_port.to_string())
-            .env("STACKHUB_DATA_DIR", dir.join("data"))
-            .env("KUBECONFIG", kubeconfig(dir, fake))
-            .env("STACKHUB_DEV_PASSWORD", PASSWORD)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info");
-        let log = dir.join("hub.log");
-        let mut proc = Proc::spawn(cmd, &log);
-        let base = format!("http://127.0.0.1:{port}");
-        let api = reqwest::Client::new();
-        proc.wait_for_hub(&base).await;
-        Self {
-            proc,
-            base,
-            hub_port,
-            api,
-        }
-    }
-
-    fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        hub_common::admin(&self.api, method, format!("{}{path}", self.base))
-    }
-
     async fn user(&self, name: &str) -> Value {
         let r = self
             .admin(reqwest::Method::GET, &format!("/hub/api/users/{name}"))

@@ -164,3 +164,26 @@ their Secret references to the environment variables the hub reads. */}}
 {{- if .Values.customScopes }}{{ $_ := set $out "custom_scopes" .Values.customScopes }}{{ end -}}
 {{- if $out }}{{ toToml $out }}{{ end -}}
 {{- end -}}
+
+{{/* "true" when the hub's database is PostgreSQL (its URL in database.existingSecret), else
+empty: SQLite on the data volume. */}}
+{{- define "stackhub.postgres" -}}
+{{- if .Values.database.existingSecret }}true{{ end -}}
+{{- end -}}
+
+{{/* How many hubs run: `replicas` when set, else 2 on PostgreSQL and 1 on SQLite. Fails for
+more than one on SQLite (a second hub on the database file is refused at start-up), and for
+PostgreSQL without a cookie secret (every replica, and every restart, must derive the same keys
+from it: the _xsrf tokens of forms, the sites' JWT signing key, the OIDC token key). */}}
+{{- define "stackhub.replicas" -}}
+{{- $pg := include "stackhub.postgres" . -}}
+{{- if and $pg (not .Values.cookieSecret.existingSecret) -}}
+{{- fail "database.existingSecret (PostgreSQL) needs cookieSecret.existingSecret: on PostgreSQL the hub keeps nothing on a volume and runs as several replicas, which must all derive the same keys from one cookie secret (a Secret holding at least 32 bytes of hex)" -}}
+{{- end -}}
+{{- $n := ternary 2 1 (eq $pg "true") -}}
+{{- with .Values.replicas }}{{ $n = int . }}{{ end -}}
+{{- if and (gt $n 1) (not $pg) -}}
+{{- fail (printf "replicas: %d needs PostgreSQL: SQLite serves a single hub (a second one on the database file is refused at start-up); set database.existingSecret to a Secret holding a postgres:// URL, or replicas: 1" $n) -}}
+{{- end -}}
+{{- $n -}}
+{{- end -}}

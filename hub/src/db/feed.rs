@@ -46,6 +46,8 @@ pub(crate) struct Feed {
     generation: AtomicU64,
     hearing: AtomicBool,
     servers: Notify,
+    /// Moves on when spawn progress events were stored (by any replica).
+    progress: watch::Sender<u64>,
     heard: AtomicU64,
     losses: AtomicU64,
     task: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
@@ -69,6 +71,7 @@ impl Feed {
             generation: AtomicU64::new(0),
             hearing: AtomicBool::new(hearing),
             servers: Notify::new(),
+            progress: watch::Sender::new(0),
             heard: AtomicU64::new(0),
             losses: AtomicU64::new(0),
             task: Mutex::new(None),
@@ -93,9 +96,15 @@ impl Feed {
     /// A notification about `table` arrived.
     fn heard(&self, table: &str) {
         self.heard.fetch_add(1, Ordering::Relaxed);
-        // Nothing cached comes from the sites' health (written by the leader at every check).
-        if table == "site_health" {
-            return;
+        match table {
+            // Nothing cached comes from these: the sites' health (written by the leader at
+            // every check), the spawns' leases (renewed every second) and progress events.
+            "site_health" | "spawn_leases" => return,
+            "spawn_events" => {
+                self.progress_stored();
+                return;
+            }
+            _ => {}
         }
         self.bump();
         if table == "servers" {
@@ -115,6 +124,7 @@ impl Feed {
         self.bump();
         self.hearing.store(true, Ordering::Release);
         self.servers.notify_one();
+        self.progress_stored();
     }
 
     pub(crate) fn status(&self) -> FeedStatus {
@@ -123,6 +133,16 @@ impl Feed {
             heard: self.heard.load(Ordering::Relaxed),
             losses: self.losses.load(Ordering::Relaxed),
         }
+    }
+
+    /// Spawn progress events were stored (here, or announced by another replica).
+    pub(crate) fn progress_stored(&self) {
+        self.progress.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Follow [`Self::progress_stored`].
+    pub(crate) fn progress(&self) -> watch::Receiver<u64> {
+        self.progress.subscribe()
     }
 
     /// Wait until servers changed (or may have) since the last call returned.

@@ -56,6 +56,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0007_site_health.sql"),
         include_str!("../../migrations/postgres/0007_site_health.sql"),
     ),
+    (
+        8,
+        "spawn leases",
+        include_str!("../../migrations/sqlite/0008_spawn_leases.sql"),
+        include_str!("../../migrations/postgres/0008_spawn_leases.sql"),
+    ),
 ];
 
 #[derive(Debug)]

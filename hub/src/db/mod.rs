@@ -14,6 +14,7 @@
 mod feed;
 pub(crate) mod groups;
 mod leader;
+pub(crate) mod leases;
 mod lock;
 mod migrate;
 pub(crate) mod oauth;
@@ -284,6 +285,16 @@ impl Db {
     /// SQLite.
     pub async fn servers_changed(&self) {
         self.feed.servers_changed().await;
+    }
+
+    /// Spawn progress events were stored by this replica (others hear it through the feed).
+    pub(crate) fn progress_stored(&self) {
+        self.feed.progress_stored();
+    }
+
+    /// Moves on whenever spawn progress events are stored by any replica (on SQLite: this one).
+    pub(crate) fn progress_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.feed.progress()
     }
 
     /// This replica's id (random at each start; in the log's `change_feed` and `leader` spans).

@@ -51,8 +51,12 @@ impl ServerRow {
 
 const COLUMNS: &str = "id, user_id, name, display_name, url, state, user_options, launch, \
                        pending, started, last_activity";
+/// [`COLUMNS`] of a table aliased `s`.
+pub(super) const COLUMNS_S: &str = "s.id, s.user_id, s.name, s.display_name, s.url, s.state, \
+                                    s.user_options, s.launch, s.pending, s.started, \
+                                    s.last_activity";
 
-fn from_row(row: &AnyRow) -> Result<ServerRow, sqlx::Error> {
+pub(super) fn from_row(row: &AnyRow) -> Result<ServerRow, sqlx::Error> {
     let state: String = row.try_get("state")?;
     let opts: String = row.try_get("user_options")?;
     let launch: Option<String> = row.try_get("launch")?;
@@ -149,34 +153,59 @@ pub(crate) async fn bump_activity(
     Ok(())
 }
 
+const SAVE: &str = "UPDATE servers SET display_name = $1, url = $2, state = $3, \
+                    user_options = $4, pending = $5, started = $6, last_activity = $7, name = $8, \
+                    launch = $9 WHERE id = $10";
+
+fn bind_save<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    s: &ServerRow,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(s.display_name.clone())
+        .bind(s.url.clone())
+        .bind(s.state.to_string())
+        .bind(s.user_options.to_string())
+        .bind(s.pending.clone())
+        .bind(s.started)
+        .bind(s.last_activity)
+        .bind(s.name.clone())
+        .bind(
+            s.launch
+                .as_ref()
+                .and_then(|l| serde_json::to_string(l).ok()),
+        )
+        .bind(s.id)
+}
+
 /// Save what the orchestrator knows about a server (pending, url, state, times, options).
 pub(crate) async fn save(conn: &mut AnyConnection, s: &ServerRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE servers SET display_name = $1, url = $2, state = $3, user_options = $4, \
-         pending = $5, started = $6, last_activity = $7, name = $8, launch = $9 WHERE id = $10",
-    )
-    .bind(s.display_name.clone())
-    .bind(s.url.clone())
-    .bind(s.state.to_string())
-    .bind(s.user_options.to_string())
-    .bind(s.pending.clone())
-    .bind(s.started)
-    .bind(s.last_activity)
-    .bind(s.name.clone())
-    .bind(
-        s.launch
-            .as_ref()
-            .and_then(|l| serde_json::to_string(l).ok()),
-    )
-    .bind(s.id)
-    .execute(conn)
-    .await?;
+    bind_save(sqlx::query(SAVE), s).execute(conn).await?;
     Ok(())
 }
 
-/// Delete a server row.
+/// [`save`] by the replica `owner` running the server's pending spawn or stop: nothing is
+/// written (`false`) when another replica holds its lease now (took the work over).
+pub(crate) async fn save_leased(
+    conn: &mut AnyConnection,
+    s: &ServerRow,
+    owner: &str,
+) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "{SAVE} AND NOT EXISTS (SELECT 1 FROM spawn_leases WHERE server_id = $10 AND owner <> $11)"
+    );
+    let done = bind_save(sqlx::query(&sql), s)
+        .bind(owner)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Delete a server row (with its shares, lease and progress events).
 pub(crate) async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), sqlx::Error> {
-    for sql in super::shares::DELETE_FOR_SERVER {
+    for sql in super::shares::DELETE_FOR_SERVER.iter().chain(&[
+        "DELETE FROM spawn_leases WHERE server_id = $1",
+        "DELETE FROM spawn_events WHERE server_id = $1",
+    ]) {
         sqlx::query(sql).bind(id).execute(&mut *conn).await?;
     }
     sqlx::query("DELETE FROM servers WHERE id = $1")

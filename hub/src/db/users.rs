@@ -382,7 +382,7 @@ pub(crate) async fn delete(
     // Explicit deletes as well as ON DELETE CASCADE, so a database without foreign-key
     // enforcement ends up in the same state; each counted where the answer reports it.
     type Count = Option<fn(&mut Removed) -> &mut u64>;
-    let steps: [(&str, Count); 11] = [
+    let steps: [(&str, Count); 13] = [
         (super::shares::DELETE_FOR_USER[0], None),
         (super::shares::DELETE_FOR_USER[1], None),
         (
@@ -393,6 +393,16 @@ pub(crate) async fn delete(
         (
             "DELETE FROM login_sessions WHERE user_id = $1",
             Some(|r| &mut r.sessions),
+        ),
+        (
+            "DELETE FROM spawn_leases WHERE server_id IN \
+             (SELECT id FROM servers WHERE user_id = $1)",
+            None,
+        ),
+        (
+            "DELETE FROM spawn_events WHERE server_id IN \
+             (SELECT id FROM servers WHERE user_id = $1)",
+            None,
         ),
         (
             "DELETE FROM servers WHERE user_id = $1",

@@ -18,12 +18,15 @@
 //! - `user_redirect`: `/hub/user-redirect/PATH`, deep links into the visitor's own server.
 //! - `token`: `/hub/token`, the user's API tokens and authorized applications.
 //! - `accept_share`: `/hub/accept-share?code=…`, exchanging a share code for a share.
+//! - `GET /hub/health` (liveness: 200 while the process runs) and `ready`: `GET /hub/ready`
+//!   (readiness: the database answers and its change feed is heard), both without credentials.
 
 mod accept_share;
 mod admin;
 pub(crate) mod oidc;
 pub use self::admin::shared_account_warning;
 mod picker;
+mod ready;
 pub(crate) mod spawn;
 mod token;
 mod user_redirect;
@@ -62,6 +65,7 @@ pub(crate) fn oidc_router() -> Router<AppState> {
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/hub/health", get(health))
+        .route("/hub/ready", get(ready::ready))
         .route("/hub/login", get(login_page).post(login_submit))
         .route("/hub/logout", get(logout))
         .route("/hub/home", get(home))

@@ -5,18 +5,23 @@
 //! rules, quota and site health into a [`Plan`]), then the [`Orchestrator`]. The hub's
 //! pipeline around the [`spawner::Spawner`] (server token, OAuth client, readiness check, proxy
 //! route, persisting `state`/`url`/`pending`/`launch` in the `servers` table) lives behind
-//! [`Orchestrator`]: `pipeline` (start and stop), `names` (prefix, routes, environment), `txn`
-//! (the transactions), `ready` (readiness), `reconcile` (hub start-up), `track` (progress). [`SpawnOrchestrator`] is the real pipeline (`pipeline.rs`);
+//! [`Orchestrator`]: `pipeline` (start), `stop`, `names` (prefix, routes, environment), `txn`
+//! (the transactions), `ready` (readiness), `reconcile` (hub start-up), `track` (progress of a
+//! spawn this replica runs), `progress` (progress from any replica), `lease` (who runs each
+//! pending spawn or stop across replicas; taking over those of a replica that died). [`SpawnOrchestrator`] is the real pipeline (`pipeline.rs`);
 //! [`Unavailable`] answers 501 for a hub built without spawning. `main` plugs the real one in
 //! with [`crate::AppState::with_orchestrator`].
 
+mod lease;
 mod names;
 mod pipeline;
 mod plan;
 mod prepare;
+mod progress;
 mod ready;
 mod reconcile;
 mod server_config;
+mod stop;
 mod track;
 mod txn;
 

@@ -19,8 +19,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream;
 use serde_json::{Map, Value, json};
 use spawner::{LaunchSpec, ProgressSink, SpawnRequest, Spawner, State};
 use tokio::sync::Mutex;
@@ -110,6 +108,13 @@ pub enum SpawnFailure {
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// Another replica took the spawn over (this one's lease ran out).
+    #[error("another replica took the spawn over")]
+    LeaseLost,
+    /// A replica taking over a spawn whose launch never reported back could not launch it
+    /// again.
+    #[error("cannot start it again after its replica stopped: {0}")]
+    Relaunch(String),
 }
 
 /// The spawn pipeline. Cheap to clone.
@@ -126,6 +131,8 @@ pub(super) struct Inner {
     pub(super) settings: SpawnSettings,
     pub(super) tracks: Mutex<HashMap<(String, String), Arc<Track>>>,
     pub(super) prepare: Option<Arc<dyn super::PrepareSpawn>>,
+    /// Plans a spawn again when a replica takes over one whose launch never reported back.
+    pub(super) planner: Option<super::Planner>,
     http: reqwest::Client,
 }
 
@@ -150,6 +157,7 @@ impl SpawnOrchestrator {
                 settings,
                 tracks: Mutex::new(HashMap::new()),
                 prepare: None,
+                planner: None,
                 http,
             }),
         }
@@ -165,11 +173,40 @@ impl SpawnOrchestrator {
         self
     }
 
+    /// Let a replica that takes over a spawn whose launch never reported back plan it again
+    /// with `planner` (from the stored options). Call right after [`Self::new`], as
+    /// [`Self::with_prepare`].
+    #[must_use]
+    pub fn with_planner(mut self, planner: super::Planner) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.planner = Some(planner);
+        }
+        self
+    }
+
+    /// This replica's id, the owner of the leases it takes.
+    pub(super) fn me(&self) -> &str {
+        self.inner.db.replica()
+    }
+
+    /// Save `row` as the owner of its pending work: [`SpawnFailure::LeaseLost`] when another
+    /// replica took it over.
+    pub(super) async fn save_owned(&self, row: &ServerRow) -> Result<(), SpawnFailure> {
+        let mut tx = self.inner.db.begin().await?;
+        if db::servers::save_leased(&mut tx, row, self.me()).await? {
+            tx.commit().await?;
+            Ok(())
+        } else {
+            tx.rollback().await?;
+            Err(SpawnFailure::LeaseLost)
+        }
+    }
+
     pub(super) fn names(&self, user: &str, server: &str) -> Names {
         Names::new(&self.inner.settings, user, server)
     }
 
-    async fn track(&self, user: &str, server: &str) -> Option<Arc<Track>> {
+    pub(super) async fn track(&self, user: &str, server: &str) -> Option<Arc<Track>> {
         self.inner
             .tracks
             .lock()
@@ -204,17 +241,30 @@ impl SpawnOrchestrator {
     async fn run_spawn(self, n: Names, mut row: ServerRow, req: SpawnRequest, track: Arc<Track>) {
         let began = Instant::now();
         let outcome = self.spawn_inner(&n, &mut row, req, &track).await;
+        self.finish(&n, &mut row, outcome, &track, began).await;
+    }
+
+    /// The end of a spawn: the ready event, or the clean-up of a failed one (its server
+    /// stopped, its token and client removed, its lease released), or nothing at all when
+    /// another replica took it over.
+    pub(super) async fn finish(
+        &self,
+        n: &Names,
+        row: &mut ServerRow,
+        outcome: Result<(), SpawnFailure>,
+        track: &Track,
+        began: Instant,
+    ) {
+        if matches!(outcome, Err(SpawnFailure::LeaseLost)) {
+            tracing::warn!(server = %n.id, "another replica took this spawn over; leaving it");
+            self.abandon(n, track).await;
+            return;
+        }
         crate::metrics::spawn_finished(began.elapsed().as_secs_f64(), outcome.is_ok()).await;
         match outcome {
             Ok(()) => {
-                let url = &n.url();
-                track.push(json!({
-                    "progress": 100,
-                    "ready": true,
-                    "message": format!("Server ready at {url}"),
-                    "html_message": format!("Server ready at <a href=\"{url}\">{url}</a>"),
-                    "url": url,
-                }));
+                self.release(row.id).await;
+                track.push(super::progress::ready_event(&n.url()));
             }
             Err(failure) => {
                 tracing::warn!(server = %n.id, error = %failure, "spawn failed");
@@ -227,8 +277,16 @@ impl SpawnOrchestrator {
                 {
                     tracing::error!(server = %n.id, error = %e, "cannot stop a failed server");
                 }
-                if let Err(e) = txn::clear(&self.inner.db, &n, &mut row, false).await {
-                    tracing::error!(server = %n.id, error = %e, "cannot mark a failed server stopped");
+                match txn::clear(&self.inner.db, n, row, false, Some(self.me())).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(server = %n.id, "another replica took the failed spawn over");
+                        self.abandon(n, track).await;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(server = %n.id, error = %e, "cannot mark a failed server stopped");
+                    }
                 }
                 let message = match failure {
                     SpawnFailure::Cancelled => "Spawn cancelled".to_owned(),
@@ -240,6 +298,29 @@ impl SpawnOrchestrator {
                     "message": message,
                 }));
             }
+        }
+    }
+
+    /// Another replica took the spawn of `n` over: end this replica's track of it and forget
+    /// it (progress is then read from the database).
+    async fn abandon(&self, n: &Names, track: &Track) {
+        track.abandon();
+        self.inner
+            .tracks
+            .lock()
+            .await
+            .remove(&(n.id.user.clone(), n.id.name.clone()));
+    }
+
+    /// Give up this replica's lease on server `id` (its pending work is done).
+    pub(super) async fn release(&self, id: i64) {
+        let released = async {
+            let mut conn = self.inner.db.pool().acquire().await?;
+            db::leases::release(&mut conn, id, self.me()).await
+        }
+        .await;
+        if let Err(e) = released {
+            tracing::warn!(server_id = id, error = %e, "cannot release a spawn lease (it runs out)");
         }
     }
 
@@ -285,15 +366,34 @@ impl SpawnOrchestrator {
                 return Err(failure);
             }
         };
+        // Saved at once (the URL too, while pending): a replica that takes the spawn over
+        // finds the server through them.
         row.state = spawned.state.0.clone();
-        self.inner.db.save_server(row).await?;
-        if track.is_cancelled() {
+        row.url = Some(spawned.url.clone());
+        let saved = self.save_owned(row).await;
+        if saved.is_err() || track.is_cancelled() {
             forward.abort();
-            return Err(SpawnFailure::Cancelled);
+            return saved.and(Err(SpawnFailure::Cancelled));
         }
-        track.push(json!({"progress": 50, "message": "Waiting for the server to answer"}));
         // From launch, the server has `spawner.start_timeout` to answer.
         let deadline = Instant::now() + settings.start_timeout;
+        let ready = self.await_ready(n, row, &spawned, deadline, track).await;
+        forward.abort();
+        ready
+    }
+
+    /// Wait for the launched server `spawned` to answer by `deadline`, then route it and mark
+    /// it ready.
+    pub(super) async fn await_ready(
+        &self,
+        n: &Names,
+        row: &mut ServerRow,
+        spawned: &spawner::Spawned,
+        deadline: Instant,
+        track: &Track,
+    ) -> Result<(), SpawnFailure> {
+        let settings = &self.inner.settings;
+        track.push(json!({"progress": 50, "message": "Waiting for the server to answer"}));
         let probe = Probe {
             http: &self.inner.http,
             spawner: &*self.inner.spawner,
@@ -302,18 +402,21 @@ impl SpawnOrchestrator {
             interval: settings.poll_interval,
         };
         let target = format!("{}{}api", spawned.url, n.prefix);
-        let ready = probe.wait(&target, deadline, track).await;
-        forward.abort();
-        match ready {
+        match probe.wait(&target, deadline, track).await {
             Ready::Yes => {}
             Ready::Exited(code) => return Err(SpawnFailure::Exited(code)),
-            Ready::Timeout => return Err(too_slow(settings.start_timeout)),
+            Ready::Timeout => {
+                return Err(SpawnFailure::TooSlow {
+                    prefix: n.prefix.clone(),
+                    secs: settings.start_timeout.as_secs(),
+                });
+            }
             Ready::Cancelled => return Err(SpawnFailure::Cancelled),
         }
         self.add_route(n, &spawned.url, row.launch.as_ref()).await?;
-        row.url = Some(spawned.url);
+        row.url = Some(spawned.url.clone());
         row.pending = None;
-        self.inner.db.save_server(row).await?;
+        self.save_owned(row).await?;
         tracing::info!(server = %n.id, prefix = %n.prefix, "server ready");
         Ok(())
     }
@@ -349,32 +452,12 @@ impl SpawnOrchestrator {
     /// Abort spawns in progress (hub shutdown). Their rows stay `pending` and are cleaned up
     /// by the next [`reconcile`](Self::reconcile); running servers keep running.
     pub async fn shutdown(&self) {
+        self.expire_own_leases().await;
         let tracks = self.inner.tracks.lock().await;
         for track in tracks.values() {
             if let Some(task) = track.task.lock().await.take() {
                 task.abort();
             }
-        }
-    }
-
-    async fn do_stop(&self, n: &Names, mut row: ServerRow, remove: bool) {
-        if let Err(e) = self.inner.proxy.delete_route(&n.route).await {
-            tracing::error!(server = %n.id, error = %e, "cannot delete route");
-        }
-        if let Err(e) = self
-            .inner
-            .spawner
-            .stop(&n.id, &State(row.state.clone()), false)
-            .await
-        {
-            tracing::error!(server = %n.id, error = %e, "cannot stop server");
-            row.pending = None;
-            let _ = self.inner.db.save_server(&row).await;
-            return;
-        }
-        match txn::clear(&self.inner.db, n, &mut row, remove).await {
-            Ok(()) => tracing::info!(server = %n.id, "server stopped"),
-            Err(e) => tracing::error!(server = %n.id, error = %e, "cannot mark server stopped"),
         }
     }
 }
@@ -385,24 +468,21 @@ const CANCEL_GRACE: Duration = Duration::from_secs(60);
 /// What the hub adds to a spawner's own start timeout before it gives up on a launch.
 pub const LAUNCH_MARGIN: Duration = Duration::from_secs(10);
 
-fn db_err(e: sqlx::Error) -> ApiError {
+pub(super) fn db_err(e: sqlx::Error) -> ApiError {
     ApiError::from(e)
 }
 
-#[async_trait::async_trait]
-impl Orchestrator for SpawnOrchestrator {
-    async fn start(&self, server: &ServerRef, plan: Plan) -> Result<StartOutcome, ApiError> {
-        let key = (server.user.clone(), server.server.clone());
-        if self
-            .track(&key.0, &key.1)
-            .await
-            .is_some_and(|t| !t.finished())
-        {
-            return Err(ApiError::BadRequest(format!(
-                "Server {}/{} is pending spawn",
-                key.0, key.1
-            )));
-        }
+impl SpawnOrchestrator {
+    /// Begin a spawn of `server` as `plan` says: the start transaction (token, OAuth client,
+    /// pending row, this replica's lease), then the background task. `resume`: the progress
+    /// events so far of a spawn this replica takes over and launches again (kept, and gone on
+    /// from); `None` for a new spawn (earlier events are removed).
+    pub(super) async fn launch(
+        &self,
+        server: &ServerRef,
+        plan: Plan,
+        resume: Option<Vec<Value>>,
+    ) -> Result<Arc<Track>, ApiError> {
         let mut row = self
             .inner
             .db
@@ -433,7 +513,14 @@ impl Orchestrator for SpawnOrchestrator {
             .as_ref()
             .and_then(|q| q.max_servers.map(|m| (m, q.role.as_str())));
         let allowed = n.client_allowed_scopes(&self.inner.settings);
-        match txn::begin_start(&self.inner.db, &n, &row, &token, &allowed, max_servers).await {
+        let start = txn::Start {
+            token: &token,
+            allowed_scopes: &allowed,
+            max_servers,
+            owner: self.me(),
+            fresh: resume.is_none(),
+        };
+        match txn::begin_start(&self.inner.db, &n, &row, &start).await {
             Ok(()) => {}
             Err(e @ StartTxError::MaxServers { .. }) => {
                 return Err(ApiError::BadRequest(e.to_string()));
@@ -446,12 +533,17 @@ impl Orchestrator for SpawnOrchestrator {
             env,
             spec: plan.spec,
         };
-        let track = Arc::new(Track::new());
-        self.inner
-            .tracks
-            .lock()
-            .await
-            .insert(key, Arc::clone(&track));
+        let track = Arc::new(match resume {
+            None => Track::new(&self.inner.db, row.id),
+            Some(events) => {
+                let stored = events.len();
+                Track::resume(&self.inner.db, row.id, events, stored)
+            }
+        });
+        self.inner.tracks.lock().await.insert(
+            (server.user.clone(), server.server.clone()),
+            Arc::clone(&track),
+        );
         tracing::info!(server = %n.id, profile = ?req.spec.profile_slug(), "spawn requested");
         let span = tracing::info_span!("spawn", user = %n.id.user, server = %n.id.name);
         let task = tokio::spawn(
@@ -460,6 +552,24 @@ impl Orchestrator for SpawnOrchestrator {
                 .instrument(span),
         );
         *track.task.lock().await = Some(task.abort_handle());
+        Ok(track)
+    }
+}
+
+#[async_trait::async_trait]
+impl Orchestrator for SpawnOrchestrator {
+    async fn start(&self, server: &ServerRef, plan: Plan) -> Result<StartOutcome, ApiError> {
+        if self
+            .track(&server.user, &server.server)
+            .await
+            .is_some_and(|t| !t.finished())
+        {
+            return Err(ApiError::BadRequest(format!(
+                "Server {}/{} is pending spawn",
+                server.user, server.server
+            )));
+        }
+        let track = self.launch(server, plan, None).await?;
         match tokio::time::timeout(self.inner.settings.slow_spawn_timeout, track.done()).await {
             Ok(true) => Ok(StartOutcome::Started),
             _ => Ok(StartOutcome::Pending),
@@ -467,45 +577,11 @@ impl Orchestrator for SpawnOrchestrator {
     }
 
     async fn stop(&self, server: &ServerRef, remove: bool) -> Result<StopOutcome, ApiError> {
-        if let Some(track) = self.track(&server.user, &server.server).await
-            && !track.finished()
-        {
-            // Cancel the pending spawn: it stops what it launched and marks the server stopped.
-            tracing::info!(server = %server.user, name = %server.server, "spawn cancelled");
-            track.cancel();
-            let done =
-                tokio::time::timeout(self.inner.settings.slow_spawn_timeout, track.done()).await;
-            return Ok(if done.is_ok() {
-                StopOutcome::Stopped
-            } else {
-                StopOutcome::Pending
-            });
-        }
-        let mut row = self
-            .inner
-            .db
-            .server(&server.user, &server.server)
-            .await
-            .map_err(db_err)?
-            .ok_or_else(ApiError::no_access)?;
-        if row.pending.as_deref() == Some("stop") {
-            return Ok(StopOutcome::Pending);
-        }
-        row.pending = Some("stop".to_owned());
-        self.inner.db.save_server(&row).await.map_err(db_err)?;
-        let n = self.names(&server.user, &server.server);
-        let this = self.clone();
-        let span = tracing::info_span!("stop", server = %n.id);
-        let task =
-            tokio::spawn(async move { this.do_stop(&n, row, remove).await }.instrument(span));
-        match tokio::time::timeout(self.inner.settings.slow_spawn_timeout, task).await {
-            Ok(_) => Ok(StopOutcome::Stopped),
-            Err(_) => Ok(StopOutcome::Pending),
-        }
+        self.stop_server(server, remove).await
     }
 
     async fn last_failure(&self, server: &ServerRef) -> Option<String> {
-        self.track(&server.user, &server.server).await?.failure()
+        self.failure_of(server).await
     }
 
     fn proxy(&self) -> Option<Arc<dyn Proxy>> {
@@ -544,32 +620,6 @@ impl Orchestrator for SpawnOrchestrator {
     }
 
     async fn progress(&self, server: &ServerRef) -> Result<ProgressStream, ApiError> {
-        if let Some(track) = self.track(&server.user, &server.server).await
-            && (!track.finished() || track.failed())
-        {
-            return Ok(track.stream());
-        }
-        let row = self
-            .inner
-            .db
-            .server(&server.user, &server.server)
-            .await
-            .map_err(db_err)?
-            .ok_or_else(ApiError::no_access)?;
-        if row.ready() {
-            let url = self.names(&server.user, &server.server).url();
-            let ev = json!({
-                "progress": 100,
-                "ready": true,
-                "message": format!("Server ready at {url}"),
-                "html_message": format!("Server ready at <a href=\"{url}\">{url}</a>"),
-                "url": url,
-            });
-            return Ok(stream::once(async move { ev }).boxed());
-        }
-        Err(ApiError::BadRequest(format!(
-            "Server {}/{} is not running",
-            server.user, server.server
-        )))
+        self.progress_of(server).await
     }
 }

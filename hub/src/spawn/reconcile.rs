@@ -88,7 +88,7 @@ impl SpawnOrchestrator {
             if let Err(e) = self.inner.spawner.stop(&n.id, &state, false).await {
                 tracing::error!(server = %n.id, error = %e, "cannot stop server");
             }
-            txn::clear(&self.inner.db, &n, &mut row, false).await?;
+            txn::clear(&self.inner.db, &n, &mut row, false, None).await?;
         }
         // Pods (or other servers) the spawner finds of its own that no row re-attached to.
         match self.inner.spawner.remove_orphans(&live_ids).await {

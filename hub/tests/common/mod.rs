@@ -80,6 +80,21 @@ pub fn postgres_admin_url() -> String {
 
 /// A fresh, empty, migrated PostgreSQL database on the test server, named after a random id.
 pub async fn postgres_db() -> Db {
+    let url = postgres_db_url().await;
+    Db::connect(&Secret::new(url.as_str())).await.unwrap()
+}
+
+/// Two replicas' connections to one fresh PostgreSQL database (each with its own replica id,
+/// change feed and leader election).
+pub async fn postgres_replicas() -> (Db, Db) {
+    let url = postgres_db_url().await;
+    let a = Db::connect(&Secret::new(url.as_str())).await.unwrap();
+    let b = Db::connect(&Secret::new(url.as_str())).await.unwrap();
+    (a, b)
+}
+
+/// The URL of a fresh, empty PostgreSQL database on the test server.
+async fn postgres_db_url() -> String {
     use sqlx::{Connection, Executor};
     let admin = postgres_admin_url();
     let name = format!("stackhub_test_{}", uuid::Uuid::new_v4().simple());
@@ -92,7 +107,7 @@ pub async fn postgres_db() -> Db {
     conn.close().await.unwrap();
     let mut url = url::Url::parse(&admin).unwrap();
     url.set_path(&format!("/{name}"));
-    Db::connect(&Secret::new(url.as_str())).await.unwrap()
+    url.to_string()
 }
 
 /// A fresh in-memory SQLite database.

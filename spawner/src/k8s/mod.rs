@@ -389,6 +389,12 @@ impl Spawner for KubeSpawner {
         }
     }
 
+    async fn find(&self, server: &ServerId) -> Result<Option<Spawned>, SpawnError> {
+        Ok(KubeSpawner::find(self, server)
+            .await?
+            .map(|(spawned, _)| spawned))
+    }
+
     async fn poll(&self, server: &ServerId, state: &State) -> Result<Status, SpawnError> {
         let st = KubeState::parse(server, state)?;
         let pod = self

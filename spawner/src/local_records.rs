@@ -1,0 +1,121 @@
+//! What the local-process spawner leaves on disk about each server it launched: a small record
+//! (`<work_root>/.servers/<user>.<server>.json`, names hex-encoded) with the process id, its
+//! start time, port and URL, written as soon as the process runs. Another hub replica on the
+//! same host (one that takes over a spawn whose replica died before saving the state) finds the
+//! server through it, and the leader's orphan removal finds processes no server row names.
+//! Nothing secret is in a record.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ServerId;
+
+/// One launched server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub user: String,
+    pub server: String,
+    pub pid: i32,
+    pub port: u16,
+    pub start_time: u64,
+    pub url: String,
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The directory of the records under `work_root`.
+pub(crate) fn dir(work_root: &Path) -> PathBuf {
+    work_root.join(".servers")
+}
+
+fn path(work_root: &Path, server: &ServerId) -> PathBuf {
+    // `.` never occurs in hex, so user and server cannot run into each other.
+    dir(work_root).join(format!("{}.{}.json", hex(&server.user), hex(&server.name)))
+}
+
+/// Write `record` (replacing the server's previous one), atomically.
+pub(crate) fn write(work_root: &Path, record: &Record) -> std::io::Result<()> {
+    let id = ServerId {
+        user: record.user.clone(),
+        name: record.server.clone(),
+    };
+    let path = path(work_root, &id);
+    std::fs::create_dir_all(dir(work_root))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(record).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(tmp, path)
+}
+
+/// The record of `server`, if any (an unreadable one counts as none).
+pub(crate) fn read(work_root: &Path, server: &ServerId) -> Option<Record> {
+    let bytes = std::fs::read(path(work_root, server)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Remove the record of `server` if it is still the one of process `pid` (a newer start's
+/// record stays).
+pub(crate) fn remove_if(work_root: &Path, server: &ServerId, pid: i32) {
+    if read(work_root, server).is_some_and(|r| r.pid == pid) {
+        let _ = std::fs::remove_file(path(work_root, server));
+    }
+}
+
+/// Every readable record.
+pub(crate) fn all(work_root: &Path) -> Vec<Record> {
+    let Ok(entries) = std::fs::read_dir(dir(work_root)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(user: &str, server: &str, pid: i32) -> Record {
+        Record {
+            user: user.into(),
+            server: server.into(),
+            pid,
+            port: 1,
+            start_time: 2,
+            url: "http://127.0.0.1:1".into(),
+        }
+    }
+
+    #[test]
+    fn records_of_look_alike_names_stay_apart() {
+        let root = std::env::temp_dir().join(format!("records-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // "a-b" + "" and "a" + "-b" would collide in a naive "user-server" file name.
+        write(&root, &rec("a-b", "", 1)).unwrap();
+        write(&root, &rec("a", "-b", 2)).unwrap();
+        write(&root, &rec("a", "b.c", 3)).unwrap();
+        let id = |u: &str, s: &str| ServerId {
+            user: u.into(),
+            name: s.into(),
+        };
+        assert_eq!(read(&root, &id("a-b", "")).unwrap().pid, 1);
+        assert_eq!(read(&root, &id("a", "-b")).unwrap().pid, 2);
+        assert_eq!(all(&root).len(), 3);
+        remove_if(&root, &id("a", "-b"), 99);
+        assert!(
+            read(&root, &id("a", "-b")).is_some(),
+            "another pid's record stays"
+        );
+        remove_if(&root, &id("a", "-b"), 2);
+        assert!(read(&root, &id("a", "-b")).is_none());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
