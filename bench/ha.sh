@@ -8,13 +8,13 @@
 #   1. API req/s with 1 vs 2 replicas: GET /hub/api/users/NAME (BENCH_USERS users, random) with
 #      BENCH_CONNECTIONS connections for BENCH_DURATION s through an HAProxy with replica a only
 #      and through one with a and b (same settings), alternated, BENCH_ROUNDS rounds; medians.
-#   2. failover, BENCH_KILLS times (odd rounds kill the leader, even ones the other replica): under a steady API load
-#      through HAProxy (http-load, 8 connections), with one spawn in flight on the victim (its
-#      stand-in waits BENCH_SLOW_MS before it listens), SIGKILL the victim; then time (from the
-#      kill, through HAProxy) the first successful API call, the first spawn of a new user to
-#      ready, and the in-flight spawn until it is ready (taken over by the survivor: needs the
-#      spawn leases; "not ready" otherwise). The victim is restarted and rejoins before the next
-#      round. Medians.
+#   2. failover, BENCH_KILLS times (odd rounds kill the leader, even ones the other replica):
+#      under a steady API load through HAProxy (http-load, 8 connections), with one spawn in
+#      flight on the victim (its stand-in waits BENCH_SLOW_MS before it listens), SIGKILL the
+#      victim; then time (from the kill, through HAProxy) the first successful API call, the
+#      first spawn of a new user to ready, and the in-flight spawn until it is ready (within
+#      30 s: the survivor takes it over once its lease runs out). The victim is restarted and
+#      rejoins before the next round. Medians.
 #   3. the reference: JupyterHub 6 (+ CHP, SQLite; it has no replicas) SIGKILLed and started
 #      again, BENCH_KILLS times: kill to the first successful API call through its public port.
 # Prints a table and writes bench/out/ha.json.
@@ -62,11 +62,9 @@ cleanup_extra() {
   kill_exe "$STANDIN"
   stop_postgres
 }
-# Without spawn leases (hub/src/db has no lease_owner) no replica finishes a spawn the killed one
-# started: the in-flight figure is then "not available", and its wait is kept short.
-LEASES=no
-INFLIGHT_TIMEOUT=10
-if grep -rq lease_owner "$ROOT/hub/src/db"; then LEASES=yes INFLIGHT_TIMEOUT=30; fi
+# How long the in-flight spawn gets to become ready on the survivor (spawn leases last 5 s, then
+# the leader takes them over).
+INFLIGHT_TIMEOUT=30
 
 psql -q "$STACKHUB_TEST_POSTGRES_URL" -c 'CREATE DATABASE bench_ha' >/dev/null ||
   die "cannot create the database bench_ha"
@@ -104,7 +102,7 @@ replica a
 replica b
 CHECK=/hub/ready
 curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:${PORT[a]}$CHECK" 2>/dev/null || CHECK=/hub/health
-log "HAProxy health check: GET $CHECK; spawn leases in this build: $LEASES"
+log "HAProxy health check: GET $CHECK"
 
 # haproxy NAME REPLICA...: an HAProxy in front of the replicas; sets PORT[NAME].
 haproxy_lb() {
@@ -271,7 +269,7 @@ done
 cp "$RESULTS" "$LOGS/results.jsonl"
 python3 "$ROOT/bench/ha_report.py" "$RESULTS" "$OUT_DIR/ha.json" \
   --ours-bin "$OURS_BIN" --jh-version "$JH_VERSION" --haproxy "$HAPROXY_VERSION" --check "$CHECK" \
-  --leases "$LEASES" --users "$USERS" --rounds "$ROUNDS" --duration "$DURATION" --connections "$CONNS" \
+  --inflight-timeout "$INFLIGHT_TIMEOUT" --users "$USERS" --rounds "$ROUNDS" --duration "$DURATION" --connections "$CONNS" \
   --kills "$KILLS" --slow-ms "$SLOW_MS" \
   --loadavg-before "$LOAD_BEFORE" --loadavg-after "$(cut -d' ' -f1-3 /proc/loadavg)"
 log "raw numbers: $OUT_DIR/ha.json, logs: $LOGS"

@@ -27,10 +27,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
     ap.add_argument("out")
-    for flag in ["ours-bin", "jh-version", "haproxy", "check", "leases", "loadavg-before",
+    for flag in ["ours-bin", "jh-version", "haproxy", "check", "loadavg-before",
                  "loadavg-after"]:
         ap.add_argument("--" + flag, default="")
-    for flag in ["users", "rounds", "duration", "connections", "kills", "slow-ms"]:
+    for flag in ["users", "rounds", "duration", "connections", "kills", "slow-ms", "inflight-timeout"]:
         ap.add_argument("--" + flag, type=int, default=0)
     a = ap.parse_args()
     with open(a.results) as f:
@@ -94,11 +94,10 @@ def main():
           f"{fmt(jh_restart['api_ms_median'], 1):>11}  (JupyterHub: restarted at once)")
     print(f"  {'first spawn of a new user, to ready':44} {fmt(failover['spawn_ms_median'], 1):>10} "
           f"{'n/a':>11}")
-    if a.leases != "yes":
-        inflight = "not available (no spawn leases in this build)"
-    else:
-        inflight = (f"{fmt(failover['inflight_ms_median'], 1)} ms "
-                    f"({failover['inflight_completed']}/{len(fo)} completed within 30 s)")
+    inflight = (f"{fmt(failover['inflight_ms_median'], 1)} ms "
+                f"({failover['inflight_completed']}/{len(fo)} ready within {a.inflight_timeout} s)")
+    if not failover["inflight_completed"]:
+        inflight += " (not available: no replica finished them; a build without spawn leases cannot)"
     print(f"  {'spawn in flight on the killed replica, ready':44} {inflight}")
     print(f"  (its server waits {a.slow_ms} ms before it listens; the kill comes 1 s after its start)")
     print("  per round: " + "; ".join(
@@ -117,9 +116,10 @@ def main():
         "machine": {"cpus": os.cpu_count(), "loadavg_before": a.loadavg_before,
                     "loadavg_after": a.loadavg_after},
         "ours_bin": a.ours_bin, "jupyterhub": a.jh_version, "haproxy": a.haproxy,
-        "health_check": a.check, "spawn_leases": a.leases == "yes",
+        "health_check": a.check,
         "params": {"users": a.users, "rounds": a.rounds, "duration_s": a.duration,
-                   "connections": a.connections, "kills": a.kills, "slow_ms": a.slow_ms},
+                   "connections": a.connections, "kills": a.kills, "slow_ms": a.slow_ms,
+                   "inflight_timeout_s": a.inflight_timeout},
         "rps": rps, "rps_ratio_2_over_1_paired_median": median(paired), "rps_ratio_2_over_1_per_round": paired,
         "failover": failover, "jupyterhub_restart": jh_restart, "problems": problems,
     }
