@@ -61,8 +61,15 @@ async fn server_of(api: &Client, base: &str, user: &str) -> Value {
     panic!("GET /hub/api/users/{user} through HAProxy keeps failing");
 }
 
-/// Poll until `user`'s server is ready; panics after `within` with the last model.
-async fn until_ready(api: &Client, base: &str, user: &str, within: Duration) -> Value {
+/// Poll until `user`'s server is ready; panics after `within` with the last model and what
+/// the replicas in `logs` logged of it.
+async fn until_ready(
+    api: &Client,
+    base: &str,
+    user: &str,
+    within: Duration,
+    logs: &[&Replica],
+) -> Value {
     let start = Instant::now();
     loop {
         let model = server_of(api, base, user).await;
@@ -71,7 +78,11 @@ async fn until_ready(api: &Client, base: &str, user: &str, within: Duration) -> 
         }
         assert!(
             start.elapsed() < within,
-            "{user}'s server is not ready after {within:?}: {model}"
+            "{user}'s server is not ready after {within:?}: {model}\n{}",
+            logs.iter()
+                .map(|r| format!("{}: {}", r.name, r.log_of(&format!("{user}/"))))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -155,7 +166,7 @@ async fn a_replica_killed_under_load_loses_no_spawn_session_kernel_or_request() 
     .await
     .unwrap();
     assert!(matches!(r.status().as_u16(), 201 | 202), "{}", r.status());
-    until_ready(&api, &base, "alice", Duration::from_secs(90)).await;
+    until_ready(&api, &base, "alice", Duration::from_secs(90), &[]).await;
     let r = api
         .post(format!("{base}/user/alice/api/kernels"))
         .header("Authorization", format!("token {token}"))
@@ -166,23 +177,11 @@ async fn a_replica_killed_under_load_loses_no_spawn_session_kernel_or_request() 
     assert_eq!(r.status(), StatusCode::CREATED, "start a kernel in the Lab");
     let kernel: Value = r.json().await.unwrap();
     let kernel = kernel["id"].as_str().unwrap().to_owned();
-    // The WebSocket to be cut goes through the leader (HAProxy alternates: reconnect until
-    // it does), so the kill also moves the leadership, which takes the orphaned spawns over.
+    // The WebSocket to be cut goes through the leader (pinned there), so the kill also moves
+    // the leadership, which takes the orphaned spawns over.
     let leader = if a.leads(&api).await { "a" } else { "b" };
-    let mut tries = 0;
-    let mut ws = loop {
-        let (mut ws, carrier) = kernel_socket(&base, "alice", &kernel, &token).await;
-        if carrier == leader {
-            break ws;
-        }
-        assert!(
-            carrier == "a" || carrier == "b",
-            "no replica named: {carrier:?}"
-        );
-        tries += 1;
-        assert!(tries < 4, "HAProxy never sends the WebSocket to {leader}");
-        let _ = ws.close(None).await;
-    };
+    let (mut ws, carrier) = kernel_socket(&base, "alice", &kernel, &token, Some(leader)).await;
+    assert_eq!(carrier, leader, "HAProxy does not pin the WebSocket");
     assert_eq!(execute(&mut ws, "x = 42").await, "");
     let (victim, survivor) = if leader == "a" {
         (&mut a, &mut b)
@@ -260,7 +259,7 @@ async fn a_replica_killed_under_load_loses_no_spawn_session_kernel_or_request() 
         closes_within(&mut ws, Duration::from_secs(10)).await,
         "the kernel's WebSocket through the killed replica stays open"
     );
-    let (mut ws, carrier) = kernel_socket(&base, "alice", &kernel, &token).await;
+    let (mut ws, carrier) = kernel_socket(&base, "alice", &kernel, &token, None).await;
     assert_eq!(
         carrier, survivor.name,
         "the WebSocket reconnected elsewhere"
@@ -271,7 +270,14 @@ async fn a_replica_killed_under_load_loses_no_spawn_session_kernel_or_request() 
     // Every spawn completes, on the survivor, and its server answers through HAProxy.
     let mut pids = BTreeMap::new();
     for user in &users {
-        let model = until_ready(&api, &base, user, Duration::from_secs(60)).await;
+        let model = until_ready(
+            &api,
+            &base,
+            user,
+            Duration::from_secs(60),
+            &[&*victim, &*survivor],
+        )
+        .await;
         pids.insert(user.clone(), model["state"]["pid"].as_i64().unwrap());
     }
     let all_ready = killed.elapsed();

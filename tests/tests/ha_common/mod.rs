@@ -32,6 +32,9 @@ pub const COOKIE_SECRET: &str = "5f1c0d9e8b7a69584736251403f2e1d0c1b2a3948576675
 /// The header HAProxy adds to every answer: the name of the replica that served it.
 pub const REPLICA_HEADER: &str = "x-stackhub-replica";
 
+/// A request header naming the replica HAProxy must send it to (test set-up only).
+pub const PIN_HEADER: &str = "x-stackhub-pin";
+
 /// The replicas' readiness check (200 while the database answers and the change feed is
 /// heard), HAProxy's health check.
 pub const HEALTH_CHECK: &str = "/hub/ready";
@@ -128,6 +131,16 @@ impl Replica {
         log_tail(&self.dir.join("hub.log"))
     }
 
+    /// The lines of its log (every run's) that mention `needle`.
+    pub fn log_of(&self, needle: &str) -> String {
+        std::fs::read_to_string(self.dir.join("hub.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -168,9 +181,15 @@ impl Haproxy {
                 panic!("haproxy not found: scripts/test installs it (apt_install haproxy)")
             });
         let socket = dir.join("haproxy.sock");
+        // A request may name the replica it must go to ([`PIN_HEADER`]).
         let servers: String = replicas
             .iter()
-            .map(|(name, port)| format!("    server {name} 127.0.0.1:{port} check\n"))
+            .map(|(name, port)| {
+                format!(
+                    "    use-server {name} if {{ req.hdr({PIN_HEADER}) -m str {name} }}\n\
+                     \x20   server {name} 127.0.0.1:{port} check\n"
+                )
+            })
             .collect();
         let config = dir.join("haproxy.cfg");
         std::fs::write(
@@ -320,9 +339,15 @@ pub fn standin_pids(dir: &Path) -> BTreeSet<i64> {
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Open `kernel`'s channels of `user`'s server at `base` (HAProxy); the socket and the
-/// replica that carried the handshake.
-pub async fn kernel_socket(base: &str, user: &str, kernel: &str, token: &str) -> (Ws, String) {
+/// Open `kernel`'s channels of `user`'s server at `base` (HAProxy), through replica `pin`
+/// when given; the socket and the replica that carried the handshake.
+pub async fn kernel_socket(
+    base: &str,
+    user: &str,
+    kernel: &str,
+    token: &str,
+    pin: Option<&str>,
+) -> (Ws, String) {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let url = format!(
         "{}/user/{user}/api/kernels/{kernel}/channels",
@@ -332,6 +357,11 @@ pub async fn kernel_socket(base: &str, user: &str, kernel: &str, token: &str) ->
     request
         .headers_mut()
         .insert("authorization", format!("token {token}").parse().unwrap());
+    if let Some(pin) = pin {
+        request
+            .headers_mut()
+            .insert(PIN_HEADER, pin.parse().unwrap());
+    }
     match tokio_tungstenite::connect_async(request).await {
         Ok((ws, resp)) => {
             let replica = resp
