@@ -29,6 +29,8 @@ source "$(dirname "$0")/../scripts/lib.sh"
 cd "$ROOT"
 # shellcheck source=bench/chp.sh
 source "$ROOT/bench/chp.sh"
+# shellcheck source=bench/hubs.sh
+source "$ROOT/bench/hubs.sh"
 
 COLD_ROUNDS=${BENCH_COLD_ROUNDS:-3}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -39,112 +41,13 @@ USERS=${BENCH_USERS:-1000}
 SPAWN_ROUNDS=${BENCH_SPAWN_ROUNDS:-5}
 RTT=${BENCH_RTT:-300}
 TOKEN="bench-token-$RANDOM$RANDOM$RANDOM$RANDOM"
-OUT_DIR="$ROOT/bench/out"
-LOGS="$OUT_DIR/hub-logs"
 TARGETS=(ours jh)
 
-die() {
-  log "ERROR: $*"
-  exit 1
-}
 [ "$USERS" -ge "$CREATE" ] || die "BENCH_USERS ($USERS) must be >= BENCH_CREATE ($CREATE)"
-
-# --- processes: everything started here is stopped on exit -----------------------------------
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/stackhub-bench-hub.XXXXXX")"
-PIDS=()
-children() { # PID: the pids whose parent is PID.
-  local p stat ppid
-  for p in /proc/[0-9]*; do
-    stat=$(cat "$p/stat" 2>/dev/null) || continue
-    stat=${stat##*) }
-    read -r _ ppid _ <<<"$stat"
-    [ "$ppid" = "$1" ] && echo "${p#/proc/}"
-  done
-  return 0
-}
-# shellcheck disable=SC2317 # invoked by the trap
-cleanup() {
-  local rc=$? pid i kids=()
-  trap - EXIT INT TERM
-  # JupyterHub stops its proxy on SIGTERM; note the proxy's pid to make sure.
-  for pid in "${PIDS[@]}"; do mapfile -t -O "${#kids[@]}" kids < <(children "$pid"); done
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  for pid in "${kids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# start NAME CMD...: run CMD in the background, logging to $LOGS/NAME.log; sets STARTED_PID.
-start() {
-  local name=$1
-  shift
-  "$@" >"$LOGS/$name.log" 2>&1 &
-  STARTED_PID=$!
-  PIDS+=("$STARTED_PID")
-}
-
-# wait_http NAME PID URL: wait until URL answers 2xx.
-wait_http() {
-  local name=$1 pid=$2 url=$3 i rc=0
-  for ((i = 0; i < 300; i++)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      wait "$pid" 2>/dev/null || rc=$?
-      log "last lines of $LOGS/$name.log:"
-      tail -n 20 "$LOGS/$name.log" >&2 || true
-      die "$name exited during startup (exit status $rc)"
-    fi
-    curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  die "$name did not answer $url within 30 s (log: $LOGS/$name.log)"
-}
-
-# kib PID FIELD: FIELD (VmRSS, VmHWM) of PID in KiB.
-kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
-
-# free_ports N: N free TCP ports on 127.0.0.1.
-free_ports() {
-  python3 -c '
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])
-' "$1"
-}
-
-# rotated R: the targets, rotated by R places, so no target always runs first.
-rotated() {
-  local r=$1 n=${#TARGETS[@]} i
-  for ((i = 0; i < n; i++)); do echo "${TARGETS[$(((i + r) % n))]}"; done
-}
+hubs_init hub
 
 # --- install and build ------------------------------------------------------------------------
-apt_install curl
-command -v python3 >/dev/null || apt_install python3
-ensure_venv
-JUPYTERHUB="$STACKHUB_VENV/bin/jupyterhub"
-[ -x "$JUPYTERHUB" ] || die "jupyterhub not found in $STACKHUB_VENV"
-ensure_chp
-
-if [ -n "${BENCH_OURS_BIN:-}" ]; then
-  log "BENCH_OURS_BIN is set: measuring $BENCH_OURS_BIN as \"ours\" (stackhub not built)"
-  cargo build --release --locked -p stackhub-bench
-  OURS_BIN="$BENCH_OURS_BIN"
-else
-  log "cargo build --release -p hub -p stackhub-bench"
-  cargo build --release --locked -p hub -p stackhub-bench ||
-    die "building stackhub failed (BENCH_OURS_BIN=/path/to/stackhub measures another binary)"
-  OURS_BIN="$CARGO_TARGET_DIR/release/stackhub"
-fi
-[ -x "$OURS_BIN" ] || die "stackhub binary not found or not executable: $OURS_BIN"
+build_hubs
 LOAD="$CARGO_TARGET_DIR/release/http-load"
 log "cargo build --release -p kernel-gateway --example gateway_bench (the kernel round-trip client)"
 cargo build --release --locked -p kernel-gateway --example gateway_bench
@@ -156,73 +59,11 @@ SINGLEUSER="$STACKHUB_VENV/bin/jupyterhub-singleuser"
 WRAPPER="$WORK/singleuser-wrapper.sh"
 printf '#!/bin/sh\nstamp=$1\nshift\ndate +%%s.%%N >>"$stamp"\nexec "%s" "$@"\n' "$SINGLEUSER" >"$WRAPPER"
 chmod +x "$WRAPPER"
-JH_VERSION="$("$JUPYTERHUB" --version)"
+SERVER_CMD=("$WRAPPER" "{dir}/exec-stamps")
 
-rm -rf "$LOGS"
-mkdir -p "$LOGS"
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-
-# --- how each hub is started ------------------------------------------------------------------
-# jh_config DIR PORT HUB_PORT API_PORT: a JupyterHub config using DIR for all its state.
-jh_config() {
-  local dir=$1
-  mkdir -p "$dir"
-  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/cookie_secret"
-  chmod 600 "$dir/cookie_secret"
-  cat >"$dir/jupyterhub_config.py" <<EOF
-import os
-
-c = get_config()  # noqa
-c.Application.log_level = "WARN"
-c.JupyterHub.log_level = "WARN"
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = $2
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = $3
-c.JupyterHub.db_url = "sqlite:///$dir/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "$dir/cookie_secret"
-c.JupyterHub.pid_file = "$dir/jupyterhub.pid"
-c.JupyterHub.authenticator_class = "dummy"
-c.ConfigurableHTTPProxy.command = ["$CHP_BIN"]
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:$4"
-c.ConfigurableHTTPProxy.pid_file = "$dir/proxy.pid"
-c.JupyterHub.spawner_class = "simple"
-# Answer a start with 202 at once (as ours does after its 0.5 s): JupyterHub 6.1 answers 500
-# ("Exception is not set") when a spawn outlasts the default 10 s on a loaded machine.
-c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
-c.Spawner.start_timeout = 120
-c.Spawner.http_timeout = 120
-c.SimpleLocalProcessSpawner.home_dir_template = "$dir/home/{username}"
-c.Spawner.cmd = ["$WRAPPER", "$dir/exec-stamps"]
-# jupyter_server refuses to run as root without it (our spawner adds it the same way).
-c.Spawner.args = ["--allow-root"] if os.getuid() == 0 else []
-c.JupyterHub.services = [{"name": "bench", "api_token": "$TOKEN"}]
-c.JupyterHub.load_roles = [{"name": "admin", "services": ["bench"]}]
-EOF
-}
-
-# hub_cmd TARGET DIR PORT: print the command line (NUL-separated) that starts TARGET on PORT
-# with all its state in DIR (JupyterHub also needs two more ports, picked here).
-hub_cmd() {
-  local t=$1 dir=$2 port=$3 hub_port api_port
-  mkdir -p "$dir"
-  case $t in
-    ours)
-      printf '[spawner]\nvenv = "%s"\ncmd = ["%s", "%s"]\nstart_timeout = 120\n' "$STACKHUB_VENV" "$WRAPPER" \
-        "$dir/exec-stamps" >"$dir/stackhub.toml"
-      read -r hub_port < <(free_ports 1)
-      printf '%s\0' env "STACKHUB_ADMIN_TOKEN=$TOKEN" "STACKHUB_DATA_DIR=$dir/data" RUST_LOG=warn \
-        "STACKHUB_HUB_PORT=$hub_port" "$OURS_BIN" --config "$dir/stackhub.toml" --ip 127.0.0.1 --port "$port"
-      ;;
-    jh)
-      read -r hub_port api_port < <(free_ports 2)
-      jh_config "$dir" "$port" "$hub_port" "$api_port"
-      printf '%s\0' "$JUPYTERHUB" -f "$dir/jupyterhub_config.py"
-      ;;
-  esac
-}
 
 # --- 1. cold start ----------------------------------------------------------------------------
 log "cold start: $COLD_ROUNDS rounds per hub, exec to the first 200 from GET /hub/api"

@@ -170,11 +170,12 @@ impl SpawnOrchestrator {
                     .await
                     .insert((user, row.name.clone()), Arc::clone(&track));
                 let this = self.clone();
+                let resumed = Arc::clone(&track);
                 let task = tokio::spawn(
-                    async move { this.resume_spawn(n, row, track, cancel).await }
+                    async move { this.resume_spawn(n, row, resumed, cancel).await }
                         .instrument(span.clone()),
                 );
-                drop(task);
+                *track.task.lock().await = Some(task.abort_handle());
             }
             None => {}
         }

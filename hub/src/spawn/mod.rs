@@ -21,15 +21,17 @@ mod progress;
 mod ready;
 mod reconcile;
 mod server_config;
+mod settings;
 mod stop;
 mod track;
 mod txn;
 
-pub use self::pipeline::{LAUNCH_MARGIN, SpawnFailure, SpawnOrchestrator, SpawnSettings};
+pub use self::pipeline::{SpawnFailure, SpawnOrchestrator};
 pub use self::plan::{Plan, Planner, Refusal, StartRequest};
 pub use self::prepare::{HubPrepare, PrepareSpawn, Prepared, RouteOwner};
 pub use self::reconcile::RouteCheck;
 pub use self::server_config::{EXAMPLE_FILES, SERVER_CONFIG_FILES, write_server_config};
+pub use self::settings::{LAUNCH_MARGIN, SpawnSettings};
 
 use std::fmt::Debug;
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use spawner::ServerId;
 
-use super::pipeline::SpawnSettings;
+use super::settings::SpawnSettings;
 use crate::names::seg;
 
 /// Names derived from a server.
