@@ -12,6 +12,7 @@
 //! - `cors`: Enterprise Gateway's `allow_origin` CORS headers and the WebSocket Origin check;
 //! - [`exchange`]: the S3 exchange a remote site requires of kernel starts (`remote_site`);
 //! - `workdir`: where a kernel runs (the site's per-user working area, not the client's path);
+//! - [`dask`]: Dask clusters (a Dask Gateway-compatible API and scheduler proxy on the same port);
 //! - [`config`]: TOML config + environment overrides.
 //!
 //! Routes are listed in the `api` module docs.
@@ -20,6 +21,7 @@ mod api;
 mod auth;
 pub mod config;
 mod cors;
+pub mod dask;
 mod error;
 pub mod exchange;
 mod jwt;
@@ -48,9 +50,18 @@ pub use self::launcher::{ByKernelSpec, Launcher, LocalLauncher, ResourceLimits};
 pub use self::manager::{KernelManager, StartRequest};
 pub use self::metrics::Metrics;
 
-/// The router for `state` (tests can drive it without a socket).
+/// The router for `state` (tests can drive it without a socket): the kernel routes only.
 pub fn app(state: Arc<KernelManager>) -> Router {
-    api::router(state.clone())
+    app_with(state, None)
+}
+
+/// The router for `state` and, when given, the Dask routes of `dask`.
+pub fn app_with(state: Arc<KernelManager>, dask: Option<Arc<dask::DaskService>>) -> Router {
+    let mut router = api::router(state.clone());
+    if let Some(dask) = dask {
+        router = router.merge(dask::router(dask));
+    }
+    router
         .layer(axum::middleware::from_fn_with_state(state, cors::layer))
         .layer(axum::middleware::from_fn(trace_request))
 }
@@ -107,16 +118,30 @@ pub async fn serve(
         })
     };
     use axum::serve::ListenerExt as _;
-    // Kernel replies are bursts of small frames: without TCP_NODELAY each reply can wait for the
-    // client's delayed ACK (~40 ms).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let result = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = if state.config.dask.enabled {
+        // Dask: the API beside the kernel routes, the scheduler proxy on the same port.
+        let dask = dask::DaskService::local(state.clone(), listener.local_addr()?);
+        let watchdog = dask.spawn_watchdog();
+        let (listener, acceptor) = dask::split_listener(listener, dask.clone())?;
+        let result = axum::serve(listener, app_with(state.clone(), Some(dask.clone())))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        acceptor.abort();
+        watchdog.abort();
+        dask.shutdown_all().await;
+        result
+    } else {
+        // Kernel replies are bursts of small frames: without TCP_NODELAY each reply can wait for
+        // the client's delayed ACK (~40 ms). (The Dask listener sets it on every connection.)
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, app(state.clone()))
+            .with_graceful_shutdown(shutdown)
+            .await
+    };
     culler.abort();
     orphans.abort();
     state.shutdown_all().await;

@@ -242,6 +242,8 @@ pub struct Config {
     /// `mirror_working_dirs`, env `EG_MIRROR_WORKING_DIRS`), for a gateway sharing the Lab's
     /// file system. Off: a kernel never runs in a path the client names.
     pub mirror_working_dirs: bool,
+    /// The Dask Gateway-compatible service ([`crate::dask::DaskConfig`]).
+    pub dask: crate::dask::DaskConfig,
 }
 
 impl Default for Config {
@@ -293,6 +295,7 @@ impl Default for Config {
             orphan_cleanup_interval: 300,
             kernel_working_root: None,
             mirror_working_dirs: false,
+            dask: crate::dask::DaskConfig::default(),
         }
     }
 }
@@ -312,6 +315,7 @@ impl std::fmt::Debug for Config {
             .field("allow_origin", &self.allow_origin)
             .field("site_id", &self.site_id)
             .field("remote_site", &self.remote_site)
+            .field("dask", &self.dask)
             .finish_non_exhaustive()
     }
 }
@@ -407,6 +411,7 @@ impl Config {
         if let Some(v) = lookup("STACKHUB_GATEWAY_SITE_ID").filter(|v| !v.is_empty()) {
             self.site_id = Some(v);
         }
+        self.dask.apply_env(&lookup);
         if let Some(url) = lookup("STACKHUB_GATEWAY_JWKS_URL").filter(|u| !u.is_empty()) {
             self.jwt.get_or_insert_with(JwtConfig::default).jwks_url = url;
         }
@@ -437,6 +442,7 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.dask.validate()?;
         if self.heartbeat_interval <= 0.0 || !self.heartbeat_interval.is_finite() {
             return Err(ConfigError::Invalid {
                 key: "heartbeat_interval",

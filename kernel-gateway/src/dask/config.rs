@@ -1,0 +1,129 @@
+//! The `[dask]` section of the gateway's config.
+//!
+//! ```toml
+//! [dask]
+//! enabled = true                  # env STACKHUB_GATEWAY_DASK=false turns it off
+//! python = "/opt/dedl/bin/python" # with distributed + dask-gateway; env STACKHUB_GATEWAY_DASK_PYTHON,
+//!                                 # default $STACKHUB_DEDL_VENV/bin/python, else python3
+//! max_clusters_per_user = 5
+//! max_workers_per_cluster = 16
+//! max_worker_cores = 4
+//! max_worker_memory_gib = 8.0
+//! idle_timeout = 1800             # seconds without tasks before a cluster stops; 0 = never
+//! heartbeat_period = 10           # seconds between the scheduler's heartbeats
+//! start_timeout = 60              # seconds for a scheduler to report after launch
+//! # runtime_dir = "/var/lib/stackhub/dask"  # per-cluster files; default: the temp dir
+//! # api_url = "http://10.0.0.5:8888/api"    # how schedulers reach this gateway's API
+//! ```
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+
+/// Settings of the Dask Gateway-compatible service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaskConfig {
+    /// Serve Dask clusters on the gateway's port (default on).
+    pub enabled: bool,
+    /// The Python that runs `dask scheduler` / `dask worker` (needs `distributed` and
+    /// `dask-gateway`).
+    pub python: Option<PathBuf>,
+    /// Clusters (pending or running) one user may have at once.
+    pub max_clusters_per_user: usize,
+    /// Workers one cluster may scale to.
+    pub max_workers_per_cluster: u32,
+    /// Largest `worker_cores` option.
+    pub max_worker_cores: u32,
+    /// Largest `worker_memory` option, GiB.
+    pub max_worker_memory_gib: f64,
+    /// Seconds a cluster may run no task before it is stopped; 0 = never.
+    pub idle_timeout: u64,
+    /// Seconds between a scheduler's heartbeats; a cluster silent for three periods (plus 10 s)
+    /// is declared failed and stopped.
+    pub heartbeat_period: u64,
+    /// Seconds a new cluster's scheduler has to send its first heartbeat.
+    pub start_timeout: u64,
+    /// Where each cluster's files (certificate, key, token, logs) live; default: a directory
+    /// in the temp dir.
+    pub runtime_dir: Option<PathBuf>,
+    /// The API URL schedulers heartbeat to; default `http://<listen address>/api` (loopback
+    /// when listening on all addresses).
+    pub api_url: Option<String>,
+}
+
+impl Default for DaskConfig {
+    fn default() -> Self {
+        DaskConfig {
+            enabled: true,
+            python: None,
+            max_clusters_per_user: 5,
+            max_workers_per_cluster: 16,
+            max_worker_cores: 4,
+            max_worker_memory_gib: 8.0,
+            idle_timeout: 1800,
+            heartbeat_period: 10,
+            start_timeout: 60,
+            runtime_dir: None,
+            api_url: None,
+        }
+    }
+}
+
+impl DaskConfig {
+    /// Applies `STACKHUB_GATEWAY_DASK` (`false`/`0` = off), `STACKHUB_GATEWAY_DASK_PYTHON` and,
+    /// when no Python is set, `STACKHUB_DEDL_VENV` (`<venv>/bin/python`).
+    pub fn apply_env(&mut self, lookup: &impl Fn(&str) -> Option<String>) {
+        if let Some(v) = lookup("STACKHUB_GATEWAY_DASK") {
+            self.enabled = !(v.eq_ignore_ascii_case("false") || v == "0");
+        }
+        if let Some(v) = lookup("STACKHUB_GATEWAY_DASK_PYTHON").filter(|v| !v.is_empty()) {
+            self.python = Some(PathBuf::from(v));
+        }
+        if self.python.is_none()
+            && let Some(venv) = lookup("STACKHUB_DEDL_VENV").filter(|v| !v.is_empty())
+        {
+            self.python = Some(PathBuf::from(venv).join("bin/python"));
+        }
+    }
+
+    /// The Python to run Dask with.
+    pub fn python(&self) -> PathBuf {
+        self.python
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("python3"))
+    }
+
+    /// Checks ranges.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.max_worker_cores == 0 {
+            return bad("dask.max_worker_cores", "must be >= 1");
+        }
+        if !(self.max_worker_memory_gib.is_finite() && self.max_worker_memory_gib >= 0.25) {
+            return bad("dask.max_worker_memory_gib", "must be >= 0.25");
+        }
+        if self.heartbeat_period == 0 {
+            return bad("dask.heartbeat_period", "must be >= 1");
+        }
+        if self.start_timeout == 0 {
+            return bad("dask.start_timeout", "must be >= 1");
+        }
+        if let Some(url) = &self.api_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad("dask.api_url", &format!("{url} is not an http(s) URL"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,451 @@
+//! Dask clusters beside the kernels: a Dask Gateway-compatible service on the gateway's port.
+//!
+//! Stock `dask_gateway` clients work unchanged (the protocol is in
+//! `shared/spec/dask-gateway-compat.md`). Layout:
+//! - [`config`]: the `[dask]` config section;
+//! - `api`: the REST routes (`/api/version`, `/api/health`, `/api/v1/options`,
+//!   `/api/v1/clusters/...`), errors as `{"error": ...}` (`error`);
+//! - `session`: the 401-first handshake and the session cookie (credentials as for kernels);
+//! - `model`: the cluster model and the registry (a user's clusters are theirs alone: another
+//!   user's cluster is 404 on every route);
+//! - `launch`: the [`DaskLauncher`] seam and local processes (`dask scheduler` with the
+//!   dask-gateway preload, `dask worker`), secrets in 0600 files;
+//! - `tls`: each cluster's own certificate and key;
+//! - `sni` and `proxy`: connections on the same port whose first bytes are a TLS ClientHello
+//!   for `daskgateway-<cluster>` are piped (TLS not terminated) to that cluster's scheduler;
+//!   other TLS is closed, everything else is HTTP.
+//!
+//! Life of a cluster: `POST /api/v1/clusters/` makes it PENDING and launches its scheduler; the
+//! scheduler's first heartbeat makes it RUNNING; each heartbeat carries the wanted worker count
+//! (from `scale` or adaptive scaling, both forwarded to the scheduler) and the service starts or
+//! stops workers to match. A scheduler that exits, misses its heartbeats or never reports is
+//! FAILED; `DELETE` (by the owner, or by the scheduler's preload when idle for `idle_timeout`)
+//! stops it. Gateway shutdown stops every cluster.
+
+mod api;
+pub mod config;
+mod error;
+pub mod launch;
+mod model;
+mod proxy;
+mod session;
+pub mod sni;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rand::RngCore as _;
+use serde_json::{Map, Value};
+
+pub use self::api::router;
+pub use self::config::DaskConfig;
+pub use self::launch::{ClusterSpec, DaskLauncher, DaskProcess, LocalDaskLauncher};
+pub use self::proxy::{SplitListener, split_listener};
+
+use self::error::DaskError;
+use self::model::{Cluster, Registry, Status, Worker};
+use self::session::Sessions;
+use crate::config::Secret;
+use crate::manager::KernelManager;
+
+/// Finished clusters stay listed (as STOPPED / FAILED) this long.
+const KEEP_FINISHED_MS: i64 = 3600 * 1000;
+/// Time allowed for a call to a scheduler's API (scale, adapt).
+const SCHEDULER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Dask service of one gateway.
+#[derive(Debug)]
+pub struct DaskService {
+    config: DaskConfig,
+    manager: Arc<KernelManager>,
+    registry: Registry,
+    launcher: Arc<dyn DaskLauncher>,
+    sessions: Sessions,
+    api_url: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl DaskService {
+    /// A service authenticating through `manager`'s config, launching through `launcher`,
+    /// telling schedulers to heartbeat to `api_url` (`http://host:port/api`).
+    pub fn new(
+        manager: Arc<KernelManager>,
+        launcher: Arc<dyn DaskLauncher>,
+        api_url: String,
+    ) -> Arc<Self> {
+        Arc::new(DaskService {
+            config: manager.config.dask.clone(),
+            manager,
+            registry: Registry::default(),
+            launcher,
+            sessions: Sessions::default(),
+            api_url,
+            http: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    /// The service `main` and `serve` run: local processes with the configured Python, files in
+    /// `runtime_dir`, the API at `api_url` or the listen address.
+    pub fn local(manager: Arc<KernelManager>, listen: std::net::SocketAddr) -> Arc<Self> {
+        let config = &manager.config.dask;
+        let root = config.runtime_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "stackhub-dask-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ))
+        });
+        let launcher = Arc::new(LocalDaskLauncher::new(config.python(), root));
+        let api_url = config.api_url.clone().unwrap_or_else(|| {
+            let ip = if listen.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                listen.ip()
+            };
+            format!(
+                "http://{}/api",
+                std::net::SocketAddr::new(ip, listen.port())
+            )
+        });
+        DaskService::new(manager, launcher, api_url)
+    }
+
+    /// Checks `options` against what this site offers: the resolved options and the worker size.
+    fn resolve_options(
+        &self,
+        options: &Map<String, Value>,
+    ) -> Result<(Map<String, Value>, u32, f64), DaskError> {
+        let c = &self.config;
+        let mut cores = 1u32.min(c.max_worker_cores);
+        let mut memory = 2.0f64.min(c.max_worker_memory_gib);
+        for (key, value) in options {
+            match key.as_str() {
+                "worker_cores" => {
+                    cores = value
+                        .as_u64()
+                        .and_then(|v| u32::try_from(v).ok())
+                        .filter(|v| (1..=c.max_worker_cores).contains(v))
+                        .ok_or_else(|| {
+                            DaskError::Invalid(format!(
+                                "worker_cores must be an integer from 1 to {} (this site's max_worker_cores), got {value}",
+                                c.max_worker_cores
+                            ))
+                        })?;
+                }
+                "worker_memory" => {
+                    memory = value
+                        .as_f64()
+                        .filter(|v| *v >= 0.25 && *v <= c.max_worker_memory_gib)
+                        .ok_or_else(|| {
+                            DaskError::Invalid(format!(
+                                "worker_memory must be a number of GiB from 0.25 to {} (this site's max_worker_memory_gib), got {value}",
+                                c.max_worker_memory_gib
+                            ))
+                        })?;
+                }
+                other => {
+                    return Err(DaskError::Invalid(format!(
+                        "unknown cluster option {other:?}; this site offers worker_cores and worker_memory"
+                    )));
+                }
+            }
+        }
+        let mut resolved = Map::new();
+        resolved.insert("worker_cores".into(), cores.into());
+        resolved.insert("worker_memory".into(), memory.into());
+        Ok((resolved, cores, memory))
+    }
+
+    /// The options form (`GET /api/v1/options`).
+    fn options_spec(&self) -> Value {
+        let c = &self.config;
+        serde_json::json!({ "cluster_options": [
+            {"field": "worker_cores", "label": "Worker cores", "default": 1u32.min(c.max_worker_cores),
+             "spec": {"type": "int", "min": 1, "max": c.max_worker_cores}},
+            {"field": "worker_memory", "label": "Worker memory (GiB)", "default": 2.0f64.min(c.max_worker_memory_gib),
+             "spec": {"type": "float", "min": 0.25, "max": c.max_worker_memory_gib}},
+        ]})
+    }
+
+    /// Creates a cluster for `user` and launches its scheduler; returns its name.
+    async fn create(
+        self: &Arc<Self>,
+        user: &str,
+        options: &Map<String, Value>,
+    ) -> Result<String, DaskError> {
+        let (options, cores, memory_gib) = self.resolve_options(options)?;
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let tls = tls::new_cluster_tls(&name).map_err(DaskError::Internal)?;
+        let mut token = [0u8; 32];
+        rand::rng().fill_bytes(&mut token);
+        let spec = ClusterSpec {
+            name: name.clone(),
+            user: user.to_owned(),
+            api_url: self.api_url.clone(),
+            token: Secret::new(hex::encode(token)),
+            tls,
+            worker_cores: cores,
+            // Whole MiB: what `--memory-limit` gets.
+            worker_memory_bytes: ((memory_gib * 1024.0).round() as u64) << 20,
+            heartbeat_period: self.config.heartbeat_period,
+            idle_timeout: self.config.idle_timeout,
+        };
+        let cluster = Arc::new(Cluster::new(spec, options));
+        self.registry
+            .insert(cluster.clone(), self.config.max_clusters_per_user)?;
+        tracing::info!(cluster = name, user, "dask cluster starting");
+        let me = self.clone();
+        tokio::spawn(async move {
+            match me.launcher.start_scheduler(&cluster.spec).await {
+                Ok(process) => {
+                    let process: Arc<dyn DaskProcess> = Arc::from(process);
+                    let late = {
+                        let mut s = cluster.state.lock();
+                        s.last_seen = std::time::Instant::now();
+                        s.scheduler = Some(process.clone());
+                        s.status != Status::Pending
+                    };
+                    if late {
+                        // Stopped while launching.
+                        process.stop().await;
+                    }
+                }
+                Err(e) => {
+                    me.fail(&cluster, format!("cannot launch the scheduler: {e}"))
+                        .await
+                }
+            }
+        });
+        Ok(name)
+    }
+
+    /// Stops `cluster`'s processes and marks it `final_status` (no-op if already stopping).
+    async fn stop(&self, cluster: &Arc<Cluster>, final_status: Status) {
+        let (scheduler, workers) = {
+            let mut s = cluster.state.lock();
+            if s.status == Status::Stopping || s.status.is_done() {
+                return;
+            }
+            s.status = Status::Stopping;
+            (s.scheduler.take(), std::mem::take(&mut s.workers))
+        };
+        cluster.changed.send_replace(Status::Stopping);
+        let _serial = cluster.reconcile.lock().await;
+        let stops = workers
+            .into_values()
+            .map(|w| w.process)
+            .chain(scheduler)
+            .collect::<Vec<_>>();
+        futures_util::future::join_all(stops.iter().map(|p| p.stop())).await;
+        // Workers started by a reconciliation that raced with this stop.
+        let late = std::mem::take(&mut cluster.state.lock().workers);
+        futures_util::future::join_all(late.values().map(|w| w.process.stop())).await;
+        self.launcher.cleanup(&cluster.spec).await;
+        cluster.set_status(final_status);
+        tracing::info!(cluster = cluster.name(), status = ?final_status, "dask cluster stopped");
+    }
+
+    /// Marks `cluster` failed (logging why) and stops what is left of it.
+    async fn fail(&self, cluster: &Arc<Cluster>, reason: String) {
+        tracing::warn!(
+            cluster = cluster.name(),
+            user = cluster.spec.user,
+            reason,
+            "dask cluster failed"
+        );
+        cluster.state.lock().reason = Some(reason);
+        self.stop(cluster, Status::Failed).await;
+    }
+
+    /// A heartbeat from `cluster`'s scheduler: running from the first one; workers follow
+    /// `count`.
+    async fn heartbeat(&self, cluster: &Arc<Cluster>, beat: api::Heartbeat) {
+        let became_running = {
+            let mut s = cluster.state.lock();
+            if s.status != Status::Pending && s.status != Status::Running {
+                return;
+            }
+            s.last_seen = std::time::Instant::now();
+            s.scheduler_address = Some(beat.scheduler_address.clone());
+            s.api_address = Some(beat.api_address.clone());
+            let pending = s.status == Status::Pending;
+            s.status = Status::Running;
+            pending
+        };
+        if became_running {
+            cluster.changed.send_replace(Status::Running);
+            tracing::info!(
+                cluster = cluster.name(),
+                user = cluster.spec.user,
+                "dask cluster running"
+            );
+        }
+        let count = beat.count.min(self.config.max_workers_per_cluster) as usize;
+        let _serial = cluster.reconcile.lock().await;
+        let (to_stop, to_start) = {
+            let mut s = cluster.state.lock();
+            if s.status != Status::Running {
+                return;
+            }
+            let mut to_stop: Vec<Arc<dyn DaskProcess>> = Vec::new();
+            for name in &beat.closed_workers {
+                if let Some(w) = s.workers.remove(name) {
+                    to_stop.push(w.process);
+                }
+            }
+            for name in &beat.closing_workers {
+                if let Some(w) = s.workers.get_mut(name) {
+                    w.closing = true;
+                }
+            }
+            for name in &beat.active_workers {
+                if let Some(w) = s.workers.get_mut(name) {
+                    w.active = true;
+                }
+            }
+            let exited: Vec<String> = s
+                .workers
+                .iter()
+                .filter(|(_, w)| w.process.exited().is_some())
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in exited {
+                if let Some(w) = s.workers.remove(&name) {
+                    to_stop.push(w.process);
+                }
+            }
+            let live = s.workers.values().filter(|w| !w.closing).count();
+            if live > count {
+                // The scheduler retires connected workers itself; drop excess unconnected ones.
+                let pending: Vec<String> = s
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| !w.closing && !w.active)
+                    .map(|(n, _)| n.clone())
+                    .take(live - count)
+                    .collect();
+                for name in pending {
+                    if let Some(w) = s.workers.remove(&name) {
+                        to_stop.push(w.process);
+                    }
+                }
+            }
+            (to_stop, count.saturating_sub(live))
+        };
+        for p in to_stop {
+            tokio::spawn(async move { p.stop().await });
+        }
+        for _ in 0..to_start {
+            let worker = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+            match self
+                .launcher
+                .start_worker(&cluster.spec, &worker, &beat.scheduler_address)
+                .await
+            {
+                Ok(p) => {
+                    cluster.state.lock().workers.insert(
+                        worker,
+                        Worker {
+                            process: Arc::from(p),
+                            active: false,
+                            closing: false,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(cluster = cluster.name(), error = %e, "cannot start a dask worker");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Posts `msg` to `cluster`'s scheduler API (`/api/comm`).
+    async fn scheduler_call(&self, cluster: &Cluster, msg: Value) -> Result<(), DaskError> {
+        let api = cluster.state.lock().api_address.clone().ok_or_else(|| {
+            DaskError::Conflict(format!("Cluster {} is not running", cluster.name()))
+        })?;
+        let unreachable = |e: String| {
+            DaskError::Internal(format!(
+                "cannot reach the scheduler of cluster {}: {e}",
+                cluster.name()
+            ))
+        };
+        let req = axum::http::Request::post(format!("{api}/api/comm"))
+            .header("Content-Type", "application/json")
+            .header(
+                "Authorization",
+                format!("token {}", cluster.spec.token.expose()),
+            )
+            .body(Full::new(Bytes::from(msg.to_string())))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let resp = tokio::time::timeout(SCHEDULER_CALL_TIMEOUT, self.http.request(req))
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status();
+        let _ = resp.into_body().collect().await;
+        if !status.is_success() {
+            return Err(unreachable(format!("it answered {status}")));
+        }
+        Ok(())
+    }
+
+    /// One pass of the watchdog: clusters whose scheduler exited, never reported or stopped
+    /// heartbeating fail; long-finished clusters are forgotten.
+    async fn watch_once(&self) {
+        let silent_for = Duration::from_secs(self.config.heartbeat_period * 3 + 10);
+        let start_timeout = Duration::from_secs(self.config.start_timeout);
+        for cluster in self.registry.all() {
+            let verdict = {
+                let s = cluster.state.lock();
+                let since = s.last_seen.elapsed();
+                match s.status {
+                    Status::Pending | Status::Running => {
+                        if let Some(how) = s.scheduler.as_ref().and_then(|p| p.exited()) {
+                            Some(format!("the scheduler exited ({how})"))
+                        } else if s.status == Status::Pending && since > start_timeout {
+                            Some(format!(
+                                "the scheduler did not report within {} s (dask.start_timeout)",
+                                start_timeout.as_secs()
+                            ))
+                        } else if s.status == Status::Running && since > silent_for {
+                            Some(format!("no heartbeat for {} s", since.as_secs()))
+                        } else {
+                            None
+                        }
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(reason) = verdict {
+                self.fail(&cluster, reason).await;
+            }
+        }
+        self.registry.prune(KEEP_FINISHED_MS);
+    }
+
+    /// Runs the watchdog until aborted.
+    pub fn spawn_watchdog(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                me.watch_once().await;
+            }
+        })
+    }
+
+    /// Stops every cluster (gateway shutdown).
+    pub async fn shutdown_all(&self) {
+        let all = self.registry.all();
+        futures_util::future::join_all(all.iter().map(|c| self.stop(c, Status::Stopped))).await;
+    }
+}

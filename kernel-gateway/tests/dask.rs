@@ -1,0 +1,419 @@
+//! Dask clusters at a site, end to end: a real `stackhub-gateway` router and listener, the stock
+//! `dask_gateway` 2026.3.0 client of the DEDL environment in a Python subprocess, real
+//! `dask scheduler` / `dask worker` processes (distributed 2026.8) with the dask-gateway
+//! preload, the scheduler proxy on the gateway's own port, and the hub's kind of credential (a
+//! per-user JWT checked against a real JWKS endpoint).
+// Helpers outside `#[test]` fns panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod dask_support;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{ALICE, Gateway};
+use dask_support::{
+    Signer, bearer, call, client_hello, dask_config, dedl_python, processes_under, temp_root,
+    wait_status,
+};
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// The stock client's session: options, new cluster, scale, get_client through the proxy, a
+/// computation, (pause for the test's checks), adapt, shutdown.
+const CLIENT_SCRIPT: &str = r#"
+import json, os, sys, time
+from dask_gateway import Gateway
+from dask_gateway.auth import GatewayAuth
+
+class SiteJwt(GatewayAuth):
+    def pre_request(self, resp):
+        return {"Authorization": "Bearer " + os.environ["SITE_JWT"]}, None
+
+def say(**kw):
+    print(json.dumps(kw), flush=True)
+
+addr = os.environ["GATEWAY_ADDRESS"]
+gw = Gateway(address=addr, proxy_address="gateway://" + addr.split("://", 1)[1], auth=SiteJwt())
+opts = gw.cluster_options()
+assert sorted(opts) == ["worker_cores", "worker_memory"], dict(opts)
+opts.worker_memory = 1.0
+cluster = gw.new_cluster(opts)
+say(event="created", name=cluster.name, dashboard=cluster.dashboard_link)
+cluster.scale(2)
+client = cluster.get_client()
+client.wait_for_workers(2, timeout=60)
+futures = client.map(lambda x: x * x, range(100))
+total = client.submit(sum, futures).result()
+say(event="computed", total=total, workers=len(client.scheduler_info()["workers"]),
+    listed=[c.name for c in gw.list_clusters()])
+sys.stdin.readline()
+cluster.adapt(minimum=1, maximum=2)
+deadline = time.time() + 30
+while len(client.scheduler_info()["workers"]) != 1 and time.time() < deadline:
+    time.sleep(0.5)
+say(event="adapted", workers=len(client.scheduler_info()["workers"]))
+client.close()
+cluster.shutdown()
+say(event="stopped")
+gw.close()
+"#;
+
+async fn next_event(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    event: &str,
+) -> Value {
+    let line = tokio::time::timeout(Duration::from_secs(90), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("no {event} event from the client within 90 s"))
+        .unwrap()
+        .unwrap_or_else(|| panic!("the client exited before {event}"));
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+    assert_eq!(v["event"], event, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_client_runs_a_real_cluster_through_the_gateway() {
+    let signer = Signer::start().await;
+    let root = temp_root();
+    let gw = Gateway::start(dask_config(&root, Some(&signer.jwks_url))).await;
+    let alice = signer.token("alice", 600);
+    let bob = signer.token("bob", 600);
+
+    // The 401-first handshake, then a session cookie bound to the caller.
+    let (s, _, v) = call(&gw, Method::GET, "/api/version", None, None, None).await;
+    assert_eq!((s, v["version"].is_string()), (StatusCode::OK, true), "{v}");
+    let (s, h, v) = call(&gw, Method::GET, "/api/v1/clusters/", None, None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        h.contains_key("www-authenticate") && v["error"].is_string(),
+        "{v}"
+    );
+    let (s, h, v) = call(
+        &gw,
+        Method::GET,
+        "/api/v1/clusters/",
+        Some(&bearer(&alice)),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((s, v), (StatusCode::OK, json!({})));
+    let set_cookie = h["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set_cookie.starts_with("dask-gateway-") && set_cookie.contains("HttpOnly"),
+        "{set_cookie}"
+    );
+    let alice_cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let (s, _, v) = call(
+        &gw,
+        Method::GET,
+        "/api/v1/options",
+        None,
+        Some(&alice_cookie),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["cluster_options"][0]["spec"],
+        json!({"type": "int", "min": 1, "max": 2})
+    );
+
+    // Bad input: clear errors, nothing created.
+    let expired = signer.token("alice", -600);
+    let (s, _, v) = call(
+        &gw,
+        Method::GET,
+        "/api/v1/clusters/",
+        Some(&bearer(&expired)),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("expired"), "{v}");
+    let post = |body: &'static str| {
+        let auth = bearer(&alice);
+        let gw = &gw;
+        async move {
+            call(
+                gw,
+                Method::POST,
+                "/api/v1/clusters/",
+                Some(&auth),
+                None,
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (s, _, v) = post("{\"cluster_options\": ").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        v["error"].as_str().unwrap().contains("malformed JSON"),
+        "{v}"
+    );
+    let (s, _, v) = post(r#"{"cluster_options": {"worker_gpus": 1}}"#).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(v["error"].as_str().unwrap().contains("worker_gpus"), "{v}");
+    let (s, _, v) = post(r#"{"cluster_options": {"worker_cores": 64}}"#).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        v["error"].as_str().unwrap().contains("max_worker_cores"),
+        "{v}"
+    );
+    let (s, _, v) = call(
+        &gw,
+        Method::GET,
+        "/api/v1/clusters/nosuchcluster",
+        Some(&bearer(&alice)),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(
+        v["error"].as_str().unwrap().contains("nosuchcluster"),
+        "{v}"
+    );
+    let (_, _, v) = call(
+        &gw,
+        Method::GET,
+        "/api/v1/clusters/",
+        Some(&bearer(&alice)),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v, json!({}), "a refused request created a cluster");
+
+    // An unknown SNI name on the gateway's port is closed, not routed anywhere.
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(&client_hello("daskgateway-0000nosuchcluster"))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "an unknown cluster's connection got an answer");
+
+    // The stock client.
+    let mut child = tokio::process::Command::new(dedl_python())
+        .args(["-c", CLIENT_SCRIPT])
+        .env("GATEWAY_ADDRESS", format!("http://{}", gw.addr))
+        .env("SITE_JWT", &alice)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let created = next_event(&mut lines, "created").await;
+    let name = created["name"].as_str().unwrap().to_owned();
+    assert!(
+        created["dashboard"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/clusters/{name}/status"))
+    );
+    let computed = next_event(&mut lines, "computed").await;
+    assert_eq!(
+        computed["total"],
+        json!((0..100).map(|x| x * x).sum::<i64>()),
+        "{computed}"
+    );
+    assert_eq!(computed["workers"], json!(2), "{computed}");
+    assert_eq!(computed["listed"], json!([name]), "{computed}");
+
+    // Another user sees nothing of alice's cluster, and every operation on it is 404.
+    let b = bearer(&bob);
+    let (s, _, v) = call(&gw, Method::GET, "/api/v1/clusters/", Some(&b), None, None).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({})));
+    let path = format!("/api/v1/clusters/{name}");
+    for (method, p, body) in [
+        (Method::GET, path.clone(), None),
+        (Method::GET, format!("{path}?wait"), None),
+        (
+            Method::POST,
+            format!("{path}/scale"),
+            Some(r#"{"count": 0}"#),
+        ),
+        (
+            Method::POST,
+            format!("{path}/adapt"),
+            Some(r#"{"minimum": 0, "maximum": 0}"#),
+        ),
+        (Method::DELETE, path.clone(), None),
+    ] {
+        let (s, _, v) = call(&gw, method.clone(), &p, Some(&b), None, body).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{method} {p}: {v}");
+    }
+    // Bob's own cluster: its token (a 0600 file, never in argv) is no key to alice's cluster.
+    let (s, _, v) = call(
+        &gw,
+        Method::POST,
+        "/api/v1/clusters/",
+        Some(&b),
+        None,
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let bob_cluster = v["name"].as_str().unwrap().to_owned();
+    let token_file = root.join(&bob_cluster).join("api-token");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !token_file.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for f in ["api-token", "dask.pem"] {
+        let mode = std::fs::metadata(root.join(&bob_cluster).join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let bob_token = std::fs::read_to_string(&token_file).unwrap();
+    let heartbeat =
+        json!({"scheduler_address": "tls://127.0.0.1:1", "api_address": "http://127.0.0.1:1",
+        "count": 3, "active_workers": [], "closing_workers": [], "closed_workers": []})
+        .to_string();
+    let (s, _, v) = call(
+        &gw,
+        Method::POST,
+        &format!("{path}/heartbeat"),
+        Some(&format!("token {bob_token}")),
+        None,
+        Some(&heartbeat),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, _, _) = call(
+        &gw,
+        Method::GET,
+        "/api/v1/clusters/",
+        Some(&format!("token {bob_token}")),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a cluster token is no user credential"
+    );
+    let (s, _, _) = call(
+        &gw,
+        Method::POST,
+        &format!("{path}/heartbeat"),
+        Some(&b),
+        None,
+        Some(&heartbeat),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a user may not heartbeat");
+    // Alice's cluster is untouched, with its own TLS credentials.
+    let model = wait_status(&gw, &bearer(&alice), &name, 0, |_| true).await;
+    assert_eq!(model["status"], "RUNNING", "{model}");
+    assert!(model["tls_key"].as_str().unwrap().contains("PRIVATE KEY"));
+    // No secret in any cluster process's argv or environment.
+    let key = model["tls_key"].as_str().unwrap();
+    let key_line = key.lines().nth(1).unwrap();
+    let pids = processes_under(&root);
+    assert!(pids.len() >= 3, "scheduler, 2 workers: {pids:?}");
+    for pid in &pids {
+        for what in ["cmdline", "environ"] {
+            let text = String::from_utf8_lossy(
+                &std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default(),
+            )
+            .into_owned();
+            assert!(
+                !text.contains(bob_token.trim()) && !text.contains(key_line),
+                "secret in /proc/{pid}/{what}"
+            );
+        }
+    }
+
+    // Adapt, then shutdown from the client.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    let adapted = next_event(&mut lines, "adapted").await;
+    assert_eq!(adapted["workers"], json!(1), "{adapted}");
+    next_event(&mut lines, "stopped").await;
+    assert!(child.wait().await.unwrap().success());
+    let model = wait_status(&gw, &bearer(&alice), &name, 15, |s| s == "STOPPED").await;
+    assert_eq!(model["status"], "STOPPED", "{model}");
+    assert!(model["stop_time"].as_i64().unwrap() >= model["start_time"].as_i64().unwrap());
+    assert!(
+        model["tls_key"].is_null(),
+        "credentials of a stopped cluster are not served"
+    );
+    assert!(
+        !root.join(&name).exists(),
+        "a stopped cluster's files are removed"
+    );
+
+    // Gateway shutdown stops bob's cluster: no process of any cluster is left.
+    gw.stop().await;
+    let left = processes_under(&root);
+    assert!(
+        left.is_empty(),
+        "cluster processes outlived the gateway: {left:?}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_cluster_stops_by_itself() {
+    let root = temp_root();
+    let mut config = dask_config(&root, None);
+    config.dask.idle_timeout = 2;
+    let gw = Gateway::start(config).await;
+    let auth = format!("token {ALICE}");
+    let (s, _, v) = call(
+        &gw,
+        Method::POST,
+        "/api/v1/clusters/",
+        Some(&auth),
+        None,
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let name = v["name"].as_str().unwrap().to_owned();
+    let model = wait_status(&gw, &auth, &name, 40, |s| s != "PENDING").await;
+    assert_eq!(model["status"], "RUNNING", "{model}");
+    let (s, _, v) = call(
+        &gw,
+        Method::GET,
+        "/api/v1/clusters/?status=running",
+        Some(&auth),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v.get(&name).is_some(), "{v}");
+    let (s, _, v) = call(
+        &gw,
+        Method::GET,
+        "/api/v1/clusters/?status=bogus",
+        Some(&auth),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    // Idle for 2 s: the scheduler's preload stops it with its cluster token.
+    let model = wait_status(&gw, &auth, &name, 30, |s| s == "STOPPED" || s == "FAILED").await;
+    assert_eq!(model["status"], "STOPPED", "{model}");
+    assert!(processes_under(&root).is_empty());
+    gw.stop().await;
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -1,0 +1,238 @@
+//! Helpers of the Dask end-to-end tests (`dask.rs`): the DEDL Python, a JWKS endpoint signing
+//! site JWTs, the gateway config, HTTP calls, the clusters' processes and a real ClientHello.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use kernel_gateway::Config;
+use kernel_gateway::config::JwtConfig;
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::traits::PublicKeyParts;
+use serde_json::{Value, json};
+
+use crate::common::{Gateway, config};
+
+pub const ISSUER: &str = "https://hub.test/";
+pub const AUDIENCE: &str = "site-a";
+
+/// The DEDL environment's Python (distributed + dask-gateway): `STACKHUB_DEDL_VENV`, else the
+/// cache entry `scripts/lib.sh ensure_dedl_env` builds.
+pub fn dedl_python() -> PathBuf {
+    let venv = std::env::var_os("STACKHUB_DEDL_VENV")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?
+                .join("stackhub/venvs");
+            std::fs::read_dir(cache)
+                .ok()?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("python-dedl-"))
+                        && p.join("bin/python").exists()
+                })
+        });
+    let python = venv.map(|v| v.join("bin/python"));
+    let ok = python.as_ref().is_some_and(|p| {
+        std::process::Command::new(p)
+            .args(["-c", "import dask_gateway, distributed"])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(
+        ok,
+        "no DEDL environment with dask_gateway and distributed (set STACKHUB_DEDL_VENV); \
+         run `scripts/test`, which builds it"
+    );
+    python.unwrap()
+}
+
+/// An RSA key signing the site JWTs, and a JWKS endpoint serving it.
+pub struct Signer {
+    encoding: EncodingKey,
+    pub jwks_url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Signer {
+    pub async fn start() -> Self {
+        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let der = private.to_pkcs1_der().unwrap();
+        let public = private.to_public_key();
+        let jwks = json!({"keys": [{
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": "k1",
+            "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
+            "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+        }]});
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Signer {
+            encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+            jwks_url: format!("http://{addr}/jwks"),
+            task,
+        }
+    }
+
+    /// A site JWT for `user` expiring `ttl_secs` from now (negative: already expired).
+    pub fn token(&self, user: &str, ttl_secs: i64) -> String {
+        let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap();
+        let claims = json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": user, "preferred_username": user,
+            "iat": now - 120, "exp": now + ttl_secs,
+        });
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(&header, &claims, &self.encoding).unwrap()
+    }
+}
+
+impl Drop for Signer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn dask_config(root: &Path, jwks_url: Option<&str>) -> Config {
+    let mut c = config();
+    if let Some(url) = jwks_url {
+        c.jwt = Some(JwtConfig {
+            jwks_url: url.to_owned(),
+            issuer: Some(ISSUER.into()),
+            audience: vec![AUDIENCE.into()],
+            required_role: String::new(),
+            ..JwtConfig::default()
+        });
+    }
+    c.dask.python = Some(dedl_python());
+    c.dask.runtime_dir = Some(root.to_owned());
+    c.dask.heartbeat_period = 2;
+    c.dask.idle_timeout = 0;
+    c.dask.max_worker_cores = 2;
+    c.dask.max_worker_memory_gib = 2.0;
+    c.dask.max_workers_per_cluster = 3;
+    c
+}
+
+pub fn temp_root() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "stackhub-dask-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// One request with the given `Authorization` / `Cookie` headers.
+pub async fn call(
+    gw: &Gateway,
+    method: Method,
+    path: &str,
+    auth: Option<&str>,
+    cookie: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, HeaderMap, Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", gw.addr));
+    if let Some(a) = auth {
+        req = req.header("Authorization", a);
+    }
+    if let Some(c) = cookie {
+        req = req.header("Cookie", c);
+    }
+    if body.is_some() {
+        req = req.header("Content-Type", "application/json");
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+pub fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+/// Polls `user`'s cluster until `done(status)` or `secs` pass; returns the last model.
+pub async fn wait_status(
+    gw: &Gateway,
+    auth: &str,
+    name: &str,
+    secs: u64,
+    done: impl Fn(&str) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (s, _, body) = call(
+            gw,
+            Method::GET,
+            &format!("/api/v1/clusters/{name}"),
+            Some(auth),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        if done(body["status"].as_str().unwrap_or("")) || Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Processes whose working directory is under `root` (the clusters' processes).
+pub fn processes_under(root: &Path) -> Vec<i64> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i64>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(root))
+        })
+        .collect()
+}
+
+/// A real TLS ClientHello (rustls) naming `server_name`.
+pub fn client_hello(server_name: &str) -> Vec<u8> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let mut wire = Vec::new();
+    conn.write_tls(&mut wire).unwrap();
+    wire
+}
