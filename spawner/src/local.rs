@@ -162,8 +162,21 @@ impl Spawner for LocalProcessSpawner {
         let (program, rest) = command
             .split_first()
             .ok_or_else(|| launch_err("no command configured".into(), None))?;
-        let port =
-            free_port(self.config.ip).map_err(|e| launch_err("no free port".into(), Some(e)))?;
+        // Held from choosing the port until the record naming it is written, so that no other
+        // start (of this hub or of another replica on this host) is given the same port before
+        // the server binds it.
+        let ports_lock = {
+            let root = self.config.work_root.clone();
+            tokio::task::spawn_blocking(move || local_records::lock(&root))
+                .await
+                .map_err(|e| launch_err(format!("cannot lock the server records: {e}"), None))?
+                .map_err(|e| launch_err("cannot lock the server records".into(), Some(e)))?
+        };
+        let port = free_port(
+            self.config.ip,
+            &local_records::ports(&self.config.work_root),
+        )
+        .map_err(|e| launch_err("no free port".into(), Some(e)))?;
         let work_dir = if req.spec.no_home {
             // Emptied at every start: nothing the server writes here survives it.
             let dir = self
@@ -264,6 +277,7 @@ impl Spawner for LocalProcessSpawner {
         if let Err(e) = local_records::write(&self.config.work_root, &record) {
             tracing::warn!(server = %req.server, error = %e, "cannot write the server's record");
         }
+        drop(ports_lock);
         let state = serde_json::to_value(LocalState {
             pid,
             port,
@@ -396,8 +410,18 @@ fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-fn free_port(ip: IpAddr) -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+/// A port free now on `ip` that no launched server's record names (a server launched a moment
+/// ago may not have bound its port yet).
+fn free_port(ip: IpAddr, taken: &std::collections::HashSet<u16>) -> std::io::Result<u16> {
+    for _ in 0..64 {
+        let port = std::net::TcpListener::bind((ip, 0))?.local_addr()?.port();
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other(
+        "every free port offered is named by a launched server",
+    ))
 }
 
 /// Whether a live (non-zombie) process is in process group `pgid`, from `/proc`.
@@ -436,4 +460,26 @@ fn process_start_time(pid: i32) -> Option<(u64, bool)> {
     // After ')': field 3 (state) is index 0, so field 22 (starttime) is index 19.
     let start = fields.get(19)?.parse().ok()?;
     Some((start, zombie))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_a_record_names_is_never_chosen() {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let every: std::collections::HashSet<u16> = (1..=u16::MAX).collect();
+        let err = free_port(ip, &every).unwrap_err();
+        assert!(
+            err.to_string().contains("named by a launched server"),
+            "{err}"
+        );
+        let taken: std::collections::HashSet<u16> =
+            [free_port(ip, &every.iter().copied().take(0).collect()).unwrap()].into();
+        for _ in 0..20 {
+            let p = free_port(ip, &taken).unwrap();
+            assert!(!taken.contains(&p));
+        }
+    }
 }

@@ -66,6 +66,24 @@ pub(crate) fn remove_if(work_root: &Path, server: &ServerId, pid: i32) {
     }
 }
 
+/// Take the records' lock (exclusive between the processes of this host; blocks), held while a
+/// start chooses its port and until its record is written. Released when dropped.
+pub(crate) fn lock(work_root: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+    std::fs::create_dir_all(dir(work_root))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir(work_root).join(".lock"))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| std::io::Error::from(e))
+}
+
+/// The ports the records name.
+pub(crate) fn ports(work_root: &Path) -> std::collections::HashSet<u16> {
+    all(work_root).into_iter().map(|r| r.port).collect()
+}
+
 /// Every readable record.
 pub(crate) fn all(work_root: &Path) -> Vec<Record> {
     let Ok(entries) = std::fs::read_dir(dir(work_root)) else {
@@ -92,6 +110,24 @@ mod tests {
             start_time: 2,
             url: "http://127.0.0.1:1".into(),
         }
+    }
+
+    #[test]
+    fn the_lock_keeps_a_second_start_out_until_released() {
+        let root = std::env::temp_dir().join(format!("records-lock-{}", std::process::id()));
+        let held = lock(&root).unwrap();
+        let other = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir(&root).join(".lock"))
+            .unwrap();
+        let other = nix::fcntl::Flock::lock(other, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map(|_| ())
+            .map_err(|(_, e)| e);
+        assert_eq!(other, Err(nix::errno::Errno::EWOULDBLOCK), "held");
+        drop(held);
+        let again = lock(&root).unwrap();
+        drop(again);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
