@@ -112,6 +112,7 @@ fn config(lb: u16, gateway: u16, standin_dir: &std::path::Path) -> String {
 async fn a_replica_killed_under_load_loses_no_spawn_session_kernel_or_request() {
     let (dir, _cleanup) = scratch_dir("ha-failover");
     let (mut pg, db_name, db_url) = postgres_database(&dir).await;
+    let db_url = db_url.to_string();
     let [lb_port, a_port, a_hub, b_port, b_hub, gateway] = free_ports::<6>();
     let standin_dir = dir.join("starts");
     std::fs::create_dir_all(&standin_dir).unwrap();

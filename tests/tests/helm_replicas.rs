@@ -26,13 +26,14 @@ use std::time::{Duration, Instant};
 
 use helm_common::{find, run_helm, template_with};
 use helm_rendered::{Hub, Secrets, render};
-use hub_common::{ADMIN_TOKEN, free_ports, log_tail, logged_in_browser, scratch_dir, venv};
+use hub_common::{
+    ADMIN_TOKEN, COOKIE_SECRET, free_ports, log_tail, logged_in_browser, postgres_database,
+    scratch_dir, venv,
+};
 use k8s_fake::{FakeKube, kubernetes_validate};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection};
-
-const COOKIE_SECRET: &str = "5f1c0d9e8b7a69584736251403f2e1d0c1b2a39485766758493a2b1c0d0e0f10";
+use sqlx::Executor;
 
 /// PostgreSQL and the cookie secret as an operator gives them: Secret references.
 const POSTGRES: [&str; 3] = [
@@ -228,25 +229,7 @@ impl Replica {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_on_postgresql_runs_replicas_that_share_everything() {
     let (dir, _cleanup) = scratch_dir("helm-replicas");
-    let admin_url = match std::env::var("STACKHUB_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "STACKHUB_TEST_POSTGRES_URL is not set: this test needs a PostgreSQL server \
-             (scripts/test starts one; or source scripts/lib.sh and run start_postgres)"
-        ),
-    };
-    let db_name = format!(
-        "{}_db",
-        dir.file_name().unwrap().to_string_lossy().replace('-', "_")
-    );
-    let mut pg = PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL server: {e}"));
-    pg.execute(format!("CREATE DATABASE {db_name}").as_str())
-        .await
-        .unwrap();
-    let mut db_url = url::Url::parse(&admin_url).unwrap();
-    db_url.set_path(&format!("/{db_name}"));
+    let (mut pg, db_name, db_url) = postgres_database(&dir).await;
 
     // The operator's values: the Secrets of PostgreSQL, the cookie secret and the admin token;
     // the idle culler from the venv's copy of the release the hub image installs.

@@ -14,54 +14,16 @@
 
 mod hub_common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hub_common::{ADMIN_TOKEN, Hub, admin, free_ports, log_tail, logged_in_browser, scratch_dir};
+use hub_common::{
+    ADMIN_TOKEN, Hub, Replica, admin, free_ports, log_tail, logged_in_browser, postgres_database,
+    scratch_dir, until,
+};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection};
-
-const COOKIE_SECRET: &str = "5f1c0d9e8b7a69584736251403f2e1d0c1b2a39485766758493a2b1c0d0e0f10";
-
-fn postgres_admin_url() -> String {
-    match std::env::var("STACKHUB_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "STACKHUB_TEST_POSTGRES_URL is not set: the replica tests need a PostgreSQL server \
-             (scripts/test starts one; or source scripts/lib.sh and run start_postgres)"
-        ),
-    }
-}
-
-/// A replica: its process, public base URL and directory.
-struct Replica {
-    _hub: Hub,
-    base: String,
-    dir: std::path::PathBuf,
-}
-
-async fn replica(dir: &Path, db_url: &str) -> Replica {
-    std::fs::create_dir_all(dir).unwrap();
-    let [port, hub_port] = free_ports::<2>();
-    let hub = Hub::start_with_env(
-        dir,
-        port,
-        hub_port,
-        &[],
-        &[
-            ("STACKHUB_DB_URL", db_url),
-            ("STACKHUB_COOKIE_SECRET", COOKIE_SECRET),
-        ],
-    )
-    .await;
-    Replica {
-        _hub: hub,
-        base: format!("http://127.0.0.1:{port}"),
-        dir: dir.to_owned(),
-    }
-}
+use sqlx::Executor;
 
 impl Replica {
     fn log(&self) -> String {
@@ -214,45 +176,22 @@ async fn server_model(api: &Client, r: &Replica) -> Value {
     u["servers"][""].clone()
 }
 
-/// Poll until `check` holds; how long it took (panics after `within`).
-async fn until<F: Future<Output = bool>>(
-    what: &str,
-    within: Duration,
-    mut check: impl FnMut() -> F,
-) -> Duration {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < within, "{what}: not after {within:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    start.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_postgresql_follow_each_other() {
     let (dir, _cleanup) = scratch_dir("replicas");
     // One database; B connects as a role of its own, so the test can keep B (only) from
     // reconnecting its change feed.
-    let admin_url = postgres_admin_url();
-    let unique = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
-    let (db_name, role_b) = (format!("{unique}_db"), format!("{unique}_b"));
-    let mut pg = PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL server: {e}"));
-    pg.execute(format!("CREATE DATABASE {db_name}").as_str())
-        .await
-        .unwrap();
+    let (mut pg, db_name, url_a) = postgres_database(&dir).await;
+    let role_b = format!("{}_b", db_name.trim_end_matches("_db"));
     pg.execute(format!("CREATE ROLE {role_b} LOGIN SUPERUSER").as_str())
         .await
         .unwrap();
-    let mut url_a = url::Url::parse(&admin_url).unwrap();
-    url_a.set_path(&format!("/{db_name}"));
     let mut url_b = url_a.clone();
     url_b.set_username(&role_b).unwrap();
 
     let api = Client::new();
-    let a = replica(&dir.join("a"), url_a.as_str()).await;
-    let b = replica(&dir.join("b"), url_b.as_str()).await;
+    let a = Replica::start(&dir.join("a"), url_a.as_str(), &[]).await;
+    let b = Replica::start(&dir.join("b"), url_b.as_str(), &[]).await;
     for r in [&a, &b] {
         r.until_listening(&api, true, Duration::from_secs(10)).await;
     }

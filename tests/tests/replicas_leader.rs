@@ -11,15 +11,15 @@
 
 mod hub_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hub_common::{Hub, admin, free_ports, log_tail, scratch_dir, venv};
+use hub_common::{
+    Replica, admin, free_ports, log_tail, postgres_database, scratch_dir, until, venv,
+};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
-use sqlx::{Connection, Executor, PgConnection};
-
-const COOKIE_SECRET: &str = "5f1c0d9e8b7a69584736251403f2e1d0c1b2a39485766758493a2b1c0d0e0f10";
+use sqlx::Executor;
 
 /// The managed service: appends "PID PPID" to `$ONCE_FILE`, then runs until its parent (the
 /// hub that started it) is gone (a hub killed with SIGKILL cannot stop it; in a pod it would
@@ -29,32 +29,9 @@ p = os.getppid()\n\
 with open(os.environ['ONCE_FILE'], 'a') as f: f.write(f'{os.getpid()} {p}\\n')\n\
 while os.getppid() == p: time.sleep(0.1)\n";
 
-struct Replica {
-    hub: Hub,
-    base: String,
-    dir: PathBuf,
-}
-
 impl Replica {
-    async fn start(dir: &Path, db_url: &str, config: &Path) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let [port, hub_port] = free_ports::<2>();
-        let hub = Hub::start_with_env(
-            dir,
-            port,
-            hub_port,
-            &["--config", config.to_str().unwrap()],
-            &[
-                ("STACKHUB_DB_URL", db_url),
-                ("STACKHUB_COOKIE_SECRET", COOKIE_SECRET),
-            ],
-        )
-        .await;
-        Self {
-            hub,
-            base: format!("http://127.0.0.1:{port}"),
-            dir: dir.to_owned(),
-        }
+    async fn start_with(dir: &Path, db_url: &str, config: &Path) -> Self {
+        Self::start(dir, db_url, &["--config", config.to_str().unwrap()]).await
     }
 
     fn pid(&self) -> u32 {
@@ -116,39 +93,10 @@ fn alive(pid: u32) -> bool {
     })
 }
 
-/// Poll until `check` holds; how long it took (panics after `within`).
-async fn until<F: Future<Output = bool>>(
-    what: &str,
-    within: Duration,
-    mut check: impl FnMut() -> F,
-) -> Duration {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < within, "{what}: not after {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_leads_and_runs_the_managed_service_and_another_takes_over() {
     let (dir, _cleanup) = scratch_dir("replicas-leader");
-    let admin_url = std::env::var("STACKHUB_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .expect(
-            "STACKHUB_TEST_POSTGRES_URL is not set: the replica tests need a PostgreSQL server",
-        );
-    let db_name = format!(
-        "{}_db",
-        dir.file_name().unwrap().to_string_lossy().replace('-', "_")
-    );
-    let mut pg = PgConnection::connect(&admin_url).await.unwrap();
-    pg.execute(format!("CREATE DATABASE {db_name}").as_str())
-        .await
-        .unwrap();
-    let mut url = url::Url::parse(&admin_url).unwrap();
-    url.set_path(&format!("/{db_name}"));
+    let (mut pg, db_name, url) = postgres_database(&dir).await;
 
     let once = dir.join("once.txt");
     let [gateway] = free_ports::<1>();
@@ -168,8 +116,8 @@ async fn one_replica_leads_and_runs_the_managed_service_and_another_takes_over()
     .unwrap();
 
     let api = Client::new();
-    let a = Replica::start(&dir.join("a"), url.as_str(), &config).await;
-    let b = Replica::start(&dir.join("b"), url.as_str(), &config).await;
+    let a = Replica::start_with(&dir.join("a"), url.as_str(), &config).await;
+    let b = Replica::start_with(&dir.join("b"), url.as_str(), &config).await;
     assert!(a.leads(&api).await, "A started first on an empty database");
     assert!(!b.leads(&api).await, "two leaders");
     assert!(
@@ -240,7 +188,7 @@ async fn one_replica_leads_and_runs_the_managed_service_and_another_takes_over()
     eprintln!("B's sites' health checked again after {checked:?}");
 
     // A restarted follows: the service does not start twice.
-    let a = Replica::start(&a_dir, url.as_str(), &config).await;
+    let a = Replica::start_with(&a_dir, url.as_str(), &config).await;
     assert!(!a.leads(&api).await, "the restarted replica took the lead");
     assert!(b.leads(&api).await);
     tokio::time::sleep(Duration::from_secs(3)).await;

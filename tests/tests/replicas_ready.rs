@@ -13,42 +13,12 @@
 
 mod hub_common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hub_common::{Hub, free_ports, log_tail, scratch_dir};
+use hub_common::{Replica, log_tail, postgres_database, scratch_dir};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
-use sqlx::{Connection, Executor, PgConnection};
-
-const COOKIE_SECRET: &str = "5f1c0d9e8b7a69584736251403f2e1d0c1b2a39485766758493a2b1c0d0e0f10";
-
-struct Replica {
-    _hub: Hub,
-    base: String,
-    dir: std::path::PathBuf,
-}
-
-async fn replica(dir: &Path, db_url: &str) -> Replica {
-    std::fs::create_dir_all(dir).unwrap();
-    let [port, hub_port] = free_ports::<2>();
-    let hub = Hub::start_with_env(
-        dir,
-        port,
-        hub_port,
-        &[],
-        &[
-            ("STACKHUB_DB_URL", db_url),
-            ("STACKHUB_COOKIE_SECRET", COOKIE_SECRET),
-        ],
-    )
-    .await;
-    Replica {
-        _hub: hub,
-        base: format!("http://127.0.0.1:{port}"),
-        dir: dir.to_owned(),
-    }
-}
+use sqlx::{Executor, PgConnection};
 
 impl Replica {
     /// `GET /hub/ready`, no credentials: (status, body).
@@ -126,32 +96,17 @@ async fn terminate(pg: &mut PgConnection, role: &str, application_name: Option<&
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_is_ready_only_while_its_database_answers_and_it_hears_the_feed() {
     let (dir, _cleanup) = scratch_dir("replicas-ready");
-    let admin_url = match std::env::var("STACKHUB_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "STACKHUB_TEST_POSTGRES_URL is not set: the replica tests need a PostgreSQL server \
-             (scripts/test starts one; or source scripts/lib.sh and run start_postgres)"
-        ),
-    };
-    let unique = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
-    let (db_name, role_b) = (format!("{unique}_db"), format!("{unique}_b"));
-    let mut pg = PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL server: {e}"));
-    pg.execute(format!("CREATE DATABASE {db_name}").as_str())
-        .await
-        .unwrap();
+    let (mut pg, db_name, url_a) = postgres_database(&dir).await;
+    let role_b = format!("{}_b", db_name.trim_end_matches("_db"));
     pg.execute(format!("CREATE ROLE {role_b} LOGIN SUPERUSER").as_str())
         .await
         .unwrap();
-    let mut url_a = url::Url::parse(&admin_url).unwrap();
-    url_a.set_path(&format!("/{db_name}"));
     let mut url_b = url_a.clone();
     url_b.set_username(&role_b).unwrap();
 
     let api = Client::new();
-    let a = replica(&dir.join("a"), url_a.as_str()).await;
-    let b = replica(&dir.join("b"), url_b.as_str()).await;
+    let a = Replica::start(&dir.join("a"), url_a.as_str(), &[]).await;
+    let b = Replica::start(&dir.join("b"), url_b.as_str(), &[]).await;
     let mut leaders = 0;
     for r in [&a, &b] {
         let (body, _) = r

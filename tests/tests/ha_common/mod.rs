@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection};
 use tokio_tungstenite::tungstenite::Message;
 
 use reqwest::Method;
@@ -27,7 +26,7 @@ use crate::hub_common::{Hub, admin, log_tail};
 
 pub mod load;
 
-pub const COOKIE_SECRET: &str = "5f1c0d9e8b7a69584736251403f2e1d0c1b2a39485766758493a2b1c0d0e0f10";
+pub use crate::hub_common::COOKIE_SECRET;
 
 /// The header HAProxy adds to every answer: the name of the replica that served it.
 pub const REPLICA_HEADER: &str = "x-stackhub-replica";
@@ -39,30 +38,7 @@ pub const PIN_HEADER: &str = "x-stackhub-pin";
 /// heard), HAProxy's health check.
 pub const HEALTH_CHECK: &str = "/hub/ready";
 
-/// A database of its own on `STACKHUB_TEST_POSTGRES_URL`: the admin connection (to drop it
-/// afterwards), its name and its URL.
-pub async fn postgres_database(dir: &Path) -> (PgConnection, String, String) {
-    let admin_url = match std::env::var("STACKHUB_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "STACKHUB_TEST_POSTGRES_URL is not set: the failover test needs a PostgreSQL server \
-             (scripts/test starts one; or source scripts/lib.sh and run start_postgres)"
-        ),
-    };
-    let name = format!(
-        "{}_db",
-        dir.file_name().unwrap().to_string_lossy().replace('-', "_")
-    );
-    let mut pg = PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL server: {e}"));
-    pg.execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let mut url = url::Url::parse(&admin_url).unwrap();
-    url.set_path(&format!("/{name}"));
-    (pg, name, url.to_string())
-}
+pub use crate::hub_common::postgres_database;
 
 /// One `stackhub` replica on fixed ports (HAProxy's configuration names them), so that it
 /// restarts where it was.

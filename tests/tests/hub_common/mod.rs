@@ -330,3 +330,79 @@ pub async fn read_progress(resp: reqwest::Response) -> Vec<Value> {
         }
     }
 }
+
+/// The cookie secret every replica of one test shares.
+pub const COOKIE_SECRET: &str = "5f1c0d9e8b7a69584736251403f2e1d0c1b2a39485766758493a2b1c0d0e0f10";
+
+/// A database of its own (named after `dir`) on the test PostgreSQL server
+/// (`STACKHUB_TEST_POSTGRES_URL`; the test fails when it is missing): the admin connection (to
+/// drop it afterwards), its name and its URL.
+pub async fn postgres_database(dir: &Path) -> (sqlx::PgConnection, String, url::Url) {
+    use sqlx::{Connection, Executor};
+    let admin_url = match std::env::var("STACKHUB_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "STACKHUB_TEST_POSTGRES_URL is not set: this test needs a PostgreSQL server \
+             (scripts/test starts one; or source scripts/lib.sh and run start_postgres)"
+        ),
+    };
+    let name = format!(
+        "{}_db",
+        dir.file_name().unwrap().to_string_lossy().replace('-', "_")
+    );
+    let mut pg = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL server: {e}"));
+    pg.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    url.set_path(&format!("/{name}"));
+    (pg, name, url)
+}
+
+/// A `stackhub` replica on free ports: its process, public base URL and directory.
+pub struct Replica {
+    pub hub: Hub,
+    pub base: String,
+    pub dir: PathBuf,
+}
+
+impl Replica {
+    /// Start a replica in `dir` on the database at `db_url` with the shared cookie secret and
+    /// the command-line `args`.
+    pub async fn start(dir: &Path, db_url: &str, args: &[&str]) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let [port, hub_port] = free_ports::<2>();
+        let hub = Hub::start_with_env(
+            dir,
+            port,
+            hub_port,
+            args,
+            &[
+                ("STACKHUB_DB_URL", db_url),
+                ("STACKHUB_COOKIE_SECRET", COOKIE_SECRET),
+            ],
+        )
+        .await;
+        Self {
+            hub,
+            base: format!("http://127.0.0.1:{port}"),
+            dir: dir.to_owned(),
+        }
+    }
+}
+
+/// Poll every 5 ms until `check` holds; how long it took (panics after `within`).
+pub async fn until<F: Future<Output = bool>>(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> F,
+) -> Duration {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < within, "{what}: not after {within:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    start.elapsed()
+}
