@@ -288,28 +288,12 @@ pub fn starts(dir: &Path, user: &str) -> Vec<i64> {
 /// Live stand-in processes: those whose environment carries `STANDIN_DIR=<dir>`.
 pub fn standin_pids(dir: &Path) -> BTreeSet<i64> {
     let marker = format!("STANDIN_DIR={}", dir.display());
-    let mut out = BTreeSet::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i64>().ok())
-        else {
-            continue;
-        };
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            stat.rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().next().map(str::to_owned))
-                .is_some_and(|s| s == "Z" || s == "X")
-        });
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if !zombie && environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
-            out.insert(pid);
-        }
-    }
-    out
+    crate::hub_common::live_where(|pid| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|environ| environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+    })
+    .into_iter()
+    .collect()
 }
 
 pub type Ws =

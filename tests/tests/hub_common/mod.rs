@@ -164,6 +164,13 @@ pub fn live_in_group(pgid: i64) -> Vec<i64> {
 
 /// Live (non-zombie) processes whose working directory is below `dir` (servers, kernels).
 pub fn live_under(dir: &Path) -> Vec<i64> {
+    live_where(|pid| {
+        std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
+    })
+}
+
+/// Live (non-zombie) processes, from `/proc`, for which `keep` holds.
+pub fn live_where(keep: impl Fn(i64) -> bool) -> Vec<i64> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
@@ -178,9 +185,7 @@ pub fn live_under(dir: &Path) -> Vec<i64> {
                 .and_then(|i| stat[i + 1..].split_whitespace().next().map(str::to_owned))
                 .is_some_and(|s| s == "Z" || s == "X")
         });
-        if !zombie
-            && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
-        {
+        if !zombie && keep(pid) {
             out.push(pid);
         }
     }
