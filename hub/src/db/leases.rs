@@ -153,6 +153,20 @@ pub(crate) async fn add_event(
     Ok(())
 }
 
+/// Server `id`'s last progress event, if any.
+pub(crate) async fn last_event(
+    conn: &mut AnyConnection,
+    id: i64,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let event: Option<String> = sqlx::query_scalar(
+        "SELECT event FROM spawn_events WHERE server_id = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(event.and_then(|e| serde_json::from_str(&e).ok()))
+}
+
 /// Server `id`'s progress events from number `from` on, in order.
 pub(crate) async fn events(
     conn: &mut AnyConnection,

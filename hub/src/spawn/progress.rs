@@ -124,8 +124,7 @@ async fn read(db: &Db, id: i64, from: i64) -> Result<(Vec<(i64, Value)>, bool, b
 /// event), as long as the server is neither pending nor running.
 pub(super) async fn stored_failure(db: &Db, server_id: i64) -> Option<String> {
     let mut conn = db.pool().acquire().await.ok()?;
-    let events = db::leases::events(&mut conn, server_id, 0).await.ok()?;
-    let (_, last) = events.last()?;
+    let last = db::leases::last_event(&mut conn, server_id).await.ok()??;
     last.get("failed")?;
     Some(
         last.get("message")
