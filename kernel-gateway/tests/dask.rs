@@ -62,6 +62,14 @@ say(event="stopped")
 gw.close()
 "#;
 
+/// The gateway's log lines in the test output (shown when a test fails): why a cluster failed.
+fn gateway_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("kernel_gateway=info")
+        .try_init();
+}
+
 async fn next_event(
     lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     event: &str,
@@ -78,6 +86,7 @@ async fn next_event(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_client_runs_a_real_cluster_through_the_gateway() {
+    gateway_logs();
     let signer = Signer::start().await;
     let root = temp_root();
     let gw = Gateway::start(dask_config(&root, Some(&signer.jwks_url))).await;
@@ -371,6 +380,7 @@ async fn stock_client_runs_a_real_cluster_through_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_cluster_stops_by_itself() {
+    gateway_logs();
     let root = temp_root();
     let mut config = dask_config(&root, None);
     config.dask.idle_timeout = 2;

@@ -11,6 +11,7 @@
 //! max_worker_memory_gib = 8.0
 //! idle_timeout = 1800             # seconds without tasks before a cluster stops; 0 = never
 //! heartbeat_period = 10           # seconds between the scheduler's heartbeats
+//! heartbeat_timeout = 60          # seconds of silence before a running cluster is failed
 //! start_timeout = 60              # seconds for a scheduler to report after launch
 //! # runtime_dir = "/var/lib/stackhub/dask"  # per-cluster files; default: the temp dir
 //! # api_url = "http://10.0.0.5:8888/api"    # how schedulers reach this gateway's API
@@ -41,9 +42,13 @@ pub struct DaskConfig {
     pub max_worker_memory_gib: f64,
     /// Seconds a cluster may run no task before it is stopped; 0 = never.
     pub idle_timeout: u64,
-    /// Seconds between a scheduler's heartbeats; a cluster silent for three periods (plus 10 s)
-    /// is declared failed and stopped.
+    /// Seconds between a scheduler's heartbeats.
     pub heartbeat_period: u64,
+    /// Seconds a running cluster's scheduler may stay silent before the cluster is declared
+    /// failed and stopped. The scheduler sends no heartbeat while it retires workers
+    /// gracefully (moving their data), which takes long on a busy machine: keep this well above
+    /// `heartbeat_period`.
+    pub heartbeat_timeout: u64,
     /// Seconds a new cluster's scheduler has to send its first heartbeat.
     pub start_timeout: u64,
     /// Where each cluster's files (certificate, key, token, logs) live; default: a directory
@@ -65,6 +70,7 @@ impl Default for DaskConfig {
             max_worker_memory_gib: 8.0,
             idle_timeout: 1800,
             heartbeat_period: 10,
+            heartbeat_timeout: 60,
             start_timeout: 60,
             runtime_dir: None,
             api_url: None,
@@ -116,6 +122,15 @@ impl DaskConfig {
         if self.heartbeat_period == 0 {
             return bad("dask.heartbeat_period", "must be >= 1");
         }
+        if self.heartbeat_timeout <= self.heartbeat_period {
+            return bad(
+                "dask.heartbeat_timeout",
+                &format!(
+                    "must be more than dask.heartbeat_period ({} s), got {}",
+                    self.heartbeat_period, self.heartbeat_timeout
+                ),
+            );
+        }
         if self.start_timeout == 0 {
             return bad("dask.start_timeout", "must be >= 1");
         }
@@ -125,5 +140,37 @@ impl DaskConfig {
             return bad("dask.api_url", &format!("{url} is not an http(s) URL"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(c: &DaskConfig) -> Option<&'static str> {
+        match c.validate() {
+            Err(ConfigError::Invalid { key, .. }) => Some(key),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        assert_eq!(key_of(&DaskConfig::default()), None);
+        let mut c = DaskConfig {
+            heartbeat_period: 30,
+            ..DaskConfig::default()
+        };
+        assert_eq!(key_of(&c), None);
+        c.heartbeat_timeout = 30;
+        assert_eq!(key_of(&c), Some("dask.heartbeat_timeout"));
+        c.heartbeat_timeout = 31;
+        c.start_timeout = 0;
+        assert_eq!(key_of(&c), Some("dask.start_timeout"));
+        let c = DaskConfig {
+            api_url: Some("ftp://x".into()),
+            ..DaskConfig::default()
+        };
+        assert_eq!(key_of(&c), Some("dask.api_url"));
     }
 }

@@ -400,7 +400,7 @@ impl DaskService {
     /// One pass of the watchdog: clusters whose scheduler exited, never reported or stopped
     /// heartbeating fail; long-finished clusters are forgotten.
     async fn watch_once(&self) {
-        let silent_for = Duration::from_secs(self.config.heartbeat_period * 3 + 10);
+        let silent_for = Duration::from_secs(self.config.heartbeat_timeout);
         let start_timeout = Duration::from_secs(self.config.start_timeout);
         for cluster in self.registry.all() {
             let verdict = {
@@ -416,7 +416,10 @@ impl DaskService {
                                 start_timeout.as_secs()
                             ))
                         } else if s.status == Status::Running && since > silent_for {
-                            Some(format!("no heartbeat for {} s", since.as_secs()))
+                            Some(format!(
+                                "no heartbeat for {} s (dask.heartbeat_timeout)",
+                                since.as_secs()
+                            ))
                         } else {
                             None
                         }
