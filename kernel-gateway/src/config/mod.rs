@@ -544,6 +544,16 @@ impl Config {
                 ),
             });
         }
+        if let Some(l) = self.dask.launcher.as_deref().filter(|_| self.dask.enabled)
+            && !(l == "local"
+                || (l == "kubernetes" && self.kubernetes_config.is_some())
+                || (l == "slurm" && self.slurm.is_some()))
+        {
+            return Err(ConfigError::Invalid {
+                key: "dask.launcher",
+                reason: format!("{l:?} is not configured (set `kubernetes_config` or `[slurm]`)"),
+            });
+        }
         if self.orphan_cleanup_interval == 0 {
             return Err(ConfigError::Invalid {
                 key: "orphan_cleanup_interval",

@@ -15,6 +15,14 @@
 //! start_timeout = 60              # seconds for a scheduler to report after launch
 //! # runtime_dir = "/var/lib/stackhub/dask"  # per-cluster files; default: the temp dir
 //! # api_url = "http://10.0.0.5:8888/api"    # how schedulers reach this gateway's API
+//! # launcher = "slurm"            # local | slurm | kubernetes; default: default_launcher
+//! # scheduler_cores = 1           # a Slurm job's / pod's size for the scheduler
+//! # scheduler_memory_gib = 2.0
+//! # slurm_profile = "dask"        # [slurm.profiles] entry of Dask jobs; default slurm.default_profile
+//! # listen_host = "127.0.0.1"     # --host of schedulers and workers in Slurm jobs; default: all
+//! #                               # interfaces, advertising the node's address
+//! # image = "ghcr.io/dask/dask:2026.8.0"  # image of scheduler and worker pods; default: the
+//! #                               # Kubernetes launcher's default_image
 //! ```
 
 use std::path::PathBuf;
@@ -57,6 +65,23 @@ pub struct DaskConfig {
     /// The API URL schedulers heartbeat to; default `http://<listen address>/api` (loopback
     /// when listening on all addresses).
     pub api_url: Option<String>,
+    /// Where clusters run: `local`, `slurm` or `kubernetes` (that launcher must be configured);
+    /// default: the gateway's `default_launcher`.
+    pub launcher: Option<String>,
+    /// CPUs of the scheduler's Slurm job or pod.
+    pub scheduler_cores: u32,
+    /// Memory of the scheduler's Slurm job or pod, GiB.
+    pub scheduler_memory_gib: f64,
+    /// The `[slurm.profiles]` entry of Dask jobs (partition, account, time); default
+    /// `slurm.default_profile`.
+    pub slurm_profile: Option<String>,
+    /// The address schedulers and workers in Slurm jobs listen on and advertise (`--host`);
+    /// default: all interfaces, advertising the node's primary address. The gateway must
+    /// reach it (scheduler proxy, scale calls).
+    pub listen_host: Option<String>,
+    /// The image of scheduler and worker pods (`distributed` and `dask-gateway`, `python` on
+    /// `PATH`); default: the Kubernetes launcher's `default_image`.
+    pub image: Option<String>,
 }
 
 impl Default for DaskConfig {
@@ -74,6 +99,12 @@ impl Default for DaskConfig {
             start_timeout: 60,
             runtime_dir: None,
             api_url: None,
+            launcher: None,
+            scheduler_cores: 1,
+            scheduler_memory_gib: 2.0,
+            slurm_profile: None,
+            listen_host: None,
+            image: None,
         }
     }
 }
@@ -131,6 +162,20 @@ impl DaskConfig {
                 ),
             );
         }
+        if let Some(l) = &self.launcher
+            && !matches!(l.as_str(), "local" | "slurm" | "kubernetes")
+        {
+            return bad(
+                "dask.launcher",
+                &format!("{l:?} is not one of \"local\", \"slurm\", \"kubernetes\""),
+            );
+        }
+        if self.scheduler_cores == 0 {
+            return bad("dask.scheduler_cores", "must be >= 1");
+        }
+        if !(self.scheduler_memory_gib.is_finite() && self.scheduler_memory_gib >= 0.25) {
+            return bad("dask.scheduler_memory_gib", "must be >= 0.25");
+        }
         if self.start_timeout == 0 {
             return bad("dask.start_timeout", "must be >= 1");
         }
@@ -172,5 +217,10 @@ mod tests {
             ..DaskConfig::default()
         };
         assert_eq!(key_of(&c), Some("dask.api_url"));
+        let c = DaskConfig {
+            launcher: Some("yarn".into()),
+            ..DaskConfig::default()
+        };
+        assert_eq!(key_of(&c), Some("dask.launcher"));
     }
 }

@@ -8,8 +8,8 @@
 //! - `session`: the 401-first handshake and the session cookie (credentials as for kernels);
 //! - `model`: the cluster model and the registry (a user's clusters are theirs alone: another
 //!   user's cluster is 404 on every route);
-//! - `launch`: the [`DaskLauncher`] seam and local processes (`dask scheduler` with the
-//!   dask-gateway preload, `dask worker`), secrets in 0600 files;
+//! - [`launch`]: the [`DaskLauncher`] seam and its launchers: local processes (`dask scheduler`
+//!   with the dask-gateway preload, `dask worker`), Slurm jobs, Kubernetes pods;
 //! - `tls`: each cluster's own certificate and key;
 //! - `sni` and `proxy`: connections on the same port whose first bytes are a TLS ClientHello
 //!   for `daskgateway-<cluster>` are piped (TLS not terminated) to that cluster's scheduler;
@@ -101,7 +101,13 @@ impl DaskService {
                 uuid::Uuid::new_v4().simple()
             ))
         });
-        let launcher = Arc::new(LocalDaskLauncher::new(config.python(), root));
+        let name = config
+            .launcher
+            .clone()
+            .unwrap_or_else(|| manager.config.default_launcher.clone());
+        let local =
+            || -> Arc<dyn DaskLauncher> { Arc::new(LocalDaskLauncher::new(config.python(), root)) };
+        let launcher = launch::select(&name, local, manager.launcher.as_ref(), config);
         let api_url = config.api_url.clone().unwrap_or_else(|| {
             let ip = if listen.ip().is_unspecified() {
                 std::net::IpAddr::from([127, 0, 0, 1])
@@ -187,6 +193,7 @@ impl DaskService {
         let spec = ClusterSpec {
             name: name.clone(),
             user: user.to_owned(),
+            group: None,
             api_url: self.api_url.clone(),
             token: Secret::new(hex::encode(token)),
             tls,
@@ -434,16 +441,33 @@ impl DaskService {
         self.registry.prune(KEEP_FINISHED_MS);
     }
 
-    /// Runs the watchdog until aborted.
+    /// Runs the watchdog until aborted; it also removes, at start and every minute, what the
+    /// launcher left of clusters the service does not have (an earlier run's jobs or pods).
     pub fn spawn_watchdog(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
+            for n in 0u64.. {
                 tick.tick().await;
+                if n % 60 == 0 {
+                    me.remove_orphans().await;
+                }
                 me.watch_once().await;
             }
         })
+    }
+
+    /// Stops the launcher's jobs or pods of clusters this service does not have.
+    async fn remove_orphans(&self) {
+        let is_live = |name: &str| {
+            self.registry
+                .get(name)
+                .is_some_and(|c| !c.status().is_done())
+        };
+        let removed = self.launcher.remove_orphans(&is_live).await;
+        if !removed.is_empty() {
+            tracing::warn!(clusters = ?removed, "removed the jobs or pods of unknown dask clusters");
+        }
     }
 
     /// Stops every cluster (gateway shutdown).

@@ -231,7 +231,18 @@ pub trait Launcher: Send + Sync + std::fmt::Debug {
         let _ = is_live;
         Box::pin(async { Ok(Vec::new()) })
     }
+
+    /// Dask clusters on this launcher's platform (`crate::dask`), sharing its clients and
+    /// settings: the launcher registered as `name` answers (a dispatcher asks it). The default
+    /// runs none.
+    fn dask_launcher(&self, name: &str, config: &crate::dask::DaskConfig) -> DaskLauncherOf {
+        let _ = (name, config);
+        None
+    }
 }
+
+/// The Dask launcher a kernel launcher's platform provides (see [`Launcher::dask_launcher`]).
+pub type DaskLauncherOf = Option<Arc<dyn crate::dask::DaskLauncher>>;
 
 /// A running kernel process.
 pub trait KernelProcess: Send + Sync + std::fmt::Debug {

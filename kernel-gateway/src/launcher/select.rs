@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::{IsLive, LaunchError, LaunchRequest, Launched, Launcher, Progress, Recovered};
+use super::{
+    DaskLauncherOf, IsLive, LaunchError, LaunchRequest, Launched, Launcher, Progress, Recovered,
+};
 
 /// Dispatches launches by kernelspec; see the module docs.
 #[derive(Debug, Clone)]
@@ -97,5 +99,9 @@ impl Launcher for ByKernelSpec {
             }
             Ok(out)
         })
+    }
+
+    fn dask_launcher(&self, name: &str, config: &crate::dask::DaskConfig) -> DaskLauncherOf {
+        self.named.get(name)?.dask_launcher(name, config)
     }
 }

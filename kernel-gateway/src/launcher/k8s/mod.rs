@@ -10,6 +10,7 @@
 
 mod manifest;
 
+pub(crate) use self::manifest::label_value;
 pub use self::manifest::{
     ANNOTATION_GATEWAY, ANNOTATION_KERNEL, ANNOTATION_USER, CONNECTION_FILE, KERNEL_LAUNCHER,
     KubeLauncherConfig, LABEL_GATEWAY, LABEL_KERNEL, ManifestError, build, gateway_labels,
@@ -29,7 +30,8 @@ use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
 
 use super::{
-    ExitInfo, IsLive, KernelProcess, KernelSignal, LaunchError, LaunchRequest, Launched, Launcher,
+    DaskLauncherOf, ExitInfo, IsLive, KernelProcess, KernelSignal, LaunchError, LaunchRequest,
+    Launched, Launcher,
 };
 
 /// Starts kernels as pods.
@@ -47,12 +49,12 @@ impl std::fmt::Debug for KubeLauncher {
     }
 }
 
-fn is_status(e: &kube::Error, code: u16) -> bool {
+pub(crate) fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
 /// Delete parameters matching only the object with `uid`.
-fn by_uid(uid: &str) -> DeleteParams {
+pub(crate) fn by_uid(uid: &str) -> DeleteParams {
     DeleteParams {
         preconditions: Some(Preconditions {
             uid: Some(uid.to_owned()),
@@ -388,6 +390,16 @@ impl Launcher for KubeLauncher {
     ) -> BoxFuture<'a, Result<Vec<String>, LaunchError>> {
         // The inherent method (same name) does the work.
         Box::pin(KubeLauncher::remove_orphans(self, is_live))
+    }
+
+    fn dask_launcher(&self, _name: &str, config: &crate::dask::DaskConfig) -> DaskLauncherOf {
+        Some(std::sync::Arc::new(
+            crate::dask::launch::KubeDaskLauncher::new(
+                self.client.clone(),
+                self.config.clone(),
+                config,
+            ),
+        ))
     }
 }
 

@@ -278,7 +278,7 @@ impl Slurm {
 
 /// The latest view of our jobs, shared by the poller and every job handle.
 #[derive(Debug)]
-pub(super) struct JobBoard {
+pub(crate) struct JobBoard {
     slurm: Slurm,
     job_name: String,
     tracked: Mutex<BTreeSet<String>>,
@@ -298,25 +298,25 @@ impl JobBoard {
         })
     }
 
-    pub(super) async fn track(&self, job_id: &str) {
+    pub(crate) async fn track(&self, job_id: &str) {
         self.tracked.lock().await.insert(job_id.to_owned());
     }
 
-    pub(super) async fn untrack(&self, job_id: &str) {
+    pub(crate) async fn untrack(&self, job_id: &str) {
         self.tracked.lock().await.remove(job_id);
     }
 
     /// The job as last seen; `None` if Slurm no longer lists it (or not yet polled).
-    pub(super) fn get(&self, job_id: &str) -> Option<JobInfo> {
+    pub(crate) fn get(&self, job_id: &str) -> Option<JobInfo> {
         self.snapshot.load().get(job_id).cloned()
     }
 
     /// Whether the latest poll saw a job list at all (so a missing job is really gone).
-    pub(super) fn polled(&self) -> bool {
+    pub(crate) fn polled(&self) -> bool {
         *self.ticks.borrow() > 0
     }
 
-    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.ticks.subscribe()
     }
 

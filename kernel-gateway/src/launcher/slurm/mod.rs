@@ -44,10 +44,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use self::callback::{CallBack, MAX_SKEW_SECS, SIGNATURE_HEADER, sign};
-use self::cli::{JobBoard, JobInfo, Slurm};
+use self::cli::Slurm;
+pub(crate) use self::cli::{JobBoard, JobInfo};
 pub use self::config::{SlurmConfig, SlurmProfile};
 use self::job::{PendingJob, SlurmJob};
-use super::{LaunchError, LaunchRequest, Launched, Launcher, Progress, Recovered};
+pub(crate) use self::submit::shell_quote;
+use super::{DaskLauncherOf, LaunchError, LaunchRequest, Launched, Launcher, Progress, Recovered};
 
 /// Environment variables never written to kernel records (they may hold credentials).
 const SECRET_MARKERS: [&str; 5] = ["SECRET", "TOKEN", "PASSWORD", "CREDENTIAL", "KEY"];
@@ -222,6 +224,126 @@ impl SlurmLauncher {
     /// The call-back secret of `kernel_id` (for tests of the protocol; never logged).
     pub fn callback_secret(&self, kernel_id: &str) -> Vec<u8> {
         self.inner.derive("callback", kernel_id)
+    }
+}
+
+/// What Dask clusters on the same Slurm share with the kernel launcher
+/// (`crate::dask::launch`): its settings, Slurm clients and user mapping, and the secrets
+/// hand-over through its call-back listener (the one-time token protocol of [`callback`]).
+#[derive(Clone)]
+pub(crate) struct SlurmShared {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SlurmShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlurmShared")
+            .field("instance", &self.inner.config.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SlurmShared {
+    /// The `[slurm]` settings.
+    pub(crate) fn config(&self) -> &SlurmConfig {
+        &self.inner.config
+    }
+
+    /// The run-as prefix of `user`'s jobs.
+    pub(crate) fn prefix(&self, user: &str) -> Result<Vec<String>, LaunchError> {
+        self.inner.prefix(user)
+    }
+
+    /// `sbatch` arguments of profile `name` (else the default profile; none: no arguments).
+    pub(crate) fn profile_args(&self, name: Option<&str>) -> Result<Vec<String>, String> {
+        let config = &self.inner.config;
+        match name.or(config.default_profile.as_deref()) {
+            None => Ok(Vec::new()),
+            Some(n) => config
+                .profiles
+                .get(n)
+                .map(SlurmProfile::sbatch_args)
+                .ok_or_else(|| format!("Slurm profile {n:?} is not configured")),
+        }
+    }
+
+    /// `--output` of jobs (`%j` = job id).
+    pub(crate) fn output_pattern(&self) -> String {
+        self.inner.config.job_output.clone().unwrap_or_else(|| {
+            self.inner
+                .config
+                .state_dir
+                .join("jobs/%j.out")
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+
+    /// `sbatch`; the job id.
+    pub(crate) async fn sbatch(
+        &self,
+        prefix: &[String],
+        args: &[String],
+        script: &str,
+    ) -> Result<String, LaunchError> {
+        self.inner.slurm.sbatch(prefix, args, script).await
+    }
+
+    /// `scancel job`.
+    pub(crate) async fn scancel(&self, prefix: &[String], job_id: &str) -> Result<(), LaunchError> {
+        self.inner.slurm.scancel(prefix, job_id, None).await
+    }
+
+    /// Every job named `name`.
+    pub(crate) async fn jobs_named(
+        &self,
+        name: &str,
+    ) -> Result<std::collections::HashMap<String, JobInfo>, LaunchError> {
+        self.inner.slurm.jobs_named(name).await
+    }
+
+    /// A job board polling the jobs named `job_name` while it tracks any, for as long as the
+    /// kernel launcher runs.
+    pub(crate) fn board(&self, job_name: &str) -> Arc<JobBoard> {
+        let board = JobBoard::new(self.inner.slurm.clone(), job_name.to_owned());
+        tokio::spawn(board.clone().run(
+            Duration::from_secs_f64(self.inner.config.poll_interval),
+            self.inner.cancel.clone(),
+        ));
+        board
+    }
+
+    /// The URL jobs trade their one-time token at (`{url}/kernels/{id}/secrets`).
+    pub(crate) fn callback_url(&self) -> &str {
+        &self.inner.callback_url
+    }
+
+    /// Holds `body` for the one job presenting the one-time token written (0600, as `user`
+    /// through `prefix`) to the returned file; `id` names the hand-over in the URL.
+    pub(crate) async fn hand_over(
+        &self,
+        id: &str,
+        user: &str,
+        prefix: &[String],
+        body: Vec<u8>,
+    ) -> Result<PathBuf, LaunchError> {
+        let inner = &self.inner;
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        let file = inner.secrets_file(user, id);
+        inner.write_secrets_file(prefix, &file, &token).await?;
+        // No call-back comes for these: the registration only carries the secrets.
+        let _ = inner
+            .registry
+            .register(id, rand::random::<[u8; 32]>().to_vec(), 0)
+            .await;
+        inner.registry.offer(id, &token, body).await;
+        Ok(file)
+    }
+
+    /// Forgets the hand-over `id` and removes its token file (if the job did not).
+    pub(crate) async fn withdraw(&self, id: &str, file: &Path) {
+        self.inner.registry.remove(id).await;
+        let _ = std::fs::remove_file(file);
     }
 }
 
@@ -502,6 +624,15 @@ impl Launcher for SlurmLauncher {
 
     fn recover(&self) -> BoxFuture<'_, Vec<Recovered>> {
         Box::pin(async move { self.inner.clone().recover().await })
+    }
+
+    fn dask_launcher(&self, _name: &str, config: &crate::dask::DaskConfig) -> DaskLauncherOf {
+        let shared = SlurmShared {
+            inner: self.inner.clone(),
+        };
+        Some(Arc::new(crate::dask::launch::SlurmDaskLauncher::new(
+            shared, config,
+        )))
     }
 }
 

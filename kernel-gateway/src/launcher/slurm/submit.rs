@@ -44,7 +44,7 @@ fn submit_prefix(config: &SlurmConfig, user: &str) -> Result<Vec<String>, Launch
 }
 
 /// Single-quotes `s` for a POSIX shell.
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 

@@ -1,11 +1,9 @@
-//! Starting a cluster's scheduler and workers: the [`DaskLauncher`] seam (local processes now;
-//! Kubernetes pods and Slurm jobs later) and [`LocalDaskLauncher`].
+//! [`LocalDaskLauncher`]: clusters as local processes of the gateway's user.
 //!
 //! Secrets never reach argv or logs: the cluster's token and TLS key are files (0600) in the
 //! cluster's own directory (0700), named to the processes through the environment
 //! (`DASK_GATEWAY_API_TOKEN` holds the token file's path, which the preload reads).
 
-use std::fmt::Debug;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
@@ -15,84 +13,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use thiserror::Error;
 
-use super::tls::ClusterTls;
-use crate::config::Secret;
-
-/// What a launcher needs to start one cluster's processes.
-#[derive(Debug, Clone)]
-pub struct ClusterSpec {
-    /// The cluster's name.
-    pub name: String,
-    /// Its owner.
-    pub user: String,
-    /// Where the scheduler's preload sends heartbeats (`http://host:port/api`).
-    pub api_url: String,
-    /// The cluster's token (heartbeats, and stopping its own cluster).
-    pub token: Secret,
-    /// The cluster's certificate and key.
-    pub tls: ClusterTls,
-    /// Threads per worker.
-    pub worker_cores: u32,
-    /// Memory limit per worker, bytes.
-    pub worker_memory_bytes: u64,
-    /// Seconds between heartbeats.
-    pub heartbeat_period: u64,
-    /// Seconds without tasks before the scheduler asks to be stopped; 0 = never.
-    pub idle_timeout: u64,
-}
-
-/// A launch that failed.
-#[derive(Debug, Error)]
-pub enum DaskLaunchError {
-    /// Preparing the cluster's files failed.
-    #[error("cannot prepare {path}: {source}")]
-    Files {
-        /// The file or directory.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The process could not be started.
-    #[error("cannot start {what} with {python}: {source}")]
-    Spawn {
-        /// `scheduler` or `worker <name>`.
-        what: String,
-        /// The Python used.
-        python: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// A started scheduler or worker.
-pub trait DaskProcess: Send + Sync + Debug {
-    /// Stops it (gracefully, then forcibly) and waits until it is gone.
-    fn stop(&self) -> BoxFuture<'_, ()>;
-    /// `Some(how)` once it has exited by itself.
-    fn exited(&self) -> Option<String>;
-}
-
-/// Starts the processes of clusters.
-pub trait DaskLauncher: Send + Sync + Debug {
-    /// Starts `spec`'s scheduler (with the dask-gateway preload, listening on `tls://`).
-    fn start_scheduler<'a>(
-        &'a self,
-        spec: &'a ClusterSpec,
-    ) -> BoxFuture<'a, Result<Box<dyn DaskProcess>, DaskLaunchError>>;
-    /// Starts worker `worker` of `spec`, connecting to `scheduler_address`.
-    fn start_worker<'a>(
-        &'a self,
-        spec: &'a ClusterSpec,
-        worker: &'a str,
-        scheduler_address: &'a str,
-    ) -> BoxFuture<'a, Result<Box<dyn DaskProcess>, DaskLaunchError>>;
-    /// Removes what the cluster left behind (its files), after its processes stopped.
-    fn cleanup<'a>(&'a self, spec: &'a ClusterSpec) -> BoxFuture<'a, ()>;
-}
+use super::{ClusterSpec, DaskLaunchError, DaskLauncher, DaskProcess};
 
 /// Clusters as local processes of the gateway's user, each in its own process group.
 #[derive(Debug)]

@@ -1,0 +1,698 @@
+//! [`KubeDaskLauncher`]: a cluster's scheduler and each worker as pods in the Kubernetes
+//! launcher's namespace (its client and settings: namespace, gateway id, uid/gid, node
+//! selector, tolerations, pull policy).
+//!
+//! - The cluster's Secret `dask-<cluster>` holds its certificate, key and token; pods mount it
+//!   read-only at `/etc/dask-gateway` (the scheduler all three, workers only certificate and
+//!   key): no secret is in a pod spec or its environment.
+//! - Labels: `app.kubernetes.io/managed-by=stackhub`, `app.kubernetes.io/component=dask`,
+//!   `stackhub.io/gateway`, `stackhub.io/dask-cluster`, `stackhub.io/dask-role`
+//!   (`scheduler`/`worker`), `stackhub.io/user`, and the Data Lake's `eodc.dask/username` and
+//!   `eodc.dask/group` (the quota role); annotations carry gateway, user and cluster exactly.
+//! - Resources: requests = limits, the workers' from the cluster's `worker_cores` /
+//!   `worker_memory`, the scheduler's from `dask.scheduler_cores` / `scheduler_memory_gib`.
+//! - Addresses: the scheduler listens on all interfaces and reports its pod IP in its
+//!   heartbeats; workers connect there and the gateway (in the cluster network) proxies there.
+//! - [`DaskProcess::exited`] reads one pod list per launcher (every 2 s while pods run): a
+//!   failed, finished or deleted pod, or one whose image cannot be pulled, has exited.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures_util::future::BoxFuture;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, KeyToPath, Pod, PodSecurityContext, PodSpec,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+
+use super::{ClusterSpec, DaskLaunchError, DaskLauncher, DaskProcess, IsLiveCluster, Role};
+use crate::dask::DaskConfig;
+use crate::launcher::ResourceLimits;
+use crate::launcher::k8s::{
+    ANNOTATION_GATEWAY, ANNOTATION_USER, KubeLauncherConfig, LABEL_GATEWAY, by_uid, is_status,
+    label_value, resources,
+};
+
+/// Label and annotation: the cluster's name.
+pub const LABEL_CLUSTER: &str = "stackhub.io/dask-cluster";
+/// Label: `scheduler` or `worker`.
+pub const LABEL_ROLE: &str = "stackhub.io/dask-role";
+/// Where pods mount the cluster's Secret.
+const SECRETS_DIR: &str = "/etc/dask-gateway";
+/// Scheduler, dashboard and gateway-API ports of the scheduler pod.
+const PORTS: [(&str, u16); 3] = [("scheduler", 8786), ("dashboard", 8787), ("dg-api", 8788)];
+/// Seconds between pod lists while pods run.
+const POLL: Duration = Duration::from_secs(2);
+/// How long `stop` waits for a deleted pod to go.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// Clusters as pods; see the module docs.
+pub struct KubeDaskLauncher {
+    client: Client,
+    config: KubeLauncherConfig,
+    image: Option<String>,
+    scheduler_cores: u32,
+    scheduler_memory_bytes: u64,
+    board: OnceLock<Arc<PodBoard>>,
+}
+
+impl std::fmt::Debug for KubeDaskLauncher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeDaskLauncher")
+            .field("namespace", &self.config.namespace)
+            .field("image", &self.image)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The latest pod list: name → (uid, how it ended if it did).
+#[derive(Debug)]
+struct PodBoard {
+    pods: ArcSwap<HashMap<String, (String, Option<String>)>>,
+    tracked: parking_lot::Mutex<HashSet<String>>,
+    ticks: watch::Sender<u64>,
+}
+
+impl PodBoard {
+    /// Lists `api`'s pods matching `selector` every [`POLL`] while pods are tracked, until the
+    /// board is dropped.
+    fn start(api: Api<Pod>, selector: String) -> Arc<Self> {
+        let board = Arc::new(PodBoard {
+            pods: ArcSwap::from_pointee(HashMap::new()),
+            tracked: parking_lot::Mutex::new(HashSet::new()),
+            ticks: watch::channel(0).0,
+        });
+        let weak: Weak<PodBoard> = Arc::downgrade(&board);
+        tokio::spawn(async move {
+            let lp = ListParams::default().labels(&selector);
+            let mut failing = false;
+            loop {
+                tokio::time::sleep(POLL).await;
+                let Some(board) = weak.upgrade() else { return };
+                if board.tracked.lock().is_empty() {
+                    continue;
+                }
+                match api.list(&lp).await {
+                    Ok(list) => {
+                        failing = false;
+                        let map = list
+                            .items
+                            .iter()
+                            .map(|p| (p.name_any(), (p.uid().unwrap_or_default(), ended(p))))
+                            .collect();
+                        board.pods.store(Arc::new(map));
+                        board.ticks.send_modify(|t| *t += 1);
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot list Dask pods; they keep their last known state");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        board
+    }
+}
+
+/// How a pod ended (or cannot start), if it did.
+fn ended(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    for cs in status.container_statuses.iter().flatten() {
+        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let reason = w.reason.as_deref().unwrap_or_default();
+            if matches!(
+                reason,
+                "ErrImagePull"
+                    | "ImagePullBackOff"
+                    | "InvalidImageName"
+                    | "ErrImageNeverPull"
+                    | "CreateContainerConfigError"
+                    | "CreateContainerError"
+            ) {
+                return Some(format!(
+                    "pod {}: {reason}: {}; check dask.image",
+                    pod.name_any(),
+                    w.message.as_deref().unwrap_or("no detail")
+                ));
+            }
+        }
+    }
+    if !matches!(status.phase.as_deref(), Some("Failed" | "Succeeded")) {
+        return None;
+    }
+    let term = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find_map(|c| c.state.as_ref()?.terminated.clone());
+    Some(match term {
+        Some(t) => format!(
+            "pod {} exited with code {} ({})",
+            pod.name_any(),
+            t.exit_code,
+            t.reason.as_deref().unwrap_or("no reason")
+        ),
+        None => format!(
+            "pod {} {}",
+            pod.name_any(),
+            status.phase.as_deref().unwrap_or_default()
+        ),
+    })
+}
+
+/// A Kubernetes object name from `parts` (lower-case alphanumerics and `-`, at most 63).
+fn object_name(parts: &[&str]) -> String {
+    let joined = parts.join("-").to_ascii_lowercase();
+    let name: String = joined
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(63)
+        .collect();
+    name.trim_end_matches('-').to_owned()
+}
+
+/// The Secret of `cluster`.
+pub fn secret_name(cluster: &str) -> String {
+    object_name(&["dask", cluster])
+}
+
+/// The pod of `cluster`'s scheduler (`member` = `scheduler`) or worker `member`.
+pub fn pod_name(cluster: &str, member: &str) -> String {
+    if member == "scheduler" {
+        object_name(&["dask-scheduler", cluster])
+    } else {
+        object_name(&["dask-worker", cluster, member])
+    }
+}
+
+impl KubeDaskLauncher {
+    /// Pods through `client` with the kernel launcher's `config`, sized and imaged by `dask`.
+    pub fn new(client: Client, config: KubeLauncherConfig, dask: &DaskConfig) -> Self {
+        KubeDaskLauncher {
+            client,
+            image: dask.image.clone().or_else(|| config.default_image.clone()),
+            config,
+            scheduler_cores: dask.scheduler_cores,
+            scheduler_memory_bytes: ((dask.scheduler_memory_gib * 1024.0).round() as u64) << 20,
+            board: OnceLock::new(),
+        }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    /// Labels of every Dask object of this gateway.
+    fn gateway_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (
+                "app.kubernetes.io/managed-by".to_owned(),
+                "stackhub".to_owned(),
+            ),
+            ("app.kubernetes.io/component".to_owned(), "dask".to_owned()),
+            (
+                LABEL_GATEWAY.to_owned(),
+                label_value(&self.config.gateway_id),
+            ),
+        ])
+    }
+
+    fn selector(labels: &BTreeMap<String, String>) -> String {
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn board(&self) -> &Arc<PodBoard> {
+        self.board
+            .get_or_init(|| PodBoard::start(self.pods(), Self::selector(&self.gateway_labels())))
+    }
+
+    fn meta(&self, spec: &ClusterSpec, name: String, role: Option<Role>) -> ObjectMeta {
+        let mut labels = self.gateway_labels();
+        labels.insert(LABEL_CLUSTER.to_owned(), label_value(&spec.name));
+        if let Some(r) = role {
+            labels.insert(LABEL_ROLE.to_owned(), r.as_str().to_owned());
+        }
+        labels.insert("stackhub.io/user".to_owned(), label_value(&spec.user));
+        labels.insert("eodc.dask/username".to_owned(), label_value(&spec.user));
+        if let Some(g) = &spec.group {
+            labels.insert("eodc.dask/group".to_owned(), label_value(g));
+        }
+        let annotations = BTreeMap::from([
+            (
+                ANNOTATION_GATEWAY.to_owned(),
+                self.config.gateway_id.clone(),
+            ),
+            (ANNOTATION_USER.to_owned(), spec.user.clone()),
+            (LABEL_CLUSTER.to_owned(), spec.name.clone()),
+        ]);
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.config.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..Default::default()
+        }
+    }
+
+    /// The cluster's Secret: certificate, key and token.
+    pub(crate) fn secret(&self, spec: &ClusterSpec) -> Secret {
+        let data = spec
+            .secret_files(Role::Scheduler)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Secret {
+            metadata: self.meta(spec, secret_name(&spec.name), None),
+            string_data: Some(data),
+            type_: Some("Opaque".to_owned()),
+            ..Default::default()
+        }
+    }
+
+    /// The pod of `member` (`scheduler` or a worker's name) running `dask <role> args`.
+    ///
+    /// # Errors
+    /// No image is configured.
+    pub(crate) fn pod(
+        &self,
+        spec: &ClusterSpec,
+        role: Role,
+        member: &str,
+        args: Vec<String>,
+    ) -> Result<Pod, String> {
+        let image = self.image.clone().ok_or_else(|| {
+            "no image for Dask pods: set dask.image (or the Kubernetes launcher's default_image)"
+                .to_owned()
+        })?;
+        let secret_files = spec.secret_files(role);
+        let path = |f: &str| format!("{SECRETS_DIR}/{f}");
+        let upper = role.as_str().to_ascii_uppercase();
+        let mut env = vec![
+            ("DASK_GATEWAY_API_URL".to_owned(), spec.api_url.clone()),
+            ("DASK_GATEWAY_CLUSTER_NAME".to_owned(), spec.name.clone()),
+            (
+                "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION".to_owned(),
+                "True".to_owned(),
+            ),
+            (
+                "DASK_DISTRIBUTED__COMM__TLS__CA_FILE".to_owned(),
+                path("dask.crt"),
+            ),
+            (
+                format!("DASK_DISTRIBUTED__COMM__TLS__{upper}__CERT"),
+                path("dask.crt"),
+            ),
+            (
+                format!("DASK_DISTRIBUTED__COMM__TLS__{upper}__KEY"),
+                path("dask.pem"),
+            ),
+        ];
+        if role == Role::Scheduler {
+            env.push(("DASK_GATEWAY_API_TOKEN".to_owned(), path("api-token")));
+        }
+        let (cpus, memory) = match role {
+            Role::Scheduler => (self.scheduler_cores, self.scheduler_memory_bytes),
+            Role::Worker => (spec.worker_cores, spec.worker_memory_bytes),
+        };
+        let limits = ResourceLimits {
+            cpus: Some(f64::from(cpus)),
+            memory_bytes: Some(memory),
+            ..Default::default()
+        };
+        let mut command = vec![
+            "python".to_owned(),
+            "-m".to_owned(),
+            "dask".to_owned(),
+            role.as_str().to_owned(),
+        ];
+        command.extend(args);
+        let ports = (role == Role::Scheduler).then(|| {
+            PORTS
+                .iter()
+                .map(|(n, p)| ContainerPort {
+                    name: Some((*n).to_owned()),
+                    container_port: i32::from(*p),
+                    protocol: Some("TCP".to_owned()),
+                    ..Default::default()
+                })
+                .collect()
+        });
+        Ok(Pod {
+            metadata: self.meta(spec, pod_name(&spec.name, member), Some(role)),
+            spec: Some(PodSpec {
+                restart_policy: Some("Never".to_owned()),
+                automount_service_account_token: Some(false),
+                enable_service_links: Some(false),
+                node_selector: (!self.config.node_selector.is_empty())
+                    .then(|| self.config.node_selector.clone()),
+                tolerations: (!self.config.tolerations.is_empty())
+                    .then(|| self.config.tolerations.clone()),
+                security_context: Some(PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    run_as_user: Some(self.config.uid),
+                    run_as_group: Some(self.config.gid),
+                    // The Secret's files are group-readable by the pod's group only.
+                    fs_group: Some(self.config.gid),
+                    seccomp_profile: Some(SeccompProfile {
+                        type_: "RuntimeDefault".to_owned(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                volumes: Some(vec![Volume {
+                    name: "dask-secrets".to_owned(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(secret_name(&spec.name)),
+                        default_mode: Some(0o440),
+                        items: Some(
+                            secret_files
+                                .iter()
+                                .map(|(k, _)| KeyToPath {
+                                    key: (*k).to_owned(),
+                                    path: (*k).to_owned(),
+                                    mode: None,
+                                })
+                                .collect(),
+                        ),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }]),
+                containers: vec![Container {
+                    name: role.as_str().to_owned(),
+                    image: Some(image),
+                    image_pull_policy: self.config.image_pull_policy.clone(),
+                    command: Some(command),
+                    env: Some(
+                        env.into_iter()
+                            .map(|(name, value)| EnvVar {
+                                name,
+                                value: Some(value),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                    ports,
+                    resources: Some(resources(&self.config, &limits)),
+                    volume_mounts: Some(vec![VolumeMount {
+                        name: "dask-secrets".to_owned(),
+                        mount_path: SECRETS_DIR.to_owned(),
+                        read_only: Some(true),
+                        ..Default::default()
+                    }]),
+                    security_context: Some(SecurityContext {
+                        allow_privilege_escalation: Some(false),
+                        capabilities: Some(Capabilities {
+                            drop: Some(vec!["ALL".to_owned()]),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    async fn create_pod(
+        &self,
+        spec: &ClusterSpec,
+        role: Role,
+        member: &str,
+        args: Vec<String>,
+        what: String,
+    ) -> Result<Box<dyn DaskProcess>, DaskLaunchError> {
+        let fail = |detail: String| DaskLaunchError::Platform {
+            what: what.clone(),
+            detail,
+        };
+        let pod = self.pod(spec, role, member, args).map_err(fail)?;
+        let name = pod.name_any();
+        let board = self.board().clone();
+        let created = self
+            .pods()
+            .create(&PostParams::default(), &pod)
+            .await
+            .map_err(|e| fail(format!("cannot create pod {name}: {e}")))?;
+        board.tracked.lock().insert(name.clone());
+        let since_tick = *board.ticks.borrow();
+        tracing::info!(
+            cluster = spec.name,
+            user = spec.user,
+            pod = name,
+            namespace = self.config.namespace,
+            role = role.as_str(),
+            "dask pod created"
+        );
+        Ok(Box::new(DaskPod {
+            api: self.pods(),
+            board,
+            name,
+            uid: created.uid().unwrap_or_default(),
+            since_tick,
+        }))
+    }
+
+    /// Deletes this gateway's Dask pods and Secrets matching `selector` whose cluster
+    /// `keep` says to keep; returns the clusters whose objects were deleted.
+    async fn delete_where(
+        &self,
+        labels: &BTreeMap<String, String>,
+        keep: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Vec<String>, kube::Error> {
+        let lp = ListParams::default().labels(&Self::selector(labels));
+        let pods = self.pods().list(&lp).await?;
+        let secrets = self.secrets().list(&lp).await?;
+        let ours = |a: &BTreeMap<String, String>| {
+            a.get(ANNOTATION_GATEWAY) == Some(&self.config.gateway_id)
+        };
+        let mut removed = Vec::new();
+        let mut note = |cluster: &str| {
+            if !removed.iter().any(|c| c == cluster) {
+                removed.push(cluster.to_owned());
+            }
+        };
+        for pod in pods.items {
+            let Some(cluster) = pod.annotations().get(LABEL_CLUSTER).cloned() else {
+                continue;
+            };
+            if !ours(pod.annotations()) || keep(&cluster) {
+                continue;
+            }
+            let uid = pod.uid().unwrap_or_default();
+            match self
+                .pods()
+                .delete(&pod.name_any(), &by_uid(&uid).grace_period(0))
+                .await
+            {
+                Ok(_) => note(&cluster),
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                Err(e) => {
+                    tracing::warn!(pod = pod.name_any(), error = %e, "cannot delete a Dask pod")
+                }
+            }
+        }
+        for secret in secrets.items {
+            let Some(cluster) = secret.annotations().get(LABEL_CLUSTER).cloned() else {
+                continue;
+            };
+            if !ours(secret.annotations()) || keep(&cluster) {
+                continue;
+            }
+            let uid = secret.uid().unwrap_or_default();
+            match self
+                .secrets()
+                .delete(&secret.name_any(), &by_uid(&uid))
+                .await
+            {
+                Ok(_) => note(&cluster),
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                Err(e) => {
+                    tracing::warn!(secret = secret.name_any(), error = %e, "cannot delete a Dask Secret")
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl DaskLauncher for KubeDaskLauncher {
+    fn start_scheduler<'a>(
+        &'a self,
+        spec: &'a ClusterSpec,
+    ) -> BoxFuture<'a, Result<Box<dyn DaskProcess>, DaskLaunchError>> {
+        Box::pin(async move {
+            let what = format!("the scheduler of cluster {}", spec.name);
+            let secret = self.secret(spec);
+            self.secrets()
+                .create(&PostParams::default(), &secret)
+                .await
+                .map_err(|e| DaskLaunchError::Platform {
+                    what: what.clone(),
+                    detail: format!("cannot create Secret {}: {e}", secret.name_any()),
+                })?;
+            let args = [
+                "--protocol",
+                "tls",
+                "--port",
+                "8786",
+                "--dashboard-address",
+                ":8787",
+                "--preload",
+                "dask_gateway.scheduler_preload",
+                "--dg-api-address",
+                ":8788",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .chain([
+                "--dg-heartbeat-period".to_owned(),
+                spec.heartbeat_period.to_string(),
+                "--dg-idle-timeout".to_owned(),
+                spec.idle_timeout.to_string(),
+            ])
+            .collect();
+            // A failed start leaves nothing: `cleanup` removes the Secret when the cluster
+            // is stopped (as FAILED).
+            self.create_pod(spec, Role::Scheduler, "scheduler", args, what)
+                .await
+        })
+    }
+
+    fn start_worker<'a>(
+        &'a self,
+        spec: &'a ClusterSpec,
+        worker: &'a str,
+        scheduler_address: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn DaskProcess>, DaskLaunchError>> {
+        Box::pin(async move {
+            let args = vec![
+                scheduler_address.to_owned(),
+                "--name".to_owned(),
+                worker.to_owned(),
+                "--nthreads".to_owned(),
+                spec.worker_cores.to_string(),
+                "--memory-limit".to_owned(),
+                spec.worker_memory_bytes.to_string(),
+                "--dashboard-address".to_owned(),
+                ":8789".to_owned(),
+            ];
+            let what = format!("worker {worker} of cluster {}", spec.name);
+            self.create_pod(spec, Role::Worker, worker, args, what)
+                .await
+        })
+    }
+
+    fn cleanup<'a>(&'a self, spec: &'a ClusterSpec) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let mut labels = self.gateway_labels();
+            labels.insert(LABEL_CLUSTER.to_owned(), label_value(&spec.name));
+            let name = spec.name.clone();
+            if let Err(e) = self.delete_where(&labels, &|c| c != name).await {
+                tracing::warn!(cluster = spec.name, error = %e, "cannot remove a Dask cluster's Secret and pods");
+            }
+        })
+    }
+
+    fn remove_orphans<'a>(&'a self, is_live: &'a IsLiveCluster<'a>) -> BoxFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let removed = match self
+                .delete_where(&self.gateway_labels(), &|c| is_live(c))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list Dask pods to clean up");
+                    return Vec::new();
+                }
+            };
+            for cluster in &removed {
+                tracing::warn!(
+                    cluster,
+                    "removed the pods and Secret of an orphaned Dask cluster"
+                );
+            }
+            removed
+        })
+    }
+}
+
+/// A scheduler's or worker's pod.
+struct DaskPod {
+    api: Api<Pod>,
+    board: Arc<PodBoard>,
+    name: String,
+    uid: String,
+    since_tick: u64,
+}
+
+impl std::fmt::Debug for DaskPod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaskPod")
+            .field("name", &self.name)
+            .field("uid", &self.uid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DaskProcess for DaskPod {
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match self
+                .api
+                .delete(&self.name, &by_uid(&self.uid).grace_period(5))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                Err(e) => tracing::warn!(pod = self.name, error = %e, "cannot delete a Dask pod"),
+            }
+            let deadline = tokio::time::Instant::now() + STOP_WAIT;
+            loop {
+                match self.api.get_opt(&self.name).await {
+                    Ok(Some(p)) if p.uid().as_deref() == Some(self.uid.as_str()) => {}
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(pod = self.name, error = %e, "cannot read a Dask pod");
+                        break;
+                    }
+                }
+                if tokio::time::Instant::now() > deadline {
+                    tracing::warn!(
+                        pod = self.name,
+                        "a deleted Dask pod is still there after {STOP_WAIT:?}"
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            self.board.tracked.lock().remove(&self.name);
+        })
+    }
+
+    fn exited(&self) -> Option<String> {
+        let tick = *self.board.ticks.borrow();
+        match self.board.pods.load().get(&self.name) {
+            Some((uid, how)) if *uid == self.uid => how.clone(),
+            _ if tick > self.since_tick + 1 => Some(format!("pod {} was deleted", self.name)),
+            _ => None,
+        }
+    }
+}
