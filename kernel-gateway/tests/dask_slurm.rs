@@ -2,7 +2,8 @@
 //! `slurm.rs`): the stock `dask_gateway` client creates a cluster through the gateway
 //! (`dask.launcher = "slurm"`), its scheduler and each worker run as jobs with the DEDL
 //! environment's `dask`, it computes, scales down, shuts down; no job is left and no secret
-//! reaches a job script, `scontrol show job`, an argument list, an environment or a log.
+//! reaches a job script, `scontrol show job`, an argument list, an environment or a log. A
+//! job left by an earlier run of the gateway is cancelled when it starts.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -138,6 +139,25 @@ async fn stock_client_runs_a_cluster_as_slurm_jobs_and_leaves_no_job() {
         "scontrol",
         &["update", "PartitionName=debug", "OverSubscribe=FORCE:4"],
     );
+    // Left by an earlier run of this gateway (instance `test`), and another gateway's.
+    let submit = |comment: &str| {
+        cluster
+            .run(
+                "sbatch",
+                &[
+                    "--parsable",
+                    "--job-name=stackhub-dask",
+                    &format!("--comment={comment}"),
+                    "--mem=10M",
+                    "--output=/dev/null",
+                    "--wrap=sleep 120",
+                ],
+            )
+            .trim()
+            .to_owned()
+    };
+    let orphan = submit(&format!("stackhub-dask:{INSTANCE}:0123abcd:scheduler"));
+    let foreign = submit("stackhub-dask:lumi:4567abcd:scheduler");
     let mut config = gateway_config(&cluster, &dir.0, free_ports(1)[0]);
     config.dask.launcher = Some("slurm".into());
     config.dask.python = Some(dedl_python());
@@ -173,6 +193,14 @@ async fn stock_client_runs_a_cluster_as_slurm_jobs_and_leaves_no_job() {
         "{computed}"
     );
     assert_eq!(computed["workers"], json!(2), "{computed}");
+
+    // The gateway cancelled its earlier run's job at start, not another gateway's.
+    let active: Vec<String> = cluster.active_jobs().into_iter().map(|j| j.0).collect();
+    assert!(
+        !active.contains(&orphan),
+        "orphan {orphan} still runs: {active:?}"
+    );
+    assert!(active.contains(&foreign), "{active:?}");
 
     // The scheduler and each worker are a running job of their own.
     let jobs = dask_jobs(&cluster, &name);
