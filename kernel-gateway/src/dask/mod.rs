@@ -90,8 +90,10 @@ impl DaskService {
         })
     }
 
-    /// The service `main` and `serve` run: local processes with the configured Python, files in
-    /// `runtime_dir`, the API at `api_url` or the listen address.
+    /// The service `main` and `serve` run: clusters through `dask.launcher` (default: the
+    /// gateway's `default_launcher`; `slurm` and `kubernetes` come from the kernel launcher
+    /// registered under that name), local ones with the configured Python and files in
+    /// `runtime_dir`; the API at `api_url` or the listen address.
     pub fn local(manager: Arc<KernelManager>, listen: std::net::SocketAddr) -> Arc<Self> {
         let config = &manager.config.dask;
         let root = config.runtime_dir.clone().unwrap_or_else(|| {
