@@ -65,7 +65,7 @@ impl FakeHub {
             ),
             (
                 "hub-service",
-                json!({"kind": "service", "name": "announcer", "roles": []}),
+                json!({"kind": "service", "name": "announcer", "roles": ["stack-dask-high"]}),
             ),
         ]);
         let asked = Arc::new(AtomicUsize::new(0));
