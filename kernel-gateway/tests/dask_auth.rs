@@ -56,6 +56,11 @@ impl FakeHub {
                        "groups": ["services:dask:stack-dask-high"], "scopes": ["access:servers!user=alice"]}),
             ),
             (
+                "hub-alice-dask",
+                json!({"kind": "user", "name": "alice", "groups": ["services:dask:stack-dask-high"],
+                       "scopes": ["access:servers!user=alice", "access:services!service=dask-gateway"]}),
+            ),
+            (
                 "hub-carol",
                 json!({"kind": "user", "name": "carol", "groups": ["stack-dask-low"]}),
             ),
@@ -476,6 +481,25 @@ async fn jupyterhub_tokens_are_checked_with_the_hub() {
     let (s, v) = get(&other, "/api/v1/options", "jupyterhub hub-alice").await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     assert!(error_of(&v).contains("hub_api_url"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_requiring_a_hub_scope_refuses_tokens_without_it() {
+    let (hub_signer, idp) = (Signer::start().await, Signer::start().await);
+    let hub = FakeHub::start().await;
+    let mut config = auth_config(&temp_root(), &hub_signer, &idp, Some(&hub.api_url));
+    config.dask.hub_required_scope = Some("access:services!service=dask-gateway".into());
+    let gw = Gateway::start(config).await;
+    // Alice's server token (no access to this service) is refused; one with it works.
+    let (s, v) = get(&gw, "/api/v1/options", "jupyterhub hub-alice").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        error_of(&v).contains("access:services!service=dask-gateway"),
+        "{v}"
+    );
+    let (s, v) = get(&gw, "/api/v1/options", "jupyterhub hub-alice-dask").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(maxima(&v), (json!(12), json!(24.0)), "{v}");
 }
 
 /// A `stack-dask-tuw` user (2 workers at most) asks for 5, then makes its own scheduler want

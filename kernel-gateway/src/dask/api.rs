@@ -60,8 +60,9 @@ pub fn router(service: Arc<DaskService>) -> Router {
 
 /// Who is calling.
 enum Who {
-    /// A user (and the session cookie to set, after a handshake).
-    User(Caller, Option<HeaderValue>),
+    /// A user, its Dask quota (resolved once per request) and the session cookie to set,
+    /// after a handshake.
+    User(Caller, DaskQuota, Option<HeaderValue>),
     /// A cluster's scheduler (its token), by cluster name.
     Cluster(String),
 }
@@ -83,9 +84,9 @@ impl DaskService {
                     crate::auth::authenticate_for(&self.manager, Some(token), Purpose::Dask)
                         .await
                         .map_err(DaskError::Auth)?;
-                self.quota(&caller)?;
+                let quota = self.quota(&caller)?;
                 let cookie = self.sessions.open(caller.clone())?;
-                Ok(Who::User(caller, Some(cookie)))
+                Ok(Who::User(caller, quota, Some(cookie)))
             }
             Presented::JupyterHub(token) => {
                 let hub = self.hub_auth.as_ref().ok_or_else(|| {
@@ -97,22 +98,24 @@ impl DaskService {
                 })?;
                 let (user, roles) = hub.check(token).await?;
                 let caller = crate::auth::caller(&self.manager, user, roles);
-                self.quota(&caller)?;
+                let quota = self.quota(&caller)?;
                 let cookie = self.sessions.open(caller.clone())?;
-                Ok(Who::User(caller, Some(cookie)))
+                Ok(Who::User(caller, quota, Some(cookie)))
             }
             Presented::Other(scheme) => Err(DaskError::Forbidden(format!(
                 "Authorization scheme {scheme:?} is not accepted here; send Authorization: Bearer <token> or jupyterhub <token>"
             ))),
             Presented::Nothing => {
                 if let Some(caller) = self.sessions.caller(headers) {
-                    return Ok(Who::User(caller, None));
+                    let quota = self.quota(&caller)?;
+                    return Ok(Who::User(caller, quota, None));
                 }
                 if self.manager.config.is_open() {
                     let caller = crate::auth::authenticate(&self.manager, None)
                         .await
                         .map_err(DaskError::Auth)?;
-                    return Ok(Who::User(caller, None));
+                    let quota = self.quota(&caller)?;
+                    return Ok(Who::User(caller, quota, None));
                 }
                 Err(DaskError::Unauthenticated)
             }
@@ -130,10 +133,7 @@ impl DaskService {
         headers: &HeaderMap,
     ) -> Result<(Caller, DaskQuota, Option<HeaderValue>), DaskError> {
         match self.who(headers).await? {
-            Who::User(caller, cookie) => {
-                let quota = self.quota(&caller)?;
-                Ok((caller, quota, cookie))
-            }
+            Who::User(caller, quota, cookie) => Ok((caller, quota, cookie)),
             Who::Cluster(_) => Err(DaskError::Forbidden(
                 "a cluster's token may only send its heartbeats and stop its own cluster".into(),
             )),
@@ -253,7 +253,7 @@ async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, DaskError> {
     let (cluster, cookie) = match svc.who(&headers).await? {
-        Who::User(caller, cookie) => (svc.registry.get_for(&caller.user, &name)?, cookie),
+        Who::User(caller, _, cookie) => (svc.registry.get_for(&caller.user, &name)?, cookie),
         Who::Cluster(own) if own == name => (
             svc.registry
                 .get(&name)

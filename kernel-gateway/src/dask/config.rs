@@ -14,6 +14,7 @@
 //! #                                              # (GET <hub_api_url>/user); env
 //! #                                              # STACKHUB_GATEWAY_DASK_HUB_API_URL
 //! hub_auth_cache_secs = 10        # how long the hub's answer for a token is reused
+//! # hub_required_scope = "access:services!service=dask-gateway"  # a scope the token must carry
 //! idle_timeout = 1800             # seconds without tasks before a cluster stops; 0 = never
 //! heartbeat_period = 10           # seconds between the scheduler's heartbeats
 //! heartbeat_timeout = 60          # seconds of silence before a running cluster is failed
@@ -67,6 +68,11 @@ pub struct DaskConfig {
     pub hub_api_url: Option<String>,
     /// Seconds the hub's answer for one token is reused.
     pub hub_auth_cache_secs: u64,
+    /// A scope a jupyterhub token must carry (the hub lists the token's scopes in its answer),
+    /// e.g. `access:services!service=dask-gateway` (upstream's `use_service_access_scopes`);
+    /// `access:services` counts too. Unset: any token of the user, whatever its scopes (a
+    /// token the user gave some service to read their name then also starts clusters).
+    pub hub_required_scope: Option<String>,
     /// Seconds a cluster may run no task before it is stopped; 0 = never.
     pub idle_timeout: u64,
     /// Seconds between a scheduler's heartbeats.
@@ -99,6 +105,7 @@ impl Default for DaskConfig {
             require_quota_role: false,
             hub_api_url: None,
             hub_auth_cache_secs: 10,
+            hub_required_scope: None,
             idle_timeout: 1800,
             heartbeat_period: 10,
             heartbeat_timeout: 60,

@@ -4,7 +4,7 @@
 //!
 //! The hub's answer maps to: a user (`kind` `user`: its `name`; its `groups` and any `roles`
 //! shown are the roles the Dask quota table matches); 403 for another kind of owner (a
-//! service's token is not a user's); 401 when the hub refuses the token (401, 403, 404); 503
+//! service's token is not a user's) and for a token without `hub_required_scope` (when set); 401 when the hub refuses the token (401, 403, 404); 503
 //! when the hub cannot be asked (unreachable, no answer in 5 s, 5xx, or an answer that is not a
 //! user model). Users and refusals are remembered for `hub_auth_cache_secs`, keyed by the
 //! token's SHA-256 (the token itself is neither kept nor logged), at most
@@ -50,6 +50,7 @@ pub(crate) enum HubAnswer {
 pub(crate) struct HubAuth {
     user_url: String,
     ttl: Duration,
+    required_scope: Option<String>,
     client: Result<HttpsClient, String>,
     cache: parking_lot::Mutex<HashMap<[u8; 32], (HubAnswer, Instant)>>,
 }
@@ -63,8 +64,9 @@ impl std::fmt::Debug for HubAuth {
 }
 
 impl HubAuth {
-    /// A checker asking `<hub_api_url>/user`, remembering answers `ttl_secs`.
-    pub(crate) fn new(hub_api_url: &str, ttl_secs: u64) -> Self {
+    /// A checker asking `<hub_api_url>/user`, remembering answers `ttl_secs`, requiring
+    /// `required_scope` of tokens if set.
+    pub(crate) fn new(hub_api_url: &str, ttl_secs: u64, required_scope: Option<String>) -> Self {
         let client = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map(|b| {
@@ -75,6 +77,7 @@ impl HubAuth {
         HubAuth {
             user_url: format!("{}/user", hub_api_url.trim_end_matches('/')),
             ttl: Duration::from_secs(ttl_secs),
+            required_scope,
             client,
             cache: parking_lot::Mutex::new(HashMap::new()),
         }
@@ -163,11 +166,12 @@ impl HubAuth {
         .to_bytes();
         let model: Value = serde_json::from_slice(&body)
             .map_err(|_| unavailable("answered with something that is not JSON".into()))?;
-        Self::user_of(&model).map_err(unavailable)
+        Self::user_of(&model, self.required_scope.as_deref()).map_err(unavailable)
     }
 
-    /// The user a `GET /user` model names.
-    fn user_of(model: &Value) -> Result<HubAnswer, String> {
+    /// The user a `GET /user` model names, if its token carries `required_scope` (or
+    /// `access:services`).
+    fn user_of(model: &Value, required_scope: Option<&str>) -> Result<HubAnswer, String> {
         let name = model["name"]
             .as_str()
             .filter(|n| !n.is_empty())
@@ -182,6 +186,20 @@ impl HubAuth {
                     "this jupyterhub token belongs to the {kind} {name:?}, not to a user; send a user's token"
                 ),
             ));
+        }
+        if let Some(scope) = required_scope {
+            let has = model["scopes"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s == scope || s == "access:services"));
+            if !has {
+                return Ok(HubAnswer::Refused(
+                    403,
+                    format!(
+                        "this jupyterhub token lacks the scope {scope} this site requires \
+                         (dask.hub_required_scope); use a token that carries it"
+                    ),
+                ));
+            }
         }
         let roles = ["groups", "roles"]
             .iter()
@@ -207,20 +225,41 @@ mod tests {
 
     #[test]
     fn user_models_map_to_users_and_services_are_refused() {
-        let a = HubAuth::user_of(&json!({"kind": "user", "name": "alice",
-            "groups": ["services:dask:stack-dask-high"], "roles": ["user"]}))
+        let a = HubAuth::user_of(
+            &json!({"kind": "user", "name": "alice",
+            "groups": ["services:dask:stack-dask-high"], "roles": ["user"]}),
+            None,
+        )
         .unwrap();
         assert!(
             matches!(&a, HubAnswer::User { name, roles } if name == "alice" && roles.len() == 2),
             "{a:?}"
         );
-        let s = HubAuth::user_of(&json!({"kind": "service", "name": "cull"})).unwrap();
+        let s = HubAuth::user_of(&json!({"kind": "service", "name": "cull"}), None).unwrap();
         assert!(
             matches!(&s, HubAnswer::Refused(403, m) if m.contains("service")),
             "{s:?}"
         );
-        assert!(HubAuth::user_of(&json!({"kind": "user"})).is_err());
-        assert!(HubAuth::user_of(&json!([1])).is_err());
+        assert!(HubAuth::user_of(&json!({"kind": "user"}), None).is_err());
+        assert!(HubAuth::user_of(&json!([1]), None).is_err());
+        // A required scope: the named one or access:services, nothing else.
+        let scope = Some("access:services!service=dask");
+        for (scopes, ok) in [
+            (json!(["access:services!service=dask"]), true),
+            (json!(["access:services"]), true),
+            (
+                json!(["access:services!service=other", "read:users:name!user"]),
+                false,
+            ),
+            (json!(null), false),
+        ] {
+            let a = HubAuth::user_of(
+                &json!({"kind": "user", "name": "a", "scopes": scopes}),
+                scope,
+            )
+            .unwrap();
+            assert_eq!(matches!(a, HubAnswer::User { .. }), ok, "{scopes}: {a:?}");
+        }
     }
 
     proptest! {
@@ -236,7 +275,7 @@ mod tests {
             if let Some(n) = &name { m.insert("name".into(), n.clone().into()); }
             if let Some(k) = &kind { m.insert("kind".into(), k.clone().into()); }
             m.insert("groups".into(), json!(groups));
-            match HubAuth::user_of(&Value::Object(m)) {
+            match HubAuth::user_of(&Value::Object(m), None) {
                 Ok(HubAnswer::User { name: n, .. }) => {
                     prop_assert!(!n.is_empty());
                     prop_assert_eq!(kind.as_deref(), Some("user"));

@@ -88,10 +88,13 @@ impl DaskService {
     ) -> Arc<Self> {
         let config = manager.config.dask.clone();
         Arc::new(DaskService {
-            hub_auth: config
-                .hub_api_url
-                .as_deref()
-                .map(|url| HubAuth::new(url, config.hub_auth_cache_secs)),
+            hub_auth: config.hub_api_url.as_deref().map(|url| {
+                HubAuth::new(
+                    url,
+                    config.hub_auth_cache_secs,
+                    config.hub_required_scope.clone(),
+                )
+            }),
             config,
             manager,
             registry: Registry::default(),
