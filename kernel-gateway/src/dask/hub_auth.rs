@@ -4,11 +4,12 @@
 //!
 //! The hub's answer maps to: a user (`kind` `user`: its `name`; its `groups` and any `roles`
 //! shown are the roles the Dask quota table matches); 403 for another kind of owner (a
-//! service's token is not a user's) and for a token without `hub_required_scope` (when set); 401 when the hub refuses the token (401, 403, 404); 503
-//! when the hub cannot be asked (unreachable, no answer in 5 s, 5xx, or an answer that is not a
-//! user model). Users and refusals are remembered for `hub_auth_cache_secs`, keyed by the
-//! token's SHA-256 (the token itself is neither kept nor logged), at most
-//! [`MAX_CACHED`] entries.
+//! service's token is not a user's) and for a token without `hub_required_scope` (when set);
+//! 401 when the hub refuses the token (401, 403, 404); 503 when the hub cannot be asked
+//! (unreachable, no answer in 5 s, 5xx, or an answer that is not a user model). Users and
+//! refusals are remembered for `hub_auth_cache_secs`, keyed by the token's SHA-256 (the token
+//! itself is neither kept nor logged), at most [`MAX_CACHED`] entries. A session cookie opened
+//! with a token outlives a revocation by up to its 300 s, as upstream's.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

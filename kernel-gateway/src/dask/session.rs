@@ -6,9 +6,9 @@
 //! checked as for kernels ([`crate::auth`]: shared and per-user tokens, the hub's per-user site
 //! JWT, the identity provider's access tokens of `jwt_extra_issuers`), except that a JWT
 //! issuer's `required_role` is not required (the Dask quota roles decide);
-//! `Authorization: jupyterhub <t>` is checked with the hub (`hub_auth`); on success the response sets a session cookie
-//! (`dask-gateway-<instance>`, a random value, `HttpOnly`, 300 s) bound to that caller, so the
-//! client's next calls skip the handshake. A cluster's own token (what its scheduler holds) is
+//! `Authorization: jupyterhub <t>` is checked with the hub (`hub_auth`). On success the
+//! response sets a session cookie (`dask-gateway-<instance>`, a random value, `HttpOnly`,
+//! 300 s) bound to that caller, so the client's next calls skip the handshake. A cluster's own token (what its scheduler holds) is
 //! never a user credential.
 
 use std::collections::HashMap;
