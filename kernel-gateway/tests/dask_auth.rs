@@ -230,9 +230,13 @@ async fn each_credential_gets_the_options_of_its_quota_role() {
     let (s, v) = get(&gw, "/api/v1/options", &bearer(&site)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(maxima(&v), (json!(4), json!(8.0)), "{v}");
-    // The issuer's required_role (stack-jupyter) still guards kernels, not Dask.
+    // The issuer's required_role (stack-jupyter) still guards kernels, not Dask; a holder
+    // reaches kernels with the same kind of token.
     let (s, v) = get(&gw, "/api/kernels", &bearer(&low)).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let jupyter = idp.sign(&idp_claims("lou", &["stack-jupyter"], &[], 600));
+    let (s, v) = get(&gw, "/api/kernels", &bearer(&jupyter)).await;
+    assert_eq!((s, v), (StatusCode::OK, json!([])));
     // A hub API token: the hub's groups carry the quota role.
     let (s, v) = get(&gw, "/api/v1/options", "jupyterhub hub-carol").await;
     assert_eq!(s, StatusCode::OK, "{v}");
