@@ -51,6 +51,7 @@ say(event="computed", total=total, workers=len(client.scheduler_info()["workers"
 sys.stdin.readline()
 cluster.scale(1)
 say(event="scaled", workers=workers(client, 1))
+sys.stdin.readline()
 client.close()
 cluster.shutdown()
 say(event="stopped")
@@ -274,6 +275,7 @@ async fn stock_client_runs_a_cluster_as_slurm_jobs_and_leaves_no_job() {
     }
 
     // Shutdown: no job of the cluster is left, nor its secrets on the node.
+    stdin.write_all(b"go\n").await.unwrap();
     next_event(&mut lines, "stopped").await;
     assert!(child.wait().await.unwrap().success());
     let model = wait_status(&gw, &auth, &name, 15, |s| s == "STOPPED").await;
