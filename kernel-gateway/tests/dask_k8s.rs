@@ -143,6 +143,10 @@ fn worker_name(pod: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clusters_run_as_labelled_pods_follow_heartbeats_and_leave_nothing() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("kernel_gateway=info")
+        .try_init();
     let fake = FakeKube::start().await;
     let gw = gateway(&fake).await;
     let (api, seen) = scheduler_api().await;
@@ -308,7 +312,15 @@ async fn clusters_run_as_labelled_pods_follow_heartbeats_and_leave_nothing() {
         pods(&fake, &alice, "worker").is_empty()
     })
     .await;
-    assert_eq!(pods(&fake, &alice, "scheduler").len(), 1);
+    assert_eq!(
+        pods(&fake, &alice, "scheduler").len(),
+        1,
+        "{:?}",
+        fake.requests()
+            .into_iter()
+            .filter(|r| r.starts_with("DELETE"))
+            .collect::<Vec<_>>()
+    );
 
     // Shutdown: scheduler pod and Secret go.
     let (s, _, _) = call(

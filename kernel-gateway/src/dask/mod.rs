@@ -178,7 +178,8 @@ impl DaskService {
                         let mut s = cluster.state.lock();
                         s.last_seen = std::time::Instant::now();
                         s.scheduler = Some(process.clone());
-                        s.status != Status::Pending
+                        // A fast scheduler may have made it RUNNING already.
+                        s.status == Status::Stopping || s.status.is_done()
                     };
                     if late {
                         // Stopped while launching.

@@ -563,6 +563,8 @@ impl DaskLauncher for KubeDaskLauncher {
             .into_iter()
             .map(str::to_owned)
             .chain([
+                "--dashboard-prefix".to_owned(),
+                format!("/clusters/{}", spec.name),
                 "--dg-heartbeat-period".to_owned(),
                 spec.heartbeat_period.to_string(),
                 "--dg-idle-timeout".to_owned(),

@@ -254,6 +254,10 @@ impl DaskLauncher for SlurmDaskLauncher {
             args.extend(["--port".to_owned(), "0".to_owned()]);
             args.extend(["--dashboard-address".to_owned(), listen.clone()]);
             args.extend([
+                "--dashboard-prefix".to_owned(),
+                format!("/clusters/{}", spec.name),
+            ]);
+            args.extend([
                 "--preload".to_owned(),
                 "dask_gateway.scheduler_preload".to_owned(),
             ]);
