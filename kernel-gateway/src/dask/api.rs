@@ -12,6 +12,7 @@
 //! | POST | `/api/v1/clusters/{name}/scale` | user | `{"ok", "msg"}` (body `{"count"}`) |
 //! | POST | `/api/v1/clusters/{name}/adapt` | user | `{"ok", "msg"}` (body `{"minimum", "maximum", "active"}`) |
 //! | POST | `/api/v1/clusters/{name}/heartbeat` | the cluster's token only | 200 |
+//! | any | `/clusters/{name}/...` | user | the cluster's dashboard (see `dashboard`) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -54,6 +55,7 @@ pub fn router(service: Arc<DaskService>) -> Router {
         .route("/api/v1/clusters/{name}/scale", post(scale))
         .route("/api/v1/clusters/{name}/adapt", post(adapt))
         .route("/api/v1/clusters/{name}/heartbeat", post(heartbeat))
+        .route("/clusters/{*rest}", any(super::dashboard::serve))
         .with_state(service)
 }
 
@@ -103,7 +105,10 @@ impl DaskService {
     }
 
     /// A user (refusing cluster tokens).
-    async fn user(&self, headers: &HeaderMap) -> Result<(Caller, Option<HeaderValue>), DaskError> {
+    pub(super) async fn user(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(Caller, Option<HeaderValue>), DaskError> {
         match self.who(headers).await? {
             Who::User(caller, cookie) => Ok((caller, cookie)),
             Who::Cluster(_) => Err(DaskError::Forbidden(
@@ -362,6 +367,8 @@ pub(super) struct Heartbeat {
     pub(super) scheduler_address: String,
     #[serde(default)]
     pub(super) api_address: String,
+    #[serde(default)]
+    pub(super) dashboard_address: String,
     #[serde(default)]
     pub(super) count: u32,
     #[serde(default)]

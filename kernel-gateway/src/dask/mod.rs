@@ -13,7 +13,9 @@
 //! - `tls`: each cluster's own certificate and key;
 //! - `sni` and `proxy`: connections on the same port whose first bytes are a TLS ClientHello
 //!   for `daskgateway-<cluster>` are piped (TLS not terminated) to that cluster's scheduler;
-//!   other TLS is closed, everything else is HTTP.
+//!   other TLS is closed, everything else is HTTP;
+//! - `dashboard`: each cluster's dashboard at `/clusters/<name>/...` (HTTP and WebSocket),
+//!   forwarded to its scheduler for the cluster's owner only.
 //!
 //! Life of a cluster: `POST /api/v1/clusters/` makes it PENDING and launches its scheduler; the
 //! scheduler's first heartbeat makes it RUNNING; each heartbeat carries the wanted worker count
@@ -24,6 +26,7 @@
 
 mod api;
 pub mod config;
+mod dashboard;
 mod error;
 pub mod launch;
 mod model;
@@ -274,6 +277,7 @@ impl DaskService {
             s.last_seen = std::time::Instant::now();
             s.scheduler_address = Some(beat.scheduler_address.clone());
             s.api_address = Some(beat.api_address.clone());
+            s.dashboard_address = Some(beat.dashboard_address.clone());
             let pending = s.status == Status::Pending;
             s.status = Status::Running;
             pending
