@@ -50,14 +50,21 @@ async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> (StatusCode,
     )
 }
 
-/// A refusal: `status` with a JSON `{"error"}` body.
-async fn refused(gw: &Gateway, path: &str, headers: &[(&str, &str)], status: StatusCode) {
+/// A refusal: `status` with a JSON `{"error"}` body (`who` names the credentials, which the
+/// message does not show).
+async fn refused(
+    gw: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+    who: &str,
+    status: StatusCode,
+) {
     let (s, _, body) = get(gw, path, headers).await;
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     assert_eq!(
         s,
         status,
-        "{path} {headers:?}: {}",
+        "{path} as {who}: {}",
         String::from_utf8_lossy(&body[..body.len().min(300)])
     );
     assert!(v["error"].is_string(), "{path}: {v}");
@@ -248,30 +255,41 @@ async fn a_dashboard_is_its_owners_alone() {
         format!("/clusters/{a}/"),
         format!("/clusters/{a}"),
     ];
-    for (who, status) in [
-        (vec![("authorization", bob.as_str())], StatusCode::NOT_FOUND),
-        (vec![("cookie", bob_cookie.as_str())], StatusCode::NOT_FOUND),
-        (vec![], StatusCode::UNAUTHORIZED),
+    for (label, who, status) in [
         (
+            "bob's JWT",
+            vec![("authorization", bob.as_str())],
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "bob's cookie",
+            vec![("cookie", bob_cookie.as_str())],
+            StatusCode::NOT_FOUND,
+        ),
+        ("nobody", vec![], StatusCode::UNAUTHORIZED),
+        (
+            "a guessed cookie",
             vec![("cookie", "dask-gateway-0=0")],
             StatusCode::UNAUTHORIZED,
         ),
         (
+            "bob's cluster's token",
             vec![("authorization", cluster_token.as_str())],
             StatusCode::FORBIDDEN,
         ),
         (
+            "a bad JWT",
             vec![("authorization", "Bearer not-a-jwt")],
             StatusCode::UNAUTHORIZED,
         ),
     ] {
         for p in &pages {
-            refused(&gw, p, &who, status).await;
+            refused(&gw, p, &who, label, status).await;
         }
         assert_eq!(
             bokeh_ws(&gw, &ws_path, &token, &who).await,
             Err(status),
-            "{who:?}"
+            "{label}"
         );
     }
     let (s, h, _) = get(&gw, &status_path, &[]).await;
@@ -295,7 +313,7 @@ async fn a_dashboard_is_its_owners_alone() {
         format!("/clusters/%2e%2e/clusters/{a}/status"),
         format!("/clusters/./{a}/status"),
     ] {
-        refused(&gw, &trick, &bob_auth, StatusCode::BAD_REQUEST).await;
+        refused(&gw, &trick, &bob_auth, "bob", StatusCode::BAD_REQUEST).await;
     }
     let ws_trick = format!("/clusters/{b}/%2e%2e/{a}/status/ws");
     assert_eq!(
@@ -303,7 +321,12 @@ async fn a_dashboard_is_its_owners_alone() {
         Err(StatusCode::BAD_REQUEST)
     );
     // Bob's own dashboard is his.
-    let (s, _, _) = get(&gw, &format!("/clusters/{b}/status"), &bob_auth).await;
+    let (s, _, _) = get(
+        &gw,
+        &format!("/clusters/{b}/statics/css/base.css"),
+        &bob_auth,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
 
     // Stopped: the owner is told it is gone (JSON), the upgrade too; others still see nothing.
@@ -320,13 +343,13 @@ async fn a_dashboard_is_its_owners_alone() {
     let m = wait_status(&gw, &alice, &a, 20, |s| s == "STOPPED").await;
     assert_eq!(m["status"], "STOPPED", "{m}");
     assert!(m["dashboard_route"].is_null(), "{m}");
-    refused(&gw, &status_path, &owner, StatusCode::GONE).await;
-    refused(&gw, &script, &owner, StatusCode::GONE).await;
+    refused(&gw, &status_path, &owner, "alice", StatusCode::GONE).await;
+    refused(&gw, &script, &owner, "alice", StatusCode::GONE).await;
     assert_eq!(
         bokeh_ws(&gw, &ws_path, &token, &owner).await,
         Err(StatusCode::GONE)
     );
-    refused(&gw, &status_path, &bob_auth, StatusCode::NOT_FOUND).await;
+    refused(&gw, &status_path, &bob_auth, "bob", StatusCode::NOT_FOUND).await;
 
     gw.stop().await;
     let _ = std::fs::remove_dir_all(&root);

@@ -90,7 +90,7 @@ pub(super) async fn serve(State(svc): State<Arc<DaskService>>, req: Request) -> 
                 .into_response()
         }
         DashboardPath::Page { .. } => match upstream(&cluster) {
-            Err(refusal) => refusal,
+            Err((status, message)) => refuse(status, message),
             Ok(authority) => forward(&svc, req, &authority).instrument(span).await,
         },
     };
@@ -101,19 +101,19 @@ pub(super) async fn serve(State(svc): State<Arc<DaskService>>, req: Request) -> 
 }
 
 /// `host:port` of `cluster`'s dashboard, or why there is none to forward to.
-fn upstream(cluster: &Cluster) -> Result<String, Response> {
+fn upstream(cluster: &Cluster) -> Result<String, (StatusCode, String)> {
     let name = cluster.name();
     let s = cluster.state.lock();
     match s.status {
         Status::Running => {}
         Status::Pending => {
-            return Err(refuse(
+            return Err((
                 StatusCode::CONFLICT,
                 format!("Cluster {name} is pending; its dashboard opens once it is running"),
             ));
         }
         Status::Stopping | Status::Stopped | Status::Failed => {
-            return Err(refuse(
+            return Err((
                 StatusCode::GONE,
                 format!("Cluster {name} is stopped; its dashboard is gone"),
             ));
@@ -128,7 +128,7 @@ fn upstream(cluster: &Cluster) -> Result<String, Response> {
                 "the scheduler reported a dashboard address off its own host; not forwarding"
             );
         }
-        refuse(
+        (
             StatusCode::NOT_FOUND,
             format!(
                 "Cluster {name} has no dashboard (its scheduler serves none: is bokeh installed in its environment?)"
