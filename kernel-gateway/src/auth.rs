@@ -4,9 +4,10 @@
 //! counts as none (jupyter_server's GatewayClient sends `token ` when unconfigured). In order:
 //! 1. the shared token maps to `shared_token_user` (roles `shared_token_roles`);
 //! 2. a per-user token maps to its user (roles from its `[[users]]` entry);
-//! 3. with `[jwt]` configured, anything else is validated as a JWT bearer ([`crate::jwt`]): the
-//!    user comes from the token's `username_claim`, and the `required_role` must be held (403
-//!    naming the role otherwise). Invalid, expired, wrongly signed, wrong- or no-issuer and wrong- or
+//! 3. with `[jwt]` (or `jwt_extra_issuers`) configured, anything else is validated as a JWT
+//!    bearer ([`crate::jwt`]) by the trusted issuer it names: the user comes from the token's
+//!    `username_claim`, and for kernels that issuer's `required_role` must be held (403 naming
+//!    the role otherwise; the Dask service decides by its own quota roles instead). Invalid, expired, wrongly signed, wrong- or no-issuer and wrong- or
 //!    no-audience tokens get 401 (a token minted for another site names another audience).
 //!
 //! With nothing configured the server is open: every caller is `shared_token_user`, and a kernel
@@ -64,8 +65,17 @@ fn digest_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What the credentials are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Kernels: a JWT caller must hold its issuer's `required_role`.
+    Kernels,
+    /// Dask clusters: the `[dask]` quota roles decide who may (`crate::dask`).
+    Dask,
+}
+
 /// A caller named `user` with `roles`, its quota resolved from the config's table.
-fn caller(manager: &KernelManager, user: String, roles: Vec<String>) -> Caller {
+pub(crate) fn caller(manager: &KernelManager, user: String, roles: Vec<String>) -> Caller {
     let config = &manager.config;
     let quota = quota::resolve(
         &config.quota_roles,
@@ -110,6 +120,18 @@ pub(crate) async fn authenticate(
     manager: &KernelManager,
     token: Option<&str>,
 ) -> Result<Caller, GatewayError> {
+    authenticate_for(manager, token, Purpose::Kernels).await
+}
+
+/// [`authenticate`] for `purpose`.
+///
+/// # Errors
+/// As [`authenticate`].
+pub(crate) async fn authenticate_for(
+    manager: &KernelManager,
+    token: Option<&str>,
+    purpose: Purpose,
+) -> Result<Caller, GatewayError> {
     let config = &manager.config;
     if config.is_open() {
         return Ok(caller(
@@ -122,15 +144,17 @@ pub(crate) async fn authenticate(
     if let Some(c) = static_token(manager, token) {
         return Ok(c);
     }
-    let (Some(validator), Some(jwt)) = (&manager.jwt, &config.jwt) else {
+    if manager.jwt.is_empty() {
         return Err(GatewayError::Unauthenticated);
-    };
-    let identity = validator.validate(token).await.map_err(|e| match e {
+    }
+    let (identity, required) = manager.jwt.validate(token).await.map_err(|e| match e {
         crate::jwt::JwtError::KeysUnavailable(_) => GatewayError::IdentityProviderUnavailable,
         e => GatewayError::InvalidToken(e),
     })?;
-    let required = jwt.required_role.as_str();
-    if !required.is_empty() && !identity.roles.iter().any(|r| r == required) {
+    if purpose == Purpose::Kernels
+        && !required.is_empty()
+        && !identity.roles.iter().any(|r| r == required)
+    {
         return Err(GatewayError::MissingRole {
             user: identity.user,
             role: required.to_owned(),

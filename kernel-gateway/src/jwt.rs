@@ -333,6 +333,57 @@ impl JwtValidator {
     }
 }
 
+/// Every trusted issuer's validator: `[jwt]` first, then `jwt_extra_issuers`. A token goes to
+/// the validator whose `issuer` is its `iss` (read before any check, only to choose), else to
+/// the first that accepts any issuer; a token naming no trusted issuer is refused as of the
+/// wrong issuer, one naming none goes to the first validator (which refuses it unless it
+/// accepts any issuer).
+#[derive(Debug, Default)]
+pub(crate) struct TrustedIssuers {
+    validators: Vec<JwtValidator>,
+}
+
+impl TrustedIssuers {
+    /// Validators for `primary` and `extra`, audiences defaulted to `site_id`.
+    pub(crate) fn new(
+        primary: Option<&JwtConfig>,
+        extra: &[JwtConfig],
+        site_id: Option<&str>,
+    ) -> Self {
+        let validators = primary
+            .into_iter()
+            .chain(extra)
+            .map(|c| JwtValidator::new(c.clone().for_site(site_id)))
+            .collect();
+        TrustedIssuers { validators }
+    }
+
+    /// Whether no issuer is trusted (JWTs are not accepted at all).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.validators.is_empty()
+    }
+
+    /// Validates `token` with its issuer's validator; returns who it names and the role that
+    /// issuer's callers must hold for kernels (`required_role`, empty = none).
+    ///
+    /// # Errors
+    /// A [`JwtError`] (never containing the token); [`JwtError::Issuer`] with no issuer trusted.
+    pub(crate) async fn validate(&self, token: &str) -> Result<(Identity, &str), JwtError> {
+        let iss = jsonwebtoken::dangerous::insecure_decode_claims::<Value>(token)
+            .ok()
+            .and_then(|c| c.get("iss").and_then(Value::as_str).map(str::to_owned));
+        let chosen = self
+            .validators
+            .iter()
+            .find(|v| iss.is_some() && v.config.issuer == iss)
+            .or_else(|| self.validators.iter().find(|v| v.config.accept_any_issuer))
+            .or_else(|| self.validators.first().filter(|_| iss.is_none()))
+            .ok_or(JwtError::Issuer)?;
+        let identity = chosen.validate(token).await?;
+        Ok((identity, chosen.config.required_role.as_str()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use tokio::sync::{Mutex, RwLock};
 use crate::auth::Caller;
 use crate::config::{Config, MemoryLimitMode};
 use crate::error::GatewayError;
-use crate::jwt::JwtValidator;
+use crate::jwt::TrustedIssuers;
 use crate::kernel::{BufferGauges, Kernel, KernelSettings, SessionLimits};
 use crate::kernelspec::KernelSpecDirs;
 use crate::launcher::{LaunchRequest, Launcher, ResourceLimits};
@@ -65,7 +65,7 @@ pub struct KernelManager {
     pub(crate) config: Config,
     pub(crate) launcher: Arc<dyn Launcher>,
     pub(crate) specs: KernelSpecDirs,
-    pub(crate) jwt: Option<JwtValidator>,
+    pub(crate) jwt: TrustedIssuers,
     kernels: RwLock<HashMap<String, Entry>>,
     slots: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     server_env: BTreeMap<String, String>,
@@ -97,10 +97,11 @@ impl KernelManager {
             .chain(config.inherited_envs.iter().cloned())
             .filter_map(|k| lookup(&k).map(|v| (k, v)))
             .collect();
-        let jwt = config
-            .jwt
-            .clone()
-            .map(|j| JwtValidator::new(j.for_site(config.site_id.as_deref())));
+        let jwt = TrustedIssuers::new(
+            config.jwt.as_ref(),
+            &config.jwt_extra_issuers,
+            config.site_id.as_deref(),
+        );
         let buffers: Arc<BufferGauges> = Arc::default();
         KernelManager {
             metrics: Metrics::new(&buffers),

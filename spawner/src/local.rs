@@ -355,6 +355,9 @@ impl Spawner for LocalProcessSpawner {
     }
 }
 
+/// How often a stopping server is checked once it has had a few milliseconds.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
 impl LocalProcessSpawner {
     async fn stop_process(
         &self,
@@ -376,11 +379,14 @@ impl LocalProcessSpawner {
         if !now {
             let _ = killpg(group, Signal::SIGTERM);
         }
+        let mut pause = Duration::from_millis(1);
         while tokio::time::Instant::now() < deadline {
             if self.gone(&st).await {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Most servers exit within milliseconds of SIGTERM: 1, 2, 4, ... 16 ms, then 20 ms.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(STOP_POLL);
         }
         tracing::warn!(%server, pid = st.pid, "server did not exit after SIGTERM; killing it");
         if let Err(e) = killpg(group, Signal::SIGKILL)
@@ -395,7 +401,7 @@ impl LocalProcessSpawner {
             if self.gone(&st).await {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(STOP_POLL).await;
         }
         Err(SpawnError::Stop {
             server: server.clone(),

@@ -126,6 +126,14 @@ async fn scripts_run_brings_up_the_hub_and_five_healthy_sites_running_remote_ker
             "{site}"
         );
         assert_eq!(site["s3"]["mode"], "embedded", "{site}");
+        // Each site serves Dask on its gateway's port.
+        assert_eq!(
+            site["dask"],
+            json!({"address": format!("http://127.0.0.{}:{sites_port}", i + 2),
+                   "proxy_address": format!("gateway://127.0.0.{}:{sites_port}", i + 2),
+                   "available": true, "reason": null}),
+            "{site}"
+        );
     }
     // The admin token of the run is where the script says, readable by its owner only.
     let token_file = dir.join("data/admin-token");

@@ -1,5 +1,6 @@
-//! `GET /hub/api/sites` (any authenticated caller): the sites with their health and reasons.
-//! `GET /hub/api/sites/bridges.json` (public): available sites with a Dask Gateway, in the shape
+//! `GET /hub/api/sites` (any authenticated caller): the sites with their health and reasons, and
+//! each site's Dask Gateway (`dask`: `address`, `proxy_address`, `available`, `reason`) or null.
+//! `GET /hub/api/sites/bridges.json` (public): available sites whose Dask Gateway answers, in the shape
 //! the Data Lake's Dask client reads (`{"lumi": {"address": …, "proxy_address": …}, …}`).
 //! `GET /hub/api/sites/jwks.json` (public): the keys gateways validate the hub's tokens with.
 //! `POST /hub/api/sites/{id}/token`: a fresh gateway token for the caller's user at site `id`
@@ -221,12 +222,18 @@ async fn list(State(state): State<AppState>, _caller: ApiCaller) -> Result<Json<
             SiteS3Mode::Sts => "sts",
             SiteS3Mode::Static => "static",
         });
-        let (available, reasons, checked) = match &health {
-            Some(h) => (h.available, h.reasons.clone(), Some(h.checked_at)),
+        let (available, reasons, checked, dask_problem) = match &health {
+            Some(h) => (
+                h.available,
+                h.reasons.clone(),
+                Some(h.checked_at),
+                h.dask_problem.clone(),
+            ),
             None => (
                 false,
                 vec!["its health has not been checked yet".to_owned()],
                 None,
+                Some("its health has not been checked yet".to_owned()),
             ),
         };
         out.push(json!({
@@ -241,6 +248,12 @@ async fn list(State(state): State<AppState>, _caller: ApiCaller) -> Result<Json<
             })),
             "available": available,
             "reasons": reasons,
+            "dask": site.dask().map(|d| json!({
+                "address": d.address,
+                "proxy_address": d.proxy_address,
+                "available": dask_problem.is_none(),
+                "reason": dask_problem,
+            })),
             "checked_at": checked.map(|c| c.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         }));
     }
@@ -251,15 +264,15 @@ async fn bridges(State(state): State<AppState>) -> Json<Value> {
     let mut out = Map::new();
     if let Some(registry) = state.sites() {
         for (site, health) in registry.snapshot().await {
-            let (Some(address), proxy) = site.dask() else {
+            let Some(dask) = site.dask() else {
                 continue;
             };
-            if !health.is_some_and(|h| h.available) {
+            if !health.is_some_and(|h| h.available && h.dask_problem.is_none()) {
                 continue;
             }
             out.insert(
                 site.id.clone(),
-                json!({"name": site.name, "address": address, "proxy_address": proxy}),
+                json!({"name": site.name, "address": dask.address, "proxy_address": dask.proxy_address}),
             );
         }
     }

@@ -163,10 +163,12 @@ pub struct SiteConfig {
     /// The S3 exchange; unset = not configured (the site is offered to nobody).
     #[serde(default)]
     pub s3: Option<SiteS3Config>,
-    /// The site's Dask Gateway (`bridges.json` `address`).
+    /// The site's Dask Gateway (`bridges.json` `address`); unset: the gateway's own address
+    /// (`stackhub-gateway` serves Dask on its port); `""`: the site has none.
     #[serde(default)]
     pub dask_address: Option<String>,
-    /// The site's Dask scheduler proxy (`bridges.json` `proxy_address`).
+    /// The site's Dask scheduler proxy (`bridges.json` `proxy_address`); unset:
+    /// `gateway://<host>:<port>` of the Dask address.
     #[serde(default)]
     pub dask_proxy_address: Option<String>,
 }
@@ -294,6 +296,12 @@ pub(crate) fn validate(
             return bad(key("id"), "is used by another site");
         }
         http_url(&key("gateway_url"), &site.gateway_url)?;
+        crate::sites::dask::resolve(
+            &site.gateway_url,
+            site.dask_address.as_deref(),
+            site.dask_proxy_address.as_deref(),
+        )
+        .map_err(|(field, reason)| (key(field), reason))?;
         if site.ca_file.is_some() && !site.gateway_url.starts_with("https:") {
             return bad(key("ca_file"), "needs an https gateway_url");
         }
@@ -391,6 +399,26 @@ mod tests {
         .unwrap();
         assert_eq!(c.sites[0].gateway_token_lifetime_secs, 5);
         assert_eq!(c.sites[1].gateway_url, "http://127.0.0.9:8888/");
+    }
+
+    #[test]
+    fn bad_dask_addresses_are_refused_naming_the_key() {
+        for (line, key) in [
+            ("dask_address = \"dask.lumi\"", "sites[0].dask_address"),
+            (
+                "dask_proxy_address = \"dask.lumi:80\"",
+                "sites[0].dask_proxy_address",
+            ),
+        ] {
+            let toml = format!(
+                "[[sites]]\nid = \"lumi\"\nname = \"L\"\ngateway_url = \"http://127.0.0.1:1/\"\n{line}\n"
+            );
+            let err = load(Some(&toml), &[]).unwrap_err();
+            assert!(err.contains(key), "{err}");
+        }
+        let toml = "[[sites]]\nid = \"lumi\"\nname = \"L\"\ngateway_url = \"http://127.0.0.1:1/\"\n\
+                    dask_address = \"\"\n";
+        assert!(load(Some(toml), &[]).is_ok());
     }
 
     #[test]

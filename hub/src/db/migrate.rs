@@ -62,6 +62,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0008_spawn_leases.sql"),
         include_str!("../../migrations/postgres/0008_spawn_leases.sql"),
     ),
+    (
+        9,
+        "site dask health",
+        include_str!("../../migrations/sqlite/0009_site_dask_health.sql"),
+        include_str!("../../migrations/postgres/0009_site_dask_health.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -7,11 +7,14 @@
 //!   [`SiteRegistry::site_available`] for the profile picker.
 //! - the routes (`GET /hub/api/sites`, `bridges.json`, site tokens) are `crate::api::sites`,
 //!   the proxy's kernel-channel check `crate::kernel_auth`;
+//! - `dask`: a site's Dask Gateway ([`dask::SiteDask`]): its addresses (by default the gateway's
+//!   own), its health, the `DASK_GATEWAY__*` environment of a server;
 //! - `jwt`: the hub's per-user, per-site gateway tokens (EdDSA JWTs) and their JWKS.
 //! - `spawn_env`: the environment of a remote-kernels single-user server at a site, and the S3
 //!   part of a full JupyterLab's (the site of its user's S3 space).
 
 use crate::config::sites as config;
+pub mod dask;
 pub mod jwt;
 mod registry;
 mod shared_health;

@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex, RwLock};
 
 use super::config::{GatewayAuth, SiteConfig, SiteS3Mode};
+use super::dask::SiteDask;
 use super::jwt::GatewayTokens;
 
 /// The user the hub's health checks present to gateways.
@@ -46,8 +47,7 @@ pub struct Site {
     /// Why the exchange is missing (not configured, secret not set, bad settings).
     s3_problem: Option<String>,
     s3_mode: Option<SiteS3Mode>,
-    dask_address: Option<String>,
-    dask_proxy_address: Option<String>,
+    dask: Option<SiteDask>,
 }
 
 impl Site {
@@ -149,6 +149,9 @@ pub struct SiteHealth {
     pub reasons: Vec<String>,
     /// When the check finished.
     pub checked_at: DateTime<Utc>,
+    /// Why the site's Dask Gateway is not usable, if it has one and it is not (kernels are
+    /// unaffected: this does not make the site unavailable).
+    pub dask_problem: Option<String>,
 }
 
 /// The TLS reason of a failed request (an untrusted or mismatched certificate), if that was it.
@@ -296,8 +299,14 @@ fn build_site(
         exchange,
         s3_problem: problem,
         s3_mode: c.s3.as_ref().map(|x| x.mode),
-        dask_address: c.dask_address.clone(),
-        dask_proxy_address: c.dask_proxy_address.clone(),
+        // Checked by the config's validation: a bad address cannot get here.
+        dask: super::dask::resolve(
+            &c.gateway_url,
+            c.dask_address.as_deref(),
+            c.dask_proxy_address.as_deref(),
+        )
+        .ok()
+        .flatten(),
     }
 }
 
@@ -477,12 +486,19 @@ impl SiteRegistry {
                 Some(x) => x.check().await.map_err(|e| e.to_string()),
             }
         };
-        let (gateway, s3) = tokio::join!(self.check_gateway(site), s3);
+        let dask = async {
+            match &site.dask {
+                None => Ok(()),
+                Some(d) => super::dask::check(&self.http, d).await,
+            }
+        };
+        let (gateway, s3, dask) = tokio::join!(self.check_gateway(site), s3, dask);
         let reasons: Vec<String> = [gateway.err(), s3.err()].into_iter().flatten().collect();
         SiteHealth {
             available: reasons.is_empty(),
             reasons,
             checked_at: Utc::now(),
+            dask_problem: dask.err(),
         }
     }
 
@@ -542,10 +558,8 @@ impl Site {
         self.s3_mode
     }
 
-    pub(crate) fn dask(&self) -> (Option<&str>, Option<&str>) {
-        (
-            self.dask_address.as_deref(),
-            self.dask_proxy_address.as_deref(),
-        )
+    /// The site's Dask Gateway, if it has one.
+    pub fn dask(&self) -> Option<&SiteDask> {
+        self.dask.as_ref()
     }
 }

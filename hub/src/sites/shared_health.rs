@@ -67,6 +67,7 @@ impl SiteRegistry {
                     available: h.available,
                     reasons: serde_json::to_string(&h.reasons).unwrap_or_else(|_| "[]".into()),
                     checked_at: h.checked_at.timestamp_micros(),
+                    dask_problem: h.dask_problem.clone(),
                 })
                 .collect()
         };
@@ -95,6 +96,7 @@ impl SiteRegistry {
                     available: row.available,
                     reasons: serde_json::from_str(&row.reasons).unwrap_or_default(),
                     checked_at,
+                    dask_problem: row.dask_problem,
                 },
             );
         }

@@ -2,7 +2,8 @@
 //! the profile (`STACKHUB_PROFILE`), the limits of the launch and the owner's quota
 //! (`CPU_LIMIT` / `MEM_LIMIT` / `STACKHUB_QUOTA*`), a remote-kernels server's site (its S3
 //! space provisioned, the gateway token issued), a full JupyterLab's S3 space (where it is and
-//! where to fetch credentials for it: `crate::sites::lab_s3_env`) and, for OpenID Connect users, a freshly
+//! where to fetch credentials for it: `crate::sites::lab_s3_env`), the Dask Gateway client's
+//! settings for that site (`crate::sites::dask::server_env`) and, for OpenID Connect users, a freshly
 //! refreshed access token
 //! (`STACKHUB_ACCESS_TOKEN`, `STACKHUB_ACCESS_TOKEN_EXPIRES_AT`) the server can hand to remote
 //! kernel gateways, with `STACKHUB_ACCESS_TOKEN_URL` (`GET …/users/{name}/oidc-token`, with the
@@ -163,6 +164,23 @@ impl HubPrepare {
         Ok(())
     }
 
+    /// The stock Dask Gateway client's settings for the profile's site (a remote-kernels
+    /// profile's site; a full Lab's S3 site, Central by default), when that site has Dask.
+    fn dask(&self, plan: &Plan, out: &mut Prepared) {
+        let (Some(profile), Some(registry)) = (&plan.spec.profile, &self.sites) else {
+            return;
+        };
+        let Some(site) = s3_site_of(profile.kind, profile.site.as_deref(), registry)
+            .and_then(|id| registry.site(id))
+        else {
+            return;
+        };
+        if let Some(dask) = site.dask() {
+            out.env
+                .extend(crate::sites::dask::server_env(&site.id, dask));
+        }
+    }
+
     /// A full JupyterLab: the user's S3 space at the profile's S3 site (see
     /// [`s3_site_of`]), without credentials (the server fetches them from the hub). A site
     /// without S3 or not configured leaves the Lab without its S3 browser, never unstartable.
@@ -235,6 +253,7 @@ impl PrepareSpawn for HubPrepare {
         } else {
             self.lab_s3(&server.user, plan, &mut out);
         }
+        self.dask(plan, &mut out);
         if let Some(oidc) = &self.oidc
             && let Some(tokens) = oidc.fresh_tokens(&self.db, server.user_id).await?
         {

@@ -35,6 +35,10 @@ pub const SERVER_CONFIG_FILES: &[(&str, &str)] = &[
         "stackhub_examples.py",
         include_str!("../../share/server/stackhub_examples.py"),
     ),
+    (
+        "stackhub_dask.py",
+        include_str!("../../share/server/stackhub_dask.py"),
+    ),
 ];
 
 macro_rules! example {

@@ -69,6 +69,34 @@ impl JwtConfig {
         self
     }
 
+    /// Checks the whole entry: the JWKS URL, claims, algorithms and the username claim (keys
+    /// named `jwt.*`).
+    pub(super) fn validate(&self, site_id: Option<&str>) -> Result<(), ConfigError> {
+        https_or_loopback("jwt.jwks_url", &self.jwks_url)?;
+        self.validate_claims(site_id)?;
+        if self.algorithms.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "jwt.algorithms",
+                reason: "must name at least one algorithm".into(),
+            });
+        }
+        for a in &self.algorithms {
+            if a.parse::<jsonwebtoken::Algorithm>().is_err() || a.starts_with("HS") {
+                return Err(ConfigError::Invalid {
+                    key: "jwt.algorithms",
+                    reason: format!("{a:?} is not an asymmetric JWS algorithm"),
+                });
+            }
+        }
+        if self.username_claim.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "jwt.username_claim",
+                reason: "must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks that `iss` and `aud` are verified unless explicitly opted out.
     pub(super) fn validate_claims(&self, site_id: Option<&str>) -> Result<(), ConfigError> {
         if self.issuer.as_deref().is_none_or(str::is_empty) && !self.accept_any_issuer {
@@ -121,5 +149,32 @@ impl std::fmt::Debug for UserToken {
         f.debug_struct("UserToken")
             .field("name", &self.name)
             .finish_non_exhaustive()
+    }
+}
+
+/// Checks that `url` (the value of `key`) is `https`, or `http` to a loopback host: whoever
+/// answers there decides who gets in (JWKS), or sees the tokens sent to it (the hub's API).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `key`.
+pub(crate) fn https_or_loopback(key: &'static str, url: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        key,
+        reason: reason.to_owned(),
+    };
+    let uri: axum::http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+    let host = uri.host().ok_or_else(|| invalid("has no host"))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http")
+            if host == "localhost"
+                || host
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback()) =>
+        {
+            Ok(())
+        }
+        _ => Err(invalid("must be https (http only for loopback hosts)")),
     }
 }

@@ -36,6 +36,12 @@
 //! # accept_any_issuer = false      # opt-outs of the iss / aud checks (unsafe: a token minted
 //! # accept_any_audience = false    # for another site or service is then accepted here)
 //!
+//! [[jwt_extra_issuers]]            # more trusted issuers beside [jwt] (same keys), e.g. the
+//! jwks_url = "https://identity.example/auth/realms/dedl/protocol/openid-connect/certs"
+//! issuer = "https://identity.example/auth/realms/dedl"   # identity provider beside the hub
+//! audience = ["account"]
+//! role_claims = ["realm_access.roles", "groups"]
+//!
 //! [[quota_roles]]                  # highest first; default: the Data Lake's stack-jupyter-*
 //! role = "stack-jupyter-high"
 //! cpus = 12
@@ -65,6 +71,7 @@ use thiserror::Error;
 use crate::quota::{QuotaRole, default_quota_roles};
 
 mod auth;
+pub(crate) use self::auth::https_or_loopback;
 pub use self::auth::{JwtConfig, UserToken};
 pub use stackhub_common::Secret;
 
@@ -186,6 +193,11 @@ pub struct Config {
     pub shared_token_roles: Vec<String>,
     /// JWT bearer authentication; `None` = tokens only.
     pub jwt: Option<JwtConfig>,
+    /// More issuers whose JWTs are trusted beside `[jwt]` (each with its own keys, issuer,
+    /// audience and claims; a token is checked by the entry naming its `iss`), e.g. the hub's
+    /// site tokens in `[jwt]` and the identity provider's access tokens here. Each must name
+    /// its issuer (no `accept_any_issuer`), and no two entries the same one.
+    pub jwt_extra_issuers: Vec<JwtConfig>,
     /// Quota table, highest role first; the first role the caller holds applies.
     pub quota_roles: Vec<QuotaRole>,
     /// Quota role applied to callers holding none of the table's roles; `None` = no quota.
@@ -275,6 +287,7 @@ impl Default for Config {
             kernel_env: BTreeMap::new(),
             shared_token_roles: Vec::new(),
             jwt: None,
+            jwt_extra_issuers: Vec::new(),
             quota_roles: default_quota_roles(),
             default_quota_role: None,
             local_memory_limit: MemoryLimitMode::Data,
@@ -311,6 +324,7 @@ impl std::fmt::Debug for Config {
             .field("max_kernels_per_user", &self.max_kernels_per_user)
             .field("cull_idle_timeout", &self.cull_idle_timeout)
             .field("jwt", &self.jwt)
+            .field("jwt_extra_issuers", &self.jwt_extra_issuers)
             .field("quota_roles", &self.quota_roles)
             .field("allow_origin", &self.allow_origin)
             .field("site_id", &self.site_id)
@@ -434,7 +448,10 @@ impl Config {
 
     /// Whether every caller is let in without credentials.
     pub fn is_open(&self) -> bool {
-        self.auth_token.is_none() && self.users.is_empty() && self.jwt.is_none()
+        self.auth_token.is_none()
+            && self.users.is_empty()
+            && self.jwt.is_none()
+            && self.jwt_extra_issuers.is_empty()
     }
 
     /// Checks ranges.
@@ -489,29 +506,9 @@ impl Config {
             });
         }
         if let Some(jwt) = &self.jwt {
-            validate_jwks_url(&jwt.jwks_url)?;
-            jwt.validate_claims(self.site_id.as_deref())?;
-            if jwt.algorithms.is_empty() {
-                return Err(ConfigError::Invalid {
-                    key: "jwt.algorithms",
-                    reason: "must name at least one algorithm".into(),
-                });
-            }
-            for a in &jwt.algorithms {
-                if a.parse::<jsonwebtoken::Algorithm>().is_err() || a.starts_with("HS") {
-                    return Err(ConfigError::Invalid {
-                        key: "jwt.algorithms",
-                        reason: format!("{a:?} is not an asymmetric JWS algorithm"),
-                    });
-                }
-            }
-            if jwt.username_claim.is_empty() {
-                return Err(ConfigError::Invalid {
-                    key: "jwt.username_claim",
-                    reason: "must not be empty".into(),
-                });
-            }
+            jwt.validate(self.site_id.as_deref())?;
         }
+        self.validate_extra_issuers()?;
         stackhub_common::quota::validate(&self.quota_roles).map_err(|e| ConfigError::Invalid {
             key: "quota_roles",
             reason: e.to_string(),
@@ -567,6 +564,48 @@ impl Config {
         Ok(())
     }
 
+    /// Each of `jwt_extra_issuers` as `[jwt]` is checked, naming its issuer, which must be set
+    /// and differ from every other trusted issuer's.
+    fn validate_extra_issuers(&self) -> Result<(), ConfigError> {
+        let mut seen: Vec<&str> = self
+            .jwt
+            .iter()
+            .filter_map(|j| j.issuer.as_deref())
+            .collect();
+        for (i, extra) in self.jwt_extra_issuers.iter().enumerate() {
+            let invalid = |reason: String| ConfigError::Invalid {
+                key: "jwt_extra_issuers",
+                reason: format!("entry {i}: {reason}"),
+            };
+            let issuer = extra
+                .issuer
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        "must name its issuer (tokens are matched to an entry by their iss; \
+                         accept_any_issuer is only for [jwt])"
+                            .into(),
+                    )
+                })?;
+            if seen.contains(&issuer) {
+                return Err(invalid(format!(
+                    "issuer {issuer:?} is already trusted by [jwt] or an earlier entry"
+                )));
+            }
+            seen.push(issuer);
+            extra
+                .validate(self.site_id.as_deref())
+                .map_err(|e| match e {
+                    ConfigError::Invalid { key, reason } => {
+                        invalid(format!("issuer {issuer:?}: {key}: {reason}"))
+                    }
+                    other => other,
+                })?;
+        }
+        Ok(())
+    }
+
     /// The byte limits of client WebSockets and buffers.
     fn validate_client_limits(&self) -> Result<(), ConfigError> {
         const MIN: usize = 64 << 10;
@@ -612,29 +651,6 @@ impl Config {
     /// Heartbeat period.
     pub fn heartbeat_period(&self) -> Duration {
         Duration::from_secs_f64(self.heartbeat_interval)
-    }
-}
-
-/// `https`, or `http` to a loopback host.
-fn validate_jwks_url(url: &str) -> Result<(), ConfigError> {
-    let invalid = |reason: &str| ConfigError::Invalid {
-        key: "jwt.jwks_url",
-        reason: reason.to_owned(),
-    };
-    let uri: axum::http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-    let host = uri.host().ok_or_else(|| invalid("has no host"))?;
-    match uri.scheme_str() {
-        Some("https") => Ok(()),
-        Some("http")
-            if host == "localhost"
-                || host
-                    .trim_matches(['[', ']'])
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback()) =>
-        {
-            Ok(())
-        }
-        _ => Err(invalid("must be https (http only for loopback hosts)")),
     }
 }
 

@@ -2,12 +2,12 @@ use super::*;
 
 #[test]
 fn jwks_url_must_be_https_except_loopback() {
-    assert!(validate_jwks_url("https://idp.example/certs").is_ok());
-    assert!(validate_jwks_url("http://127.0.0.1:8080/certs").is_ok());
-    assert!(validate_jwks_url("http://[::1]:8080/certs").is_ok());
-    assert!(validate_jwks_url("http://localhost/certs").is_ok());
-    assert!(validate_jwks_url("http://idp.example/certs").is_err());
-    assert!(validate_jwks_url("not a url").is_err());
+    assert!(https_or_loopback("jwt.jwks_url", "https://idp.example/certs").is_ok());
+    assert!(https_or_loopback("jwt.jwks_url", "http://127.0.0.1:8080/certs").is_ok());
+    assert!(https_or_loopback("jwt.jwks_url", "http://[::1]:8080/certs").is_ok());
+    assert!(https_or_loopback("jwt.jwks_url", "http://localhost/certs").is_ok());
+    assert!(https_or_loopback("jwt.jwks_url", "http://idp.example/certs").is_err());
+    assert!(https_or_loopback("jwt.jwks_url", "not a url").is_err());
 }
 
 #[test]
@@ -120,4 +120,50 @@ fn default_launcher_and_kubernetes_settings_are_checked() {
     c.validate().unwrap();
     assert_eq!(c.kubernetes.as_ref().unwrap().gateway_id, "lumi");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn extra_issuers_must_each_name_a_distinct_issuer_and_be_valid() {
+    let load = |toml: &str| -> Result<Config, String> {
+        let c: Config = toml::from_str(toml).map_err(|e| e.to_string())?;
+        c.validate().map(|()| c).map_err(|e| e.to_string())
+    };
+    let hub = "site_id = \"lumi\"\n[jwt]\njwks_url = \"https://hub.example/jwks\"\nissuer = \"https://hub.example\"\nalgorithms = [\"EdDSA\"]\n";
+    let idp = "[[jwt_extra_issuers]]\njwks_url = \"https://idp.example/certs\"\naudience = [\"account\"]\n";
+    let c = load(&format!(
+        "{hub}{idp}issuer = \"https://idp.example/realms/dedl\"\nrole_claims = [\"realm_access.roles\", \"groups\"]\n"
+    ))
+    .unwrap();
+    assert!(!c.is_open());
+    assert_eq!(c.jwt_extra_issuers[0].role_claims.len(), 2);
+    // Alone (without [jwt]) an extra issuer closes the server too.
+    let c = load(&format!(
+        "site_id = \"lumi\"\n{idp}issuer = \"https://idp.example/realms/dedl\"\n"
+    ))
+    .unwrap();
+    assert!(!c.is_open());
+    let e = load(&format!("{hub}{idp}accept_any_issuer = true\n")).unwrap_err();
+    assert!(
+        e.contains("jwt_extra_issuers")
+            && e.contains("entry 0")
+            && e.contains("must name its issuer"),
+        "{e}"
+    );
+    let e = load(&format!("{hub}{idp}issuer = \"https://hub.example\"\n")).unwrap_err();
+    assert!(e.contains("already trusted"), "{e}");
+    let e = load(&format!(
+        "{hub}{idp}issuer = \"https://idp.example/realms/dedl\"\nalgorithms = [\"HS256\"]\n"
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("entry 0")
+            && e.contains("idp.example/realms/dedl")
+            && e.contains("jwt.algorithms"),
+        "{e}"
+    );
+    let e = load(&format!(
+        "{hub}[[jwt_extra_issuers]]\njwks_url = \"http://idp.example/certs\"\nissuer = \"x\"\n"
+    ))
+    .unwrap_err();
+    assert!(e.contains("jwt.jwks_url") && e.contains("https"), "{e}");
 }

@@ -29,8 +29,9 @@ use serde_json::{Map, Value, json};
 use super::DaskService;
 use super::error::DaskError;
 use super::model::Status;
+use super::quota::DaskQuota;
 use super::session::{Presented, presented};
-use crate::auth::Caller;
+use crate::auth::{Caller, Purpose};
 
 /// The Dask Gateway release whose protocol this speaks.
 const PROTOCOL_VERSION: &str = "2026.3.0";
@@ -61,8 +62,9 @@ pub fn router(service: Arc<DaskService>) -> Router {
 
 /// Who is calling.
 enum Who {
-    /// A user (and the session cookie to set, after a handshake).
-    User(Caller, Option<HeaderValue>),
+    /// A user, its Dask quota (resolved once per request) and the session cookie to set,
+    /// after a handshake.
+    User(Caller, DaskQuota, Option<HeaderValue>),
     /// A cluster's scheduler (its token), by cluster name.
     Cluster(String),
 }
@@ -80,37 +82,60 @@ impl DaskService {
                 {
                     return Ok(Who::Cluster(c.name().to_owned()));
                 }
-                let caller = crate::auth::authenticate(&self.manager, Some(token))
-                    .await
-                    .map_err(DaskError::Auth)?;
+                let caller =
+                    crate::auth::authenticate_for(&self.manager, Some(token), Purpose::Dask)
+                        .await
+                        .map_err(DaskError::Auth)?;
+                let quota = self.quota(&caller)?;
                 let cookie = self.sessions.open(caller.clone())?;
-                Ok(Who::User(caller, Some(cookie)))
+                Ok(Who::User(caller, quota, Some(cookie)))
+            }
+            Presented::JupyterHub(token) => {
+                let hub = self.hub_auth.as_ref().ok_or_else(|| {
+                    DaskError::Forbidden(
+                        "Authorization: jupyterhub is not accepted here (this site has no \
+                         dask.hub_api_url); send Authorization: Bearer <token>"
+                            .into(),
+                    )
+                })?;
+                let (user, roles) = hub.check(token).await?;
+                let caller = crate::auth::caller(&self.manager, user, roles);
+                let quota = self.quota(&caller)?;
+                let cookie = self.sessions.open(caller.clone())?;
+                Ok(Who::User(caller, quota, Some(cookie)))
             }
             Presented::Other(scheme) => Err(DaskError::Forbidden(format!(
-                "Authorization scheme {scheme:?} is not accepted here; send Authorization: Bearer <token>"
+                "Authorization scheme {scheme:?} is not accepted here; send Authorization: Bearer <token> or jupyterhub <token>"
             ))),
             Presented::Nothing => {
                 if let Some(caller) = self.sessions.caller(headers) {
-                    return Ok(Who::User(caller, None));
+                    let quota = self.quota(&caller)?;
+                    return Ok(Who::User(caller, quota, None));
                 }
                 if self.manager.config.is_open() {
                     let caller = crate::auth::authenticate(&self.manager, None)
                         .await
                         .map_err(DaskError::Auth)?;
-                    return Ok(Who::User(caller, None));
+                    let quota = self.quota(&caller)?;
+                    return Ok(Who::User(caller, quota, None));
                 }
                 Err(DaskError::Unauthenticated)
             }
         }
     }
 
-    /// A user (refusing cluster tokens).
+    /// `caller`'s Dask quota (403 when none applies).
+    fn quota(&self, caller: &Caller) -> Result<DaskQuota, DaskError> {
+        DaskQuota::resolve(&self.config, &caller.user, &caller.roles)
+    }
+
+    /// A user and its quota (refusing cluster tokens).
     pub(super) async fn user(
         &self,
         headers: &HeaderMap,
-    ) -> Result<(Caller, Option<HeaderValue>), DaskError> {
+    ) -> Result<(Caller, DaskQuota, Option<HeaderValue>), DaskError> {
         match self.who(headers).await? {
-            Who::User(caller, cookie) => Ok((caller, cookie)),
+            Who::User(caller, quota, cookie) => Ok((caller, quota, cookie)),
             Who::Cluster(_) => Err(DaskError::Forbidden(
                 "a cluster's token may only send its heartbeats and stop its own cluster".into(),
             )),
@@ -145,8 +170,8 @@ async fn options(
     State(svc): State<Arc<DaskService>>,
     headers: HeaderMap,
 ) -> Result<Response, DaskError> {
-    let (_, cookie) = svc.user(&headers).await?;
-    Ok(with_cookie(axum::Json(svc.options_spec()), cookie))
+    let (_, quota, cookie) = svc.user(&headers).await?;
+    Ok(with_cookie(axum::Json(quota.options_spec()), cookie))
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,7 +184,7 @@ async fn list(
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Result<Response, DaskError> {
-    let (caller, cookie) = svc.user(&headers).await?;
+    let (caller, _, cookie) = svc.user(&headers).await?;
     let wanted: Option<Vec<Status>> = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(
@@ -188,7 +213,7 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, DaskError> {
-    let (caller, cookie) = svc.user(&headers).await?;
+    let (caller, quota, cookie) = svc.user(&headers).await?;
     let body = json_body(&body)?;
     let options = match body.get("cluster_options") {
         None | Some(Value::Null) => Map::new(),
@@ -199,7 +224,7 @@ async fn create(
             ));
         }
     };
-    let name = svc.create(&caller.user, &options).await?;
+    let name = svc.create(&caller.user, &quota, &options).await?;
     Ok(with_cookie(
         (StatusCode::CREATED, axum::Json(json!({ "name": name }))),
         cookie,
@@ -212,7 +237,7 @@ async fn cluster(
     Query(q): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, DaskError> {
-    let (caller, cookie) = svc.user(&headers).await?;
+    let (caller, _, cookie) = svc.user(&headers).await?;
     let cluster = svc.registry.get_for(&caller.user, &name)?;
     if q.contains_key("wait") {
         let mut rx = cluster.changed.subscribe();
@@ -230,7 +255,7 @@ async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, DaskError> {
     let (cluster, cookie) = match svc.who(&headers).await? {
-        Who::User(caller, cookie) => (svc.registry.get_for(&caller.user, &name)?, cookie),
+        Who::User(caller, _, cookie) => (svc.registry.get_for(&caller.user, &name)?, cookie),
         Who::Cluster(own) if own == name => (
             svc.registry
                 .get(&name)
@@ -273,7 +298,7 @@ async fn scale(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, DaskError> {
-    let (caller, cookie) = svc.user(&headers).await?;
+    let (caller, _, cookie) = svc.user(&headers).await?;
     let cluster = svc.registry.get_for(&caller.user, &name)?;
     let body = json_body(&body)?;
     let count = count_field(&body, "count")?
@@ -283,22 +308,12 @@ async fn scale(
             "Cluster {name} is not running"
         )));
     }
-    let max = svc.config.max_workers_per_cluster;
-    let (count, ok, msg) = if count > max {
-        (
-            max,
-            false,
-            format!(
-                "Scale request of {count} workers exceeds this site's limit of {max} workers per cluster (max_workers_per_cluster); scaling to {max}"
-            ),
-        )
-    } else {
-        (count, true, String::new())
-    };
+    // Clamped with a warning, as upstream's cluster_max_workers (the client shows `msg`).
+    let (count, msg) = cluster.quota.clamp_scale(count);
     svc.scheduler_call(&cluster, json!({"op": "scale", "count": count}))
         .await?;
     Ok(with_cookie(
-        axum::Json(json!({"ok": ok, "msg": msg})),
+        axum::Json(json!({"ok": msg.is_none(), "msg": msg})),
         cookie,
     ))
 }
@@ -309,7 +324,7 @@ async fn adapt(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, DaskError> {
-    let (caller, cookie) = svc.user(&headers).await?;
+    let (caller, _, cookie) = svc.user(&headers).await?;
     let cluster = svc.registry.get_for(&caller.user, &name)?;
     let body = json_body(&body)?;
     let minimum = count_field(&body, "minimum")?;
@@ -335,28 +350,14 @@ async fn adapt(
             "Cluster {name} is not running"
         )));
     }
-    let max = svc.config.max_workers_per_cluster;
-    let mut msg = String::new();
-    let mut ok = true;
-    let maximum = match maximum {
-        Some(hi) if hi > max => {
-            ok = false;
-            msg = format!(
-                "Adapt maximum of {hi} workers exceeds this site's limit of {max} workers per cluster (max_workers_per_cluster); using {max}"
-            );
-            max
-        }
-        Some(hi) => hi,
-        None => max,
-    };
-    let minimum = minimum.map(|lo| lo.min(maximum));
+    let (minimum, maximum, msg) = cluster.quota.clamp_adapt(minimum, maximum);
     svc.scheduler_call(
         &cluster,
         json!({"op": "adapt", "minimum": minimum, "maximum": maximum, "active": active}),
     )
     .await?;
     Ok(with_cookie(
-        axum::Json(json!({"ok": ok, "msg": msg})),
+        axum::Json(json!({"ok": msg.is_none(), "msg": msg})),
         cookie,
     ))
 }

@@ -5,22 +5,38 @@
 //! enabled = true                  # env STACKHUB_GATEWAY_DASK=false turns it off
 //! python = "/opt/dedl/bin/python" # with distributed + dask-gateway; env STACKHUB_GATEWAY_DASK_PYTHON,
 //!                                 # default $STACKHUB_DEDL_VENV/bin/python, else python3
-//! max_clusters_per_user = 5
-//! max_workers_per_cluster = 16
-//! max_worker_cores = 4
+//! max_clusters_per_user = 5       # unless the caller's quota role says otherwise
+//! max_workers_per_cluster = 16    # the same
+//! max_worker_cores = 4            # worker size for callers holding no quota role
 //! max_worker_memory_gib = 8.0
+//! require_quota_role = false      # true: callers holding no quota role are refused (403)
+//! # hub_api_url = "https://hub.example/hub/api"  # checks `Authorization: jupyterhub <token>`
+//! #                                              # (GET <hub_api_url>/user); env
+//! #                                              # STACKHUB_GATEWAY_DASK_HUB_API_URL
+//! hub_auth_cache_secs = 10        # how long the hub's answer for a token is reused
+//! # hub_required_scope = "access:services!service=dask-gateway"  # a scope the token must carry
 //! idle_timeout = 1800             # seconds without tasks before a cluster stops; 0 = never
 //! heartbeat_period = 10           # seconds between the scheduler's heartbeats
 //! heartbeat_timeout = 60          # seconds of silence before a running cluster is failed
 //! start_timeout = 60              # seconds for a scheduler to report after launch
 //! # runtime_dir = "/var/lib/stackhub/dask"  # per-cluster files; default: the temp dir
 //! # api_url = "http://10.0.0.5:8888/api"    # how schedulers reach this gateway's API
+//!
+//! [[dask.quota_roles]]            # highest first; default: the Data Lake's stack-dask-*
+//! role = "stack-dask-high"        # a role or group (`/services/dask/stack-dask-high`)
+//! max_worker_cores = 12
+//! max_worker_memory_gib = 24.0
+//! # max_workers = 16              # default: max_workers_per_cluster
+//! # max_clusters = 5              # default: max_clusters_per_user
 //! ```
+//!
+//! The quota roles are explained in `quota`.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::quota::{DaskQuotaRole, default_dask_quota_roles};
 use crate::config::ConfigError;
 
 /// Settings of the Dask Gateway-compatible service.
@@ -32,14 +48,31 @@ pub struct DaskConfig {
     /// The Python that runs `dask scheduler` / `dask worker` (needs `distributed` and
     /// `dask-gateway`).
     pub python: Option<PathBuf>,
-    /// Clusters (pending or running) one user may have at once.
+    /// Clusters (pending or running) one user may have at once, unless the user's quota role
+    /// sets `max_clusters`.
     pub max_clusters_per_user: usize,
-    /// Workers one cluster may scale to.
+    /// Workers one cluster may scale to, unless the owner's quota role sets `max_workers`.
     pub max_workers_per_cluster: u32,
-    /// Largest `worker_cores` option.
+    /// Largest `worker_cores` option of callers holding no quota role.
     pub max_worker_cores: u32,
-    /// Largest `worker_memory` option, GiB.
+    /// Largest `worker_memory` option of callers holding no quota role, GiB.
     pub max_worker_memory_gib: f64,
+    /// Quota roles, highest first: the first the caller holds sets its limits.
+    pub quota_roles: Vec<DaskQuotaRole>,
+    /// Refuse callers holding none of `quota_roles` (403 naming them) instead of giving them
+    /// the limits above.
+    pub require_quota_role: bool,
+    /// The hub's API (`https://hub.example/hub/api`): `Authorization: jupyterhub <token>`
+    /// (the stock client's `auth="jupyterhub"`) is checked with `GET <hub_api_url>/user`.
+    /// Unset: that scheme is refused. `https` (`http` only for loopback hosts).
+    pub hub_api_url: Option<String>,
+    /// Seconds the hub's answer for one token is reused.
+    pub hub_auth_cache_secs: u64,
+    /// A scope a jupyterhub token must carry (the hub lists the token's scopes in its answer),
+    /// e.g. `access:services!service=dask-gateway` (upstream's `use_service_access_scopes`);
+    /// `access:services` counts too. Unset: any token of the user, whatever its scopes (a
+    /// token the user gave some service to read their name then also starts clusters).
+    pub hub_required_scope: Option<String>,
     /// Seconds a cluster may run no task before it is stopped; 0 = never.
     pub idle_timeout: u64,
     /// Seconds between a scheduler's heartbeats.
@@ -68,6 +101,11 @@ impl Default for DaskConfig {
             max_workers_per_cluster: 16,
             max_worker_cores: 4,
             max_worker_memory_gib: 8.0,
+            quota_roles: default_dask_quota_roles(),
+            require_quota_role: false,
+            hub_api_url: None,
+            hub_auth_cache_secs: 10,
+            hub_required_scope: None,
             idle_timeout: 1800,
             heartbeat_period: 10,
             heartbeat_timeout: 60,
@@ -87,6 +125,9 @@ impl DaskConfig {
         }
         if let Some(v) = lookup("STACKHUB_GATEWAY_DASK_PYTHON").filter(|v| !v.is_empty()) {
             self.python = Some(PathBuf::from(v));
+        }
+        if let Some(v) = lookup("STACKHUB_GATEWAY_DASK_HUB_API_URL") {
+            self.hub_api_url = Some(v).filter(|v| !v.is_empty());
         }
         if self.python.is_none()
             && let Some(venv) = lookup("STACKHUB_DEDL_VENV").filter(|v| !v.is_empty())
@@ -139,12 +180,30 @@ impl DaskConfig {
         {
             return bad("dask.api_url", &format!("{url} is not an http(s) URL"));
         }
+        if self.max_clusters_per_user == 0 {
+            return bad("dask.max_clusters_per_user", "must be >= 1");
+        }
+        super::quota::validate_table(&self.quota_roles)
+            .or_else(|reason| bad("dask.quota_roles", &reason))?;
+        if let Some(url) = &self.hub_api_url {
+            crate::config::https_or_loopback("dask.hub_api_url", url)?;
+        }
+        if self.hub_auth_cache_secs > 300 {
+            return bad(
+                "dask.hub_auth_cache_secs",
+                &format!(
+                    "{} is too long: a token the hub revoked would stay usable that long (at most 300)",
+                    self.hub_auth_cache_secs
+                ),
+            );
+        }
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn key_of(c: &DaskConfig) -> Option<&'static str> {
@@ -172,5 +231,37 @@ mod tests {
             ..DaskConfig::default()
         };
         assert_eq!(key_of(&c), Some("dask.api_url"));
+        let c = DaskConfig {
+            hub_api_url: Some("http://hub.example/hub/api".into()),
+            ..DaskConfig::default()
+        };
+        assert_eq!(key_of(&c), Some("dask.hub_api_url"));
+        let c = DaskConfig {
+            hub_auth_cache_secs: 3600,
+            ..DaskConfig::default()
+        };
+        assert_eq!(key_of(&c), Some("dask.hub_auth_cache_secs"));
+        let mut c = DaskConfig::default();
+        c.quota_roles[2].max_worker_cores = 0;
+        assert_eq!(key_of(&c), Some("dask.quota_roles"));
+    }
+
+    #[test]
+    fn quota_roles_read_from_toml() {
+        let c: crate::Config = toml::from_str(
+            "[dask]\nrequire_quota_role = true\nhub_api_url = \"https://hub.example/hub/api\"\n\
+             [[dask.quota_roles]]\nrole = \"/projects/big\"\nmax_worker_cores = 32\n\
+             max_worker_memory_gib = 64.0\nmax_workers = 50\nmax_clusters = 2\n",
+        )
+        .unwrap();
+        assert!(c.dask.require_quota_role);
+        assert_eq!(c.dask.quota_roles.len(), 1);
+        assert_eq!(c.dask.quota_roles[0].max_clusters, Some(2));
+        assert!(c.validate().is_ok());
+        let e = toml::from_str::<crate::Config>(
+            "[[dask.quota_roles]]\nrole = \"x\"\nmax_worker_cores = 1\nmax_worker_memory_gib = 1.0\ncores = 2\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cores"), "{e}");
     }
 }

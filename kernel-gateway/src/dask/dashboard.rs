@@ -10,10 +10,10 @@
 //!
 //! Every request, WebSocket upgrades included, is authenticated as the Dask API is (the
 //! `Authorization` forms and the `dask-gateway-*` session cookie, see `session`): none → 401,
-//! another user's cluster → 404 (as if it did not exist), a cluster's token → 403, a path that
-//! could mean another place (`path`) → 400. Only then is it forwarded, without the caller's
-//! credentials (`Authorization`, `Cookie`), and nothing the scheduler answers may set a cookie
-//! on the gateway's origin. A cluster that is not running answers 409 (pending) or 410 (stopped
+//! another user's cluster → 404 (as if it did not exist), a cluster's token (or a caller
+//! whose roles give no Dask quota) → 403, a path that could mean another place (`path`) →
+//! 400. Only then is it forwarded, without the caller's credentials (`Authorization`,
+//! `Cookie`), and nothing the scheduler answers may set a cookie on the gateway's origin. A cluster that is not running answers 409 (pending) or 410 (stopped
 //! or failed); a scheduler without a dashboard (no bokeh in its environment) 404. Errors are
 //! `{"error": ...}` as on the API.
 //!
@@ -63,7 +63,7 @@ pub(super) async fn serve(State(svc): State<Arc<DaskService>>, req: Request) -> 
         Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
     };
     let name = target.name();
-    let (caller, cookie) = match svc.user(req.headers()).await {
+    let (caller, _quota, cookie) = match svc.user(req.headers()).await {
         Ok(who) => who,
         Err(e) => return e.into_response(),
     };

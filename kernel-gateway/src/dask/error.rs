@@ -28,6 +28,12 @@ pub(crate) enum DaskError {
     /// Credentials of the wrong kind for this route.
     #[error("{0}")]
     Forbidden(String),
+    /// The credentials were refused (the hub does not accept a jupyterhub token).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Credentials cannot be checked now (the hub cannot be asked).
+    #[error("{0}")]
+    Unavailable(String),
     /// The kernel gateway's authentication refused the credentials.
     #[error("{0}")]
     Auth(GatewayError),
@@ -45,6 +51,8 @@ impl DaskError {
             DaskError::Conflict(_) => StatusCode::CONFLICT,
             DaskError::Unauthenticated => StatusCode::UNAUTHORIZED,
             DaskError::Forbidden(_) => StatusCode::FORBIDDEN,
+            DaskError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            DaskError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             DaskError::Auth(e) => e.status(),
             DaskError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

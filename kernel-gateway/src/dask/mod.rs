@@ -6,6 +6,8 @@
 //! - `api`: the REST routes (`/api/version`, `/api/health`, `/api/v1/options`,
 //!   `/api/v1/clusters/...`), errors as `{"error": ...}` (`error`);
 //! - `session`: the 401-first handshake and the session cookie (credentials as for kernels);
+//!   `hub_auth`: `Authorization: jupyterhub <token>` checked with the hub;
+//! - `quota`: the `stack-dask-*` quota roles: options offered and accepted, workers and clusters;
 //! - `model`: the cluster model and the registry (a user's clusters are theirs alone: another
 //!   user's cluster is 404 on every route);
 //! - `launch`: the [`DaskLauncher`] seam and local processes (`dask scheduler` with the
@@ -28,9 +30,11 @@ mod api;
 pub mod config;
 mod dashboard;
 mod error;
+mod hub_auth;
 pub mod launch;
 mod model;
 mod proxy;
+pub mod quota;
 mod session;
 pub mod sni;
 pub mod tls;
@@ -52,7 +56,9 @@ pub use self::launch::{ClusterSpec, DaskLauncher, DaskProcess, LocalDaskLauncher
 pub use self::proxy::{SplitListener, split_listener};
 
 use self::error::DaskError;
+use self::hub_auth::HubAuth;
 use self::model::{Cluster, Registry, Status, Worker};
+use self::quota::DaskQuota;
 use self::session::Sessions;
 use crate::config::Secret;
 use crate::manager::KernelManager;
@@ -70,6 +76,7 @@ pub struct DaskService {
     registry: Registry,
     launcher: Arc<dyn DaskLauncher>,
     sessions: Sessions,
+    hub_auth: Option<HubAuth>,
     api_url: String,
     http: Client<HttpConnector, Full<Bytes>>,
 }
@@ -82,8 +89,16 @@ impl DaskService {
         launcher: Arc<dyn DaskLauncher>,
         api_url: String,
     ) -> Arc<Self> {
+        let config = manager.config.dask.clone();
         Arc::new(DaskService {
-            config: manager.config.dask.clone(),
+            hub_auth: config.hub_api_url.as_deref().map(|url| {
+                HubAuth::new(
+                    url,
+                    config.hub_auth_cache_secs,
+                    config.hub_required_scope.clone(),
+                )
+            }),
+            config,
             manager,
             registry: Registry::default(),
             launcher,
@@ -119,70 +134,16 @@ impl DaskService {
         DaskService::new(manager, launcher, api_url)
     }
 
-    /// Checks `options` against what this site offers: the resolved options and the worker size.
-    fn resolve_options(
-        &self,
-        options: &Map<String, Value>,
-    ) -> Result<(Map<String, Value>, u32, f64), DaskError> {
-        let c = &self.config;
-        let mut cores = 1u32.min(c.max_worker_cores);
-        let mut memory = 2.0f64.min(c.max_worker_memory_gib);
-        for (key, value) in options {
-            match key.as_str() {
-                "worker_cores" => {
-                    cores = value
-                        .as_u64()
-                        .and_then(|v| u32::try_from(v).ok())
-                        .filter(|v| (1..=c.max_worker_cores).contains(v))
-                        .ok_or_else(|| {
-                            DaskError::Invalid(format!(
-                                "worker_cores must be an integer from 1 to {} (this site's max_worker_cores), got {value}",
-                                c.max_worker_cores
-                            ))
-                        })?;
-                }
-                "worker_memory" => {
-                    memory = value
-                        .as_f64()
-                        .filter(|v| *v >= 0.25 && *v <= c.max_worker_memory_gib)
-                        .ok_or_else(|| {
-                            DaskError::Invalid(format!(
-                                "worker_memory must be a number of GiB from 0.25 to {} (this site's max_worker_memory_gib), got {value}",
-                                c.max_worker_memory_gib
-                            ))
-                        })?;
-                }
-                other => {
-                    return Err(DaskError::Invalid(format!(
-                        "unknown cluster option {other:?}; this site offers worker_cores and worker_memory"
-                    )));
-                }
-            }
-        }
-        let mut resolved = Map::new();
-        resolved.insert("worker_cores".into(), cores.into());
-        resolved.insert("worker_memory".into(), memory.into());
-        Ok((resolved, cores, memory))
-    }
-
-    /// The options form (`GET /api/v1/options`).
-    fn options_spec(&self) -> Value {
-        let c = &self.config;
-        serde_json::json!({ "cluster_options": [
-            {"field": "worker_cores", "label": "Worker cores", "default": 1u32.min(c.max_worker_cores),
-             "spec": {"type": "int", "min": 1, "max": c.max_worker_cores}},
-            {"field": "worker_memory", "label": "Worker memory (GiB)", "default": 2.0f64.min(c.max_worker_memory_gib),
-             "spec": {"type": "float", "min": 0.25, "max": c.max_worker_memory_gib}},
-        ]})
-    }
-
-    /// Creates a cluster for `user` and launches its scheduler; returns its name.
+    /// Creates a cluster for `user` within `quota` and launches its scheduler; returns its
+    /// name.
     async fn create(
         self: &Arc<Self>,
         user: &str,
+        quota: &DaskQuota,
         options: &Map<String, Value>,
     ) -> Result<String, DaskError> {
-        let (options, cores, memory_gib) = self.resolve_options(options)?;
+        let worker = quota.check_options(options)?;
+        let (options, cores, memory_gib) = (worker.to_map(), worker.cores, worker.memory_gib);
         let name = uuid::Uuid::new_v4().simple().to_string();
         let tls = tls::new_cluster_tls(&name).map_err(DaskError::Internal)?;
         let mut token = [0u8; 32];
@@ -199,10 +160,9 @@ impl DaskService {
             heartbeat_period: self.config.heartbeat_period,
             idle_timeout: self.config.idle_timeout,
         };
-        let cluster = Arc::new(Cluster::new(spec, options));
-        self.registry
-            .insert(cluster.clone(), self.config.max_clusters_per_user)?;
-        tracing::info!(cluster = name, user, "dask cluster starting");
+        let cluster = Arc::new(Cluster::new(spec, options, quota.clone()));
+        self.registry.insert(cluster.clone())?;
+        tracing::info!(cluster = name, user, role = ?quota.role, "dask cluster starting");
         let me = self.clone();
         tokio::spawn(async move {
             match me.launcher.start_scheduler(&cluster.spec).await {
@@ -290,7 +250,8 @@ impl DaskService {
                 "dask cluster running"
             );
         }
-        let count = beat.count.min(self.config.max_workers_per_cluster) as usize;
+        // The owner's quota, whatever the scheduler (which the user controls) asks for.
+        let count = beat.count.min(cluster.quota.max_workers) as usize;
         let _serial = cluster.reconcile.lock().await;
         let (to_stop, to_start) = {
             let mut s = cluster.state.lock();

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::DaskError;
 use super::launch::{ClusterSpec, DaskProcess};
+use super::quota::DaskQuota;
 
 /// A cluster's state, as the protocol names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -97,6 +98,8 @@ pub(crate) struct Cluster {
     pub(crate) spec: ClusterSpec,
     /// The options it was created with.
     pub(crate) options: Map<String, Value>,
+    /// The owner's quota when it was created: caps its workers for its whole life.
+    pub(crate) quota: DaskQuota,
     /// When it was created (ms).
     pub(crate) start_time: i64,
     /// SHA-256 of the token (compared in constant time).
@@ -111,11 +114,12 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// A new pending cluster.
-    pub(crate) fn new(spec: ClusterSpec, options: Map<String, Value>) -> Cluster {
+    pub(crate) fn new(spec: ClusterSpec, options: Map<String, Value>, quota: DaskQuota) -> Cluster {
         let token_digest = Sha256::digest(spec.token.expose().as_bytes()).into();
         Cluster {
             spec,
             options,
+            quota,
             start_time: now_ms(),
             token_digest,
             state: parking_lot::Mutex::new(State {
@@ -201,21 +205,19 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// Adds `cluster` unless `user` already has `max` active clusters.
+    /// Adds `cluster` unless its owner already has the clusters its quota allows.
     ///
     /// # Errors
-    /// [`DaskError::Conflict`] naming the limit.
-    pub(crate) fn insert(&self, cluster: Arc<Cluster>, max: usize) -> Result<(), DaskError> {
+    /// [`DaskError::Conflict`] naming the limit and the quota role.
+    pub(crate) fn insert(&self, cluster: Arc<Cluster>) -> Result<(), DaskError> {
         let mut all = self.clusters.lock();
         let user = &cluster.spec.user;
         let active = all
             .values()
             .filter(|c| &c.spec.user == user && c.status().is_active())
             .count();
-        if active >= max {
-            return Err(DaskError::Conflict(format!(
-                "User {user} already has {active} clusters, the limit of this site (max_clusters_per_user = {max}); stop one first"
-            )));
+        if active >= cluster.quota.max_clusters {
+            return Err(cluster.quota.too_many_clusters(user, active));
         }
         all.insert(cluster.spec.name.clone(), cluster);
         Ok(())

@@ -3,10 +3,12 @@
 //!
 //! A request without credentials gets 401 with `WWW-Authenticate` (the stock client then asks
 //! its auth object for headers and retries). `Authorization: Bearer <t>` / `token <t>` is
-//! checked exactly as for kernels ([`crate::auth`]: shared and per-user tokens, the hub's
-//! per-user site JWT); on success the response sets a session cookie
-//! (`dask-gateway-<instance>`, a random value, `HttpOnly`, 300 s) bound to that caller, so the
-//! client's next calls skip the handshake. A cluster's own token (what its scheduler holds) is
+//! checked as for kernels ([`crate::auth`]: shared and per-user tokens, the hub's per-user site
+//! JWT, the identity provider's access tokens of `jwt_extra_issuers`), except that a JWT
+//! issuer's `required_role` is not required (the Dask quota roles decide);
+//! `Authorization: jupyterhub <t>` is checked with the hub (`hub_auth`). On success the
+//! response sets a session cookie (`dask-gateway-<instance>`, a random value, `HttpOnly`,
+//! 300 s) bound to that caller, so the client's next calls skip the handshake. A cluster's own token (what its scheduler holds) is
 //! never a user credential.
 
 use std::collections::HashMap;
@@ -28,7 +30,9 @@ pub(crate) enum Presented<'a> {
     Nothing,
     /// `token <t>` or `Bearer <t>`.
     Token(&'a str),
-    /// A scheme this gateway does not take (yet): `jupyterhub`, `Basic`, ...
+    /// `jupyterhub <t>`: a hub API token (the stock client's `auth="jupyterhub"`).
+    JupyterHub(&'a str),
+    /// A scheme this gateway does not take: `Basic`, `Negotiate`, ...
     Other(&'a str),
 }
 
@@ -47,6 +51,8 @@ pub(crate) fn presented(headers: &HeaderMap) -> Presented<'_> {
     }
     if scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer") {
         Presented::Token(token)
+    } else if scheme.eq_ignore_ascii_case("jupyterhub") {
+        Presented::JupyterHub(token)
     } else {
         Presented::Other(scheme)
     }
@@ -160,7 +166,12 @@ mod tests {
             header::AUTHORIZATION,
             HeaderValue::from_static("jupyterhub abc"),
         );
-        assert!(matches!(presented(&h), Presented::Other("jupyterhub")));
+        assert!(matches!(presented(&h), Presented::JupyterHub("abc")));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YTpi"),
+        );
+        assert!(matches!(presented(&h), Presented::Other("Basic")));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
         assert!(matches!(presented(&h), Presented::Nothing));
     }

@@ -96,6 +96,13 @@ impl Signer {
         }
     }
 
+    /// A JWT with exactly `claims`, signed with this key (`kid` `k1`).
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+    }
+
     /// A site JWT for `user` expiring `ttl_secs` from now (negative: already expired).
     pub fn token(&self, user: &str, ttl_secs: i64) -> String {
         let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap();
