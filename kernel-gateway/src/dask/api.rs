@@ -411,6 +411,6 @@ async fn heartbeat(
             beat.scheduler_address
         )));
     }
-    svc.heartbeat(&cluster, beat).await;
+    svc.heartbeat(&cluster, beat).await?;
     Ok(StatusCode::OK.into_response())
 }
