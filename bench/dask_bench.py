@@ -102,6 +102,8 @@ def cmd_round(args):
         t2 = time.perf_counter()
         cluster.shutdown()
         stop_ms = (time.perf_counter() - t2) * 1e3
+        cluster.close()
+        gw.close()
     emit(
         {
             "create_ms": create_ms,
@@ -152,7 +154,9 @@ def cmd_rss(args):
     finally:
         for c in clusters:
             c.shutdown()
+            c.close()
     emit({"phase": "stopped", **rss_kib(pids), "per_pid": [rss_kib([p]) for p in pids]})
+    gw.close()
 
 
 def main():
