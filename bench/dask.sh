@@ -142,6 +142,22 @@ drive() { # TARGET COMMAND ARGS...: bench/dask_bench.py against TARGET, its JSON
     2>>"$LOGS/driver-$t.log"
 }
 
+# settle TARGET: wait until the service has no cluster processes left (its children other than
+# upstream's proxy), so a cluster stopping in the background does not slow the next one down;
+# prints the seconds it took.
+settle() {
+  local t=$1 i p left t0
+  t0=$(now)
+  for ((i = 0; i < 600; i++)); do
+    left=0
+    for p in $(children "${SVC_PIDS[$t]%%,*}"); do [ "$p" = "$PID_UP_PROXY" ] || left=$((left + 1)); done
+    [ "$left" -eq 0 ] && break
+    sleep 0.1
+  done
+  [ "$left" -eq 0 ] || die "$t: $left cluster processes still running 60 s after the stop"
+  python3 -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1]):.2f}")' "$t0" "$(now)"
+}
+
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "RSS idle, with $CLUSTERS clusters running, and after they stopped"
 for t in "${TARGETS[@]}"; do
@@ -151,6 +167,7 @@ for t in "${TARGETS[@]}"; do
     record "{\"kind\":\"rss\",\"target\":\"$t\",\"result\":$line}"
     log "  $(printf '%-8s' "$t") $line"
   done <<<"$out"
+  log "  $(printf '%-8s' "$t") cluster processes gone $(settle "$t") s after the stops"
 done
 
 log "$ROUNDS rounds: create, scale to 4, $ITERS round trips via the proxy and direct, stop"
@@ -158,8 +175,9 @@ for ((r = 0; r < ROUNDS; r++)); do
   for t in $(rotated "$r"); do
     res=$(drive "$t" round --iterations "$ITERS") ||
       die "$t: round $((r + 1)) failed (see $LOGS/driver-$t.log, $LOGS/$t.log)"
-    record "{\"kind\":\"round\",\"target\":\"$t\",\"round\":$((r + 1)),\"result\":$res}"
-    log "  round $((r + 1)) $(printf '%-8s' "$t") $res"
+    gone=$(settle "$t")
+    record "{\"kind\":\"round\",\"target\":\"$t\",\"round\":$((r + 1)),\"gone_s\":$gone,\"result\":$res}"
+    log "  round $((r + 1)) $(printf '%-8s' "$t") $res; processes gone after ${gone} s"
   done
 done
 for t in "${TARGETS[@]}"; do

@@ -43,7 +43,8 @@ def main():
     problems = []
     m = {}
     for t in NAMES:
-        rounds = [r["result"] for r in raw if r["kind"] == "round" and r["target"] == t]
+        recs = [r for r in raw if r["kind"] == "round" and r["target"] == t]
+        rounds = [r["result"] for r in recs]
         rss = {r["result"]["phase"]: r["result"] for r in raw
                if r["kind"] == "rss" and r["target"] == t}
         peak = [r["vmhwm_kib"] for r in raw if r["kind"] == "peak" and r["target"] == t]
@@ -55,6 +56,7 @@ def main():
             "create_ms": med([r["create_ms"] for r in rounds]),
             "scale4_ms": med([r["scale_ms"] for r in rounds]),
             "stop_ms": med([r["stop_ms"] for r in rounds]),
+            "gone_ms": med([r["gone_s"] * 1e3 for r in recs if "gone_s" in r]),
             "rtt_proxy_p50_us": med([r["rtt_proxy_us"]["p50"] for r in rounds]),
             "rtt_proxy_p99_us": med([r["rtt_proxy_us"]["p99"] for r in rounds]),
             "rtt_direct_p50_us": med([r["rtt_direct_us"]["p50"] for r in rounds]),
@@ -92,6 +94,7 @@ def main():
         ("create to running (ms)", "create_ms", 0, True),
         ("scale to 4 workers connected (ms)", "scale4_ms", 0, False),
         ("stop (ms)", "stop_ms", 0, False),
+        ("stop: processes gone after (ms)", "gone_ms", 0, False),
         ("round trip via proxy p50 (us)", "rtt_proxy_p50_us", 0, False),
         ("round trip direct p50 (us)", "rtt_direct_p50_us", 0, False),
         ("round trip via proxy p99 (us)", "rtt_proxy_p99_us", 0, False),
