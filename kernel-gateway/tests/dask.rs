@@ -327,6 +327,23 @@ async fn stock_client_runs_a_real_cluster_through_the_gateway() {
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "a user may not heartbeat");
+    // Alice can read her own cluster's token (on her scheduler); with it she may not point the
+    // gateway's scheduler proxy or its calls elsewhere.
+    let alice_token = std::fs::read_to_string(root.join(&name).join("api-token")).unwrap();
+    let (s, _, v) = call(
+        &gw,
+        Method::POST,
+        &format!("{path}/heartbeat"),
+        Some(&format!("token {}", alice_token.trim())),
+        None,
+        Some(&heartbeat),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a heartbeat moved the scheduler: {v}"
+    );
     // Alice's cluster is untouched, with its own TLS credentials.
     let model = wait_status(&gw, &bearer(&alice), &name, 0, |_| true).await;
     assert_eq!(model["status"], "RUNNING", "{model}");

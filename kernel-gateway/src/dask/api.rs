@@ -12,6 +12,7 @@
 //! | POST | `/api/v1/clusters/{name}/scale` | user | `{"ok", "msg"}` (body `{"count"}`) |
 //! | POST | `/api/v1/clusters/{name}/adapt` | user | `{"ok", "msg"}` (body `{"minimum", "maximum", "active"}`) |
 //! | POST | `/api/v1/clusters/{name}/heartbeat` | the cluster's token only | 200 |
+//! | any | `/clusters/{name}/...` | user | the cluster's dashboard (see `dashboard`) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -55,6 +56,7 @@ pub fn router(service: Arc<DaskService>) -> Router {
         .route("/api/v1/clusters/{name}/scale", post(scale))
         .route("/api/v1/clusters/{name}/adapt", post(adapt))
         .route("/api/v1/clusters/{name}/heartbeat", post(heartbeat))
+        .route("/clusters/{*rest}", any(super::dashboard::serve))
         .with_state(service)
 }
 
@@ -128,7 +130,7 @@ impl DaskService {
     }
 
     /// A user and its quota (refusing cluster tokens).
-    async fn user(
+    pub(super) async fn user(
         &self,
         headers: &HeaderMap,
     ) -> Result<(Caller, DaskQuota, Option<HeaderValue>), DaskError> {
@@ -367,6 +369,8 @@ pub(super) struct Heartbeat {
     #[serde(default)]
     pub(super) api_address: String,
     #[serde(default)]
+    pub(super) dashboard_address: String,
+    #[serde(default)]
     pub(super) count: u32,
     #[serde(default)]
     pub(super) active_workers: Vec<String>,
@@ -407,6 +411,6 @@ async fn heartbeat(
             beat.scheduler_address
         )));
     }
-    svc.heartbeat(&cluster, beat).await;
+    svc.heartbeat(&cluster, beat).await?;
     Ok(StatusCode::OK.into_response())
 }

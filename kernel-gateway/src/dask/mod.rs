@@ -15,7 +15,9 @@
 //! - `tls`: each cluster's own certificate and key;
 //! - `sni` and `proxy`: connections on the same port whose first bytes are a TLS ClientHello
 //!   for `daskgateway-<cluster>` are piped (TLS not terminated) to that cluster's scheduler;
-//!   other TLS is closed, everything else is HTTP.
+//!   other TLS is closed, everything else is HTTP;
+//! - `dashboard`: each cluster's dashboard at `/clusters/<name>/...` (HTTP and WebSocket),
+//!   forwarded to its scheduler for the cluster's owner only.
 //!
 //! Life of a cluster: `POST /api/v1/clusters/` makes it PENDING and launches its scheduler; the
 //! scheduler's first heartbeat makes it RUNNING; each heartbeat carries the wanted worker count
@@ -26,6 +28,7 @@
 
 mod api;
 pub mod config;
+mod dashboard;
 mod error;
 mod hub_auth;
 pub mod launch;
@@ -235,15 +238,43 @@ impl DaskService {
 
     /// A heartbeat from `cluster`'s scheduler: running from the first one; workers follow
     /// `count`.
-    async fn heartbeat(&self, cluster: &Arc<Cluster>, beat: api::Heartbeat) {
+    ///
+    /// # Errors
+    /// [`DaskError::Forbidden`] for a heartbeat that names other addresses than the first one
+    /// did: the user can read the cluster's token on their own scheduler, and with moved
+    /// addresses the scheduler proxy and the gateway's calls would go wherever they say.
+    async fn heartbeat(
+        &self,
+        cluster: &Arc<Cluster>,
+        beat: api::Heartbeat,
+    ) -> Result<(), DaskError> {
         let became_running = {
             let mut s = cluster.state.lock();
             if s.status != Status::Pending && s.status != Status::Running {
-                return;
+                return Ok(());
+            }
+            // The first heartbeat comes from the scheduler the launcher started, before anyone
+            // can run code on it (clients reach it only once it runs): its addresses are the
+            // cluster's for good.
+            if s.status == Status::Running
+                && (s.scheduler_address.as_deref() != Some(beat.scheduler_address.as_str())
+                    || s.api_address.as_deref() != Some(beat.api_address.as_str())
+                    || s.dashboard_address.as_deref() != Some(beat.dashboard_address.as_str()))
+            {
+                tracing::warn!(
+                    cluster = cluster.name(),
+                    user = cluster.spec.user,
+                    "refused a heartbeat that moves the cluster's scheduler"
+                );
+                return Err(DaskError::Forbidden(format!(
+                    "a heartbeat may not change the addresses of cluster {} (fixed by its first heartbeat)",
+                    cluster.name()
+                )));
             }
             s.last_seen = std::time::Instant::now();
             s.scheduler_address = Some(beat.scheduler_address.clone());
             s.api_address = Some(beat.api_address.clone());
+            s.dashboard_address = Some(beat.dashboard_address.clone());
             let pending = s.status == Status::Pending;
             s.status = Status::Running;
             pending
@@ -262,7 +293,7 @@ impl DaskService {
         let (to_stop, to_start) = {
             let mut s = cluster.state.lock();
             if s.status != Status::Running {
-                return;
+                return Ok(());
             }
             let mut to_stop: Vec<Arc<dyn DaskProcess>> = Vec::new();
             for name in &beat.closed_workers {
@@ -335,6 +366,7 @@ impl DaskService {
                 }
             }
         }
+        Ok(())
     }
 
     /// Posts `msg` to `cluster`'s scheduler API (`/api/comm`).

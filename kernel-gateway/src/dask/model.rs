@@ -79,6 +79,8 @@ pub(crate) struct State {
     pub(crate) scheduler_address: Option<String>,
     /// The preload's API (`http://host:port`) for scale / adapt.
     pub(crate) api_address: Option<String>,
+    /// The scheduler's dashboard (`http://host:port`; empty when it serves none).
+    pub(crate) dashboard_address: Option<String>,
     /// The scheduler process.
     pub(crate) scheduler: Option<Arc<dyn DaskProcess>>,
     /// Workers by name.
@@ -125,6 +127,7 @@ impl Cluster {
                 stop_time: None,
                 scheduler_address: None,
                 api_address: None,
+                dashboard_address: None,
                 scheduler: None,
                 workers: BTreeMap::new(),
                 last_seen: Instant::now(),
@@ -184,7 +187,7 @@ impl Cluster {
         };
         json!({
             "name": self.spec.name,
-            "dashboard_route": if running { Value::from(format!("/clusters/{}/status", self.spec.name)) } else { Value::Null },
+            "dashboard_route": if running && s.dashboard_address.as_deref().is_some_and(|a| !a.is_empty()) { Value::from(format!("/clusters/{}/status", self.spec.name)) } else { Value::Null },
             "status": s.status,
             "start_time": self.start_time,
             "stop_time": s.stop_time,

@@ -1,0 +1,356 @@
+//! A cluster's Dask dashboard through the gateway, for its owner only: real `dask scheduler`
+//! processes (distributed 2026.8 with bokeh) behind a real gateway listener, the owner reading
+//! the status page, a static asset and the bokeh WebSocket with the hub's kind of credential (a
+//! per-user site JWT) and with the session cookie a browser holds; another user, no user and a
+//! cluster's own token refused on every one of them, without anything reaching the scheduler;
+//! paths that try to leave their cluster refused; a stopped cluster's dashboard gone.
+// Helpers outside `#[test]` fns panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod dask_support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::Gateway;
+use dask_support::{Signer, bearer, call, dask_config, temp_root, wait_status};
+use futures_util::StreamExt as _;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+fn gateway_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("kernel_gateway=info")
+        .try_init();
+}
+
+/// `GET path` with `headers`: status, headers, body.
+async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::get(format!("http://{}{path}", gw.addr));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+/// A refusal: `status` with a JSON `{"error"}` body (`who` names the credentials, which the
+/// message does not show).
+async fn refused(
+    gw: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+    who: &str,
+    status: StatusCode,
+) {
+    let (s, _, body) = get(gw, path, headers).await;
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!(
+        s,
+        status,
+        "{path} as {who}: {}",
+        String::from_utf8_lossy(&body[..body.len().min(300)])
+    );
+    assert!(v["error"].is_string(), "{path}: {v}");
+}
+
+/// Opens the bokeh WebSocket of a status page whose session token is `token`; `Err(status)`
+/// when the upgrade is answered otherwise.
+async fn bokeh_ws(
+    gw: &Gateway,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> Result<String, StatusCode> {
+    let mut req = format!("ws://{}{path}", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("bokeh, {token}").parse().unwrap(),
+    );
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let (mut ws, resp) = match tokio_tungstenite::connect_async(req).await {
+        Ok(ok) => ok,
+        Err(tungstenite::Error::Http(resp)) => return Err(resp.status()),
+        Err(e) => panic!("{path}: {e}"),
+    };
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "bokeh");
+    // The bokeh server's first message: its ACK (header frame first).
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("no message from the bokeh server within 10 s")
+        .unwrap()
+        .unwrap();
+    let Message::Text(text) = first else {
+        panic!("{first:?}")
+    };
+    Ok(text.to_string())
+}
+
+/// The bokeh session token a status page embeds.
+fn session_token(page: &str) -> String {
+    let start = page.find(r#""token":""#).expect("no bokeh session token") + 9;
+    page[start..][..page[start..].find('"').unwrap()].to_owned()
+}
+
+/// The bokeh script a status page loads (a static asset).
+fn bokeh_script(page: &str) -> String {
+    let start = page.find(r#"src=""#).unwrap();
+    let at = page[start..].find("/static/js/bokeh.min.js").unwrap() + start;
+    let begin = page[..at].rfind('"').unwrap() + 1;
+    page[begin..][..page[begin..].find('"').unwrap()].to_owned()
+}
+
+async fn new_cluster(gw: &Gateway, auth: &str) -> String {
+    let (s, _, v) = call(
+        gw,
+        Method::POST,
+        "/api/v1/clusters/",
+        Some(auth),
+        None,
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["name"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_is_its_owners_alone() {
+    gateway_logs();
+    let signer = Signer::start().await;
+    let root = temp_root();
+    let gw = Gateway::start(dask_config(&root, Some(&signer.jwks_url))).await;
+    let alice = bearer(&signer.token("alice", 600));
+    let bob = bearer(&signer.token("bob", 600));
+    let (a, b) = tokio::join!(new_cluster(&gw, &alice), new_cluster(&gw, &bob));
+    let (ma, mb) = tokio::join!(
+        wait_status(&gw, &alice, &a, 60, |s| s != "PENDING"),
+        wait_status(&gw, &bob, &b, 60, |s| s != "PENDING"),
+    );
+    assert_eq!(
+        (&ma["status"], &mb["status"]),
+        (&"RUNNING".into(), &"RUNNING".into())
+    );
+    assert_eq!(ma["dashboard_route"], format!("/clusters/{a}/status"));
+
+    // The owner, with the site JWT on every request (as the hub's proxy will send it).
+    let status_path = format!("/clusters/{a}/status");
+    let owner = [("authorization", alice.as_str())];
+    let (s, h, body) = get(&gw, &status_path, &owner).await;
+    let page = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        page.contains("Dask Diagnostic UI") && page.contains("Bokeh.embed"),
+        "{page}"
+    );
+    assert!(
+        h["cache-control"].to_str().unwrap().contains("private"),
+        "a per-user page is never kept by a shared cache"
+    );
+    let script = bokeh_script(&page);
+    assert!(
+        script.starts_with(&format!("/clusters/{a}/static/")),
+        "{script}"
+    );
+    let (s, h, js) = get(&gw, &script, &owner).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h["content-type"].to_str().unwrap().contains("javascript"));
+    assert!(js.len() > 100_000, "bokeh.min.js is {} bytes", js.len());
+    let (s, h, _) = get(&gw, &format!("/clusters/{a}/statics/css/base.css"), &owner).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/css"));
+    // A real upgrade to the bokeh server, which says ACK.
+    let ws_path = format!("{status_path}/ws");
+    let token = session_token(&page);
+    let ack = bokeh_ws(&gw, &ws_path, &token, &owner).await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&ack).unwrap()["msgtype"],
+        "ACK",
+        "{ack}"
+    );
+    // `/clusters/<name>/` leads to the status page, relative to wherever the client is.
+    let (s, h, _) = get(&gw, &format!("/clusters/{a}/"), &owner).await;
+    assert_eq!(
+        (s, &h["location"]),
+        (StatusCode::FOUND, &"status".parse().unwrap())
+    );
+
+    // A browser after the handshake: the session cookie alone, its own Origin on the upgrade.
+    let (s, h, _) = call(
+        &gw,
+        Method::GET,
+        "/api/v1/options",
+        Some(&alice),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let cookie = h["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let browser = [("cookie", cookie.as_str())];
+    let (s, _, body) = get(&gw, &status_path, &browser).await;
+    assert_eq!(s, StatusCode::OK);
+    let token = session_token(&String::from_utf8_lossy(&body));
+    let origin = format!("http://{}", gw.addr);
+    let ack = bokeh_ws(
+        &gw,
+        &ws_path,
+        &token,
+        &[("cookie", &cookie), ("origin", &origin)],
+    )
+    .await
+    .unwrap();
+    assert!(ack.contains("ACK"), "{ack}");
+
+    // Another user (their JWT, their cookie), no user, a cluster's token: refused, every
+    // route, the upgrade included; another user's cluster is not there at all.
+    let (_, h, _) = call(&gw, Method::GET, "/api/v1/options", Some(&bob), None, None).await;
+    let bob_cookie = h["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let cluster_token = format!(
+        "token {}",
+        std::fs::read_to_string(root.join(&b).join("api-token"))
+            .unwrap()
+            .trim()
+    );
+    let pages = [
+        status_path.clone(),
+        script.clone(),
+        format!("/clusters/{a}/statics/css/base.css"),
+        format!("/clusters/{a}/"),
+        format!("/clusters/{a}"),
+    ];
+    for (label, who, status) in [
+        (
+            "bob's JWT",
+            vec![("authorization", bob.as_str())],
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "bob's cookie",
+            vec![("cookie", bob_cookie.as_str())],
+            StatusCode::NOT_FOUND,
+        ),
+        ("nobody", vec![], StatusCode::UNAUTHORIZED),
+        (
+            "a guessed cookie",
+            vec![("cookie", "dask-gateway-0=0")],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "bob's cluster's token",
+            vec![("authorization", cluster_token.as_str())],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "a bad JWT",
+            vec![("authorization", "Bearer not-a-jwt")],
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        for p in &pages {
+            refused(&gw, p, &who, label, status).await;
+        }
+        assert_eq!(
+            bokeh_ws(&gw, &ws_path, &token, &who).await,
+            Err(status),
+            "{label}"
+        );
+    }
+    let (s, h, _) = get(&gw, &status_path, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        h.contains_key("www-authenticate"),
+        "the 401 starts the client's handshake"
+    );
+
+    // Paths that would leave bob's own cluster for alice's: refused before any forwarding.
+    let bob_auth = [("authorization", bob.as_str())];
+    for trick in [
+        format!("/clusters/{b}/../{a}/status"),
+        format!("/clusters/{b}/%2e%2e/{a}/status"),
+        format!("/clusters/{b}/.%2E/{a}/status"),
+        format!("/clusters/{b}/%252e%252e/{a}/status"),
+        format!("/clusters/{b}/..%2f{a}/status"),
+        format!("/clusters/{b}/status%2f..%2f..%2f{a}%2fstatus"),
+        format!("/clusters/{b}/..%5c{a}/status"),
+        format!("/clusters/{b}%2f..%2f{a}/status"),
+        format!("/clusters/%2e%2e/clusters/{a}/status"),
+        format!("/clusters/./{a}/status"),
+    ] {
+        refused(&gw, &trick, &bob_auth, "bob", StatusCode::BAD_REQUEST).await;
+    }
+    let ws_trick = format!("/clusters/{b}/%2e%2e/{a}/status/ws");
+    assert_eq!(
+        bokeh_ws(&gw, &ws_trick, &token, &bob_auth).await,
+        Err(StatusCode::BAD_REQUEST)
+    );
+    // Bob's own dashboard is his.
+    let (s, _, _) = get(
+        &gw,
+        &format!("/clusters/{b}/statics/css/base.css"),
+        &bob_auth,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Stopped: the owner is told it is gone (JSON), the upgrade too; others still see nothing.
+    let (s, _, v) = call(
+        &gw,
+        Method::DELETE,
+        &format!("/api/v1/clusters/{a}"),
+        Some(&alice),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let m = wait_status(&gw, &alice, &a, 20, |s| s == "STOPPED").await;
+    assert_eq!(m["status"], "STOPPED", "{m}");
+    assert!(m["dashboard_route"].is_null(), "{m}");
+    refused(&gw, &status_path, &owner, "alice", StatusCode::GONE).await;
+    refused(&gw, &script, &owner, "alice", StatusCode::GONE).await;
+    assert_eq!(
+        bokeh_ws(&gw, &ws_path, &token, &owner).await,
+        Err(StatusCode::GONE)
+    );
+    refused(&gw, &status_path, &bob_auth, "bob", StatusCode::NOT_FOUND).await;
+
+    gw.stop().await;
+    let _ = std::fs::remove_dir_all(&root);
+}
