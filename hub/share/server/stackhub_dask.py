@@ -20,6 +20,7 @@ import json
 import os
 import threading
 import time
+import urllib.error
 import urllib.request
 
 from dask_gateway.auth import GatewayAuth
