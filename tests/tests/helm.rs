@@ -687,6 +687,8 @@ fn bridge_site_chart_renders_valid_manifests_and_a_config_the_gateway_accepts() 
             .unwrap_or_else(|e| panic!("kubernetes-launcher.json ({sets:?}): {e}"));
         config.validate().unwrap();
         assert_eq!(config.port, 8888);
+        // No Dask from this chart yet: a site must not offer clusters its pods cannot run.
+        assert!(!config.dask.enabled, "the bridge chart turns Dask off");
         assert_eq!(config.quota_roles.len(), 3);
         assert_eq!(config.jwt.is_some(), !sets.contains(&"jwt.enabled=false"));
         // The site's id is the gateway's: the default audience of the tokens it accepts.
