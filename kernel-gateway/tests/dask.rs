@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use common::{ALICE, Gateway};
 use dask_support::{
-    Signer, bearer, call, client_hello, dask_config, dedl_python, processes_under, temp_root,
-    wait_status,
+    Signer, bearer, call, client_hello, dask_config, dedl_python, gateway_logs, next_event,
+    processes_under, temp_root, wait_status,
 };
 use hyper::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// The stock client's session: options, new cluster, scale, get_client through the proxy, a
@@ -61,28 +61,6 @@ cluster.shutdown()
 say(event="stopped")
 gw.close()
 "#;
-
-/// The gateway's log lines in the test output (shown when a test fails): why a cluster failed.
-fn gateway_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("kernel_gateway=info")
-        .try_init();
-}
-
-async fn next_event(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    event: &str,
-) -> Value {
-    let line = tokio::time::timeout(Duration::from_secs(90), lines.next_line())
-        .await
-        .unwrap_or_else(|_| panic!("no {event} event from the client within 90 s"))
-        .unwrap()
-        .unwrap_or_else(|| panic!("the client exited before {event}"));
-    let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-    assert_eq!(v["event"], event, "{v}");
-    v
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_client_runs_a_real_cluster_through_the_gateway() {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::Gateway;
-use dask_support::{Signer, bearer, call, dask_config, temp_root, wait_status};
+use dask_support::{Signer, bearer, call, dask_config, gateway_logs, temp_root, wait_status};
 use futures_util::StreamExt as _;
 use http_body_util::{BodyExt as _, Full};
 use hyper::{HeaderMap, Method, Request, StatusCode};
@@ -23,13 +23,6 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{self, Message};
-
-fn gateway_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("kernel_gateway=info")
-        .try_init();
-}
 
 /// `GET path` with `headers`: status, headers, body.
 async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {

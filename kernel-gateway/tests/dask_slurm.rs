@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dask_support::{call, dedl_python, wait_status};
+use dask_support::{call, dedl_python, gateway_logs, next_event, wait_status};
 use hyper::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use slurm_cluster::{ALICE, Cluster, INSTANCE, free_ports, gateway_config, start_gateway};
 use stackhub_e2e::secrets::SecretScan;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -57,28 +57,6 @@ cluster.shutdown()
 say(event="stopped")
 gw.close()
 "#;
-
-/// The gateway's log lines in the test output (shown when the test fails).
-fn gateway_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("kernel_gateway=info")
-        .try_init();
-}
-
-async fn next_event(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    event: &str,
-) -> Value {
-    let line = tokio::time::timeout(Duration::from_secs(90), lines.next_line())
-        .await
-        .unwrap_or_else(|_| panic!("no {event} event from the client within 90 s"))
-        .unwrap()
-        .unwrap_or_else(|| panic!("the client exited before {event}"));
-    let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-    assert_eq!(v["event"], event, "{v}");
-    v
-}
 
 /// The cluster's active jobs: (job id, state, scheduler or worker name).
 fn dask_jobs(cluster: &Cluster, name: &str) -> Vec<(String, String, String)> {

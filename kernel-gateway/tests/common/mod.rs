@@ -222,12 +222,29 @@ pub async fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (StatusCode, hyper::HeaderMap, Value) {
+    let auth = token.map(auth_header);
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| ("Authorization", a))
+        .into_iter()
+        .collect();
+    http_with(addr, method, path, &headers, body).await
+}
+
+/// [`http`] with any `headers`.
+pub async fn http_with(
+    addr: std::net::SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (StatusCode, hyper::HeaderMap, Value) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut req = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"));
-    if let Some(t) = token {
-        req = req.header("Authorization", auth_header(t));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))

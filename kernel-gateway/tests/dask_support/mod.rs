@@ -8,11 +8,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{HeaderMap, Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::{HeaderMap, Method, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kernel_gateway::Config;
 use kernel_gateway::config::JwtConfig;
@@ -20,7 +16,7 @@ use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 
-use crate::common::{Gateway, config};
+use crate::common::{Gateway, config, http_with};
 
 pub const ISSUER: &str = "https://hub.test/";
 pub const AUDIENCE: &str = "site-a";
@@ -159,31 +155,17 @@ pub async fn call(
     cookie: Option<&str>,
     body: Option<&str>,
 ) -> (StatusCode, HeaderMap, Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", gw.addr));
+    let mut headers = Vec::new();
     if let Some(a) = auth {
-        req = req.header("Authorization", a);
+        headers.push(("Authorization", a));
     }
     if let Some(c) = cookie {
-        req = req.header("Cookie", c);
+        headers.push(("Cookie", c));
     }
     if body.is_some() {
-        req = req.header("Content-Type", "application/json");
+        headers.push(("Content-Type", "application/json"));
     }
-    let req = req
-        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
-        .unwrap();
-    let resp = client.request(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        headers,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    http_with(gw.addr, method, path, &headers, body).await
 }
 
 pub fn bearer(t: &str) -> String {
@@ -242,4 +224,27 @@ pub fn client_hello(server_name: &str) -> Vec<u8> {
     let mut wire = Vec::new();
     conn.write_tls(&mut wire).unwrap();
     wire
+}
+
+/// The gateway's log lines in the test output (shown when a test fails): why a cluster failed.
+pub fn gateway_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("kernel_gateway=info")
+        .try_init();
+}
+
+/// The next JSON line a stock-client script printed with `say(event=...)`: it must be `event`.
+pub async fn next_event(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    event: &str,
+) -> Value {
+    let line = tokio::time::timeout(Duration::from_secs(90), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("no {event} event from the client within 90 s"))
+        .unwrap()
+        .unwrap_or_else(|| panic!("the client exited before {event}"));
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+    assert_eq!(v["event"], event, "{v}");
+    v
 }

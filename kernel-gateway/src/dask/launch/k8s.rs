@@ -35,8 +35,8 @@ use super::{ClusterSpec, DaskLaunchError, DaskLauncher, DaskProcess, IsLiveClust
 use crate::dask::DaskConfig;
 use crate::launcher::ResourceLimits;
 use crate::launcher::k8s::{
-    ANNOTATION_GATEWAY, ANNOTATION_USER, KubeLauncherConfig, LABEL_GATEWAY, by_uid, is_status,
-    label_value, resources,
+    ANNOTATION_GATEWAY, ANNOTATION_USER, KubeLauncherConfig, LABEL_GATEWAY, by_uid, cannot_start,
+    is_status, label_value, resources,
 };
 
 /// Label and annotation: the cluster's name.
@@ -123,27 +123,10 @@ impl PodBoard {
 
 /// How a pod ended (or cannot start), if it did.
 fn ended(pod: &Pod) -> Option<String> {
-    let status = pod.status.as_ref()?;
-    for cs in status.container_statuses.iter().flatten() {
-        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
-            let reason = w.reason.as_deref().unwrap_or_default();
-            if matches!(
-                reason,
-                "ErrImagePull"
-                    | "ImagePullBackOff"
-                    | "InvalidImageName"
-                    | "ErrImageNeverPull"
-                    | "CreateContainerConfigError"
-                    | "CreateContainerError"
-            ) {
-                return Some(format!(
-                    "pod {}: {reason}: {}; check dask.image",
-                    pod.name_any(),
-                    w.message.as_deref().unwrap_or("no detail")
-                ));
-            }
-        }
+    if let Some(why) = cannot_start(pod) {
+        return Some(format!("pod {}: {why}; check dask.image", pod.name_any()));
     }
+    let status = pod.status.as_ref()?;
     if !matches!(status.phase.as_deref(), Some("Failed" | "Succeeded")) {
         return None;
     }

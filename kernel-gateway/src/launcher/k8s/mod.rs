@@ -101,28 +101,36 @@ enum PodState {
     Failed(String),
 }
 
+/// A container of `pod` that cannot start and will not by waiting (its image cannot be pulled,
+/// its container cannot be created): `"<reason>: <message>"`. Kernel and Dask pods alike.
+pub(crate) fn cannot_start(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    status.container_statuses.iter().flatten().find_map(|cs| {
+        let w = cs.state.as_ref()?.waiting.as_ref()?;
+        let reason = w.reason.as_deref().unwrap_or_default();
+        matches!(
+            reason,
+            "ErrImagePull"
+                | "ImagePullBackOff"
+                | "InvalidImageName"
+                | "ErrImageNeverPull"
+                | "CreateContainerConfigError"
+                | "CreateContainerError"
+        )
+        .then(|| format!("{reason}: {}", w.message.as_deref().unwrap_or("no detail")))
+    })
+}
+
 fn judge(pod: &Pod) -> PodState {
     let Some(status) = &pod.status else {
         return PodState::Pending;
     };
+    if let Some(why) = cannot_start(pod) {
+        return PodState::Failed(format!(
+            "{why}; check the Kubernetes launcher's `images` setting for this kernelspec"
+        ));
+    }
     for cs in status.container_statuses.iter().flatten() {
-        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
-            let reason = w.reason.as_deref().unwrap_or_default();
-            if matches!(
-                reason,
-                "ErrImagePull"
-                    | "ImagePullBackOff"
-                    | "InvalidImageName"
-                    | "ErrImageNeverPull"
-                    | "CreateContainerConfigError"
-                    | "CreateContainerError"
-            ) {
-                return PodState::Failed(format!(
-                    "{reason}: {}; check the Kubernetes launcher's `images` setting for this kernelspec",
-                    w.message.as_deref().unwrap_or("no detail")
-                ));
-            }
-        }
         if let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()) {
             return PodState::Failed(format!(
                 "the kernel exited with code {} ({}) during start",
