@@ -12,17 +12,43 @@
 #   stackhub_examples.py the example notebooks (examples/ here) copied into a new home or S3 space
 #                        on first start (off with STACKHUB_EXAMPLES=0)
 #   stackhub_dask.py     not a config file: the Dask Gateway client's authentication through the
-#                        hub (DASK_GATEWAY__AUTH__TYPE=stackhub_dask.SiteAuth); when the hub set
-#                        that, this directory goes on the PYTHONPATH of the server's kernels
+#                        hub (DASK_GATEWAY__AUTH__TYPE=stackhub_dask.SiteAuth)
+#
+# Dask at the profile's site, below: when the hub gave the server a site's Dask Gateway
+# (hub/src/sites/dask.rs sets DASK_GATEWAY__ADDRESS, __PROXY_ADDRESS, __PUBLIC_ADDRESS,
+# __AUTH__TYPE=stackhub_dask.SiteAuth, STACKHUB_DASK_SITE):
+#   - stackhub_dask (this directory) is importable by the server's kernels (PYTHONPATH, which
+#     they inherit) and by the server itself (sys.path), so the stock dask_gateway client in
+#     either authenticates as the user through the hub;
+#   - dask-labextension's cluster factory (dask config labextension.factory, set through
+#     DASK_LABEXTENSION__FACTORY__* unless the environment sets them) is
+#     dask_gateway.GatewayCluster: the Dask panel's "+ NEW" starts a cluster at the site as the
+#     user, and scales and shuts it down there. Without DASK_GATEWAY__ADDRESS the stock default
+#     stays (a LocalCluster).
+#   A cluster's dashboard_link is DASK_GATEWAY__PUBLIC_ADDRESS + /clusters/<name>/status, which
+#   the hub serves to the signed-in user; the panel checks it from the browser, with the
+#   browser's own hub cookie (browserDashboardCheck in overrides.json): the server could not
+#   authenticate there.
 import os
+import sys
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
+# (traitlets gives each config file its own __file__.)
+_here = os.path.dirname(os.path.abspath(__file__))  # noqa: F821
 if os.environ.get("DASK_GATEWAY__AUTH__TYPE") == "stackhub_dask.SiteAuth":
-    _here = os.path.dirname(os.path.abspath(__file__))  # noqa: F821
     _path = os.environ.get("PYTHONPATH", "")
     if _here not in _path.split(os.pathsep):
         os.environ["PYTHONPATH"] = _here + (os.pathsep + _path if _path else "")
+    if _here not in sys.path:
+        sys.path.append(_here)
+if os.environ.get("DASK_GATEWAY__ADDRESS"):
+    os.environ.setdefault("DASK_LABEXTENSION__FACTORY__MODULE", "dask_gateway")
+    os.environ.setdefault("DASK_LABEXTENSION__FACTORY__CLASS", "GatewayCluster")
+    # dask reads its environment when first imported: if something imported it before this
+    # file ran, read it again (the defaults extensions registered are kept).
+    if "dask.config" in sys.modules:
+        sys.modules["dask.config"].refresh()
 
 load_subconfig("stackhub_remote.py")  # noqa: F821
 load_subconfig("stackhub_s3.py")  # noqa: F821
