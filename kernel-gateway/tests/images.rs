@@ -202,10 +202,10 @@ fn image_pins_satisfy_what_the_scripts_install() {
 }
 
 /// The full Lab's extensions (issue 21): the scripts' venv and the singleuser image carry the Git
-/// panel, the S3 browser (jupyter-fs with fsspec/s3fs), the Dask panel and its server proxy, at
-/// the same versions (checked above); the image has `git` for the Git panel and the hub's server
-/// configuration (its Lab settings and the S3 credential_process among it) where the hub points
-/// servers.
+/// panel, the S3 browser (jupyter-fs with fsspec/s3fs), the Dask panel, its server proxy and the
+/// Dask Gateway client its clusters are (issue 20), at the same versions (checked above); the
+/// image has `git` for the Git panel and the hub's server configuration (its Lab settings and the
+/// S3 credential_process among it) where the hub points servers.
 #[test]
 fn the_singleuser_image_carries_the_full_labs_extensions_git_and_settings() {
     let scripts = requirements(
@@ -218,6 +218,7 @@ fn the_singleuser_image_carries_the_full_labs_extensions_git_and_settings() {
         "s3fs",
         "dask_labextension",
         "jupyter_server_proxy",
+        "dask_gateway",
     ] {
         assert!(
             scripts.iter().any(|(p, _)| p == pkg),
