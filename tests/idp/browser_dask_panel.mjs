@@ -1,8 +1,8 @@
 // Headless Chromium (Debian `chromium`, npm `playwright-core`) on the Dask panel of the full
 // JupyterLab: sign in, start the full Lab, open the Dask panel, "+ NEW" a cluster (a Dask Gateway
-// cluster at the profile's site), scale it to WORKERS workers from the panel, open the "Progress"
-// dashboard pane and wait until its iframe holds a rendered bokeh document fed over its
-// WebSocket, then shut the cluster down from the panel. Screenshots `dask-panel-*.png` go to
+// cluster at the profile's site), scale it to WORKERS workers from the panel, open the "Workers
+// Memory" dashboard pane and wait until its iframe holds a rendered bokeh document, fed over its
+// WebSocket, whose data shows the workers; then shut the cluster down from the panel. Screenshots `dask-panel-*.png` go to
 // ARTIFACTS. Usage:
 //   node browser_dask_panel.mjs HUB_URL USER PASSWORD ARTIFACTS_DIR PROFILE_SLUG WORKERS
 // After each step it prints `STEP {"step": ..., ...}` and waits for a line on stdin (the test
@@ -71,6 +71,7 @@ try {
   const item = page.locator(`${panel} .dask-ClusterListingItem`).first();
   await item.waitFor({ timeout: 60000 });
   const listing = async () => ({
+    id: await item.getAttribute('data-cluster-id'),
     title: (await item.locator('.dask-ClusterListingItem-title').textContent()).trim(),
     scheduler_address: await item.locator('.dask-ClusterListingItem-link').first().getAttribute('title'),
     dashboard_link: await item.locator('.dask-ClusterListingItem-link a').getAttribute('href'),
@@ -98,33 +99,50 @@ try {
   await step('scaled', scaled);
 
   // The cluster's dashboards: the launcher lists them once the browser reached the cluster's
-  // individual-plots.json; open "Progress".
+  // individual-plots.json; open "Workers Memory".
   const plots = page.locator(`${panel} .dask-DashboardListing-item button`);
   await plots.first().waitFor({ timeout: 30000 });
-  const dashboards = await plots.allInnerTexts();
+  const dashboards = (await plots.allTextContents()).map((t) => t.trim());
   const url = await page.inputValue(`${panel} .dask-URLInput input`);
-  await plots.filter({ hasText: /^Progress$/ }).click();
+  await plots.filter({ hasText: /^Workers Memory$/ }).click();
   const frameElement = page.locator('.dask-DaskDashboard-widget iframe').first();
   await frameElement.waitFor();
   const frame = await (await frameElement.elementHandle()).contentFrame();
-  // Rendered: Bokeh's document has its roots, and views of them are in the page.
-  await frame.waitForFunction(() => window.Bokeh && window.Bokeh.documents.length > 0
+  // Rendered: Bokeh's document has its roots, views of them are in the page, and its data
+  // sources hold the workers (their addresses, tls:// at a Dask Gateway cluster).
+  const workersIn = () => {
+    const found = new Set();
+    for (const m of window.Bokeh.documents[0].all_models) {
+      if (m.type !== 'ColumnDataSource') continue;
+      const data = m.data instanceof Map ? [...m.data.values()] : Object.values(m.data);
+      for (const column of data) {
+        for (const v of Array.from(column)) {
+          if (typeof v === 'string' && /^(tls|tcp):\/\//.test(v)) found.add(v);
+        }
+      }
+    }
+    return [...found];
+  };
+  await frame.waitForFunction(`window.Bokeh && window.Bokeh.documents.length > 0
     && window.Bokeh.documents[0].roots().length > 0
-    && document.querySelector('[data-root-id]') !== null, null, { timeout: 30000 });
+    && document.querySelector('[data-root-id]') !== null
+    && (${workersIn})().length > 0`, null, { timeout: 30000 });
   const src = await frameElement.getAttribute('src');
-  const bokehDocument = await frame.evaluate(() => ({
+  const frameUrl = frame.url();
+  const bokehDocument = await frame.evaluate(`({
     title: document.title,
     roots: window.Bokeh.documents[0].roots().map((r) => r.type),
     bokeh: window.Bokeh.version,
-  }));
+    workers: (${workersIn})(),
+  })`);
   // The document's WebSocket is open and the scheduler's updates arrive on it.
   const deadline = Date.now() + 20000;
-  const plotSocket = () => sockets.find((s) => s.url.includes('/individual-progress/ws'));
+  const plotSocket = () => sockets.find((s) => s.url.includes('/individual-workers-memory/ws'));
   while (!(plotSocket() && plotSocket().received > 1) && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 250));
   }
   await shot('dask-panel-dashboard.png');
-  await step('dashboard', { dashboards, url, src, document: bokehDocument, socket: plotSocket() || null });
+  await step('dashboard', { dashboards, url, src, frame_url: frameUrl, document: bokehDocument, socket: plotSocket() || null });
 
   // Shut it down from the panel.
   await item.locator('.dask-ClusterListingItem-stop').click();

@@ -5,9 +5,10 @@
 //! `dask_gateway.GatewayCluster` (the hub's server configuration), so the cluster starts at the
 //! site as the user, through `stackhub_dask.SiteAuth`. The test checks at the gateway's REST API,
 //! as the user, that the cluster the panel lists is hers and running there; the panel scales it
-//! to a worker, opens its "Progress" dashboard pane (through the hub, checked by the browser with
-//! its own hub cookie) whose iframe renders the bokeh document fed over its WebSocket, and shuts
-//! it down: nothing of hers is left at the gateway. Screenshots: `dask-panel-*.png` in the test
+//! to a worker, opens its "Workers Memory" dashboard pane, whose iframe renders the bokeh
+//! document of the cluster's scheduler, fed over its WebSocket and showing the worker (the
+//! server's `dask/dashboard/<id>/` paths redirect the browser to the hub's dashboard route, which
+//! serves it to her hub session), and shuts it down: nothing of hers is left at the gateway. Screenshots: `dask-panel-*.png` in the test
 //! artifacts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -144,19 +145,28 @@ async fn the_dask_panel_creates_scales_shows_and_stops_a_cluster_at_the_site() {
     let (dir, _cleanup) = scratch_dir("dask-lab");
     let [port, hub_port, central_port] = free_ports();
     let base = format!("http://127.0.0.1:{port}");
-    let central = Gateway::start(&dir, "central", central_port, &base);
+    // Central publishes its dashboards through the hub (`/hub/dask/central/clusters/...`).
+    let central = Gateway::start_site(
+        &dir,
+        "central",
+        central_port,
+        &base,
+        "",
+        "[dask]\ndashboard_prefix = \"/hub/dask/central\"\n",
+    );
     central.wait_ready().await;
     std::fs::write(
         dir.join("hub.toml"),
         format!(
-            "[s3]\nhealth_interval_secs = 1\n\n[spawner]\nstart_timeout = 90\n\n\
-             [[sites]]\nid = \"central\"\nname = \"Central Site\"\ngateway_url = \"{}\"\n\
+            "public_url = \"{base}/\"\ngateway_token_issuer = \"stackhub\"\n\n\
+             [s3]\nhealth_interval_secs = 1\n\n[spawner]\nstart_timeout = 90\n\n\
+             [[sites]]\nid = \"central\"\nname = \"Central Site\"\ngateway_url = \"{central}\"\n\
              gateway_auth = \"hub-jwt\"\ns3 = {{ mode = \"embedded\" }}\n\n\
              [[profile_list]]\ndisplay_name = \"Remote Compute Kernels - Central Site\"\n\
              slug = \"remote-central\"\nkind = \"remote-kernels\"\nsite = \"central\"\n\n\
              [[profile_list]]\ndisplay_name = \"JupyterLab (Full working environment)\"\n\
              slug = \"jupyterlab\"\ndefault = true\n",
-            central.url
+            central = central.url
         ),
     )
     .unwrap();
@@ -207,9 +217,11 @@ async fn the_dask_panel_creates_scales_shows_and_stops_a_cluster_at_the_site() {
         format!("gateway://127.0.0.1:{central_port}/{name}"),
         "{listed}"
     );
+    // Its dashboard is the hub's, same-origin for the Lab.
     let dashboard = listed["dashboard_link"].as_str().unwrap().to_owned();
-    assert!(
-        dashboard.ends_with(&format!("/clusters/{name}/status")),
+    assert_eq!(
+        dashboard,
+        format!("{base}/hub/dask/central/clusters/{name}/status"),
         "{listed}"
     );
     browser.go().await;
@@ -225,8 +237,8 @@ async fn the_dask_panel_creates_scales_shows_and_stops_a_cluster_at_the_site() {
     );
     browser.go().await;
 
-    // The "Progress" pane: the cluster's plots through the hub, the bokeh document rendered in
-    // the pane's iframe and fed over its WebSocket.
+    // The "Workers Memory" pane: the cluster's plots through the hub, the bokeh document
+    // rendered in the pane's iframe, fed over its WebSocket, showing the worker.
     let shown = browser.step("dashboard").await;
     eprintln!(
         "dashboard after {:.1} s: {shown}",
@@ -239,25 +251,36 @@ async fn the_dask_panel_creates_scales_shows_and_stops_a_cluster_at_the_site() {
         .filter_map(Value::as_str)
         .collect();
     assert!(
-        plots.contains(&"Progress") && plots.contains(&"Task Stream"),
+        plots.contains(&"Workers Memory") && plots.contains(&"Task Stream"),
+        "{shown}"
+    );
+    // The panel shows dashboards at the server's dask/dashboard/<id>/, which redirects the
+    // browser to the hub's (stackhub_dask's server extension): the pane's page is the hub's.
+    let id = listed["id"].as_str().unwrap();
+    assert_eq!(shown["url"], format!("dask/dashboard/{id}"), "{shown}");
+    assert_eq!(
+        shown["src"],
+        format!("{base}/user/alice/dask/dashboard/{id}/individual-workers-memory"),
         "{shown}"
     );
     let prefix = dashboard.trim_end_matches("status");
     assert_eq!(
-        shown["src"],
-        format!("{prefix}individual-progress"),
+        shown["frame_url"],
+        format!("{prefix}individual-workers-memory"),
         "{shown}"
     );
     assert!(
         !shown["document"]["roots"].as_array().unwrap().is_empty(),
         "{shown}"
     );
+    let workers = shown["document"]["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{shown}");
     let socket = &shown["socket"];
-    assert!(
-        socket["url"]
-            .as_str()
-            .is_some_and(|u| u.starts_with(&format!("ws://127.0.0.1:{port}/"))
-                && u.ends_with(&format!("/clusters/{name}/individual-progress/ws"))),
+    assert_eq!(
+        socket["url"],
+        format!(
+            "ws://127.0.0.1:{port}/hub/dask/central/clusters/{name}/individual-workers-memory/ws"
+        ),
         "{shown}"
     );
     assert!(

@@ -25,10 +25,12 @@
 #     dask_gateway.GatewayCluster: the Dask panel's "+ NEW" starts a cluster at the site as the
 #     user, and scales and shuts it down there. Without DASK_GATEWAY__ADDRESS the stock default
 #     stays (a LocalCluster).
-#   A cluster's dashboard_link is DASK_GATEWAY__PUBLIC_ADDRESS + /clusters/<name>/status, which
-#   the hub serves to the signed-in user; the panel checks it from the browser, with the
-#   browser's own hub cookie (browserDashboardCheck in overrides.json): the server could not
-#   authenticate there.
+#   - a cluster's dashboard_link is the hub's (DASK_GATEWAY__PUBLIC_ADDRESS + the cluster's
+#     dashboard_route: <hub>/hub/dask/<site>/clusters/<name>/status), served to the signed-in
+#     user; the server could not authenticate there. The panel's dashboard paths of the server
+#     (dask/dashboard/<id>/...) redirect the browser there (stackhub_dask's server extension),
+#     and dashboards pasted into the panel are checked from the browser (browserDashboardCheck in
+#     overrides.json), each with the browser's own hub session.
 import os
 import sys
 
@@ -40,9 +42,10 @@ if os.environ.get("DASK_GATEWAY__AUTH__TYPE") == "stackhub_dask.SiteAuth":
     _path = os.environ.get("PYTHONPATH", "")
     if _here not in _path.split(os.pathsep):
         os.environ["PYTHONPATH"] = _here + (os.pathsep + _path if _path else "")
+if os.environ.get("DASK_GATEWAY__ADDRESS"):
     if _here not in sys.path:
         sys.path.append(_here)
-if os.environ.get("DASK_GATEWAY__ADDRESS"):
+    c.ServerApp.jpserver_extensions.update({"stackhub_dask": True})
     os.environ.setdefault("DASK_LABEXTENSION__FACTORY__MODULE", "dask_gateway")
     os.environ.setdefault("DASK_LABEXTENSION__FACTORY__CLASS", "GatewayCluster")
     # dask reads its environment when first imported: if something imported it before this

@@ -136,3 +136,72 @@ def s3(site):
     )
     # Every site keeps a user's files below users/NAME/ of its bucket (s3-exchange).
     return fs, f"{store['bucket']}/users/{os.environ['JUPYTERHUB_USER']}/"
+
+
+# The Dask panel's dashboards, as a jupyter_server extension of the single-user server
+# (jupyter_server_config.py enables it when the hub gave the server a site's Dask Gateway).
+#
+# dask-labextension 7.0.0 shows the active cluster's dashboard at <server>/dask/dashboard/<id>/...
+# and serves that from the server: a proxy to the host and port of the cluster's dashboard_link
+# that drops the link's path (dask-labextension#274) and has no credentials for it. The hub
+# serves a site's dashboards to the signed-in user at <hub>/hub/dask/<site>/clusters/<name>/
+# (the clusters' dashboard_link), so here those paths redirect the browser there instead, where
+# its own hub session opens them: individual-plots.json for the panel's list, the panes' pages,
+# whose bokeh assets and WebSockets are then the hub's too.
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "stackhub_dask"}]
+
+
+def _dashboard_redirect_handler():
+    """The handler class (jupyter_server is imported only in the server, not in kernels)."""
+    import inspect
+    import urllib.parse
+
+    from jupyter_server.base.handlers import JupyterHandler
+    from tornado import web
+
+    class DashboardRedirect(JupyterHandler):
+        """``GET <base>dask/dashboard/<cluster id>/<path>``: 302 to the cluster's dashboard
+        (its dashboard_link without ``status``) + ``<path>``, for the server's own user."""
+
+        @web.authenticated
+        async def get(self, cluster_id, path):
+            from dask_labextension.manager import manager
+
+            model = manager.get_cluster(cluster_id)
+            if inspect.isawaitable(model):  # later dask-labextension releases
+                model = await model
+            if not model:
+                raise web.HTTPError(404, f"no Dask cluster {cluster_id!r} in this server")
+            link = model.get("dashboard_link") or ""
+            if urllib.parse.urlsplit(link).scheme not in ("http", "https"):
+                raise web.HTTPError(404, f"Dask cluster {cluster_id!r} has no dashboard")
+            segments = path.split("/")[1:]
+            if any(s in (".", "..") for s in segments):
+                raise web.HTTPError(400, f"{path!r} is not a path of a dashboard")
+            base = link[: -len("status")] if link.endswith("/status") else link.rstrip("/") + "/"
+            target = base + urllib.parse.quote("/".join(segments), safe="/-_.~")
+            if self.request.query:
+                target += "?" + self.request.query
+            self.redirect(target)
+
+        head = get
+
+    return DashboardRedirect
+
+
+def _load_jupyter_server_extension(serverapp):
+    from jupyter_server.utils import url_path_join
+
+    web_app = serverapp.web_app
+    pattern = url_path_join(
+        web_app.settings["base_url"], r"dask/dashboard/(?P<cluster_id>[^/]+)(?P<path>/.*)"
+    )
+    web_app.add_handlers(".*$", [(pattern, _dashboard_redirect_handler())])
+    # Before dask-labextension's proxy of the same paths, whichever extension loaded first
+    # (tornado tries its handler groups in order; add_handlers put this one before the last).
+    rules = web_app.default_router.rules
+    rules.insert(0, rules.pop(len(rules) - 2))
+    serverapp.log.info("stackhub_dask: the Dask panel's dashboards open at the clusters' dashboard links")
