@@ -275,6 +275,34 @@ async fn the_dask_panel_creates_scales_shows_and_stops_a_cluster_at_the_site() {
     );
     let workers = shown["document"]["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 1, "{shown}");
+    // That redirect is for the server's user only: without credentials it does not tell where
+    // the cluster's dashboard is; with alice's token it sends her to the hub's.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let plots_url = format!("{base}/user/alice/dask/dashboard/{id}/individual-plots.json?v=1");
+    let location = |r: &reqwest::Response| {
+        r.headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let r = no_redirect.get(&plots_url).send().await.unwrap();
+    assert!(
+        matches!(r.status().as_u16(), 302 | 401 | 403) && !location(&r).contains("/dask/"),
+        "{} {}",
+        r.status(),
+        location(&r)
+    );
+    let r = no_redirect
+        .get(&plots_url)
+        .header("Authorization", format!("token {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&r), format!("{prefix}individual-plots.json?v=1"));
     let socket = &shown["socket"];
     assert_eq!(
         socket["url"],
