@@ -14,6 +14,9 @@ space at a site, for the results.
 No credential is stored in a file or printed: the site token lives in this process's memory and
 is asked from the hub with the server's own API token (``JUPYTERHUB_API_TOKEN``), which the
 server's kernels inherit.
+
+In the server itself it is also a jupyter_server extension (at the end of this file): the Dask
+panel's dashboard paths redirect the browser to the clusters' dashboards, which the hub serves.
 """
 
 import json
