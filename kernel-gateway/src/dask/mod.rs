@@ -168,6 +168,7 @@ impl DaskService {
             worker_memory_bytes: ((memory_gib * 1024.0).round() as u64) << 20,
             heartbeat_period: self.config.heartbeat_period,
             idle_timeout: self.config.idle_timeout,
+            dashboard_prefix: format!("{}/clusters/{name}", self.config.dashboard_prefix),
         };
         let cluster = Arc::new(Cluster::new(spec, options, quota.clone()));
         self.registry.insert(cluster.clone())?;

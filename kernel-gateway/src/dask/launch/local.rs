@@ -161,7 +161,7 @@ impl DaskLauncher for LocalDaskLauncher {
                 "127.0.0.1",
             ])
             .args(["--port", "0", "--dashboard-address", "127.0.0.1:0"])
-            .args(["--dashboard-prefix", &format!("/clusters/{}", spec.name)])
+            .args(["--dashboard-prefix", &spec.dashboard_prefix])
             .args(["--preload", "dask_gateway.scheduler_preload"])
             .args(["--dg-api-address", "127.0.0.1:0"])
             .arg("--dg-heartbeat-period")
