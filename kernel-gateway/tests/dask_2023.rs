@@ -14,12 +14,15 @@ use std::process::Stdio;
 
 use common::Gateway;
 use dask_support::{
-    Signer, bearer, bokeh_ws, dask_config_with, dask2023_python, gateway_logs, get, next_event,
-    processes_under, session_token, temp_root, wait_status,
+    Signer, bearer, bokeh_script, bokeh_ws, dask_config_with, dask2023_python, gateway_logs, get,
+    next_event, processes_under, session_token, temp_root, wait_status,
 };
 use hyper::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// Where the hub publishes the site's dashboards (`[dask] dashboard_prefix`).
+const PREFIX: &str = "/hub/dask/lumi";
 
 /// The 2023.1.1 client's session: bad options refused, the options form, a new cluster with
 /// options, list, scale, get_client through the gateway's scheduler proxy, a computation,
@@ -86,12 +89,9 @@ async fn data_lake_client_2023_runs_a_real_cluster() {
     let python = dask2023_python();
     let signer = Signer::start().await;
     let root = temp_root();
-    let gw = Gateway::start(dask_config_with(
-        &root,
-        Some(&signer.jwks_url),
-        python.clone(),
-    ))
-    .await;
+    let mut config = dask_config_with(&root, Some(&signer.jwks_url), python.clone());
+    config.dask.dashboard_prefix = PREFIX.into();
+    let gw = Gateway::start(config).await;
     let alice = signer.token("alice", 600);
     let bob = bearer(&signer.token("bob", 600));
 
@@ -132,7 +132,7 @@ async fn data_lake_client_2023_runs_a_real_cluster() {
         json!({&name: {"worker_cores": 1, "worker_memory": 1.5}}),
         "only the cluster made with good options: {created}"
     );
-    let status_path = format!("/clusters/{name}/status");
+    let status_path = format!("{PREFIX}/clusters/{name}/status");
     assert!(
         created["dashboard"]
             .as_str()
@@ -158,14 +158,25 @@ async fn data_lake_client_2023_runs_a_real_cluster() {
         "the cluster runs the gateway's [dask] python"
     );
 
-    // The dashboard (bokeh 3.2 behind distributed 2023.8): the owner's page and its bokeh
-    // WebSocket; another user is told nothing is there.
+    // The dashboard (bokeh 3.2 behind distributed 2023.8), published under the hub's prefix:
+    // the owner's page, its bokeh script and WebSocket; another user is told nothing is there.
     let auth = bearer(&alice);
     let owner = [("authorization", auth.as_str())];
     let (s, _, body) = get(&gw, &status_path, &owner).await;
     let page = String::from_utf8_lossy(&body).into_owned();
     assert_eq!(s, StatusCode::OK, "{page}");
     assert!(page.contains("Bokeh.embed"), "{page}");
+    let script = bokeh_script(&page);
+    assert!(
+        script.starts_with(&format!("{PREFIX}/clusters/{name}/static/")),
+        "{script}"
+    );
+    let (s, _, js) = get(&gw, &script, &owner).await;
+    assert_eq!(s, StatusCode::OK, "{script}");
+    assert!(
+        String::from_utf8_lossy(&js).contains(r#"version="3.2.2""#),
+        "bokeh 3.2.2's script"
+    );
     let token = session_token(&page);
     let ws_path = format!("{status_path}/ws");
     let ack = bokeh_ws(&gw, &ws_path, &token, &owner).await.unwrap();
@@ -175,10 +186,12 @@ async fn data_lake_client_2023_runs_a_real_cluster() {
         "{ack}"
     );
     let other = [("authorization", bob.as_str())];
-    let (s, _, body) = get(&gw, &status_path, &other).await;
-    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    assert_eq!(s, StatusCode::NOT_FOUND, "bob read alice's dashboard");
-    assert!(v["error"].is_string(), "{v}");
+    for path in [&status_path, &script] {
+        let (s, _, body) = get(&gw, path, &other).await;
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        assert_eq!(s, StatusCode::NOT_FOUND, "bob read alice's {path}");
+        assert!(v["error"].is_string(), "{v}");
+    }
     assert_eq!(
         bokeh_ws(&gw, &ws_path, &token, &other).await,
         Err(StatusCode::NOT_FOUND)

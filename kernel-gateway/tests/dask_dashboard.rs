@@ -12,8 +12,8 @@ mod dask_support;
 
 use common::Gateway;
 use dask_support::{
-    Signer, bearer, bokeh_ws, call, dask_config, gateway_logs, get, session_token, temp_root,
-    wait_status,
+    Signer, bearer, bokeh_script, bokeh_ws, call, dask_config, gateway_logs, get, session_token,
+    temp_root, wait_status,
 };
 use hyper::{Method, StatusCode};
 use serde_json::Value;
@@ -36,14 +36,6 @@ async fn refused(
         String::from_utf8_lossy(&body[..body.len().min(300)])
     );
     assert!(v["error"].is_string(), "{path}: {v}");
-}
-
-/// The bokeh script a status page loads (a static asset).
-fn bokeh_script(page: &str) -> String {
-    let start = page.find(r#"src=""#).unwrap();
-    let at = page[start..].find("/static/js/bokeh.min.js").unwrap() + start;
-    let begin = page[..at].rfind('"').unwrap() + 1;
-    page[begin..][..page[begin..].find('"').unwrap()].to_owned()
 }
 
 async fn new_cluster(gw: &Gateway, auth: &str) -> String {

@@ -350,3 +350,11 @@ pub fn session_token(page: &str) -> String {
     let start = page.find(r#""token":""#).expect("no bokeh session token") + 9;
     page[start..][..page[start..].find('"').unwrap()].to_owned()
 }
+
+/// The bokeh script a status page loads (a static asset).
+pub fn bokeh_script(page: &str) -> String {
+    let start = page.find(r#"src=""#).unwrap();
+    let at = page[start..].find("/static/js/bokeh.min.js").unwrap() + start;
+    let begin = page[..at].rfind('"').unwrap() + 1;
+    page[begin..][..page[begin..].find('"').unwrap()].to_owned()
+}
