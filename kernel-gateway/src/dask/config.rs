@@ -29,6 +29,7 @@
 //! #                               # interfaces, advertising the node's address
 //! # image = "ghcr.io/dask/dask:2026.8.0"  # image of scheduler and worker pods; default: the
 //! #                               # Kubernetes launcher's default_image
+//! warm_schedulers = 1             # local clusters: schedulers started ahead of demand; 0 = none
 //! # dashboard_prefix = "/hub/dask/lumi"  # where browsers see this site's dashboards (the hub's
 //! #                               # dashboard route for the site); env
 //! #                               # STACKHUB_GATEWAY_DASK_DASHBOARD_PREFIX; default: none
@@ -126,6 +127,10 @@ pub struct DaskConfig {
     /// `/clusters/<name>/`. Empty (default): none. `/`-separated segments of letters, digits,
     /// `-`, `_`, `.` and `~`, starting with `/`, no trailing `/`.
     pub dashboard_prefix: String,
+    /// Local clusters: how many schedulers are kept started (Python and Dask imported) ahead
+    /// of demand, so a new cluster runs in a fraction of a cold start; 0 = none. Each holds
+    /// an idle interpreter's memory (about 100 MiB). At most 8.
+    pub warm_schedulers: usize,
 }
 
 impl Default for DaskConfig {
@@ -155,6 +160,7 @@ impl Default for DaskConfig {
             listen_host: None,
             image: None,
             dashboard_prefix: String::new(),
+            warm_schedulers: 1,
         }
     }
 }
@@ -247,6 +253,12 @@ impl DaskConfig {
             .or_else(|reason| bad("dask.quota_roles", &reason))?;
         if let Some(url) = &self.hub_api_url {
             crate::config::https_or_loopback("dask.hub_api_url", url)?;
+        }
+        if self.warm_schedulers > 8 {
+            return bad(
+                "dask.warm_schedulers",
+                &format!("{} is more than 8", self.warm_schedulers),
+            );
         }
         if let Err(why) = check_dashboard_prefix(&self.dashboard_prefix) {
             return bad("dask.dashboard_prefix", &why);

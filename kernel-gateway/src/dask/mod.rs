@@ -125,8 +125,12 @@ impl DaskService {
             .launcher
             .clone()
             .unwrap_or_else(|| manager.config.default_launcher.clone());
-        let local =
-            || -> Arc<dyn DaskLauncher> { Arc::new(LocalDaskLauncher::new(config.python(), root)) };
+        let local = || -> Arc<dyn DaskLauncher> {
+            Arc::new(
+                LocalDaskLauncher::new(config.python(), root)
+                    .with_warm_schedulers(config.warm_schedulers),
+            )
+        };
         let launcher = launch::select(&name, local, manager.launcher.as_ref(), config);
         let api_url = config.api_url.clone().unwrap_or_else(|| {
             let ip = if listen.ip().is_unspecified() {
