@@ -29,6 +29,11 @@
 //! #                               # interfaces, advertising the node's address
 //! # image = "ghcr.io/dask/dask:2026.8.0"  # image of scheduler and worker pods; default: the
 //! #                               # Kubernetes launcher's default_image
+//! # gateway_pod_labels = { "app.kubernetes.io/component" = "gateway" }  # Kubernetes: labels of
+//! #                               # this gateway's pods, the only pods besides a cluster's own
+//! #                               # that its NetworkPolicy lets in; required to start clusters
+//! #                               # as pods
+//! # gateway_namespace = "site"    # their namespace; default: the Dask pods' namespace
 //!
 //! [[dask.quota_roles]]            # highest first; default: the Data Lake's stack-dask-*
 //! role = "stack-dask-high"        # a role or group (`/services/dask/stack-dask-high`)
@@ -40,6 +45,7 @@
 //!
 //! The quota roles are explained in `quota`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -115,6 +121,12 @@ pub struct DaskConfig {
     /// The image of scheduler and worker pods (`distributed` and `dask-gateway`, `python` on
     /// `PATH`); default: the Kubernetes launcher's `default_image`.
     pub image: Option<String>,
+    /// Kubernetes: the labels of this gateway's pods. Each cluster's NetworkPolicy admits
+    /// only them (to the scheduler's ports) and the cluster's own pods; without them no
+    /// cluster starts as pods (their scheduler and dashboard would be open to every pod).
+    pub gateway_pod_labels: BTreeMap<String, String>,
+    /// Kubernetes: the namespace of this gateway's pods; default: the Dask pods' namespace.
+    pub gateway_namespace: Option<String>,
 }
 
 impl Default for DaskConfig {
@@ -143,6 +155,8 @@ impl Default for DaskConfig {
             slurm_profile: None,
             listen_host: None,
             image: None,
+            gateway_pod_labels: BTreeMap::new(),
+            gateway_namespace: None,
         }
     }
 }
@@ -233,6 +247,14 @@ impl DaskConfig {
         if let Some(url) = &self.hub_api_url {
             crate::config::https_or_loopback("dask.hub_api_url", url)?;
         }
+        for (k, v) in &self.gateway_pod_labels {
+            if k.is_empty() || crate::launcher::k8s::label_value(v) != *v {
+                return bad(
+                    "dask.gateway_pod_labels",
+                    &format!("{k:?} = {v:?} is not a Kubernetes label"),
+                );
+            }
+        }
         if self.hub_auth_cache_secs > 300 {
             return bad(
                 "dask.hub_auth_cache_secs",
@@ -291,6 +313,10 @@ mod tests {
             ..DaskConfig::default()
         };
         assert_eq!(key_of(&c), Some("dask.hub_auth_cache_secs"));
+        let mut c = DaskConfig::default();
+        c.gateway_pod_labels
+            .insert("app.kubernetes.io/name".into(), "bridge site".into());
+        assert_eq!(key_of(&c), Some("dask.gateway_pod_labels"));
         let mut c = DaskConfig::default();
         c.quota_roles[2].max_worker_cores = 0;
         assert_eq!(key_of(&c), Some("dask.quota_roles"));

@@ -13,8 +13,13 @@
 //!   `worker_memory`, the scheduler's from `dask.scheduler_cores` / `scheduler_memory_gib`.
 //! - Addresses: the scheduler listens on all interfaces and reports its pod IP in its
 //!   heartbeats; workers connect there and the gateway (in the cluster network) proxies there.
+//! - Network: the cluster's NetworkPolicy `dask-<cluster>` (see `policy`) admits only the
+//!   gateway's pods and the cluster's own; it is created before the scheduler pod and removed
+//!   with the cluster. No cluster starts without `dask.gateway_pod_labels`.
 //! - [`DaskProcess::exited`] reads one pod list per launcher (every 2 s while pods run): a
 //!   failed, finished or deleted pod, or one whose image cannot be pulled, has exited.
+
+mod policy;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock, Weak};
@@ -26,11 +31,13 @@ use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, KeyToPath, Pod, PodSecurityContext, PodSpec,
     SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
+use self::policy::{GatewayPeer, network_policy};
 use super::{ClusterSpec, DaskLaunchError, DaskLauncher, DaskProcess, IsLiveCluster, Role};
 use crate::dask::DaskConfig;
 use crate::launcher::ResourceLimits;
@@ -59,6 +66,9 @@ pub struct KubeDaskLauncher {
     image: Option<String>,
     scheduler_cores: u32,
     scheduler_memory_bytes: u64,
+    /// The gateway's pods, which clusters' NetworkPolicies admit; `None`: unset, no cluster
+    /// starts.
+    gateway: Option<GatewayPeer>,
     board: OnceLock<Arc<PodBoard>>,
 }
 
@@ -178,8 +188,22 @@ pub fn pod_name(cluster: &str, member: &str) -> String {
 impl KubeDaskLauncher {
     /// Pods through `client` with the kernel launcher's `config`, sized and imaged by `dask`.
     pub fn new(client: Client, config: KubeLauncherConfig, dask: &DaskConfig) -> Self {
+        let gateway = (!dask.gateway_pod_labels.is_empty()).then(|| GatewayPeer {
+            namespace: dask
+                .gateway_namespace
+                .clone()
+                .unwrap_or_else(|| config.namespace.clone()),
+            labels: dask.gateway_pod_labels.clone(),
+        });
+        if gateway.is_none() && dask.enabled {
+            tracing::error!(
+                "dask.gateway_pod_labels is not set: no Dask cluster can start as pods (their \
+                 NetworkPolicy must admit the gateway's pods and no others)"
+            );
+        }
         KubeDaskLauncher {
             client,
+            gateway,
             image: dask.image.clone().or_else(|| config.default_image.clone()),
             config,
             scheduler_cores: dask.scheduler_cores,
@@ -194,6 +218,36 @@ impl KubeDaskLauncher {
 
     fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn policies(&self) -> Api<NetworkPolicy> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    /// The labels of `cluster`'s pods (and the other objects it has).
+    fn cluster_labels(&self, cluster: &str) -> BTreeMap<String, String> {
+        let mut labels = self.gateway_labels();
+        labels.insert(LABEL_CLUSTER.to_owned(), label_value(cluster));
+        labels
+    }
+
+    /// The cluster's NetworkPolicy (see `policy`).
+    ///
+    /// # Errors
+    /// `dask.gateway_pod_labels` is unset.
+    pub(crate) fn network_policy(&self, spec: &ClusterSpec) -> Result<NetworkPolicy, String> {
+        let gateway = self.gateway.as_ref().ok_or_else(|| {
+            "dask.gateway_pod_labels is not set: the cluster's NetworkPolicy must admit the \
+             gateway's pods (their labels) and no others"
+                .to_owned()
+        })?;
+        let ports: Vec<u16> = PORTS.iter().map(|(_, p)| *p).collect();
+        Ok(network_policy(
+            self.meta(spec, secret_name(&spec.name), None),
+            &self.cluster_labels(&spec.name),
+            gateway,
+            &ports,
+        ))
     }
 
     /// Labels of every Dask object of this gateway.
@@ -453,66 +507,65 @@ impl KubeDaskLauncher {
         }))
     }
 
-    /// Deletes this gateway's Dask pods and Secrets matching `selector` whose cluster
-    /// `keep` says to keep; returns the clusters whose objects were deleted.
+    /// Deletes this gateway's Dask pods, Secrets and NetworkPolicies matching `labels` whose
+    /// cluster `keep` says not to keep (pods first: a cluster's pods stay isolated until they
+    /// are deleted); returns the clusters whose objects were deleted.
     async fn delete_where(
         &self,
         labels: &BTreeMap<String, String>,
         keep: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Vec<String>, kube::Error> {
         let lp = ListParams::default().labels(&Self::selector(labels));
-        let pods = self.pods().list(&lp).await?;
-        let secrets = self.secrets().list(&lp).await?;
-        let ours = |a: &BTreeMap<String, String>| {
-            a.get(ANNOTATION_GATEWAY) == Some(&self.config.gateway_id)
-        };
         let mut removed = Vec::new();
-        let mut note = |cluster: &str| {
-            if !removed.iter().any(|c| c == cluster) {
-                removed.push(cluster.to_owned());
-            }
-        };
-        for pod in pods.items {
-            let Some(cluster) = pod.annotations().get(LABEL_CLUSTER).cloned() else {
-                continue;
-            };
-            if !ours(pod.annotations()) || keep(&cluster) {
-                continue;
-            }
-            let uid = pod.uid().unwrap_or_default();
-            match self
-                .pods()
-                .delete(&pod.name_any(), &by_uid(&uid).grace_period(0))
-                .await
-            {
-                Ok(_) => note(&cluster),
-                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
-                Err(e) => {
-                    tracing::warn!(pod = pod.name_any(), error = %e, "cannot delete a Dask pod")
-                }
-            }
-        }
-        for secret in secrets.items {
-            let Some(cluster) = secret.annotations().get(LABEL_CLUSTER).cloned() else {
-                continue;
-            };
-            if !ours(secret.annotations()) || keep(&cluster) {
-                continue;
-            }
-            let uid = secret.uid().unwrap_or_default();
-            match self
-                .secrets()
-                .delete(&secret.name_any(), &by_uid(&uid))
-                .await
-            {
-                Ok(_) => note(&cluster),
-                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
-                Err(e) => {
-                    tracing::warn!(secret = secret.name_any(), error = %e, "cannot delete a Dask Secret")
-                }
-            }
-        }
+        self.delete_listed(self.pods(), "pod", &lp, Some(0), keep, &mut removed)
+            .await?;
+        self.delete_listed(self.secrets(), "Secret", &lp, None, keep, &mut removed)
+            .await?;
+        let policies = self.policies();
+        self.delete_listed(policies, "NetworkPolicy", &lp, None, keep, &mut removed)
+            .await?;
         Ok(removed)
+    }
+
+    /// Deletes the objects `api` lists for `lp` that this gateway made (by annotation) for a
+    /// cluster `keep` does not keep, each by uid (with `grace` seconds); notes their
+    /// clusters in `removed`.
+    async fn delete_listed<K>(
+        &self,
+        api: Api<K>,
+        kind: &str,
+        lp: &ListParams,
+        grace: Option<u32>,
+        keep: &(dyn Fn(&str) -> bool + Sync),
+        removed: &mut Vec<String>,
+    ) -> Result<(), kube::Error>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        for obj in api.list(lp).await?.items {
+            let Some(cluster) = obj.annotations().get(LABEL_CLUSTER).cloned() else {
+                continue;
+            };
+            if obj.annotations().get(ANNOTATION_GATEWAY) != Some(&self.config.gateway_id)
+                || keep(&cluster)
+            {
+                continue;
+            }
+            let mut dp = by_uid(&obj.uid().unwrap_or_default());
+            dp.grace_period_seconds = grace;
+            match api.delete(&obj.name_any(), &dp).await {
+                Ok(_) if !removed.contains(&cluster) => removed.push(cluster),
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                Err(e) => tracing::warn!(
+                    kind,
+                    name = obj.name_any(),
+                    error = %e,
+                    "cannot delete a Dask object"
+                ),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -523,6 +576,21 @@ impl DaskLauncher for KubeDaskLauncher {
     ) -> BoxFuture<'a, Result<Box<dyn DaskProcess>, DaskLaunchError>> {
         Box::pin(async move {
             let what = format!("the scheduler of cluster {}", spec.name);
+            let fail = |detail: String| DaskLaunchError::Platform {
+                what: what.clone(),
+                detail,
+            };
+            // The policy first: no pod of the cluster is ever reachable by other pods.
+            let policy = self.network_policy(spec).map_err(fail)?;
+            self.policies()
+                .create(&PostParams::default(), &policy)
+                .await
+                .map_err(|e| {
+                    fail(format!(
+                        "cannot create NetworkPolicy {}: {e}",
+                        policy.name_any()
+                    ))
+                })?;
             let secret = self.secret(spec);
             self.secrets()
                 .create(&PostParams::default(), &secret)
@@ -587,8 +655,7 @@ impl DaskLauncher for KubeDaskLauncher {
 
     fn cleanup<'a>(&'a self, spec: &'a ClusterSpec) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let mut labels = self.gateway_labels();
-            labels.insert(LABEL_CLUSTER.to_owned(), label_value(&spec.name));
+            let labels = self.cluster_labels(&spec.name);
             let name = spec.name.clone();
             if let Err(e) = self.delete_where(&labels, &|c| c != name).await {
                 tracing::warn!(cluster = spec.name, error = %e, "cannot remove a Dask cluster's Secret and pods");
