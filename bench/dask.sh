@@ -12,7 +12,9 @@
 #
 # Measured with bench/dask_bench.py (one JSON line per measurement):
 #   1. service RSS (VmRSS; upstream: server + proxy) idle, with BENCH_DASK_CLUSTERS clusters
-#      running (schedulers, no workers), and once they are stopped;
+#      running (schedulers, no workers), and once they are stopped; and, apart, what our warm
+#      schedulers (`[dask] warm_schedulers`, default 1: Python processes with Dask imported,
+#      waiting to become the next cluster's scheduler) hold;
 #   2. BENCH_DASK_ROUNDS rounds, gateways in a rotated order: create to running (new_cluster
 #      returns a RUNNING cluster), scale to 4 workers until all are connected
 #      (wait_for_workers), `submit(inc, 1).result()` round trips through the gateway's scheduler
@@ -142,15 +144,27 @@ drive() { # TARGET COMMAND ARGS...: bench/dask_bench.py against TARGET, its JSON
     2>>"$LOGS/driver-$t.log"
 }
 
+# warm_schedulers: our gateway's schedulers started ahead of demand (`[dask] warm_schedulers`,
+# the local launcher's `python -c` program naming it), which belong to no cluster yet.
+warm_schedulers() {
+  local p
+  for p in $(children "$PID_OURS"); do
+    grep -qa warm_schedulers "/proc/$p/cmdline" 2>/dev/null && echo "$p"
+  done
+}
+
 # settle TARGET: wait until the service has no cluster processes left (its children other than
-# upstream's proxy), so a cluster stopping in the background does not slow the next one down;
-# prints the seconds it took.
+# upstream's proxy and our warm schedulers), so a cluster stopping in the background does not
+# slow the next one down; prints the seconds it took.
 settle() {
-  local t=$1 i p left t0
+  local t=$1 i p left t0 warm
   t0=$(now)
   for ((i = 0; i < 600; i++)); do
     left=0
-    for p in $(children "${SVC_PIDS[$t]%%,*}"); do [ "$p" = "$PID_UP_PROXY" ] || left=$((left + 1)); done
+    warm=" $(warm_schedulers | tr '\n' ' ') "
+    for p in $(children "${SVC_PIDS[$t]%%,*}"); do
+      [ "$p" = "$PID_UP_PROXY" ] || [[ "$warm" == *" $p "* ]] || left=$((left + 1))
+    done
     [ "$left" -eq 0 ] && break
     sleep 0.1
   done
@@ -169,6 +183,11 @@ for t in "${TARGETS[@]}"; do
   done <<<"$out"
   log "  $(printf '%-8s' "$t") cluster processes gone $(settle "$t") s after the stops"
 done
+# What our warm schedulers hold (not in the service's RSS above: separate Python processes).
+warm_kib=0 warm_n=0
+for p in $(warm_schedulers); do warm_kib=$((warm_kib + $(kib "$p" VmRSS))) warm_n=$((warm_n + 1)); done
+record "{\"kind\":\"warm\",\"target\":\"ours\",\"processes\":$warm_n,\"vmrss_kib\":$warm_kib}"
+log "  ours     warm schedulers: $warm_n, $((warm_kib / 1024)) MiB"
 
 log "$ROUNDS rounds: create, scale to 4, $ITERS round trips via the proxy and direct, stop"
 for ((r = 0; r < ROUNDS; r++)); do

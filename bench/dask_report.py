@@ -121,6 +121,11 @@ def main():
     up_split = u["rss_per_process_mib"]
     print("  upstream RSS server + proxy (MiB): " + ", ".join(
         f"{ph} {' + '.join(f'{x:.1f}' for x in v)}" for ph, v in up_split.items()))
+    warm = next((r for r in raw if r["kind"] == "warm"), None)
+    if warm:
+        print(f"  ours: {warm['processes']} warm scheduler(s) waiting for the next cluster hold "
+              f"{warm['vmrss_kib'] / 1024:.1f} MiB more (Python processes, not in the RSS rows; "
+              f"with them idle: {fmt(o['rss_mib'].get('idle', 0) + warm['vmrss_kib'] / 1024)} MiB)")
     print(f"  {a.clusters} clusters created one after the other: ours "
           f"{fmt(o['create_all_s'])} s, upstream {fmt(u['create_all_s'])} s")
     print(f"  proxy / direct per round: ours {o['proxy_over_direct_rounds']}, "

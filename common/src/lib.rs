@@ -7,12 +7,14 @@
 //!   "the highest row a user holds" ([`quota::highest_held`]);
 //! - [`groups`]: whether a held group (hub name `projects:eo-lab`, identity-provider path
 //!   `/projects/eo-lab`) is the group a rule names ([`groups::group_matches`]);
+//! - [`path`]: whether the rest of a forwarded URL path stays where it is sent;
 //! - [`Secret`]: a string that `Debug` never prints;
 //! - `shutdown_signal()` (feature `signal`): SIGINT or SIGTERM, for the binaries' `main`.
 //!
 //! Nothing here knows about HTTP, databases or the crates that use it.
 
 pub mod groups;
+pub mod path;
 pub mod quantity;
 pub mod quota;
 mod secret;

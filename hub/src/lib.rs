@@ -22,7 +22,8 @@
 //! 7. Web, over state: `extract` (the [`ApiCaller`] / [`CurrentUser`] extractors), `api` (the
 //!    REST API under `/hub/api`, sites, metrics), `oauth` (the OAuth2 provider), `pages` (login,
 //!    OpenID Connect login, home, picker, spawn progress, admin), `origins` (the hub-host guard,
-//!    security headers, cookie flags), `kernel_auth` (the proxy's kernel-channel check).
+//!    security headers, cookie flags), `kernel_auth` (the proxy's kernel-channel check),
+//!    `dask_dashboards` (sites' Dask dashboards for the signed-in owner, through the hub).
 //! 8. `builder`: config → app ([`HubBuilder`]), the wiring `main` and the tests share.
 //!
 //! [`app`] builds the router; [`serve`] runs it on a listener until a shutdown future ends.
@@ -34,6 +35,7 @@ mod bootstrap;
 mod builder;
 mod cache;
 mod config;
+mod dask_dashboards;
 mod db;
 mod error;
 mod extract;
@@ -107,6 +109,7 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(api::router())
         .merge(api::sites::router())
+        .merge(dask_dashboards::router())
         .merge(oauth::router())
         .merge(pages::router())
         .merge(pages::oidc_router())

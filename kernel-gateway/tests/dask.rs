@@ -422,3 +422,100 @@ async fn idle_cluster_stops_by_itself() {
     gw.stop().await;
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Processes of this test's warm schedulers: their command line is `python -c <program>` of
+/// the local launcher, which names `warm_schedulers`, and they run as this gateway's
+/// (`root` is in their environment through nothing else: their log is under it).
+fn warm_schedulers(root: &std::path::Path) -> Vec<i64> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i64>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let fd_log =
+                std::fs::read_link(format!("/proc/{pid}/fd/1")).is_ok_and(|p| p.starts_with(root));
+            String::from_utf8_lossy(&cmdline).contains("warm_schedulers") && fd_log
+        })
+        .collect()
+}
+
+/// A cluster takes the scheduler started ahead of it: the very process that was waiting
+/// becomes the cluster's scheduler (its log and directory the cluster's), runs it, and
+/// another one takes its place; stopping the gateway leaves none behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_scheduler_becomes_the_next_cluster() {
+    gateway_logs();
+    let root = temp_root();
+    let mut config = dask_config(&root, None);
+    config.dask.warm_schedulers = 1;
+    let gw = Gateway::start(config).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warm = loop {
+        if let [pid] = warm_schedulers(&root)[..] {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no warm scheduler started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let auth = format!("token {ALICE}");
+    let (s, _, v) = call(
+        &gw,
+        Method::POST,
+        "/api/v1/clusters/",
+        Some(&auth),
+        None,
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let name = v["name"].as_str().unwrap().to_owned();
+    let model = wait_status(&gw, &auth, &name, 40, |s| s != "PENDING").await;
+    assert_eq!(model["status"], "RUNNING", "{model}");
+    let cluster_dir = root.join(&name);
+    let schedulers: Vec<i64> = processes_under(&root)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == cluster_dir)
+        })
+        .collect();
+    assert_eq!(
+        schedulers,
+        [warm],
+        "the warm process is the cluster's scheduler"
+    );
+    let log = std::fs::read_to_string(cluster_dir.join("scheduler.log")).unwrap();
+    assert!(log.contains("Scheduler at"), "{log}");
+    let others: Vec<i64> = warm_schedulers(&root)
+        .into_iter()
+        .filter(|p| *p != warm)
+        .collect();
+    assert_eq!(
+        others.len(),
+        1,
+        "a new warm scheduler takes its place: {others:?}"
+    );
+    let (s, _, _) = call(
+        &gw,
+        Method::DELETE,
+        &format!("/api/v1/clusters/{name}"),
+        Some(&auth),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let model = wait_status(&gw, &auth, &name, 20, |s| s == "STOPPED").await;
+    assert_eq!(model["status"], "STOPPED", "{model}");
+    gw.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(warm_schedulers(&root).is_empty() && processes_under(&root).is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "processes left: {:?}",
+            warm_schedulers(&root)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -347,3 +347,84 @@ async fn a_dashboard_is_its_owners_alone() {
     gw.stop().await;
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Published under `[dask] dashboard_prefix` (as the hub publishes a site's dashboards): the
+/// cluster's `dashboard_route` carries the prefix, the scheduler links its assets under it, and
+/// the page, its assets and the bokeh WebSocket answer at the published path (and still at
+/// `/clusters/<name>/`), for the owner only; a prefix that is not this gateway's is not served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_dashboard_keeps_its_prefix() {
+    gateway_logs();
+    let signer = Signer::start().await;
+    let root = temp_root();
+    let mut config = dask_config(&root, Some(&signer.jwks_url));
+    config.dask.dashboard_prefix = "/hub/dask/lumi".into();
+    let gw = Gateway::start(config).await;
+    let alice = bearer(&signer.token("alice", 600));
+    let bob = bearer(&signer.token("bob", 600));
+    let a = new_cluster(&gw, &alice).await;
+    let m = wait_status(&gw, &alice, &a, 60, |s| s != "PENDING").await;
+    assert_eq!(m["status"], "RUNNING", "{m}");
+    let published = format!("/hub/dask/lumi/clusters/{a}");
+    assert_eq!(m["dashboard_route"], format!("{published}/status"));
+
+    let owner = [("authorization", alice.as_str())];
+    for base in [published.clone(), format!("/clusters/{a}")] {
+        let (s, _, body) = get(&gw, &format!("{base}/status"), &owner).await;
+        let page = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(s, StatusCode::OK, "{base}: {page}");
+        // Bokeh links absolutely: to the published path, whichever way the page was asked.
+        let script = bokeh_script(&page);
+        assert!(
+            script.starts_with(&format!("{published}/static/")),
+            "{script}"
+        );
+        let (s, _, js) = get(&gw, &script, &owner).await;
+        assert_eq!(s, StatusCode::OK, "{script}");
+        assert!(js.len() > 100_000, "bokeh.min.js is {} bytes", js.len());
+        let ack = bokeh_ws(
+            &gw,
+            &format!("{base}/status/ws"),
+            &session_token(&page),
+            &owner,
+        )
+        .await
+        .unwrap();
+        assert!(ack.contains("ACK"), "{ack}");
+    }
+    // Someone else's, or another prefix: nothing.
+    refused(
+        &gw,
+        &format!("{published}/status"),
+        &[("authorization", bob.as_str())],
+        "bob",
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    refused(
+        &gw,
+        &format!("{published}/status"),
+        &[],
+        "nobody",
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let (s, _, _) = get(
+        &gw,
+        &format!("/hub/dask/central/clusters/{a}/status"),
+        &owner,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "another site's prefix");
+    let (s, _, _) = call(
+        &gw,
+        Method::DELETE,
+        &format!("/api/v1/clusters/{a}"),
+        Some(&alice),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    wait_status(&gw, &alice, &a, 20, |s| s == "STOPPED").await;
+}

@@ -576,6 +576,7 @@ async fn without_the_gateways_pod_labels_no_cluster_starts_unprotected() {
         worker_memory_bytes: 1 << 30,
         heartbeat_period: 10,
         idle_timeout: 0,
+        dashboard_prefix: "/clusters/c1".into(),
     };
     let e = launcher
         .start_scheduler(&spec)

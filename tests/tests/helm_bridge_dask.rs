@@ -264,6 +264,13 @@ async fn the_charts_gateway_runs_dask_clusters_as_isolated_pods() {
             .map(|e| e["value"].clone())
     };
     assert_eq!(env("DASK_GATEWAY_API_URL"), Some(json!(service_url)));
+    // Dashboards through the hub: the scheduler serves them under the hub's path for the site.
+    let command = container["command"].as_array().unwrap();
+    let i = command
+        .iter()
+        .position(|a| a == "--dashboard-prefix")
+        .unwrap();
+    assert_eq!(command[i + 1], format!("/hub/dask/central/clusters/{name}"));
     assert_eq!(
         container["resources"]["limits"],
         json!({"cpu": "1000m", "memory": (2u64 << 30).to_string()}),

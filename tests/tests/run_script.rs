@@ -126,13 +126,25 @@ async fn scripts_run_brings_up_the_hub_and_five_healthy_sites_running_remote_ker
             "{site}"
         );
         assert_eq!(site["s3"]["mode"], "embedded", "{site}");
-        // Each site serves Dask on its gateway's port.
+        // Each site serves Dask on its gateway's port; browsers open its dashboards through
+        // the hub, at the path the site's gateway publishes them under.
         assert_eq!(
             site["dask"],
             json!({"address": format!("http://127.0.0.{}:{sites_port}", i + 2),
                    "proxy_address": format!("gateway://127.0.0.{}:{sites_port}", i + 2),
+                   "public_address": base,
                    "available": true, "reason": null}),
             "{site}"
+        );
+        let published = format!(
+            "http://127.0.0.{}:{sites_port}/hub/dask/{id}/clusters/0123abcd/status",
+            i + 2
+        );
+        let r = api.get(&published).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            401,
+            "{published}: a dashboard path wanting credentials"
         );
     }
     // The admin token of the run is where the script says, readable by its owner only.

@@ -107,7 +107,7 @@ Deployment maps to the variables that `token_env` and `secret_env` name. */}}
 {{- $sites := list -}}
 {{- range $site := .Values.sites -}}
 {{- $t := dict "id" $site.id "name" $site.name "gateway_url" $site.gateway_url -}}
-{{- range $k := list "gateway_auth" "token_roles" "dask_address" "dask_proxy_address" -}}
+{{- range $k := list "gateway_auth" "token_roles" "dask_address" "dask_proxy_address" "dask_public_address" -}}
 {{- if hasKey $site $k }}{{ $_ := set $t $k (get $site $k) }}{{ end -}}
 {{- end -}}
 {{- if hasKey $site "gateway_token_lifetime_secs" }}{{ $_ := set $t "gateway_token_lifetime_secs" ($site.gateway_token_lifetime_secs | int64) }}{{ end -}}

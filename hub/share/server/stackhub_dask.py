@@ -86,8 +86,9 @@ class SiteAuth(GatewayAuth):
 
 
 def sites():
-    """``{site id: {"name", "address", "proxy_address", "available", "reason"}}`` of the sites
-    with a Dask Gateway, as the hub last checked them."""
+    """``{site id: {"name", "address", "proxy_address", "public_address", "available",
+    "reason"}}`` of the sites with a Dask Gateway, as the hub last checked them
+    (``public_address``: where browsers open dashboards, usually the hub)."""
     out = {}
     for s in _hub_call("GET", "/sites"):
         if s.get("dask"):
@@ -109,7 +110,7 @@ def gateway(site=None, **kwargs):
     return Gateway(
         address=d["address"],
         proxy_address=d["proxy_address"],
-        public_address=d["address"],
+        public_address=d.get("public_address") or d["address"],
         auth=SiteAuth(site),
         **kwargs,
     )

@@ -1,5 +1,6 @@
 //! `GET /hub/api/sites` (any authenticated caller): the sites with their health and reasons, and
-//! each site's Dask Gateway (`dask`: `address`, `proxy_address`, `available`, `reason`) or null.
+//! each site's Dask Gateway (`dask`: `address`, `proxy_address`, `public_address` (where browsers
+//! open dashboards), `available`, `reason`) or null.
 //! `GET /hub/api/sites/bridges.json` (public): available sites whose Dask Gateway answers, in the shape
 //! the Data Lake's Dask client reads (`{"lumi": {"address": …, "proxy_address": …}, …}`).
 //! `GET /hub/api/sites/jwks.json` (public): the keys gateways validate the hub's tokens with.
@@ -70,11 +71,7 @@ async fn token(
             user.name
         )));
     }
-    let quota = {
-        let mut conn = state.db().pool().acquire().await?;
-        crate::quota::of_user(&mut conn, user.id).await?
-    };
-    let roles: Vec<String> = quota.map(|q| q.role).into_iter().collect();
+    let roles = gateway_token_roles(&state, user.id).await?;
     let issued = site
         .tokens_issue(&user.name, &roles)
         .map_err(|e| ApiError::Internal(Box::new(e)))?;
@@ -89,6 +86,16 @@ async fn token(
         "token_type": "Bearer",
         "expires_at": issued.expires_at,
     })))
+}
+
+/// The roles a gateway token for user `user_id` carries: the user's quota role, if any.
+pub(crate) async fn gateway_token_roles(
+    state: &AppState,
+    user_id: i64,
+) -> Result<Vec<String>, ApiError> {
+    let mut conn = state.db().pool().acquire().await?;
+    let quota = crate::quota::of_user(&mut conn, user_id).await?;
+    Ok(quota.map(|q| q.role).into_iter().collect())
 }
 
 async fn s3_credentials(
@@ -251,6 +258,7 @@ async fn list(State(state): State<AppState>, _caller: ApiCaller) -> Result<Json<
             "dask": site.dask().map(|d| json!({
                 "address": d.address,
                 "proxy_address": d.proxy_address,
+                "public_address": d.public_address,
                 "available": dask_problem.is_none(),
                 "reason": dask_problem,
             })),

@@ -171,6 +171,23 @@ pub struct SiteConfig {
     /// `gateway://<host>:<port>` of the Dask address.
     #[serde(default)]
     pub dask_proxy_address: Option<String>,
+    /// Where browsers open the site's Dask dashboards (the client's `public_address`); unset:
+    /// through the hub (the origin of `public_url`; the site's gateway runs with
+    /// `[dask] dashboard_prefix = "<base_url>hub/dask/<id>"`), or the Dask address when the hub
+    /// has no `public_url`.
+    #[serde(default)]
+    pub dask_public_address: Option<String>,
+}
+
+impl SiteConfig {
+    /// The site's Dask settings as configured.
+    pub fn dask_settings(&self) -> crate::sites::dask::DaskSettings<'_> {
+        crate::sites::dask::DaskSettings {
+            address: self.dask_address.as_deref(),
+            proxy_address: self.dask_proxy_address.as_deref(),
+            public_address: self.dask_public_address.as_deref(),
+        }
+    }
 }
 
 /// The five DestinE Data Lake sites, each a local gateway on its own loopback address
@@ -209,6 +226,7 @@ pub fn default_sites() -> Vec<SiteConfig> {
         }),
         dask_address: None,
         dask_proxy_address: None,
+        dask_public_address: None,
     })
     .collect()
 }
@@ -296,12 +314,8 @@ pub(crate) fn validate(
             return bad(key("id"), "is used by another site");
         }
         http_url(&key("gateway_url"), &site.gateway_url)?;
-        crate::sites::dask::resolve(
-            &site.gateway_url,
-            site.dask_address.as_deref(),
-            site.dask_proxy_address.as_deref(),
-        )
-        .map_err(|(field, reason)| (key(field), reason))?;
+        crate::sites::dask::resolve(&site.gateway_url, site.dask_settings(), None)
+            .map_err(|(field, reason)| (key(field), reason))?;
         if site.ca_file.is_some() && !site.gateway_url.starts_with("https:") {
             return bad(key("ca_file"), "needs an https gateway_url");
         }

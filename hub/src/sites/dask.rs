@@ -6,6 +6,14 @@
 //! `stackhub-gateway` serves Dask Gateway's API and scheduler proxy on its own port, so a site
 //! whose config names no Dask address has one at its gateway URL, with the proxy at
 //! `gateway://<host>:<port>` of that URL. `dask_address = ""` says the site has none.
+//!
+//! Browsers open a cluster's dashboard at the client's `public_address` + the cluster's
+//! `dashboard_route`. By default that is the hub (`crate::dask_dashboards` serves
+//! `<base_url>hub/dask/<site>/clusters/<name>/...` to the signed-in owner): the public address
+//! is the origin of the hub's `public_url`, and the site's `stackhub-gateway` runs with
+//! `[dask] dashboard_prefix = "<base_url>hub/dask/<site>"` so that the route it gives clusters is
+//! that path. A site's `dask_public_address` overrides it (dashboards served elsewhere); without
+//! `public_url` the hub cannot tell browsers where it is, and the Dask address is used.
 
 use std::collections::BTreeMap;
 
@@ -18,22 +26,42 @@ pub struct SiteDask {
     pub address: String,
     /// The scheduler proxy (`bridges.json` `proxy_address`): `scheme://host:port`.
     pub proxy_address: String,
+    /// Where browsers open dashboards (the client's `public_address`), without a trailing `/`.
+    pub public_address: String,
 }
 
 /// Why a Dask address is not usable: `(field, reason)`.
 pub type BadDask = (&'static str, String);
 
-/// The Dask Gateway of a site whose kernel gateway is `gateway_url`, from its config's
-/// `dask_address` and `dask_proxy_address` (see the module docs); `None` when the site has none.
+/// A site's Dask settings as configured (`[[sites]]` `dask_address`, `dask_proxy_address`,
+/// `dask_public_address`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DaskSettings<'a> {
+    /// `dask_address`.
+    pub address: Option<&'a str>,
+    /// `dask_proxy_address`.
+    pub proxy_address: Option<&'a str>,
+    /// `dask_public_address`.
+    pub public_address: Option<&'a str>,
+}
+
+/// The Dask Gateway of a site whose kernel gateway is `gateway_url`, from its config (see the
+/// module docs); `hub_origin` is the origin of the hub's `public_url`, if it has one. `None`
+/// when the site has none.
 ///
 /// # Errors
 /// An address that is not an http(s) URL with a host, or a proxy address without a host and
 /// port.
 pub fn resolve(
     gateway_url: &str,
-    address: Option<&str>,
-    proxy_address: Option<&str>,
+    settings: DaskSettings<'_>,
+    hub_origin: Option<&str>,
 ) -> Result<Option<SiteDask>, BadDask> {
+    let DaskSettings {
+        address,
+        proxy_address,
+        public_address,
+    } = settings;
     let (field, address) = match address {
         Some("") => return Ok(None),
         Some(a) => ("dask_address", a),
@@ -68,10 +96,31 @@ pub fn resolve(
             format!("gateway://{host}:{port}")
         }
     };
+    if let Some(p) = public_address
+        && !url::Url::parse(p)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+    {
+        return Err((
+            "dask_public_address",
+            format!("{p:?} is not an http(s) URL with a host"),
+        ));
+    }
+    let address = address.trim_end_matches('/').to_owned();
+    let public_address = public_address
+        .or(hub_origin)
+        .map_or_else(|| address.clone(), |p| p.trim_end_matches('/').to_owned());
     Ok(Some(SiteDask {
-        address: address.trim_end_matches('/').to_owned(),
+        address,
         proxy_address,
+        public_address,
     }))
+}
+
+/// The origin (`scheme://host[:port]`) of the hub's `public_url`, where browsers reach it.
+pub fn hub_origin(public_url: Option<&str>) -> Option<String> {
+    let url = url::Url::parse(public_url?).ok()?;
+    let origin = url.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 /// Checks that `dask`'s API answers as Dask Gateway's does (`GET /api/version`, what stock
@@ -122,7 +171,7 @@ pub fn server_env(site_id: &str, dask: &SiteDask) -> BTreeMap<String, String> {
     [
         ("DASK_GATEWAY__ADDRESS", dask.address.clone()),
         ("DASK_GATEWAY__PROXY_ADDRESS", dask.proxy_address.clone()),
-        ("DASK_GATEWAY__PUBLIC_ADDRESS", dask.address.clone()),
+        ("DASK_GATEWAY__PUBLIC_ADDRESS", dask.public_address.clone()),
         (
             "DASK_GATEWAY__AUTH__TYPE",
             "stackhub_dask.SiteAuth".to_owned(),
@@ -138,24 +187,79 @@ pub fn server_env(site_id: &str, dask: &SiteDask) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
 
+    fn addr<'a>(address: Option<&'a str>, proxy_address: Option<&'a str>) -> DaskSettings<'a> {
+        DaskSettings {
+            address,
+            proxy_address,
+            public_address: None,
+        }
+    }
+
+    #[test]
+    fn browsers_open_dashboards_at_the_hub_unless_told_otherwise() {
+        let origin = hub_origin(Some("https://hub.example:8443/jh/"));
+        assert_eq!(origin.as_deref(), Some("https://hub.example:8443"));
+        assert_eq!(hub_origin(Some("not a url")), None);
+        assert_eq!(hub_origin(None), None);
+        let via_hub = resolve(
+            "http://10.0.0.3:8888/",
+            DaskSettings::default(),
+            origin.as_deref(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(via_hub.public_address, "https://hub.example:8443");
+        assert_eq!(via_hub.address, "http://10.0.0.3:8888");
+        let elsewhere = DaskSettings {
+            public_address: Some("https://dask.lumi.example/"),
+            ..DaskSettings::default()
+        };
+        let d = resolve("http://10.0.0.3:8888/", elsewhere, origin.as_deref())
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.public_address, "https://dask.lumi.example");
+        let d = resolve("http://10.0.0.3:8888/", DaskSettings::default(), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            d.public_address, "http://10.0.0.3:8888",
+            "no public_url: the gateway"
+        );
+        let bad = DaskSettings {
+            public_address: Some("dask.lumi.example"),
+            ..DaskSettings::default()
+        };
+        let (field, why) = resolve("http://x:1/", bad, None).unwrap_err();
+        assert_eq!(field, "dask_public_address");
+        assert!(why.contains("dask.lumi.example"), "{why}");
+    }
+
     #[test]
     fn the_gateway_address_is_the_default_and_empty_means_none() {
-        let d = resolve("http://127.0.0.3:8888/", None, None)
+        let d = resolve("http://127.0.0.3:8888/", DaskSettings::default(), None)
             .unwrap()
             .unwrap();
         assert_eq!(d.address, "http://127.0.0.3:8888");
         assert_eq!(d.proxy_address, "gateway://127.0.0.3:8888");
-        let d = resolve("https://jeg.lumi.example/", None, None)
+        let d = resolve("https://jeg.lumi.example/", DaskSettings::default(), None)
             .unwrap()
             .unwrap();
         assert_eq!(d.proxy_address, "gateway://jeg.lumi.example:443");
-        let d = resolve("http://[::1]:8888/", None, None).unwrap().unwrap();
+        let d = resolve("http://[::1]:8888/", DaskSettings::default(), None)
+            .unwrap()
+            .unwrap();
         assert_eq!(d.proxy_address, "gateway://[::1]:8888");
-        assert_eq!(resolve("http://x:1/", Some(""), None).unwrap(), None);
+        assert_eq!(
+            resolve("http://x:1/", addr(Some(""), None), None).unwrap(),
+            None
+        );
         let d = resolve(
             "http://x:1/",
-            Some("https://dask.lumi.example/"),
-            Some("tcp://dask.lumi.example:80"),
+            addr(
+                Some("https://dask.lumi.example/"),
+                Some("tcp://dask.lumi.example:80"),
+            ),
+            None,
         )
         .unwrap()
         .unwrap();
@@ -167,19 +271,24 @@ mod tests {
 
     #[test]
     fn bad_addresses_are_named() {
-        let (field, why) = resolve("http://x:1/", Some("dask.lumi"), None).unwrap_err();
+        let (field, why) = resolve("http://x:1/", addr(Some("dask.lumi"), None), None).unwrap_err();
         assert_eq!(field, "dask_address");
         assert!(why.contains("dask.lumi"), "{why}");
-        let (field, why) = resolve("http://x:1/", None, Some("dask.lumi.example:80")).unwrap_err();
+        let (field, why) = resolve(
+            "http://x:1/",
+            addr(None, Some("dask.lumi.example:80")),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(field, "dask_proxy_address");
         assert!(why.contains("dask.lumi.example:80"), "{why}");
-        let (field, _) = resolve("http://x:1/", None, Some("tcp://host")).unwrap_err();
+        let (field, _) = resolve("http://x:1/", addr(None, Some("tcp://host")), None).unwrap_err();
         assert_eq!(field, "dask_proxy_address");
     }
 
     #[test]
     fn the_server_environment_configures_the_stock_client_without_credentials() {
-        let d = resolve("http://127.0.0.3:8888/", None, None)
+        let d = resolve("http://127.0.0.3:8888/", DaskSettings::default(), None)
             .unwrap()
             .unwrap();
         let env = server_env("lumi", &d);

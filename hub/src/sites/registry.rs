@@ -203,6 +203,7 @@ pub struct SiteRegistry {
     pub(super) sites: Vec<Site>,
     pub(super) health: RwLock<HashMap<String, SiteHealth>>,
     http: reqwest::Client,
+    dashboards_http: reqwest::Client,
     pub(super) interval: Duration,
     embedded: Mutex<Option<EmbeddedS3>>,
     embedded_endpoint: Option<String>,
@@ -215,6 +216,7 @@ fn build_site(
     lifetime: i64,
     env: &dyn Lookup,
     tokens: &Arc<GatewayTokens>,
+    hub_origin: Option<&str>,
 ) -> Site {
     let gateway_url = if c.gateway_url.ends_with('/') {
         c.gateway_url.clone()
@@ -300,14 +302,35 @@ fn build_site(
         s3_problem: problem,
         s3_mode: c.s3.as_ref().map(|x| x.mode),
         // Checked by the config's validation: a bad address cannot get here.
-        dask: super::dask::resolve(
-            &c.gateway_url,
-            c.dask_address.as_deref(),
-            c.dask_proxy_address.as_deref(),
-        )
-        .ok()
-        .flatten(),
+        dask: super::dask::resolve(&c.gateway_url, c.dask_settings(), hub_origin)
+            .ok()
+            .flatten(),
     }
+}
+
+/// `builder` trusting, beside the system roots, every site's `ca_file`.
+fn with_site_roots(
+    mut http: reqwest::ClientBuilder,
+    sites: &[SiteConfig],
+) -> Result<reqwest::ClientBuilder, StartSitesError> {
+    for site in sites {
+        let Some(path) = &site.ca_file else { continue };
+        let bad = |reason: String| StartSitesError::CaFile {
+            site: site.id.clone(),
+            path: path.clone(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+        if certs.is_empty() {
+            return Err(bad("no certificate found".to_owned()));
+        }
+        for cert in certs {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    Ok(http)
 }
 
 impl SiteRegistry {
@@ -341,6 +364,7 @@ impl SiteRegistry {
         );
         let tokens =
             Arc::new(GatewayTokens::load(secret.as_deref(), &config.data_dir)?.with_issuer(issuer));
+        let hub_origin = super::dask::hub_origin(config.public_url.as_deref());
         let sites = config
             .sites
             .iter()
@@ -351,41 +375,40 @@ impl SiteRegistry {
                     config.s3.credential_lifetime_secs,
                     env,
                     &tokens,
+                    hub_origin.as_deref(),
                 )
             })
             .collect();
-        let mut http = reqwest::Client::builder()
+        let health = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(5));
-        for site in &config.sites {
-            let Some(path) = &site.ca_file else { continue };
-            let bad = |reason: String| StartSitesError::CaFile {
-                site: site.id.clone(),
-                path: path.clone(),
-                reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
-            if certs.is_empty() {
-                return Err(bad("no certificate found".to_owned()));
-            }
-            for cert in certs {
-                http = http.add_root_certificate(cert);
-            }
-        }
-        let http = http
+        let http = with_site_roots(health, &config.sites)?
+            .build()
+            .map_err(|e| StartSitesError::Http(e.to_string()))?;
+        // Dashboards stream and stay open (bokeh WebSockets): no overall timeout, and a
+        // gateway's redirect is the browser's to follow.
+        let dashboards = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none());
+        let dashboards_http = with_site_roots(dashboards, &config.sites)?
             .build()
             .map_err(|e| StartSitesError::Http(e.to_string()))?;
         Ok(Arc::new(Self {
             sites,
             health: RwLock::new(HashMap::new()),
             http,
+            dashboards_http,
             interval: Duration::from_secs(config.s3.health_interval_secs),
             embedded_endpoint: embedded.as_ref().map(|e| e.endpoint().to_owned()),
             embedded: Mutex::new(embedded),
             tokens,
         }))
+    }
+
+    /// The HTTP client that forwards browsers' dashboard requests to the sites' gateways
+    /// (the sites' CA files trusted, no overall timeout, redirects not followed).
+    pub fn dashboards_http(&self) -> &reqwest::Client {
+        &self.dashboards_http
     }
 
     /// The issuer of the hub's gateway tokens (its JWKS is public).

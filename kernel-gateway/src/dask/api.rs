@@ -40,7 +40,13 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The Dask routes, for merging into the gateway's router.
 pub fn router(service: Arc<DaskService>) -> Router {
-    Router::new()
+    let published = (!service.config.dashboard_prefix.is_empty())
+        .then(|| format!("{}/clusters/{{*rest}}", service.config.dashboard_prefix));
+    let router = match published {
+        Some(path) => Router::new().route(&path, any(super::dashboard::serve)),
+        None => Router::new(),
+    };
+    router
         .route(
             "/api/version",
             get(|| async { axum::Json(json!({ "version": PROTOCOL_VERSION })) }),

@@ -34,6 +34,10 @@
 //! #                               # that its NetworkPolicy lets in; required to start clusters
 //! #                               # as pods
 //! # gateway_namespace = "site"    # their namespace; default: the Dask pods' namespace
+//! warm_schedulers = 1             # local clusters: schedulers started ahead of demand; 0 = none
+//! # dashboard_prefix = "/hub/dask/lumi"  # where browsers see this site's dashboards (the hub's
+//! #                               # dashboard route for the site); env
+//! #                               # STACKHUB_GATEWAY_DASK_DASHBOARD_PREFIX; default: none
 //!
 //! [[dask.quota_roles]]            # highest first; default: the Data Lake's stack-dask-*
 //! role = "stack-dask-high"        # a role or group (`/services/dask/stack-dask-high`)
@@ -127,6 +131,18 @@ pub struct DaskConfig {
     pub gateway_pod_labels: BTreeMap<String, String>,
     /// Kubernetes: the namespace of this gateway's pods; default: the Dask pods' namespace.
     pub gateway_namespace: Option<String>,
+    /// The path before `/clusters/<name>/` at which browsers reach this gateway's dashboards
+    /// when something in front publishes them under its own path: the hub serves a site's at
+    /// `<base_url>hub/dask/<site id>`. Schedulers run with the whole path as their dashboard
+    /// prefix (bokeh links its assets and WebSockets absolutely), clusters' `dashboard_route`
+    /// carries it, and this gateway serves dashboards both at `<prefix>/clusters/<name>/` and
+    /// `/clusters/<name>/`. Empty (default): none. `/`-separated segments of letters, digits,
+    /// `-`, `_`, `.` and `~`, starting with `/`, no trailing `/`.
+    pub dashboard_prefix: String,
+    /// Local clusters: how many schedulers are kept started (Python and Dask imported) ahead
+    /// of demand, so a new cluster runs in a fraction of a cold start; 0 = none. Each holds
+    /// an idle interpreter's memory (about 100 MiB). At most 8.
+    pub warm_schedulers: usize,
 }
 
 impl Default for DaskConfig {
@@ -157,6 +173,8 @@ impl Default for DaskConfig {
             image: None,
             gateway_pod_labels: BTreeMap::new(),
             gateway_namespace: None,
+            dashboard_prefix: String::new(),
+            warm_schedulers: 1,
         }
     }
 }
@@ -170,6 +188,9 @@ impl DaskConfig {
         }
         if let Some(v) = lookup("STACKHUB_GATEWAY_DASK_PYTHON").filter(|v| !v.is_empty()) {
             self.python = Some(PathBuf::from(v));
+        }
+        if let Some(v) = lookup("STACKHUB_GATEWAY_DASK_DASHBOARD_PREFIX") {
+            self.dashboard_prefix = v;
         }
         if let Some(v) = lookup("STACKHUB_GATEWAY_DASK_HUB_API_URL") {
             self.hub_api_url = Some(v).filter(|v| !v.is_empty());
@@ -255,6 +276,15 @@ impl DaskConfig {
                 );
             }
         }
+        if self.warm_schedulers > 8 {
+            return bad(
+                "dask.warm_schedulers",
+                &format!("{} is more than 8", self.warm_schedulers),
+            );
+        }
+        if let Err(why) = check_dashboard_prefix(&self.dashboard_prefix) {
+            return bad("dask.dashboard_prefix", &why);
+        }
         if self.hub_auth_cache_secs > 300 {
             return bad(
                 "dask.hub_auth_cache_secs",
@@ -266,6 +296,28 @@ impl DaskConfig {
         }
         Ok(())
     }
+}
+
+/// Why `prefix` cannot be a dashboard prefix (see [`DaskConfig::dashboard_prefix`]).
+fn check_dashboard_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    let Some(rest) = prefix.strip_prefix('/') else {
+        return Err(format!("{prefix:?} does not start with /"));
+    };
+    for segment in rest.split('/') {
+        let plain = segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
+        if segment.is_empty() || segment == "." || segment == ".." || !plain {
+            return Err(format!(
+                "{prefix:?}: the segment {segment:?} is not a plain path segment (letters, \
+                 digits, - _ . ~; no empty, . or .. segment, no trailing /)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -320,6 +372,27 @@ mod tests {
         let mut c = DaskConfig::default();
         c.quota_roles[2].max_worker_cores = 0;
         assert_eq!(key_of(&c), Some("dask.quota_roles"));
+    }
+
+    #[test]
+    fn dashboard_prefixes_are_plain_paths() {
+        for ok in ["", "/hub/dask/lumi", "/jh/hub/dask/central", "/a.b~c_d-e"] {
+            let c = DaskConfig {
+                dashboard_prefix: ok.into(),
+                ..DaskConfig::default()
+            };
+            assert_eq!(key_of(&c), None, "{ok}");
+        }
+        for bad in [
+            "hub/dask", "/hub/", "//x", "/a//b", "/a/../b", "/a/.", "/a%2e", "/a b", "/a?b",
+            "/a#b", "/a\\b",
+        ] {
+            let c = DaskConfig {
+                dashboard_prefix: bad.into(),
+                ..DaskConfig::default()
+            };
+            assert_eq!(key_of(&c), Some("dask.dashboard_prefix"), "{bad}");
+        }
     }
 
     #[test]

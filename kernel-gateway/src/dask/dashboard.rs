@@ -4,7 +4,9 @@
 //! The scheduler serves its bokeh dashboard on loopback (or its pod / node) under the same
 //! prefix (`dask scheduler --dashboard-prefix /clusters/<name>`, see `launch`), so pages, their
 //! absolute links to static assets and the bokeh WebSockets (`.../status/ws`) are forwarded
-//! with their path unchanged. (Upstream dask-gateway strips the prefix in its proxy instead and
+//! with their path unchanged. With `[dask] dashboard_prefix` (the path something in front, the
+//! hub, publishes this gateway's dashboards under) the scheduler's prefix starts with it, and
+//! `<dashboard_prefix>/clusters/<name>/...` and `/clusters/<name>/...` both reach it. (Upstream dask-gateway strips the prefix in its proxy instead and
 //! leaves the dashboard at the scheduler's root; today's bokeh then links its assets at `/static`,
 //! outside the cluster's prefix.)
 //!
@@ -57,7 +59,18 @@ fn refuse(status: StatusCode, message: String) -> Response {
 
 /// The handler of `/clusters/{*rest}`.
 pub(super) async fn serve(State(svc): State<Arc<DaskService>>, req: Request) -> Response {
-    let raw_path = req.uri().path().to_owned();
+    // Published under `[dask] dashboard_prefix` or not, the scheduler serves the prefixed path.
+    let prefix = svc.config.dashboard_prefix.as_str();
+    let raw_path = req.uri().path();
+    let raw_path = raw_path
+        .strip_prefix(prefix)
+        .filter(|rest| !prefix.is_empty() && rest.starts_with(path::PREFIX))
+        .unwrap_or(raw_path)
+        .to_owned();
+    let upstream_pq = match req.uri().query() {
+        Some(q) => format!("{prefix}{raw_path}?{q}"),
+        None => format!("{prefix}{raw_path}"),
+    };
     let target = match DashboardPath::parse(&raw_path) {
         Ok(t) => t,
         Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
@@ -91,7 +104,11 @@ pub(super) async fn serve(State(svc): State<Arc<DaskService>>, req: Request) -> 
         }
         DashboardPath::Page { .. } => match upstream(&cluster) {
             Err((status, message)) => refuse(status, message),
-            Ok(authority) => forward(&svc, req, &authority).instrument(span).await,
+            Ok(authority) => {
+                forward(&svc, req, &authority, &upstream_pq)
+                    .instrument(span)
+                    .await
+            }
         },
     };
     if let Some(c) = cookie {
@@ -225,10 +242,11 @@ fn unreachable(authority: &str, why: impl std::fmt::Display) -> Response {
     )
 }
 
-/// Forwards `req` (path unchanged) to the dashboard at `authority`.
-async fn forward(svc: &DaskService, req: Request, authority: &str) -> Response {
+/// Forwards `req` to the dashboard at `authority`, at `pq` (its path and query as the
+/// scheduler serves them).
+async fn forward(svc: &DaskService, req: Request, authority: &str, pq: &str) -> Response {
     if is_upgrade(req.headers()) {
-        return tunnel(req, authority).await;
+        return tunnel(req, authority, pq).await;
     }
     let (mut parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
@@ -240,7 +258,6 @@ async fn forward(svc: &DaskService, req: Request, authority: &str) -> Response {
             );
         }
     };
-    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     parts.uri = match format!("http://{authority}{pq}").parse() {
         Ok(u) => u,
         Err(e) => {
@@ -265,7 +282,7 @@ async fn forward(svc: &DaskService, req: Request, authority: &str) -> Response {
 }
 
 /// Forwards an upgrade on a connection of its own; on 101 splices client and scheduler.
-async fn tunnel(mut req: Request, authority: &str) -> Response {
+async fn tunnel(mut req: Request, authority: &str, pq: &str) -> Response {
     if req.version() != Version::HTTP_11 {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -275,7 +292,6 @@ async fn tunnel(mut req: Request, authority: &str) -> Response {
     let client_side = hyper::upgrade::on(&mut req);
     let (mut parts, _no_body) = req.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
-    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     parts.uri = match pq.parse() {
         Ok(u) => u,
         Err(e) => {

@@ -125,8 +125,12 @@ impl DaskService {
             .launcher
             .clone()
             .unwrap_or_else(|| manager.config.default_launcher.clone());
-        let local =
-            || -> Arc<dyn DaskLauncher> { Arc::new(LocalDaskLauncher::new(config.python(), root)) };
+        let local = || -> Arc<dyn DaskLauncher> {
+            Arc::new(
+                LocalDaskLauncher::new(config.python(), root)
+                    .with_warm_schedulers(config.warm_schedulers),
+            )
+        };
         let launcher = launch::select(&name, local, manager.launcher.as_ref(), config);
         let api_url = config.api_url.clone().unwrap_or_else(|| {
             let ip = if listen.ip().is_unspecified() {
@@ -168,6 +172,7 @@ impl DaskService {
             worker_memory_bytes: ((memory_gib * 1024.0).round() as u64) << 20,
             heartbeat_period: self.config.heartbeat_period,
             idle_timeout: self.config.idle_timeout,
+            dashboard_prefix: format!("{}/clusters/{name}", self.config.dashboard_prefix),
         };
         let cluster = Arc::new(Cluster::new(spec, options, quota.clone()));
         self.registry.insert(cluster.clone())?;

@@ -187,7 +187,7 @@ impl Cluster {
         };
         json!({
             "name": self.spec.name,
-            "dashboard_route": if running && s.dashboard_address.as_deref().is_some_and(|a| !a.is_empty()) { Value::from(format!("/clusters/{}/status", self.spec.name)) } else { Value::Null },
+            "dashboard_route": if running && s.dashboard_address.as_deref().is_some_and(|a| !a.is_empty()) { Value::from(format!("{}/status", self.spec.dashboard_prefix)) } else { Value::Null },
             "status": s.status,
             "start_time": self.start_time,
             "stop_time": s.stop_time,

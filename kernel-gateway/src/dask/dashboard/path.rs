@@ -8,15 +8,12 @@
 //! percent-decoded (once or a few times over), or that decodes to something holding `/`, `\`
 //! or NUL, refuses the request.
 
-use percent_encoding::percent_decode;
+use stackhub_common::path::UnsafeSegment;
 
 /// Where the cluster part of the path starts.
 pub(crate) const PREFIX: &str = "/clusters/";
 /// The longest cluster name taken.
 const MAX_NAME: usize = 64;
-/// How many rounds of percent-decoding a segment is checked through (`%252e` is `.` to a
-/// reader that decodes twice).
-const DECODINGS: usize = 3;
 
 /// A dashboard path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,27 +68,12 @@ impl<'a> DashboardPath<'a> {
         if rest.is_empty() {
             return Ok(DashboardPath::Root { name, slash: true });
         }
-        for segment in rest.split('/') {
-            // As written, and as readers that decode once, twice or three times see it.
-            let mut seen = segment.as_bytes().to_vec();
-            for _ in 0..=DECODINGS {
-                if seen == b"." || seen == b".." {
-                    return Err(format!(
-                        "the path segment {segment:?} would leave cluster {name}'s dashboard"
-                    ));
-                }
-                if seen.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) {
-                    return Err(format!(
-                        "the path segment {segment:?} encodes a slash, backslash or NUL"
-                    ));
-                }
-                let next: Vec<u8> = percent_decode(&seen).collect();
-                if next == seen {
-                    break;
-                }
-                seen = next;
+        stackhub_common::path::check_segments(rest).map_err(|e| match e {
+            UnsafeSegment::Dots(segment) => {
+                format!("the path segment {segment:?} would leave cluster {name}'s dashboard")
             }
-        }
+            other => other.to_string(),
+        })?;
         Ok(DashboardPath::Page { name })
     }
 }
@@ -100,7 +82,9 @@ impl<'a> DashboardPath<'a> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use percent_encoding::percent_decode;
     use proptest::prelude::*;
+    use stackhub_common::path::DECODINGS;
 
     use super::*;
 

@@ -615,7 +615,7 @@ impl DaskLauncher for KubeDaskLauncher {
             .map(str::to_owned)
             .chain([
                 "--dashboard-prefix".to_owned(),
-                format!("/clusters/{}", spec.name),
+                spec.dashboard_prefix.clone(),
                 "--dg-heartbeat-period".to_owned(),
                 spec.heartbeat_period.to_string(),
                 "--dg-idle-timeout".to_owned(),

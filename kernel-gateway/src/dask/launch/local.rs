@@ -3,7 +3,17 @@
 //! Secrets never reach argv or logs: the cluster's token and TLS key are files (0600) in the
 //! cluster's own directory (0700), named to the processes through the environment
 //! (`DASK_GATEWAY_API_TOKEN` holds the token file's path, which the preload reads).
+//!
+//! Warm schedulers (`[dask] warm_schedulers`): most of a scheduler's start is Python importing
+//! distributed, bokeh's dashboard and dask-gateway's preload. That many interpreters are kept
+//! started and imported ahead of demand (`warm_scheduler.py`, in `/`, outside every cluster's
+//! directory); a new cluster takes one, which reads on its stdin the directory, environment,
+//! log and arguments it would have been started with, and becomes that cluster's scheduler.
+//! A new one is started in its place. One whose stdin closes (the gateway went away) exits;
+//! one that died is skipped for a cold start.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
@@ -13,20 +23,144 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt as _;
 
 use super::{ClusterSpec, DaskLaunchError, DaskLauncher, DaskProcess};
+
+/// The program a warm scheduler runs (`python -c`).
+const WARM_SCHEDULER: &str = include_str!("warm_scheduler.py");
+/// What of the gateway's environment Dask processes keep.
+const KEPT_ENV: [&str; 5] = ["PATH", "LANG", "LC_ALL", "HOME", "TZ"];
 
 /// Clusters as local processes of the gateway's user, each in its own process group.
 #[derive(Debug)]
 pub struct LocalDaskLauncher {
     python: PathBuf,
     root: PathBuf,
+    /// How many warm schedulers to keep.
+    warm_target: usize,
+    warm: parking_lot::Mutex<Vec<tokio::process::Child>>,
 }
 
 impl LocalDaskLauncher {
     /// Runs `python -m dask scheduler|worker`, keeping each cluster's files under `root`.
     pub fn new(python: PathBuf, root: PathBuf) -> Self {
-        LocalDaskLauncher { python, root }
+        LocalDaskLauncher {
+            python,
+            root,
+            warm_target: 0,
+            warm: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Keeps `n` schedulers started ahead of demand (see the module docs); started now when
+    /// called inside the runtime, else at the first cluster.
+    #[must_use]
+    pub fn with_warm_schedulers(mut self, n: usize) -> Self {
+        self.warm_target = n;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.refill();
+        }
+        self
+    }
+
+    /// Starts warm schedulers up to the target.
+    fn refill(&self) {
+        let mut warm = self.warm.lock();
+        while warm.len() < self.warm_target {
+            match self.start_warm() {
+                Ok(child) => warm.push(child),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a warm scheduler; clusters start cold");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn start_warm(&self) -> std::io::Result<tokio::process::Child> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(self.root.join("warm-schedulers.log"))?;
+        let mut cmd = tokio::process::Command::new(&self.python);
+        cmd.env_clear();
+        for key in KEPT_ENV {
+            if let Some(v) = std::env::var_os(key) {
+                cmd.env(key, v);
+            }
+        }
+        cmd.arg("-c")
+            .arg(WARM_SCHEDULER)
+            .current_dir("/")
+            .process_group(0)
+            .kill_on_drop(true)
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        cmd.spawn()
+    }
+
+    /// A warm scheduler still alive, if one is left.
+    fn take_warm(&self) -> Option<tokio::process::Child> {
+        let mut warm = self.warm.lock();
+        while let Some(mut child) = warm.pop() {
+            match child.try_wait() {
+                Ok(None) => return Some(child),
+                Ok(Some(status)) => tracing::warn!(
+                    %status,
+                    log = %self.root.join("warm-schedulers.log").display(),
+                    "a warm scheduler had exited; skipping it"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot check a warm scheduler; skipping it"),
+            }
+        }
+        None
+    }
+
+    /// Hands `child` (a warm scheduler) the cluster it becomes; `None` if it did not take it.
+    async fn become_scheduler(
+        &self,
+        mut child: tokio::process::Child,
+        spec: &ClusterSpec,
+        dir: &Path,
+        args: &[String],
+    ) -> Option<Box<dyn DaskProcess>> {
+        let env: BTreeMap<String, String> = self
+            .env(spec, dir, "scheduler")
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
+            .collect();
+        let order = serde_json::json!({
+            "cwd": dir,
+            "env": env,
+            "log": dir.join("scheduler.log"),
+            "args": args,
+        });
+        let mut stdin = child.stdin.take()?;
+        let mut line = order.to_string();
+        line.push('\n');
+        if let Err(e) = stdin.write_all(line.as_bytes()).await {
+            tracing::warn!(cluster = spec.name, error = %e, "a warm scheduler did not take its cluster; starting one cold");
+            return None;
+        }
+        drop(stdin);
+        let pgid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        tracing::debug!(
+            cluster = spec.name,
+            pgid,
+            "a warm scheduler became the cluster's"
+        );
+        Some(Box::new(LocalProcess {
+            child: parking_lot::Mutex::new(Some(child)),
+            pgid,
+            what: format!("scheduler of cluster {}", spec.name),
+        }))
     }
 
     fn dir(&self, cluster: &str) -> PathBuf {
@@ -69,6 +203,53 @@ impl LocalDaskLauncher {
         Ok(dir)
     }
 
+    /// The whole environment of a cluster's `role` process whose files are in `dir`.
+    fn env(&self, spec: &ClusterSpec, dir: &Path, role: &str) -> Vec<(String, OsString)> {
+        let crt = dir.join("dask.crt");
+        let pem = dir.join("dask.pem");
+        let role_upper = role.to_ascii_uppercase();
+        let mut env: Vec<(String, OsString)> = KEPT_ENV
+            .iter()
+            .filter_map(|k| std::env::var_os(k).map(|v| ((*k).to_owned(), v)))
+            .collect();
+        env.extend([
+            ("USER".to_owned(), spec.user.clone().into()),
+            (
+                "DASK_GATEWAY_API_URL".to_owned(),
+                spec.api_url.clone().into(),
+            ),
+            (
+                "DASK_GATEWAY_API_TOKEN".to_owned(),
+                dir.join("api-token").into(),
+            ),
+            (
+                "DASK_GATEWAY_CLUSTER_NAME".to_owned(),
+                spec.name.clone().into(),
+            ),
+            (
+                "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION".to_owned(),
+                "True".into(),
+            ),
+            (
+                "DASK_DISTRIBUTED__COMM__TLS__CA_FILE".to_owned(),
+                crt.clone().into(),
+            ),
+            (
+                format!("DASK_DISTRIBUTED__COMM__TLS__{role_upper}__CERT"),
+                crt.into(),
+            ),
+            (
+                format!("DASK_DISTRIBUTED__COMM__TLS__{role_upper}__KEY"),
+                pem.into(),
+            ),
+            (
+                "DASK_TEMPORARY_DIRECTORY".to_owned(),
+                dir.as_os_str().to_owned(),
+            ),
+        ]);
+        env
+    }
+
     fn command(
         &self,
         spec: &ClusterSpec,
@@ -77,30 +258,8 @@ impl LocalDaskLauncher {
         log: &str,
     ) -> Result<tokio::process::Command, DaskLaunchError> {
         let mut cmd = tokio::process::Command::new(&self.python);
-        cmd.env_clear();
-        for key in ["PATH", "LANG", "LC_ALL", "HOME", "TZ"] {
-            if let Some(v) = std::env::var_os(key) {
-                cmd.env(key, v);
-            }
-        }
-        let crt = dir.join("dask.crt");
-        let pem = dir.join("dask.pem");
-        let role_upper = role.to_ascii_uppercase();
-        cmd.env("USER", &spec.user)
-            .env("DASK_GATEWAY_API_URL", &spec.api_url)
-            .env("DASK_GATEWAY_API_TOKEN", dir.join("api-token"))
-            .env("DASK_GATEWAY_CLUSTER_NAME", &spec.name)
-            .env("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "True")
-            .env("DASK_DISTRIBUTED__COMM__TLS__CA_FILE", &crt)
-            .env(
-                format!("DASK_DISTRIBUTED__COMM__TLS__{role_upper}__CERT"),
-                &crt,
-            )
-            .env(
-                format!("DASK_DISTRIBUTED__COMM__TLS__{role_upper}__KEY"),
-                &pem,
-            )
-            .env("DASK_TEMPORARY_DIRECTORY", dir)
+        cmd.env_clear()
+            .envs(self.env(spec, dir, role))
             .current_dir(dir)
             .process_group(0)
             .kill_on_drop(true)
@@ -150,24 +309,39 @@ impl DaskLauncher for LocalDaskLauncher {
     ) -> BoxFuture<'a, Result<Box<dyn DaskProcess>, DaskLaunchError>> {
         Box::pin(async move {
             let dir = self.prepare(spec)?;
-            let mut cmd = self.command(spec, &dir, "scheduler", "scheduler.log")?;
-            cmd.args([
-                "-m",
-                "dask",
-                "scheduler",
+            let args: Vec<String> = [
                 "--protocol",
                 "tls",
                 "--host",
                 "127.0.0.1",
-            ])
-            .args(["--port", "0", "--dashboard-address", "127.0.0.1:0"])
-            .args(["--dashboard-prefix", &format!("/clusters/{}", spec.name)])
-            .args(["--preload", "dask_gateway.scheduler_preload"])
-            .args(["--dg-api-address", "127.0.0.1:0"])
-            .arg("--dg-heartbeat-period")
-            .arg(spec.heartbeat_period.to_string())
-            .arg("--dg-idle-timeout")
-            .arg(spec.idle_timeout.to_string());
+                "--port",
+                "0",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--dashboard-prefix",
+                &spec.dashboard_prefix,
+                "--preload",
+                "dask_gateway.scheduler_preload",
+                "--dg-api-address",
+                "127.0.0.1:0",
+                "--dg-heartbeat-period",
+                &spec.heartbeat_period.to_string(),
+                "--dg-idle-timeout",
+                &spec.idle_timeout.to_string(),
+            ]
+            .map(str::to_owned)
+            .into();
+            let warm = self.take_warm();
+            if warm.is_some() || self.warm_target > 0 {
+                self.refill();
+            }
+            if let Some(child) = warm
+                && let Some(process) = self.become_scheduler(child, spec, &dir, &args).await
+            {
+                return Ok(process);
+            }
+            let mut cmd = self.command(spec, &dir, "scheduler", "scheduler.log")?;
+            cmd.args(["-m", "dask", "scheduler"]).args(&args);
             self.spawn(cmd, format!("scheduler of cluster {}", spec.name))
         })
     }

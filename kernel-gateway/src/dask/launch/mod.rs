@@ -51,6 +51,8 @@ pub struct ClusterSpec {
     pub heartbeat_period: u64,
     /// Seconds without tasks before the scheduler asks to be stopped; 0 = never.
     pub idle_timeout: u64,
+    /// The scheduler's `--dashboard-prefix`: `[dask] dashboard_prefix` + `/clusters/<name>`.
+    pub dashboard_prefix: String,
 }
 
 /// Which of a cluster's processes.

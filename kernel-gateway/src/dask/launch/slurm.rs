@@ -255,7 +255,7 @@ impl DaskLauncher for SlurmDaskLauncher {
             args.extend(["--dashboard-address".to_owned(), listen.clone()]);
             args.extend([
                 "--dashboard-prefix".to_owned(),
-                format!("/clusters/{}", spec.name),
+                spec.dashboard_prefix.clone(),
             ]);
             args.extend([
                 "--preload".to_owned(),
