@@ -58,33 +58,52 @@ ensure_dedl_env() {
   local req="$ROOT/scripts/requirements-dedl.txt" hash venv
   hash="$(sha256sum "$req" | cut -c1-16)"
   venv="${STACKHUB_DEDL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/stackhub/venvs/python-dedl-$hash}"
-  local stamp="$venv/.stackhub-requirements"
-  if [ -x "$venv/bin/python" ] && cmp -s "$req" "$stamp"; then
-    log "Python DEDL environment: $venv (cached)"
-  else
-    mkdir -p "$(dirname "$venv")"
-    # One builder at a time (parallel runs of the scripts share the cache).
-    exec 9>"$venv.lock"
-    flock 9
-    if [ -x "$venv/bin/python" ] && cmp -s "$req" "$stamp"; then
-      log "Python DEDL environment: $venv (built by a parallel run)"
-    else
-      log "creating the Python DEDL environment in $venv (scripts/requirements-dedl.txt; a few minutes)"
-      local start=$SECONDS
-      # A half-built cache entry is started over; a directory named by STACKHUB_DEDL_VENV is
-      # never removed (pip only adds or changes what the requirements ask for).
-      [ -n "${STACKHUB_DEDL_VENV:-}" ] || rm -rf "$venv"
-      [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-      "$venv/bin/pip" install -q --upgrade pip >/dev/null
-      "$venv/bin/pip" install -q -r "$req"
-      cp "$req" "$stamp"
-      log "Python DEDL environment ready in $((SECONDS - start)) s ($(du -sh "$venv" | cut -f1))"
-    fi
-    flock -u 9
-    exec 9>&-
-  fi
+  build_cached_venv "Python DEDL" "$req" "$venv" "${STACKHUB_DEDL_VENV:-}"
   export STACKHUB_DEDL_VENV="$venv"
   install_dedl_kernelspec "$venv" "$STACKHUB_VENV/share/jupyter/kernels/python_dedl"
+}
+
+# ensure_dask2023_env: the Data Lake's pinned Dask stack (scripts/requirements-dask2023.txt:
+# distributed 2023.8.0, the dask-gateway 2023.1.1 client and preload) in its own venv under the
+# user cache, keyed like the DEDL one (STACKHUB_DASK2023_VENV overrides the place), for the
+# tests with that client (kernel-gateway/tests/dask_2023.rs). Exports STACKHUB_DASK2023_VENV.
+ensure_dask2023_env() {
+  local req="$ROOT/scripts/requirements-dask2023.txt" hash venv
+  hash="$(sha256sum "$req" | cut -c1-16)"
+  venv="${STACKHUB_DASK2023_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/stackhub/venvs/dask2023-$hash}"
+  build_cached_venv "Dask 2023" "$req" "$venv" "${STACKHUB_DASK2023_VENV:-}"
+  export STACKHUB_DASK2023_VENV="$venv"
+}
+
+# build_cached_venv LABEL REQ VENV NAMED: the virtualenv VENV with the requirements file REQ,
+# unless it was built from the same content (a copy of REQ inside it). One builder at a time
+# (parallel runs of the scripts share the cache: a lock beside VENV). A half-built cache entry is
+# started over; a directory the user named (NAMED non-empty) is never removed (pip only adds or
+# changes what the requirements ask for).
+build_cached_venv() {
+  local label="$1" req="$2" venv="$3" named="$4"
+  local stamp="$venv/.stackhub-requirements" file="${2#"$ROOT"/}"
+  if [ -x "$venv/bin/python" ] && cmp -s "$req" "$stamp"; then
+    log "$label environment: $venv (cached)"
+    return 0
+  fi
+  mkdir -p "$(dirname "$venv")"
+  exec 9>"$venv.lock"
+  flock 9
+  if [ -x "$venv/bin/python" ] && cmp -s "$req" "$stamp"; then
+    log "$label environment: $venv (built by a parallel run)"
+  else
+    log "creating the $label environment in $venv ($file; a few minutes)"
+    local start=$SECONDS
+    [ -n "$named" ] || rm -rf "$venv"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip >/dev/null
+    "$venv/bin/pip" install -q -r "$req"
+    cp "$req" "$stamp"
+    log "$label environment ready in $((SECONDS - start)) s ($(du -sh "$venv" | cut -f1))"
+  fi
+  flock -u 9
+  exec 9>&-
 }
 
 # install_dedl_kernelspec VENV DIR: the kernelspec `python_dedl` running VENV's Python, in DIR

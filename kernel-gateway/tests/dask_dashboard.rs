@@ -10,38 +10,13 @@
 mod common;
 mod dask_support;
 
-use std::time::Duration;
-
-use bytes::Bytes;
 use common::Gateway;
-use dask_support::{Signer, bearer, call, dask_config, gateway_logs, temp_root, wait_status};
-use futures_util::StreamExt as _;
-use http_body_util::{BodyExt as _, Full};
-use hyper::{HeaderMap, Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use dask_support::{
+    Signer, bearer, bokeh_script, bokeh_ws, call, dask_config, gateway_logs, get, session_token,
+    temp_root, wait_status,
+};
+use hyper::{Method, StatusCode};
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::{self, Message};
-
-/// `GET path` with `headers`: status, headers, body.
-async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = Request::get(format!("http://{}{path}", gw.addr));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = client
-        .request(req.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = resp.into_parts();
-    (
-        parts.status,
-        parts.headers,
-        body.collect().await.unwrap().to_bytes(),
-    )
-}
 
 /// A refusal: `status` with a JSON `{"error"}` body (`who` names the credentials, which the
 /// message does not show).
@@ -61,59 +36,6 @@ async fn refused(
         String::from_utf8_lossy(&body[..body.len().min(300)])
     );
     assert!(v["error"].is_string(), "{path}: {v}");
-}
-
-/// Opens the bokeh WebSocket of a status page whose session token is `token`; `Err(status)`
-/// when the upgrade is answered otherwise.
-async fn bokeh_ws(
-    gw: &Gateway,
-    path: &str,
-    token: &str,
-    headers: &[(&str, &str)],
-) -> Result<String, StatusCode> {
-    let mut req = format!("ws://{}{path}", gw.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("bokeh, {token}").parse().unwrap(),
-    );
-    for (k, v) in headers {
-        req.headers_mut().insert(
-            hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    let (mut ws, resp) = match tokio_tungstenite::connect_async(req).await {
-        Ok(ok) => ok,
-        Err(tungstenite::Error::Http(resp)) => return Err(resp.status()),
-        Err(e) => panic!("{path}: {e}"),
-    };
-    assert_eq!(resp.headers()["sec-websocket-protocol"], "bokeh");
-    // The bokeh server's first message: its ACK (header frame first).
-    let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .expect("no message from the bokeh server within 10 s")
-        .unwrap()
-        .unwrap();
-    let Message::Text(text) = first else {
-        panic!("{first:?}")
-    };
-    Ok(text.to_string())
-}
-
-/// The bokeh session token a status page embeds.
-fn session_token(page: &str) -> String {
-    let start = page.find(r#""token":""#).expect("no bokeh session token") + 9;
-    page[start..][..page[start..].find('"').unwrap()].to_owned()
-}
-
-/// The bokeh script a status page loads (a static asset).
-fn bokeh_script(page: &str) -> String {
-    let start = page.find(r#"src=""#).unwrap();
-    let at = page[start..].find("/static/js/bokeh.min.js").unwrap() + start;
-    let begin = page[..at].rfind('"').unwrap() + 1;
-    page[begin..][..page[begin..].find('"').unwrap()].to_owned()
 }
 
 async fn new_cluster(gw: &Gateway, auth: &str) -> String {

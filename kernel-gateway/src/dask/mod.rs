@@ -125,13 +125,6 @@ impl DaskService {
             .launcher
             .clone()
             .unwrap_or_else(|| manager.config.default_launcher.clone());
-        let local = || -> Arc<dyn DaskLauncher> {
-            Arc::new(
-                LocalDaskLauncher::new(config.python(), root)
-                    .with_warm_schedulers(config.warm_schedulers),
-            )
-        };
-        let launcher = launch::select(&name, local, manager.launcher.as_ref(), config);
         let api_url = config.api_url.clone().unwrap_or_else(|| {
             let ip = if listen.ip().is_unspecified() {
                 std::net::IpAddr::from([127, 0, 0, 1])
@@ -143,6 +136,13 @@ impl DaskService {
                 std::net::SocketAddr::new(ip, listen.port())
             )
         });
+        let local = || -> Arc<dyn DaskLauncher> {
+            Arc::new(
+                LocalDaskLauncher::new(config.python(), root, api_url.clone())
+                    .with_warm_schedulers(config.warm_schedulers),
+            )
+        };
+        let launcher = launch::select(&name, local, manager.launcher.as_ref(), config);
         DaskService::new(manager, launcher, api_url)
     }
 
@@ -467,7 +467,7 @@ impl DaskService {
         };
         let removed = self.launcher.remove_orphans(&is_live).await;
         if !removed.is_empty() {
-            tracing::warn!(clusters = ?removed, "removed the jobs or pods of unknown dask clusters");
+            tracing::warn!(clusters = ?removed, "removed the processes, jobs or pods of unknown dask clusters");
         }
     }
 

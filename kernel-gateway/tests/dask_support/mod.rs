@@ -1,5 +1,6 @@
-//! Helpers of the Dask end-to-end tests (`dask.rs`): the DEDL Python, a JWKS endpoint signing
-//! site JWTs, the gateway config, HTTP calls, the clusters' processes and a real ClientHello.
+//! Helpers of the Dask end-to-end tests (`dask*.rs`): the DEDL and Dask 2023 Pythons, a JWKS
+//! endpoint signing site JWTs, the gateway config, HTTP calls, the clusters' processes, a real
+//! ClientHello, dashboard pages and the bokeh WebSocket.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -8,13 +9,20 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hyper::{HeaderMap, Method, StatusCode};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kernel_gateway::Config;
 use kernel_gateway::config::JwtConfig;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::common::{Gateway, config, http_with};
 
@@ -24,35 +32,56 @@ pub const AUDIENCE: &str = "site-a";
 /// The DEDL environment's Python (distributed + dask-gateway): `STACKHUB_DEDL_VENV`, else the
 /// cache entry `scripts/lib.sh ensure_dedl_env` builds.
 pub fn dedl_python() -> PathBuf {
-    let venv = std::env::var_os("STACKHUB_DEDL_VENV")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?
-                .join("stackhub/venvs");
-            std::fs::read_dir(cache)
-                .ok()?
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .find(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("python-dedl-"))
-                        && p.join("bin/python").exists()
-                })
-        });
+    venv_python(
+        "STACKHUB_DEDL_VENV",
+        "python-dedl-",
+        "import dask_gateway, distributed",
+        "no DEDL environment with dask_gateway and distributed (set STACKHUB_DEDL_VENV); \
+         run `scripts/test`, which builds it",
+    )
+}
+
+/// The Data Lake's pinned Dask stack (distributed 2023.8.0, the dask-gateway 2023.1.1 client
+/// and preload): `STACKHUB_DASK2023_VENV`, else the cache entry `scripts/lib.sh
+/// ensure_dask2023_env` builds.
+pub fn dask2023_python() -> PathBuf {
+    venv_python(
+        "STACKHUB_DASK2023_VENV",
+        "dask2023-",
+        "import sys, dask_gateway, distributed, bokeh; \
+         sys.exit((dask_gateway.__version__, distributed.__version__) != ('2023.1.1', '2023.8.0'))",
+        "no environment with dask-gateway 2023.1.1 and distributed 2023.8.0 (set \
+         STACKHUB_DASK2023_VENV); run `scripts/test`, which builds it \
+         (scripts/requirements-dask2023.txt)",
+    )
+}
+
+/// `<venv>/bin/python` of `$var`, else of the first `<cache>/stackhub/venvs/<prefix>*`; it must
+/// run `check`, or the test fails with `missing`.
+fn venv_python(var: &str, prefix: &str, check: &str, missing: &str) -> PathBuf {
+    let venv = std::env::var_os(var).map(PathBuf::from).or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?
+            .join("stackhub/venvs");
+        std::fs::read_dir(cache)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+                    && p.join("bin/python").exists()
+            })
+    });
     let python = venv.map(|v| v.join("bin/python"));
     let ok = python.as_ref().is_some_and(|p| {
         std::process::Command::new(p)
-            .args(["-c", "import dask_gateway, distributed"])
+            .args(["-c", check])
             .status()
             .is_ok_and(|s| s.success())
     });
-    assert!(
-        ok,
-        "no DEDL environment with dask_gateway and distributed (set STACKHUB_DEDL_VENV); \
-         run `scripts/test`, which builds it"
-    );
+    assert!(ok, "{missing}");
     python.unwrap()
 }
 
@@ -119,6 +148,11 @@ impl Drop for Signer {
 }
 
 pub fn dask_config(root: &Path, jwks_url: Option<&str>) -> Config {
+    dask_config_with(root, jwks_url, dedl_python())
+}
+
+/// [`dask_config`] running the clusters with `python` (its `dask` and the dask-gateway preload).
+pub fn dask_config_with(root: &Path, jwks_url: Option<&str>, python: PathBuf) -> Config {
     let mut c = config();
     if let Some(url) = jwks_url {
         c.jwt = Some(JwtConfig {
@@ -129,7 +163,7 @@ pub fn dask_config(root: &Path, jwks_url: Option<&str>) -> Config {
             ..JwtConfig::default()
         });
     }
-    c.dask.python = Some(dedl_python());
+    c.dask.python = Some(python);
     c.dask.runtime_dir = Some(root.to_owned());
     c.dask.heartbeat_period = 2;
     c.dask.idle_timeout = 0;
@@ -247,4 +281,80 @@ pub async fn next_event(
     let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
     assert_eq!(v["event"], event, "{v}");
     v
+}
+
+/// `GET path` with `headers`: status, headers, body.
+pub async fn get(
+    gw: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Bytes) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::get(format!("http://{}{path}", gw.addr));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+/// Opens the bokeh WebSocket of a status page whose session token is `token`; `Err(status)`
+/// when the upgrade is answered otherwise.
+pub async fn bokeh_ws(
+    gw: &Gateway,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> Result<String, StatusCode> {
+    let mut req = format!("ws://{}{path}", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("bokeh, {token}").parse().unwrap(),
+    );
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let (mut ws, resp) = match tokio_tungstenite::connect_async(req).await {
+        Ok(ok) => ok,
+        Err(tungstenite::Error::Http(resp)) => return Err(resp.status()),
+        Err(e) => panic!("{path}: {e}"),
+    };
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "bokeh");
+    // The bokeh server's first message: its ACK (header frame first).
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("no message from the bokeh server within 10 s")
+        .unwrap()
+        .unwrap();
+    let Message::Text(text) = first else {
+        panic!("{first:?}")
+    };
+    Ok(text.to_string())
+}
+
+/// The bokeh session token a status page embeds.
+pub fn session_token(page: &str) -> String {
+    let start = page.find(r#""token":""#).expect("no bokeh session token") + 9;
+    page[start..][..page[start..].find('"').unwrap()].to_owned()
+}
+
+/// The bokeh script a status page loads (a static asset).
+pub fn bokeh_script(page: &str) -> String {
+    let start = page.find(r#"src=""#).unwrap();
+    let at = page[start..].find("/static/js/bokeh.min.js").unwrap() + start;
+    let begin = page[..at].rfind('"').unwrap() + 1;
+    page[begin..][..page[begin..].find('"').unwrap()].to_owned()
 }

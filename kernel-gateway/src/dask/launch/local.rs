@@ -11,6 +11,12 @@
 //! log and arguments it would have been started with, and becomes that cluster's scheduler.
 //! A new one is started in its place. One whose stdin closes (the gateway went away) exits;
 //! one that died is skipped for a cold start.
+//!
+//! A gateway that dies without stopping its clusters (SIGKILL, a crash) leaves their processes
+//! running (each is in its own process group). Every process this launcher starts, warm ones
+//! included, carries the gateway's API URL in its environment (`DASK_GATEWAY_API_URL`): the
+//! next run of the gateway on the same address finds them in `/proc` ([`orphans`]) and stops
+//! those of clusters it does not have (`remove_orphans`, at start and every minute).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -25,7 +31,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt as _;
 
-use super::{ClusterSpec, DaskLaunchError, DaskLauncher, DaskProcess};
+use super::{ClusterSpec, DaskLaunchError, DaskLauncher, DaskProcess, IsLiveCluster};
 
 /// The program a warm scheduler runs (`python -c`).
 const WARM_SCHEDULER: &str = include_str!("warm_scheduler.py");
@@ -37,17 +43,21 @@ const KEPT_ENV: [&str; 5] = ["PATH", "LANG", "LC_ALL", "HOME", "TZ"];
 pub struct LocalDaskLauncher {
     python: PathBuf,
     root: PathBuf,
+    /// The gateway's API as this run's processes have it (`DASK_GATEWAY_API_URL`).
+    api_url: String,
     /// How many warm schedulers to keep.
     warm_target: usize,
     warm: parking_lot::Mutex<Vec<tokio::process::Child>>,
 }
 
 impl LocalDaskLauncher {
-    /// Runs `python -m dask scheduler|worker`, keeping each cluster's files under `root`.
-    pub fn new(python: PathBuf, root: PathBuf) -> Self {
+    /// Runs `python -m dask scheduler|worker`, keeping each cluster's files under `root`;
+    /// the processes report to `api_url`.
+    pub fn new(python: PathBuf, root: PathBuf, api_url: String) -> Self {
         LocalDaskLauncher {
             python,
             root,
+            api_url,
             warm_target: 0,
             warm: parking_lot::Mutex::new(Vec::new()),
         }
@@ -95,7 +105,8 @@ impl LocalDaskLauncher {
                 cmd.env(key, v);
             }
         }
-        cmd.arg("-c")
+        cmd.env("DASK_GATEWAY_API_URL", &self.api_url)
+            .arg("-c")
             .arg(WARM_SCHEDULER)
             .current_dir("/")
             .process_group(0)
@@ -365,6 +376,42 @@ impl DaskLauncher for LocalDaskLauncher {
         })
     }
 
+    fn remove_orphans<'a>(&'a self, is_live: &'a IsLiveCluster<'a>) -> BoxFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let me = std::process::id();
+            let found = orphans(&self.api_url, me);
+            let mut removed = Vec::new();
+            for (pgid, cluster) in found {
+                if cluster.as_deref().is_some_and(is_live) {
+                    continue;
+                }
+                let what = cluster
+                    .clone()
+                    .unwrap_or_else(|| "(warm scheduler)".to_owned());
+                tracing::warn!(
+                    pgid,
+                    cluster = what,
+                    "stopping a Dask process an earlier run of the gateway left"
+                );
+                let group = Pid::from_raw(pgid);
+                let _ = killpg(group, Signal::SIGTERM);
+                for _ in 0..50 {
+                    if killpg(group, None).is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let _ = killpg(group, Signal::SIGKILL);
+                if let Some(name) = cluster
+                    && !removed.contains(&name)
+                {
+                    removed.push(name);
+                }
+            }
+            removed
+        })
+    }
+
     fn cleanup<'a>(&'a self, spec: &'a ClusterSpec) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let dir = self.dir(&spec.name);
@@ -420,4 +467,60 @@ impl DaskProcess for LocalProcess {
             Some(Err(e)) => Some(e.to_string()),
         }
     }
+}
+
+/// Process groups of Dask processes that report to `api_url` and are not this gateway's own
+/// (`me`'s children): `(pgid, cluster)`, the cluster from the process's environment or, for a
+/// warm scheduler that became one, the directory it runs in (`None`: a warm one that never did).
+/// Only processes whose environment can be read (the gateway's own user's) are seen.
+fn orphans(api_url: &str, me: u32) -> Vec<(i32, Option<String>)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let marker = format!("DASK_GATEWAY_API_URL={api_url}");
+    let mut out: Vec<(i32, Option<String>)> = Vec::new();
+    for pid in entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        if !vars.contains(&marker.as_bytes()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command's closing parenthesis: state, ppid, pgrp.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map_or("", |(_, r)| r)
+            .split_whitespace();
+        let (ppid, pgid) = (fields.nth(1), fields.next());
+        let (Some(ppid), Some(pgid)) = (
+            ppid.and_then(|p| p.parse::<u32>().ok()),
+            pgid.and_then(|p| p.parse::<i32>().ok()),
+        ) else {
+            continue;
+        };
+        if ppid == me || pgid <= 1 {
+            continue;
+        }
+        let named = vars
+            .iter()
+            .find_map(|v| v.strip_prefix(b"DASK_GATEWAY_CLUSTER_NAME="))
+            .map(|n| String::from_utf8_lossy(n).into_owned());
+        let cluster = named.or_else(|| {
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+            (cwd != Path::new("/"))
+                .then(|| cwd.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .flatten()
+        });
+        if !out.iter().any(|(g, _)| *g == pgid) {
+            out.push((pgid, cluster));
+        }
+    }
+    out
 }

@@ -148,7 +148,7 @@ pub trait DaskLauncher: Send + Sync + Debug {
     fn cleanup<'a>(&'a self, spec: &'a ClusterSpec) -> BoxFuture<'a, ()>;
     /// Stops what this launcher started for clusters that `is_live` says the service no
     /// longer has (jobs and pods left by an earlier run of the gateway); returns the cluster
-    /// names cleaned up. Local processes die with the gateway: the default has none.
+    /// names cleaned up. The default has none.
     fn remove_orphans<'a>(&'a self, is_live: &'a IsLiveCluster<'a>) -> BoxFuture<'a, Vec<String>> {
         let _ = is_live;
         Box::pin(async { Vec::new() })

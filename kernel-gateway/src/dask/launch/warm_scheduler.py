@@ -11,8 +11,12 @@ import sys
 import dask.config
 import distributed  # noqa: F401
 import distributed.cli.dask_scheduler
-import distributed.dashboard.scheduler  # noqa: F401
 import dask_gateway.scheduler_preload  # noqa: F401
+
+try:  # the dashboard's modules: only where bokeh is installed (a scheduler serves none without)
+    import distributed.dashboard.scheduler  # noqa: F401
+except ImportError:
+    pass
 
 line = sys.stdin.readline()
 if not line.strip():
