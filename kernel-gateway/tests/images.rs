@@ -360,27 +360,26 @@ fn the_kernel_python_image_runs_dask_scheduler_and_worker_pods() {
     )
     .unwrap();
     let python = spec["argv"][0].as_str().unwrap();
-    for (role, option) in [("scheduler", "--preload"), ("worker", "--memory-limit")] {
-        let out = Command::new(python)
-            .args(["-m", "dask", role, "--help"])
-            .output()
-            .unwrap();
+    // `python -m dask scheduler|worker`, as the pods run them; the worker's interpreter also
+    // imports the scheduler's preload and bokeh (two interpreters, not three).
+    let worker = "import runpy, sys, dask_gateway.scheduler_preload, bokeh\n\
+                  sys.argv = ['dask', 'worker', '--help']\n\
+                  runpy.run_module('dask', run_name='__main__')";
+    for (args, option) in [
+        (
+            ["-m", "dask", "scheduler", "--help"].as_slice(),
+            "--preload",
+        ),
+        (["-c", worker].as_slice(), "--memory-limit"),
+    ] {
+        let out = Command::new(python).args(args).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && text.contains(option),
-            "python -m dask {role}: {text}{}",
+            "{args:?}: {text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let out = Command::new(python)
-        .args(["-c", "import dask_gateway.scheduler_preload, bokeh"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// images/kernel-r pins the Debian packages scripts/lib.sh (ensure_r_kernel) installs, at the
