@@ -1,7 +1,9 @@
 //! An in-memory Kubernetes API server for tests (no cluster can run on our machines).
 //!
 //! It keeps core/v1 objects (pods, persistentvolumeclaims, events, namespaces, secrets,
-//! services) with `uid`, `resourceVersion` and `creationTimestamp`; answers create, get, list,
+//! services) and `networking.k8s.io/v1` NetworkPolicies (under `/apis/networking.k8s.io/v1`;
+//! any other API group is 404, as on a server without it) with `uid`, `resourceVersion` and
+//! `creationTimestamp`; answers create, get, list,
 //! delete (with `preconditions.uid`) and watch (`?watch=1` from a `resourceVersion`, JSON lines);
 //! honours equality label and field selectors; answers 404 / 409 with the API server's
 //! `Status` bodies; and lets a test play the kubelet: set a pod's status, add events.
@@ -82,8 +84,22 @@ fn kind_of(resource: &str) -> &'static str {
         "secrets" => "Secret",
         "services" => "Service",
         "configmaps" => "ConfigMap",
+        "networkpolicies" => "NetworkPolicy",
         _ => "Unknown",
     }
+}
+
+/// The `apiVersion` of a resource's objects.
+pub(crate) fn api_version_of(resource: &str) -> &'static str {
+    match resource {
+        "networkpolicies" => "networking.k8s.io/v1",
+        _ => "v1",
+    }
+}
+
+/// The resources served under `/apis/{group}/{version}` (the rest are core `/api/v1`).
+pub(crate) fn served_in_group(group_version: &str, resource: &str) -> bool {
+    api_version_of(resource) == group_version && group_version != "v1"
 }
 
 /// The API server's error body.
@@ -356,7 +372,7 @@ impl Inner {
             }
         }
         s.rv += 1;
-        obj["apiVersion"] = json!("v1");
+        obj["apiVersion"] = json!(api_version_of(resource));
         obj["kind"] = json!(kind_of(resource));
         let meta = &mut obj["metadata"];
         meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
@@ -445,7 +461,7 @@ impl Inner {
             .cloned()
             .collect();
         let body = json!({
-            "apiVersion": "v1",
+            "apiVersion": api_version_of(resource),
             "kind": format!("{}List", kind_of(resource)),
             "metadata": {"resourceVersion": s.rv.to_string()},
             "items": items,

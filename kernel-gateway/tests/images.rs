@@ -336,6 +336,53 @@ fn the_python_dedl_environment_is_the_same_in_scripts_and_images() {
     assert_eq!(image_spec["display_name"], "Python DEDL");
 }
 
+/// The kernel-python image is the bridge-site chart's default Dask image: the Kubernetes Dask
+/// launcher runs `python -m dask scheduler|worker` there with the dask-gateway preload and
+/// the dashboard. So the image pins distributed, dask-gateway and bokeh, its `python` is the
+/// venv's, and those commands run in the Python DEDL environment (the same pins, checked
+/// above).
+#[test]
+fn the_kernel_python_image_runs_dask_scheduler_and_worker_pods() {
+    let kernel = requirements(&read("kernel-python/requirements.txt"));
+    for need in ["distributed", "dask_gateway", "bokeh"] {
+        assert!(
+            kernel.iter().any(|(p, _)| p == need),
+            "kernel-python/requirements.txt lacks {need}"
+        );
+    }
+    assert!(read("kernel-python/Dockerfile").contains("ENV PATH=/opt/venv/bin:$PATH"));
+    let venv = std::env::var_os("STACKHUB_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| images().join("../.venv"));
+    let spec = venv.join("share/jupyter/kernels/python_dedl/kernel.json");
+    let spec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&spec)
+            .unwrap_or_else(|e| panic!("{}: {e}; run scripts/test", spec.display())),
+    )
+    .unwrap();
+    let python = spec["argv"][0].as_str().unwrap();
+    // `python -m dask scheduler|worker`, as the pods run them; the worker's interpreter also
+    // imports the scheduler's preload and bokeh (two interpreters, not three).
+    let worker = "import runpy, sys, dask_gateway.scheduler_preload, bokeh\n\
+                  sys.argv = ['dask', 'worker', '--help']\n\
+                  runpy.run_module('dask', run_name='__main__')";
+    for (args, option) in [
+        (
+            ["-m", "dask", "scheduler", "--help"].as_slice(),
+            "--preload",
+        ),
+        (["-c", worker].as_slice(), "--memory-limit"),
+    ] {
+        let out = Command::new(python).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(option),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// images/kernel-r pins the Debian packages scripts/lib.sh (ensure_r_kernel) installs, at the
 /// versions installed here (scripts/test installs them from the same Debian release).
 #[test]

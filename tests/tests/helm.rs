@@ -13,7 +13,7 @@ use k8s_fake::kubernetes_validate;
 
 mod helm_common;
 mod hub_common;
-use helm_common::{find, repo, run_helm, template_with};
+use helm_common::{find, lay_out_bridge, repo, run_helm, template_with};
 use serde_json::Value;
 
 /// `helm template` → the rendered documents as JSON.
@@ -650,12 +650,12 @@ fn bridge_site_chart_renders_valid_manifests_and_a_config_the_gateway_accepts() 
             "kernels.namespace=kernels",
             "site=lumi",
             "siteName=LUMI Bridge",
+            "dask.enabled=false",
         ],
     ];
     let mut all = Vec::new();
     for sets in variants {
         let docs = template("helm/bridge-site", "site", sets);
-        let cm = find(&docs, "ConfigMap")[0];
         let dep = find(&docs, "Deployment")[0];
         let pod = &dep["spec"]["template"]["spec"];
         let container = &pod["containers"][0];
@@ -663,23 +663,8 @@ fn bridge_site_chart_renders_valid_manifests_and_a_config_the_gateway_accepts() 
             container["args"],
             serde_json::json!(["--config", "/etc/stackhub/gateway.toml"])
         );
-        assert_eq!(container["volumeMounts"][0]["mountPath"], "/etc/stackhub");
-        // Lay the ConfigMap out as the pod sees it: each item at its path below the mount
-        // (here `dir` stands for /etc/stackhub).
         let dir = std::env::temp_dir().join(format!("helm-gw-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let volume = &pod["volumes"][0];
-        assert_eq!(volume["name"], container["volumeMounts"][0]["name"]);
-        for item in volume["configMap"]["items"].as_array().unwrap() {
-            let path = dir.join(item["path"].as_str().unwrap());
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            let key = item["key"].as_str().unwrap();
-            let text = cm["data"][key].as_str().unwrap_or_else(|| {
-                panic!("the volume names ConfigMap key {key}, which is not rendered")
-            });
-            std::fs::write(path, text.replace("/etc/stackhub", dir.to_str().unwrap())).unwrap();
-        }
-        let toml = dir.join("gateway.toml");
+        let toml = lay_out_bridge(&docs, &dir);
         let mut config = kernel_gateway::Config::from_file(&toml)
             .unwrap_or_else(|e| panic!("the gateway rejects the chart's config ({sets:?}): {e}"));
         config
@@ -687,8 +672,10 @@ fn bridge_site_chart_renders_valid_manifests_and_a_config_the_gateway_accepts() 
             .unwrap_or_else(|e| panic!("kubernetes-launcher.json ({sets:?}): {e}"));
         config.validate().unwrap();
         assert_eq!(config.port, 8888);
-        // No Dask from this chart yet: a site must not offer clusters its pods cannot run.
-        assert!(!config.dask.enabled, "the bridge chart turns Dask off");
+        // Dask clusters as pods unless turned off (`helm_bridge_dask` runs them).
+        let dask = !sets.contains(&"dask.enabled=false");
+        assert_eq!(config.dask.enabled, dask);
+        assert_eq!(find(&docs, "NetworkPolicy").len(), if dask { 2 } else { 1 });
         assert_eq!(config.quota_roles.len(), 3);
         assert_eq!(config.jwt.is_some(), !sets.contains(&"jwt.enabled=false"));
         // The site's id is the gateway's: the default audience of the tokens it accepts.
@@ -793,6 +780,22 @@ fn values_schemas_refuse_bad_values_with_a_message_naming_them() {
             "helm/bridge-site",
             "kernels.specs.julia.argv={julia}",
             "julia",
+        ),
+        ("helm/bridge-site", "dask.idleTimeout=-1", "idleTimeout"),
+        (
+            "helm/bridge-site",
+            "dask.maxWorkerCores=0",
+            "maxWorkerCores",
+        ),
+        (
+            "helm/bridge-site",
+            "dask.hubApiUrl=hub.example",
+            "hubApiUrl",
+        ),
+        (
+            "helm/bridge-site",
+            "kernels.images.python_dedl=null",
+            "dask.image is required",
         ),
         (
             "helm/bridge-site",

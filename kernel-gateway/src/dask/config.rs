@@ -29,6 +29,11 @@
 //! #                               # interfaces, advertising the node's address
 //! # image = "ghcr.io/dask/dask:2026.8.0"  # image of scheduler and worker pods; default: the
 //! #                               # Kubernetes launcher's default_image
+//! # gateway_pod_labels = { "app.kubernetes.io/component" = "gateway" }  # Kubernetes: labels of
+//! #                               # this gateway's pods, the only pods besides a cluster's own
+//! #                               # that its NetworkPolicy lets in; required to start clusters
+//! #                               # as pods
+//! # gateway_namespace = "site"    # their namespace; default: the Dask pods' namespace
 //! warm_schedulers = 1             # local clusters: schedulers started ahead of demand; 0 = none
 //! # dashboard_prefix = "/hub/dask/lumi"  # where browsers see this site's dashboards (the hub's
 //! #                               # dashboard route for the site); env
@@ -44,6 +49,7 @@
 //!
 //! The quota roles are explained in `quota`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -119,6 +125,12 @@ pub struct DaskConfig {
     /// The image of scheduler and worker pods (`distributed` and `dask-gateway`, `python` on
     /// `PATH`); default: the Kubernetes launcher's `default_image`.
     pub image: Option<String>,
+    /// Kubernetes: the labels of this gateway's pods. Each cluster's NetworkPolicy admits
+    /// only them (to the scheduler's ports) and the cluster's own pods; without them no
+    /// cluster starts as pods (their scheduler and dashboard would be open to every pod).
+    pub gateway_pod_labels: BTreeMap<String, String>,
+    /// Kubernetes: the namespace of this gateway's pods; default: the Dask pods' namespace.
+    pub gateway_namespace: Option<String>,
     /// The path before `/clusters/<name>/` at which browsers reach this gateway's dashboards
     /// when something in front publishes them under its own path: the hub serves a site's at
     /// `<base_url>hub/dask/<site id>`. Schedulers run with the whole path as their dashboard
@@ -159,6 +171,8 @@ impl Default for DaskConfig {
             slurm_profile: None,
             listen_host: None,
             image: None,
+            gateway_pod_labels: BTreeMap::new(),
+            gateway_namespace: None,
             dashboard_prefix: String::new(),
             warm_schedulers: 1,
         }
@@ -254,6 +268,14 @@ impl DaskConfig {
         if let Some(url) = &self.hub_api_url {
             crate::config::https_or_loopback("dask.hub_api_url", url)?;
         }
+        for (k, v) in &self.gateway_pod_labels {
+            if k.is_empty() || crate::launcher::k8s::label_value(v) != *v {
+                return bad(
+                    "dask.gateway_pod_labels",
+                    &format!("{k:?} = {v:?} is not a Kubernetes label"),
+                );
+            }
+        }
         if self.warm_schedulers > 8 {
             return bad(
                 "dask.warm_schedulers",
@@ -343,6 +365,10 @@ mod tests {
             ..DaskConfig::default()
         };
         assert_eq!(key_of(&c), Some("dask.hub_auth_cache_secs"));
+        let mut c = DaskConfig::default();
+        c.gateway_pod_labels
+            .insert("app.kubernetes.io/name".into(), "bridge site".into());
+        assert_eq!(key_of(&c), Some("dask.gateway_pod_labels"));
         let mut c = DaskConfig::default();
         c.quota_roles[2].max_worker_cores = 0;
         assert_eq!(key_of(&c), Some("dask.quota_roles"));

@@ -1,5 +1,6 @@
 //! `helm` for the chart tests: the binary (`ensure_k8s_tools` puts it in the cache, or
-//! `STACKHUB_HELM`), `helm template` into JSON documents, and finding documents by kind.
+//! `STACKHUB_HELM`), `helm template` into JSON documents, finding documents by kind, and the
+//! bridge-site chart's config files laid out as its gateway pod sees them.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::panic)]
 
@@ -87,4 +88,30 @@ pub fn template_with(chart: &str, ns: &str, files: &[&Path], sets: &[&str]) -> V
 /// The documents of `kind`.
 pub fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+/// The bridge-site chart's ConfigMap laid out in `dir` as its Deployment mounts it: each item
+/// of the config volume at its path, with the mount `/etc/stackhub` in the files moved to
+/// `dir`. Returns the gateway container's `--config` file, moved the same way.
+pub fn lay_out_bridge(docs: &[Value], dir: &Path) -> PathBuf {
+    let cm = find(docs, "ConfigMap")[0];
+    let pod = &find(docs, "Deployment")[0]["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let mount = &container["volumeMounts"][0];
+    assert_eq!(mount["mountPath"], "/etc/stackhub");
+    let volume = &pod["volumes"][0];
+    assert_eq!(volume["name"], mount["name"]);
+    let _ = std::fs::remove_dir_all(dir);
+    let moved = |text: &str| text.replace("/etc/stackhub", dir.to_str().unwrap());
+    for item in volume["configMap"]["items"].as_array().unwrap() {
+        let path = dir.join(item["path"].as_str().unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let key = item["key"].as_str().unwrap();
+        let text = cm["data"][key].as_str().unwrap_or_else(|| {
+            panic!("the volume names ConfigMap key {key}, which is not rendered")
+        });
+        std::fs::write(path, moved(text)).unwrap();
+    }
+    assert_eq!(container["args"][0], "--config");
+    PathBuf::from(moved(container["args"][1].as_str().unwrap()))
 }

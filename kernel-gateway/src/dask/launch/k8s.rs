@@ -13,30 +13,37 @@
 //!   `worker_memory`, the scheduler's from `dask.scheduler_cores` / `scheduler_memory_gib`.
 //! - Addresses: the scheduler listens on all interfaces and reports its pod IP in its
 //!   heartbeats; workers connect there and the gateway (in the cluster network) proxies there.
-//! - [`DaskProcess::exited`] reads one pod list per launcher (every 2 s while pods run): a
-//!   failed, finished or deleted pod, or one whose image cannot be pulled, has exited.
+//! - Network: the cluster's NetworkPolicy `dask-<cluster>` (see `policy`) admits only the
+//!   gateway's pods and the cluster's own; it is created before the scheduler pod and removed
+//!   with the cluster. No cluster starts without `dask.gateway_pod_labels`.
+//! - [`DaskProcess::exited`] reads one pod list per launcher (every 2 s while pods run; see
+//!   `pods`): a failed, finished or deleted pod, or one whose image cannot be pulled, has
+//!   exited.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+mod pods;
+mod policy;
 
-use arc_swap::ArcSwap;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, KeyToPath, Pod, PodSecurityContext, PodSpec,
     SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
-use tokio::sync::watch;
 
+use self::pods::{DaskPod, PodBoard};
+use self::policy::{GatewayPeer, network_policy};
 use super::{ClusterSpec, DaskLaunchError, DaskLauncher, DaskProcess, IsLiveCluster, Role};
 use crate::dask::DaskConfig;
 use crate::launcher::ResourceLimits;
 use crate::launcher::k8s::{
-    ANNOTATION_GATEWAY, ANNOTATION_USER, KubeLauncherConfig, LABEL_GATEWAY, by_uid, cannot_start,
-    is_status, label_value, resources,
+    ANNOTATION_GATEWAY, ANNOTATION_USER, KubeLauncherConfig, LABEL_GATEWAY, by_uid, is_status,
+    label_value, resources,
 };
 
 /// Label and annotation: the cluster's name.
@@ -47,10 +54,6 @@ pub const LABEL_ROLE: &str = "stackhub.io/dask-role";
 const SECRETS_DIR: &str = "/etc/dask-gateway";
 /// Scheduler, dashboard and gateway-API ports of the scheduler pod.
 const PORTS: [(&str, u16); 3] = [("scheduler", 8786), ("dashboard", 8787), ("dg-api", 8788)];
-/// Seconds between pod lists while pods run.
-const POLL: Duration = Duration::from_secs(2);
-/// How long `stop` waits for a deleted pod to go.
-const STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// Clusters as pods; see the module docs.
 pub struct KubeDaskLauncher {
@@ -59,6 +62,9 @@ pub struct KubeDaskLauncher {
     image: Option<String>,
     scheduler_cores: u32,
     scheduler_memory_bytes: u64,
+    /// The gateway's pods, which clusters' NetworkPolicies admit; `None`: unset, no cluster
+    /// starts.
+    gateway: Option<GatewayPeer>,
     board: OnceLock<Arc<PodBoard>>,
 }
 
@@ -69,85 +75,6 @@ impl std::fmt::Debug for KubeDaskLauncher {
             .field("image", &self.image)
             .finish_non_exhaustive()
     }
-}
-
-/// The latest pod list: name → (uid, how it ended if it did).
-#[derive(Debug)]
-struct PodBoard {
-    pods: ArcSwap<HashMap<String, (String, Option<String>)>>,
-    tracked: parking_lot::Mutex<HashSet<String>>,
-    ticks: watch::Sender<u64>,
-}
-
-impl PodBoard {
-    /// Lists `api`'s pods matching `selector` every [`POLL`] while pods are tracked, until the
-    /// board is dropped.
-    fn start(api: Api<Pod>, selector: String) -> Arc<Self> {
-        let board = Arc::new(PodBoard {
-            pods: ArcSwap::from_pointee(HashMap::new()),
-            tracked: parking_lot::Mutex::new(HashSet::new()),
-            ticks: watch::channel(0).0,
-        });
-        let weak: Weak<PodBoard> = Arc::downgrade(&board);
-        tokio::spawn(async move {
-            let lp = ListParams::default().labels(&selector);
-            let mut failing = false;
-            loop {
-                tokio::time::sleep(POLL).await;
-                let Some(board) = weak.upgrade() else { return };
-                if board.tracked.lock().is_empty() {
-                    continue;
-                }
-                match api.list(&lp).await {
-                    Ok(list) => {
-                        failing = false;
-                        let map = list
-                            .items
-                            .iter()
-                            .map(|p| (p.name_any(), (p.uid().unwrap_or_default(), ended(p))))
-                            .collect();
-                        board.pods.store(Arc::new(map));
-                        board.ticks.send_modify(|t| *t += 1);
-                    }
-                    Err(e) if !failing => {
-                        failing = true;
-                        tracing::warn!(error = %e, "cannot list Dask pods; they keep their last known state");
-                    }
-                    Err(_) => {}
-                }
-            }
-        });
-        board
-    }
-}
-
-/// How a pod ended (or cannot start), if it did.
-fn ended(pod: &Pod) -> Option<String> {
-    if let Some(why) = cannot_start(pod) {
-        return Some(format!("pod {}: {why}; check dask.image", pod.name_any()));
-    }
-    let status = pod.status.as_ref()?;
-    if !matches!(status.phase.as_deref(), Some("Failed" | "Succeeded")) {
-        return None;
-    }
-    let term = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .find_map(|c| c.state.as_ref()?.terminated.clone());
-    Some(match term {
-        Some(t) => format!(
-            "pod {} exited with code {} ({})",
-            pod.name_any(),
-            t.exit_code,
-            t.reason.as_deref().unwrap_or("no reason")
-        ),
-        None => format!(
-            "pod {} {}",
-            pod.name_any(),
-            status.phase.as_deref().unwrap_or_default()
-        ),
-    })
 }
 
 /// A Kubernetes object name from `parts` (lower-case alphanumerics and `-`, at most 63).
@@ -178,8 +105,22 @@ pub fn pod_name(cluster: &str, member: &str) -> String {
 impl KubeDaskLauncher {
     /// Pods through `client` with the kernel launcher's `config`, sized and imaged by `dask`.
     pub fn new(client: Client, config: KubeLauncherConfig, dask: &DaskConfig) -> Self {
+        let gateway = (!dask.gateway_pod_labels.is_empty()).then(|| GatewayPeer {
+            namespace: dask
+                .gateway_namespace
+                .clone()
+                .unwrap_or_else(|| config.namespace.clone()),
+            labels: dask.gateway_pod_labels.clone(),
+        });
+        if gateway.is_none() && dask.enabled {
+            tracing::error!(
+                "dask.gateway_pod_labels is not set: no Dask cluster can start as pods (their \
+                 NetworkPolicy must admit the gateway's pods and no others)"
+            );
+        }
         KubeDaskLauncher {
             client,
+            gateway,
             image: dask.image.clone().or_else(|| config.default_image.clone()),
             config,
             scheduler_cores: dask.scheduler_cores,
@@ -194,6 +135,36 @@ impl KubeDaskLauncher {
 
     fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn policies(&self) -> Api<NetworkPolicy> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    /// The labels of `cluster`'s pods (and the other objects it has).
+    fn cluster_labels(&self, cluster: &str) -> BTreeMap<String, String> {
+        let mut labels = self.gateway_labels();
+        labels.insert(LABEL_CLUSTER.to_owned(), label_value(cluster));
+        labels
+    }
+
+    /// The cluster's NetworkPolicy (see `policy`).
+    ///
+    /// # Errors
+    /// `dask.gateway_pod_labels` is unset.
+    pub(crate) fn network_policy(&self, spec: &ClusterSpec) -> Result<NetworkPolicy, String> {
+        let gateway = self.gateway.as_ref().ok_or_else(|| {
+            "dask.gateway_pod_labels is not set: the cluster's NetworkPolicy must admit the \
+             gateway's pods (their labels) and no others"
+                .to_owned()
+        })?;
+        let ports: Vec<u16> = PORTS.iter().map(|(_, p)| *p).collect();
+        Ok(network_policy(
+            self.meta(spec, secret_name(&spec.name), None),
+            &self.cluster_labels(&spec.name),
+            gateway,
+            &ports,
+        ))
     }
 
     /// Labels of every Dask object of this gateway.
@@ -453,66 +424,65 @@ impl KubeDaskLauncher {
         }))
     }
 
-    /// Deletes this gateway's Dask pods and Secrets matching `selector` whose cluster
-    /// `keep` says to keep; returns the clusters whose objects were deleted.
+    /// Deletes this gateway's Dask pods, Secrets and NetworkPolicies matching `labels` whose
+    /// cluster `keep` says not to keep (pods first: a cluster's pods stay isolated until they
+    /// are deleted); returns the clusters whose objects were deleted.
     async fn delete_where(
         &self,
         labels: &BTreeMap<String, String>,
         keep: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Vec<String>, kube::Error> {
         let lp = ListParams::default().labels(&Self::selector(labels));
-        let pods = self.pods().list(&lp).await?;
-        let secrets = self.secrets().list(&lp).await?;
-        let ours = |a: &BTreeMap<String, String>| {
-            a.get(ANNOTATION_GATEWAY) == Some(&self.config.gateway_id)
-        };
         let mut removed = Vec::new();
-        let mut note = |cluster: &str| {
-            if !removed.iter().any(|c| c == cluster) {
-                removed.push(cluster.to_owned());
-            }
-        };
-        for pod in pods.items {
-            let Some(cluster) = pod.annotations().get(LABEL_CLUSTER).cloned() else {
-                continue;
-            };
-            if !ours(pod.annotations()) || keep(&cluster) {
-                continue;
-            }
-            let uid = pod.uid().unwrap_or_default();
-            match self
-                .pods()
-                .delete(&pod.name_any(), &by_uid(&uid).grace_period(0))
-                .await
-            {
-                Ok(_) => note(&cluster),
-                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
-                Err(e) => {
-                    tracing::warn!(pod = pod.name_any(), error = %e, "cannot delete a Dask pod")
-                }
-            }
-        }
-        for secret in secrets.items {
-            let Some(cluster) = secret.annotations().get(LABEL_CLUSTER).cloned() else {
-                continue;
-            };
-            if !ours(secret.annotations()) || keep(&cluster) {
-                continue;
-            }
-            let uid = secret.uid().unwrap_or_default();
-            match self
-                .secrets()
-                .delete(&secret.name_any(), &by_uid(&uid))
-                .await
-            {
-                Ok(_) => note(&cluster),
-                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
-                Err(e) => {
-                    tracing::warn!(secret = secret.name_any(), error = %e, "cannot delete a Dask Secret")
-                }
-            }
-        }
+        self.delete_listed(self.pods(), "pod", &lp, Some(0), keep, &mut removed)
+            .await?;
+        self.delete_listed(self.secrets(), "Secret", &lp, None, keep, &mut removed)
+            .await?;
+        let policies = self.policies();
+        self.delete_listed(policies, "NetworkPolicy", &lp, None, keep, &mut removed)
+            .await?;
         Ok(removed)
+    }
+
+    /// Deletes the objects `api` lists for `lp` that this gateway made (by annotation) for a
+    /// cluster `keep` does not keep, each by uid (with `grace` seconds); notes their
+    /// clusters in `removed`.
+    async fn delete_listed<K>(
+        &self,
+        api: Api<K>,
+        kind: &str,
+        lp: &ListParams,
+        grace: Option<u32>,
+        keep: &(dyn Fn(&str) -> bool + Sync),
+        removed: &mut Vec<String>,
+    ) -> Result<(), kube::Error>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        for obj in api.list(lp).await?.items {
+            let Some(cluster) = obj.annotations().get(LABEL_CLUSTER).cloned() else {
+                continue;
+            };
+            if obj.annotations().get(ANNOTATION_GATEWAY) != Some(&self.config.gateway_id)
+                || keep(&cluster)
+            {
+                continue;
+            }
+            let mut dp = by_uid(&obj.uid().unwrap_or_default());
+            dp.grace_period_seconds = grace;
+            match api.delete(&obj.name_any(), &dp).await {
+                Ok(_) if !removed.contains(&cluster) => removed.push(cluster),
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                Err(e) => tracing::warn!(
+                    kind,
+                    name = obj.name_any(),
+                    error = %e,
+                    "cannot delete a Dask object"
+                ),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -523,6 +493,21 @@ impl DaskLauncher for KubeDaskLauncher {
     ) -> BoxFuture<'a, Result<Box<dyn DaskProcess>, DaskLaunchError>> {
         Box::pin(async move {
             let what = format!("the scheduler of cluster {}", spec.name);
+            let fail = |detail: String| DaskLaunchError::Platform {
+                what: what.clone(),
+                detail,
+            };
+            // The policy first: no pod of the cluster is ever reachable by other pods.
+            let policy = self.network_policy(spec).map_err(fail)?;
+            self.policies()
+                .create(&PostParams::default(), &policy)
+                .await
+                .map_err(|e| {
+                    fail(format!(
+                        "cannot create NetworkPolicy {}: {e}",
+                        policy.name_any()
+                    ))
+                })?;
             let secret = self.secret(spec);
             self.secrets()
                 .create(&PostParams::default(), &secret)
@@ -587,8 +572,7 @@ impl DaskLauncher for KubeDaskLauncher {
 
     fn cleanup<'a>(&'a self, spec: &'a ClusterSpec) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let mut labels = self.gateway_labels();
-            labels.insert(LABEL_CLUSTER.to_owned(), label_value(&spec.name));
+            let labels = self.cluster_labels(&spec.name);
             let name = spec.name.clone();
             if let Err(e) = self.delete_where(&labels, &|c| c != name).await {
                 tracing::warn!(cluster = spec.name, error = %e, "cannot remove a Dask cluster's Secret and pods");
@@ -616,68 +600,5 @@ impl DaskLauncher for KubeDaskLauncher {
             }
             removed
         })
-    }
-}
-
-/// A scheduler's or worker's pod.
-struct DaskPod {
-    api: Api<Pod>,
-    board: Arc<PodBoard>,
-    name: String,
-    uid: String,
-    since_tick: u64,
-}
-
-impl std::fmt::Debug for DaskPod {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DaskPod")
-            .field("name", &self.name)
-            .field("uid", &self.uid)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DaskProcess for DaskPod {
-    fn stop(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            match self
-                .api
-                .delete(&self.name, &by_uid(&self.uid).grace_period(5))
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
-                Err(e) => tracing::warn!(pod = self.name, error = %e, "cannot delete a Dask pod"),
-            }
-            let deadline = tokio::time::Instant::now() + STOP_WAIT;
-            loop {
-                match self.api.get_opt(&self.name).await {
-                    Ok(Some(p)) if p.uid().as_deref() == Some(self.uid.as_str()) => {}
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(pod = self.name, error = %e, "cannot read a Dask pod");
-                        break;
-                    }
-                }
-                if tokio::time::Instant::now() > deadline {
-                    tracing::warn!(
-                        pod = self.name,
-                        "a deleted Dask pod is still there after {STOP_WAIT:?}"
-                    );
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            self.board.tracked.lock().remove(&self.name);
-        })
-    }
-
-    fn exited(&self) -> Option<String> {
-        let tick = *self.board.ticks.borrow();
-        match self.board.pods.load().get(&self.name) {
-            Some((uid, how)) if *uid == self.uid => how.clone(),
-            _ if tick > self.since_tick + 1 => Some(format!("pod {} was deleted", self.name)),
-            _ => None,
-        }
     }
 }
