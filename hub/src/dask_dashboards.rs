@@ -264,12 +264,22 @@ fn response_headers(from: &HeaderMap) -> HeaderMap {
     out
 }
 
-fn unreachable(e: reqwest::Error) -> Response {
-    tracing::warn!(error = %e.without_url(), "the site's Dask Gateway did not answer");
-    json_error(
-        StatusCode::BAD_GATEWAY,
-        "the site's Dask Gateway did not answer",
-    )
+/// Sends `req` to the site's gateway: its answer's head, or the error response (502, 504).
+async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, Response> {
+    match tokio::time::timeout(UPSTREAM_TIMEOUT, req.send()).await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e.without_url(), "the site's Dask Gateway did not answer");
+            Err(json_error(
+                StatusCode::BAD_GATEWAY,
+                "the site's Dask Gateway did not answer",
+            ))
+        }
+        Err(_) => Err(json_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the site's Dask Gateway did not answer in time",
+        )),
+    }
 }
 
 async fn forward(state: &AppState, req: Request, url: &str, auth: Option<HeaderValue>) -> Response {
@@ -277,21 +287,10 @@ async fn forward(state: &AppState, req: Request, url: &str, auth: Option<HeaderV
         return json_error(StatusCode::NOT_FOUND, "no sites are configured");
     };
     let headers = upstream_headers(req.headers(), &[], auth);
-    let sent = http
-        .request(req.method().clone(), url)
-        .headers(headers)
-        .send();
-    let resp = match tokio::time::timeout(UPSTREAM_TIMEOUT, sent).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return unreachable(e),
-        Err(_) => {
-            return json_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the site's Dask Gateway did not answer in time",
-            );
-        }
-    };
-    relayed(resp)
+    match send(http.request(req.method().clone(), url).headers(headers)).await {
+        Ok(resp) => relayed(resp),
+        Err(refused) => refused,
+    }
 }
 
 /// The gateway's answer as the browser gets it.
@@ -318,16 +317,9 @@ async fn tunnel(
     let mut headers = upstream_headers(req.headers(), &WEBSOCKET, auth);
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    let sent = http.get(url).headers(headers).send();
-    let resp = match tokio::time::timeout(UPSTREAM_TIMEOUT, sent).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return unreachable(e),
-        Err(_) => {
-            return json_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the site's Dask Gateway did not answer in time",
-            );
-        }
+    let resp = match send(http.get(url).headers(headers)).await {
+        Ok(resp) => resp,
+        Err(refused) => return refused,
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused there (401, 404 for another user's cluster, 410 ...): its answer as it is.

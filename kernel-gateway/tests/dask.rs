@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{ALICE, Gateway};
 use dask_support::{
     Signer, bearer, call, client_hello, dask_config, dedl_python, gateway_logs, next_event,
-    processes_under, temp_root, wait_status,
+    processes_under, running_cluster, temp_root, wait_status,
 };
 use hyper::{Method, StatusCode};
 use serde_json::json;
@@ -381,19 +381,7 @@ async fn idle_cluster_stops_by_itself() {
     config.dask.idle_timeout = 2;
     let gw = Gateway::start(config).await;
     let auth = format!("token {ALICE}");
-    let (s, _, v) = call(
-        &gw,
-        Method::POST,
-        "/api/v1/clusters/",
-        Some(&auth),
-        None,
-        Some("{}"),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let name = v["name"].as_str().unwrap().to_owned();
-    let model = wait_status(&gw, &auth, &name, 40, |s| s != "PENDING").await;
-    assert_eq!(model["status"], "RUNNING", "{model}");
+    let name = running_cluster(&gw, &auth).await;
     let (s, _, v) = call(
         &gw,
         Method::GET,
@@ -459,19 +447,7 @@ async fn a_warm_scheduler_becomes_the_next_cluster() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let auth = format!("token {ALICE}");
-    let (s, _, v) = call(
-        &gw,
-        Method::POST,
-        "/api/v1/clusters/",
-        Some(&auth),
-        None,
-        Some("{}"),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let name = v["name"].as_str().unwrap().to_owned();
-    let model = wait_status(&gw, &auth, &name, 40, |s| s != "PENDING").await;
-    assert_eq!(model["status"], "RUNNING", "{model}");
+    let name = running_cluster(&gw, &auth).await;
     let cluster_dir = root.join(&name);
     let schedulers: Vec<i64> = processes_under(&root)
         .into_iter()

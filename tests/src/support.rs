@@ -75,3 +75,43 @@ pub fn log_tail(path: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
+/// Opens the bokeh WebSocket at `url` (`ws://HOST/.../ws`) of a dashboard page whose session
+/// token is `token`, with `headers` added: the bokeh server's first message (its ACK), or the
+/// HTTP status the upgrade was answered with instead.
+///
+/// # Panics
+/// When the connection fails otherwise, the server picks another subprotocol, or nothing
+/// arrives within 10 s.
+pub async fn bokeh_ws(url: &str, token: &str, headers: &[(&str, &str)]) -> Result<String, u16> {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::{self, Message};
+
+    let mut req = url.into_client_request().expect("a WebSocket URL");
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("bokeh, {token}").parse().expect("a header value"),
+    );
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(k.as_bytes()).expect("a header name"),
+            v.parse().expect("a header value"),
+        );
+    }
+    let (mut ws, resp) = match tokio_tungstenite::connect_async(req).await {
+        Ok(ok) => ok,
+        Err(tungstenite::Error::Http(resp)) => return Err(resp.status().as_u16()),
+        Err(e) => panic!("{url}: {e}"),
+    };
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "bokeh");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+        .await
+        .expect("no message from the bokeh server within 10 s")
+        .expect("the WebSocket ended")
+        .expect("a WebSocket message");
+    match first {
+        Message::Text(text) => Ok(text.to_string()),
+        other => panic!("{url}: {other:?}"),
+    }
+}

@@ -280,35 +280,8 @@ async fn bokeh_ws(
     token: &str,
     headers: &[(&str, &str)],
 ) -> Result<String, u16> {
-    use futures_util::StreamExt as _;
-    use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest as _};
-    let mut req = format!("{}{path}", base.replacen("http", "ws", 1))
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("bokeh, {token}").parse().unwrap(),
-    );
-    for (k, v) in headers {
-        req.headers_mut().insert(
-            reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    let (mut ws, _) = match tokio_tungstenite::connect_async(req).await {
-        Ok(ok) => ok,
-        Err(tungstenite::Error::Http(resp)) => return Err(resp.status().as_u16()),
-        Err(e) => panic!("{path}: {e}"),
-    };
-    let first = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-        .await
-        .expect("no message from the bokeh server within 10 s")
-        .unwrap()
-        .unwrap();
-    match first {
-        Message::Text(t) => Ok(t.to_string()),
-        other => panic!("{other:?}"),
-    }
+    let url = format!("{}{path}", base.replacen("http", "ws", 1));
+    stackhub_e2e::support::bokeh_ws(&url, token, headers).await
 }
 
 /// Central's dashboard of alice's running cluster `name`, through the hub: hers to read with

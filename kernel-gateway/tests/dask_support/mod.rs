@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use http_body_util::{BodyExt as _, Full};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -21,8 +20,6 @@ use kernel_gateway::config::JwtConfig;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::common::{Gateway, config, http_with};
 
@@ -314,35 +311,27 @@ pub async fn bokeh_ws(
     token: &str,
     headers: &[(&str, &str)],
 ) -> Result<String, StatusCode> {
-    let mut req = format!("ws://{}{path}", gw.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("bokeh, {token}").parse().unwrap(),
-    );
-    for (k, v) in headers {
-        req.headers_mut().insert(
-            hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    let (mut ws, resp) = match tokio_tungstenite::connect_async(req).await {
-        Ok(ok) => ok,
-        Err(tungstenite::Error::Http(resp)) => return Err(resp.status()),
-        Err(e) => panic!("{path}: {e}"),
-    };
-    assert_eq!(resp.headers()["sec-websocket-protocol"], "bokeh");
-    // The bokeh server's first message: its ACK (header frame first).
-    let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
+    stackhub_e2e::support::bokeh_ws(&format!("ws://{}{path}", gw.addr), token, headers)
         .await
-        .expect("no message from the bokeh server within 10 s")
-        .unwrap()
-        .unwrap();
-    let Message::Text(text) = first else {
-        panic!("{first:?}")
-    };
-    Ok(text.to_string())
+        .map_err(|s| StatusCode::from_u16(s).unwrap())
+}
+
+/// Creates a cluster as `auth` (default options) and waits until it runs; its name.
+pub async fn running_cluster(gw: &Gateway, auth: &str) -> String {
+    let (s, _, v) = call(
+        gw,
+        Method::POST,
+        "/api/v1/clusters/",
+        Some(auth),
+        None,
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let name = v["name"].as_str().unwrap().to_owned();
+    let model = wait_status(gw, auth, &name, 60, |s| s != "PENDING").await;
+    assert_eq!(model["status"], "RUNNING", "{model}");
+    name
 }
 
 /// The bokeh session token a status page embeds.
