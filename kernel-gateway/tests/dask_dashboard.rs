@@ -12,8 +12,8 @@ mod dask_support;
 
 use common::Gateway;
 use dask_support::{
-    Signer, bearer, bokeh_script, bokeh_ws, call, dask_config, gateway_logs, get, session_token,
-    temp_root, wait_status,
+    Signer, bearer, bokeh_script, bokeh_ws, call, dask_config, gateway_logs, get, new_cluster,
+    session_token, temp_root, wait_status,
 };
 use hyper::{Method, StatusCode};
 use serde_json::Value;
@@ -36,20 +36,6 @@ async fn refused(
         String::from_utf8_lossy(&body[..body.len().min(300)])
     );
     assert!(v["error"].is_string(), "{path}: {v}");
-}
-
-async fn new_cluster(gw: &Gateway, auth: &str) -> String {
-    let (s, _, v) = call(
-        gw,
-        Method::POST,
-        "/api/v1/clusters/",
-        Some(auth),
-        None,
-        Some("{}"),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["name"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

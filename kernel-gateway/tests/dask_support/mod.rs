@@ -316,8 +316,8 @@ pub async fn bokeh_ws(
         .map_err(|s| StatusCode::from_u16(s).unwrap())
 }
 
-/// Creates a cluster as `auth` (default options) and waits until it runs; its name.
-pub async fn running_cluster(gw: &Gateway, auth: &str) -> String {
+/// Creates a cluster as `auth` (default options); its name.
+pub async fn new_cluster(gw: &Gateway, auth: &str) -> String {
     let (s, _, v) = call(
         gw,
         Method::POST,
@@ -328,7 +328,12 @@ pub async fn running_cluster(gw: &Gateway, auth: &str) -> String {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let name = v["name"].as_str().unwrap().to_owned();
+    v["name"].as_str().unwrap().to_owned()
+}
+
+/// Creates a cluster as `auth` (default options) and waits until it runs; its name.
+pub async fn running_cluster(gw: &Gateway, auth: &str) -> String {
+    let name = new_cluster(gw, auth).await;
     let model = wait_status(gw, auth, &name, 60, |s| s != "PENDING").await;
     assert_eq!(model["status"], "RUNNING", "{model}");
     name

@@ -28,8 +28,8 @@ use std::sync::{Arc, OnceLock};
 
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, KeyToPath, Pod, PodSecurityContext, PodSpec,
-    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Container, ContainerPort, EnvVar, KeyToPath, Pod, PodSecurityContext, PodSpec, SeccompProfile,
+    Secret, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -369,14 +369,7 @@ impl KubeDaskLauncher {
                         read_only: Some(true),
                         ..Default::default()
                     }]),
-                    security_context: Some(SecurityContext {
-                        allow_privilege_escalation: Some(false),
-                        capabilities: Some(Capabilities {
-                            drop: Some(vec!["ALL".to_owned()]),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(crate::launcher::k8s::container_security()),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -516,29 +509,7 @@ impl DaskLauncher for KubeDaskLauncher {
                     what: what.clone(),
                     detail: format!("cannot create Secret {}: {e}", secret.name_any()),
                 })?;
-            let args = [
-                "--protocol",
-                "tls",
-                "--port",
-                "8786",
-                "--dashboard-address",
-                ":8787",
-                "--preload",
-                "dask_gateway.scheduler_preload",
-                "--dg-api-address",
-                ":8788",
-            ]
-            .into_iter()
-            .map(str::to_owned)
-            .chain([
-                "--dashboard-prefix".to_owned(),
-                spec.dashboard_prefix.clone(),
-                "--dg-heartbeat-period".to_owned(),
-                spec.heartbeat_period.to_string(),
-                "--dg-idle-timeout".to_owned(),
-                spec.idle_timeout.to_string(),
-            ])
-            .collect();
+            let args = spec.scheduler_args("8786", ":8787", ":8788");
             // A failed start leaves nothing: `cleanup` removes the Secret when the cluster
             // is stopped (as FAILED).
             self.create_pod(spec, Role::Scheduler, "scheduler", args, what)

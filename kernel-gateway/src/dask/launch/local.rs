@@ -320,32 +320,10 @@ impl DaskLauncher for LocalDaskLauncher {
     ) -> BoxFuture<'a, Result<Box<dyn DaskProcess>, DaskLaunchError>> {
         Box::pin(async move {
             let dir = self.prepare(spec)?;
-            let args: Vec<String> = [
-                "--protocol",
-                "tls",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--dashboard-address",
-                "127.0.0.1:0",
-                "--dashboard-prefix",
-                &spec.dashboard_prefix,
-                "--preload",
-                "dask_gateway.scheduler_preload",
-                "--dg-api-address",
-                "127.0.0.1:0",
-                "--dg-heartbeat-period",
-                &spec.heartbeat_period.to_string(),
-                "--dg-idle-timeout",
-                &spec.idle_timeout.to_string(),
-            ]
-            .map(str::to_owned)
-            .into();
+            let mut args: Vec<String> = ["--host", "127.0.0.1"].map(str::to_owned).into();
+            args.extend(spec.scheduler_args("0", "127.0.0.1:0", "127.0.0.1:0"));
             let warm = self.take_warm();
-            if warm.is_some() || self.warm_target > 0 {
-                self.refill();
-            }
+            self.refill();
             if let Some(child) = warm
                 && let Some(process) = self.become_scheduler(child, spec, &dir, &args).await
             {

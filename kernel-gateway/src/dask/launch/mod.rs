@@ -72,6 +72,36 @@ impl Role {
 }
 
 impl ClusterSpec {
+    /// The `dask scheduler` arguments every launcher gives (after any `--host`): TLS on
+    /// `port`, the dashboard on `dashboard` under the cluster's prefix, and dask-gateway's
+    /// preload with its API on `api`, its heartbeat period and idle timeout.
+    pub(crate) fn scheduler_args(&self, port: &str, dashboard: &str, api: &str) -> Vec<String> {
+        let (period, idle) = (
+            self.heartbeat_period.to_string(),
+            self.idle_timeout.to_string(),
+        );
+        [
+            "--protocol",
+            "tls",
+            "--port",
+            port,
+            "--dashboard-address",
+            dashboard,
+            "--dashboard-prefix",
+            &self.dashboard_prefix,
+            "--preload",
+            "dask_gateway.scheduler_preload",
+            "--dg-api-address",
+            api,
+            "--dg-heartbeat-period",
+            &period,
+            "--dg-idle-timeout",
+            &idle,
+        ]
+        .map(str::to_owned)
+        .into()
+    }
+
     /// The secret files `role` needs (name → content): the certificate and key, and for the
     /// scheduler the cluster token (workers never talk to the gateway).
     pub(crate) fn secret_files(&self, role: Role) -> Vec<(&'static str, &str)> {

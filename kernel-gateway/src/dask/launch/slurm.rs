@@ -250,26 +250,7 @@ impl DaskLauncher for SlurmDaskLauncher {
     ) -> BoxFuture<'a, Result<Box<dyn DaskProcess>, DaskLaunchError>> {
         Box::pin(async move {
             let (mut args, listen) = self.host_args();
-            args.extend(["--protocol".to_owned(), "tls".to_owned()]);
-            args.extend(["--port".to_owned(), "0".to_owned()]);
-            args.extend(["--dashboard-address".to_owned(), listen.clone()]);
-            args.extend([
-                "--dashboard-prefix".to_owned(),
-                spec.dashboard_prefix.clone(),
-            ]);
-            args.extend([
-                "--preload".to_owned(),
-                "dask_gateway.scheduler_preload".to_owned(),
-            ]);
-            args.extend(["--dg-api-address".to_owned(), listen]);
-            args.extend([
-                "--dg-heartbeat-period".to_owned(),
-                spec.heartbeat_period.to_string(),
-            ]);
-            args.extend([
-                "--dg-idle-timeout".to_owned(),
-                spec.idle_timeout.to_string(),
-            ]);
+            args.extend(spec.scheduler_args("0", &listen, &listen));
             self.submit(Submission {
                 spec,
                 role: Role::Scheduler,

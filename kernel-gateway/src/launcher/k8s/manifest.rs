@@ -304,14 +304,7 @@ pub fn build(
                 ports: Some(ports),
                 resources: Some(resources(config, &req.limits)),
                 working_dir: req.working_dir.as_ref().map(|d| d.display().to_string()),
-                security_context: Some(SecurityContext {
-                    allow_privilege_escalation: Some(false),
-                    capabilities: Some(Capabilities {
-                        drop: Some(vec!["ALL".to_owned()]),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
+                security_context: Some(container_security()),
                 ..Default::default()
             }],
             ..Default::default()
@@ -319,4 +312,17 @@ pub fn build(
         ..Default::default()
     };
     Ok((secret, pod))
+}
+
+/// What every container the launchers start runs with: no privilege escalation, no Linux
+/// capabilities.
+pub(crate) fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }

@@ -10,12 +10,12 @@
 
 mod manifest;
 
-pub(crate) use self::manifest::label_value;
 pub use self::manifest::{
     ANNOTATION_GATEWAY, ANNOTATION_KERNEL, ANNOTATION_USER, CONNECTION_FILE, KERNEL_LAUNCHER,
     KubeLauncherConfig, LABEL_GATEWAY, LABEL_KERNEL, ManifestError, build, gateway_labels,
     owner_annotations, pod_name, resources,
 };
+pub(crate) use self::manifest::{container_security, label_value};
 
 use std::time::Duration;
 
