@@ -172,10 +172,9 @@ impl Spawner for LocalProcessSpawner {
                 .map_err(|e| launch_err(format!("cannot lock the server records: {e}"), None))?
                 .map_err(|e| launch_err("cannot lock the server records".into(), Some(e)))?
         };
-        let port = free_port(
-            self.config.ip,
-            &local_records::ports(&self.config.work_root),
-        )
+        let port = free_port(self.config.ip, |p| {
+            local_records::port_taken(&self.config.work_root, p)
+        })
         .map_err(|e| launch_err("no free port".into(), Some(e)))?;
         let work_dir = if req.spec.no_home {
             // Emptied at every start: nothing the server writes here survives it.
@@ -316,6 +315,10 @@ impl Spawner for LocalProcessSpawner {
                 name: r.server.clone(),
             };
             if known.contains(&id) {
+                // A record of an earlier version has no port marker yet.
+                if let Err(e) = local_records::mark_port(&self.config.work_root, r.port) {
+                    tracing::warn!(server = %id, error = %e, "cannot mark a server's port taken");
+                }
                 continue;
             }
             let st = LocalState {
@@ -418,10 +421,10 @@ fn running_as_root() -> bool {
 
 /// A port free now on `ip` that no launched server's record names (a server launched a moment
 /// ago may not have bound its port yet).
-fn free_port(ip: IpAddr, taken: &std::collections::HashSet<u16>) -> std::io::Result<u16> {
+fn free_port(ip: IpAddr, taken: impl Fn(u16) -> bool) -> std::io::Result<u16> {
     for _ in 0..64 {
         let port = std::net::TcpListener::bind((ip, 0))?.local_addr()?.port();
-        if !taken.contains(&port) {
+        if !taken(port) {
             return Ok(port);
         }
     }
@@ -475,16 +478,14 @@ mod tests {
     #[test]
     fn a_port_a_record_names_is_never_chosen() {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let every: std::collections::HashSet<u16> = (1..=u16::MAX).collect();
-        let err = free_port(ip, &every).unwrap_err();
+        let err = free_port(ip, |_| true).unwrap_err();
         assert!(
             err.to_string().contains("named by a launched server"),
             "{err}"
         );
-        let taken: std::collections::HashSet<u16> =
-            [free_port(ip, &every.iter().copied().take(0).collect()).unwrap()].into();
+        let taken: std::collections::HashSet<u16> = [free_port(ip, |_| false).unwrap()].into();
         for _ in 0..20 {
-            let p = free_port(ip, &taken).unwrap();
+            let p = free_port(ip, |p| taken.contains(&p)).unwrap();
             assert!(!taken.contains(&p));
         }
     }

@@ -3,6 +3,8 @@
 //! start time, port and URL, written as soon as the process runs. Another hub replica on the
 //! same host (one that takes over a spawn whose replica died before saving the state) finds the
 //! server through it, and the leader's orphan removal finds processes no server row names.
+//! Beside each record, an empty `<port>.port` marks its port as taken, so that a start checks
+//! the port it is offered with one lookup instead of reading every record.
 //! Nothing secret is in a record.
 
 use std::path::{Path, PathBuf};
@@ -36,7 +38,26 @@ fn path(work_root: &Path, server: &ServerId) -> PathBuf {
     dir(work_root).join(format!("{}.{}.json", hex(&server.user), hex(&server.name)))
 }
 
-/// Write `record` (replacing the server's previous one), atomically.
+fn port_path(work_root: &Path, port: u16) -> PathBuf {
+    dir(work_root).join(format!("{port}.port"))
+}
+
+/// Whether a record names `port` (its marker is there).
+pub(crate) fn port_taken(work_root: &Path, port: u16) -> bool {
+    std::fs::symlink_metadata(port_path(work_root, port)).is_ok()
+}
+
+/// Mark `port` taken (idempotent).
+pub(crate) fn mark_port(work_root: &Path, port: u16) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(port_path(work_root, port))
+        .map(drop)
+}
+
+/// Write `record` (replacing the server's previous one and its port's marker), atomically.
 pub(crate) fn write(work_root: &Path, record: &Record) -> std::io::Result<()> {
     let id = ServerId {
         user: record.user.clone(),
@@ -44,11 +65,21 @@ pub(crate) fn write(work_root: &Path, record: &Record) -> std::io::Result<()> {
     };
     let path = path(work_root, &id);
     std::fs::create_dir_all(dir(work_root))?;
+    if let Some(old) = read(work_root, &id)
+        && old.port != record.port
+    {
+        let _ = std::fs::remove_file(port_path(work_root, old.port));
+    }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(
         &tmp,
         serde_json::to_vec(record).map_err(std::io::Error::other)?,
     )?;
+    // The marker is a second name of the record's file: no inode of its own to create.
+    match std::fs::hard_link(&tmp, port_path(work_root, record.port)) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
     std::fs::rename(tmp, path)
 }
 
@@ -61,8 +92,9 @@ pub(crate) fn read(work_root: &Path, server: &ServerId) -> Option<Record> {
 /// Remove the record of `server` if it is still the one of process `pid` (a newer start's
 /// record stays).
 pub(crate) fn remove_if(work_root: &Path, server: &ServerId, pid: i32) {
-    if read(work_root, server).is_some_and(|r| r.pid == pid) {
+    if let Some(r) = read(work_root, server).filter(|r| r.pid == pid) {
         let _ = std::fs::remove_file(path(work_root, server));
+        let _ = std::fs::remove_file(port_path(work_root, r.port));
     }
 }
 
@@ -77,11 +109,6 @@ pub(crate) fn lock(work_root: &Path) -> std::io::Result<nix::fcntl::Flock<std::f
         .open(dir(work_root).join(".lock"))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| std::io::Error::from(e))
-}
-
-/// The ports the records name.
-pub(crate) fn ports(work_root: &Path) -> std::collections::HashSet<u16> {
-    all(work_root).into_iter().map(|r| r.port).collect()
 }
 
 /// Every readable record.
@@ -152,6 +179,38 @@ mod tests {
         );
         remove_if(&root, &id("a", "-b"), 2);
         assert!(read(&root, &id("a", "-b")).is_none());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_record_marks_its_port_until_it_is_removed_or_replaced() {
+        let root = std::env::temp_dir().join(format!("records-ports-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let id = ServerId {
+            user: "a".into(),
+            name: String::new(),
+        };
+        let mut r = rec("a", "", 7);
+        r.port = 40001;
+        assert!(!port_taken(&root, 40001));
+        write(&root, &r).unwrap();
+        assert!(port_taken(&root, 40001));
+        r.port = 40002;
+        r.pid = 8;
+        write(&root, &r).unwrap();
+        assert!(
+            !port_taken(&root, 40001),
+            "the replaced record's port is free"
+        );
+        assert!(port_taken(&root, 40002));
+        remove_if(&root, &id, 7);
+        assert!(
+            port_taken(&root, 40002),
+            "another pid's record keeps its port"
+        );
+        remove_if(&root, &id, 8);
+        assert!(!port_taken(&root, 40002));
+        assert!(all(&root).is_empty(), "markers are not records");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

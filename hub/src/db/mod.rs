@@ -167,11 +167,12 @@ impl Db {
                         sqlx::query("PRAGMA synchronous = NORMAL")
                             .execute(&mut *conn)
                             .await?;
-                        // 1 MiB of page cache per connection (SQLite's default is 2 MiB): what
-                        // misses it is read from the OS's cache of the file. Each connection's
-                        // cache fills up to its size (at 10,000 users the file is larger), all
-                        // of it in the hub's RSS.
-                        sqlx::query("PRAGMA cache_size = -1024")
+                        // 256 KiB of page cache per connection (SQLite's default is 2 MiB):
+                        // what misses it is read from the OS's cache of the file (a pread of
+                        // a few microseconds). Each connection's cache fills up to its size
+                        // (at 10,000 users the file is larger), all of it in the hub's RSS;
+                        // `bench/run scale` saw no change in its REST latencies from 1 MiB.
+                        sqlx::query("PRAGMA cache_size = -256")
                             .execute(&mut *conn)
                             .await?;
                     }

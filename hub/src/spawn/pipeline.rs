@@ -146,8 +146,21 @@ impl SpawnOrchestrator {
     /// Save `row` as the owner of its pending work: [`SpawnFailure::LeaseLost`] when another
     /// replica took it over.
     pub(super) async fn save_owned(&self, row: &ServerRow) -> Result<(), SpawnFailure> {
+        self.save_leased(row, false).await
+    }
+
+    /// [`Self::save_owned`] at the end of the work: the lease is given up in the same
+    /// transaction.
+    async fn save_done(&self, row: &ServerRow) -> Result<(), SpawnFailure> {
+        self.save_leased(row, true).await
+    }
+
+    async fn save_leased(&self, row: &ServerRow, release: bool) -> Result<(), SpawnFailure> {
         let mut tx = self.inner.db.begin().await?;
         if db::servers::save_leased(&mut tx, row, self.me()).await? {
+            if release {
+                db::leases::release(&mut tx, row.id, self.me()).await?;
+            }
             tx.commit().await?;
             Ok(())
         } else {
@@ -217,8 +230,11 @@ impl SpawnOrchestrator {
         crate::metrics::spawn_finished(began.elapsed().as_secs_f64(), outcome.is_ok()).await;
         match outcome {
             Ok(()) => {
-                self.release(row.id).await;
+                // The lease went with the final save (`await_ready`).
                 track.push(super::progress::ready_event(&n.url()));
+                // A ready server's progress is read from the database, as on every other
+                // replica: its track (events, channels, the finished task) is not kept.
+                self.forget_track(n, track).await;
             }
             Err(failure) => {
                 tracing::warn!(server = %n.id, error = %failure, "spawn failed");
@@ -259,11 +275,19 @@ impl SpawnOrchestrator {
     /// it (progress is then read from the database).
     async fn abandon(&self, n: &Names, track: &Track) {
         track.abandon();
-        self.inner
-            .tracks
-            .lock()
-            .await
-            .remove(&(n.id.user.clone(), n.id.name.clone()));
+        self.forget_track(n, track).await;
+    }
+
+    /// Remove `track` from the tracks of `n` (not a newer spawn's track that replaced it).
+    async fn forget_track(&self, n: &Names, track: &Track) {
+        let mut tracks = self.inner.tracks.lock().await;
+        let key = (n.id.user.clone(), n.id.name.clone());
+        if tracks
+            .get(&key)
+            .is_some_and(|t| std::ptr::eq(Arc::as_ptr(t), track))
+        {
+            tracks.remove(&key);
+        }
     }
 
     /// Give up this replica's lease on server `id` (its pending work is done).
@@ -370,7 +394,7 @@ impl SpawnOrchestrator {
         self.add_route(n, &spawned.url, row.launch.as_ref()).await?;
         row.url = Some(spawned.url.clone());
         row.pending = None;
-        self.save_owned(row).await?;
+        self.save_done(row).await?;
         tracing::info!(server = %n.id, prefix = %n.prefix, "server ready");
         Ok(())
     }

@@ -40,6 +40,9 @@ pub(super) fn client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// Readiness polls one millisecond apart before backing off.
+const FAST_POLLS: u32 = 50;
+
 /// What waiting needs.
 pub(super) struct Probe<'a> {
     pub http: &'a reqwest::Client,
@@ -77,9 +80,10 @@ impl Probe<'_> {
             if track.is_cancelled() {
                 return Ready::Cancelled;
             }
-            // A local server answers within milliseconds of its launch: poll at 1, 2, 4, 8 ms
-            // first, then every `interval`.
-            let early = Duration::from_millis(1u64 << (tick - 1).min(10));
+            // A local server answers within milliseconds of its launch: poll every millisecond
+            // for its first FAST_POLLS ms (a refused connection costs microseconds), then at 2,
+            // 4, 8... ms up to every `interval`.
+            let early = Duration::from_millis(1u64 << tick.saturating_sub(FAST_POLLS).min(10));
             tokio::time::sleep(early.min(self.interval)).await;
         }
     }
