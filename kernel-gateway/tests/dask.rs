@@ -20,24 +20,13 @@ use dask_support::{
 };
 use hyper::{Method, StatusCode};
 use serde_json::json;
+use stackhub_e2e::support::dask_client_script;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// The stock client's session: options, new cluster, scale, get_client through the proxy, a
 /// computation, (pause for the test's checks), adapt, shutdown.
 const CLIENT_SCRIPT: &str = r#"
-import json, os, sys, time
-from dask_gateway import Gateway
-from dask_gateway.auth import GatewayAuth
-
-class SiteJwt(GatewayAuth):
-    def pre_request(self, resp):
-        return {"Authorization": "Bearer " + os.environ["SITE_JWT"]}, None
-
-def say(**kw):
-    print(json.dumps(kw), flush=True)
-
-addr = os.environ["GATEWAY_ADDRESS"]
-gw = Gateway(address=addr, proxy_address="gateway://" + addr.split("://", 1)[1], auth=SiteJwt())
+gw = gateway()
 opts = gw.cluster_options()
 assert sorted(opts) == ["worker_cores", "worker_memory"], dict(opts)
 opts.worker_memory = 1.0
@@ -193,9 +182,9 @@ async fn stock_client_runs_a_real_cluster_through_the_gateway() {
 
     // The stock client.
     let mut child = tokio::process::Command::new(dedl_python())
-        .args(["-c", CLIENT_SCRIPT])
+        .args(["-c", &dask_client_script(CLIENT_SCRIPT)])
         .env("GATEWAY_ADDRESS", format!("http://{}", gw.addr))
-        .env("SITE_JWT", &alice)
+        .env("GATEWAY_AUTHORIZATION", bearer(&alice))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)

@@ -19,6 +19,7 @@ use dask_support::{
 };
 use hyper::StatusCode;
 use serde_json::{Value, json};
+use stackhub_e2e::support::dask_client_script;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Where the hub publishes the site's dashboards (`[dask] dashboard_prefix`).
@@ -28,20 +29,9 @@ const PREFIX: &str = "/hub/dask/lumi";
 /// options, list, scale, get_client through the gateway's scheduler proxy, a computation,
 /// (pause for the test's dashboard checks), adapt, shutdown.
 const CLIENT_SCRIPT: &str = r#"
-import json, os, sys, time
 import dask_gateway, distributed
-from dask_gateway import Gateway
-from dask_gateway.auth import GatewayAuth
 
-class SiteJwt(GatewayAuth):
-    def pre_request(self, resp):
-        return {"Authorization": "Bearer " + os.environ["SITE_JWT"]}, None
-
-def say(**kw):
-    print(json.dumps(kw), flush=True)
-
-addr = os.environ["GATEWAY_ADDRESS"]
-gw = Gateway(address=addr, proxy_address="gateway://" + addr.split("://", 1)[1], auth=SiteJwt())
+gw = gateway()
 # `submit` sends new_cluster's request (new_cluster itself, failing, leaves a Gateway whose
 # `__del__` can deadlock the client's event loop thread: a client bug).
 refused = {}
@@ -96,9 +86,9 @@ async fn data_lake_client_2023_runs_a_real_cluster() {
     let bob = bearer(&signer.token("bob", 600));
 
     let mut child = tokio::process::Command::new(&python)
-        .args(["-c", CLIENT_SCRIPT])
+        .args(["-c", &dask_client_script(CLIENT_SCRIPT)])
         .env("GATEWAY_ADDRESS", format!("http://{}", gw.addr))
-        .env("SITE_JWT", &alice)
+        .env("GATEWAY_AUTHORIZATION", bearer(&alice))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -224,23 +214,17 @@ async fn data_lake_2023_idle_cluster_stops_by_itself() {
     config.dask.idle_timeout = 2;
     let gw = Gateway::start(config).await;
     let alice = signer.token("alice", 600);
-    let script = r#"
-import json, os
-from dask_gateway import Gateway
-from dask_gateway.auth import GatewayAuth
-
-class SiteJwt(GatewayAuth):
-    def pre_request(self, resp):
-        return {"Authorization": "Bearer " + os.environ["SITE_JWT"]}, None
-
-gw = Gateway(address=os.environ["GATEWAY_ADDRESS"], auth=SiteJwt())
+    let script = dask_client_script(
+        r#"
+gw = gateway()
 cluster = gw.new_cluster(shutdown_on_close=False)
 print(json.dumps({"event": "created", "name": cluster.name}), flush=True)
-"#;
+"#,
+    );
     let mut child = tokio::process::Command::new(&python)
-        .args(["-c", script])
+        .args(["-c", &script])
         .env("GATEWAY_ADDRESS", format!("http://{}", gw.addr))
-        .env("SITE_JWT", &alice)
+        .env("GATEWAY_AUTHORIZATION", bearer(&alice))
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

@@ -26,6 +26,7 @@ use hyper::{Method, StatusCode};
 use kernel_gateway::Config;
 use kernel_gateway::config::JwtConfig;
 use serde_json::{Value, json};
+use stackhub_e2e::support::dask_client_script;
 
 const IDP_ISSUER: &str = "https://idp.test/realms/dedl";
 
@@ -169,18 +170,9 @@ fn error_of(v: &Value) -> &str {
 
 /// The stock client reading the options with `auth="jupyterhub"` and with a Bearer IdP token.
 const OPTIONS_SCRIPT: &str = r#"
-import json, os
-from dask_gateway import Gateway
-from dask_gateway.auth import GatewayAuth
-
-class Bearer(GatewayAuth):
-    def pre_request(self, resp):
-        return {"Authorization": "Bearer " + os.environ["IDP_JWT"]}, None
-
-addr = os.environ["GATEWAY_ADDRESS"]
 out = {}
-for name, auth in [("jupyterhub", "jupyterhub"), ("bearer", Bearer())]:
-    gw = Gateway(address=addr, proxy_address="gateway://" + addr.split("://", 1)[1], auth=auth)
+for name, auth in [("jupyterhub", "jupyterhub"), ("bearer", EnvAuth())]:
+    gw = gateway(auth)
     opts = gw.cluster_options()
     fields = opts._fields
     try:
@@ -245,10 +237,10 @@ async fn each_credential_gets_the_options_of_its_quota_role() {
     // The stock client: alice's hub token (stack-dask-high through a hub group), then lou's
     // IdP token (stack-dask-low). Each sees its own maxima and cannot pick beyond them.
     let out = tokio::process::Command::new(dedl_python())
-        .args(["-c", OPTIONS_SCRIPT])
+        .args(["-c", &dask_client_script(OPTIONS_SCRIPT)])
         .env("GATEWAY_ADDRESS", format!("http://{}", gw.addr))
         .env("JUPYTERHUB_API_TOKEN", "hub-alice")
-        .env("IDP_JWT", &low)
+        .env("GATEWAY_AUTHORIZATION", bearer(&low))
         .stdin(Stdio::null())
         .output()
         .await
@@ -509,19 +501,9 @@ async fn a_site_requiring_a_hub_scope_refuses_tokens_without_it() {
 /// A `stack-dask-tuw` user (2 workers at most) asks for 5, then makes its own scheduler want
 /// 10 (the user runs code on it), and checks what it got.
 const MAX_WORKERS_SCRIPT: &str = r#"
-import json, os, sys, time, warnings
-from dask_gateway import Gateway
-from dask_gateway.auth import GatewayAuth
+import warnings
 
-class Bearer(GatewayAuth):
-    def pre_request(self, resp):
-        return {"Authorization": "Bearer " + os.environ["IDP_JWT"]}, None
-
-def say(**kw):
-    print(json.dumps(kw), flush=True)
-
-addr = os.environ["GATEWAY_ADDRESS"]
-gw = Gateway(address=addr, proxy_address="gateway://" + addr.split("://", 1)[1], auth=Bearer())
+gw = gateway()
 cluster = gw.new_cluster(worker_memory=0.5)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -549,9 +531,9 @@ async fn a_running_cluster_keeps_to_the_max_workers_of_its_role() {
     let gw = Gateway::start(auth_config(&root, &hub_signer, &idp, None)).await;
     let token = idp.sign(&idp_claims("tina", &["stack-dask-tuw"], &[], 600));
     let mut child = tokio::process::Command::new(dedl_python())
-        .args(["-c", MAX_WORKERS_SCRIPT])
+        .args(["-c", &dask_client_script(MAX_WORKERS_SCRIPT)])
         .env("GATEWAY_ADDRESS", format!("http://{}", gw.addr))
-        .env("IDP_JWT", &token)
+        .env("GATEWAY_AUTHORIZATION", bearer(&token))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)

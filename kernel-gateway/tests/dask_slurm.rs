@@ -19,28 +19,17 @@ use hyper::Method;
 use serde_json::json;
 use slurm_cluster::{ALICE, Cluster, INSTANCE, free_ports, gateway_config, start_gateway};
 use stackhub_e2e::secrets::SecretScan;
+use stackhub_e2e::support::dask_client_script;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const CLIENT_SCRIPT: &str = r#"
-import json, os, sys, time
-from dask_gateway import Gateway
-from dask_gateway.auth import GatewayAuth
-
-class UserToken(GatewayAuth):
-    def pre_request(self, resp):
-        return {"Authorization": "token " + os.environ["USER_TOKEN"]}, None
-
-def say(**kw):
-    print(json.dumps(kw), flush=True)
-
 def workers(client, n):
     deadline = time.time() + 30
     while len(client.scheduler_info()["workers"]) != n and time.time() < deadline:
         time.sleep(0.3)
     return len(client.scheduler_info()["workers"])
 
-addr = os.environ["GATEWAY_ADDRESS"]
-gw = Gateway(address=addr, proxy_address="gateway://" + addr.split("://", 1)[1], auth=UserToken())
+gw = gateway()
 cluster = gw.new_cluster(worker_cores=1, worker_memory=0.5)
 say(event="created", name=cluster.name)
 cluster.scale(2)
@@ -151,9 +140,9 @@ async fn stock_client_runs_a_cluster_as_slurm_jobs_and_leaves_no_job() {
 
     let t0 = Instant::now();
     let mut child = tokio::process::Command::new(dedl_python())
-        .args(["-c", CLIENT_SCRIPT])
+        .args(["-c", &dask_client_script(CLIENT_SCRIPT)])
         .env("GATEWAY_ADDRESS", format!("http://{}", gw.addr))
-        .env("USER_TOKEN", ALICE)
+        .env("GATEWAY_AUTHORIZATION", format!("token {ALICE}"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)

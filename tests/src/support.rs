@@ -115,3 +115,35 @@ pub async fn bokeh_ws(url: &str, token: &str, headers: &[(&str, &str)]) -> Resul
         other => panic!("{url}: {other:?}"),
     }
 }
+
+/// The start of every Python script that drives the stock `dask-gateway` client in a test:
+/// `json`, `os`, `sys`, `time`, `Gateway` and `GatewayAuth` imported; `EnvAuth`, which sends
+/// `Authorization: $GATEWAY_AUTHORIZATION` (a site JWT, an IdP token or a hub token, with its
+/// scheme); `say(**kw)`, one JSON line on stdout; and `gateway(auth=None)`, the gateway at
+/// `$GATEWAY_ADDRESS` with its scheduler proxy on the same address, through `EnvAuth` unless
+/// told otherwise. Any release of the client since 2023.1.1 runs it.
+const DASK_CLIENT_PRELUDE: &str = r#"
+import json, os, sys, time
+from dask_gateway import Gateway
+from dask_gateway.auth import GatewayAuth
+
+
+class EnvAuth(GatewayAuth):
+    def pre_request(self, resp):
+        return {"Authorization": os.environ["GATEWAY_AUTHORIZATION"]}, None
+
+
+def say(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def gateway(auth=None):
+    addr = os.environ["GATEWAY_ADDRESS"]
+    return Gateway(address=addr, proxy_address="gateway://" + addr.split("://", 1)[1],
+                   auth=auth or EnvAuth())
+"#;
+
+/// A stock `dask-gateway` client script: `DASK_CLIENT_PRELUDE`'s helpers, then `body`.
+pub fn dask_client_script(body: &str) -> String {
+    format!("{DASK_CLIENT_PRELUDE}\n{body}")
+}

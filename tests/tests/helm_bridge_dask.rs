@@ -25,6 +25,7 @@ use k8s_common::{
 };
 use k8s_fake::FakeKube;
 use serde_json::{Value, json};
+use stackhub_e2e::support::dask_client_script;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The release's namespace; the kernel (and Dask) namespace by default.
@@ -35,18 +36,7 @@ const ISSUER: &str = "https://hub.test";
 /// The stock client: options (the caller's limits), a cluster submitted (it stays PENDING: no
 /// scheduler runs in the fake), listed, (the test's checks), stopped.
 const CLIENT: &str = r#"
-import json, os, sys
-from dask_gateway import Gateway
-from dask_gateway.auth import GatewayAuth
-
-class SiteJwt(GatewayAuth):
-    def pre_request(self, resp):
-        return {"Authorization": "Bearer " + os.environ["SITE_JWT"]}, None
-
-def say(**kw):
-    print(json.dumps(kw), flush=True)
-
-gw = Gateway(address=os.environ["GATEWAY_ADDRESS"], auth=SiteJwt())
+gw = gateway()
 opts = gw.cluster_options()
 limits = {k: f.max for k, f in opts._fields.items()}
 opts.worker_cores = 2
@@ -200,9 +190,9 @@ async fn the_charts_gateway_runs_dask_clusters_as_isolated_pods() {
         log_tail(&gateway.log)
     );
     let mut client = tokio::process::Command::new(dedl_python())
-        .args(["-c", CLIENT])
+        .args(["-c", &dask_client_script(CLIENT)])
         .env("GATEWAY_ADDRESS", format!("http://127.0.0.1:{port}"))
-        .env("SITE_JWT", &jwt)
+        .env("GATEWAY_AUTHORIZATION", format!("Bearer {jwt}"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)

@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use jupyter_protocol::ConnectionInfo;
 use jupyter_protocol::connection_info::Transport;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod, Secret};
 use std::collections::BTreeMap;
 
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
@@ -119,6 +119,22 @@ pub(crate) fn cannot_start(pod: &Pod) -> Option<String> {
         )
         .then(|| format!("{reason}: {}", w.message.as_deref().unwrap_or("no detail")))
     })
+}
+
+/// How `pod` ended, once it has (phase `Failed` or `Succeeded`): its phase and the first
+/// terminated container's state, if any container reports one. Kernel and Dask pods alike.
+pub(crate) fn ended(pod: &Pod) -> Option<(&str, Option<ContainerStateTerminated>)> {
+    let status = pod.status.as_ref()?;
+    let phase = status
+        .phase
+        .as_deref()
+        .filter(|p| matches!(*p, "Failed" | "Succeeded"))?;
+    let term = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find_map(|c| c.state.as_ref()?.terminated.clone());
+    Some((phase, term))
 }
 
 fn judge(pod: &Pod) -> PodState {
@@ -497,18 +513,10 @@ impl KernelProcess for KernelPod {
                     last_stderr: None,
                 });
             };
-            let status = pod.status.as_ref()?;
-            if !matches!(status.phase.as_deref(), Some("Failed" | "Succeeded")) {
-                return None;
-            }
-            let term = status
-                .container_statuses
-                .iter()
-                .flatten()
-                .find_map(|c| c.state.as_ref()?.terminated.clone());
+            let (phase, term) = ended(&pod)?;
             Some(ExitInfo {
                 status: term.as_ref().map_or_else(
-                    || format!("pod {}", status.phase.as_deref().unwrap_or("ended")),
+                    || format!("pod {phase}"),
                     |t| format!("exit status {}", t.exit_code),
                 ),
                 last_stderr: term.and_then(|t| t.reason.or(t.message)),

@@ -14,7 +14,7 @@ use kube::api::{Api, ListParams};
 use tokio::sync::watch;
 
 use super::super::DaskProcess;
-use crate::launcher::k8s::{by_uid, cannot_start, is_status};
+use crate::launcher::k8s::{self as launcher_k8s, by_uid, cannot_start, is_status};
 
 /// Seconds between pod lists while pods run.
 const POLL: Duration = Duration::from_secs(2);
@@ -76,15 +76,7 @@ fn ended(pod: &Pod) -> Option<String> {
     if let Some(why) = cannot_start(pod) {
         return Some(format!("pod {}: {why}; check dask.image", pod.name_any()));
     }
-    let status = pod.status.as_ref()?;
-    if !matches!(status.phase.as_deref(), Some("Failed" | "Succeeded")) {
-        return None;
-    }
-    let term = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .find_map(|c| c.state.as_ref()?.terminated.clone());
+    let (phase, term) = launcher_k8s::ended(pod)?;
     Some(match term {
         Some(t) => format!(
             "pod {} exited with code {} ({})",
@@ -92,11 +84,7 @@ fn ended(pod: &Pod) -> Option<String> {
             t.exit_code,
             t.reason.as_deref().unwrap_or("no reason")
         ),
-        None => format!(
-            "pod {} {}",
-            pod.name_any(),
-            status.phase.as_deref().unwrap_or_default()
-        ),
+        None => format!("pod {} {phase}", pod.name_any()),
     })
 }
 
