@@ -10,17 +10,15 @@ mod common;
 mod dask_support;
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{ALICE, Gateway};
 use dask_support::{
     Signer, bearer, call, client_hello, dask_config, dedl_python, gateway_logs, next_event,
-    processes_under, running_cluster, temp_root, wait_status,
+    processes_under, running_cluster, stock_client, temp_root, wait_status,
 };
 use hyper::{Method, StatusCode};
 use serde_json::json;
-use stackhub_e2e::support::dask_client_script;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// The stock client's session: options, new cluster, scale, get_client through the proxy, a
@@ -181,15 +179,7 @@ async fn stock_client_runs_a_real_cluster_through_the_gateway() {
     assert_eq!(n, 0, "an unknown cluster's connection got an answer");
 
     // The stock client.
-    let mut child = tokio::process::Command::new(dedl_python())
-        .args(["-c", &dask_client_script(CLIENT_SCRIPT)])
-        .env("GATEWAY_ADDRESS", format!("http://{}", gw.addr))
-        .env("GATEWAY_AUTHORIZATION", bearer(&alice))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = stock_client(&dedl_python(), CLIENT_SCRIPT, gw.addr, &bearer(&alice));
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let created = next_event(&mut lines, "created").await;
     let name = created["name"].as_str().unwrap().to_owned();

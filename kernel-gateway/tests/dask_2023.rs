@@ -10,16 +10,13 @@
 mod common;
 mod dask_support;
 
-use std::process::Stdio;
-
 use common::Gateway;
 use dask_support::{
     Signer, bearer, bokeh_script, bokeh_ws, dask_config_with, dask2023_python, gateway_logs, get,
-    next_event, processes_under, session_token, temp_root, wait_status,
+    next_event, processes_under, session_token, stock_client, temp_root, wait_status,
 };
 use hyper::StatusCode;
 use serde_json::{Value, json};
-use stackhub_e2e::support::dask_client_script;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Where the hub publishes the site's dashboards (`[dask] dashboard_prefix`).
@@ -85,15 +82,7 @@ async fn data_lake_client_2023_runs_a_real_cluster() {
     let alice = signer.token("alice", 600);
     let bob = bearer(&signer.token("bob", 600));
 
-    let mut child = tokio::process::Command::new(&python)
-        .args(["-c", &dask_client_script(CLIENT_SCRIPT)])
-        .env("GATEWAY_ADDRESS", format!("http://{}", gw.addr))
-        .env("GATEWAY_AUTHORIZATION", bearer(&alice))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = stock_client(&python, CLIENT_SCRIPT, gw.addr, &bearer(&alice));
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let created = next_event(&mut lines, "created").await;
     assert_eq!(created["client"], json!(["2023.1.1", "2023.8.0"]));
@@ -214,21 +203,12 @@ async fn data_lake_2023_idle_cluster_stops_by_itself() {
     config.dask.idle_timeout = 2;
     let gw = Gateway::start(config).await;
     let alice = signer.token("alice", 600);
-    let script = dask_client_script(
-        r#"
+    let script = r#"
 gw = gateway()
 cluster = gw.new_cluster(shutdown_on_close=False)
-print(json.dumps({"event": "created", "name": cluster.name}), flush=True)
-"#,
-    );
-    let mut child = tokio::process::Command::new(&python)
-        .args(["-c", &script])
-        .env("GATEWAY_ADDRESS", format!("http://{}", gw.addr))
-        .env("GATEWAY_AUTHORIZATION", bearer(&alice))
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+say(event="created", name=cluster.name)
+"#;
+    let mut child = stock_client(&python, script, gw.addr, &bearer(&alice));
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let created = next_event(&mut lines, "created").await;
     assert!(child.wait().await.unwrap().success());

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap as AxumHeaders;
 use common::Gateway;
 use dask_support::{
-    Signer, bearer, call, dask_config, dedl_python, processes_under, temp_root, wait_status,
+    Signer, bearer, call, dask_config, dedl_python, processes_under, stock_client, temp_root,
+    wait_status,
 };
 use hyper::{Method, StatusCode};
 use kernel_gateway::Config;
@@ -530,15 +531,7 @@ async fn a_running_cluster_keeps_to_the_max_workers_of_its_role() {
     let root = temp_root();
     let gw = Gateway::start(auth_config(&root, &hub_signer, &idp, None)).await;
     let token = idp.sign(&idp_claims("tina", &["stack-dask-tuw"], &[], 600));
-    let mut child = tokio::process::Command::new(dedl_python())
-        .args(["-c", &dask_client_script(MAX_WORKERS_SCRIPT)])
-        .env("GATEWAY_ADDRESS", format!("http://{}", gw.addr))
-        .env("GATEWAY_AUTHORIZATION", bearer(&token))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = stock_client(&dedl_python(), MAX_WORKERS_SCRIPT, gw.addr, &bearer(&token));
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut next = async || -> Value {

@@ -11,15 +11,13 @@ mod dask_support;
 mod slurm_cluster;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dask_support::{call, dedl_python, gateway_logs, next_event, wait_status};
+use dask_support::{call, dedl_python, gateway_logs, next_event, stock_client, wait_status};
 use hyper::Method;
 use serde_json::json;
 use slurm_cluster::{ALICE, Cluster, INSTANCE, free_ports, gateway_config, start_gateway};
 use stackhub_e2e::secrets::SecretScan;
-use stackhub_e2e::support::dask_client_script;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const CLIENT_SCRIPT: &str = r#"
@@ -139,15 +137,12 @@ async fn stock_client_runs_a_cluster_as_slurm_jobs_and_leaves_no_job() {
     let (gw, _slurm) = start_gateway(config).await;
 
     let t0 = Instant::now();
-    let mut child = tokio::process::Command::new(dedl_python())
-        .args(["-c", &dask_client_script(CLIENT_SCRIPT)])
-        .env("GATEWAY_ADDRESS", format!("http://{}", gw.addr))
-        .env("GATEWAY_AUTHORIZATION", format!("token {ALICE}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = stock_client(
+        &dedl_python(),
+        CLIENT_SCRIPT,
+        gw.addr,
+        &format!("token {ALICE}"),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let name = next_event(&mut lines, "created").await["name"]
         .as_str()

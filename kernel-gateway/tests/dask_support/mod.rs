@@ -53,6 +53,26 @@ pub fn dask2023_python() -> PathBuf {
     )
 }
 
+/// The stock client running `body` (after the shared prelude:
+/// `stackhub_e2e::support::dask_client_script`) with `python`, against the gateway at `addr`
+/// with the `Authorization` header `authorization`; stdin and stdout piped, killed when dropped.
+pub fn stock_client(
+    python: &Path,
+    body: &str,
+    addr: std::net::SocketAddr,
+    authorization: &str,
+) -> tokio::process::Child {
+    tokio::process::Command::new(python)
+        .args(["-c", &stackhub_e2e::support::dask_client_script(body)])
+        .env("GATEWAY_ADDRESS", format!("http://{addr}"))
+        .env("GATEWAY_AUTHORIZATION", authorization)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the stock client starts")
+}
+
 /// `<venv>/bin/python` of `$var`, else of the first `<cache>/stackhub/venvs/<prefix>*`; it must
 /// run `check`, or the test fails with `missing`.
 fn venv_python(var: &str, prefix: &str, check: &str, missing: &str) -> PathBuf {
