@@ -16,6 +16,7 @@ const EX_UNAVAILABLE: u8 = 69;
 
 /// jemalloc instead of glibc malloc: fewer cycles per proxied request (its thread caches skip
 /// glibc's arena locking and consolidation; `bench/run proxy` measures the difference).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
