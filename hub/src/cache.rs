@@ -23,10 +23,10 @@ use crate::auth::{ApiCaller, CallerKind};
 /// Entries per cache before it is emptied (a bound, not an eviction policy: a hub has a few
 /// callers and users per generation).
 const MAX_ENTRIES: usize = 8192;
-/// Bytes of cached answers before that cache is emptied: 2 MiB holds a few thousand users'
-/// answers or about thirty 100-user pages (at 16 MiB, random pages of 10,000 users filled it,
-/// and the hub's RSS with it).
-const MAX_BYTES: usize = 2 << 20;
+/// Bytes of cached answers before that cache is emptied: 1 MiB holds a couple of thousand
+/// users' answers or about forty 100-user pages (at 16 MiB, random pages of 10,000 users filled
+/// it, and the hub's RSS with it; `bench/run scale` measures both).
+const MAX_BYTES: usize = 1 << 20;
 
 /// A caller resolved from a token, with what decides whether it may be reused.
 #[derive(Debug, Clone)]

@@ -138,9 +138,10 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 _ if memory => 1,
-                // One writer at a time and readers that never wait (WAL): four connections keep
-                // two cores busy; each holds its own page cache.
-                Backend::Sqlite => 4,
+                // One writer at a time and readers that never wait (WAL). Each connection is a
+                // thread with its own statements and malloc arena (~1 MB resident each at
+                // 10,000 users): two keep two cores busy (`bench/run scale`).
+                Backend::Sqlite => 2,
                 Backend::Postgres => 8,
             })
             .min_connections(if memory { 1 } else { 0 })
@@ -167,12 +168,12 @@ impl Db {
                         sqlx::query("PRAGMA synchronous = NORMAL")
                             .execute(&mut *conn)
                             .await?;
-                        // 256 KiB of page cache per connection (SQLite's default is 2 MiB):
+                        // 512 KiB of page cache per connection (SQLite's default is 2 MiB):
                         // what misses it is read from the OS's cache of the file (a pread of
                         // a few microseconds). Each connection's cache fills up to its size
                         // (at 10,000 users the file is larger), all of it in the hub's RSS;
-                        // `bench/run scale` saw no change in its REST latencies from 1 MiB.
-                        sqlx::query("PRAGMA cache_size = -256")
+                        // with 256 KiB, a page of 100 users took ~0.5 ms more.
+                        sqlx::query("PRAGMA cache_size = -512")
                             .execute(&mut *conn)
                             .await?;
                     }
