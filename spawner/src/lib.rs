@@ -11,6 +11,7 @@
 pub mod k8s;
 mod launch;
 mod local;
+mod local_children;
 mod local_records;
 pub mod profile;
 #[cfg(feature = "test-util")]

@@ -10,21 +10,20 @@
 //! The port is chosen by binding port 0 and releasing it; another process may take it before
 //! the server binds it. The server then fails to start and the hub reports the spawn as failed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::Arc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::process::Command;
-use tokio::sync::Mutex;
 
 use crate::Spawner;
+use crate::local_children::Children;
 use crate::local_records;
 use crate::types::{
     ProgressEvent, ProgressSink, ServerId, SpawnError, SpawnRequest, Spawned, State, Status,
@@ -92,8 +91,8 @@ struct LocalState {
 #[derive(Debug)]
 pub struct LocalProcessSpawner {
     config: LocalProcessConfig,
-    /// Exit codes of children this hub process started, recorded when they are reaped.
-    exits: Arc<Mutex<HashMap<i32, Option<i32>>>>,
+    /// The server processes this hub process started, and how the reaped ones ended.
+    children: Children,
 }
 
 impl LocalProcessSpawner {
@@ -101,7 +100,7 @@ impl LocalProcessSpawner {
     pub fn new(config: LocalProcessConfig) -> Self {
         Self {
             config,
-            exits: Arc::default(),
+            children: Children::default(),
         }
     }
 
@@ -114,8 +113,8 @@ impl LocalProcessSpawner {
 
     /// Whether the process in `st` is alive and is the one we started.
     async fn alive(&self, st: &LocalState) -> Result<(), Option<i32>> {
-        if let Some(code) = self.exits.lock().await.get(&st.pid) {
-            return Err(*code);
+        if let Some(code) = self.children.exit(st.pid).await {
+            return Err(code);
         }
         match process_start_time(st.pid) {
             Some((start, zombie)) if start == st.start_time && !zombie => Ok(()),
@@ -229,8 +228,7 @@ impl Spawner for LocalProcessSpawner {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
-            .process_group(0)
-            .kill_on_drop(false);
+            .process_group(0);
         for key in &self.config.env_keep {
             if let Some(value) = std::env::var_os(key) {
                 cmd.env(key, value);
@@ -249,20 +247,14 @@ impl Spawner for LocalProcessSpawner {
         cmd.envs(&self.config.environment);
 
         progress.send(ProgressEvent::new(20, "Starting your server process"));
-        let mut child = cmd
+        let child = cmd
             .spawn()
             .map_err(|e| launch_err(format!("cannot run {program}"), Some(e)))?;
-        let pid = child
-            .id()
-            .and_then(|p| i32::try_from(p).ok())
-            .ok_or_else(|| launch_err("process exited at once".into(), None))?;
+        let pid = i32::try_from(child.id())
+            .map_err(|_| launch_err(format!("pid {} out of range", child.id()), None))?;
         let start_time = process_start_time(pid).map(|(t, _)| t).unwrap_or(0);
-        let exits = Arc::clone(&self.exits);
-        tokio::spawn(async move {
-            // Reap the child and remember how it ended, for poll().
-            let code = child.wait().await.ok().and_then(|s| s.code());
-            exits.lock().await.insert(pid, code);
-        });
+        // Reaped when it exits, and how it ended kept for poll().
+        self.children.add(child).await;
         tracing::info!(server = %req.server, pid, port, log = %log_path.display(), "server process started");
         let url = format!("http://{host}:{port}");
         let record = local_records::Record {
