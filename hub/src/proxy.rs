@@ -139,7 +139,7 @@ impl Proxy for EmbeddedProxy {
             .table
             .all()
             .iter()
-            .map(|r| (r.path().to_owned(), r.data().clone()))
+            .map(|r| (r.path().to_owned(), r.data().to_map()))
             .collect())
     }
 }

@@ -48,7 +48,7 @@ pub use self::error::{ConfigError, RouteError};
 pub use self::forward::{LocalTarget, LocalUpstream, Peer, Proxy, ProxyOptions};
 pub use self::kernel_route::{KERNEL_GATEWAY_KEY, KernelAuthError, KernelChannelAuth};
 pub use self::net::QuickAckStream;
-pub use self::routes::{Route, RouteTable, Target, host_key, normalize};
+pub use self::routes::{Route, RouteData, RouteTable, Target, host_key, normalize};
 pub use self::server::{SHUTDOWN_GRACE, serve, serve_api};
 pub use self::tls::{ClientAuth, acceptor as tls_acceptor, acceptor_with as tls_acceptor_with};
 pub use self::workers::{Workers, default_worker_count};

@@ -27,10 +27,60 @@ pub(crate) const TOUCH_GRANULARITY_MS: i64 = 10;
 /// One entry of the table.
 #[derive(Debug)]
 pub struct Route {
-    path: Box<str>,
+    path: Arc<str>,
     target: Target,
-    data: Map<String, Value>,
+    data: RouteData,
     last_activity_ms: AtomicI64,
+}
+
+/// The data a route was added with, kept compactly: its entries sorted by key, in one
+/// exact-size allocation. (A `serde_json::Map` is a B-tree whose first node alone takes ~630
+/// bytes: 0.6 MB for the data of 1,000 servers' routes.)
+#[derive(Debug, Clone)]
+pub struct RouteData(Box<[(Box<str>, Value)]>);
+
+impl RouteData {
+    /// The value under `key`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Whether there is a value under `key`.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The entries as a JSON object.
+    pub fn to_map(&self) -> Map<String, Value> {
+        self.0
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+}
+
+/// `data["key"]`, `null` when absent (as for a `serde_json::Map`).
+impl std::ops::Index<&str> for RouteData {
+    type Output = Value;
+
+    fn index(&self, key: &str) -> &Value {
+        static NULL: Value = Value::Null;
+        self.get(key).unwrap_or(&NULL)
+    }
+}
+
+impl From<Map<String, Value>> for RouteData {
+    fn from(map: Map<String, Value>) -> Self {
+        let mut entries: Vec<(Box<str>, Value)> = map
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_str(), v))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Self(entries.into_boxed_slice())
+    }
 }
 
 impl Route {
@@ -45,7 +95,7 @@ impl Route {
     }
 
     /// The data the route was added with (including `target`), kept verbatim.
-    pub fn data(&self) -> &Map<String, Value> {
+    pub fn data(&self) -> &RouteData {
         &self.data
     }
 
@@ -68,7 +118,7 @@ impl Route {
     /// The route as configurable-http-proxy's API shows it: the stored data plus `last_activity`
     /// as a JavaScript date string (`2026-08-01T12:00:00.000Z`).
     pub fn to_json(&self) -> Value {
-        let mut data = self.data.clone();
+        let mut data = self.data.to_map();
         data.insert(
             "last_activity".to_owned(),
             Value::String(
@@ -169,7 +219,8 @@ impl Target {
     }
 }
 
-type Map_ = HashMap<Box<str>, Arc<Route>>;
+/// Keys are shared with the routes' copies: a write clones the map, not its keys.
+type Map_ = HashMap<Arc<str>, Arc<Route>>;
 
 /// The shared, concurrently readable route table.
 #[derive(Debug, Default)]
@@ -197,16 +248,16 @@ impl RouteTable {
         let mut data = data;
         // `last_activity` is ours to report; a stored copy would shadow the live value.
         data.remove("last_activity");
+        let key: Arc<str> = path.into();
         let route = Arc::new(Route {
-            path: path.as_str().into(),
+            path: Arc::clone(&key),
             target,
-            data,
+            data: data.into(),
             last_activity_ms: AtomicI64::new(now_ms()),
         });
-        let key: Box<str> = path.into();
         self.routes.rcu(|current| {
             let mut next = Map_::clone(current);
-            next.insert(key.clone(), Arc::clone(&route));
+            next.insert(Arc::clone(&key), Arc::clone(&route));
             next
         });
         Ok(route)

@@ -80,6 +80,26 @@ fn data_kept_verbatim_and_activity_reported() {
 }
 
 #[test]
+fn data_lookups_by_key() {
+    let table = RouteTable::new();
+    let mut d = data("http://127.0.0.1:9");
+    for key in ["zeta", "alpha", "mid"] {
+        d.insert(key.into(), json!(key.len()));
+    }
+    let route = table.add("/svc", d.clone()).unwrap();
+    let data = route.data();
+    for (key, value) in &d {
+        assert_eq!(data.get(key), Some(value), "{key}");
+        assert_eq!(&data[key.as_str()], value);
+        assert!(data.contains_key(key));
+    }
+    assert_eq!(data.get("absent"), None);
+    assert_eq!(data["absent"], Value::Null);
+    assert!(!data.contains_key("al"), "no prefix match");
+    assert_eq!(data.to_map(), d);
+}
+
+#[test]
 fn target_validation() {
     assert!(matches!(
         RouteTable::new().add("/x", Map::new()),
