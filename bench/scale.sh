@@ -103,8 +103,9 @@ RESULTS="$WORK/results.jsonl"
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 record() { printf '%s\n' "$1" >>"$RESULTS"; }
 
-# rss TARGET PHASE: VmRSS/VmHWM of the hub and (JupyterHub) its proxy, from its pid file (the
-# servers are the hub's children too, and are not counted).
+# rss TARGET PHASE: VmRSS/VmHWM of the hub (and its split: RssAnon, the heap and stacks; RssFile,
+# the mapped executable and libraries) and of JupyterHub's proxy, from its pid file (the servers
+# are the hub's children too, and are not counted).
 rss() {
   local t=$1 pid=${PID[$1]} proxy=0 proxy_hwm=0 p
   if [ "$t" = jh ]; then
@@ -112,8 +113,9 @@ rss() {
     proxy=$(kib "$p" VmRSS)
     proxy_hwm=$(kib "$p" VmHWM)
   fi
-  record "$(printf '{"kind":"rss","phase":"%s","target":"%s","hub_vmrss_kib":%d,"hub_vmhwm_kib":%d,"proxy_vmrss_kib":%d,"proxy_vmhwm_kib":%d}' \
-    "$2" "$t" "$(kib "$pid" VmRSS)" "$(kib "$pid" VmHWM)" "$proxy" "$proxy_hwm")"
+  record "$(printf '{"kind":"rss","phase":"%s","target":"%s","hub_vmrss_kib":%d,"hub_vmhwm_kib":%d,"hub_rssanon_kib":%d,"hub_rssfile_kib":%d,"proxy_vmrss_kib":%d,"proxy_vmhwm_kib":%d}' \
+    "$2" "$t" "$(kib "$pid" VmRSS)" "$(kib "$pid" VmHWM)" "$(kib "$pid" RssAnon)" "$(kib "$pid" RssFile)" \
+    "$proxy" "$proxy_hwm")"
 }
 
 # load TARGET LABEL ARGS...: run http-load against TARGET's API, record and print its result.

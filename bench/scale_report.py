@@ -91,7 +91,9 @@ def main():
                 m[t].setdefault("rss", {})[phase] = {
                     "total_mib": (r["hub_vmrss_kib"] + r["proxy_vmrss_kib"]) / 1024,
                     "hub_mib": r["hub_vmrss_kib"] / 1024, "proxy_mib": r["proxy_vmrss_kib"] / 1024,
-                    "hub_peak_mib": r["hub_vmhwm_kib"] / 1024}
+                    "hub_peak_mib": r["hub_vmhwm_kib"] / 1024,
+                    "hub_anon_mib": r.get("hub_rssanon_kib", 0) / 1024,
+                    "hub_file_mib": r.get("hub_rssfile_kib", 0) / 1024}
 
     def val(t, *path):
         x = m.get(t, {})
@@ -164,6 +166,8 @@ def main():
         print(f"  {NAMES[t]} RSS (MiB, hub + proxy): " + ", ".join(
             f"{ph} {v['total_mib']:.1f} ({v['hub_mib']:.1f} + {v['proxy_mib']:.1f})"
             for ph, v in rss.items()))
+        print(f"  {NAMES[t]} hub RSS split (MiB, heap and stacks + mapped files): " + ", ".join(
+            f"{ph} {v['hub_anon_mib']:.1f} + {v['hub_file_mib']:.1f}" for ph, v in rss.items()))
         st = val(t, "start")
         if st:
             print(f"  {NAMES[t]} start POST answered: p50 {st['post_p50_ms']:.1f} ms, "
