@@ -345,6 +345,7 @@ impl Spawner for LocalProcessSpawner {
         let stopped = self.stop_process(server, &st, now).await;
         if stopped.is_ok() {
             local_records::remove_if(&self.config.work_root, server, st.pid);
+            self.children.forget(st.pid).await;
         }
         stopped
     }

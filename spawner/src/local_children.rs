@@ -87,6 +87,15 @@ impl Children {
     pub(crate) async fn exit(&self, pid: i32) -> Option<Option<i32>> {
         self.inner.lock().await.reap(pid)
     }
+
+    /// Forget child `pid` once it has exited (its server is stopped): nothing more is asked
+    /// about it, so how it ended need not be kept.
+    pub(crate) async fn forget(&self, pid: i32) {
+        let mut inner = self.inner.lock().await;
+        if inner.reap(pid).is_some() {
+            inner.exits.remove(&pid);
+        }
+    }
 }
 
 /// Reap exited children after each `SIGCHLD`, until the spawner is dropped.
@@ -164,6 +173,8 @@ mod tests {
         }
         assert_eq!(ended, Some(None), "killed by a signal: no exit code");
         assert!(!zombie(pid));
+        children.forget(pid).await;
+        assert!(children.inner.lock().await.exits.is_empty(), "forgotten");
         assert_eq!(children.exit(1).await, None, "not a child of ours");
     }
 }
