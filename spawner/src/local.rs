@@ -254,7 +254,7 @@ impl Spawner for LocalProcessSpawner {
             .map_err(|_| launch_err(format!("pid {} out of range", child.id()), None))?;
         let start_time = process_start_time(pid).map(|(t, _)| t).unwrap_or(0);
         // Reaped when it exits, and how it ended kept for poll().
-        self.children.add(child).await;
+        self.children.add(pid, child).await;
         tracing::info!(server = %req.server, pid, port, log = %log_path.display(), "server process started");
         let url = format!("http://{host}:{port}");
         let record = local_records::Record {
@@ -308,7 +308,7 @@ impl Spawner for LocalProcessSpawner {
             };
             if known.contains(&id) {
                 // A record of an earlier version has no port marker yet.
-                if let Err(e) = local_records::mark_port(&self.config.work_root, r.port) {
+                if let Err(e) = local_records::mark_port(&self.config.work_root, &r) {
                     tracing::warn!(server = %id, error = %e, "cannot mark a server's port taken");
                 }
                 continue;
@@ -453,7 +453,7 @@ fn group_has_live_members(pgid: i32) -> bool {
 }
 
 /// The start time (clock ticks since boot) of `pid` and whether it is a zombie, from `/proc`.
-fn process_start_time(pid: i32) -> Option<(u64, bool)> {
+pub(crate) fn process_start_time(pid: i32) -> Option<(u64, bool)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];

@@ -59,8 +59,8 @@ pub(crate) struct Children {
 }
 
 impl Children {
-    /// Keep `child` (just started) until it is reaped.
-    pub(crate) async fn add(&self, child: Child) {
+    /// Keep `child` (just started, process `pid`) until it is reaped.
+    pub(crate) async fn add(&self, pid: i32, child: Child) {
         self.reaper
             .get_or_init(|| async {
                 let weak = Arc::downgrade(&self.inner);
@@ -73,7 +73,6 @@ impl Children {
                 }
             })
             .await;
-        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
         let mut inner = self.inner.lock().await;
         // A reaped child's pid, given to this one: what is known is of the new process.
         inner.exits.remove(&pid);
@@ -117,13 +116,7 @@ mod tests {
 
     /// Whether `pid` is a zombie (exited, not reaped).
     fn zombie(pid: i32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rfind(')')
-                    .map(|i| s[i + 1..].trim_start().starts_with('Z'))
-            })
-            .unwrap_or(false)
+        crate::local::process_start_time(pid).is_some_and(|(_, zombie)| zombie)
     }
 
     #[tokio::test]
@@ -134,7 +127,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = i32::try_from(child.id()).unwrap();
-        children.add(child).await;
+        children.add(pid, child).await;
         assert_eq!(children.exit(pid).await, None, "still running");
         // Nobody asks about it again: the SIGCHLD task must reap it (no zombie left behind).
         let mut reaped = false;
@@ -156,7 +149,7 @@ mod tests {
         let pid = i32::try_from(child.id()).unwrap();
         // An earlier child that had this pid and exited.
         children.inner.lock().await.exits.insert(pid, Some(3));
-        children.add(child).await;
+        children.add(pid, child).await;
         assert_eq!(
             children.exit(pid).await,
             None,

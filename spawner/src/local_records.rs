@@ -3,8 +3,9 @@
 //! start time, port and URL, written as soon as the process runs. Another hub replica on the
 //! same host (one that takes over a spawn whose replica died before saving the state) finds the
 //! server through it, and the leader's orphan removal finds processes no server row names.
-//! Beside each record, an empty `<port>.port` marks its port as taken, so that a start checks
-//! the port it is offered with one lookup instead of reading every record.
+//! Beside each record, `<port>.port` (a second name of the record's file) marks its port as
+//! taken, so that a start checks the port it is offered with one lookup instead of reading every
+//! record.
 //! Nothing secret is in a record.
 
 use std::path::{Path, PathBuf};
@@ -47,14 +48,21 @@ pub(crate) fn port_taken(work_root: &Path, port: u16) -> bool {
     std::fs::symlink_metadata(port_path(work_root, port)).is_ok()
 }
 
-/// Mark `port` taken (idempotent).
-pub(crate) fn mark_port(work_root: &Path, port: u16) -> std::io::Result<()> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(port_path(work_root, port))
-        .map(drop)
+/// Mark the port of `record` (stored) taken, if it is not already.
+pub(crate) fn mark_port(work_root: &Path, record: &Record) -> std::io::Result<()> {
+    let id = ServerId {
+        user: record.user.clone(),
+        name: record.server.clone(),
+    };
+    link_port(&path(work_root, &id), work_root, record.port)
+}
+
+/// Name `file` (a record) `<port>.port` too: no inode of its own to create.
+fn link_port(file: &Path, work_root: &Path, port: u16) -> std::io::Result<()> {
+    match std::fs::hard_link(file, port_path(work_root, port)) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Write `record` (replacing the server's previous one and its port's marker), atomically.
@@ -75,11 +83,7 @@ pub(crate) fn write(work_root: &Path, record: &Record) -> std::io::Result<()> {
         &tmp,
         serde_json::to_vec(record).map_err(std::io::Error::other)?,
     )?;
-    // The marker is a second name of the record's file: no inode of its own to create.
-    match std::fs::hard_link(&tmp, port_path(work_root, record.port)) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-        _ => {}
-    }
+    link_port(&tmp, work_root, record.port)?;
     std::fs::rename(tmp, path)
 }
 
@@ -202,6 +206,12 @@ mod tests {
             !port_taken(&root, 40001),
             "the replaced record's port is free"
         );
+        assert!(port_taken(&root, 40002));
+        // A record of an earlier version, without a marker: orphan removal marks it.
+        std::fs::remove_file(port_path(&root, 40002)).unwrap();
+        assert!(!port_taken(&root, 40002));
+        mark_port(&root, &r).unwrap();
+        mark_port(&root, &r).unwrap();
         assert!(port_taken(&root, 40002));
         remove_if(&root, &id, 7);
         assert!(

@@ -173,18 +173,17 @@ pub(crate) async fn cached(
     }
     let (value, cacheable) = compute.await?;
     let mut body = serde_json::to_vec(&value).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let Some(key) = key.filter(|_| cacheable) else {
+        return Ok(json_body(Bytes::from(body)));
+    };
     // Grown by doubling: a cached answer would keep up to twice its bytes (a 26 KB page of 100
     // users in a 32 KiB buffer). Shrinking gives the tail back in place.
     body.shrink_to_fit();
     let body = Bytes::from(body);
-    if let Some(key) = key
-        && cacheable
-    {
-        state
-            .caches()
-            .put_response(read_at, state.db().generation(), key, body.clone())
-            .await;
-    }
+    state
+        .caches()
+        .put_response(read_at, state.db().generation(), key, body.clone())
+        .await;
     Ok(json_body(body))
 }
 
